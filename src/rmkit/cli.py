@@ -1,0 +1,70 @@
+"""``rmkit <command>``: the command-line face of the Python API.
+
+Each command is a config dataclass plus a function taking it; the flags come from the dataclass fields.
+Errors in the user's input print as one line on stderr and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from rmkit import __version__
+from rmkit.config import add_arguments, build
+from rmkit.errors import RMKitError
+
+# command -> (module, config class, function, one-line help)
+COMMANDS: dict[str, tuple[str, str, str, str]] = {
+    "inspect": (
+        "rmkit.inspect_data",
+        "InspectConfig",
+        "inspect",
+        "read a data file and report its format and rows",
+    ),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rmkit", description="Reward models for RLHF: train, score, evaluate, serve."
+    )
+    parser.add_argument("--version", action="version", version=f"rmkit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+    for name, (module, cls_name, _, help_text) in COMMANDS.items():
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        cmd.add_argument(
+            "--config", help="YAML file of options (keys are the option names; flags override it)"
+        )
+        add_arguments(cmd, getattr(importlib.import_module(module), cls_name))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = vars(_parser().parse_args(argv))
+    command = args.pop("command")
+    if command is None:
+        _parser().print_help()
+        return 0
+    module, cls_name, fn_name, _ = COMMANDS[command]
+    mod = importlib.import_module(module)
+    config_file = args.pop("config", None)
+    try:
+        config = build(getattr(mod, cls_name), args, config_file)
+        getattr(mod, fn_name)(config)
+    except RMKitError as e:
+        print(f"rmkit {command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rmkit {command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

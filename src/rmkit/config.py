@@ -1,0 +1,105 @@
+"""Options of every command, one dataclass per command; each field is one option with its help text.
+
+The same dataclass serves the CLI (``--batch-tokens 8192``), a YAML file (``batch_tokens: 8192`` passed with
+``--config``; flags given on the command line win) and Python (``ScoreConfig(batch_tokens=8192)``). An
+unknown key in YAML is an error, never ignored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from rmkit.errors import RMKitError
+
+T = TypeVar("T")
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", **kw: Any) -> Any:
+    """A dataclass field that carries its help text (and, with ``choices=...``, its allowed values)."""
+    metadata = {"help": help, **kw}
+    if isinstance(default, (list, dict)):
+        value = default
+        return dataclasses.field(default_factory=lambda: type(value)(value), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def _base_type(annotation: Any) -> tuple[Any, bool]:
+    """``(inner type, optional)`` of an annotation such as ``int | None``."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0], True
+    return annotation, False
+
+
+def _parse_mapping(text: str) -> dict[str, str]:
+    pairs = [p for p in text.split(",") if p]
+    if not all("=" in p for p in pairs):
+        raise argparse.ArgumentTypeError(f"expected name=name pairs separated by commas, got {text!r}")
+    return dict(p.split("=", 1) for p in pairs)
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add one flag per field of dataclass ``cls`` (``--field-name``), with its help text and default."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        kind, _ = _base_type(hints[f.name])
+        kw: dict[str, Any] = {
+            "dest": f.name,
+            "default": argparse.SUPPRESS,
+            "help": f.metadata.get("help", ""),
+        }
+        if f.metadata.get("choices"):
+            kw["choices"] = f.metadata["choices"]
+        origin = typing.get_origin(kind)
+        if kind is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif origin is list:
+            kw["nargs"] = "+"
+            kw["type"] = typing.get_args(kind)[0] if typing.get_args(kind) else str
+        elif origin is dict:
+            kw["type"] = _parse_mapping
+        else:
+            kw["type"] = kind if kind in (int, float, str) else str
+        if kw["help"] and f.default is not dataclasses.MISSING and f.default is not None and kind is not bool:
+            kw["help"] += f" (default: {f.default})"
+        parser.add_argument(flag, **kw)
+
+
+def build(cls: type[T], flags: dict[str, Any], config_file: str | Path | None = None) -> T:
+    """Make a ``cls`` from a YAML file's keys overridden by ``flags``; unknown keys raise :class:`RMKitError`."""
+    values: dict[str, Any] = {}
+    if config_file:
+        try:
+            loaded = yaml.safe_load(Path(config_file).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise RMKitError(f"{config_file}: cannot read the config file: {e}") from None
+        if not isinstance(loaded, dict):
+            raise RMKitError(f"{config_file}: expected a mapping of option names to values")
+        values.update({k.replace("-", "_"): v for k, v in loaded.items()})
+    values.update(flags)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        where = f"{config_file}: " if config_file else ""
+        raise RMKitError(f"{where}unknown option(s) {', '.join(unknown)} for {cls.__name__}")
+    missing = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+        and f.name not in values
+    ]
+    if missing:
+        raise RMKitError(
+            f"missing required option(s): {', '.join('--' + m.replace('_', '-') for m in missing)}"
+        )
+    return cls(**values)

@@ -1,0 +1,393 @@
+"""Format detection and normalisation: every supported row shape becomes one :class:`Example`.
+
+Preference formats (a pair: ``responses == [chosen, rejected]``):
+
+- ``pku``: PKU-SafeRLHF, ``prompt``, ``response_0``, ``response_1``, ``better_response_id`` (0 or 1).
+- ``trl``: TRL explicit prompt, ``prompt``, ``chosen``, ``rejected``; strings or lists of ``{role, content}``.
+- ``trl_implicit``: TRL implicit prompt, ``chosen`` and ``rejected`` hold whole conversations as message
+  lists; the messages they share become the prompt. As plain strings they are scored verbatim as text.
+- ``hh``: Anthropic HH-RLHF transcripts, ``"\\n\\nHuman: ...\\n\\nAssistant: ..."`` strings in ``chosen`` and
+  ``rejected`` that share every turn but the last assistant reply.
+- ``sharegpt``: ``conversations`` (``{from, value}`` messages, ``from`` in human/gpt/system), ``chosen``
+  and ``rejected`` (one ``{from: gpt, value}`` message each, or a string).
+
+Scoring formats (one response, ``responses == [response]``):
+
+- ``prompt_response``: ``prompt`` (string or messages) and ``response`` strings.
+- ``messages``: a whole conversation ending with the assistant turn that is scored.
+- ``text``: already rendered text, scored verbatim.
+
+Columns not consumed by the format pass through in ``Example.extra`` (ids, subsets, metadata); a
+``margin`` column on a pair becomes ``Example.margin``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rmkit.data.readers import read_records
+from rmkit.errors import DataError
+
+Message = dict[str, str]
+
+PAIR_FORMATS = ("pku", "trl", "trl_implicit", "hh", "sharegpt")
+SCORE_FORMATS = ("prompt_response", "messages", "text")
+FORMATS = PAIR_FORMATS + SCORE_FORMATS
+
+_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "system": "system",
+    "model": "assistant",
+    "bot": "assistant",
+}
+_HH_TURN = re.compile(r"\n\n(Human|Assistant): ")
+
+
+@dataclass
+class Example:
+    """One normalised row.
+
+    ``prompt`` is the conversation before the answer (``[]`` for pre-rendered text); ``responses`` is
+    ``[response]`` for scoring or ``[chosen, rejected]`` for a pair; with ``rendered`` the responses are
+    complete texts to score verbatim. ``row`` is the 1-based record number in the source file.
+    """
+
+    row: int
+    prompt: list[Message]
+    responses: list[str]
+    is_pair: bool
+    rendered: bool = False
+    margin: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def prompt_value(self) -> str | list[Message]:
+        """The prompt as a user would write it back out: a string for a single user turn, else the messages."""
+        if len(self.prompt) == 1 and self.prompt[0]["role"] == "user":
+            return self.prompt[0]["content"]
+        return self.prompt
+
+
+class Rejects:
+    """Counts rows skipped for bad input and writes each, with its reason, to a JSONL file."""
+
+    def __init__(self, path: str | Path | None):
+        self.path = Path(path) if path else None
+        self.count = 0
+        self._file = None
+
+    def add(self, error: DataError, record: Any = None) -> None:
+        self.count += 1
+        if self.path is None:
+            return
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
+        line = {
+            "file": error.file,
+            "row": error.row,
+            "field": error.field,
+            "reason": error.reason,
+            "record": record,
+        }
+        self._file.write(json.dumps(line, ensure_ascii=False, default=str) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def detect_format(record: dict[str, Any]) -> str:
+    """Name the format of a record from its columns (and, for ``chosen``/``rejected`` strings, their text)."""
+    keys = set(record)
+    if {"conversations", "chosen", "rejected"} <= keys:
+        return "sharegpt"
+    if {"response_0", "response_1"} <= keys:
+        return "pku"
+    if {"prompt", "chosen", "rejected"} <= keys:
+        return "trl"
+    if {"chosen", "rejected"} <= keys:
+        chosen = record["chosen"]
+        if isinstance(chosen, str) and _HH_TURN.search(chosen) and "Assistant: " in chosen:
+            return "hh"
+        return "trl_implicit"
+    if {"prompt", "response"} <= keys:
+        return "prompt_response"
+    if "messages" in keys:
+        return "messages"
+    if "text" in keys:
+        return "text"
+    raise ValueError(
+        f"cannot tell the format from columns {sorted(keys)}; expected one of: "
+        "prompt/response_0/response_1/better_response_id (pku), prompt/chosen/rejected (trl), "
+        "chosen/rejected (trl_implicit or hh), conversations/chosen/rejected (sharegpt), "
+        "prompt/response, messages or text; use --format or --columns"
+    )
+
+
+def iter_examples(
+    path: str | Path,
+    *,
+    format: str | None = None,
+    columns: dict[str, str] | None = None,
+    rejects: Rejects | None = None,
+    kind: str | None = None,
+) -> Iterator[Example]:
+    """Stream the normalised examples of a data file, in file order.
+
+    ``format`` overrides detection; ``columns`` maps source column names to rmkit's (``{"question":
+    "prompt"}``). ``kind`` is ``"pairs"`` to insist on preference data. A bad row raises
+    :class:`DataError` unless ``rejects`` is given, in which case it is counted and written there.
+    """
+    yield from normalise_records(
+        read_records(path), source=str(path), format=format, columns=columns, rejects=rejects, kind=kind
+    )
+
+
+def normalise_records(
+    records: Iterable[tuple[int, dict[str, Any]]],
+    *,
+    source: str = "<input>",
+    format: str | None = None,
+    columns: dict[str, str] | None = None,
+    rejects: Rejects | None = None,
+    kind: str | None = None,
+) -> Iterator[Example]:
+    """Normalise ``(row, record)`` pairs; see :func:`iter_examples`."""
+    if format is not None and format not in FORMATS:
+        raise DataError(f"unknown format '{format}': expected one of {', '.join(FORMATS)}", file=source)
+    fmt = format
+    for row, record in records:
+        if columns:
+            record = {columns.get(k, k): v for k, v in record.items()}
+        try:
+            if fmt is None:
+                try:
+                    fmt = detect_format(record)
+                except ValueError as e:
+                    raise DataError(str(e), file=source, row=row) from None
+                if kind == "pairs" and fmt not in PAIR_FORMATS:
+                    raise DataError(
+                        f"expected preference pairs, but the columns look like '{fmt}' rows",
+                        file=source,
+                        row=row,
+                    )
+            yield _NORMALISERS[fmt](record, _Row(source, row))
+        except DataError as e:
+            if rejects is None:
+                raise
+            rejects.add(e, record)
+
+
+@dataclass
+class _Row:
+    source: str
+    row: int
+
+    def error(self, field: str | None, message: str) -> DataError:
+        return DataError(message, file=self.source, row=self.row, field=field)
+
+    def get(self, record: dict[str, Any], field: str) -> Any:
+        if field not in record or record[field] is None:
+            raise self.error(field, "missing field")
+        return record[field]
+
+    def text(self, record: dict[str, Any], field: str, value: Any = None) -> str:
+        value = self.get(record, field) if value is None else value
+        if not isinstance(value, str):
+            raise self.error(field, f"expected a string, got {type(value).__name__}")
+        if not value.strip():
+            raise self.error(field, "empty text")
+        return value
+
+    def messages(self, value: Any, field: str) -> list[Message]:
+        """Validate a list of chat messages, accepting ``{role, content}`` and ShareGPT ``{from, value}``."""
+        if not isinstance(value, list) or not value:
+            raise self.error(field, f"expected a non-empty list of messages, got {type(value).__name__}")
+        out = []
+        for i, m in enumerate(value):
+            if not isinstance(m, dict):
+                raise self.error(f"{field}[{i}]", f"expected a message object, got {type(m).__name__}")
+            role = m.get("role", m.get("from"))
+            content = m.get("content", m.get("value"))
+            if role not in _ROLES:
+                raise self.error(f"{field}[{i}]", f"unknown role {role!r}: expected one of {sorted(_ROLES)}")
+            if not isinstance(content, str):
+                raise self.error(f"{field}[{i}]", f"expected string content, got {type(content).__name__}")
+            out.append({"role": _ROLES[role], "content": content})
+        return out
+
+    def prompt(self, record: dict[str, Any], field: str = "prompt") -> list[Message]:
+        value = self.get(record, field)
+        if isinstance(value, list):
+            return self.messages(value, field)
+        return [{"role": "user", "content": self.text(record, field, value)}]
+
+    def reply(self, value: Any, field: str) -> str:
+        """A response given as a string, one assistant message, or a one-message list."""
+        if isinstance(value, list) and len(value) == 1:
+            value = value[0]
+        if isinstance(value, dict):
+            msgs = self.messages([value], field)
+            if msgs[0]["role"] != "assistant":
+                raise self.error(field, f"expected an assistant message, got role '{msgs[0]['role']}'")
+            value = msgs[0]["content"]
+        if not isinstance(value, str):
+            raise self.error(field, f"expected a string or an assistant message, got {type(value).__name__}")
+        if not value.strip():
+            raise self.error(field, "empty response")
+        return value
+
+
+def _rest(record: dict[str, Any], used: set[str]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k not in used}
+
+
+def _margin(record: dict[str, Any], r: _Row) -> float | None:
+    if record.get("margin") is None:
+        return None
+    try:
+        return float(record["margin"])
+    except (TypeError, ValueError):
+        raise r.error("margin", f"expected a number, got {record['margin']!r}") from None
+
+
+def _pair(
+    record: dict,
+    r: _Row,
+    prompt: list[Message],
+    chosen: str,
+    rejected: str,
+    used: set[str],
+    rendered: bool = False,
+) -> Example:
+    return Example(
+        r.row,
+        prompt,
+        [chosen, rejected],
+        is_pair=True,
+        rendered=rendered,
+        margin=_margin(record, r),
+        extra=_rest(record, used | {"margin"}),
+    )
+
+
+def _pku(record: dict, r: _Row) -> Example:
+    better = r.get(record, "better_response_id")
+    if isinstance(better, str) and better.strip() in ("0", "1"):
+        better = int(better)
+    if better not in (0, 1) or isinstance(better, bool):
+        raise r.error("better_response_id", f"expected 0 or 1, got {better!r}")
+    answers = [r.reply(r.get(record, f"response_{i}"), f"response_{i}") for i in (0, 1)]
+    used = {"prompt", "response_0", "response_1", "better_response_id"}
+    return _pair(record, r, r.prompt(record), answers[better], answers[1 - better], used)
+
+
+def _trl(record: dict, r: _Row) -> Example:
+    chosen = r.reply(r.get(record, "chosen"), "chosen")
+    rejected = r.reply(r.get(record, "rejected"), "rejected")
+    return _pair(record, r, r.prompt(record), chosen, rejected, {"prompt", "chosen", "rejected"})
+
+
+def _trl_implicit(record: dict, r: _Row) -> Example:
+    chosen, rejected = r.get(record, "chosen"), r.get(record, "rejected")
+    used = {"chosen", "rejected"}
+    if isinstance(chosen, str):
+        return _pair(record, r, [], r.text(record, "chosen"), r.text(record, "rejected"), used, rendered=True)
+    chosen, rejected = r.messages(chosen, "chosen"), r.messages(rejected, "rejected")
+    shared = 0
+    while shared < min(len(chosen), len(rejected)) - 1 and chosen[shared] == rejected[shared]:
+        shared += 1
+    if shared != len(chosen) - 1 or shared != len(rejected) - 1:
+        raise r.error("rejected", "chosen and rejected must share every message but the last")
+    for name, conv in (("chosen", chosen), ("rejected", rejected)):
+        if conv[-1]["role"] != "assistant":
+            raise r.error(name, "the last message must be the assistant's answer")
+    return _pair(
+        record,
+        r,
+        chosen[:-1],
+        r.reply(chosen[-1]["content"], "chosen"),
+        r.reply(rejected[-1]["content"], "rejected"),
+        used,
+    )
+
+
+def _hh_turns(text: str, r: _Row, field: str) -> list[Message]:
+    parts = _HH_TURN.split(text)
+    if parts[0].strip() or len(parts) < 3:
+        raise r.error(field, "expected an HH transcript '\\n\\nHuman: ...\\n\\nAssistant: ...'")
+    roles = {"Human": "user", "Assistant": "assistant"}
+    turns = [{"role": roles[parts[i]], "content": parts[i + 1]} for i in range(1, len(parts), 2)]
+    if turns[-1]["role"] != "assistant":
+        raise r.error(field, "the transcript must end with an Assistant turn")
+    return turns
+
+
+def _hh(record: dict, r: _Row) -> Example:
+    chosen = _hh_turns(r.text(record, "chosen"), r, "chosen")
+    rejected = _hh_turns(r.text(record, "rejected"), r, "rejected")
+    if chosen[:-1] != rejected[:-1]:
+        raise r.error("rejected", "chosen and rejected must share every turn but the last Assistant reply")
+    return _pair(
+        record,
+        r,
+        chosen[:-1],
+        r.reply(chosen[-1]["content"], "chosen"),
+        r.reply(rejected[-1]["content"], "rejected"),
+        {"chosen", "rejected"},
+    )
+
+
+def _sharegpt(record: dict, r: _Row) -> Example:
+    prompt = r.messages(r.get(record, "conversations"), "conversations")
+    chosen = r.reply(r.get(record, "chosen"), "chosen")
+    rejected = r.reply(r.get(record, "rejected"), "rejected")
+    return _pair(record, r, prompt, chosen, rejected, {"conversations", "chosen", "rejected"})
+
+
+def _prompt_response(record: dict, r: _Row) -> Example:
+    response = r.reply(r.get(record, "response"), "response")
+    return Example(
+        r.row, r.prompt(record), [response], is_pair=False, extra=_rest(record, {"prompt", "response"})
+    )
+
+
+def _messages(record: dict, r: _Row) -> Example:
+    conv = r.messages(r.get(record, "messages"), "messages")
+    if conv[-1]["role"] != "assistant":
+        raise r.error("messages", "the last message must be the assistant's answer to score")
+    return Example(
+        r.row,
+        conv[:-1],
+        [r.reply(conv[-1]["content"], "messages")],
+        is_pair=False,
+        extra=_rest(record, {"messages"}),
+    )
+
+
+def _text(record: dict, r: _Row) -> Example:
+    return Example(
+        r.row, [], [r.text(record, "text")], is_pair=False, rendered=True, extra=_rest(record, {"text"})
+    )
+
+
+_NORMALISERS = {
+    "pku": _pku,
+    "trl": _trl,
+    "trl_implicit": _trl_implicit,
+    "hh": _hh,
+    "sharegpt": _sharegpt,
+    "prompt_response": _prompt_response,
+    "messages": _messages,
+    "text": _text,
+}

@@ -1,0 +1,148 @@
+"""Readers: stream the records of a data file as plain dicts, in file order.
+
+Supported: JSON (a list of objects, parsed incrementally so a large array is never loaded whole), JSONL,
+CSV, Parquet (row group by row group) and a directory written by ``datasets.save_to_disk`` (memory-mapped
+Arrow). Every reader yields ``(row, record)`` with ``row`` counting records from 1.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from rmkit.errors import DataError
+
+_CHUNK = 1 << 20
+
+
+def read_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(row, record)`` for every record of ``path``; the format follows the suffix (or a directory)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError("no such file or directory", file=str(path))
+    if path.is_dir():
+        return _read_arrow_dir(path)
+    suffix = path.suffix.lower()
+    readers = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".parquet": _read_parquet}
+    if suffix not in readers:
+        raise DataError(
+            f"unknown file type '{suffix}': expected .json, .jsonl, .csv, .parquet or a save_to_disk directory",
+            file=str(path),
+        )
+    return readers[suffix](path)
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    row = 0
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            row = line_no
+            try:
+                record = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise DataError(f"line is not valid JSON ({e})", file=str(path), row=row) from None
+            yield row, _as_record(record, path, row)
+
+
+def _read_json(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Parse a JSON array element by element with ``raw_decode`` over a sliding buffer.
+
+    A file holding one object (not a list) is read as a JSON-lines file would be, so that ``.json``
+    files that are really JSONL also work.
+    """
+    decoder = json.JSONDecoder()
+    with open(path, encoding="utf-8") as f:
+        try:
+            buf = f.read(_CHUNK)
+        except UnicodeDecodeError as e:
+            raise DataError(f"file is not UTF-8 ({e})", file=str(path)) from None
+        pos = _skip_ws(buf, 0)
+        if pos < len(buf) and buf[pos] == "{":
+            yield from _read_jsonl(path)
+            return
+        if pos >= len(buf) or buf[pos] != "[":
+            raise DataError("expected a JSON list of objects", file=str(path))
+        pos += 1
+        row = 0
+        eof = False
+        while True:
+            pos = _skip_ws(buf, pos)
+            while pos >= len(buf) and not eof:
+                more = f.read(_CHUNK)
+                eof = not more
+                buf, pos = buf[pos:] + more, 0
+                pos = _skip_ws(buf, pos)
+            if pos < len(buf) and buf[pos] == "]":
+                return
+            if row and pos < len(buf) and buf[pos] == ",":
+                pos = _skip_ws(buf, pos + 1)
+            elif row:
+                raise DataError("expected ',' or ']' after a record", file=str(path), row=row)
+            while True:
+                try:
+                    record, end = decoder.raw_decode(buf, pos)
+                    break
+                except json.JSONDecodeError as e:
+                    more = "" if eof else f.read(_CHUNK)
+                    if not more:
+                        raise DataError(f"invalid JSON ({e.msg})", file=str(path), row=row + 1) from None
+                    buf = buf[pos:] + more
+                    pos = _skip_ws(buf, 0)
+            row += 1
+            yield row, _as_record(record, path, row)
+            buf, pos = buf[end:], 0
+
+
+def _skip_ws(buf: str, pos: int) -> int:
+    while pos < len(buf) and buf[pos] in " \t\r\n":
+        pos += 1
+    return pos
+
+
+def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        for row, record in enumerate(csv.DictReader(f), start=1):
+            yield row, {k: _csv_value(v) for k, v in record.items()}
+
+
+def _csv_value(value: str | None) -> Any:
+    """CSV cells are strings; cells holding a JSON list or object (messages) are decoded."""
+    if value and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def _read_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    import pyarrow.parquet as pq
+
+    row = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+        for record in batch.to_pylist():
+            row += 1
+            yield row, record
+
+
+def _read_arrow_dir(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except FileNotFoundError as e:
+        raise DataError(f"not a datasets.save_to_disk directory ({e})", file=str(path)) from None
+    if isinstance(ds, datasets.DatasetDict):
+        raise DataError(f"holds splits {list(ds)}: name one split's directory", file=str(path))
+    yield from enumerate(ds, start=1)
+
+
+def _as_record(record: Any, path: Path, row: int) -> dict[str, Any]:
+    if not isinstance(record, dict):
+        raise DataError(f"expected a JSON object, got {type(record).__name__}", file=str(path), row=row)
+    return record

@@ -1,0 +1,130 @@
+"""Rendering examples to text and tokenising them with rmkit's truncation rule.
+
+Rendering. A conversation (prompt messages plus the assistant's answer) is rendered with the tokenizer's
+chat template when it has one (``template="auto"`` or ``"chat"``). Otherwise, or with ``template="plain"``,
+rmkit's plain template writes each message as ``"{Role}: {content}"`` with roles ``System``, ``User`` and
+``Assistant``, joined by a blank line::
+
+    User: What is 2+2?
+
+    Assistant: 4
+
+Rows that arrive already rendered (the ``text`` format, implicit-prompt strings) are used verbatim.
+
+Tokenising. Pre-rendered text is tokenised exactly as ``tokenizer(text)`` does by default. Chat-template
+output carries its own special tokens, so it is tokenised with ``add_special_tokens=False``; the plain
+template uses the tokenizer's defaults. A rendered conversation gets the tokenizer's EOS token appended
+when it does not already end with it (``add_eos``), so every answer ends on the same token and the score is
+read there; with pad = eos this token is still read, because the end is found from the attention mask.
+
+Truncation. A sequence longer than ``max_length`` keeps its leading special tokens (BOS, CLS) and its last
+``max_length - len(leading)`` tokens: the response and its end token survive and the prompt is cut from the
+left (a response longer than the whole budget loses its beginning too). With ``truncation="drop"`` such
+rows are dropped instead. Either way the caller counts them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from transformers import PreTrainedTokenizerBase
+
+from rmkit.data.formats import Example, Message
+
+TEMPLATES = ("auto", "chat", "plain")
+_ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
+
+
+def render_plain(messages: Sequence[Message]) -> str:
+    """rmkit's plain template (see the module docstring)."""
+    return "\n\n".join(f"{_ROLE_NAMES[m['role']]}: {m['content']}" for m in messages)
+
+
+@dataclass
+class Encoded:
+    """Token ids of one response of one example; ``truncated`` says the truncation rule cut it."""
+
+    ids: list[int]
+    truncated: bool = False
+
+
+class Encoder:
+    """Turns examples into token ids: render, tokenise in batches, append EOS, truncate.
+
+    ``max_length=None`` means no limit. ``truncation`` is ``"left"`` (the rule above) or ``"drop"``
+    (``encode`` returns ``None`` for the example).
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        max_length: int | None = None,
+        template: str = "auto",
+        add_eos: bool = True,
+        truncation: str = "left",
+    ):
+        if template not in TEMPLATES:
+            raise ValueError(f"template must be one of {TEMPLATES}, got {template!r}")
+        if template == "chat" and not tokenizer.chat_template:
+            raise ValueError("template='chat' but the tokenizer has no chat template")
+        if truncation not in ("left", "drop"):
+            raise ValueError(f"truncation must be 'left' or 'drop', got {truncation!r}")
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.use_chat = template == "chat" or (template == "auto" and bool(tokenizer.chat_template))
+        self.add_eos = add_eos and tokenizer.eos_token_id is not None
+        self.truncation = truncation
+        self._special = set(tokenizer.all_special_ids)
+
+    def render(self, prompt: Sequence[Message], response: str) -> str:
+        """The text of a conversation ending with ``response`` as the assistant's answer."""
+        messages = [*prompt, {"role": "assistant", "content": response}]
+        if self.use_chat:
+            return self.tokenizer.apply_chat_template(messages, tokenize=False)
+        return render_plain(messages)
+
+    def encode_many(self, examples: Sequence[Example]) -> list[list[Encoded] | None]:
+        """Encode every response of every example (one tokenizer call for all); ``None`` marks a dropped row."""
+        jobs: list[tuple[str, bool]] = []
+        for ex in examples:
+            for response in ex.responses:
+                jobs.append((response, True) if ex.rendered else (self.render(ex.prompt, response), False))
+        ids = self._tokenize(jobs)
+        out: list[list[Encoded] | None] = []
+        pos = 0
+        for ex in examples:
+            encs = [
+                self._finish(ids[pos + i], conversation=not ex.rendered) for i in range(len(ex.responses))
+            ]
+            pos += len(ex.responses)
+            dropped = self.truncation == "drop" and any(e.truncated for e in encs)
+            out.append(None if dropped else encs)
+        return out
+
+    def encode_texts(self, texts: Sequence[str]) -> list[Encoded]:
+        """Encode pre-rendered texts (tokenised as ``tokenizer(text)`` does), truncating by the rule."""
+        return [self._finish(ids, conversation=False) for ids in self._tokenize([(t, True) for t in texts])]
+
+    def _tokenize(self, jobs: list[tuple[str, bool]]) -> list[list[int]]:
+        # Chat-template text already holds its special tokens; plain and verbatim text take the defaults.
+        plain = [i for i, (_, verbatim) in enumerate(jobs) if verbatim or not self.use_chat]
+        chat = [i for i, (_, verbatim) in enumerate(jobs) if not verbatim and self.use_chat]
+        ids: list[list[int]] = [[] for _ in jobs]
+        for idx, special in ((plain, True), (chat, False)):
+            if idx:
+                enc = self.tokenizer([jobs[i][0] for i in idx], add_special_tokens=special)["input_ids"]
+                for i, row in zip(idx, enc, strict=True):
+                    ids[i] = row
+        return ids
+
+    def _finish(self, ids: list[int], *, conversation: bool) -> Encoded:
+        if conversation and self.add_eos and (not ids or ids[-1] != self.tokenizer.eos_token_id):
+            ids = [*ids, self.tokenizer.eos_token_id]
+        if self.max_length is None or len(ids) <= self.max_length:
+            return Encoded(ids)
+        head = 0
+        while head < len(ids) and ids[head] in self._special and head < self.max_length // 2:
+            head += 1
+        return Encoded(ids[:head] + ids[len(ids) - (self.max_length - head) :], truncated=True)

@@ -1,0 +1,43 @@
+"""``rmkit inspect``: read a data file the way train and score will, and say what rmkit sees in it."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from rmkit.config import option
+from rmkit.data import FORMATS, Rejects, detect_format, iter_examples, read_records
+
+
+@dataclass
+class InspectConfig:
+    data: str = option(help="data file (.json, .jsonl, .csv, .parquet) or save_to_disk directory")
+    format: str | None = option(
+        None, help="row format; detected from the columns when not given", choices=FORMATS
+    )
+    columns: dict[str, str] | None = option(
+        None, help="rename columns first, e.g. question=prompt,answer=response"
+    )
+    on_error: str = option(
+        "raise", help="bad rows: 'raise' stops at the first, 'skip' counts them", choices=["raise", "skip"]
+    )
+    rejects: str | None = option(
+        None, help="with --on-error skip, write skipped rows and reasons here (JSONL)"
+    )
+
+
+def inspect(config: InspectConfig) -> dict[str, object]:
+    """Normalise every row of ``config.data`` and print (and return) the counts."""
+    _, first = next(iter(read_records(config.data)), (0, {}))
+    fmt = config.format or (
+        detect_format({(config.columns or {}).get(k, k): v for k, v in first.items()}) if first else None
+    )
+    rejects = Rejects(config.rejects) if config.on_error == "skip" else None
+    kinds: Counter[str] = Counter()
+    for ex in iter_examples(config.data, format=config.format, columns=config.columns, rejects=rejects):
+        kinds["pairs" if ex.is_pair else "responses"] += 1
+    summary = {"file": config.data, "format": fmt, **kinds, "skipped": rejects.count if rejects else 0}
+    if rejects:
+        rejects.close()
+    print(" ".join(f"{k}={v}" for k, v in summary.items()))
+    return summary

@@ -1,0 +1,277 @@
+"""RewardModel: a transformer backbone with a one-output score head.
+
+An rmkit RM *is* a Hugging Face ``AutoModelForSequenceClassification`` with ``num_labels=1``; this class
+wraps one with its tokenizer and adds what reward modelling needs:
+
+- ``forward`` returns per-token ``scores`` (B×L), the sequence score ``end_scores`` (B) and ``end_index``.
+  For decoder models (a linear ``score`` head on every position: Llama, Qwen, Mistral, GPT-2, ...) the
+  sequence score is read at the last position whose attention mask is 1, never by comparing ids with
+  ``pad_token_id`` (with pad = eos that comparison reads one token early). Encoders (BERT, RoBERTa, ...)
+  read it where their own classification head does, the first token, which attends to the whole
+  sequence; that keeps the checkpoint's scores identical under plain transformers.
+- Position ids follow the attention mask, so left and right padding give the same scores.
+- ``save_pretrained`` writes a standard checkpoint (safetensors, tokenizer beside it) that transformers,
+  TRL, vLLM and RewardBench load unchanged; rmkit's own settings sit under ``"rmkit"`` in ``config.json``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+
+from rmkit.data.batching import pad_batch, token_budget_batches
+from rmkit.data.formats import Example, Message
+from rmkit.data.rendering import Encoder
+from rmkit.errors import RMKitError
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+METADATA_KEY = "rmkit"
+
+
+@dataclass
+class RewardOutput:
+    """``scores``: (B, L) score at every position (``None`` when not asked for); ``end_scores``: (B,) the
+    sequence's score; ``end_index``: (B,) the position it was read at."""
+
+    scores: torch.Tensor | None
+    end_scores: torch.Tensor
+    end_index: torch.Tensor
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise RMKitError(f"unknown dtype '{dtype}': expected one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def ensure_pad_token(tokenizer) -> None:
+    """Give a tokenizer without a pad token an existing one (EOS, else UNK); never add a token."""
+    if tokenizer.pad_token_id is not None:
+        return
+    for name in ("eos_token", "unk_token", "bos_token"):
+        token = getattr(tokenizer, name)
+        if token is not None:
+            tokenizer.pad_token = token
+            log.info(
+                "tokenizer has no pad token; using %s %r (ends are read from the attention mask)", name, token
+            )
+            return
+    raise RMKitError("the tokenizer has no pad, eos, unk or bos token to pad with; set tokenizer.pad_token")
+
+
+class RewardModel(nn.Module):
+    """A one-label sequence classifier used as a reward model, with its tokenizer and rmkit metadata."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer, metadata: dict[str, Any] | None = None):
+        super().__init__()
+        if model.config.num_labels != 1:
+            raise RMKitError(
+                f"a reward model has one output; this model has num_labels={model.config.num_labels}"
+            )
+        ensure_pad_token(tokenizer)
+        model.config.pad_token_id = tokenizer.pad_token_id
+        self.model = model
+        self.tokenizer = tokenizer
+        self.metadata: dict[str, Any] = dict(metadata or getattr(model.config, METADATA_KEY, None) or {})
+        head = getattr(model, "score", None)
+        self.is_decoder = isinstance(head, nn.Linear)
+        backbone = model.base_model if self.is_decoder else model
+        self._pass_positions = "position_ids" in inspect.signature(backbone.forward).parameters
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        *,
+        dtype: str | torch.dtype = "fp32",
+        device: str | torch.device | None = None,
+        trust_remote_code: bool = False,
+        allow_pickle: bool = False,
+        **model_kwargs: Any,
+    ) -> RewardModel:
+        """Load an RM or a backbone.
+
+        ``name_or_path`` is a one-label ``*ForSequenceClassification`` checkpoint (any RM, rmkit's or not) or
+        a plain backbone (causal LM or encoder), which gets a fresh score head. Weights load from
+        safetensors only unless ``allow_pickle``; custom model code runs only with ``trust_remote_code``.
+        """
+        name = str(name_or_path)
+        try:
+            config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as e:
+            raise RMKitError(f"cannot load a model config from '{name}': {e}") from None
+        is_classifier = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
+        if is_classifier and config.num_labels != 1:
+            raise RMKitError(
+                f"'{name}' is a classifier with {config.num_labels} labels; a reward model has one"
+            )
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                name,
+                num_labels=1,
+                dtype=resolve_dtype(dtype),
+                use_safetensors=None if allow_pickle else True,
+                trust_remote_code=trust_remote_code,
+                **model_kwargs,
+            )
+        except OSError as e:
+            hint = (
+                ""
+                if allow_pickle
+                else " (rmkit loads safetensors weights only; pass allow_pickle=True to trust a pickle checkpoint)"
+            )
+            raise RMKitError(f"cannot load weights from '{name}': {e}{hint}") from None
+        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+        rm = cls(model, tokenizer)
+        if device is not None:
+            rm.to(device)
+        return rm.eval()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def max_length(self) -> int | None:
+        """The longest sequence scored: the metadata's ``max_length``, else what the model can take."""
+        if self.metadata.get("max_length"):
+            return int(self.metadata["max_length"])
+        limits = [
+            getattr(self.model.config, "max_position_embeddings", None),
+            self.tokenizer.model_max_length,
+        ]
+        limits = [n for n in limits if isinstance(n, int) and 0 < n < 1_000_000]
+        return min(limits) if limits else None
+
+    def encoder(
+        self, *, max_length: int | None = None, template: str | None = None, truncation: str = "left"
+    ) -> Encoder:
+        """An :class:`Encoder` for this model's tokenizer, defaulting to the settings it was trained with."""
+        return Encoder(
+            self.tokenizer,
+            max_length=max_length or self.max_length,
+            template=template or self.metadata.get("template", "auto"),
+            add_eos=self.metadata.get("add_eos", True),
+            truncation=truncation,
+        )
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_scores: bool = True
+    ) -> RewardOutput:
+        """Score a padded batch. ``input_ids`` and ``attention_mask`` are (B, L); either padding side works."""
+        kwargs: dict[str, Any] = {"attention_mask": attention_mask}
+        if self._pass_positions:
+            kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        if self.is_decoder:
+            hidden = self.model.base_model(input_ids, **kwargs).last_hidden_state
+            scores = self.model.score(hidden).squeeze(-1)
+            width = attention_mask.shape[1]
+            positions = torch.arange(width, device=attention_mask.device)
+            end_index = (positions * attention_mask.ne(0)).argmax(-1)
+            end_scores = scores.gather(1, end_index[:, None]).squeeze(1)
+            return RewardOutput(scores, end_scores, end_index)
+        out = self.model(input_ids, output_hidden_states=token_scores, **kwargs)
+        end_scores = out.logits.squeeze(-1)
+        end_index = torch.zeros_like(end_scores, dtype=torch.long)
+        return RewardOutput(
+            self._encoder_token_scores(out.hidden_states[-1]) if token_scores else None, end_scores, end_index
+        )
+
+    def _encoder_token_scores(self, hidden: torch.Tensor) -> torch.Tensor | None:
+        """Apply an encoder's classification head at every position, as if each were the first token."""
+        b, length, h = hidden.shape
+        pooler = getattr(self.model.base_model, "pooler", None)
+        classifier = getattr(self.model, "classifier", None)
+        if pooler is not None and hasattr(pooler, "dense") and isinstance(classifier, nn.Linear):
+            return classifier(pooler.activation(pooler.dense(hidden))).squeeze(-1)
+        if isinstance(classifier, nn.Module) and not isinstance(classifier, nn.Linear):
+            return classifier(hidden.reshape(b * length, 1, h)).view(b, length)
+        return None
+
+    @torch.inference_mode()
+    def score_ids(
+        self, sequences: Sequence[Sequence[int]], *, batch_tokens: int = 16384, max_rows: int | None = 256
+    ) -> list[float]:
+        """Scores of token id sequences, in the order given; batched by length within a token budget."""
+        scores = [0.0] * len(sequences)
+        pad_id = self.tokenizer.pad_token_id
+        for batch in token_budget_batches([len(s) for s in sequences], batch_tokens, max_rows):
+            ids, mask = pad_batch([sequences[i] for i in batch], pad_id)
+            end = self(ids.to(self.device), mask.to(self.device), token_scores=False).end_scores
+            for i, value in zip(batch, end.float().cpu().tolist(), strict=True):
+                scores[i] = value
+        return scores
+
+    def score(
+        self,
+        prompts: Sequence[str | list[Message]] | None = None,
+        responses: Sequence[str] | None = None,
+        *,
+        messages: Sequence[list[Message]] | None = None,
+        texts: Sequence[str] | None = None,
+        batch_tokens: int = 16384,
+        normalize: bool = False,
+    ) -> list[float]:
+        """Score responses to prompts, whole conversations (scored at their last assistant turn), or
+        already rendered texts (tokenised as ``tokenizer(text)`` does). Returns one float per input, in order.
+
+        With ``normalize`` the scores are standardised with the mean and std stored in the metadata at
+        training time.
+        """
+        encoder = self.encoder()
+        if texts is not None:
+            encoded = encoder.encode_texts(texts)
+        else:
+            if messages is not None:
+                examples = [
+                    Example(i, list(m[:-1]), [m[-1]["content"]], is_pair=False)
+                    for i, m in enumerate(messages)
+                ]
+            elif prompts is not None and responses is not None:
+                if len(prompts) != len(responses):
+                    raise RMKitError(f"{len(prompts)} prompts but {len(responses)} responses")
+                examples = [
+                    Example(
+                        i, p if isinstance(p, list) else [{"role": "user", "content": p}], [r], is_pair=False
+                    )
+                    for i, (p, r) in enumerate(zip(prompts, responses, strict=True))
+                ]
+            else:
+                raise RMKitError("score() needs prompts and responses, messages, or texts")
+            encoded = [encs[0] for encs in encoder.encode_many(examples)]
+        values = self.score_ids([e.ids for e in encoded], batch_tokens=batch_tokens)
+        return self.normalize(values) if normalize else values
+
+    def normalize(self, values: Sequence[float]) -> list[float]:
+        """Standardise scores with the training-time mean/std of the metadata (identity when absent)."""
+        mean = float(self.metadata.get("score_mean", 0.0))
+        std = float(self.metadata.get("score_std", 1.0)) or 1.0
+        return [(v - mean) / std for v in values]
+
+    def save_pretrained(self, path: str | Path, metadata: dict[str, Any] | None = None) -> None:
+        """Write a standard ``AutoModelForSequenceClassification`` checkpoint plus tokenizer to ``path``.
+
+        ``metadata`` (template, max_length, score_mean, score_std, ...) is merged into the model's
+        metadata and stored under ``"rmkit"`` in ``config.json``.
+        """
+        from rmkit import __version__
+
+        self.metadata.update(metadata or {})
+        self.metadata["version"] = __version__
+        setattr(self.model.config, METADATA_KEY, self.metadata)
+        self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        Path(path).mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(str(path), safe_serialization=True)
+        self.tokenizer.save_pretrained(str(path))

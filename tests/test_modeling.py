@@ -1,0 +1,151 @@
+"""RewardModel: scores equal plain transformers', padding never changes a score, checkpoints round-trip."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from rmkit import RewardModel
+from rmkit.data import Example, pad_batch
+from rmkit.errors import RMKitError
+
+PROMPTS = ["What is two plus two?", "Hello", "Convert five kilometres to metres."]
+RESPONSES = [
+    "Two plus two is four.",
+    "Hi, how can I help you today? The weather is sunny and warm.",
+    "Five thousand.",
+]
+LONG = " ".join(["The capital of France is Paris. Paris is a city in Europe."] * 12)
+
+
+@pytest.fixture(scope="module", params=["llama", "minilm"])
+def saved_rm(request, tmp_path_factory):
+    """A backbone given a fresh head, saved by rmkit; yields (rm, checkpoint dir)."""
+    path = request.getfixturevalue("llama_path" if request.param == "llama" else "minilm_path")
+    torch.manual_seed(0)
+    rm = RewardModel.from_pretrained(path)
+    out = tmp_path_factory.mktemp(f"rm_{request.param}")
+    rm.save_pretrained(out, {"max_length": 256})
+    return rm, out
+
+
+def encode(rm, prompts, responses):
+    examples = [
+        Example(i, [{"role": "user", "content": p}], [r], is_pair=False)
+        for i, (p, r) in enumerate(zip(prompts, responses, strict=True))
+    ]
+    return [e[0].ids for e in rm.encoder().encode_many(examples)]
+
+
+def test_checkpoint_loads_in_plain_transformers_without_missing_keys(saved_rm):
+    _, path = saved_rm
+    model, info = AutoModelForSequenceClassification.from_pretrained(path, output_loading_info=True)
+    assert info["missing_keys"] == set() or not info["missing_keys"]
+    assert not info["unexpected_keys"]
+    assert model.config.num_labels == 1
+    assert (path / "model.safetensors").exists() and not (path / "pytorch_model.bin").exists()
+    config = json.loads((path / "config.json").read_text())
+    assert config["rmkit"]["max_length"] == 256 and config["rmkit"]["version"]
+
+
+def test_end_scores_equal_plain_transformers_logits(saved_rm):
+    rm, path = saved_rm
+    hf = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    for ids in encode(rm, PROMPTS, RESPONSES):
+        ids_t = torch.tensor([ids])
+        with torch.no_grad():
+            expected = hf(ids_t).logits[0, 0].item()
+            ours = rm(ids_t, torch.ones_like(ids_t))
+        assert ours.end_scores.item() == pytest.approx(expected, abs=1e-5)
+        assert ours.scores.shape == ids_t.shape
+        assert ours.scores[0, ours.end_index[0]].item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_reloaded_rm_gives_the_same_scores(saved_rm):
+    rm, path = saved_rm
+    again = RewardModel.from_pretrained(path)
+    assert again.max_length == 256
+    assert again.score(prompts=PROMPTS, responses=RESPONSES) == pytest.approx(
+        rm.score(prompts=PROMPTS, responses=RESPONSES), abs=1e-6
+    )
+
+
+def test_scores_do_not_depend_on_batching_or_padding_side(saved_rm):
+    rm, _ = saved_rm
+    seqs = encode(rm, PROMPTS + [LONG], RESPONSES + [LONG])
+    pad = rm.tokenizer.pad_token_id
+    alone = []
+    with torch.no_grad():
+        for s in seqs[:3]:
+            ids = torch.tensor([s])
+            alone.append(rm(ids, torch.ones_like(ids)).end_scores.item())
+        for side in ("right", "left"):
+            ids, mask = pad_batch(seqs, pad, side=side)
+            assert ids.shape[1] > 2 * max(len(s) for s in seqs[:3])
+            batched = rm(ids, mask).end_scores[:3].tolist()
+            assert batched == pytest.approx(alone, abs=1e-4), side
+
+
+def test_decoder_end_is_read_at_last_real_token(llama_path):
+    rm = RewardModel.from_pretrained(llama_path)
+    ids, mask = pad_batch([[1, 5, 6, 7], [1, 5]], rm.tokenizer.pad_token_id, side="left")
+    out = rm(ids, mask)
+    assert out.end_index.tolist() == [3, 3]
+    ids, mask = pad_batch([[1, 5, 6, 7], [1, 5]], rm.tokenizer.pad_token_id, side="right")
+    assert rm(ids, mask).end_index.tolist() == [3, 1]
+
+
+def test_pad_equal_to_eos_scores_like_a_distinct_pad(llama_path):
+    distinct = RewardModel.from_pretrained(llama_path)
+    tok = AutoTokenizer.from_pretrained(llama_path)
+    tok.pad_token = tok.eos_token
+    model = AutoModelForSequenceClassification.from_pretrained(llama_path, num_labels=1)
+    model.score.weight.data.copy_(distinct.model.score.weight.data)
+    pad_is_eos = RewardModel(model, tok).eval()
+    assert pad_is_eos.tokenizer.pad_token_id == pad_is_eos.tokenizer.eos_token_id
+    texts = PROMPTS + [LONG]
+    expected = distinct.score(prompts=texts, responses=RESPONSES + [LONG])
+    got = pad_is_eos.score(prompts=texts, responses=RESPONSES + [LONG])
+    assert got == pytest.approx(expected, abs=1e-5)
+    # every rendered answer ends with EOS, the token the score is read at
+    assert all(ids[-1] == tok.eos_token_id for ids in encode(pad_is_eos, PROMPTS, RESPONSES))
+
+
+def test_tokenizer_without_pad_token_borrows_eos_without_resizing(llama_nopad_path):
+    rm = RewardModel.from_pretrained(llama_nopad_path)
+    assert rm.tokenizer.pad_token == rm.tokenizer.eos_token
+    assert rm.model.get_input_embeddings().num_embeddings == len(rm.tokenizer)
+    assert len(rm.score(prompts=PROMPTS, responses=RESPONSES)) == 3
+
+
+def test_score_accepts_messages_and_texts(llama_path):
+    rm = RewardModel.from_pretrained(llama_path)
+    by_pair = rm.score(prompts=PROMPTS, responses=RESPONSES)
+    messages = [
+        [{"role": "user", "content": p}, {"role": "assistant", "content": r}]
+        for p, r in zip(PROMPTS, RESPONSES, strict=True)
+    ]
+    assert rm.score(messages=messages) == pytest.approx(by_pair, abs=1e-6)
+    texts = [rm.tokenizer.decode(ids, skip_special_tokens=True) for ids in encode(rm, PROMPTS, RESPONSES)]
+    tokenized = [rm.tokenizer(t)["input_ids"] for t in texts]
+    assert rm.score(texts=texts) == pytest.approx(rm.score_ids(tokenized), abs=1e-6)
+
+
+def test_classifier_with_several_labels_is_refused(tmp_path, llama_path):
+    model = AutoModelForSequenceClassification.from_pretrained(llama_path, num_labels=3)
+    model.save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(llama_path).save_pretrained(tmp_path)
+    with pytest.raises(RMKitError, match="3 labels"):
+        RewardModel.from_pretrained(tmp_path)
+
+
+def test_pickle_weights_need_an_explicit_flag(tmp_path, llama_path):
+    model = AutoModelForSequenceClassification.from_pretrained(llama_path, num_labels=1)
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    model.config.save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(llama_path).save_pretrained(tmp_path)
+    with pytest.raises(RMKitError, match="allow_pickle"):
+        RewardModel.from_pretrained(tmp_path)
