@@ -5,4 +5,13 @@ __version__ = "0.1.0"
 from rmkit.errors import DataError, RMKitError  # noqa: E402
 from rmkit.modeling import RewardModel, RewardOutput  # noqa: E402
 
-__all__ = ["DataError", "RMKitError", "RewardModel", "RewardOutput", "__version__"]
+__all__ = ["DataError", "RMKitError", "RewardModel", "RewardOutput", "TrainConfig", "__version__", "train"]
+
+
+def __getattr__(name: str):
+    # The training loop is imported on first use, so ``import rmkit`` stays light.
+    if name in ("train", "TrainConfig"):
+        from rmkit import training
+
+        return getattr(training, name)
+    raise AttributeError(f"module 'rmkit' has no attribute {name!r}")

@@ -59,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         }
         if f.metadata.get("choices"):
             kw["choices"] = f.metadata["choices"]
+        if "const" in f.metadata:  # the flag alone means this value: ``--resume`` == ``--resume auto``
+            kw["nargs"] = "?"
+            kw["const"] = f.metadata["const"]
         origin = typing.get_origin(kind)
         if kind is bool:
             kw["action"] = argparse.BooleanOptionalAction

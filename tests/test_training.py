@@ -1,0 +1,274 @@
+"""``rmkit train`` on tiny real Llama models, real files and a real torchrun; MiniLM on the shared data."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rmkit import RewardModel, TrainConfig, train
+from rmkit.cli import main
+from rmkit.errors import RMKitError
+from rmkit.training import length_grouped_batches
+
+GOOD = [
+    "Two plus two is four.",
+    "The capital of France is Paris.",
+    "Five kilometres is five thousand metres.",
+    "Paris is a city in Europe.",
+]
+BAD = [
+    "I cannot help with that request.",
+    "It could hurt someone.",
+    "I cannot help.",
+    "The weather is sunny and warm.",
+]
+PROMPTS = ["What is two plus two?", "What is the capital of France?", "Convert five kilometres to metres."]
+
+
+def write_pairs(path: Path, n: int, seed: int, *, extra: bool = False) -> Path:
+    """Synthetic preference: a GOOD sentence (possibly repeated) is always preferred to a BAD one."""
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            row = {
+                "prompt": rng.choice(PROMPTS),
+                "chosen": " ".join(rng.choice(GOOD) for _ in range(rng.randint(1, 3))),
+                "rejected": " ".join(rng.choice(BAD) for _ in range(rng.randint(1, 3))),
+            }
+            if extra:
+                row["margin"] = 0.5
+                row["subset"] = "even" if i % 2 == 0 else "odd"
+            f.write(json.dumps(row) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("pairs")
+    return write_pairs(d / "train.jsonl", 64, 0), write_pairs(d / "eval.jsonl", 32, 1)
+
+
+def config(model: Path, data: tuple[Path, Path], out: Path, **kw) -> TrainConfig:
+    base = dict(
+        model=str(model),
+        data=str(data[0]),
+        eval_data=str(data[1]),
+        output_dir=str(out),
+        batch_size=8,
+        learning_rate=3e-3,
+        warmup_ratio=0.0,
+        logging_steps=2,
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path / "model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def trained(llama_path, data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    train(config(llama_path, data, out, epochs=4, eval_steps=8))
+    return out
+
+
+def test_tiny_model_learns_a_synthetic_preference(trained):
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert metrics["eval"]["pairs"] == 32
+    assert metrics["eval"]["accuracy"] >= 0.9
+    assert metrics["eval"]["margin"] > 0
+    assert metrics["train"]["steps"] == 32  # 4 epochs of 64 pairs in batches of 8
+    lines = [json.loads(line) for line in (trained / "train_log.jsonl").read_text().splitlines()]
+    train_lines = [x for x in lines if "loss" in x]
+    eval_lines = [x for x in lines if "eval_loss" in x]
+    assert [x["step"] for x in train_lines] == list(range(2, 33, 2))
+    assert [x["step"] for x in eval_lines] == [8, 16, 24, 32]
+    assert train_lines[-1]["loss"] < train_lines[0]["loss"]
+    assert {"accuracy", "ties", "margin", "chosen_mean", "rejected_std", "lr", "tokens_per_s"} <= set(
+        train_lines[0]
+    )
+
+
+def test_final_checkpoint_scores_reproduce_the_eval_metrics(trained, data):
+    rm = RewardModel.from_pretrained(trained)
+    meta = json.loads((trained / "config.json").read_text())["rmkit"]
+    metrics = json.loads((trained / "metrics.json").read_text())["eval"]
+    assert meta["template"] == "plain" and meta["max_length"] == 512
+    assert meta["score_mean"] == pytest.approx(metrics["reward_mean"])
+    assert meta["score_std"] == pytest.approx(metrics["reward_std"])
+    rows = [json.loads(line) for line in data[1].read_text().splitlines()]
+    chosen = rm.score([r["prompt"] for r in rows], [r["chosen"] for r in rows])
+    rejected = rm.score([r["prompt"] for r in rows], [r["rejected"] for r in rows])
+    accuracy = sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(rows)
+    assert accuracy == pytest.approx(metrics["accuracy"])
+    assert sum(chosen) / len(chosen) == pytest.approx(metrics["chosen_mean"], abs=1e-4)
+
+
+def test_resume_after_a_stop_gives_the_same_final_weights(llama_path, data, tmp_path):
+    full = tmp_path / "full"
+    train(config(llama_path, data, full, max_steps=10, save_steps=4, logging_steps=5, epochs=2))
+    assert sorted(p.name for p in full.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-8"]
+    # A run killed after writing checkpoint-4 (before checkpoint-8): only that checkpoint survives.
+    stopped = tmp_path / "stopped"
+    stopped.mkdir()
+    shutil.copytree(full / "checkpoint-4", stopped / "checkpoint-4")
+    train(
+        config(
+            llama_path, data, stopped, max_steps=10, save_steps=4, logging_steps=5, epochs=2, resume="auto"
+        )
+    )
+    a, b = weights(full), weights(stopped)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    # Resuming is not a no-op: the checkpoint's weights differ from the final ones.
+    mid = weights(full / "checkpoint-4")
+    assert not torch.equal(mid["model.score.weight"], a["score.weight"])
+
+
+def test_lora_run_saves_a_merged_checkpoint_plain_transformers_loads(llama_path, data, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    out = tmp_path / "lora"
+    train(config(llama_path, data, out, lora=True, epochs=2, learning_rate=1e-2, lora_r=4))
+    model, info = AutoModelForSequenceClassification.from_pretrained(str(out), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    saved = weights(out)
+    assert not any("lora" in k or "modules_to_save" in k or "base_layer" in k for k in saved)
+    torch.manual_seed(42)  # the seed training used: the same fresh head as before training
+    initial = RewardModel.from_pretrained(llama_path).model
+    assert not torch.allclose(model.score.weight, initial.score.weight)  # the head was trained and kept
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.allclose(model.state_dict()[q], initial.state_dict()[q])  # the adapters were merged
+    # Plain transformers reproduces the run's eval accuracy and mean chosen reward.
+    rm = RewardModel.from_pretrained(out)
+    encoder = rm.encoder()
+    rows = [json.loads(line) for line in data[1].read_text().splitlines()]
+    from rmkit.data.formats import Example
+
+    examples = [
+        Example(i, [{"role": "user", "content": r["prompt"]}], [r["chosen"], r["rejected"]], is_pair=True)
+        for i, r in enumerate(rows)
+    ]
+    model.eval()
+    with torch.no_grad():
+        scores = [
+            [model(torch.tensor([e.ids])).logits.item() for e in encs]
+            for encs in encoder.encode_many(examples)
+        ]
+    metrics = json.loads((out / "metrics.json").read_text())["eval"]
+    assert sum(c > r for c, r in scores) / len(scores) == pytest.approx(metrics["accuracy"])
+    assert sum(c for c, _ in scores) / len(scores) == pytest.approx(metrics["chosen_mean"], abs=1e-4)
+
+
+def test_two_process_torchrun_equals_one_process(llama_path, data, tmp_path):
+    args = dict(max_steps=4, batch_size=8, micro_batch_size=2, logging_steps=1)
+    train(config(llama_path, data, tmp_path / "one", **args))
+    two = tmp_path / "two"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "rmkit.cli", "train", "--model", str(llama_path), "--data", str(data[0]),
+        "--eval-data", str(data[1]), "--output-dir", str(two), "--batch-size", "8", "--micro-batch-size", "2",
+        "--learning-rate", "3e-3", "--warmup-ratio", "0", "--max-steps", "4", "--logging-steps", "1",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    a, b = weights(tmp_path / "one"), weights(two)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
+    m1 = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    m2 = json.loads((two / "metrics.json").read_text())
+    assert m2["train"]["processes"] == 2 and m2["train"]["tokens"] == m1["train"]["tokens"]
+    assert m2["eval"]["pairs"] == 32
+    assert m2["eval"]["accuracy"] == pytest.approx(m1["eval"]["accuracy"])
+    log1 = [
+        json.loads(x)["loss"] for x in (tmp_path / "one" / "train_log.jsonl").read_text().splitlines()[:4]
+    ]
+    log2 = [json.loads(x)["loss"] for x in (two / "train_log.jsonl").read_text().splitlines()[:4]]
+    assert log2 == pytest.approx(log1, rel=1e-4)
+
+
+def test_token_wise_loss_with_margin_and_subset_accuracy(llama_path, tmp_path):
+    pairs = write_pairs(tmp_path / "pairs.jsonl", 48, 2, extra=True)
+    out = tmp_path / "tw"
+    metrics = train(
+        TrainConfig(
+            model=str(llama_path), data=str(pairs), output_dir=str(out), eval_split=0.25, loss="token_wise",
+            batch_size=8, epochs=2, learning_rate=3e-3, score_reg=0.001,
+        )
+    )  # fmt: skip
+    assert metrics["eval"]["pairs"] == 12
+    assert set(metrics["eval"]["subset_accuracy"]) == {"even", "odd"}
+    assert metrics["eval"]["accuracy"] > 0.5
+    assert metrics["train"]["steps"] == 10  # 2 epochs of 36 pairs: batches of 8, 8, 8, 8, 4
+
+
+def test_cli_yaml_flags_override_and_unknown_key(llama_path, data, tmp_path, capsys):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"model: {llama_path}\ndata: {data[0]}\nmax_steps: 1\nbatch_size: 4\nbogus: 1\n")
+    assert main(["train", "--config", str(cfg), "--output-dir", str(tmp_path / "x")]) == 2
+    assert "bogus" in capsys.readouterr().err
+    cfg.write_text(f"model: {llama_path}\ndata: {data[0]}\nmax_steps: 5\nbatch_size: 4\nlogging_steps: 1\n")
+    out = tmp_path / "y"
+    assert (
+        main(["train", "--config", str(cfg), "--output-dir", str(out), "--max-steps", "2", "--resume"]) == 0
+    )
+    assert json.loads((out / "metrics.json").read_text())["train"]["steps"] == 2
+
+
+def test_bad_input_is_one_line_error(llama_path, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "a", "chosen": "b"}\n')
+    code = main(
+        ["train", "--model", str(llama_path), "--data", str(bad), "--output-dir", str(tmp_path / "o")]
+    )
+    assert code == 2
+    assert "bad.jsonl, row 2" in capsys.readouterr().err
+    with pytest.raises(RMKitError, match="eval-split"):
+        train(TrainConfig(model=str(llama_path), data=str(bad), output_dir=str(tmp_path), eval_split=1.5))
+
+
+def test_length_grouped_batches_cover_every_pair_once_and_pad_less():
+    rng = random.Random(0)
+    lengths = [rng.randint(5, 500) for _ in range(1000)]
+    grouped = length_grouped_batches(lengths, 16, seed=3)
+    assert sorted(i for b in grouped for i in b) == list(range(1000))
+    assert grouped == length_grouped_batches(lengths, 16, seed=3)
+    assert grouped != length_grouped_batches(lengths, 16, seed=4)
+    plain = length_grouped_batches(lengths, 16, seed=3, group=False)
+
+    def padded(batches):
+        return sum(len(b) * max(lengths[i] for i in b) for b in batches)
+
+    assert padded(grouped) < 0.7 * padded(plain)
+
+
+def test_minilm_on_shared_sharegpt_data_end_to_end(minilm_path, shared_data, tmp_path):
+    out = tmp_path / "minilm"
+    code = main(
+        [
+            "train", "--model", str(minilm_path), "--data", str(shared_data / "sharegpt_pref_en.json"),
+            "--eval-split", "0.02", "--output-dir", str(out), "--max-steps", "2", "--batch-size", "4",
+            "--max-length", "128", "--save-steps", "1", "--eval-batch-tokens", "4096",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    assert (out / "checkpoint-1" / "model.safetensors").is_file()
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["eval"]["pairs"] == 6 and metrics["train"]["pairs"] == 294
+    assert metrics["train"]["truncated"] > 0
+    assert len((out / "train_log.jsonl").read_text().splitlines()) == 2  # step 2 and the final eval
+    rm = RewardModel.from_pretrained(out)
+    assert rm.metadata["max_length"] == 128
