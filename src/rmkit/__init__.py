@@ -5,7 +5,17 @@ __version__ = "0.1.0"
 from rmkit.errors import DataError, RMKitError  # noqa: E402
 from rmkit.modeling import RewardModel, RewardOutput  # noqa: E402
 
-__all__ = ["DataError", "RMKitError", "RewardModel", "RewardOutput", "TrainConfig", "__version__", "train"]
+__all__ = [
+    "DataError",
+    "EvalConfig",
+    "RMKitError",
+    "RewardModel",
+    "RewardOutput",
+    "TrainConfig",
+    "__version__",
+    "evaluate",
+    "train",
+]
 
 
 def __getattr__(name: str):
@@ -14,4 +24,8 @@ def __getattr__(name: str):
         from rmkit import training
 
         return getattr(training, name)
+    if name in ("evaluate", "EvalConfig"):
+        from rmkit import evaluation
+
+        return getattr(evaluation, name)
     raise AttributeError(f"module 'rmkit' has no attribute {name!r}")

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
         "inspect",
         "read a data file and report its format and rows",
     ),
+    "eval": ("rmkit.evaluation", "EvalConfig", "evaluate", "evaluate reward models on preference pairs"),
     "train": ("rmkit.training", "TrainConfig", "train", "train a reward model from preference pairs"),
 }
 

@@ -67,6 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             kw["action"] = argparse.BooleanOptionalAction
         elif origin is list:
             kw["nargs"] = "+"
+            kw["action"] = "extend"  # ``--model A B`` and ``--model A --model B`` both give [A, B]
             kw["type"] = typing.get_args(kind)[0] if typing.get_args(kind) else str
         elif origin is dict:
             kw["type"] = _parse_mapping
