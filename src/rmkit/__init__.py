@@ -11,9 +11,11 @@ __all__ = [
     "RMKitError",
     "RewardModel",
     "RewardOutput",
+    "ScoreConfig",
     "TrainConfig",
     "__version__",
     "evaluate",
+    "score",
     "train",
 ]
 
@@ -28,4 +30,8 @@ def __getattr__(name: str):
         from rmkit import evaluation
 
         return getattr(evaluation, name)
+    if name in ("score", "ScoreConfig"):
+        from rmkit import scoring
+
+        return getattr(scoring, name)
     raise AttributeError(f"module 'rmkit' has no attribute {name!r}")

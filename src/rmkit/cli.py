@@ -19,6 +19,12 @@ from rmkit.errors import RMKitError
 
 # command -> (module, config class, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
+    "score": (
+        "rmkit.scoring",
+        "ScoreConfig",
+        "score_file",
+        "score every row of a data set with a reward model, in input order (RMScore)",
+    ),
     "inspect": (
         "rmkit.inspect_data",
         "InspectConfig",
