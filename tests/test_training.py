@@ -131,6 +131,12 @@ def test_resume_after_a_stop_gives_the_same_final_weights(llama_path, data, tmp_
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
+    lines = (stopped / "train_log.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [5, 10, 10]  # two logging steps and the final eval
+    with pytest.raises(RMKitError, match="batch_size"):
+        train(
+            config(llama_path, data, stopped, max_steps=10, batch_size=4, resume=str(full / "checkpoint-8"))
+        )
     # Resuming is not a no-op: the checkpoint's weights differ from the final ones.
     mid = weights(full / "checkpoint-4")
     assert not torch.equal(mid["model.score.weight"], a["score.weight"])
@@ -272,3 +278,11 @@ def test_minilm_on_shared_sharegpt_data_end_to_end(minilm_path, shared_data, tmp
     assert len((out / "train_log.jsonl").read_text().splitlines()) == 2  # step 2 and the final eval
     rm = RewardModel.from_pretrained(out)
     assert rm.metadata["max_length"] == 128
+
+
+@pytest.mark.parametrize("example", sorted(Path(__file__).parents[1].glob("examples/train_*.yaml")), ids=str)
+def test_example_configs_are_valid_train_options(example):
+    from rmkit.config import build
+
+    cfg = build(TrainConfig, {}, example)
+    assert cfg.model and cfg.data and cfg.output_dir

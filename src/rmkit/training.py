@@ -47,6 +47,16 @@ from rmkit.modeling import RewardModel
 log = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
+# Options that fix the batches of each step: a resumed run must share them with the checkpoint's run.
+DATA_ORDER_OPTIONS = (
+    "data",
+    "eval_data",
+    "eval_split",
+    "batch_size",
+    "group_by_length",
+    "seed",
+    "max_length",
+)
 
 
 @dataclass
@@ -422,9 +432,15 @@ def _resume_path(config: TrainConfig) -> Path | None:
     return path
 
 
-def load_checkpoint(path: Path, rm: RewardModel, optimizer, scheduler, d: Dist) -> int:
+def load_checkpoint(path: Path, rm: RewardModel, optimizer, scheduler, config: TrainConfig, d: Dist) -> int:
     """Restore weights, optimizer, scheduler and RNG from ``path``; returns the step to continue from."""
     state = json.loads((path / "state.json").read_text())
+    changed = [k for k in DATA_ORDER_OPTIONS if state["config"].get(k) != getattr(config, k)]
+    if changed:
+        raise RMKitError(
+            f"--resume {path}: the checkpoint was written with other {', '.join(changed)}; "
+            "resuming needs the same data order"
+        )
     weights = load_file(str(path / "model.safetensors"))
     expected = {n for n, p in rm.named_parameters() if p.requires_grad}
     if set(weights) != expected:
@@ -444,9 +460,10 @@ def load_checkpoint(path: Path, rm: RewardModel, optimizer, scheduler, d: Dist) 
 class Logger:
     """``train_log.jsonl`` lines (main process) and the optional trackers of ``report_to``."""
 
-    def __init__(self, out: Path, config: TrainConfig, main: bool):
+    def __init__(self, out: Path, config: TrainConfig, main: bool, *, append: bool):
         self.main = main
-        self.file = open(out / "train_log.jsonl", "a", encoding="utf-8") if main else None  # noqa: SIM115
+        mode = "a" if append else "w"
+        self.file = open(out / "train_log.jsonl", mode, encoding="utf-8") if main else None  # noqa: SIM115
         self.trackers: list[Any] = []
         for name in config.report_to:
             if name not in ("tensorboard", "wandb"):
@@ -548,7 +565,7 @@ def _train(config: TrainConfig, d: Dist) -> dict[str, Any]:
     step = 0
     resume_from = _resume_path(config)
     if resume_from is not None:
-        step = load_checkpoint(resume_from, rm, optimizer, scheduler, d)
+        step = load_checkpoint(resume_from, rm, optimizer, scheduler, config, d)
         if d.main:
             log.info("resumed from %s at step %d", resume_from, step)
     if d.main:
@@ -559,7 +576,7 @@ def _train(config: TrainConfig, d: Dist) -> dict[str, Any]:
             total, config.batch_size, d.world, sum(p.numel() for p in rm.parameters() if p.requires_grad),
         )  # fmt: skip
 
-    logger = Logger(out, config, d.main)
+    logger = Logger(out, config, d.main, append=step > 0)
     pad_id = rm.tokenizer.pad_token_id
     trainable = [p for p in rm.parameters() if p.requires_grad]
     window = torch.zeros(10, dtype=torch.float64)  # loss sum, metric sums, tokens since the last log
