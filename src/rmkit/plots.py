@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from rmkit.evaluation import pearson
 
@@ -177,7 +177,11 @@ def length_scatter(panels: Sequence[Panel], model: str, path: Path, *, unit: str
         lengths = p.lengths.ravel()
         if lengths.min() > 0 and lengths.max() / lengths.min() > 20:
             ax.set_xscale("log")
+            # plain numbers at powers of ten (and 2x, 5x over a short range); unlabelled minor ticks
+            decades = np.log10(lengths.max() / lengths.min())
+            ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5) if decades <= 2.5 else (1,)))
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
         outside = _limit(ax.set_ylim, p.scores.ravel())
         r, rho = p.metrics["length_pearson"], p.metrics["length_spearman"]
         corr = "correlation undefined" if r is None else f"Pearson r = {r:+.2f}, Spearman ρ = {rho:+.2f}"
@@ -214,6 +218,8 @@ def margin_scatter(
         title += f"\nsame sign on {same:.1%} of pairs, both right on {both:.1%}"
         title += "" if r is None else f", Pearson r = {r:+.2f}"
         _legend(ax)
+    else:
+        title += "\nno scored pairs"
     ax.axhline(0, color="black", linewidth=1)
     ax.axvline(0, color="black", linewidth=1)
     ax.set_title(title, fontsize=11)
