@@ -42,6 +42,20 @@ def test_pair_metrics_equal_hand_computed_values():
     json.dumps(m)  # plain JSON types only
 
 
+def test_pair_metrics_agree_with_the_training_metrics():
+    from rmkit.losses import metric_sums, metrics_from_sums
+
+    rng = np.random.default_rng(0)
+    chosen, rejected = rng.normal(size=50).round(1), rng.normal(size=50).round(1)  # rounding makes ties
+    ours = pair_metrics(chosen, rejected, np.ones(50), np.ones(50))
+    theirs = metrics_from_sums(metric_sums(torch.from_numpy(chosen), torch.from_numpy(rejected)))
+    assert ours["ties"] > 0 and ours["ties"] / 50 == pytest.approx(theirs["ties"])
+    assert ours["accuracy"] == pytest.approx(theirs["accuracy"])
+    assert ours["margin_mean"] == pytest.approx(theirs["margin"])
+    for key in ("chosen_mean", "chosen_std", "rejected_mean", "rejected_std"):
+        assert ours[key] == pytest.approx(theirs[key])
+
+
 def test_correlations_by_hand_and_undefined_cases():
     assert pearson([1, 2, 3], [2, 4, 7]) == pytest.approx(15 / math.sqrt(228))
     assert list(ranks([10, 20, 20, 30])) == [1, 2.5, 2.5, 4]

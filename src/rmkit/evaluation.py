@@ -153,6 +153,8 @@ def pair_metrics(
       ``accuracy_ci``: 95% bootstrap interval of ``accuracy`` (seeded, so reproducible).
     - ``margin_mean``/``margin_std``: of chosen - rejected; ``chosen_mean``, ``chosen_std``,
       ``rejected_mean``, ``rejected_std``: of the scores. Standard deviations are population ones (ddof=0).
+      Accuracy, ties, means and stds follow the same rules as the training metrics of
+      :func:`rmkit.losses.metrics_from_sums`, so ``rmkit train``'s eval numbers and these agree.
     - Length bias: ``length_pearson``/``length_spearman`` correlate score with response length over all
       2N responses; ``longer_wins_accuracy`` is the accuracy of always picking the longer answer (a
       baseline an RM should beat); ``rm_prefers_longer`` is how often the RM scores the longer answer
@@ -222,7 +224,7 @@ def _labels(paths: Sequence[str]) -> list[str]:
     """Short unique names for paths: the last path component, made file-name safe, numbered on a clash."""
     labels: list[str] = []
     for p in paths:
-        base = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(str(p).rstrip("/")).name.removesuffix(".gz"))
+        base = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(str(p).rstrip("/")).name)
         base = Path(base).stem if Path(base).suffix in (".json", ".jsonl", ".csv", ".parquet") else base
         label, k = base or "model", 2
         while label in labels:
