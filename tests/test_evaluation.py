@@ -12,7 +12,7 @@ from PIL import Image
 
 from rmkit import RewardModel, evaluate
 from rmkit.cli import main
-from rmkit.evaluation import accuracy_interval, pair_metrics, pearson, ranks, spearman
+from rmkit.evaluation import accuracy_interval, compare_pairs, pair_metrics, pearson, ranks, spearman
 
 # Five hand-made pairs: margins 1, 0, -1, 3, 0 (two right, two ties, one wrong).
 CHOSEN = [2.0, 1.0, 0.5, 3.0, 1.0]
@@ -81,6 +81,19 @@ def test_bootstrap_interval_is_seeded_and_has_the_expected_width():
     assert lo < 0.7 < hi
     assert (hi - lo) / 2 == pytest.approx(1.96 * math.sqrt(0.7 * 0.3 / 1000), rel=0.15)
     assert accuracy_interval(5, 5) == [1.0, 1.0]
+
+
+def test_compare_pairs_by_hand():
+    # A right on pairs 1 and 3, B right on pairs 1, 2 and 4; same sign on pair 1 only (a tie has sign 0)
+    c = compare_pairs([1, -1, 2, 0], [1, 1, -1, 2], bootstrap=500, seed=0)
+    assert c["pairs"] == 4 and c["accuracy_difference"] == pytest.approx(0.25)
+    assert c["same_sign"] == pytest.approx(0.25)
+    lo, hi = c["difference_ci"]
+    assert lo <= 0.25 <= hi and lo < hi
+    assert compare_pairs([1, -1, 2, 0], [1, 1, -1, 2], bootstrap=500, seed=0) == c
+    same = compare_pairs([1.0, -2.0, 3.0], [1.0, -2.0, 3.0])
+    assert same["accuracy_difference"] == 0 and same["difference_ci"] == [0.0, 0.0]
+    assert same["margin_pearson"] == pytest.approx(1.0)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -191,8 +204,13 @@ def test_two_models_per_subset_from_the_cli(rm_dirs, tmp_path):
     # two different models give different scores on the same pairs
     assert [x["margin_rm"] for x in lines] != [x["margin_rm-2"] for x in lines]
 
+    compared = metrics["comparisons"]["rm-2 vs rm"]
+    assert compared["mixed"]["pairs"] == 9 and compared["plain"]["pairs"] == 3
+    right = [(x["margin_rm-2"] > 0) - (x["margin_rm"] > 0) for x in lines if x["data"] == "mixed"]
+    assert compared["mixed"]["accuracy_difference"] == pytest.approx(np.mean(right))
+
     report = (out / "report.md").read_text()
-    assert "](plots/compare_rm_vs_rm-2.png)" in report
+    assert "](plots/compare_rm_vs_rm-2.png)" in report and "## Comparison" in report
     assert "| rm-2  | mixed | safety |" in report
     for png in (out / "plots").glob("*.png"):
         assert_png(png)

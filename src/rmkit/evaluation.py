@@ -132,6 +132,43 @@ def accuracy_interval(
     return [float(lo), float(hi)]
 
 
+def compare_pairs(
+    margin_a: Sequence[float], margin_b: Sequence[float], *, bootstrap: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """Two RMs on the same N pairs (their margins, chosen - rejected).
+
+    ``accuracy_difference`` is B's accuracy minus A's (ties wrong) and ``difference_ci`` its 95% paired
+    bootstrap interval: the same resampled pairs for both models, so an interval that excludes zero means
+    B really ranks these pairs differently. ``same_sign``: share of pairs where both margins have the same
+    sign; ``margin_pearson``/``margin_spearman``: how alike the two margins are.
+    """
+    a, b = np.asarray(margin_a, dtype=float), np.asarray(margin_b, dtype=float)
+    n = len(a)
+    if not n:
+        keys = ("accuracy_difference", "difference_ci", "same_sign", "margin_pearson", "margin_spearman")
+        return {"pairs": 0, **dict.fromkeys(keys)}
+    delta = (b > 0).astype(float) - (a > 0).astype(float)
+    ci = None
+    if bootstrap > 0:
+        rng = np.random.default_rng(seed)
+        block = max(1, 4_000_000 // n)  # resamples per block, to bound memory on large data sets
+        means = np.concatenate(
+            [
+                delta[rng.integers(0, n, size=(min(block, bootstrap - done), n))].mean(axis=1)
+                for done in range(0, bootstrap, block)
+            ]
+        )
+        ci = [float(q) for q in np.quantile(means, [0.025, 0.975])]
+    return {
+        "pairs": n,
+        "accuracy_difference": float(delta.mean()),
+        "difference_ci": ci,
+        "same_sign": float((np.sign(a) == np.sign(b)).mean()),
+        "margin_pearson": pearson(a, b),
+        "margin_spearman": spearman(a, b),
+    }
+
+
 def _half_credit(sign: np.ndarray) -> float:
     """Share of positive signs, a zero counting one half."""
     return float(((sign > 0) + 0.5 * (sign == 0)).mean())
@@ -285,7 +322,9 @@ def evaluate(config: EvalConfig | None = None, **options: Any) -> dict[str, Any]
     Call with an :class:`EvalConfig` or its fields: ``evaluate(model="rm", data="pairs.json",
     output_dir="out")``. The returned dict is what ``metrics.json`` holds; the numbers of a model on a
     data set are ``metrics["results"][model][data]["all"]`` and, per subset,
-    ``...["subsets"][subset]`` (keys are listed at :func:`pair_metrics`).
+    ``...["subsets"][subset]`` (keys are listed at :func:`pair_metrics`). With several models,
+    ``metrics["comparisons"]["B vs A"][data]`` compares each later model B with the first, A
+    (:func:`compare_pairs`).
     """
     config = config if config is not None else EvalConfig(**options)
     labels = _labels(config.model)
@@ -314,6 +353,8 @@ def evaluate(config: EvalConfig | None = None, **options: Any) -> dict[str, Any]
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     (out / "report.md").write_text(report(metrics, plots), encoding="utf-8")
     print(accuracy_table(metrics))
+    if metrics["comparisons"]:
+        print("\n" + comparison_table(metrics))
     print(f"wrote metrics.json, scores.jsonl, report.md{' and plots/' if plots else ''} to {out}")
     return metrics
 
@@ -357,6 +398,17 @@ def _metrics(labels: list[str], datasets: list[DataSet], config: EvalConfig) -> 
         "length_unit": LENGTH_UNIT,
         "bootstrap": {"samples": config.bootstrap, "seed": config.seed, "level": 0.95},
         "results": results,
+        "comparisons": {
+            f"{other} vs {labels[0]}": {
+                ds.name: compare_pairs(
+                    *(ds.scores[m][ds.scored()] @ [1.0, -1.0] for m in (labels[0], other)),
+                    bootstrap=config.bootstrap,
+                    seed=config.seed,
+                )
+                for ds in datasets
+            }
+            for other in labels[1:]
+        },
     }
 
 
@@ -523,6 +575,31 @@ def score_table(metrics: dict[str, Any]) -> str:
     return _table(header, rows, numeric_from=3)
 
 
+def comparison_table(metrics: dict[str, Any]) -> str:
+    """With several models: each later model against the first, on the same pairs."""
+    header = ["model", "vs", "data", "pairs", "accuracy difference", "95% CI", "same sign", "r(margins)"]
+    rows = []
+    for key, by_data in metrics["comparisons"].items():
+        model, base = key.split(" vs ", 1)
+        for data, c in by_data.items():
+            ci = c["difference_ci"]
+            rows.append(
+                [
+                    model,
+                    base,
+                    data,
+                    str(c["pairs"]),
+                    "–"
+                    if c["accuracy_difference"] is None
+                    else f"{100 * c['accuracy_difference']:+.1f} points",
+                    "–" if ci is None else f"{100 * ci[0]:+.1f} to {100 * ci[1]:+.1f}",
+                    _pct(c["same_sign"]),
+                    _num(c["margin_pearson"]),
+                ]
+            )
+    return _table(header, rows, numeric_from=3)
+
+
 def report(metrics: dict[str, Any], plots: dict[str, list[str]]) -> str:
     """``report.md``: what was evaluated, the two tables, the plots embedded by relative path."""
     boot = metrics["bootstrap"]
@@ -561,6 +638,15 @@ def report(metrics: dict[str, Any], plots: dict[str, list[str]]) -> str:
         "correlate score with length over all chosen and rejected responses; *RM prefers longer* is how "
         "often the RM scores the longer answer of a pair higher (50% means no preference).",
     ]
+    if metrics["comparisons"]:
+        parts += [
+            "## Comparison",
+            comparison_table(metrics),
+            "*Accuracy difference*: the model's accuracy minus the other's on the same pairs, with a paired "
+            "bootstrap interval (the same resampled pairs for both); an interval that excludes zero is a real "
+            "difference. *Same sign*: share of pairs both models rank the same way. *r*: Pearson correlation "
+            "of their margins.",
+        ]
     if plots:
         parts.append("## Plots")
         for title, paths in plots.items():
