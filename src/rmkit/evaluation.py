@@ -621,6 +621,7 @@ def report(metrics: dict[str, Any], plots: dict[str, list[str]]) -> str:
     )
     parts = [
         "# Reward model evaluation",
+        "## What was evaluated",
         models,
         data,
         "Skipped: bad rows left out (`--on-error skip`). Dropped: over-length pairs left out "
