@@ -19,20 +19,22 @@ from rmkit.errors import RMKitError
 
 # command -> (module, config class, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
+    "demo": ("rmkit.demo", "DemoConfig", "demo", "train, evaluate and score on built-in data, in minutes"),
+    "train": ("rmkit.training", "TrainConfig", "train", "train a reward model from preference pairs"),
     "score": (
         "rmkit.scoring",
         "ScoreConfig",
         "score_file",
-        "score every row of a data set with a reward model, in input order (RMScore)",
+        "score every row of a data set, in input order (RMScore)",
     ),
+    "eval": ("rmkit.evaluation", "EvalConfig", "evaluate", "evaluate reward models on preference pairs"),
+    "serve": ("rmkit.serving", "ServeConfig", "serve", "serve scores over HTTP (POST /score, /get_reward)"),
     "inspect": (
         "rmkit.inspect_data",
         "InspectConfig",
         "inspect",
         "read a data file and report its format and rows",
     ),
-    "eval": ("rmkit.evaluation", "EvalConfig", "evaluate", "evaluate reward models on preference pairs"),
-    "train": ("rmkit.training", "TrainConfig", "train", "train a reward model from preference pairs"),
 }
 
 
@@ -51,9 +53,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_transformers() -> None:
+    """rmkit prints its own progress; transformers' load reports and weight bars would drown it."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    _quiet_transformers()
     args = vars(_parser().parse_args(argv))
     command = args.pop("command")
     if command is None:
