@@ -241,6 +241,10 @@ def test_bad_input_is_one_line_error(llama_path, tmp_path, capsys):
     )
     assert code == 2
     assert "bad.jsonl, row 2" in capsys.readouterr().err
+    with pytest.raises(RMKitError, match="unknown tracker 'mlflow'"):
+        train(
+            TrainConfig(model=str(llama_path), data=str(bad), output_dir=str(tmp_path), report_to=["mlflow"])
+        )
     with pytest.raises(RMKitError, match="eval-split"):
         train(TrainConfig(model=str(llama_path), data=str(bad), output_dir=str(tmp_path), eval_split=1.5))
 

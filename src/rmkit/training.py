@@ -526,14 +526,7 @@ class Logger:
         mode = "a" if append else "w"
         self.file = open(out / "train_log.jsonl", mode, encoding="utf-8") if main else None  # noqa: SIM115
         self.trackers: list[Any] = []
-        for name in config.report_to:
-            if name not in ("tensorboard", "wandb"):
-                raise RMKitError(f"--report-to: unknown tracker '{name}' (expected tensorboard or wandb)")
-            module = "tensorboard" if name == "tensorboard" else "wandb"
-            if importlib.util.find_spec(module) is None:
-                raise RMKitError(f"--report-to {name}: the '{module}' package is not installed")
-            if not main:
-                continue
+        for name in config.report_to if main else []:
             if name == "tensorboard":
                 from torch.utils.tensorboard import SummaryWriter
 
@@ -567,6 +560,13 @@ def train(config: TrainConfig) -> dict[str, Any]:
     """Train a reward model as ``config`` says; returns the final metrics (also written to metrics.json)."""
     if config.batch_size < 1:
         raise RMKitError(f"--batch-size must be at least 1, got {config.batch_size}")
+    for name in config.report_to:
+        if name not in ("tensorboard", "wandb"):
+            raise RMKitError(f"--report-to: unknown tracker '{name}' (expected tensorboard or wandb)")
+        if importlib.util.find_spec(name) is None:
+            raise RMKitError(
+                f"--report-to {name}: the '{name}' package is not installed (pip install {name})"
+            )
     if config.logging_steps < 1:
         raise RMKitError(f"--logging-steps must be at least 1, got {config.logging_steps}")
     if not 0.0 <= config.eval_split < 1.0:
