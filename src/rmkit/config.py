@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from rmkit.data.formats import FORMATS
 from rmkit.errors import RMKitError
 
 T = TypeVar("T")
@@ -28,6 +29,27 @@ def option(default: Any = dataclasses.MISSING, help: str = "", **kw: Any) -> Any
         value = default
         return dataclasses.field(default_factory=lambda: type(value)(value), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclasses.dataclass(kw_only=True)
+class DataOptions:
+    """How a command reads its data files; every command that reads rows inherits these options."""
+
+    format: str | None = option(
+        None, help="row format; detected from the columns when not given", choices=FORMATS
+    )
+    columns: dict[str, str] | None = option(
+        None, help="rename columns first, e.g. question=prompt,good=chosen,bad=rejected"
+    )
+    on_error: str = option(
+        "raise",
+        help="bad rows: 'raise' stops at the first, naming file, row and field; 'skip' counts them and "
+        "writes them with their reason to --rejects",
+        choices=["raise", "skip"],
+    )
+    rejects: str | None = option(
+        None, help="with --on-error skip: JSONL file of the skipped rows and reasons"
+    )
 
 
 def _base_type(annotation: Any) -> tuple[Any, bool]:
@@ -49,7 +71,9 @@ def _parse_mapping(text: str) -> dict[str, str]:
 def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """Add one flag per field of dataclass ``cls`` (``--field-name``), with its help text and default."""
     hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
+    own = cls.__dict__.get("__annotations__", {})
+    # the command's own options first, shared ones (DataOptions) after
+    for f in sorted(dataclasses.fields(cls), key=lambda f: f.name not in own):
         flag = "--" + f.name.replace("_", "-")
         kind, _ = _base_type(hints[f.name])
         kw: dict[str, Any] = {

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from rmkit.config import option
-from rmkit.data import FORMATS, Rejects, iter_examples
+from rmkit.config import DataOptions, option
+from rmkit.data import Rejects, iter_examples
 from rmkit.errors import RMKitError
 from rmkit.modeling import RewardModel
 from rmkit.scoring import ScoreStats, score_examples
@@ -41,8 +41,8 @@ SUBSET_COLUMNS = ("subset", "category")
 LENGTH_UNIT = "characters"
 
 
-@dataclass
-class EvalConfig:
+@dataclass(kw_only=True)
+class EvalConfig(DataOptions):
     model: list[str] = option(
         help="reward model(s) to evaluate: a checkpoint directory or hub name; two or more to compare "
         "them on the same pairs (--model A B, or --model A --model B)"
@@ -51,18 +51,6 @@ class EvalConfig:
         help="preference pair file(s): .json, .jsonl, .csv, .parquet or a save_to_disk directory"
     )
     output_dir: str = option(help="directory for metrics.json, scores.jsonl, plots/ and report.md")
-    format: str | None = option(
-        None, help="row format of every data file; detected from the columns when not given", choices=FORMATS
-    )
-    columns: dict[str, str] | None = option(
-        None, help="rename columns first, e.g. question=prompt,good=chosen,bad=rejected"
-    )
-    on_error: str = option(
-        "raise", help="bad rows: 'raise' stops at the first, 'skip' counts them", choices=["raise", "skip"]
-    )
-    rejects: str | None = option(
-        None, help="with --on-error skip, write skipped rows and reasons here (JSONL)"
-    )
     max_length: int | None = option(
         None, help="longest sequence in tokens; default: the model's (its rmkit metadata, else its config)"
     )

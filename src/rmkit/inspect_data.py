@@ -5,25 +5,13 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from rmkit.config import option
-from rmkit.data import FORMATS, Rejects, detect_format, iter_examples, read_records
+from rmkit.config import DataOptions, option
+from rmkit.data import Rejects, detect_format, iter_examples, read_records
 
 
-@dataclass
-class InspectConfig:
+@dataclass(kw_only=True)
+class InspectConfig(DataOptions):
     data: str = option(help="data file (.json, .jsonl, .csv, .parquet) or save_to_disk directory")
-    format: str | None = option(
-        None, help="row format; detected from the columns when not given", choices=FORMATS
-    )
-    columns: dict[str, str] | None = option(
-        None, help="rename columns first, e.g. question=prompt,answer=response"
-    )
-    on_error: str = option(
-        "raise", help="bad rows: 'raise' stops at the first, 'skip' counts them", choices=["raise", "skip"]
-    )
-    rejects: str | None = option(
-        None, help="with --on-error skip, write skipped rows and reasons here (JSONL)"
-    )
 
 
 def inspect(config: InspectConfig) -> dict[str, object]:

@@ -38,8 +38,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from rmkit.config import option
-from rmkit.data import FORMATS, Encoder, Rejects, iter_examples, pad_batch, token_budget_batches
+from rmkit.config import DataOptions, option
+from rmkit.data import Encoder, Rejects, iter_examples, pad_batch, token_budget_batches
 from rmkit.errors import RMKitError
 from rmkit.losses import bradley_terry, divergence_index, metric_sums, metrics_from_sums, token_wise
 from rmkit.modeling import RewardModel
@@ -59,24 +59,14 @@ DATA_ORDER_OPTIONS = (
 )
 
 
-@dataclass
-class TrainConfig:
+@dataclass(kw_only=True)
+class TrainConfig(DataOptions):
     model: str = option(help="backbone or reward model to start from (path or hub name)")
     data: str = option(help="training pairs (.json, .jsonl, .csv, .parquet or save_to_disk directory)")
     output_dir: str = option(help="where the final model, metrics.json, train_log.jsonl and checkpoints go")
     eval_data: str | None = option(None, help="held-out pairs to evaluate on")
     eval_split: float = option(
         0.0, help="without --eval-data, hold out this fraction of --data for evaluation (e.g. 0.05)"
-    )
-    format: str | None = option(
-        None, help="row format of the data files; detected when not given", choices=FORMATS
-    )
-    columns: dict[str, str] | None = option(None, help="rename columns first, e.g. question=prompt")
-    on_error: str = option(
-        "raise", help="bad rows: 'raise' stops at the first, 'skip' counts them", choices=["raise", "skip"]
-    )
-    rejects: str | None = option(
-        None, help="with --on-error skip, write skipped rows and reasons here (JSONL)"
     )
     template: str = option(
         "auto",
