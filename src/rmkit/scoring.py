@@ -38,8 +38,8 @@ from typing import Any
 
 import torch
 
-from rmkit.config import option
-from rmkit.data import FORMATS, Encoder, Example, Rejects, detect_format, read_records
+from rmkit.config import DataOptions, option
+from rmkit.data import Encoder, Example, Rejects, detect_format, read_records
 from rmkit.data.formats import normalise_records
 from rmkit.errors import RMKitError
 from rmkit.modeling import DTYPES, RewardModel
@@ -86,19 +86,15 @@ def score_examples(
             yield ex, [next(scores) for _ in encs]
 
 
-@dataclass
-class ScoreConfig:
+@dataclass(kw_only=True)
+class ScoreConfig(DataOptions):
+    """Options of ``rmkit score``; skipped rows go to ``--rejects``, by default ``{stem}.rejects.jsonl``."""
+
     model: str = option(
         help="reward model: an rmkit or any one-label HF sequence classifier (dir or hub name)"
     )
     input: str = option(help="data file (.json, .jsonl, .csv, .parquet) or save_to_disk directory")
     output: str = option(help="where to write the scores: .json (a JSON list) or .jsonl (one object a line)")
-    format: str | None = option(
-        None, help="row format; detected from the columns when not given", choices=FORMATS
-    )
-    columns: dict[str, str] | None = option(
-        None, help="rename columns first, e.g. question=prompt,answer=response"
-    )
     template: str | None = option(
         None,
         help="rendering: the model's own setting when not given, else auto, chat or plain",
@@ -116,14 +112,6 @@ class ScoreConfig:
     dtype: str = option("fp32", help="model precision", choices=list(DTYPES))
     device: str | None = option(None, help="cpu, cuda, cuda:1, ...; the local GPU if any, else cpu")
     threads: int | None = option(None, help="CPU threads per process; all cores shared among processes")
-    on_error: str = option(
-        "raise",
-        help="bad rows: 'raise' stops at the first, 'skip' writes them to --rejects",
-        choices=["raise", "skip"],
-    )
-    rejects: str | None = option(
-        None, help="with --on-error skip: file of skipped rows and reasons (default: {stem}.rejects.jsonl)"
-    )
     resume: bool = option(False, help="continue a killed run from its part files instead of starting over")
     progress: bool = option(True, help="show a progress bar on stderr (only when it is a terminal)")
 
