@@ -95,6 +95,20 @@ def minilm_path() -> Path:
     return Path(gt.get_model_path())
 
 
+@pytest.fixture(scope="module", params=["llama", "minilm"])
+def saved_rm(request, tmp_path_factory):
+    """Each backbone (tiny Llama, MiniLM) given a fresh score head and saved by rmkit with max length 256;
+    yields ``(rm, checkpoint dir)``."""
+    from rmkit import RewardModel
+
+    path = request.getfixturevalue("llama_path" if request.param == "llama" else "minilm_path")
+    torch.manual_seed(0)
+    rm = RewardModel.from_pretrained(path)
+    out = tmp_path_factory.mktemp(f"rm_{request.param}")
+    rm.save_pretrained(out, {"max_length": 256})
+    return rm, out
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

@@ -21,17 +21,6 @@ RESPONSES = [
 LONG = " ".join(["The capital of France is Paris. Paris is a city in Europe."] * 12)
 
 
-@pytest.fixture(scope="module", params=["llama", "minilm"])
-def saved_rm(request, tmp_path_factory):
-    """A backbone given a fresh head, saved by rmkit; yields (rm, checkpoint dir)."""
-    path = request.getfixturevalue("llama_path" if request.param == "llama" else "minilm_path")
-    torch.manual_seed(0)
-    rm = RewardModel.from_pretrained(path)
-    out = tmp_path_factory.mktemp(f"rm_{request.param}")
-    rm.save_pretrained(out, {"max_length": 256})
-    return rm, out
-
-
 def encode(rm, prompts, responses):
     examples = [
         Example(i, [{"role": "user", "content": p}], [r], is_pair=False)

@@ -70,17 +70,6 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-@pytest.fixture(scope="module", params=["llama", "minilm"])
-def saved_rm(request, tmp_path_factory):
-    """A backbone given a fresh score head, saved as an RM checkpoint; yields (rm, checkpoint dir)."""
-    path = request.getfixturevalue("llama_path" if request.param == "llama" else "minilm_path")
-    torch.manual_seed(0)
-    rm = RewardModel.from_pretrained(path)
-    out = tmp_path_factory.mktemp(f"rm_{request.param}")
-    rm.save_pretrained(out, {"max_length": 128})
-    return rm, out
-
-
 @pytest.fixture(scope="module")
 def llama_rm(llama_path, tmp_path_factory):
     torch.manual_seed(0)
