@@ -135,6 +135,10 @@ class RewardModel(nn.Module):
             raise RMKitError(f"cannot load weights from '{name}': {e}{hint}") from None
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
         rm = cls(model, tokenizer)
+        if rm.is_decoder:
+            # A bf16 score head rounds every score to 3 significant digits and flips near-tied pairs;
+            # the head is one vector, so keeping it (and its input) in fp32 costs nothing.
+            model.score.float()
         if device is not None:
             rm.to(device)
         return rm.eval()
@@ -176,7 +180,7 @@ class RewardModel(nn.Module):
             kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         if self.is_decoder:
             hidden = self.model.base_model(input_ids, **kwargs).last_hidden_state
-            scores = self.model.score(hidden).squeeze(-1)
+            scores = self.model.score(hidden.to(self.model.score.weight.dtype)).squeeze(-1)
             width = attention_mask.shape[1]
             positions = torch.arange(width, device=attention_mask.device)
             end_index = (positions * attention_mask.ne(0)).argmax(-1)
