@@ -57,11 +57,10 @@ import time
 from pathlib import Path
 
 import torch
+from decoder_rm import POSITIONS, save_decoder_rm
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
-    LlamaConfig,
-    LlamaForSequenceClassification,
 )
 
 import rmkit
@@ -70,8 +69,6 @@ from rmkit.data import Example, iter_examples
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FILES = ["pku_saferlhf_sample.json", "sharegpt_pref_en.json", "sharegpt_pref_zh.json"]
-DECODER = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=344)
-DECODER_MAX_LENGTH = 8192
 MINILM_MAX_LENGTH = 512
 
 
@@ -116,30 +113,6 @@ def model_flops(model, lengths: list[int]) -> float:
     dense = sum(p.numel() for p in model.parameters()) - embed
     cfg = model.config
     return sum(2 * dense * n + 4 * n * n * cfg.hidden_size * cfg.num_hidden_layers for n in lengths)
-
-
-def build_decoder(path: Path, minilm: str) -> None:
-    """A random, seeded Llama RM with the MiniLM tokenizer, saved through rmkit (see the docstring)."""
-    tok = AutoTokenizer.from_pretrained(minilm)
-    tok.model_max_length = DECODER_MAX_LENGTH
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        max_position_embeddings=DECODER_MAX_LENGTH,
-        num_key_value_heads=DECODER["num_attention_heads"],
-        num_labels=1,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.cls_token_id,
-        eos_token_id=tok.sep_token_id,
-        attn_implementation="sdpa",
-        **DECODER,
-    )
-    torch.manual_seed(0)
-    model = LlamaForSequenceClassification(config)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() == 2 and "embed" not in name:
-                p.normal_(0.0, 1.0 / math.sqrt(p.shape[1]))
-    RewardModel(model, tok).save_pretrained(path, {"max_length": DECODER_MAX_LENGTH})
 
 
 def build_minilm(path: Path, minilm: str) -> None:
@@ -281,8 +254,8 @@ def main() -> int:
         data = tmp / "pairs.jsonl"
         data.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs), encoding="utf-8")
         if args.model in ("decoder", "both"):
-            build_decoder(tmp / "decoder", minilm)
-            bench("decoder", tmp / "decoder", data, pairs, DECODER_MAX_LENGTH, args)
+            save_decoder_rm(tmp / "decoder", minilm, fan_in_init=True, max_length=POSITIONS)
+            bench("decoder", tmp / "decoder", data, pairs, POSITIONS, args)
         if args.model in ("minilm", "both"):
             build_minilm(tmp / "minilm", minilm)
             few = pairs[: args.minilm_pairs]

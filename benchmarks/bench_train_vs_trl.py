@@ -52,6 +52,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
+from decoder_rm import DECODER, save_decoder_rm  # noqa: E402
 
 from rmkit import RewardModel  # noqa: E402
 from rmkit.training import (  # noqa: E402
@@ -115,33 +116,9 @@ def run_trl(model_path: str, pairs, cfg: TrainConfig, tmp: Path, *, own_defaults
     return trainer.model, tokenizer, float(result.metrics["train_runtime"])
 
 
-DECODER = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=344)
-DECODER_POSITIONS = 8192
 # Per-case defaults: (training pairs, max length). MiniLM can take 512 tokens; the decoder's 4,096 leaves
 # (almost) every pair of these files whole.
 CASE_DEFAULTS = {"minilm": (96, 512), "decoder": (160, 4096)}
-
-
-def build_decoder(path: Path, minilm: str) -> None:
-    """A random, seeded ``LlamaForSequenceClassification`` (one label) with the MiniLM tokenizer."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
-
-    tok = AutoTokenizer.from_pretrained(minilm)
-    tok.model_max_length = DECODER_POSITIONS
-    tok.eos_token = tok.sep_token  # [SEP] ends every text; [PAD] (distinct) only ever pads
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        max_position_embeddings=DECODER_POSITIONS,
-        num_key_value_heads=DECODER["num_attention_heads"],
-        num_labels=1,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.cls_token_id,
-        eos_token_id=tok.sep_token_id,
-        attn_implementation="sdpa",
-        **DECODER,
-    )
-    torch.manual_seed(0)
-    RewardModel(LlamaForSequenceClassification(config), tok).save_pretrained(path)
 
 
 def run_case(case: str, opts: argparse.Namespace, tmp: Path) -> None:
@@ -153,7 +130,7 @@ def run_case(case: str, opts: argparse.Namespace, tmp: Path) -> None:
     max_length = max_length if opts.max_length is None else opts.max_length
     if case == "decoder":
         model_path = str(tmp / "decoder-rm")
-        build_decoder(Path(model_path), minilm)
+        save_decoder_rm(Path(model_path), minilm)
         backbone = (
             f"random Llama RM (hidden {DECODER['hidden_size']}, {DECODER['num_hidden_layers']} layers, "
             f"{DECODER['num_attention_heads']} heads, intermediate {DECODER['intermediate_size']})"
