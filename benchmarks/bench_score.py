@@ -37,8 +37,10 @@ Printed: real (unpadded) tokens per wall second and per CPU second of the proces
 shared; CPU time is what others' load disturbs least, so its ratios are the steadier ones) of each, the ratios, max |Δscore| against the loop (identical inputs),
 the share of chosen/rejected orderings bf16 keeps from fp32, and rmkit's FLOP rate as a share of a
 ``torch.mm`` rate of 2048² matrices in the same precision measured in the same run. FLOPs counted: 2 per
-non-embedding parameter per token, plus attention, 4·n²·d per layer for a sequence of n real tokens
-(QKᵀ and AV); the padding the loop computes is not counted for it.
+non-embedding parameter per token, plus attention for a sequence of n real tokens: QKᵀ and AV, 4·n²·d
+per layer for the encoder, and the causal half a decoder needs, 2·n·(n+1)·d (counting the full square
+would credit rmkit with work its causal kernel rightly skips); the padding the loop computes is not
+counted for it.
 
     python benchmarks/bench_score.py [--model both|decoder|minilm] [--pairs 1000] [--minilm-pairs 100]
                                      [--batch-tokens N] [--skip-bf16]
@@ -107,12 +109,14 @@ def matmul_rate(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> tupl
     return 2 * size**3 * repeats / wall, 2 * size**3 * repeats / cpu
 
 
-def model_flops(model, lengths: list[int]) -> float:
-    """Forward FLOPs of sequences of ``lengths``: 2 per non-embedding weight per token, plus attention."""
+def model_flops(model, lengths: list[int], causal: bool) -> float:
+    """Forward FLOPs of sequences of ``lengths``: 2 per non-embedding weight per token, plus attention
+    (QKᵀ and AV: 4·n²·d per layer, or 2·n·(n+1)·d for the causal half a decoder needs)."""
     embed = sum(p.numel() for n, p in model.named_parameters() if "embed" in n)
     dense = sum(p.numel() for p in model.parameters()) - embed
-    cfg = model.config
-    return sum(2 * dense * n + 4 * n * n * cfg.hidden_size * cfg.num_hidden_layers for n in lengths)
+    d = model.config.hidden_size * model.config.num_hidden_layers
+    attention = (lambda n: 2 * n * (n + 1) * d) if causal else (lambda n: 4 * n * n * d)
+    return sum(2 * dense * n + attention(n) for n in lengths)
 
 
 def build_minilm(path: Path, minilm: str) -> None:
@@ -195,7 +199,7 @@ def bench(case: str, path: Path, data: Path, pairs: list[dict], max_length: int,
         scores, summary, rm, (wall, cpu) = run_rmkit(
             path, data, path.parent / f"{case}-{name}.jsonl", name, max_length, args.batch_tokens
         )
-        flops = model_flops(rm.model, lengths)
+        flops = model_flops(rm.model, lengths, causal=rm.is_decoder)
         rate, cpu_rate = summary["tokens"] / wall, summary["tokens"] / cpu
         mm, mm_cpu = matmul_rate(dtype)
         line = (

@@ -78,6 +78,20 @@ def test_scores_do_not_depend_on_batching_or_padding_side(saved_rm):
             assert batched == pytest.approx(alone, abs=1e-4), side
 
 
+def test_unmasked_right_padding_gives_the_masked_token_scores(llama_path):
+    """A decoder runs right-padded batches without the mask; every real token's score is unchanged."""
+    rm = RewardModel.from_pretrained(llama_path)
+    seqs = encode(rm, PROMPTS + [LONG], RESPONSES + [LONG])
+    ids, mask = pad_batch(seqs, rm.tokenizer.pad_token_id, side="right")
+    with torch.no_grad():
+        fast = rm(ids, mask)
+        rm.unmask_right_padding = False
+        masked = rm(ids, mask)
+    real = mask.bool()
+    assert torch.allclose(fast.scores[real], masked.scores[real], atol=1e-5)
+    assert fast.end_index.tolist() == [len(s) - 1 for s in seqs]
+
+
 def test_decoder_end_is_read_at_last_real_token(llama_path):
     rm = RewardModel.from_pretrained(llama_path)
     ids, mask = pad_batch([[1, 5, 6, 7], [1, 5]], rm.tokenizer.pad_token_id, side="left")
