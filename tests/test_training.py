@@ -16,8 +16,9 @@ from safetensors.torch import load_file
 
 from rmkit import RewardModel, TrainConfig, train
 from rmkit.cli import main
+from rmkit.data import token_budget_batches
 from rmkit.errors import RMKitError
-from rmkit.training import length_grouped_batches
+from rmkit.training import DataStats, length_grouped_batches, load_pairs
 
 GOOD = [
     "Two plus two is four.",
@@ -177,22 +178,41 @@ def test_lora_run_saves_a_merged_checkpoint_plain_transformers_loads(llama_path,
     assert sum(c for c, _ in scores) / len(scores) == pytest.approx(metrics["chosen_mean"], abs=1e-4)
 
 
+def torchrun_train(model: Path, data: tuple[Path, Path], out: Path, *flags: str) -> None:
+    """``rmkit train`` in 2 processes under a real torchrun, with the base options of :func:`config`."""
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "rmkit.cli", "train", "--model", str(model), "--data", str(data[0]),
+        "--eval-data", str(data[1]), "--output-dir", str(out),
+        "--batch-size", "8", "--learning-rate", "3e-3", "--warmup-ratio", "0", *flags,
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as run:
+        try:
+            _, err = run.communicate(timeout=300)
+        except subprocess.TimeoutExpired:  # a hang: processes waiting on each other's collectives
+            run.terminate()  # torchrun stops its workers on SIGTERM (a kill would orphan them)
+            run.communicate(timeout=60)
+            raise
+    assert run.returncode == 0, err[-3000:]
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    """The two runs' final models are equal to float tolerance (the order of sums differs)."""
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        torch.testing.assert_close(wa[name], wb[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
 def test_two_process_torchrun_equals_one_process(llama_path, data, tmp_path):
     args = dict(max_steps=4, batch_size=8, micro_batch_size=2, logging_steps=1)
     train(config(llama_path, data, tmp_path / "one", **args))
     two = tmp_path / "two"
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "rmkit.cli", "train", "--model", str(llama_path), "--data", str(data[0]),
-        "--eval-data", str(data[1]), "--output-dir", str(two), "--batch-size", "8", "--micro-batch-size", "2",
-        "--learning-rate", "3e-3", "--warmup-ratio", "0", "--max-steps", "4", "--logging-steps", "1",
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    a, b = weights(tmp_path / "one"), weights(two)
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
+    torchrun_train(
+        llama_path, data, two, "--micro-batch-size", "2", "--max-steps", "4", "--logging-steps", "1"
+    )
+    assert_same_weights(tmp_path / "one", two)
     m1 = json.loads((tmp_path / "one" / "metrics.json").read_text())
     m2 = json.loads((two / "metrics.json").read_text())
     assert m2["train"]["processes"] == 2 and m2["train"]["tokens"] == m1["train"]["tokens"]
@@ -203,6 +223,77 @@ def test_two_process_torchrun_equals_one_process(llama_path, data, tmp_path):
     ]
     log2 = [json.loads(x)["loss"] for x in (two / "train_log.jsonl").read_text().splitlines()[:4]]
     assert log2 == pytest.approx(log1, rel=1e-4)
+
+
+# A token budget under which the two processes run different numbers of forward passes: 2 and 1 micro-batches
+# at step 3, 7 and 8 eval batches (checked in the test), so FSDP's equal pass counts are exercised.
+FSDP_ARGS = dict(max_steps=4, micro_batch_tokens=250, eval_batch_tokens=250, logging_steps=1)
+FSDP_FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in FSDP_ARGS.items()]
+
+
+@pytest.fixture(scope="module")
+def fsdp_run(llama_path, data, tmp_path_factory) -> Path:
+    """A 2-process ``--fsdp full_shard`` run of 4 steps with a checkpoint at step 2."""
+    out = tmp_path_factory.mktemp("fsdp")
+    torchrun_train(llama_path, data, out, "--fsdp", "full_shard", "--save-steps", "2", *FSDP_FLAGS)
+    return out
+
+
+def test_two_process_fsdp_equals_one_process_with_uneven_pass_counts(llama_path, data, fsdp_run, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    cfg = config(llama_path, data, tmp_path / "one", **FSDP_ARGS)
+    encoder = RewardModel.from_pretrained(llama_path).encoder(max_length=512)
+    pairs = load_pairs(cfg.data, encoder, cfg, DataStats())
+    eval_pairs = load_pairs(cfg.eval_data, encoder, cfg, DataStats())
+
+    def passes(share: list) -> int:
+        return len(token_budget_batches([2 * p.length for p in share], 250))
+
+    steps = length_grouped_batches([p.length for p in pairs], 8, seed=cfg.seed)[:4]
+    assert any(passes([pairs[i] for i in b[0::2]]) != passes([pairs[i] for i in b[1::2]]) for b in steps)
+    assert passes(eval_pairs[0::2]) != passes(eval_pairs[1::2])
+
+    train(cfg)
+    assert_same_weights(tmp_path / "one", fsdp_run)
+    m1 = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    m2 = json.loads((fsdp_run / "metrics.json").read_text())
+    assert m2["train"]["processes"] == 2 and m2["train"]["tokens"] == m1["train"]["tokens"]
+    assert m2["eval"]["pairs"] == 32 and m2["eval"]["accuracy"] == pytest.approx(m1["eval"]["accuracy"])
+    assert m2["eval"]["loss"] == pytest.approx(m1["eval"]["loss"], rel=1e-4)
+    grad_norms = [
+        json.loads(x).get("grad_norm") for x in (fsdp_run / "train_log.jsonl").read_text().splitlines()
+    ]
+    assert all(isinstance(g, float) and g > 0 for g in grad_norms[:4])
+    model, info = AutoModelForSequenceClassification.from_pretrained(str(fsdp_run), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    meta = json.loads((fsdp_run / "config.json").read_text())["rmkit"]
+    assert meta["score_mean"] == pytest.approx(m2["eval"]["reward_mean"])
+
+
+def test_fsdp_checkpoint_resumes_in_either_sharding_and_in_one_process(llama_path, data, fsdp_run, tmp_path):
+    # The sharded run's checkpoint holds whole tensors: the same names and shapes as the final model's.
+    mid, final = weights(fsdp_run / "checkpoint-2"), weights(fsdp_run)
+    assert {n.removeprefix("model."): t.shape for n, t in mid.items()} == {
+        n: t.shape for n, t in final.items()
+    }
+    # A full_shard run stopped after step 2, resumed with ZeRO-2-like sharding, ends bit-exact the same.
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copytree(fsdp_run / "checkpoint-2", resumed / "checkpoint-2")
+    torchrun_train(llama_path, data, resumed, "--fsdp", "shard_grad_op", "--resume", *FSDP_FLAGS)
+    after = weights(resumed)
+    for name, tensor in final.items():
+        assert torch.equal(tensor, after[name]), name
+    # One process resumes it too.
+    one = tmp_path / "one"
+    train(config(llama_path, data, one, **FSDP_ARGS, resume=str(fsdp_run / "checkpoint-2")))
+    assert_same_weights(fsdp_run, one)
+
+
+def test_fsdp_with_lora_is_refused(llama_path, data, tmp_path):
+    with pytest.raises(RMKitError, match="--lora with --fsdp full_shard"):
+        train(config(llama_path, data, tmp_path, lora=True, fsdp="full_shard"))
 
 
 def test_token_wise_loss_with_margin_and_subset_accuracy(llama_path, tmp_path):

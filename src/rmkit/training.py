@@ -8,13 +8,20 @@ gradient accumulation (``micro_batch_size``, ``micro_batch_tokens``) and the num
 change the result.
 
 Multi-process: under ``torchrun`` (``WORLD_SIZE`` > 1) every process takes its share of every global batch
-(``batch[rank::world]``) and the model is wrapped in DistributedDataParallel (gloo on CPU, nccl on GPU).
+(``batch[rank::world]``) and the model is wrapped in DistributedDataParallel (gloo on CPU, nccl on GPU),
+or, with ``fsdp``, sharded with PyTorch FSDP2 (``fully_shard`` on every transformer block, then on the whole
+model): ``full_shard`` shards parameters, gradients and optimizer state (DeepSpeed ZeRO-3), ``shard_grad_op``
+keeps the parameters gathered from forward to backward (ZeRO-2). Every forward and backward of a sharded
+model gathers from all processes, so each process runs as many forward passes as the busiest one, padding
+with a one-token pair whose loss counts zero (:meth:`Dist.same_count`).
 
-Checkpoints ``D/checkpoint-STEP/`` hold the trainable weights (safetensors), the optimizer, the scheduler and
-the RNG states; the data position follows from the step, because each epoch's batch order is a function of
-``seed`` and the epoch. They are written to a temporary directory and renamed, so an interrupted save never
-leaves a half checkpoint. The final model is an ordinary one-label sequence-classification checkpoint in
-``D/`` (LoRA merged in), with ``score_mean``/``score_std`` measured on the eval data in its metadata.
+Checkpoints ``D/checkpoint-STEP/`` hold the trainable weights (safetensors) and the optimizer state keyed by
+parameter name, both whole (gathered from all processes when sharded, so a sharded run resumes on another
+number of processes or unsharded), the scheduler and the RNG states; the data position follows from the
+step, because each epoch's batch order is a function of ``seed`` and the epoch. They are written to a
+temporary directory and renamed, so an interrupted save never leaves a half checkpoint. The final model is an
+ordinary one-label sequence-classification checkpoint in ``D/`` (LoRA merged in; gathered whole when
+sharded), with ``score_mean``/``score_std`` measured on the eval data in its metadata.
 """
 
 from __future__ import annotations
@@ -36,6 +43,13 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_state_dict,
+    set_state_dict,
+)
+from torch.distributed.tensor import DTensor
 from tqdm.auto import tqdm
 
 from rmkit.config import DataOptions, option
@@ -128,6 +142,13 @@ class TrainConfig(DataOptions):
         const="auto",
     )
     report_to: list[str] = option([], help="trackers to log to: tensorboard, wandb (when installed)")
+    fsdp: str = option(
+        "off",
+        help="under torchrun, shard the model with PyTorch FSDP2 instead of replicating it (DDP): "
+        "'full_shard' shards parameters, gradients and optimizer state (as DeepSpeed ZeRO-3), "
+        "'shard_grad_op' keeps parameters gathered between forward and backward (ZeRO-2)",
+        choices=["off", "full_shard", "shard_grad_op"],
+    )
     device: str = option("auto", help="'auto' (cuda when available), 'cpu' or 'cuda'")
     trust_remote_code: bool = option(False, help="allow the model's custom code to run")
 
@@ -163,6 +184,7 @@ class Dist:
     rank: int = 0
     world: int = 1
     device: torch.device = torch.device("cpu")
+    sharded: bool = False  # the model is sharded with FSDP across the processes
 
     @property
     def main(self) -> bool:
@@ -177,6 +199,16 @@ class Dist:
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
+
+    def same_count(self, batches: list[list[int]]) -> list[list[int]]:
+        """``batches`` followed by empty ones up to the count of the process with the most, when the model is
+        sharded: each forward and backward then gathers parameters from all processes, which must all run it.
+        An empty batch runs a one-token stand-in pair whose results are not counted."""
+        if not self.sharded:
+            return batches
+        most = torch.tensor([len(batches)], device=self.device)
+        dist.all_reduce(most, op=dist.ReduceOp.MAX)
+        return batches + [[] for _ in range(int(most.item()) - len(batches))]
 
 
 def load_pairs(
@@ -273,9 +305,12 @@ def evaluate(rm: RewardModel, pairs: list[Pair], config: TrainConfig, d: Dist) -
     sums = torch.zeros(9, dtype=torch.float64)
     per_subset = torch.zeros(len(subsets), 2, dtype=torch.float64)
     mine = pairs[d.rank :: d.world]
-    for idx in token_budget_batches([2 * p.length for p in mine], config.eval_batch_tokens):
-        batch = [mine[i] for i in idx]
-        loss, chosen, rejected = forward_pairs(rm, batch, rm.tokenizer.pad_token_id, config, d.device)
+    pad_id = rm.tokenizer.pad_token_id
+    for idx in d.same_count(token_budget_batches([2 * p.length for p in mine], config.eval_batch_tokens)):
+        batch = [mine[i] for i in idx] or [Pair([pad_id], [pad_id])]
+        loss, chosen, rejected = forward_pairs(rm, batch, pad_id, config, d.device)
+        if not idx:
+            continue
         sums[0] += loss.double().sum().cpu()
         sums[1:] += metric_sums(chosen, rejected).cpu()
         for p, right in zip(batch, (chosen > rejected).tolist(), strict=True):
@@ -332,23 +367,30 @@ def train_step(
     Returns this process's sums (loss, the :func:`metric_sums` fields, real tokens; (10,)) and the gradient
     norm before clipping.
     """
-    micro = token_budget_batches(
-        [2 * p.length for p in share], config.micro_batch_tokens or 1 << 62, config.micro_batch_size
+    micro = d.same_count(
+        token_budget_batches(
+            [2 * p.length for p in share], config.micro_batch_tokens or 1 << 62, config.micro_batch_size
+        )
     )
     sums = torch.zeros(10, dtype=torch.float64)
     for k, idx in enumerate(micro):
-        chunk = [share[i] for i in idx]
-        last = k == len(micro) - 1
-        with contextlib.nullcontext() if last or d.world == 1 else model.no_sync():
+        chunk = [share[i] for i in idx] or [Pair([pad_id], [pad_id])]
+        sync = k == len(micro) - 1 or not isinstance(model, nn.parallel.DistributedDataParallel)
+        with contextlib.nullcontext() if sync else model.no_sync():
             loss, chosen, rejected = forward_pairs(model, chunk, pad_id, config, d.device)
             # Sum over pairs / pairs of the global batch: the step's loss is the mean over all its pairs,
-            # whatever the micro-batches. DDP averages gradients over processes, hence the factor world.
-            (loss.sum() * d.world / global_pairs).backward()
+            # whatever the micro-batches. DDP and FSDP average gradients over processes, hence the factor
+            # world. A stand-in pair (empty idx) still runs backward, for FSDP's collectives, but adds 0.
+            (loss.sum() * (d.world / global_pairs if idx else 0.0)).backward()
+        if not idx:
+            continue
         sums[0] += loss.detach().double().sum().cpu()
         sums[1:9] += metric_sums(chosen, rejected).cpu()
         sums[9] += sum(len(p.chosen) + len(p.rejected) for p in chunk)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm or float("inf"))
+    if isinstance(grad_norm, DTensor):  # FSDP: the norm over the shards of all processes
+        grad_norm = grad_norm.full_tensor()
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
@@ -370,7 +412,44 @@ def _init_dist(config: TrainConfig) -> tuple[Dist, bool]:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
         started = True
-    return Dist(rank, world, device), started
+    if config.fsdp != "off" and world == 1:
+        log.info("--fsdp %s: one process, nothing to shard; training unsharded", config.fsdp)
+    return Dist(rank, world, device, sharded=config.fsdp != "off" and world > 1), started
+
+
+def _shard(rm: RewardModel, config: TrainConfig) -> None:
+    """Shard ``rm`` in place with FSDP2: each transformer block (the classes the HF model names in
+    ``_no_split_modules``) is one unit gathered for its own forward and backward, the rest (embeddings,
+    final norm, score head) is the root unit."""
+    from torch.distributed.fsdp import fully_shard
+
+    names = set(getattr(rm.model, "_no_split_modules", None) or [])
+    blocks = [m for m in rm.modules() if type(m).__name__ in names]
+    if not blocks:
+        raise RMKitError(
+            f"--fsdp: {type(rm.model).__name__} names no transformer block class (_no_split_modules) to shard"
+        )
+    reshard = config.fsdp == "full_shard"
+    for block in reversed(blocks):  # innermost first: a unit takes the parameters no inner unit holds
+        fully_shard(block, reshard_after_forward=reshard)
+    fully_shard(rm, reshard_after_forward=reshard)
+
+
+def _unsharded_copy(rm: RewardModel, config: TrainConfig, d: Dist) -> RewardModel | None:
+    """On the main process, a plain (unsharded) copy of the FSDP-sharded ``rm`` holding its full weights,
+    gathered from all processes (every process must call this); ``None`` on the others."""
+    from transformers import AutoModelForSequenceClassification
+
+    full = get_model_state_dict(rm, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if not d.main:
+        return None
+    with torch.device("meta"):
+        model = AutoModelForSequenceClassification.from_config(
+            rm.model.config, trust_remote_code=config.trust_remote_code
+        )
+    plain = RewardModel(model, rm.tokenizer, rm.metadata)
+    plain.load_state_dict(full, assign=True)
+    return plain
 
 
 def _apply_lora(rm: RewardModel, config: TrainConfig) -> Any:
@@ -423,8 +502,8 @@ def _scheduler(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _trainable_state(rm: RewardModel) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu().contiguous() for n, p in rm.named_parameters() if p.requires_grad}
+def _trainable_names(rm: RewardModel) -> set[str]:
+    return {n for n, p in rm.named_parameters() if p.requires_grad}
 
 
 def save_checkpoint(
@@ -442,9 +521,14 @@ def save_checkpoint(
     if d.device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state(d.device)
     torch.save(rng, tmp / f"rng-{d.rank}.pt")
+    # Whole tensors keyed by parameter name, gathered from all processes when sharded (main process only).
+    full = StateDictOptions(full_state_dict=True, cpu_offload=d.world > 1)
+    weights, optimizer_state = get_state_dict(rm, optimizer, options=full)
     if d.main:
-        save_file(_trainable_state(rm), str(tmp / "model.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        trainable = _trainable_names(rm)
+        weights = {n: t.contiguous() for n, t in weights.items() if n in trainable}
+        save_file(weights, str(tmp / "model.safetensors"))
+        torch.save(optimizer_state, tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         state = {"step": step, "world_size": d.world, "config": asdict(config)}
         (tmp / "state.json").write_text(json.dumps(state, indent=2))
@@ -493,11 +577,15 @@ def load_checkpoint(path: Path, rm: RewardModel, optimizer, scheduler, config: T
             "resuming needs the same data order"
         )
     weights = load_file(str(path / "model.safetensors"))
-    expected = {n for n, p in rm.named_parameters() if p.requires_grad}
-    if set(weights) != expected:
+    if set(weights) != _trainable_names(rm):
         raise RMKitError(f"--resume {path}: the checkpoint's weights do not match this model and options")
-    rm.load_state_dict(weights, strict=False)
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=d.device, weights_only=True))
+    set_state_dict(
+        rm,
+        optimizer,
+        model_state_dict=weights,
+        optim_state_dict=torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True),
+        options=StateDictOptions(full_state_dict=True, strict=False),  # frozen (LoRA base) weights absent
+    )
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     rng_file = path / f"rng-{d.rank}.pt"
     if rng_file.is_file():
@@ -561,6 +649,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
         raise RMKitError(f"--logging-steps must be at least 1, got {config.logging_steps}")
     if not 0.0 <= config.eval_split < 1.0:
         raise RMKitError(f"--eval-split must be in [0, 1), got {config.eval_split}")
+    if config.lora and config.fsdp != "off":
+        raise RMKitError(
+            f"--lora with --fsdp {config.fsdp} is not supported: LoRA trains few parameters, so shard "
+            "nothing (drop --fsdp) or train the full model sharded (drop --lora)"
+        )
     d, started = _init_dist(config)
     try:
         return _train(config, d)
@@ -594,7 +687,9 @@ def _train(config: TrainConfig, d: Dist) -> dict[str, Any]:
         rm.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     rm.to(d.device).train()
     model: nn.Module = rm
-    if d.world > 1:
+    if d.sharded:
+        _shard(rm, config)
+    elif d.world > 1:
         model = nn.parallel.DistributedDataParallel(
             rm, device_ids=[d.device.index] if d.device.type == "cuda" else None
         )
@@ -688,6 +783,8 @@ def _train(config: TrainConfig, d: Dist) -> dict[str, Any]:
             "processes": d.world,
         },
     }
+    if d.sharded:
+        rm = _unsharded_copy(rm, config, d)
     if d.main:
         if peft_model is not None:
             rm.model = peft_model.merge_and_unload()
