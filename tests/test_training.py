@@ -138,6 +138,15 @@ def test_resume_after_a_stop_gives_the_same_final_weights(llama_path, data, tmp_
         train(
             config(llama_path, data, stopped, max_steps=10, batch_size=4, resume=str(full / "checkpoint-8"))
         )
+    # A checkpoint whose optimizer state is keyed by index (rmkit before sharding) is refused by name.
+    old = tmp_path / "old" / "checkpoint-8"
+    shutil.copytree(full / "checkpoint-8", old)
+    state = torch.load(old / "optimizer.pt", weights_only=True)
+    index = {name: i for i, name in enumerate(state["state"])}
+    state["state"] = {index[n]: v for n, v in state["state"].items()}
+    torch.save(state, old / "optimizer.pt")
+    with pytest.raises(RMKitError, match="optimizer.pt keys the optimizer state by parameter index"):
+        train(config(llama_path, data, old.parent, max_steps=10, save_steps=4, epochs=2, resume=str(old)))
     # Resuming is not a no-op: the checkpoint's weights differ from the final ones.
     mid = weights(full / "checkpoint-4")
     assert not torch.equal(mid["model.score.weight"], a["score.weight"])

@@ -579,11 +579,18 @@ def load_checkpoint(path: Path, rm: RewardModel, optimizer, scheduler, config: T
     weights = load_file(str(path / "model.safetensors"))
     if set(weights) != _trainable_names(rm):
         raise RMKitError(f"--resume {path}: the checkpoint's weights do not match this model and options")
+    optimizer_state = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
+    keys = [*optimizer_state["state"], *(n for g in optimizer_state["param_groups"] for n in g["params"])]
+    if not all(isinstance(k, str) for k in keys):
+        raise RMKitError(
+            f"--resume {path}: optimizer.pt keys the optimizer state by parameter index, as rmkit did before "
+            "sharded training; this version needs parameter names, so start the run again without --resume"
+        )
     set_state_dict(
         rm,
         optimizer,
         model_state_dict=weights,
-        optim_state_dict=torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True),
+        optim_state_dict=optimizer_state,
         options=StateDictOptions(full_state_dict=True, strict=False),  # frozen (LoRA base) weights absent
     )
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
