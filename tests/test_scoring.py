@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 from transformers import AutoModelForSequenceClassification
 
 import rmkit
@@ -277,3 +278,39 @@ def test_output_must_be_json_or_jsonl(llama_rm, tmp_path):
     data = write_jsonl(tmp_path / "in.jsonl", prompt_rows(2))
     with pytest.raises(rmkit.RMKitError, match="must end in .json or .jsonl"):
         score_file(ScoreConfig(model=str(path), input=str(data), output=str(tmp_path / "out.csv")))
+
+
+def test_compiled_scoring_gives_the_eager_scores_for_every_batch_shape(llama_rm, tmp_path):
+    _, path = llama_rm
+    rows = prompt_rows(31)
+    data = write_jsonl(tmp_path / "in.jsonl", rows)
+    eager, compiled = tmp_path / "eager.jsonl", tmp_path / "compiled.jsonl"
+    # A small budget gives batches of many shapes, single rows among them: dynamic shapes compile one
+    # graph for them all, and one more for batches of one row (which torch.compile specialises).
+    score_file(ScoreConfig(model=str(path), input=str(data), output=str(eager), batch_tokens=200))
+    graphs = counters["stats"]["unique_graphs"]
+    assert (
+        main(
+            ["score", "--model", str(path), "--input", str(data), "--output", str(compiled)]
+            + ["--batch-tokens", "200", "--compile"]
+        )
+        == 0
+    )
+
+    assert 1 <= counters["stats"]["unique_graphs"] - graphs <= 2
+    want, got = read_jsonl(eager), read_jsonl(compiled)
+    assert [r["id"] for r in got] == [r["id"] for r in rows]
+    assert [r["score"] for r in got] == pytest.approx([r["score"] for r in want], abs=1e-4)
+
+
+def test_a_compiled_model_saves_the_checkpoint_it_loaded(llama_rm, tmp_path):
+    rm, path = llama_rm
+    before = {k: v.clone() for k, v in rm.model.state_dict().items()}
+    compiled = RewardModel.from_pretrained(path).compile()
+    assert compiled.score(texts=["two plus two is four", "hello"]) == pytest.approx(
+        rm.score(texts=["two plus two is four", "hello"]), abs=1e-4
+    )
+    compiled.save_pretrained(tmp_path / "again")
+    after = RewardModel.from_pretrained(tmp_path / "again").model.state_dict()
+    assert after.keys() == before.keys()
+    assert all(torch.equal(after[k], before[k]) for k in before)

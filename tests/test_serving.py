@@ -8,9 +8,10 @@ import urllib.error
 import urllib.request
 
 import pytest
+from torch._dynamo.utils import counters
 
 from rmkit import RewardModel
-from rmkit.serving import ScoreServer, ServeConfig
+from rmkit.serving import ScoreServer, ServeConfig, make_server
 
 PROMPTS = ["What is two plus two?", "Hello"]
 RESPONSES = ["Two plus two is four.", "Hi, how can I help you today?"]
@@ -92,3 +93,24 @@ def test_health_and_unknown_path(server):
         assert json.loads(resp.read())["status"] == "ok"
     status, reply = post(server, "/nope", {})
     assert status == 404 and "POST /score" in reply["error"]
+
+
+def test_compiled_server_compiles_before_it_listens(llama_path, tmp_path):
+    eager = RewardModel.from_pretrained(llama_path)
+    eager.save_pretrained(tmp_path / "rm")
+    srv = make_server(ServeConfig(model=str(tmp_path / "rm"), port=0, compile=True))
+    graphs = counters["stats"]["unique_graphs"]
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        for n in (1, 2, 5):
+            prompts, responses = (PROMPTS * 3)[:n], (RESPONSES * 3)[:n]
+            status, body = post(srv, "/score", {"prompts": prompts, "responses": responses})
+            assert status == 200
+            assert body["scores"] == pytest.approx(
+                eager.score(prompts=prompts, responses=responses), abs=1e-4
+            )
+        assert counters["stats"]["unique_graphs"] == graphs, "a request waited for a compilation"
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -207,6 +207,21 @@ class RewardModel(nn.Module):
             self._encoder_token_scores(out.hidden_states[-1]) if token_scores else None, end_scores, end_index
         )
 
+    def compile(self, **options: Any) -> RewardModel:
+        """Compile the backbone in place with ``torch.compile`` (``dynamic=True`` unless ``options`` say
+        otherwise) and return ``self``.
+
+        The first batch pays for compilation (10-30 s on 2 CPU cores; on CPU inductor needs a C++ compiler);
+        later batches of any shape reuse the compiled code, which fuses the element-wise work (norms,
+        rotary embeddings, activations) between the matrix products. It pays off on runs of minutes and
+        on models whose matrix products are big enough to matter (hidden 512 and up); on a tiny model it
+        can be slower than eager. rmkit's own logic (the padding check, where scores are read) stays
+        eager, and weights, ``state_dict`` keys and ``save_pretrained`` are unchanged.
+        """
+        options.setdefault("dynamic", True)
+        self.model.base_model.compile(**options)
+        return self
+
     def _encoder_token_scores(self, hidden: torch.Tensor) -> torch.Tensor | None:
         """Apply an encoder's classification head at every position, as if each were the first token."""
         b, length, h = hidden.shape

@@ -112,6 +112,11 @@ class ScoreConfig(DataOptions):
     dtype: str = option("fp32", help="model precision", choices=list(DTYPES))
     device: str | None = option(None, help="cpu, cuda, cuda:1, ...; the local GPU if any, else cpu")
     threads: int | None = option(None, help="CPU threads per process; all cores shared among processes")
+    compile: bool = option(
+        False,
+        help="torch.compile the model first: 10-30 s once, then faster batches; for long runs of models "
+        "with hidden size 512 and up",
+    )
     resume: bool = option(False, help="continue a killed run from its part files instead of starting over")
     progress: bool = option(True, help="show a progress bar on stderr (only when it is a terminal)")
 
@@ -231,6 +236,8 @@ def score_file(config: ScoreConfig, *, rm: RewardModel | None = None) -> dict[st
         torch.set_num_threads(config.threads or max(1, (os.cpu_count() or 1) // _local_world()))
         if rm is None:
             rm = RewardModel.from_pretrained(config.model, dtype=config.dtype, device=device)
+        if config.compile:
+            rm.compile()
         _score_share(rm, config, output, rank, world)
         elapsed = time.perf_counter() - start
         if world > 1:
@@ -467,6 +474,7 @@ def _finish(config: ScoreConfig, output: Path, world: int, elapsed: float) -> di
         "model": str(config.model),
         "processes": world,
         "dtype": config.dtype,
+        "compiled": config.compile,
         "rows": stats.rows,
         "skipped": skipped,
         "truncated": stats.truncated,

@@ -41,6 +41,10 @@ class ServeConfig:
     batch_tokens: int = option(16384, help="token budget of one forward batch (rows × padded length)")
     max_items: int = option(4096, help="most items one request may carry")
     trust_remote_code: bool = option(False, help="run custom model code shipped with the checkpoint")
+    compile: bool = option(
+        False,
+        help="torch.compile the model and warm it up before listening (10-30 s at start, faster batches)",
+    )
 
 
 class ScoreServer(ThreadingHTTPServer):
@@ -131,12 +135,22 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(HTTPStatus.OK, {key: scores})
 
 
-def serve(config: ServeConfig) -> None:
-    """Load the model and serve until interrupted."""
+def make_server(config: ServeConfig) -> ScoreServer:
+    """Load the model (compiled and warmed up with ``compile``) and bind the server; not serving yet."""
     rm = RewardModel.from_pretrained(
         config.model, dtype=config.dtype, trust_remote_code=config.trust_remote_code
     )
-    server = ScoreServer(rm, config)
+    if config.compile:
+        # Compile before the first request: one graph for batches of any shape, one for a single row.
+        rm.compile()
+        rm.score(texts=["warm up", "warm up the compiled model"])
+        rm.score(texts=["warm up"])
+    return ScoreServer(rm, config)
+
+
+def serve(config: ServeConfig) -> None:
+    """Load the model and serve until interrupted."""
+    server = make_server(config)
     log.info("rmkit serve: %s on %s (POST /score, POST /get_reward, GET /health)", config.model, server.url)
     try:
         server.serve_forever()
