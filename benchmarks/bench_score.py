@@ -72,15 +72,11 @@ from transformers import (
 import rmkit
 from rmkit import RewardModel
 from rmkit.data import Example, iter_examples
+from rmkit.modeling import DTYPES
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FILES = ["pku_saferlhf_sample.json", "sharegpt_pref_en.json", "sharegpt_pref_zh.json"]
 MINILM_MAX_LENGTH = 512
-# How each decoder size is trained before it is scored (see the module's text).
-TRAINING = {
-    "small": dict(pairs=400, epochs=2.0, max_length=POSITIONS, learning_rate=1e-3),
-    "base": dict(pairs=200, epochs=2.0, max_length=1024, learning_rate=5e-4),
-}
 
 
 def load_pairs(n: int) -> list[dict]:
@@ -214,20 +210,19 @@ def bench(case: str, path: Path, data: Path, pairs: list[dict], max_length: int,
         "on": [("fp32", True), ("bf16", True)],
         "both": [("fp32", False), ("fp32", True), ("bf16", True)],
     }[args.compile]
+    runs = [(name, compiled) for name, compiled in runs if not (args.skip_bf16 and name == "bf16")]
     fp32_scores = None
     for name, compiled in runs:
-        if name == "bf16" and args.skip_bf16:
-            continue
-        dtype = torch.float32 if name == "fp32" else torch.bfloat16
-        out = path.parent / f"{case}-{name}{'-compiled' if compiled else ''}.jsonl"
+        label = name + (" --compile" if compiled else "")
+        out = path.parent / f"{case}-{label.replace(' --', '-')}.jsonl"
         scores, summary, rm, (wall, cpu) = run_rmkit(
             path, data, out, name, compiled, max_length, args.batch_tokens
         )
         flops = model_flops(rm.model, lengths, causal=rm.is_decoder)
         rate, cpu_rate = summary["tokens"] / wall, summary["tokens"] / cpu
-        mm, mm_cpu = matmul_rate(dtype)
+        mm, mm_cpu = matmul_rate(DTYPES[name])
         line = (
-            f"(b) rmkit score, {name}{' --compile' if compiled else ''}: {rate:,.0f} tokens/s ({wall:.1f} s wall), {rate / plain_rate:.2f}x the "
+            f"(b) rmkit score, {label}: {rate:,.0f} tokens/s ({wall:.1f} s wall), {rate / plain_rate:.2f}x the "
             f"plain fp32 loop; {cpu_rate:,.0f} tokens/CPU-s ({cpu:.1f} CPU-s), {cpu_rate / plain_cpu_rate:.2f}x "
             f"per CPU-s; {flops / wall / 1e9:,.1f} GFLOP/s = {flops / wall / mm:.0%} of torch.mm {name} 2048² "
             f"({mm / 1e9:,.1f} GFLOP/s); per CPU-s {flops / cpu / mm_cpu:.0%} of torch.mm's"
@@ -291,7 +286,7 @@ def main() -> int:
         if args.model in ("decoder", "both"):
             took = time.perf_counter()
             size = args.decoder_size
-            trained = train_decoder_rm(tmp / "decoder", minilm, size=size, **TRAINING[size])
+            trained = train_decoder_rm(tmp / "decoder", minilm, size)
             print(
                 f"{size} decoder RM trained in {time.perf_counter() - took:.0f} s: held-out accuracy "
                 f"{trained['eval']['accuracy']:.3f} on {trained['eval']['pairs']} pairs of its own task"
