@@ -213,7 +213,7 @@ def score(config: ScoreConfig | None = None, /, *, rm: RewardModel | None = None
     """``rmkit.score``: :func:`score_file` from a config, keyword options, or a config overridden by them.
 
     ``rm`` is an already loaded :class:`RewardModel` to use as it is (its dtype and device) instead of
-    loading ``model``.
+    loading ``model``; with ``compile=True`` it is compiled in place (:meth:`RewardModel.compile`).
     """
     if config is None:
         if rm is not None:
