@@ -60,7 +60,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from decoder_rm import DECODER, SHAREGPT, long_context_pairs, save_decoder_rm  # noqa: E402
+from decoder_rm import SHAREGPT, SIZES, long_context_pairs, save_decoder_rm  # noqa: E402
 
 from rmkit import RewardModel  # noqa: E402
 from rmkit.training import (  # noqa: E402
@@ -151,10 +151,11 @@ def run_case(case: str, opts: argparse.Namespace, tmp: Path) -> None:
     train_rows, max_length = opts.train_rows, opts.max_length
     if case == "decoder":
         model_path = str(tmp / "decoder-rm")
-        save_decoder_rm(Path(model_path), minilm)
+        save_decoder_rm(Path(model_path), minilm, "small")
+        size = SIZES["small"]
         backbone = (
-            f"random Llama RM (hidden {DECODER['hidden_size']}, {DECODER['num_hidden_layers']} layers, "
-            f"{DECODER['num_attention_heads']} heads, intermediate {DECODER['intermediate_size']})"
+            f"random Llama RM (hidden {size['hidden_size']}, {size['num_hidden_layers']} layers, "
+            f"{size['num_attention_heads']} heads, intermediate {size['intermediate_size']})"
         )
     else:
         model_path, backbone = minilm, "MiniLM-L6"

@@ -28,7 +28,6 @@ SIZES = {
     # "small" per token).
     "base": dict(hidden_size=512, num_hidden_layers=4, num_attention_heads=8, intermediate_size=1376),
 }
-DECODER = SIZES["small"]
 POSITIONS = 8192
 # How :func:`train_decoder_rm` trains each size: "base" on pairs cut to 1,024 tokens, to keep it near 7 minutes.
 TRAINING = {
