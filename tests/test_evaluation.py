@@ -12,7 +12,7 @@ from PIL import Image
 
 from rmkit import RewardModel, evaluate
 from rmkit.cli import main
-from rmkit.evaluation import accuracy_interval, compare_pairs, pair_metrics, pearson, ranks, spearman
+from rmkit.metrics import PairStats, accuracy_interval, compare_pairs, pair_metrics, pearson, ranks, spearman
 
 # Five hand-made pairs: margins 1, 0, -1, 3, 0 (two right, two ties, one wrong).
 CHOSEN = [2.0, 1.0, 0.5, 3.0, 1.0]
@@ -43,12 +43,10 @@ def test_pair_metrics_equal_hand_computed_values():
 
 
 def test_pair_metrics_agree_with_the_training_metrics():
-    from rmkit.losses import metric_sums, metrics_from_sums
-
     rng = np.random.default_rng(0)
     chosen, rejected = rng.normal(size=50).round(1), rng.normal(size=50).round(1)  # rounding makes ties
     ours = pair_metrics(chosen, rejected, np.ones(50), np.ones(50))
-    theirs = metrics_from_sums(metric_sums(torch.from_numpy(chosen), torch.from_numpy(rejected)))
+    theirs = PairStats.of(torch.from_numpy(chosen), torch.from_numpy(rejected)).training_metrics()
     assert ours["ties"] > 0 and ours["ties"] / 50 == pytest.approx(theirs["ties"])
     assert ours["accuracy"] == pytest.approx(theirs["accuracy"])
     assert ours["margin_mean"] == pytest.approx(theirs["margin"])

@@ -10,8 +10,6 @@ import torch
 from rmkit.losses import (
     bradley_terry,
     divergence_index,
-    metric_sums,
-    metrics_from_sums,
     regularisers,
     token_wise,
 )
@@ -77,23 +75,3 @@ def test_token_wise_margin_and_regularisers_use_end_scores():
     end = torch.tensor([1])
     loss = token_wise(scores_c, scores_r, end, end, torch.tensor([1]), torch.tensor([0.5]), score_reg=0.2)
     assert loss.item() == pytest.approx(nls(0.5) + 0.2 * (4.0 + 1.0) / 2, abs=1e-6)
-
-
-def test_metrics_count_ties_apart():
-    m = metrics_from_sums(metric_sums(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([0.0, 2.0, 4.0])))
-    assert m["pairs"] == 3
-    assert m["accuracy"] == pytest.approx(1 / 3)
-    assert m["ties"] == pytest.approx(1 / 3)
-    assert m["margin"] == pytest.approx(0.0)
-    assert m["chosen_mean"] == pytest.approx(2.0)
-    assert m["chosen_std"] == pytest.approx(math.sqrt(2 / 3))
-    assert m["rejected_mean"] == pytest.approx(2.0)
-    assert m["rejected_std"] == pytest.approx(math.sqrt(8 / 3))
-    assert m["reward_std"] == pytest.approx(torch.tensor([1.0, 2, 3, 0, 2, 4]).std(unbiased=False).item())
-
-
-def test_metric_sums_add_over_batches():
-    chosen, rejected = torch.randn(10), torch.randn(10)
-    whole = metric_sums(chosen, rejected)
-    parts = metric_sums(chosen[:4], rejected[:4]) + metric_sums(chosen[4:], rejected[4:])
-    assert torch.allclose(whole, parts)

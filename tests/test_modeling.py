@@ -26,7 +26,7 @@ def encode(rm, prompts, responses):
         Example(i, [{"role": "user", "content": p}], [r], is_pair=False)
         for i, (p, r) in enumerate(zip(prompts, responses, strict=True))
     ]
-    return [e[0].ids for e in rm.encoder().encode_many(examples)]
+    return [e[0].ids for e in rm.example_tokenizer().tokenize(examples)]
 
 
 def test_checkpoint_loads_in_plain_transformers_without_missing_keys(saved_rm):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from transformers import AutoTokenizer
 
-from rmkit.data import Encoder, Example, render_plain
+from rmkit.data import Example, ExampleTokenizer, examples_from, render_plain
 
 CHAT = (
     "{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>{% endfor %}"
@@ -30,12 +30,12 @@ def test_chat_template_is_used_when_present(tmp_path):
     from conftest import make_tokenizer
 
     tok = make_tokenizer(tmp_path, chat_template=CHAT)
-    enc = Encoder(tok)
+    enc = ExampleTokenizer(tok)
     assert enc.render([{"role": "user", "content": "Hi"}], "Yo") == "<s>user\nHi</s><s>assistant\nYo</s>"
-    (encoded,) = enc.encode_many([example("Hi", "Yo")])[0]
+    (encoded,) = enc.tokenize([example("Hi", "Yo")])[0]
     assert encoded.ids == tok("<s>user\nHi</s><s>assistant\nYo</s>", add_special_tokens=False)["input_ids"]
     assert (
-        Encoder(tok, template="plain").render([{"role": "user", "content": "Hi"}], "Yo")
+        ExampleTokenizer(tok, template="plain").render([{"role": "user", "content": "Hi"}], "Yo")
         == "User: Hi\n\nAssistant: Yo"
     )
 
@@ -43,26 +43,26 @@ def test_chat_template_is_used_when_present(tmp_path):
 def test_truncation_keeps_bos_and_the_response_end(llama_path):
     tok = AutoTokenizer.from_pretrained(llama_path)
     long_prompt = "What is two plus two? " * 50
-    full = Encoder(tok).encode_many([example(long_prompt, "Two plus two is four.")])[0][0]
-    cut = Encoder(tok, max_length=24).encode_many([example(long_prompt, "Two plus two is four.")])[0][0]
+    full = ExampleTokenizer(tok).tokenize([example(long_prompt, "Two plus two is four.")])[0][0]
+    cut = ExampleTokenizer(tok, max_length=24).tokenize([example(long_prompt, "Two plus two is four.")])[0][0]
     assert cut.truncated and not full.truncated
     assert len(cut.ids) == 24
     assert cut.ids[0] == tok.bos_token_id and cut.ids[-1] == tok.eos_token_id
     assert cut.ids[1:] == full.ids[-23:]
-    assert Encoder(tok, max_length=24, truncation="drop").encode_many([example(long_prompt, "Four.")]) == [
+    assert ExampleTokenizer(tok, max_length=24, truncation="drop").tokenize([example(long_prompt, "Four.")]) == [
         None
     ]
 
 
 def test_verbatim_text_is_tokenised_as_the_tokenizer_does(llama_path):
     tok = AutoTokenizer.from_pretrained(llama_path)
-    (enc,) = Encoder(tok).encode_texts(["User: Hi\n\nAssistant: Hello"])
+    ((enc,),) = ExampleTokenizer(tok).tokenize(examples_from(texts=["User: Hi\n\nAssistant: Hello"]))
     assert enc.ids == tok("User: Hi\n\nAssistant: Hello")["input_ids"]
 
 
 def test_unknown_template_is_refused(llama_path):
     tok = AutoTokenizer.from_pretrained(llama_path)
     with pytest.raises(ValueError, match="template"):
-        Encoder(tok, template="fancy")
+        ExampleTokenizer(tok, template="fancy")
     with pytest.raises(ValueError, match="no chat template"):
-        Encoder(tok, template="chat")
+        ExampleTokenizer(tok, template="chat")

@@ -21,7 +21,7 @@ from rmkit import RewardModel
 from rmkit.cli import main
 from rmkit.data import iter_examples
 from rmkit.errors import DataError
-from rmkit.scoring import ScoreConfig, score_file
+from rmkit.jobs.score import ScoreConfig, score_file
 
 WORDS = [
     "the",
@@ -99,7 +99,7 @@ def test_scores_equal_plain_transformers_row_by_row_in_input_order(saved_rm, tmp
     ]
     hf = AutoModelForSequenceClassification.from_pretrained(path).eval()
     assert hf.config.pad_token_id != rm.tokenizer.eos_token_id or not rm.is_decoder
-    encoded = rm.encoder().encode_many(list(iter_examples(data)))
+    encoded = rm.example_tokenizer().tokenize(list(iter_examples(data)))
     for row, encs in zip(got, encoded, strict=True):
         assert row["score"] == pytest.approx(hf_score(hf, encs[0].ids), abs=1e-4)
     assert summary["rows"] == 23 and summary["skipped"] == 0 and summary["dropped"] == 0
@@ -184,13 +184,13 @@ def test_over_length_rows_are_truncated_or_dropped_and_counted(llama_rm, tmp_pat
     rm, path = llama_rm
     rows = prompt_rows(12)
     data = write_jsonl(tmp_path / "in.jsonl", rows)
-    lengths = [len(e[0].ids) for e in rm.encoder(max_length=10**6).encode_many(list(iter_examples(data)))]
+    lengths = [len(e[0].ids) for e in rm.example_tokenizer(max_length=10**6).tokenize(list(iter_examples(data)))]
     limit = sorted(lengths)[6]
     over = [i for i, n in enumerate(lengths) if n > limit]
     out = tmp_path / "cut.jsonl"
     summary = rmkit.score(model=str(path), input=str(data), output=str(out), max_length=limit)
     assert summary["truncated"] == len(over) > 0 and summary["rows"] == 12
-    cut = rm.encoder(max_length=limit).encode_many(list(iter_examples(data)))
+    cut = rm.example_tokenizer(max_length=limit).tokenize(list(iter_examples(data)))
     assert all(len(e[0].ids) <= limit for e in cut)
     assert [r["score"] for r in read_jsonl(out)] == pytest.approx(
         rm.score_ids([e[0].ids for e in cut]), abs=1e-5

@@ -18,7 +18,7 @@ from rmkit import RewardModel, TrainConfig, train
 from rmkit.cli import main
 from rmkit.data import token_budget_batches
 from rmkit.errors import RMKitError
-from rmkit.training import DataStats, length_grouped_batches, load_pairs
+from rmkit.training.data import DataStats, length_grouped_batches, load_pairs
 
 GOOD = [
     "Two plus two is four.",
@@ -168,7 +168,7 @@ def test_lora_run_saves_a_merged_checkpoint_plain_transformers_loads(llama_path,
     assert not torch.allclose(model.state_dict()[q], initial.state_dict()[q])  # the adapters were merged
     # Plain transformers reproduces the run's eval accuracy and mean chosen reward.
     rm = RewardModel.from_pretrained(out)
-    encoder = rm.encoder()
+    tokenizer = rm.example_tokenizer()
     rows = [json.loads(line) for line in data[1].read_text().splitlines()]
     from rmkit.data.formats import Example
 
@@ -180,7 +180,7 @@ def test_lora_run_saves_a_merged_checkpoint_plain_transformers_loads(llama_path,
     with torch.no_grad():
         scores = [
             [model(torch.tensor([e.ids])).logits.item() for e in encs]
-            for encs in encoder.encode_many(examples)
+            for encs in tokenizer.tokenize(examples)
         ]
     metrics = json.loads((out / "metrics.json").read_text())["eval"]
     assert sum(c > r for c, r in scores) / len(scores) == pytest.approx(metrics["accuracy"])
@@ -252,9 +252,9 @@ def test_two_process_fsdp_equals_one_process_with_uneven_pass_counts(llama_path,
     from transformers import AutoModelForSequenceClassification
 
     cfg = config(llama_path, data, tmp_path / "one", **FSDP_ARGS)
-    encoder = RewardModel.from_pretrained(llama_path).encoder(max_length=512)
-    pairs = load_pairs(cfg.data, encoder, cfg, DataStats())
-    eval_pairs = load_pairs(cfg.eval_data, encoder, cfg, DataStats())
+    tokenizer = RewardModel.from_pretrained(llama_path).example_tokenizer(max_length=512)
+    pairs = load_pairs(cfg.data, tokenizer, cfg, DataStats())
+    eval_pairs = load_pairs(cfg.eval_data, tokenizer, cfg, DataStats())
 
     def passes(share: list) -> int:
         return len(token_budget_batches([2 * p.length for p in share], 250))
@@ -386,7 +386,7 @@ def test_minilm_on_shared_sharegpt_data_end_to_end(minilm_path, shared_data, tmp
 
 @pytest.mark.parametrize("example", sorted(Path(__file__).parents[1].glob("examples/train_*.yaml")), ids=str)
 def test_example_configs_are_valid_train_options(example):
-    from rmkit.config import build
+    from rmkit.options import build
 
     cfg = build(TrainConfig, {}, example)
     assert cfg.model and cfg.data and cfg.output_dir

@@ -2,6 +2,8 @@
 
 __version__ = "0.1.0"
 
+import importlib  # noqa: E402
+
 from rmkit.errors import DataError, RMKitError  # noqa: E402
 from rmkit.modeling import RewardModel, RewardOutput  # noqa: E402
 
@@ -20,18 +22,18 @@ __all__ = [
 ]
 
 
+# The jobs are imported on first use, so ``import rmkit`` stays light.
+_LAZY = {
+    "train": "rmkit.training",
+    "TrainConfig": "rmkit.training",
+    "evaluate": "rmkit.evaluation",
+    "EvalConfig": "rmkit.evaluation",
+    "score": "rmkit.jobs.score",
+    "ScoreConfig": "rmkit.jobs.score",
+}
+
+
 def __getattr__(name: str):
-    # The training loop is imported on first use, so ``import rmkit`` stays light.
-    if name in ("train", "TrainConfig"):
-        from rmkit import training
-
-        return getattr(training, name)
-    if name in ("evaluate", "EvalConfig"):
-        from rmkit import evaluation
-
-        return getattr(evaluation, name)
-    if name in ("score", "ScoreConfig"):
-        from rmkit import scoring
-
-        return getattr(scoring, name)
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'rmkit' has no attribute {name!r}")

@@ -14,15 +14,15 @@ import sys
 from collections.abc import Sequence
 
 from rmkit import __version__
-from rmkit.config import add_arguments, build
 from rmkit.errors import RMKitError
+from rmkit.options import add_arguments, build
 
 # command -> (module, config class, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "demo": ("rmkit.demo", "DemoConfig", "demo", "train, evaluate and score on built-in data, in minutes"),
     "train": ("rmkit.training", "TrainConfig", "train", "train a reward model from preference pairs"),
     "score": (
-        "rmkit.scoring",
+        "rmkit.jobs.score",
         "ScoreConfig",
         "score_file",
         "score every row of a data set, in input order (RMScore)",
@@ -38,7 +38,8 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
 }
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(command: str | None) -> argparse.ArgumentParser:
+    """The parser of every command, with the flags of ``command`` (only its module is imported)."""
     parser = argparse.ArgumentParser(
         prog="rmkit", description="Reward models for RLHF: train, score, evaluate, serve."
     )
@@ -49,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument(
             "--config", help="YAML file of options (keys are the option names; flags override it)"
         )
-        add_arguments(cmd, getattr(importlib.import_module(module), cls_name))
+        if name == command:
+            add_arguments(cmd, getattr(importlib.import_module(module), cls_name))
     return parser
 
 
@@ -65,10 +67,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     _quiet_transformers()
-    args = vars(_parser().parse_args(argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser(next((a for a in argv if not a.startswith("-")), None))
+    args = vars(parser.parse_args(argv))
     command = args.pop("command")
     if command is None:
-        _parser().print_help()
+        parser.print_help()
         return 0
     module, cls_name, fn_name, _ = COMMANDS[command]
     mod = importlib.import_module(module)

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rmkit.config import option
 from rmkit.data.synthetic import SUBSETS, generate, to_scoring_rows, write_jsonl
 from rmkit.errors import RMKitError
+from rmkit.options import option
 
 
 @dataclass
@@ -57,7 +57,7 @@ def _step(n: int, title: str) -> float:
 def demo(config: DemoConfig) -> dict[str, Any]:
     """Run the four steps; return the paths written and the headline numbers."""
     from rmkit.evaluation import EvalConfig, evaluate
-    from rmkit.scoring import ScoreConfig, score_file
+    from rmkit.jobs.score import ScoreConfig, score_file
     from rmkit.training import TrainConfig, train
 
     backbone = minilm_path()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass
 
-from rmkit.config import DataOptions, option
 from rmkit.data import Rejects, detect_format, iter_examples, read_records
+from rmkit.options import DataOptions, option
 
 
 @dataclass(kw_only=True)
@@ -20,12 +21,10 @@ def inspect(config: InspectConfig) -> dict[str, object]:
     fmt = config.format or (
         detect_format({(config.columns or {}).get(k, k): v for k, v in first.items()}) if first else None
     )
-    rejects = Rejects(config.rejects) if config.on_error == "skip" else None
     kinds: Counter[str] = Counter()
-    for ex in iter_examples(config.data, format=config.format, columns=config.columns, rejects=rejects):
-        kinds["pairs" if ex.is_pair else "responses"] += 1
+    with Rejects(config.rejects) if config.on_error == "skip" else nullcontext() as rejects:
+        for ex in iter_examples(config.data, format=config.format, columns=config.columns, rejects=rejects):
+            kinds["pairs" if ex.is_pair else "responses"] += 1
     summary = {"file": config.data, "format": fmt, **kinds, "skipped": rejects.count if rejects else 0}
-    if rejects:
-        rejects.close()
     print(" ".join(f"{k}={v}" for k, v in summary.items()))
     return summary

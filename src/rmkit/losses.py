@@ -1,4 +1,4 @@
-"""The pairwise losses of reward-model training, and the metrics reported beside them.
+"""The pairwise losses of reward-model training (their metrics are in :mod:`rmkit.metrics`).
 
 Every loss returns one value per pair (shape ``(B,)``), regularisers included, so that a caller can sum
 over micro-batches and processes and divide by the number of pairs in the global batch: the mean over the
@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-METRIC_FIELDS = ("pairs", "correct", "ties", "margin", "chosen", "chosen_sq", "rejected", "rejected_sq")
 
 
 def bradley_terry(
@@ -100,47 +98,3 @@ def token_wise(
     end_c = chosen_scores.gather(1, chosen_end[:, None]).squeeze(1)
     end_r = rejected_scores.gather(1, rejected_end[:, None]).squeeze(1)
     return loss + regularisers(end_c, end_r, score_reg=score_reg, center=center)
-
-
-def metric_sums(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
-    """Additive statistics of a batch of pairs, in the order of :data:`METRIC_FIELDS`; (8,) float64.
-
-    Sums add across micro-batches and processes (``all_reduce``); :func:`metrics_from_sums` turns them into
-    means. A pair is correct when ``r_c > r_r`` and a tie when ``r_c == r_r``.
-    """
-    c, r = chosen.detach().double(), rejected.detach().double()
-    return torch.stack(
-        [
-            torch.tensor(float(c.numel()), dtype=torch.float64, device=c.device),
-            (c > r).sum().double(),
-            (c == r).sum().double(),
-            (c - r).sum(),
-            c.sum(),
-            c.square().sum(),
-            r.sum(),
-            r.square().sum(),
-        ]
-    )
-
-
-def metrics_from_sums(sums: torch.Tensor) -> dict[str, float]:
-    """``accuracy`` (ties count as wrong), ``ties`` (fraction), ``margin`` (mean r_c - r_r), mean and std
-    of chosen and rejected rewards, and of all rewards together (``reward_mean``, ``reward_std``)."""
-    s = dict(zip(METRIC_FIELDS, sums.double().cpu().tolist(), strict=True))
-    n = max(s["pairs"], 1.0)
-
-    def std(total: float, sq: float, count: float) -> float:
-        return max(sq / count - (total / count) ** 2, 0.0) ** 0.5
-
-    return {
-        "pairs": int(s["pairs"]),
-        "accuracy": s["correct"] / n,
-        "ties": s["ties"] / n,
-        "margin": s["margin"] / n,
-        "chosen_mean": s["chosen"] / n,
-        "chosen_std": std(s["chosen"], s["chosen_sq"], n),
-        "rejected_mean": s["rejected"] / n,
-        "rejected_std": std(s["rejected"], s["rejected_sq"], n),
-        "reward_mean": (s["chosen"] + s["rejected"]) / (2 * n),
-        "reward_std": std(s["chosen"] + s["rejected"], s["chosen_sq"] + s["rejected_sq"], 2 * n),
-    }

@@ -27,14 +27,14 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
-from rmkit.data.batching import pad_batch, token_budget_batches
-from rmkit.data.formats import Example, Message
-from rmkit.data.rendering import Encoder
+from rmkit.data import ExampleTokenizer, examples_from
+from rmkit.data.formats import Message
 from rmkit.errors import RMKitError
+from rmkit.inference import BATCH_TOKENS, MAX_ROWS, score_examples, score_sequences
+from rmkit.runtime import resolve_dtype
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 METADATA_KEY = "rmkit"
 
 
@@ -46,14 +46,6 @@ class RewardOutput:
     scores: torch.Tensor | None
     end_scores: torch.Tensor
     end_index: torch.Tensor
-
-
-def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in DTYPES:
-        raise RMKitError(f"unknown dtype '{dtype}': expected one of {', '.join(DTYPES)}")
-    return DTYPES[dtype]
 
 
 def ensure_pad_token(tokenizer) -> None:
@@ -155,6 +147,10 @@ class RewardModel(nn.Module):
         return next(self.model.parameters()).device
 
     @property
+    def pad_token_id(self) -> int:
+        return self.tokenizer.pad_token_id
+
+    @property
     def max_length(self) -> int | None:
         """The longest sequence scored: the metadata's ``max_length``, else what the model can take."""
         if self.metadata.get("max_length"):
@@ -166,11 +162,11 @@ class RewardModel(nn.Module):
         limits = [n for n in limits if isinstance(n, int) and 0 < n < 1_000_000]
         return min(limits) if limits else None
 
-    def encoder(
+    def example_tokenizer(
         self, *, max_length: int | None = None, template: str | None = None, truncation: str = "left"
-    ) -> Encoder:
-        """An :class:`Encoder` for this model's tokenizer, defaulting to the settings it was trained with."""
-        return Encoder(
+    ) -> ExampleTokenizer:
+        """An :class:`ExampleTokenizer` for this model, defaulting to the settings it was trained with."""
+        return ExampleTokenizer(
             self.tokenizer,
             max_length=max_length or self.max_length,
             template=template or self.metadata.get("template", "auto"),
@@ -233,19 +229,15 @@ class RewardModel(nn.Module):
             return classifier(hidden.reshape(b * length, 1, h)).view(b, length)
         return None
 
-    @torch.inference_mode()
     def score_ids(
-        self, sequences: Sequence[Sequence[int]], *, batch_tokens: int = 16384, max_rows: int | None = 256
+        self,
+        sequences: Sequence[Sequence[int]],
+        *,
+        batch_tokens: int = BATCH_TOKENS,
+        max_rows: int | None = MAX_ROWS,
     ) -> list[float]:
-        """Scores of token id sequences, in the order given; batched by length within a token budget."""
-        scores = [0.0] * len(sequences)
-        pad_id = self.tokenizer.pad_token_id
-        for batch in token_budget_batches([len(s) for s in sequences], batch_tokens, max_rows):
-            ids, mask = pad_batch([sequences[i] for i in batch], pad_id)
-            end = self(ids.to(self.device), mask.to(self.device), token_scores=False).end_scores
-            for i, value in zip(batch, end.float().cpu().tolist(), strict=True):
-                scores[i] = value
-        return scores
+        """Scores of token id sequences, in the order given (:func:`rmkit.inference.score_sequences`)."""
+        return score_sequences(self, sequences, batch_tokens=batch_tokens, max_rows=max_rows)
 
     def score(
         self,
@@ -254,7 +246,7 @@ class RewardModel(nn.Module):
         *,
         messages: Sequence[list[Message]] | None = None,
         texts: Sequence[str] | None = None,
-        batch_tokens: int = 16384,
+        batch_tokens: int = BATCH_TOKENS,
         normalize: bool = False,
     ) -> list[float]:
         """Score responses to prompts, whole conversations (scored at their last assistant turn), or
@@ -263,28 +255,15 @@ class RewardModel(nn.Module):
         With ``normalize`` the scores are standardised with the mean and std stored in the metadata at
         training time.
         """
-        encoder = self.encoder()
-        if texts is not None:
-            encoded = encoder.encode_texts(texts)
-        else:
-            if messages is not None:
-                examples = [
-                    Example(i, list(m[:-1]), [m[-1]["content"]], is_pair=False)
-                    for i, m in enumerate(messages)
-                ]
-            elif prompts is not None and responses is not None:
-                if len(prompts) != len(responses):
-                    raise RMKitError(f"{len(prompts)} prompts but {len(responses)} responses")
-                examples = [
-                    Example(
-                        i, p if isinstance(p, list) else [{"role": "user", "content": p}], [r], is_pair=False
-                    )
-                    for i, (p, r) in enumerate(zip(prompts, responses, strict=True))
-                ]
-            else:
-                raise RMKitError("score() needs prompts and responses, messages, or texts")
-            encoded = [encs[0] for encs in encoder.encode_many(examples)]
-        values = self.score_ids([e.ids for e in encoded], batch_tokens=batch_tokens)
+        examples = examples_from(prompts, responses, messages=messages, texts=texts)
+        scored = score_examples(
+            self,
+            examples,
+            self.example_tokenizer(),
+            batch_tokens=batch_tokens,
+            chunk_rows=max(len(examples), 1),
+        )
+        values = [scores[0] for _, scores in scored]
         return self.normalize(values) if normalize else values
 
     def normalize(self, values: Sequence[float]) -> list[float]:

@@ -23,22 +23,27 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from rmkit.config import option
+import torch
+
+from rmkit import runtime
 from rmkit.errors import RMKitError
-from rmkit.modeling import DTYPES, RewardModel
+from rmkit.inference import BATCH_TOKENS
+from rmkit.modeling import RewardModel
+from rmkit.options import RuntimeOptions, option
+from rmkit.runtime import DTYPES
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 << 20
 
 
-@dataclass
-class ServeConfig:
+@dataclass(kw_only=True)
+class ServeConfig(RuntimeOptions):
     model: str = option(help="reward model checkpoint (directory or hub name)")
     host: str = option("127.0.0.1", help="address to bind; 0.0.0.0 exposes the server to the network")
     port: int = option(8000, help="port to listen on (0 picks a free one)")
     dtype: str = option("fp32", help="weights' dtype", choices=list(DTYPES))
-    batch_tokens: int = option(16384, help="token budget of one forward batch (rows × padded length)")
+    batch_tokens: int = option(BATCH_TOKENS, help="token budget of one forward batch (rows × padded length)")
     max_items: int = option(4096, help="most items one request may carry")
     trust_remote_code: bool = option(False, help="run custom model code shipped with the checkpoint")
     compile: bool = option(
@@ -62,7 +67,7 @@ class ScoreServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         return f"http://{host}:{port}"
 
-    def score(self, body: dict[str, Any]) -> list[float]:
+    def scores_for(self, body: dict[str, Any]) -> list[float]:
         """Scores for one request body; raises :class:`RMKitError` naming the bad field."""
         fields = [k for k in ("prompts", "messages", "texts", "query") if k in body]
         if len(fields) != 1 and set(fields) != {"prompts", "query"}:
@@ -124,7 +129,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(self.rfile.read(length) or b"null")
             if not isinstance(body, dict):
                 raise RMKitError("the body must be a JSON object")
-            scores = self.server.score(body)
+            scores = self.server.scores_for(body)
         except json.JSONDecodeError as e:
             self._reply(HTTPStatus.BAD_REQUEST, {"error": f"body is not valid JSON: {e}"})
             return
@@ -135,10 +140,14 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(HTTPStatus.OK, {key: scores})
 
 
-def make_server(config: ServeConfig) -> ScoreServer:
-    """Load the model (compiled and warmed up with ``compile``) and bind the server; not serving yet."""
+def make_server(config: ServeConfig, device: torch.device | None = None) -> ScoreServer:
+    """Load the model on ``device`` (by default the one ``config.device`` names), compiled and warmed up with
+    ``compile``, and bind the server; not serving yet."""
     rm = RewardModel.from_pretrained(
-        config.model, dtype=config.dtype, trust_remote_code=config.trust_remote_code
+        config.model,
+        dtype=config.dtype,
+        device=device or runtime.resolve_device(config.device),
+        trust_remote_code=config.trust_remote_code,
     )
     if config.compile:
         # Compile before the first request: one graph for batches of any shape, one for a single row.
@@ -150,9 +159,12 @@ def make_server(config: ServeConfig) -> ScoreServer:
 
 def serve(config: ServeConfig) -> None:
     """Load the model and serve until interrupted."""
-    server = make_server(config)
-    log.info("rmkit serve: %s on %s (POST /score, POST /get_reward, GET /health)", config.model, server.url)
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
+    with runtime.start(config.device, config.threads) as rt:
+        server = make_server(config, rt.device)
+        log.info(
+            "rmkit serve: %s on %s (POST /score, POST /get_reward, GET /health)", config.model, server.url
+        )
+        try:
+            server.serve_forever()
+        finally:
+            server.server_close()

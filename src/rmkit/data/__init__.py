@@ -1,28 +1,39 @@
-"""Data layer: read files, normalise rows to :class:`Example`, render and tokenise, batch."""
+"""Data layer: read files, normalise rows to :class:`Example`, render and tokenise, batch.
+
+Rows flow one way: :func:`read_records` (files to dicts) → :func:`normalise_records` (dicts to
+:class:`Example`, bad rows to :class:`Rejects`) → :class:`ExampleTokenizer` (render, tokenise, truncate) →
+:func:`token_budget_batches` and :func:`pad_batch` (length-sorted padded batches for the model).
+"""
 
 from rmkit.data.batching import pad_batch, token_budget_batches
 from rmkit.data.formats import (
     FORMATS,
     PAIR_FORMATS,
     SCORE_FORMATS,
+    SUBSET_COLUMNS,
     Example,
-    Rejects,
     detect_format,
+    examples_from,
     iter_examples,
+    normalise_records,
 )
 from rmkit.data.readers import read_records
-from rmkit.data.rendering import Encoded, Encoder, render_plain
+from rmkit.data.rejects import Rejects
+from rmkit.data.rendering import ExampleTokenizer, Tokenized, render_plain
 
 __all__ = [
     "FORMATS",
     "PAIR_FORMATS",
     "SCORE_FORMATS",
-    "Encoded",
-    "Encoder",
+    "SUBSET_COLUMNS",
     "Example",
+    "ExampleTokenizer",
     "Rejects",
+    "Tokenized",
     "detect_format",
+    "examples_from",
     "iter_examples",
+    "normalise_records",
     "pad_batch",
     "read_records",
     "render_plain",

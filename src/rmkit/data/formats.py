@@ -23,15 +23,15 @@ Columns not consumed by the format pass through in ``Example.extra`` (ids, subse
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rmkit.data.readers import read_records
-from rmkit.errors import DataError
+from rmkit.data.rejects import Rejects
+from rmkit.errors import DataError, RMKitError
 
 Message = dict[str, str]
 
@@ -48,6 +48,9 @@ _ROLES = {
     "model": "assistant",
     "bot": "assistant",
 }
+# The subset rule, the same in every command: a row's subset (per-subset accuracy in train and eval) is the
+# value of the column named by --subset-column, else of the first of these columns the row has.
+SUBSET_COLUMNS = ("subset", "category")
 _HH_TURN = re.compile(r"\n\n(Human|Assistant): ")
 
 
@@ -68,6 +71,15 @@ class Example:
     margin: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def subset(self, column: str | None = None) -> str | None:
+        """The row's subset (see :data:`SUBSET_COLUMNS`): the value of ``column`` when one is named, else of
+        the first of ``subset`` and ``category`` the row has; ``None`` when it is absent or empty."""
+        for key in (column,) if column else SUBSET_COLUMNS:
+            value = self.extra.get(key)
+            if value not in (None, ""):
+                return str(value)
+        return None
+
     def prompt_value(self) -> str | list[Message]:
         """The prompt as a user would write it back out: a string for a single user turn, else the messages."""
         if len(self.prompt) == 1 and self.prompt[0]["role"] == "user":
@@ -75,35 +87,27 @@ class Example:
         return self.prompt
 
 
-class Rejects:
-    """Counts rows skipped for bad input and writes each, with its reason, to a JSONL file."""
-
-    def __init__(self, path: str | Path | None):
-        self.path = Path(path) if path else None
-        self.count = 0
-        self._file = None
-
-    def add(self, error: DataError, record: Any = None) -> None:
-        self.count += 1
-        if self.path is None:
-            return
-        if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
-        line = {
-            "file": error.file,
-            "row": error.row,
-            "field": error.field,
-            "reason": error.reason,
-            "record": record,
-        }
-        self._file.write(json.dumps(line, ensure_ascii=False, default=str) + "\n")
-        self._file.flush()
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+def examples_from(
+    prompts: Sequence[str | list[Message]] | None = None,
+    responses: Sequence[str] | None = None,
+    *,
+    messages: Sequence[list[Message]] | None = None,
+    texts: Sequence[str] | None = None,
+) -> list[Example]:
+    """Examples of Python values, numbered from 0: responses to prompts (strings or message lists), whole
+    conversations (the last message is the response), or already rendered texts (scored verbatim)."""
+    if texts is not None:
+        return [Example(i, [], [t], is_pair=False, rendered=True) for i, t in enumerate(texts)]
+    if messages is not None:
+        return [Example(i, list(m[:-1]), [m[-1]["content"]], is_pair=False) for i, m in enumerate(messages)]
+    if prompts is None or responses is None:
+        raise RMKitError("score() needs prompts and responses, messages, or texts")
+    if len(prompts) != len(responses):
+        raise RMKitError(f"{len(prompts)} prompts but {len(responses)} responses")
+    return [
+        Example(i, p if isinstance(p, list) else [{"role": "user", "content": p}], [r], is_pair=False)
+        for i, (p, r) in enumerate(zip(prompts, responses, strict=True))
+    ]
 
 
 def detect_format(record: dict[str, Any]) -> str:

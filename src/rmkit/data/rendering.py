@@ -42,18 +42,18 @@ def render_plain(messages: Sequence[Message]) -> str:
 
 
 @dataclass
-class Encoded:
+class Tokenized:
     """Token ids of one response of one example; ``truncated`` says the truncation rule cut it."""
 
     ids: list[int]
     truncated: bool = False
 
 
-class Encoder:
+class ExampleTokenizer:
     """Turns examples into token ids: render, tokenise in batches, append EOS, truncate.
 
     ``max_length=None`` means no limit. ``truncation`` is ``"left"`` (the rule above) or ``"drop"``
-    (``encode`` returns ``None`` for the example).
+    (:meth:`tokenize` gives ``None`` for the example).
     """
 
     def __init__(
@@ -85,14 +85,15 @@ class Encoder:
             return self.tokenizer.apply_chat_template(messages, tokenize=False)
         return render_plain(messages)
 
-    def encode_many(self, examples: Sequence[Example]) -> list[list[Encoded] | None]:
-        """Encode every response of every example (one tokenizer call for all); ``None`` marks a dropped row."""
+    def tokenize(self, examples: Sequence[Example]) -> list[list[Tokenized] | None]:
+        """Token ids of every response of every example (one tokenizer call for all), in order; ``None``
+        marks an example dropped by ``truncation="drop"``."""
         jobs: list[tuple[str, bool]] = []
         for ex in examples:
             for response in ex.responses:
                 jobs.append((response, True) if ex.rendered else (self.render(ex.prompt, response), False))
-        ids = self._tokenize(jobs)
-        out: list[list[Encoded] | None] = []
+        ids = self._ids(jobs)
+        out: list[list[Tokenized] | None] = []
         pos = 0
         for ex in examples:
             encs = [
@@ -103,11 +104,7 @@ class Encoder:
             out.append(None if dropped else encs)
         return out
 
-    def encode_texts(self, texts: Sequence[str]) -> list[Encoded]:
-        """Encode pre-rendered texts (tokenised as ``tokenizer(text)`` does), truncating by the rule."""
-        return [self._finish(ids, conversation=False) for ids in self._tokenize([(t, True) for t in texts])]
-
-    def _tokenize(self, jobs: list[tuple[str, bool]]) -> list[list[int]]:
+    def _ids(self, jobs: list[tuple[str, bool]]) -> list[list[int]]:
         # Chat-template text already holds its special tokens; plain and verbatim text take the defaults.
         plain = [i for i, (_, verbatim) in enumerate(jobs) if verbatim or not self.use_chat]
         chat = [i for i, (_, verbatim) in enumerate(jobs) if not verbatim and self.use_chat]
@@ -119,12 +116,12 @@ class Encoder:
                     ids[i] = row
         return ids
 
-    def _finish(self, ids: list[int], *, conversation: bool) -> Encoded:
+    def _finish(self, ids: list[int], *, conversation: bool) -> Tokenized:
         if conversation and self.add_eos and (not ids or ids[-1] != self.tokenizer.eos_token_id):
             ids = [*ids, self.tokenizer.eos_token_id]
         if self.max_length is None or len(ids) <= self.max_length:
-            return Encoded(ids)
+            return Tokenized(ids)
         head = 0
         while head < len(ids) and ids[head] in self._special and head < self.max_length // 2:
             head += 1
-        return Encoded(ids[:head] + ids[len(ids) - (self.max_length - head) :], truncated=True)
+        return Tokenized(ids[:head] + ids[len(ids) - (self.max_length - head) :], truncated=True)

@@ -1,5 +1,8 @@
 """Options of every command, one dataclass per command; each field is one option with its help text.
 
+This module is for the faces (the CLI, YAML files); the core (data, modeling, inference, losses, metrics)
+never imports it.
+
 The same dataclass serves the CLI (``--batch-tokens 8192``), a YAML file (``batch_tokens: 8192`` passed with
 ``--config``; flags given on the command line win) and Python (``ScoreConfig(batch_tokens=8192)``). An
 unknown key in YAML is an error, never ignored.
@@ -49,6 +52,30 @@ class DataOptions:
     )
     rejects: str | None = option(
         None, help="with --on-error skip: JSONL file of the skipped rows and reasons"
+    )
+
+
+@dataclasses.dataclass(kw_only=True)
+class RuntimeOptions:
+    """Where a command runs (:mod:`rmkit.runtime` applies the rule); every command that loads a model
+    inherits these options."""
+
+    device: str = option(
+        "auto",
+        help="'auto' (this process's GPU when CUDA is available, else the CPU), 'cpu', 'cuda', 'cuda:1'",
+    )
+    threads: int | None = option(
+        None, help="CPU threads per process; by default the cores are shared among a machine's processes"
+    )
+
+
+@dataclasses.dataclass(kw_only=True)
+class PairOptions(DataOptions):
+    """How a command that reads preference pairs groups them; ``rmkit train`` and ``rmkit eval`` inherit it."""
+
+    subset_column: str | None = option(
+        None,
+        help="column naming each pair's subset, for per-subset accuracy; default: 'subset', else 'category'",
     )
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from rmkit.evaluation import pearson
+from rmkit.metrics import pearson
 
 CHOSEN, REJECTED = (
     "#1f77b4",

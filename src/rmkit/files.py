@@ -1,0 +1,42 @@
+"""Writing output files so that a reader (or a crash) never sees half of one.
+
+Every file rmkit writes as a result (scores, summaries, metrics, reports, state) goes through
+:func:`atomic_write`: the content is written to ``{name}.tmp`` beside the target, flushed to disk, and
+renamed over the target in one step (``os.replace``). A run killed mid-write leaves the previous file (or
+none) and a ``.tmp`` file, never a truncated result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+
+@contextmanager
+def atomic_write(path: str | Path, *, encoding: str = "utf-8") -> Iterator[IO[str]]:
+    """Open a text file for writing that appears at ``path`` only when the block ends without an error."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w", encoding=encoding) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_write(path) as f:
+        f.write(text)
+
+
+def write_json(path: str | Path, value: Any, *, indent: int | None = 2) -> None:
+    """Write ``value`` as JSON (UTF-8 kept as is, a newline at the end) to ``path`` atomically."""
+    write_text(path, json.dumps(value, indent=indent, ensure_ascii=False) + "\n")

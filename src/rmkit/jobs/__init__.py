@@ -1,0 +1,1 @@
+"""Jobs over whole data sets, built on the inference core: ``score`` (RMScore)."""

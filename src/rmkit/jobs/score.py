@@ -1,0 +1,449 @@
+"""RMScore (``rmkit score``): score every row of a data set with a reward model, in input order.
+
+The scores come from the inference core (:func:`rmkit.inference.score_examples`); this module is the file
+job around it: shares, part files, resume, merge and the summary. How the output is built:
+
+- Records are dealt round-robin to the processes of a ``torchrun`` job (record ``k`` to rank
+  ``k % world_size``; one process takes them all). Each process streams its records through the
+  normaliser and the scorer and appends one line ``"{k}\\t{json object}"`` per scored row to its *part
+  file*, ``{output}.rank{r}-of-{n}.part``, flushed after every chunk.
+- After every chunk a small *state file* beside the part (written atomically) records how many of the
+  process's records are done, the part's and the rejects file's byte sizes, and the running counts. A
+  ``--resume`` run cuts both files back to those sizes (dropping anything a ``kill -9`` left half
+  written), skips the records already done and goes on; its output equals an uninterrupted run's.
+- When every process is done, rank 0 merges the parts by record number into ``output`` (a JSON list for
+  ``.json``, one object a line for ``.jsonl``) through a temporary file and ``os.replace``, so a reader
+  never sees half a file, writes the summary to ``{stem}.summary.json`` and removes the parts.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, replace
+from itertools import islice
+from pathlib import Path
+from typing import IO, Any
+
+from tqdm import tqdm
+
+from rmkit import runtime
+from rmkit.data import Example, Rejects, detect_format, normalise_records, read_records
+from rmkit.errors import RMKitError
+from rmkit.files import atomic_write, write_json
+from rmkit.inference import BATCH_TOKENS, CHUNK_ROWS, InferenceStats, score_examples
+from rmkit.metrics import Moments, PairStats
+from rmkit.modeling import RewardModel
+from rmkit.options import DataOptions, RuntimeOptions, option
+from rmkit.runtime import DTYPES
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(kw_only=True)
+class ScoreConfig(DataOptions, RuntimeOptions):
+    """Options of ``rmkit score``; skipped rows go to ``--rejects``, by default ``{stem}.rejects.jsonl``."""
+
+    model: str = option(
+        help="reward model: an rmkit or any one-label HF sequence classifier (dir or hub name)"
+    )
+    input: str = option(help="data file (.json, .jsonl, .csv, .parquet) or save_to_disk directory")
+    output: str = option(help="where to write the scores: .json (a JSON list) or .jsonl (one object a line)")
+    template: str | None = option(
+        None,
+        help="rendering: the model's own setting when not given, else auto, chat or plain",
+        choices=["auto", "chat", "plain"],
+    )
+    max_length: int | None = option(None, help="longest sequence in tokens; the model's limit when not given")
+    truncation: str = option(
+        "left",
+        help="over-length rows: 'left' cuts the prompt from the left (keeps the response and its end), "
+        "'drop' leaves the row out; both are counted",
+        choices=["left", "drop"],
+    )
+    batch_tokens: int = option(BATCH_TOKENS, help="token budget of a batch (rows × longest row)")
+    chunk_rows: int = option(CHUNK_ROWS, help="rows tokenised, length-sorted and checkpointed together")
+    dtype: str = option("fp32", help="model precision", choices=list(DTYPES))
+    compile: bool = option(
+        False,
+        help="torch.compile the model first: 10-30 s once, then faster batches; for long runs of models "
+        "with hidden size 512 and up",
+    )
+    resume: bool = option(False, help="continue a killed run from its part files instead of starting over")
+    progress: bool = option(True, help="show a progress bar on stderr (only when it is a terminal)")
+
+
+@dataclass
+class _State:
+    """What one process has finished: written after every chunk, read back by ``--resume``."""
+
+    input: str
+    world_size: int
+    records: int = 0  # records of this process's share that are done
+    part_bytes: int = 0
+    rejects_bytes: int = 0
+    skipped: int = 0
+    stats: InferenceStats = field(default_factory=InferenceStats)
+    responses: Moments = field(default_factory=Moments)  # scores of single responses
+    pairs: PairStats = field(default_factory=PairStats)  # scores of chosen and rejected answers
+    run_tokens: int = 0  # tokens and seconds of this run alone (not of the runs it resumes), for tokens/s
+    run_seconds: float = 0.0
+
+    def save(self, path: Path) -> None:
+        write_json(path, asdict(self), indent=None)
+
+    @classmethod
+    def load(cls, path: Path) -> _State:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            raw["stats"] = InferenceStats(**raw["stats"])
+            raw["responses"] = Moments(**raw["responses"])
+            raw["pairs"] = PairStats.from_dict(raw["pairs"])
+            return cls(**raw)
+        except (KeyError, TypeError):
+            raise RMKitError(
+                f"{path}: written by another version of rmkit; start again without --resume"
+            ) from None
+
+    def add(self, scored: list[tuple[Example, list[float]]]) -> None:
+        """Count a chunk's scores in the running statistics."""
+        pairs = [s for ex, s in scored if ex.is_pair]
+        if pairs:
+            self.pairs.merge(PairStats.of([s[0] for s in pairs], [s[1] for s in pairs]))
+        self.responses.merge(Moments.of([s[0] for ex, s in scored if not ex.is_pair]))
+
+
+@dataclass(frozen=True)
+class _Paths:
+    """The files of one process: its part, its state and its share of the rejects."""
+
+    part: Path
+    state: Path
+    rejects: Path
+
+    @classmethod
+    def of(cls, config: ScoreConfig, output: Path, rank: int, world: int) -> _Paths:
+        part = output.with_name(f"{output.name}.rank{rank}-of-{world}.part")
+        rejects = _rejects_path(config, output)
+        if world > 1:
+            rejects = rejects.with_name(f"{rejects.name}.rank{rank}-of-{world}.part")
+        return cls(part, part.with_name(part.name + ".state.json"), rejects)
+
+
+def _rejects_path(config: ScoreConfig, output: Path) -> Path:
+    return Path(config.rejects or str(output.with_suffix("")) + ".rejects.jsonl")
+
+
+def _summary_path(output: Path) -> Path:
+    return Path(str(output.with_suffix("")) + ".summary.json")
+
+
+def output_row(ex: Example, scores: list[float]) -> dict[str, Any]:
+    """The object written for one scored example: its text, its score(s), then its pass-through columns.
+
+    ``{prompt, response, score}`` for a response; ``{prompt, chosen, rejected, score_chosen,
+    score_rejected}`` for a pair; ``{text, score}`` for pre-rendered text (and no ``prompt`` for rendered
+    pairs). The score columns win over input columns of the same name.
+    """
+    out: dict[str, Any] = {} if ex.rendered else {"prompt": ex.prompt_value()}
+    if ex.is_pair:
+        out.update(chosen=ex.responses[0], rejected=ex.responses[1])
+        out.update(score_chosen=scores[0], score_rejected=scores[1])
+        if ex.margin is not None:
+            out["margin"] = ex.margin
+    else:
+        out["text" if ex.rendered else "response"] = ex.responses[0]
+        out["score"] = scores[0]
+    for k, v in ex.extra.items():
+        out.setdefault(k, v)
+    return out
+
+
+def score(config: ScoreConfig | None = None, /, *, rm: RewardModel | None = None, **options: Any) -> dict:
+    """``rmkit.score``: :func:`score_file` from a config, keyword options, or a config overridden by them.
+
+    ``rm`` is an already loaded :class:`RewardModel` to use as it is (its dtype and device) instead of
+    loading ``model``; with ``compile=True`` it is compiled in place (:meth:`RewardModel.compile`).
+    """
+    if config is None:
+        if rm is not None:
+            options.setdefault("model", "<RewardModel>")
+        config = ScoreConfig(**options)
+    elif options:
+        config = replace(config, **options)
+    return score_file(config, rm=rm)
+
+
+def score_file(config: ScoreConfig, *, rm: RewardModel | None = None) -> dict[str, Any]:
+    """Score every row of ``config.input`` into ``config.output``; return (and print) the run's summary."""
+    start = time.perf_counter()
+    output = Path(config.output)
+    if output.suffix not in (".json", ".jsonl"):
+        raise RMKitError(f"--output must end in .json or .jsonl, got '{config.output}'")
+    with runtime.start(config.device, config.threads) as rt:
+        if rm is None:
+            rm = RewardModel.from_pretrained(config.model, dtype=config.dtype, device=rt.device)
+        if config.compile:
+            rm.compile()
+        _score_share(rm, config, output, rt)
+        elapsed = time.perf_counter() - start
+        rt.barrier()
+        return rt.broadcast(_finish(config, output, rt.world, elapsed) if rt.main else None)
+
+
+def _resume_state(config: ScoreConfig, paths: _Paths, rt: runtime.Runtime) -> _State:
+    """The state to start from (a fresh one unless resuming), with the part and rejects files cut back to it
+    (dropping anything a ``kill -9`` left half written)."""
+    state = _State(input=str(config.input), world_size=rt.world)
+    if config.resume and paths.state.exists():
+        state = _State.load(paths.state)
+        if state.input != str(config.input) or state.world_size != rt.world:
+            raise RMKitError(
+                f"{paths.state}: cannot resume: it was written for input '{state.input}' with "
+                f"{state.world_size} process(es), not '{config.input}' with {rt.world}"
+            )
+        log.info("rank %d: resuming after %d records", rt.rank, state.records)
+    elif config.resume:
+        log.info("rank %d: nothing to resume at %s; starting from the beginning", rt.rank, paths.state)
+    _truncate(paths.part, state.part_bytes)
+    if config.on_error == "skip":
+        _truncate(paths.rejects, state.rejects_bytes)
+    state.run_tokens, state.run_seconds = 0, 0.0
+    return state
+
+
+def _score_share(rm: RewardModel, config: ScoreConfig, output: Path, rt: runtime.Runtime) -> None:
+    """Score this process's share of the records into its part file, checkpointing after every chunk."""
+    paths = _Paths.of(config, output, rt.rank, rt.world)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    state = _resume_state(config, paths, rt)
+    skipped_before = state.skipped
+    tokenizer = rm.example_tokenizer(
+        max_length=config.max_length, template=config.template, truncation=config.truncation
+    )
+    seen: deque[tuple[int, int]] = deque()  # (row, record number) of records handed to the normaliser
+    records = _Share(read_records(config.input), rt.rank, rt.world, state.records, seen)
+    show = config.progress and sys.stderr.isatty()
+    total = _count_records(config.input, rt.rank, rt.world) if show else None
+    skip = config.on_error == "skip"
+    t0 = time.perf_counter()
+    with (
+        Rejects(paths.rejects) if skip else nullcontext() as rejects,
+        open(paths.part, "a", encoding="utf-8") as part,
+        tqdm(total=total, initial=state.records, unit="row", file=sys.stderr, disable=not show) as bar,
+    ):
+
+        def checkpoint(lines: list[str]) -> None:
+            """Make a chunk durable: the part's lines first, then the state that says they are there."""
+            _append(part, lines)
+            state.records, state.part_bytes = records.done, part.tell()
+            if rejects is not None:
+                state.skipped, state.rejects_bytes = skipped_before + rejects.count, rejects.size
+            state.run_seconds = time.perf_counter() - t0
+            state.save(paths.state)
+            bar.update(state.records - bar.n)
+            bar.set_postfix_str(f"{state.run_tokens / max(state.run_seconds, 1e-9):,.0f} tok/s")
+
+        examples = normalise_records(
+            records, source=str(config.input), format=_format(config), columns=config.columns, rejects=rejects
+        )
+        while chunk := list(islice(examples, config.chunk_rows)):
+            checkpoint(_score_chunk(rm, chunk, tokenizer, config, state, seen))
+        checkpoint([])  # rejected records after the last scored one
+
+
+def _score_chunk(
+    rm, chunk: list[Example], tokenizer, config: ScoreConfig, state: _State, seen: deque
+) -> list[str]:
+    """The part-file lines ``"{record number}\\t{json}"`` of one chunk's scored rows; updates ``state``."""
+    tokens_before = state.stats.tokens
+    scored: list[tuple[Example, list[float]]] = []
+    lines = []
+    for ex, scores in score_examples(
+        rm,
+        chunk,
+        tokenizer,
+        batch_tokens=config.batch_tokens,
+        chunk_rows=config.chunk_rows,
+        stats=state.stats,
+    ):
+        while seen[0][0] != ex.row:  # records before it were rejected
+            seen.popleft()
+        k = seen.popleft()[1]
+        if scores is None:
+            continue
+        scored.append((ex, scores))
+        lines.append(f"{k}\t{json.dumps(output_row(ex, scores), ensure_ascii=False, default=str)}\n")
+    state.add(scored)
+    state.run_tokens += state.stats.tokens - tokens_before
+    return lines
+
+
+def _append(part: IO[str], lines: list[str]) -> None:
+    part.writelines(lines)
+    part.flush()
+    os.fsync(part.fileno())
+
+
+class _Share:
+    """The records of one process (record ``k``, counted from 0, goes to rank ``k % world``) after the first
+    ``start`` of them. ``done`` counts the records of the share handed out so far, ``start`` included;
+    ``seen`` receives ``(row, k)`` of each one handed out, so the caller can number what comes back."""
+
+    def __init__(self, records: Iterable, rank: int, world: int, start: int, seen: deque):
+        self._it = enumerate(records)
+        self.rank, self.world, self.start, self.seen = rank, world, start, seen
+        self.done = 0
+
+    def __iter__(self) -> _Share:
+        return self
+
+    def __next__(self) -> tuple[int, dict]:
+        while True:
+            k, (row, record) = next(self._it)
+            if k % self.world != self.rank:
+                continue
+            self.done += 1
+            if self.done > self.start:
+                self.seen.append((row, k))
+                return row, record
+
+
+def _format(config: ScoreConfig) -> str | None:
+    """The format named, else the one detected from the first record (so every process reads rows alike)."""
+    if config.format:
+        return config.format
+    first = next(iter(read_records(config.input)), None)
+    if first is None:
+        return None
+    record = {(config.columns or {}).get(k, k): v for k, v in first[1].items()}
+    try:
+        return detect_format(record)
+    except ValueError:
+        return None  # the normaliser reports the row
+
+
+def _truncate(path: Path, size: int) -> None:
+    """Cut ``path`` back to ``size`` bytes (creating it empty, or removing it when ``size`` is 0)."""
+    if size == 0:
+        path.unlink(missing_ok=True)
+        return
+    with open(path, "r+b") as f:
+        f.truncate(size)
+
+
+def _count_records(path: str, rank: int, world: int) -> int | None:
+    """Records of this process's share, for the progress bar's ETA (a quick pass over the file)."""
+    try:
+        n = sum(1 for _ in read_records(path))
+    except RMKitError:
+        return None
+    return (n - rank + world - 1) // world
+
+
+def _finish(config: ScoreConfig, output: Path, world: int, elapsed: float) -> dict[str, Any]:
+    """Rank 0: merge the parts into the output and the rejects, write the summary, remove the parts."""
+    shares = [_Paths.of(config, output, r, world) for r in range(world)]
+    states = [_State.load(p.state) for p in shares]
+    _merge_parts(output, [p.part for p in shares])
+    if config.on_error == "skip" and world > 1:
+        _merge_rejects(_rejects_path(config, output), [p.rejects for p in shares])
+    summary = _summary(config, output, states, elapsed)
+    write_json(_summary_path(output), summary)
+    for p in shares:
+        p.part.unlink(missing_ok=True)
+        p.state.unlink(missing_ok=True)
+    _print_summary(summary)
+    return summary
+
+
+def _summary(config: ScoreConfig, output: Path, states: list[_State], elapsed: float) -> dict[str, Any]:
+    """The run's summary, from the states of all processes."""
+    stats, responses, pairs = InferenceStats(), Moments(), PairStats()
+    for s in states:
+        for name in ("rows", "truncated", "dropped", "tokens"):
+            setattr(stats, name, getattr(stats, name) + getattr(s.stats, name))
+        responses.merge(s.responses)
+        pairs.merge(s.pairs)
+    scores = {"score": responses.summary()} if responses.n else {}
+    if pairs.pairs:
+        scores.update(score_chosen=pairs.chosen.summary(), score_rejected=pairs.rejected.summary())
+    summary: dict[str, Any] = {
+        "input": str(config.input),
+        "output": str(output),
+        "model": str(config.model),
+        "processes": len(states),
+        "dtype": config.dtype,
+        "compiled": config.compile,
+        "rows": stats.rows,
+        "skipped": sum(s.skipped for s in states),
+        "truncated": stats.truncated,
+        "dropped": stats.dropped,
+        "tokens": stats.tokens,
+        "scores": scores,
+        "tokens_per_s": sum(s.run_tokens for s in states) / max(max(s.run_seconds for s in states), 1e-9),
+        "wall_s": elapsed,
+    }
+    if pairs.pairs:
+        summary["chosen_wins"] = pairs.accuracy
+    if config.on_error == "skip":
+        summary["rejects"] = str(_rejects_path(config, output))
+    return summary
+
+
+def _merge_parts(output: Path, parts: list[Path]) -> None:
+    """Merge the part files by record number into ``output``: a JSON list for ``.json``, else JSON lines."""
+    files = [open(p, encoding="utf-8") for p in parts if p.exists()]  # noqa: SIM115
+    try:
+        rows = (text for _, text in heapq.merge(*(_numbered(f) for f in files), key=lambda x: x[0]))
+        with atomic_write(output) as out:
+            if output.suffix != ".json":
+                out.writelines(text + "\n" for text in rows)
+                return
+            out.write("[")
+            for i, text in enumerate(rows):
+                out.write(("," if i else "") + "\n" + text)
+            out.write("\n]\n")
+    finally:
+        for f in files:
+            f.close()
+
+
+def _numbered(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
+    for line in lines:
+        k, _, text = line.partition("\t")
+        yield int(k), text.rstrip("\n")
+
+
+def _merge_rejects(path: Path, parts: list[Path]) -> None:
+    """Join the processes' rejects files into one, in row order."""
+    files = [open(p, encoding="utf-8") for p in parts if p.exists()]  # noqa: SIM115
+    try:
+        with atomic_write(path) as out:
+            out.writelines(heapq.merge(*files, key=lambda line: json.loads(line)["row"] or 0))
+    finally:
+        for f in files:
+            f.close()
+    for p in parts:
+        p.unlink(missing_ok=True)
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    head = (
+        f"scored {s['rows']} rows ({s['tokens']} tokens) into {s['output']}: skipped {s['skipped']}, "
+        f"truncated {s['truncated']}, dropped {s['dropped']}; {s['tokens_per_s']:,.0f} tokens/s, "
+        f"{s['wall_s']:.1f} s"
+    )
+    print(head)
+    for name, m in s["scores"].items():
+        if m["mean"] is not None:
+            print(f"  {name}: mean {m['mean']:.4f} std {m['std']:.4f} min {m['min']:.4f} max {m['max']:.4f}")
+    if "chosen_wins" in s:
+        print(f"  chosen scored above rejected: {s['chosen_wins']:.1%}")

@@ -1,0 +1,112 @@
+"""Where a command runs: its process group, device, dtype and threads, decided in one place for all.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) every command joins the process group (NCCL on CUDA, gloo on CPU);
+alone it runs as rank 0 of 1. The device rule, the same for train, score, eval and serve: ``"auto"`` (or
+``None``) takes the local GPU of this process (``cuda:LOCAL_RANK``) when CUDA is available, else the CPU;
+``"cuda"`` without CUDA is an error. Threads: ``threads`` when given; otherwise the CPU's cores are shared
+among the processes of a machine, unless ``OMP_NUM_THREADS`` already says how many (torchrun sets it).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from rmkit.errors import RMKitError
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """``"fp32"``, ``"bf16"``, ``"fp16"`` (or a torch dtype) as a torch dtype."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise RMKitError(f"unknown dtype '{dtype}': expected one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
+    """The device rule of the module docstring."""
+    if isinstance(name, torch.device):
+        return name
+    if name in (None, "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RMKitError(f"--device {name}, but no CUDA device is available")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """This process's place in a (possibly one-process) run, and its device."""
+
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def all_sum(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` summed over all processes (on the CPU)."""
+        if self.world > 1:
+            t = t.to(self.device)
+            dist.all_reduce(t)
+        return t.cpu()
+
+    def all_max(self, value: int) -> int:
+        """The largest ``value`` of all processes."""
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return int(t.item())
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's ``value``, on every process."""
+        if self.world == 1:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+@contextmanager
+def start(device: str | torch.device | None = "auto", threads: int | None = None) -> Iterator[Runtime]:
+    """Set up this process for a command (see the module docstring) and tear down what it started."""
+    target = resolve_device(device)
+    if target.type == "cuda":
+        torch.cuda.set_device(target)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if threads:
+        torch.set_num_threads(threads)
+    elif local_world > 1 and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    started = False
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if target.type == "cuda" else "gloo")
+        started = True
+    rank = dist.get_rank() if world > 1 else 0
+    try:
+        yield Runtime(rank, dist.get_world_size() if world > 1 else 1, target)
+    finally:
+        if started:
+            dist.destroy_process_group()

@@ -1,0 +1,125 @@
+"""The options of ``rmkit train``: one dataclass, the home of every training option and its help text."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+
+from rmkit.errors import RMKitError
+from rmkit.inference import BATCH_TOKENS
+from rmkit.options import PairOptions, RuntimeOptions, option
+
+TRACKERS = ("tensorboard", "wandb")
+# Options that fix the batches of each step: a resumed run must share them with the checkpoint's run.
+DATA_ORDER_OPTIONS = (
+    "data",
+    "eval_data",
+    "eval_split",
+    "batch_size",
+    "group_by_length",
+    "seed",
+    "max_length",
+)
+
+
+@dataclass(kw_only=True)
+class TrainConfig(PairOptions, RuntimeOptions):
+    """Options of ``rmkit train``."""
+
+    model: str = option(help="backbone or reward model to start from (path or hub name)")
+    data: str = option(help="training pairs (.json, .jsonl, .csv, .parquet or save_to_disk directory)")
+    output_dir: str = option(help="where the final model, metrics.json, train_log.jsonl and checkpoints go")
+    eval_data: str | None = option(None, help="held-out pairs to evaluate on")
+    eval_split: float = option(
+        0.0, help="without --eval-data, hold out this fraction of --data for evaluation (e.g. 0.05)"
+    )
+    template: str = option(
+        "auto",
+        help="rendering: the tokenizer's chat template when it has one, or rmkit's plain one",
+        choices=["auto", "chat", "plain"],
+    )
+    max_length: int = option(1024, help="longest sequence in tokens (capped at what the model takes)")
+    truncation: str = option(
+        "left",
+        help="over-long rows: 'left' cuts the prompt from the left, 'drop' drops the pair",
+        choices=["left", "drop"],
+    )
+    use_margin: bool = option(True, help="use the data's per-pair 'margin' column in the loss when present")
+    loss: str = option(
+        "bt",
+        help="'bt': Bradley-Terry on end scores; 'token_wise': safe-rlhf's per-token variant",
+        choices=["bt", "token_wise"],
+    )
+    score_reg: float = option(0.0, help="score regularisation coefficient λ of λ·mean(r²)")
+    center_rewards: float = option(0.0, help="reward centering coefficient c of c·mean((r_c + r_r)²)")
+    epochs: float = option(1.0, help="passes over the training data")
+    max_steps: int = option(0, help="stop after this many optimizer steps (0: run the epochs)")
+    batch_size: int = option(32, help="pairs per optimizer step, over all processes (global batch)")
+    micro_batch_size: int | None = option(
+        None, help="most pairs per forward pass on one process (gradient accumulation beyond it)"
+    )
+    micro_batch_tokens: int | None = option(
+        None, help="most padded tokens (chosen + rejected) per forward pass on one process"
+    )
+    group_by_length: bool = option(True, help="batch pairs of similar length together (less padding)")
+    learning_rate: float = option(2e-5, help="peak learning rate of AdamW")
+    weight_decay: float = option(0.0, help="AdamW weight decay (never on biases and norm weights)")
+    adam_betas: list[float] = option([0.9, 0.999], help="AdamW betas")
+    lr_scheduler: str = option("cosine", help="decay after warm-up", choices=["cosine", "linear", "constant"])
+    warmup_ratio: float = option(0.03, help="fraction of the steps spent warming the learning rate up")
+    max_grad_norm: float = option(1.0, help="clip gradients to this norm (0: no clipping)")
+    dtype: str = option(
+        "fp32", help="compute dtype: fp32, or bf16 autocast over fp32 weights", choices=["fp32", "bf16"]
+    )
+    gradient_checkpointing: bool = option(False, help="recompute activations in backward to save memory")
+    dropout: bool = option(False, help="keep the model's dropout (disabled by default, as in TRL)")
+    lora: bool = option(False, help="train LoRA adapters (peft) plus the whole score head; merged at save")
+    lora_r: int = option(16, help="LoRA rank")
+    lora_alpha: int = option(32, help="LoRA alpha")
+    lora_dropout: float = option(0.0, help="LoRA dropout")
+    lora_target_modules: list[str] = option(
+        ["all-linear"], help="modules that get LoRA adapters ('all-linear': every linear layer but the head)"
+    )
+    seed: int = option(42, help="seed of the head's init, the eval split and the batch order")
+    logging_steps: int = option(10, help="log training metrics every N steps")
+    eval_steps: int = option(0, help="evaluate every N steps (0: at the end only)")
+    eval_batch_tokens: int = option(BATCH_TOKENS, help="padded-token budget of an eval batch")
+    save_steps: int = option(0, help="write a checkpoint every N steps (0: none)")
+    save_total_limit: int | None = option(None, help="keep at most this many checkpoints (oldest deleted)")
+    resume: str | None = option(
+        None,
+        help="continue from a checkpoint: a path, or 'auto' (the flag alone) for the latest in --output-dir",
+        const="auto",
+    )
+    report_to: list[str] = option([], help="trackers to log to: tensorboard, wandb (when installed)")
+    fsdp: str = option(
+        "off",
+        help="under torchrun, shard the model with PyTorch FSDP2 instead of replicating it (DDP): "
+        "'full_shard' shards parameters, gradients and optimizer state (as DeepSpeed ZeRO-3), "
+        "'shard_grad_op' keeps parameters gathered between forward and backward (ZeRO-2)",
+        choices=["off", "full_shard", "shard_grad_op"],
+    )
+    trust_remote_code: bool = option(False, help="allow the model's custom code to run")
+
+    def validate(self) -> None:
+        """Refuse option values that cannot work, before anything is loaded."""
+        if self.batch_size < 1:
+            raise RMKitError(f"--batch-size must be at least 1, got {self.batch_size}")
+        for name in self.report_to:
+            if name not in TRACKERS:
+                raise RMKitError(f"--report-to: unknown tracker '{name}' (expected tensorboard or wandb)")
+            if importlib.util.find_spec(name) is None:
+                raise RMKitError(
+                    f"--report-to {name}: the '{name}' package is not installed (pip install {name})"
+                )
+        if self.logging_steps < 1:
+            raise RMKitError(f"--logging-steps must be at least 1, got {self.logging_steps}")
+        if not 0.0 <= self.eval_split < 1.0:
+            raise RMKitError(f"--eval-split must be in [0, 1), got {self.eval_split}")
+        if len(self.adam_betas) != 2:
+            raise RMKitError(f"--adam-betas takes two numbers, got {self.adam_betas}")
+        if self.lora and self.fsdp != "off":
+            raise RMKitError(
+                f"--lora with --fsdp {self.fsdp} is not supported: LoRA trains few parameters, so shard "
+                "nothing (drop --fsdp) or train the full model sharded (drop --lora)"
+            )

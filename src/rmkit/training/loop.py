@@ -1,0 +1,242 @@
+"""``rmkit train``: the training loop, top to bottom.
+
+Data is read and tokenised once (:mod:`~rmkit.training.data`); each epoch is cut into global batches of
+``batch_size`` pairs grouped by length, so a batch is padded only to its own longest row. Each step
+(:func:`~rmkit.training.step.train_step`) runs chosen and rejected through the model in one forward pass
+per micro-batch, with the Bradley-Terry loss (or a variant) of :mod:`rmkit.losses`, and one AdamW update.
+Every ``logging_steps`` the loop logs loss and pair metrics, every ``eval_steps`` it evaluates on the
+held-out pairs, every ``save_steps`` it writes a checkpoint (:mod:`~rmkit.training.checkpoint`). Several
+processes: :mod:`~rmkit.training.parallel`.
+
+The final model is an ordinary one-label sequence-classification checkpoint in ``D/`` (LoRA merged in;
+gathered whole when sharded), with ``score_mean``/``score_std`` measured on the eval data in its metadata,
+beside ``metrics.json`` and ``train_log.jsonl``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from rmkit import runtime
+from rmkit.data import ExampleTokenizer
+from rmkit.errors import RMKitError
+from rmkit.files import write_json
+from rmkit.modeling import RewardModel
+from rmkit.training.checkpoint import load_checkpoint, resume_path, save_checkpoint
+from rmkit.training.config import TrainConfig
+from rmkit.training.data import DataStats, Pair, epoch_batches, train_and_eval_pairs
+from rmkit.training.parallel import Dist, distribute, unsharded_copy
+from rmkit.training.step import Totals, heldout_metrics, make_optimizer, make_scheduler, merged, train_step
+from rmkit.training.tracking import TrainLog
+
+log = logging.getLogger(__name__)
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Train a reward model as ``config`` says; returns the final metrics (also written to metrics.json)."""
+    config.validate()
+    with runtime.start(config.device, config.threads) as rt:
+        return _train(config, Dist.of(rt, config))
+
+
+def _train(config: TrainConfig, d: Dist) -> dict[str, Any]:
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    rm, tokenizer = _load(config)
+    stats = DataStats()
+    pairs, eval_pairs, eval_source = train_and_eval_pairs(config, tokenizer, stats, main=d.main)
+    if len(pairs) < d.world:
+        raise RMKitError(f"{len(pairs)} training pairs for {d.world} processes")
+
+    peft_model = _prepare(rm, config)
+    rm.to(d.device).train()
+    model = distribute(rm, config, d)
+    lengths = [p.length for p in pairs]
+    per_epoch = len(epoch_batches(lengths, config, 0, d.world))
+    total = config.max_steps or math.ceil(config.epochs * per_epoch)
+    optimizer = make_optimizer(rm, config)
+    scheduler = make_scheduler(optimizer, config, total)
+    step = 0
+    resume_from = resume_path(config)
+    if resume_from is not None:
+        step = load_checkpoint(resume_from, rm, optimizer, scheduler, config, d)
+        if d.main:
+            log.info("resumed from %s at step %d", resume_from, step)
+    if d.main:
+        log.info(
+            "train: %d pairs (%d truncated, %d dropped, %d skipped), eval: %d pairs from %s; "
+            "%d steps of %d pairs on %d process(es), %d trainable parameters",
+            len(pairs), stats.truncated, stats.dropped, stats.skipped, len(eval_pairs), eval_source,
+            total, config.batch_size, d.world, sum(p.numel() for p in rm.parameters() if p.requires_grad),
+        )  # fmt: skip
+
+    with TrainLog(out, config, d.main, append=step > 0) as train_log:
+        loop = _Loop(model, rm, optimizer, scheduler, pairs, eval_pairs, config, d, train_log, out)
+        step = loop.run(step, total, per_epoch)
+        final = heldout_metrics(rm, eval_pairs, config, d)
+        train_log.log({"step": step, **{f"eval_{k}": v for k, v in final.items()}})
+    train_stats = {
+        "steps": step,
+        "pairs": len(pairs),
+        "truncated": stats.truncated,
+        "dropped": stats.dropped,
+        "skipped": stats.skipped,
+        "tokens": loop.trained.tokens,
+        "seconds": round(loop.seconds, 3),
+        "tokens_per_s": loop.trained.tokens / max(loop.seconds, 1e-9),
+        "processes": d.world,
+    }
+    metrics = {"eval": final, "eval_data": eval_source, "train": train_stats}
+    _save(rm, peft_model, tokenizer, metrics, config, d)
+    return metrics
+
+
+def _load(config: TrainConfig) -> tuple[RewardModel, ExampleTokenizer]:
+    """The model to train (a fresh score head on a backbone) and the tokenizer of its training data."""
+    rm = RewardModel.from_pretrained(config.model, trust_remote_code=config.trust_remote_code)
+    if config.loss == "token_wise" and not rm.is_decoder:
+        raise RMKitError("--loss token_wise needs a decoder model (per-token scores); this one is an encoder")
+    limit = rm.max_length
+    max_length = min(config.max_length, limit) if limit else config.max_length
+    return rm, rm.example_tokenizer(
+        max_length=max_length, template=config.template, truncation=config.truncation
+    )
+
+
+def _prepare(rm: RewardModel, config: TrainConfig) -> Any:
+    """Dropout off (unless kept), LoRA adapters and gradient checkpointing as asked; returns the peft model
+    (``None`` without LoRA)."""
+    if not config.dropout:
+        for m in rm.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = 0.0
+    peft_model = _apply_lora(rm, config) if config.lora else None
+    if config.gradient_checkpointing:
+        rm.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return peft_model
+
+
+def _apply_lora(rm: RewardModel, config: TrainConfig) -> Any:
+    """Inject LoRA adapters into ``rm.model`` in place; the score head is trained whole (modules_to_save)."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    targets = config.lora_target_modules
+    lora = LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules="all-linear" if targets == ["all-linear"] else targets,
+    )
+    try:
+        return get_peft_model(rm.model, lora)
+    except ValueError as e:
+        raise RMKitError(f"cannot apply LoRA to '{config.model}': {e}") from None
+
+
+class _Loop:
+    """The steps of a run, with what they log, evaluate and save on the way."""
+
+    def __init__(self, model, rm, optimizer, scheduler, pairs, eval_pairs, config, d, train_log, out):
+        self.model, self.rm, self.optimizer, self.scheduler = model, rm, optimizer, scheduler
+        self.pairs: list[Pair] = pairs
+        self.eval_pairs: list[Pair] = eval_pairs
+        self.config: TrainConfig = config
+        self.d: Dist = d
+        self.train_log: TrainLog = train_log
+        self.out: Path = out
+        self.trained = Totals()  # what the steps of this run saw
+        self.seconds = 0.0  # and the time they took
+
+    def run(self, step: int, total: int, per_epoch: int) -> int:
+        """Train from ``step`` to ``total``; returns the step reached."""
+        config, d, lengths = self.config, self.d, [p.length for p in self.pairs]
+        window, window_time = Totals(), 0.0
+        bar = tqdm(total=total, initial=step, disable=not d.main, desc="train", dynamic_ncols=True)
+        batches: list[list[int]] = []
+        while step < total:
+            epoch, index = divmod(step, per_epoch)
+            if index == 0 or not batches:
+                batches = epoch_batches(lengths, config, epoch, d.world)
+            batch = batches[index]
+            started = time.perf_counter()
+            share = [self.pairs[i] for i in batch[d.rank :: d.world]]
+            mine, grad_norm = train_step(
+                self.model, self.optimizer, self.scheduler, share, len(batch), self.rm.pad_token_id, config, d
+            )
+            step += 1
+            elapsed = time.perf_counter() - started
+            totals = merged(d.gather(mine))
+            self.trained.merge(totals)
+            window.merge(totals)
+            window_time += elapsed
+            self.seconds += elapsed
+            bar.update(1)
+            n = max(totals.pairs.pairs, 1)
+            bar.set_postfix(
+                loss=f"{totals.loss / n:.4f}",
+                acc=f"{totals.pairs.correct / n:.3f}",
+                tok_s=f"{totals.tokens / max(elapsed, 1e-9):.0f}",
+            )
+            if step % config.logging_steps == 0 or step == total:
+                self._log_train(step, per_epoch, window, window_time, grad_norm)
+                window, window_time = Totals(), 0.0
+            if config.eval_steps and step % config.eval_steps == 0 and step < total:
+                metrics = heldout_metrics(self.rm, self.eval_pairs, config, d)
+                self.train_log.log({"step": step, **{f"eval_{k}": v for k, v in metrics.items()}})
+            if config.save_steps and step % config.save_steps == 0 and step < total:
+                save_checkpoint(self.out, step, self.rm, self.optimizer, self.scheduler, config, d)
+        bar.close()
+        return step
+
+    def _log_train(self, step: int, per_epoch: int, window: Totals, seconds: float, grad_norm: float) -> None:
+        metrics = window.metrics()
+        metrics.pop("pairs")
+        self.train_log.log(
+            {
+                "step": step,
+                "epoch": round(step / per_epoch, 4),
+                **metrics,
+                "lr": self.scheduler.get_last_lr()[0],
+                "grad_norm": grad_norm,
+                "tokens_per_s": window.tokens / max(seconds, 1e-9),
+            }
+        )
+
+
+def _save(
+    rm: RewardModel, peft_model: Any, tokenizer: ExampleTokenizer, metrics: dict, config: TrainConfig, d: Dist
+) -> None:
+    """Write the final model (LoRA merged, gathered whole when sharded) and ``metrics.json`` to the output
+    directory; every process must call this."""
+    out, final = Path(config.output_dir), metrics["eval"]
+    if d.sharded:
+        rm = unsharded_copy(rm, config, d)
+    if d.main:
+        if peft_model is not None:
+            rm.model = peft_model.merge_and_unload()
+        rm.save_pretrained(
+            out,
+            metadata={
+                "template": "chat" if tokenizer.use_chat else "plain",
+                "max_length": tokenizer.max_length,
+                "add_eos": tokenizer.add_eos,
+                "score_mean": final["reward_mean"],
+                "score_std": final["reward_std"],
+            },
+        )
+        write_json(out / "metrics.json", metrics)
+        log.info(
+            "eval: loss %.4f, accuracy %.3f, margin %.3f; model written to %s",
+            final["loss"], final["accuracy"], final["margin"], out,
+        )  # fmt: skip
+    d.barrier()

@@ -1,0 +1,189 @@
+"""One training step, the held-out evaluation, and the optimiser and schedule they use.
+
+A step runs chosen and rejected through the model in one forward pass per micro-batch, takes the per-pair
+loss of :mod:`rmkit.losses`, and divides its sum by the pairs of the global batch, so that gradient
+accumulation (``micro_batch_size``, ``micro_batch_tokens``) and the number of processes do not change the
+result. What a step or an evaluation saw is kept in :class:`Totals`, named running sums that add up
+across micro-batches and processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.distributed.tensor import DTensor
+from transformers import get_scheduler
+
+from rmkit.data import pad_batch, token_budget_batches
+from rmkit.losses import bradley_terry, divergence_index, token_wise
+from rmkit.metrics import PairStats
+from rmkit.modeling import RewardModel
+from rmkit.training.config import TrainConfig
+from rmkit.training.data import Pair
+from rmkit.training.parallel import Dist
+
+# rmkit's schedule names -> transformers'; rmkit's "constant" keeps the warm-up.
+SCHEDULES = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
+
+
+@dataclass
+class Totals:
+    """What some training or eval batches saw: summed per-pair loss, pair statistics, real tokens."""
+
+    loss: float = 0.0
+    pairs: PairStats = field(default_factory=PairStats)
+    tokens: int = 0
+
+    def add(self, loss: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor, tokens: int) -> None:
+        self.loss += float(loss.detach().double().sum())
+        self.pairs.merge(PairStats.of(chosen, rejected))
+        self.tokens += tokens
+
+    def merge(self, other: Totals) -> Totals:
+        self.loss += other.loss
+        self.pairs.merge(other.pairs)
+        self.tokens += other.tokens
+        return self
+
+    def metrics(self) -> dict[str, Any]:
+        """``loss`` (mean per pair) and :meth:`PairStats.training_metrics`."""
+        return {"loss": self.loss / max(self.pairs.pairs, 1), **self.pairs.training_metrics()}
+
+
+def merged(parts: list[Totals]) -> Totals:
+    """The totals of all processes (``Dist.gather`` gives one a process)."""
+    out = Totals()
+    for part in parts:
+        out.merge(part)
+    return out
+
+
+def forward_pairs(
+    model: nn.Module, pairs: list[Pair], pad_id: int, config: TrainConfig, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-pair loss (B,) and the chosen and rejected scores (B,) of ``pairs``, in one forward pass.
+
+    The batch is ``[chosen_1 .. chosen_B, rejected_1 .. rejected_B]`` right-padded to its longest row.
+    """
+    ids, mask = pad_batch([p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id)
+    ids, mask = ids.to(device), mask.to(device)
+    margin = torch.tensor([p.margin for p in pairs], device=device) if any(p.margin for p in pairs) else None
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.dtype == "bf16"):
+        out = model(ids, mask, token_scores=config.loss == "token_wise")
+    chosen, rejected = out.end_scores.float().chunk(2)
+    if config.loss == "bt":
+        loss = bradley_terry(
+            chosen, rejected, margin, score_reg=config.score_reg, center=config.center_rewards
+        )
+    else:
+        scores_c, scores_r = out.scores.float().chunk(2)
+        end_c, end_r = out.end_index.chunk(2)
+        ids_c, ids_r = ids.chunk(2)
+        loss = token_wise(
+            scores_c, scores_r, end_c, end_r, divergence_index(ids_c, ids_r), margin,
+            score_reg=config.score_reg, center=config.center_rewards,
+        )  # fmt: skip
+    return loss, chosen, rejected
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    share: list[Pair],
+    global_pairs: int,
+    pad_id: int,
+    config: TrainConfig,
+    d: Dist,
+) -> tuple[Totals, float]:
+    """One optimizer step on this process's ``share`` of a global batch of ``global_pairs`` pairs.
+
+    Returns this process's :class:`Totals` and the gradient norm before clipping.
+    """
+    budget = config.micro_batch_tokens or 1 << 62
+    micro = d.same_count(token_budget_batches([2 * p.length for p in share], budget, config.micro_batch_size))
+    totals = Totals()
+    for k, idx in enumerate(micro):
+        chunk = [share[i] for i in idx] or [Pair([pad_id], [pad_id])]
+        sync = k == len(micro) - 1 or not isinstance(model, nn.parallel.DistributedDataParallel)
+        with contextlib.nullcontext() if sync else model.no_sync():
+            loss, chosen, rejected = forward_pairs(model, chunk, pad_id, config, d.device)
+            # Sum over pairs / pairs of the global batch: the step's loss is the mean over all its pairs,
+            # whatever the micro-batches. DDP and FSDP average gradients over processes, hence the factor
+            # world. A stand-in pair (empty idx) still runs backward, for FSDP's collectives, but adds 0.
+            (loss.sum() * (d.world / global_pairs if idx else 0.0)).backward()
+        if idx:
+            totals.add(loss, chosen, rejected, sum(len(p.chosen) + len(p.rejected) for p in chunk))
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm or float("inf"))
+    if isinstance(grad_norm, DTensor):  # FSDP: the norm over the shards of all processes
+        grad_norm = grad_norm.full_tensor()
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return totals, float(grad_norm)
+
+
+@torch.no_grad()
+def heldout_metrics(rm: RewardModel, pairs: list[Pair], config: TrainConfig, d: Dist) -> dict[str, Any]:
+    """Loss, the pair metrics and per-subset accuracy of ``rm`` on the held-out ``pairs`` (all processes)."""
+    was_training = rm.training
+    rm.eval()
+    totals, subsets = Totals(), {}
+    mine = pairs[d.rank :: d.world]
+    for idx in d.same_count(token_budget_batches([2 * p.length for p in mine], config.eval_batch_tokens)):
+        batch = [mine[i] for i in idx] or [Pair([rm.pad_token_id], [rm.pad_token_id])]
+        loss, chosen, rejected = forward_pairs(rm, batch, rm.pad_token_id, config, d.device)
+        if not idx:
+            continue
+        totals.add(loss, chosen, rejected, 0)
+        names = [p.subset for p in batch]
+        for name in dict.fromkeys(n for n in names if n is not None):
+            rows = [i for i, n in enumerate(names) if n == name]
+            subsets.setdefault(name, PairStats()).merge(PairStats.of(chosen[rows], rejected[rows]))
+    rm.train(was_training)
+    gathered = d.gather((totals, subsets))
+    metrics = merged([t for t, _ in gathered]).metrics()
+    by_subset: dict[str, PairStats] = {}
+    for _, part in gathered:
+        for name, stats in part.items():
+            by_subset.setdefault(name, PairStats()).merge(stats)
+    if by_subset:
+        metrics["subset_accuracy"] = {name: by_subset[name].accuracy for name in sorted(by_subset)}
+    return metrics
+
+
+def make_optimizer(rm: RewardModel, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (never on biases and LayerNorm/RMSNorm weights)."""
+    params = [p for p in rm.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=tuple(config.adam_betas))
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, total: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """transformers' schedule: linear warm-up over ``warmup_ratio`` of the ``total`` steps, then cosine or
+    linear decay to 0, or constant.
+
+    Steps count from 1: transformers' warm-up gives step 0 a learning rate of 0, which would waste the first
+    batch. So the schedule is one step longer and starts one step in: step ``s`` (from 0) trains at
+    ``(s + 1) / (warmup + 1)`` of the peak during warm-up, and the decay reaches 0 after the last step.
+    """
+    warmup = math.ceil(config.warmup_ratio * total)
+    scheduler = get_scheduler(
+        SCHEDULES[config.lr_scheduler], optimizer, num_warmup_steps=warmup + 1, num_training_steps=total + 1
+    )
+    with warnings.catch_warnings():  # "lr_scheduler.step() before optimizer.step()": on purpose, see above
+        warnings.simplefilter("ignore", UserWarning)
+        scheduler.step()
+    return scheduler
