@@ -72,7 +72,7 @@ from transformers import (
 import rmkit
 from rmkit import RewardModel
 from rmkit.data import Example, iter_examples
-from rmkit.modeling import DTYPES
+from rmkit.runtime import DTYPES
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FILES = ["pku_saferlhf_sample.json", "sharegpt_pref_en.json", "sharegpt_pref_zh.json"]
@@ -174,11 +174,11 @@ def run_rmkit(
 
 def bench(case: str, path: Path, data: Path, pairs: list[dict], max_length: int, args) -> None:
     rm = RewardModel.from_pretrained(path)
-    encoder = rm.encoder(max_length=max_length)
-    texts = [encoder.render(p["prompt"], p[side]) for p in pairs for side in ("chosen", "rejected")]
+    tokenizer = rm.example_tokenizer(max_length=max_length)
+    texts = [tokenizer.render(p["prompt"], p[side]) for p in pairs for side in ("chosen", "rejected")]
     full = rm.tokenizer(texts)["input_ids"]
     scored = [
-        e.ids for encs in encoder.encode_many([_example(i, p) for i, p in enumerate(pairs)]) for e in encs
+        e.ids for encs in tokenizer.tokenize([_example(i, p) for i, p in enumerate(pairs)]) for e in encs
     ]
     lengths = [len(ids) for ids in scored]
     over = sum(len(ids) > max_length for ids in full)

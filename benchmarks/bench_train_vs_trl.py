@@ -28,7 +28,7 @@ Two backbones, each a clearly labelled case (``--model decoder|minilm|both``, de
   fresh score head (same seed on both sides), max length 512, 96 pairs, 1 epoch, learning rate 5e-5. Many
   pairs hit the 512 limit, which caps the padding of random batches, so length grouping cannot win much.
 
-Both train the same model from the same weights on the same pairs, tokenised once by rmkit's encoder (plain
+Both train the same model from the same weights on the same pairs, tokenised once by rmkit's example tokenizer (plain
 template, left truncation to the max length) and handed to TRL as ``chosen_ids``/``rejected_ids``, so both
 see identical token sequences. Same batch size, learning rate, epochs, schedule (linear, no warm-up: TRL's
 defaults), dropout disabled in both (TRL's default). rmkit runs with its defaults (fp32, no gradient
@@ -39,7 +39,7 @@ as a user would get it (slow on CPU: bf16 autocast plus recomputation).
 Throughput is real (non-pad) tokens of the training pairs, times epochs, over each trainer's own training
 time (TRL: ``train_runtime``; rmkit: the summed step time). The trainers run alternately ``--repeats``
 times and each one's best time counts, because other load on a shared machine only ever slows a run down.
-Held-out accuracy is measured for every final model by the same code (:func:`rmkit.training.evaluate`) on
+Held-out accuracy is measured for every final model by the same code (:func:`rmkit.training.step.heldout_metrics`) on
 the same held-out pairs.
 
     python benchmarks/bench_train_vs_trl.py [--model both|decoder|minilm] [--trl both|matched|defaults]
@@ -63,15 +63,10 @@ import torch  # noqa: E402
 from decoder_rm import SHAREGPT, SIZES, long_context_pairs, save_decoder_rm  # noqa: E402
 
 from rmkit import RewardModel  # noqa: E402
-from rmkit.training import (  # noqa: E402
-    DataStats,
-    Dist,
-    TrainConfig,
-    evaluate,
-    length_grouped_batches,
-    load_pairs,
-    train,
-)
+from rmkit.training import TrainConfig, train  # noqa: E402
+from rmkit.training.data import DataStats, length_grouped_batches, load_pairs  # noqa: E402
+from rmkit.training.parallel import Dist  # noqa: E402
+from rmkit.training.step import heldout_metrics  # noqa: E402
 
 SYNTHETIC = "synthetic-long"
 
@@ -176,10 +171,10 @@ def run_case(case: str, opts: argparse.Namespace, tmp: Path) -> None:
         seed=opts.seed,
     )
     probe = RewardModel.from_pretrained(model_path)
-    encoder = probe.encoder(max_length=max_length, template="plain")
+    tokenizer = probe.example_tokenizer(max_length=max_length, template="plain")
     train_stats, eval_stats = DataStats(), DataStats()
-    train_pairs = load_pairs(str(train_file), encoder, cfg, train_stats)
-    eval_pairs = load_pairs(str(eval_file), encoder, cfg, eval_stats)
+    train_pairs = load_pairs(str(train_file), tokenizer, cfg, train_stats)
+    eval_pairs = load_pairs(str(eval_file), tokenizer, cfg, eval_stats)
     tokens = sum(len(p.chosen) + len(p.rejected) for p in train_pairs) * opts.epochs
     longest = max(max(len(p.chosen), len(p.rejected)) for p in train_pairs + eval_pairs)
     print(
@@ -200,13 +195,13 @@ def run_case(case: str, opts: argparse.Namespace, tmp: Path) -> None:
     def run_rmkit(rep: int) -> tuple[float, float]:
         out = tmp / f"rmkit-{rep}"
         seconds = train(dataclasses.replace(cfg, output_dir=str(out)))["train"]["seconds"]
-        return seconds, evaluate(RewardModel.from_pretrained(out), eval_pairs, cfg, Dist())["accuracy"]
+        return seconds, heldout_metrics(RewardModel.from_pretrained(out), eval_pairs, cfg, Dist())["accuracy"]
 
     def trl_runner(own_defaults: bool):
         def run(rep: int) -> tuple[float, float]:
             model, tokenizer, seconds = run_trl(model_path, train_pairs, cfg, tmp, own_defaults=own_defaults)
             rm = RewardModel(model.float().cpu(), tokenizer)
-            return seconds, evaluate(rm, eval_pairs, cfg, Dist())["accuracy"]
+            return seconds, heldout_metrics(rm, eval_pairs, cfg, Dist())["accuracy"]
 
         return run
 

@@ -49,9 +49,9 @@ def test_truncation_keeps_bos_and_the_response_end(llama_path):
     assert len(cut.ids) == 24
     assert cut.ids[0] == tok.bos_token_id and cut.ids[-1] == tok.eos_token_id
     assert cut.ids[1:] == full.ids[-23:]
-    assert ExampleTokenizer(tok, max_length=24, truncation="drop").tokenize([example(long_prompt, "Four.")]) == [
-        None
-    ]
+    assert ExampleTokenizer(tok, max_length=24, truncation="drop").tokenize(
+        [example(long_prompt, "Four.")]
+    ) == [None]
 
 
 def test_verbatim_text_is_tokenised_as_the_tokenizer_does(llama_path):

@@ -184,7 +184,9 @@ def test_over_length_rows_are_truncated_or_dropped_and_counted(llama_rm, tmp_pat
     rm, path = llama_rm
     rows = prompt_rows(12)
     data = write_jsonl(tmp_path / "in.jsonl", rows)
-    lengths = [len(e[0].ids) for e in rm.example_tokenizer(max_length=10**6).tokenize(list(iter_examples(data)))]
+    lengths = [
+        len(e[0].ids) for e in rm.example_tokenizer(max_length=10**6).tokenize(list(iter_examples(data)))
+    ]
     limit = sorted(lengths)[6]
     over = [i for i, n in enumerate(lengths) if n > limit]
     out = tmp_path / "cut.jsonl"

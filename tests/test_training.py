@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import shutil
@@ -390,3 +391,32 @@ def test_example_configs_are_valid_train_options(example):
 
     cfg = build(TrainConfig, {}, example)
     assert cfg.model and cfg.data and cfg.output_dir
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "constant"])
+def test_schedules_warm_up_from_the_first_step_and_decay_to_zero(schedule):
+    from rmkit.training.step import make_scheduler
+
+    total, peak = 40, 1e-3
+    cfg = TrainConfig(
+        model="m", data="d", output_dir="o", lr_scheduler=schedule, warmup_ratio=0.1, learning_rate=peak
+    )
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=peak)
+    scheduler = make_scheduler(optimizer, cfg, total)
+    lrs = []
+    for _ in range(total):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    warmup = 4  # ceil(0.1 * 40)
+    # warm-up: (s + 1) / (warmup + 1) of the peak, so the very first step trains
+    assert lrs[:warmup] == pytest.approx([peak * (s + 1) / (warmup + 1) for s in range(warmup)])
+    decay = [(s - warmup) / (total - warmup) for s in range(warmup, total)]
+    expected = {
+        "cosine": [0.5 * (1 + math.cos(math.pi * p)) for p in decay],
+        "linear": [1 - p for p in decay],
+        "constant": [1.0 for _ in decay],
+    }[schedule]
+    assert lrs[warmup:] == pytest.approx([peak * f for f in expected])
+    if schedule != "constant":
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)  # after the last step

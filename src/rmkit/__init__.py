@@ -1,11 +1,10 @@
 """rmkit: reward models for RLHF. Train from preferences, score data sets, evaluate, serve."""
 
-__version__ = "0.1.0"
+import importlib
 
-import importlib  # noqa: E402
-
-from rmkit.errors import DataError, RMKitError  # noqa: E402
-from rmkit.modeling import RewardModel, RewardOutput  # noqa: E402
+from rmkit.errors import DataError, RMKitError
+from rmkit.modeling import RewardModel, RewardOutput
+from rmkit.version import __version__
 
 __all__ = [
     "DataError",

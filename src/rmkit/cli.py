@@ -13,9 +13,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from rmkit import __version__
 from rmkit.errors import RMKitError
 from rmkit.options import add_arguments, build
+from rmkit.version import __version__
 
 # command -> (module, config class, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str, str]] = {

@@ -20,7 +20,10 @@ from typing import Any
 
 from rmkit.data.synthetic import SUBSETS, generate, to_scoring_rows, write_jsonl
 from rmkit.errors import RMKitError
+from rmkit.evaluation import EvalConfig, evaluate
+from rmkit.jobs.score import ScoreConfig, score_file
 from rmkit.options import option
+from rmkit.training import TrainConfig, train
 
 
 @dataclass
@@ -56,39 +59,14 @@ def _step(n: int, title: str) -> float:
 
 def demo(config: DemoConfig) -> dict[str, Any]:
     """Run the four steps; return the paths written and the headline numbers."""
-    from rmkit.evaluation import EvalConfig, evaluate
-    from rmkit.jobs.score import ScoreConfig, score_file
-    from rmkit.training import TrainConfig, train
-
     backbone = minilm_path()
     out = Path(config.output_dir)
     start = _step(1, "generating synthetic preference data")
-    data = out / "data"
-    train_file = write_jsonl(generate("train", config.train_pairs, config.seed), data / "train.jsonl")
-    test_file = write_jsonl(generate("test", config.test_pairs, config.seed), data / "test.jsonl")
-    heldout = to_scoring_rows(generate("test", config.score_rows // 2, config.seed + 1))
-    score_input = write_jsonl(heldout, data / "heldout.jsonl")
-    print(
-        f"{config.train_pairs} train pairs, {config.test_pairs} test pairs and {len(heldout)} rows to score, "
-        f"in subsets {', '.join(SUBSETS)}"
-    )
+    train_file, test_file, score_input = _write_data(config, out / "data")
 
     t = _step(2, f"training a reward model on MiniLM-L6 ({backbone})")
     model_dir = out / "model"
-    train(
-        TrainConfig(
-            model=backbone,
-            data=str(train_file),
-            eval_data=str(test_file),
-            output_dir=str(model_dir),
-            max_length=config.max_length,
-            epochs=config.epochs,
-            max_steps=config.max_steps,
-            batch_size=config.batch_size,
-            learning_rate=config.learning_rate,
-            seed=config.seed,
-        )
-    )
+    _train(config, backbone, train_file, test_file, model_dir)
     print(f"trained in {time.perf_counter() - t:.0f} s")
 
     _step(3, "evaluating on the test pairs")
@@ -119,11 +97,57 @@ def demo(config: DemoConfig) -> dict[str, Any]:
     accuracy = result["all"]["accuracy"]
     per_subset = {name: m["accuracy"] for name, m in result["subsets"].items()}
     better = _better_scored_higher(scored)
-    lines = [
+    subsets = ", ".join(f"{k} {v:.2f}" for k, v in per_subset.items())
+    print(
         f"\nDone in {time.perf_counter() - start:.0f} s. Held-out accuracy {accuracy:.3f} "
-        f"({result['all']['pairs']} pairs); per subset: "
-        + ", ".join(f"{k} {v:.2f}" for k, v in per_subset.items()),
-        f"RMScore: {summary['rows']} rows scored; the better answer of a prompt scored higher in {better:.1%} of prompts.",
+        f"({result['all']['pairs']} pairs); per subset: {subsets}\n"
+        f"RMScore: {summary['rows']} rows scored; the better answer of a prompt scored higher in {better:.1%} "
+        "of prompts."
+    )
+    _print_paths(model_dir, eval_dir, scored)
+    return {
+        "accuracy": accuracy,
+        "subsets": per_subset,
+        "model": str(model_dir),
+        "eval": str(eval_dir),
+        "scored": str(scored),
+        "score_summary": summary,
+        "better_scored_higher": better,
+    }
+
+
+def _train(config: DemoConfig, backbone: str, train_file: Path, test_file: Path, model_dir: Path) -> None:
+    train(
+        TrainConfig(
+            model=backbone,
+            data=str(train_file),
+            eval_data=str(test_file),
+            output_dir=str(model_dir),
+            max_length=config.max_length,
+            epochs=config.epochs,
+            max_steps=config.max_steps,
+            batch_size=config.batch_size,
+            learning_rate=config.learning_rate,
+            seed=config.seed,
+        )
+    )
+
+
+def _write_data(config: DemoConfig, data: Path) -> tuple[Path, Path, Path]:
+    """The train pairs, test pairs and held-out rows to score, written to ``data``."""
+    train_file = write_jsonl(generate("train", config.train_pairs, config.seed), data / "train.jsonl")
+    test_file = write_jsonl(generate("test", config.test_pairs, config.seed), data / "test.jsonl")
+    heldout = to_scoring_rows(generate("test", config.score_rows // 2, config.seed + 1))
+    score_input = write_jsonl(heldout, data / "heldout.jsonl")
+    print(
+        f"{config.train_pairs} train pairs, {config.test_pairs} test pairs and {len(heldout)} rows to score, "
+        f"in subsets {', '.join(SUBSETS)}"
+    )
+    return train_file, test_file, score_input
+
+
+def _print_paths(model_dir: Path, eval_dir: Path, scored: Path) -> None:
+    lines = [
         "",
         f"  model (HF checkpoint)  {model_dir}/",
         f"  training log           {model_dir / 'train_log.jsonl'}",
@@ -136,15 +160,6 @@ def demo(config: DemoConfig) -> dict[str, Any]:
         f"Next: rmkit score --model {model_dir} --input YOUR.jsonl --output scores.json",
     ]
     print("\n".join(lines))
-    return {
-        "accuracy": accuracy,
-        "subsets": per_subset,
-        "model": str(model_dir),
-        "eval": str(eval_dir),
-        "scored": str(scored),
-        "score_summary": summary,
-        "better_scored_higher": better,
-    }
 
 
 def _better_scored_higher(path: Path) -> float:

@@ -32,6 +32,7 @@ from rmkit.data.formats import Message
 from rmkit.errors import RMKitError
 from rmkit.inference import BATCH_TOKENS, MAX_ROWS, score_examples, score_sequences
 from rmkit.runtime import resolve_dtype
+from rmkit.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -278,8 +279,6 @@ class RewardModel(nn.Module):
         ``metadata`` (template, max_length, score_mean, score_std, ...) is merged into the model's
         metadata and stored under ``"rmkit"`` in ``config.json``.
         """
-        from rmkit import __version__
-
         self.metadata.update(metadata or {})
         self.metadata["version"] = __version__
         setattr(self.model.config, METADATA_KEY, self.metadata)
