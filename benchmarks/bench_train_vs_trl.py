@@ -63,8 +63,9 @@ import torch  # noqa: E402
 from decoder_rm import SHAREGPT, SIZES, long_context_pairs, save_decoder_rm  # noqa: E402
 
 from rmkit import RewardModel  # noqa: E402
+from rmkit.data import RowCounts
 from rmkit.training import TrainConfig, train  # noqa: E402
-from rmkit.training.data import DataStats, length_grouped_batches, load_pairs  # noqa: E402
+from rmkit.training.data import length_grouped_batches, load_pairs  # noqa: E402
 from rmkit.training.parallel import Dist  # noqa: E402
 from rmkit.training.step import heldout_metrics  # noqa: E402
 
@@ -172,7 +173,7 @@ def run_case(case: str, opts: argparse.Namespace, tmp: Path) -> None:
     )
     probe = RewardModel.from_pretrained(model_path)
     tokenizer = probe.example_tokenizer(max_length=max_length, template="plain")
-    train_stats, eval_stats = DataStats(), DataStats()
+    train_stats, eval_stats = RowCounts(), RowCounts()
     train_pairs = load_pairs(str(train_file), tokenizer, cfg, train_stats)
     eval_pairs = load_pairs(str(eval_file), tokenizer, cfg, eval_stats)
     tokens = sum(len(p.chosen) + len(p.rejected) for p in train_pairs) * opts.epochs

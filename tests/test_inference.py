@@ -8,8 +8,8 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from rmkit.data import Example
-from rmkit.inference import InferenceStats, score_examples, score_sequences
+from rmkit.data import Example, RowCounts
+from rmkit.inference import score_examples, score_sequences
 
 WORDS = [
     "the",
@@ -65,7 +65,7 @@ def test_examples_equal_plain_transformers_within_1e_4(saved_rm):
     hf = AutoModelForSequenceClassification.from_pretrained(path).eval()
     rows = examples(30, seed=1)
     tokenizer = rm.example_tokenizer()
-    stats = InferenceStats()
+    stats = RowCounts()
     scored = list(score_examples(rm, rows, tokenizer, batch_tokens=300, chunk_rows=7, stats=stats))
     assert [ex.row for ex, _ in scored] == [ex.row for ex in rows]
     with torch.no_grad():
@@ -84,7 +84,7 @@ def test_dropped_examples_come_back_as_none_in_their_place(llama_path):
     rows = examples(12, seed=2)
     full = rm.example_tokenizer().tokenize(rows)
     limit = sorted(max(len(t.ids) for t in row) for row in full)[6]
-    stats = InferenceStats()
+    stats = RowCounts()
     tokenizer = rm.example_tokenizer(max_length=limit, truncation="drop")
     scored = list(score_examples(rm, rows, tokenizer, chunk_rows=5, stats=stats))
     long = [max(len(t.ids) for t in row) > limit for row in full]

@@ -17,9 +17,9 @@ from safetensors.torch import load_file
 
 from rmkit import RewardModel, TrainConfig, train
 from rmkit.cli import main
-from rmkit.data import token_budget_batches
+from rmkit.data import RowCounts, token_budget_batches
 from rmkit.errors import RMKitError
-from rmkit.training.data import DataStats, length_grouped_batches, load_pairs
+from rmkit.training.data import length_grouped_batches, load_pairs
 
 GOOD = [
     "Two plus two is four.",
@@ -254,8 +254,8 @@ def test_two_process_fsdp_equals_one_process_with_uneven_pass_counts(llama_path,
 
     cfg = config(llama_path, data, tmp_path / "one", **FSDP_ARGS)
     tokenizer = RewardModel.from_pretrained(llama_path).example_tokenizer(max_length=512)
-    pairs = load_pairs(cfg.data, tokenizer, cfg, DataStats())
-    eval_pairs = load_pairs(cfg.eval_data, tokenizer, cfg, DataStats())
+    pairs = load_pairs(cfg.data, tokenizer, cfg, RowCounts())
+    eval_pairs = load_pairs(cfg.eval_data, tokenizer, cfg, RowCounts())
 
     def passes(share: list) -> int:
         return len(token_budget_batches([2 * p.length for p in share], 250))

@@ -117,6 +117,7 @@ def demo(config: DemoConfig) -> dict[str, Any]:
 
 
 def _train(config: DemoConfig, backbone: str, train_file: Path, test_file: Path, model_dir: Path) -> None:
+    """Step 2: ``rmkit train`` on the backbone, evaluated on the test pairs, saved to ``model_dir``."""
     train(
         TrainConfig(
             model=backbone,

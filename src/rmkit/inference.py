@@ -17,13 +17,12 @@ module for its own ``score``), so the core does not depend on how a model is loa
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Protocol
 
 import torch
 
-from rmkit.data import Example, ExampleTokenizer, pad_batch, token_budget_batches
+from rmkit.data import Example, ExampleTokenizer, RowCounts, pad_batch, token_budget_batches
 
 BATCH_TOKENS = 16384  # padded tokens (rows × longest row) per forward pass
 MAX_ROWS = 256  # rows per forward pass, whatever their length
@@ -44,16 +43,6 @@ class BatchModel(Protocol):
     ) -> Any:
         """Returns an object whose ``end_scores`` is the (B,) sequence score of each row."""
         ...
-
-
-@dataclass
-class InferenceStats:
-    """Counts of what was scored: rows, rows truncated or dropped by the length rule, real tokens."""
-
-    rows: int = 0
-    truncated: int = 0
-    dropped: int = 0
-    tokens: int = 0
 
 
 @torch.inference_mode()
@@ -81,7 +70,7 @@ def score_examples(
     *,
     batch_tokens: int = BATCH_TOKENS,
     chunk_rows: int = CHUNK_ROWS,
-    stats: InferenceStats | None = None,
+    stats: RowCounts | None = None,
 ) -> Iterator[tuple[Example, list[float] | None]]:
     """Yield ``(example, scores)`` in input order: one score per response (``[chosen, rejected]`` for a
     pair), or ``None`` for an example the tokenizer dropped (``truncation="drop"``).
@@ -89,18 +78,12 @@ def score_examples(
     ``chunk_rows`` examples are tokenised and length-sorted together; ``stats`` (when given) is updated
     as examples come back.
     """
-    stats = stats if stats is not None else InferenceStats()
+    stats = stats if stats is not None else RowCounts()
     it = iter(examples)
     while chunk := list(islice(it, chunk_rows)):
         tokenized = tokenizer.tokenize(chunk)
         ids = [t.ids for row in tokenized if row is not None for t in row]
         scores = iter(score_sequences(model, ids, batch_tokens=batch_tokens))
         for example, row in zip(chunk, tokenized, strict=True):
-            if row is None:
-                stats.dropped += 1
-                yield example, None
-                continue
-            stats.rows += 1
-            stats.truncated += any(t.truncated for t in row)
-            stats.tokens += sum(len(t.ids) for t in row)
-            yield example, [next(scores) for _ in row]
+            stats.add(row)
+            yield example, None if row is None else [next(scores) for _ in row]

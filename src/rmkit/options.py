@@ -1,7 +1,7 @@
-"""Options of every command, one dataclass per command; each field is one option with its help text.
-
-This module is for the faces (the CLI, YAML files); the core (data, modeling, inference, losses, metrics)
-never imports it.
+"""How options are declared and read: each command has one dataclass whose fields are its options, each
+with its help text (:func:`option`); groups that several commands share live here (:class:`DataOptions`,
+:class:`PairOptions`, :class:`RuntimeOptions`). For the faces and jobs only: the core (data, modeling,
+inference, losses, metrics) never imports it.
 
 The same dataclass serves the CLI (``--batch-tokens 8192``), a YAML file (``batch_tokens: 8192`` passed with
 ``--config``; flags given on the command line win) and Python (``ScoreConfig(batch_tokens=8192)``). An

@@ -19,7 +19,7 @@ from rmkit.data.formats import (
 )
 from rmkit.data.readers import read_records
 from rmkit.data.rejects import Rejects
-from rmkit.data.rendering import ExampleTokenizer, Tokenized, render_plain
+from rmkit.data.rendering import ExampleTokenizer, RowCounts, Tokenized, render_plain
 
 __all__ = [
     "FORMATS",
@@ -29,6 +29,7 @@ __all__ = [
     "Example",
     "ExampleTokenizer",
     "Rejects",
+    "RowCounts",
     "Tokenized",
     "detect_format",
     "examples_from",

@@ -49,6 +49,32 @@ class Tokenized:
     truncated: bool = False
 
 
+@dataclass
+class RowCounts:
+    """What became of some rows: kept (``rows``), skipped for bad input (counted by the reader's caller),
+    truncated or dropped by the length rule, and the real tokens of the kept ones."""
+
+    rows: int = 0
+    skipped: int = 0
+    truncated: int = 0
+    dropped: int = 0
+    tokens: int = 0
+
+    def add(self, row: list[Tokenized] | None) -> None:
+        """Count one example's tokenised responses (``None``: dropped)."""
+        if row is None:
+            self.dropped += 1
+            return
+        self.rows += 1
+        self.truncated += any(t.truncated for t in row)
+        self.tokens += sum(len(t.ids) for t in row)
+
+    def merge(self, other: RowCounts) -> RowCounts:
+        for name in ("rows", "skipped", "truncated", "dropped", "tokens"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        return self
+
+
 class ExampleTokenizer:
     """Turns examples into token ids: render, tokenise in batches, append EOS, truncate.
 

@@ -31,12 +31,12 @@ from typing import Any
 import numpy as np
 
 from rmkit import runtime
-from rmkit.data import Rejects, iter_examples
+from rmkit.data import Rejects, RowCounts, iter_examples
 from rmkit.errors import RMKitError
 from rmkit.evaluation import plots
 from rmkit.evaluation.report import accuracy_table, comparison_table, report
 from rmkit.files import atomic_write, write_json, write_text
-from rmkit.inference import BATCH_TOKENS, InferenceStats, score_examples
+from rmkit.inference import BATCH_TOKENS, score_examples
 from rmkit.metrics import compare_pairs, pair_metrics
 from rmkit.modeling import RewardModel
 from rmkit.options import PairOptions, RuntimeOptions, option
@@ -126,7 +126,7 @@ def _score_data(
         ds.path, kind="pairs", format=config.format, columns=config.columns, rejects=rejects
     )
     tokenizer = rm.example_tokenizer(max_length=config.max_length, truncation=config.truncation)
-    stats = InferenceStats()
+    stats = RowCounts()
     values: list[list[float]] = []
     for i, (ex, scores) in enumerate(
         score_examples(rm, examples, tokenizer, batch_tokens=config.batch_tokens, stats=stats)

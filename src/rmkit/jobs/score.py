@@ -18,27 +18,25 @@ job around it: shares, part files, resume, merge and the summary. How the output
 
 from __future__ import annotations
 
-import heapq
 import json
 import logging
-import os
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from itertools import islice
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from tqdm import tqdm
 
 from rmkit import runtime
-from rmkit.data import Example, Rejects, detect_format, normalise_records, read_records
+from rmkit.data import Example, Rejects, RowCounts, detect_format, normalise_records, read_records
 from rmkit.errors import RMKitError
-from rmkit.files import atomic_write, write_json
-from rmkit.inference import BATCH_TOKENS, CHUNK_ROWS, InferenceStats, score_examples
+from rmkit.files import write_json
+from rmkit.inference import BATCH_TOKENS, CHUNK_ROWS, score_examples
+from rmkit.jobs.shards import Share, append_lines, count_records, merge_parts, merge_rejects, truncate
 from rmkit.metrics import Moments, PairStats
 from rmkit.modeling import RewardModel
 from rmkit.options import DataOptions, RuntimeOptions, option
@@ -89,8 +87,7 @@ class _State:
     records: int = 0  # records of this process's share that are done
     part_bytes: int = 0
     rejects_bytes: int = 0
-    skipped: int = 0
-    stats: InferenceStats = field(default_factory=InferenceStats)
+    stats: RowCounts = field(default_factory=RowCounts)
     responses: Moments = field(default_factory=Moments)  # scores of single responses
     pairs: PairStats = field(default_factory=PairStats)  # scores of chosen and rejected answers
     run_tokens: int = 0  # tokens and seconds of this run alone (not of the runs it resumes), for tokens/s
@@ -103,7 +100,7 @@ class _State:
     def load(cls, path: Path) -> _State:
         raw = json.loads(path.read_text(encoding="utf-8"))
         try:
-            raw["stats"] = InferenceStats(**raw["stats"])
+            raw["stats"] = RowCounts(**raw["stats"])
             raw["responses"] = Moments(**raw["responses"])
             raw["pairs"] = PairStats.from_dict(raw["pairs"])
             return cls(**raw)
@@ -212,9 +209,9 @@ def _resume_state(config: ScoreConfig, paths: _Paths, rt: runtime.Runtime) -> _S
         log.info("rank %d: resuming after %d records", rt.rank, state.records)
     elif config.resume:
         log.info("rank %d: nothing to resume at %s; starting from the beginning", rt.rank, paths.state)
-    _truncate(paths.part, state.part_bytes)
+    truncate(paths.part, state.part_bytes)
     if config.on_error == "skip":
-        _truncate(paths.rejects, state.rejects_bytes)
+        truncate(paths.rejects, state.rejects_bytes)
     state.run_tokens, state.run_seconds = 0, 0.0
     return state
 
@@ -224,14 +221,14 @@ def _score_share(rm: RewardModel, config: ScoreConfig, output: Path, rt: runtime
     paths = _Paths.of(config, output, rt.rank, rt.world)
     output.parent.mkdir(parents=True, exist_ok=True)
     state = _resume_state(config, paths, rt)
-    skipped_before = state.skipped
+    skipped_before = state.stats.skipped
     tokenizer = rm.example_tokenizer(
         max_length=config.max_length, template=config.template, truncation=config.truncation
     )
     seen: deque[tuple[int, int]] = deque()  # (row, record number) of records handed to the normaliser
-    records = _Share(read_records(config.input), rt.rank, rt.world, state.records, seen)
+    records = Share(read_records(config.input), rt.rank, rt.world, state.records, seen)
     show = config.progress and sys.stderr.isatty()
-    total = _count_records(config.input, rt.rank, rt.world) if show else None
+    total = count_records(config.input, rt.rank, rt.world) if show else None
     skip = config.on_error == "skip"
     t0 = time.perf_counter()
     with (
@@ -242,10 +239,10 @@ def _score_share(rm: RewardModel, config: ScoreConfig, output: Path, rt: runtime
 
         def checkpoint(lines: list[str]) -> None:
             """Make a chunk durable: the part's lines first, then the state that says they are there."""
-            _append(part, lines)
+            append_lines(part, lines)
             state.records, state.part_bytes = records.done, part.tell()
             if rejects is not None:
-                state.skipped, state.rejects_bytes = skipped_before + rejects.count, rejects.size
+                state.stats.skipped, state.rejects_bytes = skipped_before + rejects.count, rejects.size
             state.run_seconds = time.perf_counter() - t0
             state.save(paths.state)
             bar.update(state.records - bar.n)
@@ -286,36 +283,6 @@ def _score_chunk(
     return lines
 
 
-def _append(part: IO[str], lines: list[str]) -> None:
-    part.writelines(lines)
-    part.flush()
-    os.fsync(part.fileno())
-
-
-class _Share:
-    """The records of one process (record ``k``, counted from 0, goes to rank ``k % world``) after the first
-    ``start`` of them. ``done`` counts the records of the share handed out so far, ``start`` included;
-    ``seen`` receives ``(row, k)`` of each one handed out, so the caller can number what comes back."""
-
-    def __init__(self, records: Iterable, rank: int, world: int, start: int, seen: deque):
-        self._it = enumerate(records)
-        self.rank, self.world, self.start, self.seen = rank, world, start, seen
-        self.done = 0
-
-    def __iter__(self) -> _Share:
-        return self
-
-    def __next__(self) -> tuple[int, dict]:
-        while True:
-            k, (row, record) = next(self._it)
-            if k % self.world != self.rank:
-                continue
-            self.done += 1
-            if self.done > self.start:
-                self.seen.append((row, k))
-                return row, record
-
-
 def _format(config: ScoreConfig) -> str | None:
     """The format named, else the one detected from the first record (so every process reads rows alike)."""
     if config.format:
@@ -330,31 +297,13 @@ def _format(config: ScoreConfig) -> str | None:
         return None  # the normaliser reports the row
 
 
-def _truncate(path: Path, size: int) -> None:
-    """Cut ``path`` back to ``size`` bytes (creating it empty, or removing it when ``size`` is 0)."""
-    if size == 0:
-        path.unlink(missing_ok=True)
-        return
-    with open(path, "r+b") as f:
-        f.truncate(size)
-
-
-def _count_records(path: str, rank: int, world: int) -> int | None:
-    """Records of this process's share, for the progress bar's ETA (a quick pass over the file)."""
-    try:
-        n = sum(1 for _ in read_records(path))
-    except RMKitError:
-        return None
-    return (n - rank + world - 1) // world
-
-
 def _finish(config: ScoreConfig, output: Path, world: int, elapsed: float) -> dict[str, Any]:
     """Rank 0: merge the parts into the output and the rejects, write the summary, remove the parts."""
     shares = [_Paths.of(config, output, r, world) for r in range(world)]
     states = [_State.load(p.state) for p in shares]
-    _merge_parts(output, [p.part for p in shares])
+    merge_parts(output, [p.part for p in shares])
     if config.on_error == "skip" and world > 1:
-        _merge_rejects(_rejects_path(config, output), [p.rejects for p in shares])
+        merge_rejects(_rejects_path(config, output), [p.rejects for p in shares])
     summary = _summary(config, output, states, elapsed)
     write_json(_summary_path(output), summary)
     for p in shares:
@@ -366,10 +315,9 @@ def _finish(config: ScoreConfig, output: Path, world: int, elapsed: float) -> di
 
 def _summary(config: ScoreConfig, output: Path, states: list[_State], elapsed: float) -> dict[str, Any]:
     """The run's summary, from the states of all processes."""
-    stats, responses, pairs = InferenceStats(), Moments(), PairStats()
+    stats, responses, pairs = RowCounts(), Moments(), PairStats()
     for s in states:
-        for name in ("rows", "truncated", "dropped", "tokens"):
-            setattr(stats, name, getattr(stats, name) + getattr(s.stats, name))
+        stats.merge(s.stats)
         responses.merge(s.responses)
         pairs.merge(s.pairs)
     scores = {"score": responses.summary()} if responses.n else {}
@@ -383,7 +331,7 @@ def _summary(config: ScoreConfig, output: Path, states: list[_State], elapsed: f
         "dtype": config.dtype,
         "compiled": config.compile,
         "rows": stats.rows,
-        "skipped": sum(s.skipped for s in states),
+        "skipped": stats.skipped,
         "truncated": stats.truncated,
         "dropped": stats.dropped,
         "tokens": stats.tokens,
@@ -396,43 +344,6 @@ def _summary(config: ScoreConfig, output: Path, states: list[_State], elapsed: f
     if config.on_error == "skip":
         summary["rejects"] = str(_rejects_path(config, output))
     return summary
-
-
-def _merge_parts(output: Path, parts: list[Path]) -> None:
-    """Merge the part files by record number into ``output``: a JSON list for ``.json``, else JSON lines."""
-    files = [open(p, encoding="utf-8") for p in parts if p.exists()]  # noqa: SIM115
-    try:
-        rows = (text for _, text in heapq.merge(*(_numbered(f) for f in files), key=lambda x: x[0]))
-        with atomic_write(output) as out:
-            if output.suffix != ".json":
-                out.writelines(text + "\n" for text in rows)
-                return
-            out.write("[")
-            for i, text in enumerate(rows):
-                out.write(("," if i else "") + "\n" + text)
-            out.write("\n]\n")
-    finally:
-        for f in files:
-            f.close()
-
-
-def _numbered(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
-    for line in lines:
-        k, _, text = line.partition("\t")
-        yield int(k), text.rstrip("\n")
-
-
-def _merge_rejects(path: Path, parts: list[Path]) -> None:
-    """Join the processes' rejects files into one, in row order."""
-    files = [open(p, encoding="utf-8") for p in parts if p.exists()]  # noqa: SIM115
-    try:
-        with atomic_write(path) as out:
-            out.writelines(heapq.merge(*files, key=lambda line: json.loads(line)["row"] or 0))
-    finally:
-        for f in files:
-            f.close()
-    for p in parts:
-        p.unlink(missing_ok=True)
 
 
 def _print_summary(s: dict[str, Any]) -> None:

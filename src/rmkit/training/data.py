@@ -14,7 +14,7 @@ from itertools import islice
 
 import torch
 
-from rmkit.data import ExampleTokenizer, Rejects, iter_examples
+from rmkit.data import ExampleTokenizer, Rejects, RowCounts, iter_examples
 from rmkit.errors import RMKitError
 from rmkit.training.config import TrainConfig
 
@@ -33,21 +33,11 @@ class Pair:
         return max(len(self.chosen), len(self.rejected))
 
 
-@dataclass
-class DataStats:
-    """Rows read, skipped for bad input, truncated or dropped by the length rule."""
-
-    pairs: int = 0
-    skipped: int = 0
-    truncated: int = 0
-    dropped: int = 0
-
-
 def load_pairs(
     path: str,
     tokenizer: ExampleTokenizer,
     config: TrainConfig,
-    stats: DataStats,
+    stats: RowCounts,
     *,
     write_rejects: bool = True,
 ) -> list[Pair]:
@@ -60,27 +50,25 @@ def load_pairs(
         pairs: list[Pair] = []
         while chunk := list(islice(examples, 4096)):
             for ex, row in zip(chunk, tokenizer.tokenize(chunk), strict=True):
+                stats.add(row)
                 if row is None:
-                    stats.dropped += 1
                     continue
-                stats.truncated += any(t.truncated for t in row)
                 margin = float(ex.margin) if config.use_margin and ex.margin is not None else 0.0
                 pairs.append(Pair(row[0].ids, row[1].ids, margin, ex.subset(config.subset_column)))
         stats.skipped += rejects.count if rejects is not None else 0
-    stats.pairs += len(pairs)
     if not pairs:
         raise RMKitError(f"{path}: no preference pairs to train or evaluate on")
     return pairs
 
 
 def train_and_eval_pairs(
-    config: TrainConfig, tokenizer: ExampleTokenizer, stats: DataStats, *, main: bool
+    config: TrainConfig, tokenizer: ExampleTokenizer, stats: RowCounts, *, main: bool
 ) -> tuple[list[Pair], list[Pair], str]:
     """Training pairs, eval pairs, and where the eval pairs came from (for metrics.json). Only the ``main``
     process writes the rejects file."""
     pairs = load_pairs(config.data, tokenizer, config, stats, write_rejects=main)
     if config.eval_data:
-        held_out = load_pairs(config.eval_data, tokenizer, config, DataStats(), write_rejects=False)
+        held_out = load_pairs(config.eval_data, tokenizer, config, RowCounts(), write_rejects=False)
         return pairs, held_out, config.eval_data
     if config.eval_split > 0:
         order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(config.seed)).tolist()

@@ -26,13 +26,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from rmkit import runtime
-from rmkit.data import ExampleTokenizer
+from rmkit.data import ExampleTokenizer, RowCounts
 from rmkit.errors import RMKitError
 from rmkit.files import write_json
 from rmkit.modeling import RewardModel
 from rmkit.training.checkpoint import load_checkpoint, resume_path, save_checkpoint
 from rmkit.training.config import TrainConfig
-from rmkit.training.data import DataStats, Pair, epoch_batches, train_and_eval_pairs
+from rmkit.training.data import Pair, epoch_batches, train_and_eval_pairs
 from rmkit.training.parallel import Dist, distribute, unsharded_copy
 from rmkit.training.step import Totals, heldout_metrics, make_optimizer, make_scheduler, merged, train_step
 from rmkit.training.tracking import TrainLog
@@ -52,7 +52,7 @@ def _train(config: TrainConfig, d: Dist) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     rm, tokenizer = _load(config)
-    stats = DataStats()
+    stats = RowCounts()
     pairs, eval_pairs, eval_source = train_and_eval_pairs(config, tokenizer, stats, main=d.main)
     if len(pairs) < d.world:
         raise RMKitError(f"{len(pairs)} training pairs for {d.world} processes")

@@ -1,0 +1,108 @@
+"""The files of a job that several processes share: each process's records, its part file, the merge.
+
+Record ``k`` of the input (counted from 0) goes to process ``k % world`` (:class:`Share`). Each process
+appends ``"{k}\\t{json}"`` lines to its part file and makes them durable chunk by chunk
+(:func:`append_lines`); a resumed process cuts its files back to the sizes its state recorded
+(:func:`truncate`). At the end the parts are merged by record number into one output, written atomically
+(:func:`merge_parts`, :func:`merge_rejects`).
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO
+
+from rmkit.data import read_records
+from rmkit.errors import RMKitError
+from rmkit.files import atomic_write
+
+
+class Share:
+    """The records of one process (record ``k``, counted from 0, goes to rank ``k % world``) after the first
+    ``start`` of them. ``done`` counts the records of the share handed out so far, ``start`` included;
+    ``seen`` receives ``(row, k)`` of each one handed out, so the caller can number what comes back."""
+
+    def __init__(self, records: Iterable, rank: int, world: int, start: int, seen: deque):
+        self._it = enumerate(records)
+        self.rank, self.world, self.start, self.seen = rank, world, start, seen
+        self.done = 0
+
+    def __iter__(self) -> Share:
+        return self
+
+    def __next__(self) -> tuple[int, dict]:
+        while True:
+            k, (row, record) = next(self._it)
+            if k % self.world != self.rank:
+                continue
+            self.done += 1
+            if self.done > self.start:
+                self.seen.append((row, k))
+                return row, record
+
+
+def append_lines(part: IO[str], lines: list[str]) -> None:
+    """Append ``lines`` to an open part file and make them durable (flushed and synced to disk)."""
+    part.writelines(lines)
+    part.flush()
+    os.fsync(part.fileno())
+
+
+def truncate(path: Path, size: int) -> None:
+    """Cut ``path`` back to ``size`` bytes (creating it empty, or removing it when ``size`` is 0)."""
+    if size == 0:
+        path.unlink(missing_ok=True)
+        return
+    with open(path, "r+b") as f:
+        f.truncate(size)
+
+
+def count_records(path: str, rank: int, world: int) -> int | None:
+    """Records of this process's share, for the progress bar's ETA (a quick pass over the file)."""
+    try:
+        n = sum(1 for _ in read_records(path))
+    except RMKitError:
+        return None
+    return (n - rank + world - 1) // world
+
+
+def merge_parts(output: Path, parts: list[Path]) -> None:
+    """Merge the part files by record number into ``output``: a JSON list for ``.json``, else JSON lines."""
+    files = [open(p, encoding="utf-8") for p in parts if p.exists()]  # noqa: SIM115
+    try:
+        rows = (text for _, text in heapq.merge(*(_numbered(f) for f in files), key=lambda x: x[0]))
+        with atomic_write(output) as out:
+            if output.suffix != ".json":
+                out.writelines(text + "\n" for text in rows)
+                return
+            out.write("[")
+            for i, text in enumerate(rows):
+                out.write(("," if i else "") + "\n" + text)
+            out.write("\n]\n")
+    finally:
+        for f in files:
+            f.close()
+
+
+def _numbered(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
+    for line in lines:
+        k, _, text = line.partition("\t")
+        yield int(k), text.rstrip("\n")
+
+
+def merge_rejects(path: Path, parts: list[Path]) -> None:
+    """Join the processes' rejects files into one, in row order."""
+    files = [open(p, encoding="utf-8") for p in parts if p.exists()]  # noqa: SIM115
+    try:
+        with atomic_write(path) as out:
+            out.writelines(heapq.merge(*files, key=lambda line: json.loads(line)["row"] or 0))
+    finally:
+        for f in files:
+            f.close()
+    for p in parts:
+        p.unlink(missing_ok=True)
