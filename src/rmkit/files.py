@@ -17,18 +17,25 @@ from typing import IO, Any
 
 
 @contextmanager
-def atomic_write(path: str | Path, *, encoding: str = "utf-8") -> Iterator[IO[str]]:
-    """Open a text file for writing that appears at ``path`` only when the block ends without an error."""
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` for a writer that takes a file name (a plot); it is renamed to
+    ``path`` when the block ends without an error, and removed otherwise."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "w", encoding=encoding) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_write(path: str | Path, *, encoding: str = "utf-8") -> Iterator[IO[str]]:
+    """Open a text file for writing that appears at ``path`` only when the block ends without an error."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding=encoding) as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def write_text(path: str | Path, text: str) -> None:

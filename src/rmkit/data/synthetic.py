@@ -19,6 +19,8 @@ import random
 from pathlib import Path
 from typing import Any
 
+from rmkit.files import write_text
+
 SUBSETS = ("capitals", "on_topic", "complete", "refusal", "concise")
 SPLITS = ("train", "test")
 
@@ -321,5 +323,5 @@ def to_scoring_rows(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def write_jsonl(rows: list[dict[str, Any]], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return path

@@ -18,6 +18,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
+from rmkit.files import atomic_path
 from rmkit.metrics import pearson
 
 CHOSEN, REJECTED = (
@@ -38,6 +39,11 @@ class Panel:
     scores: np.ndarray
     lengths: np.ndarray
     metrics: dict[str, Any]
+
+
+def _save(fig: Figure, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=DPI, format="png")
 
 
 def _view(values: np.ndarray) -> tuple[float, float, int]:
@@ -131,7 +137,7 @@ def score_histograms(panels: Sequence[Panel], model: str, path: Path) -> None:
         ax.set_xlabel(_outside("reward score", outside, "counted in the edge bins"))
         ax.set_ylabel("answers")
         _legend(ax, headroom=True)
-    fig.savefig(path, dpi=DPI)
+    _save(fig, path)
 
 
 def margin_histograms(panels: Sequence[Panel], model: str, path: Path) -> None:
@@ -161,7 +167,7 @@ def margin_histograms(panels: Sequence[Panel], model: str, path: Path) -> None:
         ax.set_xlabel(_outside("margin", outside, "counted in the edge bins"))
         ax.set_ylabel("pairs")
         _legend(ax, headroom=True)
-    fig.savefig(path, dpi=DPI)
+    _save(fig, path)
 
 
 def length_scatter(panels: Sequence[Panel], model: str, path: Path, *, unit: str = "characters") -> None:
@@ -189,7 +195,7 @@ def length_scatter(panels: Sequence[Panel], model: str, path: Path, *, unit: str
         ax.set_xlabel(f"response length ({unit})")
         ax.set_ylabel(_outside("reward score", outside, "off the axis"))
         _legend(ax)
-    fig.savefig(path, dpi=DPI)
+    _save(fig, path)
 
 
 def margin_scatter(
@@ -225,4 +231,4 @@ def margin_scatter(
     ax.set_title(title, fontsize=11)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    fig.savefig(path, dpi=DPI)
+    _save(fig, path)
