@@ -32,7 +32,15 @@ from typing import Any
 from tqdm import tqdm
 
 from rmkit import runtime
-from rmkit.data import Example, Rejects, RowCounts, detect_format, normalise_records, read_records
+from rmkit.data import (
+    Example,
+    ExampleTokenizer,
+    Rejects,
+    RowCounts,
+    detect_format,
+    normalise_records,
+    read_records,
+)
 from rmkit.errors import RMKitError
 from rmkit.files import write_json
 from rmkit.inference import BATCH_TOKENS, CHUNK_ROWS, score_examples
@@ -234,7 +242,14 @@ def _score_share(rm: RewardModel, config: ScoreConfig, output: Path, rt: runtime
     with (
         Rejects(paths.rejects) if skip else nullcontext() as rejects,
         open(paths.part, "a", encoding="utf-8") as part,
-        tqdm(total=total, initial=state.records, unit="row", file=sys.stderr, disable=not show) as bar,
+        tqdm(
+            total=total,
+            initial=state.records,
+            unit="row",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            disable=not show,
+        ) as bar,
     ):
 
         def checkpoint(lines: list[str]) -> None:
@@ -257,7 +272,12 @@ def _score_share(rm: RewardModel, config: ScoreConfig, output: Path, rt: runtime
 
 
 def _score_chunk(
-    rm, chunk: list[Example], tokenizer, config: ScoreConfig, state: _State, seen: deque
+    rm: RewardModel,
+    chunk: list[Example],
+    tokenizer: ExampleTokenizer,
+    config: ScoreConfig,
+    state: _State,
+    seen: deque[tuple[int, int]],
 ) -> list[str]:
     """The part-file lines ``"{record number}\\t{json}"`` of one chunk's scored rows; updates ``state``."""
     tokens_before = state.stats.tokens
