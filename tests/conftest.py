@@ -23,6 +23,28 @@ CORPUS = [
     "这是一个中文句子。你好，世界！",
 ] * 20
 
+# Words from the corpus, for test rows of any length the tokenizer knows.
+WORDS = [
+    "the",
+    "capital",
+    "of",
+    "France",
+    "is",
+    "Paris",
+    "two",
+    "plus",
+    "two",
+    "is",
+    "four",
+    "hello",
+    "how",
+    "can",
+    "I",
+    "help",
+    "you",
+    "today",
+]
+
 
 def make_tokenizer(path: Path, *, pad: bool = True, chat_template: str | None = None):
     """A byte-level BPE tokenizer trained on a tiny corpus, saved to ``path`` as a fast HF tokenizer."""

@@ -6,31 +6,11 @@ import random
 
 import pytest
 import torch
+from conftest import WORDS
 from transformers import AutoModelForSequenceClassification
 
 from rmkit.data import Example, RowCounts
 from rmkit.inference import score_examples, score_sequences
-
-WORDS = [
-    "the",
-    "capital",
-    "of",
-    "France",
-    "is",
-    "Paris",
-    "two",
-    "plus",
-    "two",
-    "is",
-    "four",
-    "hello",
-    "how",
-    "can",
-    "I",
-    "help",
-    "you",
-    "today",
-]
 
 
 def examples(n: int, seed: int) -> list[Example]:

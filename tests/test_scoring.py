@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import WORDS
 from torch._dynamo.utils import counters
 from transformers import AutoModelForSequenceClassification
 
@@ -22,27 +23,6 @@ from rmkit.cli import main
 from rmkit.data import iter_examples
 from rmkit.errors import DataError
 from rmkit.jobs.score import ScoreConfig, score_file
-
-WORDS = [
-    "the",
-    "capital",
-    "of",
-    "France",
-    "is",
-    "Paris",
-    "two",
-    "plus",
-    "two",
-    "is",
-    "four",
-    "hello",
-    "how",
-    "can",
-    "I",
-    "help",
-    "you",
-    "today",
-]
 
 
 def sentence(i: int, n: int) -> str:
