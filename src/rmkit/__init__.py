@@ -16,7 +16,9 @@ __all__ = [
     "TrainConfig",
     "__version__",
     "evaluate",
+    "reward_function",
     "score",
+    "serve",
     "train",
 ]
 
@@ -29,6 +31,8 @@ _LAZY = {
     "EvalConfig": "rmkit.evaluation",
     "score": "rmkit.jobs.score",
     "ScoreConfig": "rmkit.jobs.score",
+    "serve": "rmkit.serving",
+    "reward_function": "rmkit.serving",
 }
 
 

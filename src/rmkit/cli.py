@@ -28,7 +28,12 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
         "score every row of a data set, in input order (RMScore)",
     ),
     "eval": ("rmkit.evaluation", "EvalConfig", "evaluate", "evaluate reward models on preference pairs"),
-    "serve": ("rmkit.serving", "ServeConfig", "serve", "serve scores over HTTP (POST /score, /get_reward)"),
+    "serve": (
+        "rmkit.serving",
+        "ServeConfig",
+        "run",
+        "serve rewards over HTTP to RL loops (rmkit, OpenRLHF, vLLM, slime protocols)",
+    ),
     "inspect": (
         "rmkit.inspect_data",
         "InspectConfig",

@@ -16,6 +16,7 @@ module for its own ``score``), so the core does not depend on how a model is loa
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from typing import Any, Protocol
@@ -52,15 +53,43 @@ def score_sequences(
     *,
     batch_tokens: int = BATCH_TOKENS,
     max_rows: int | None = MAX_ROWS,
+    batch_cost: float | None = None,
 ) -> list[float]:
-    """The score of each token id sequence, in the order given (the batch loop of rmkit)."""
+    """The score of each token id sequence, in the order given (the batch loop of rmkit).
+
+    ``batch_cost`` (see :func:`batch_cost`) makes a few rows of mixed lengths split by length where that
+    pays (:func:`rmkit.data.token_budget_batches`); without it batches fill the token budget.
+    """
     scores = [0.0] * len(sequences)
-    for batch in token_budget_batches([len(s) for s in sequences], batch_tokens, max_rows):
+    for batch in token_budget_batches([len(s) for s in sequences], batch_tokens, max_rows, batch_cost):
         ids, mask = pad_batch([sequences[i] for i in batch], model.pad_token_id)
         end = model(ids.to(model.device), mask.to(model.device), token_scores=False).end_scores
         for i, value in zip(batch, end.float().cpu().tolist(), strict=True):
             scores[i] = value
     return scores
+
+
+def batch_cost(model: BatchModel, *, short: int = 16, long: int = 512, repeats: int = 3) -> float:
+    """The fixed cost of one forward pass of ``model`` on its device, in tokens' worth of work.
+
+    Times one row of ``short`` and one of ``long`` tokens (the best of ``repeats``) and fits
+    ``time = fixed + per_token × tokens``; returns ``fixed / per_token`` (large on a GPU, where a pass costs
+    nearly the same whatever its size; small on a CPU).
+    """
+    row = [model.pad_token_id]
+
+    def best(length: int) -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            score_sequences(model, [row * length])
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    best(short)  # the first pass pays for allocations
+    t_short, t_long = best(short), best(long)
+    per_token = max(t_long - t_short, 1e-9) / (long - short)
+    return max(0.0, t_short - per_token * short) / per_token
 
 
 def score_examples(

@@ -9,19 +9,31 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 
 def token_budget_batches(
-    lengths: Sequence[int], max_tokens: int, max_rows: int | None = None
+    lengths: Sequence[int], max_tokens: int, max_rows: int | None = None, batch_cost: float | None = None
 ) -> list[list[int]]:
     """Group indices of ``lengths`` into batches of similar length.
 
     Returns lists of indices, longest batch first; within each batch ``len(batch) * max(length)`` is at
     most ``max_tokens`` (a single row longer than the budget forms a batch of its own) and ``len(batch)``
     at most ``max_rows``.
+
+    Without ``batch_cost`` each batch is filled up to the budget (right for thousands of rows, where the
+    neighbours of a sorted row have nearly its length). With it (the fixed cost of one forward pass, in
+    padded tokens' worth of work), the split minimises ``Σ (batch_cost + rows × longest)`` over all ways to
+    cut the sorted rows: a few rows of mixed lengths (a server's batch) then go in as many passes as pay,
+    not padded to the longest of them.
     """
     order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    if batch_cost is not None:
+        return [
+            [order[k] for k in range(a, b)]
+            for a, b in _cheapest_cuts([lengths[i] for i in order], max_tokens, max_rows, batch_cost)
+        ]
     batches: list[list[int]] = []
     current: list[int] = []
     for i in order:
@@ -34,6 +46,30 @@ def token_budget_batches(
     if current:
         batches.append(current)
     return batches
+
+
+def _cheapest_cuts(
+    desc: Sequence[int], max_tokens: int, max_rows: int | None, batch_cost: float
+) -> list[tuple[int, int]]:
+    """``[start, end)`` ranges of the descending lengths ``desc`` with the least total cost (dynamic
+    programming over where the last batch starts: a batch ``[j, i)`` costs ``batch_cost + (i - j) × desc[j]``)."""
+    n = len(desc)
+    lengths = np.asarray(desc, dtype=np.float64)
+    best = np.zeros(n + 1)
+    start = np.zeros(n + 1, dtype=np.int64)
+    cap = max_rows or n
+    for i in range(1, n + 1):
+        j = np.arange(max(0, i - cap), i)
+        padded = (i - j) * lengths[j]
+        cost = best[j] + batch_cost + padded
+        cost[(padded > max_tokens) & (j < i - 1)] = np.inf
+        k = int(np.argmin(cost))
+        best[i], start[i] = cost[k], j[k]
+    cuts, i = [], n
+    while i > 0:
+        cuts.append((int(start[i]), i))
+        i = int(start[i])
+    return cuts[::-1]
 
 
 def pad_batch(

@@ -11,7 +11,9 @@ rmkit's plain template writes each message as ``"{Role}: {content}"`` with roles
 
 Rows that arrive already rendered (the ``text`` format, implicit-prompt strings) are used verbatim.
 
-Tokenising. Pre-rendered text is tokenised exactly as ``tokenizer(text)`` does by default. Chat-template
+Tokenising. Pre-rendered text is tokenised as ``tokenizer(text)`` does by default, except that special tokens
+the text already begins or ends with are not doubled: ``"<s>Hi"`` gives one BOS, not two (a text decoded
+with its special tokens, as OpenRLHF sends, keeps them; one without, as verl sends, gets them). Chat-template
 output carries its own special tokens, so it is tokenised with ``add_special_tokens=False``; the plain
 template uses the tokenizer's defaults. A rendered conversation gets the tokenizer's EOS token appended
 when it does not already end with it (``add_eos``), so every answer ends on the same token and the score is
@@ -75,6 +77,17 @@ class RowCounts:
         return self
 
 
+def _added_special_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
+    """The special token ids ``tokenizer(text)`` puts before and after a text's own (``[CLS]``/``[SEP]``,
+    ``<s>``)."""
+    bare = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    for k in range(len(full) - len(bare) + 1):
+        if full[k : k + len(bare)] == bare:
+            return full[:k], full[k + len(bare) :]
+    return [], []
+
+
 class ExampleTokenizer:
     """Turns examples into token ids: render, tokenise in batches, append EOS, truncate.
 
@@ -103,6 +116,7 @@ class ExampleTokenizer:
         self.add_eos = add_eos and tokenizer.eos_token_id is not None
         self.truncation = truncation
         self._special = set(tokenizer.all_special_ids)
+        self._added = _added_special_tokens(tokenizer)
 
     def render(self, prompt: Sequence[Message], response: str) -> str:
         """The text of a conversation ending with ``response`` as the assistant's answer."""
@@ -145,6 +159,21 @@ class ExampleTokenizer:
     def _finish(self, ids: list[int], *, conversation: bool) -> Tokenized:
         if conversation and self.add_eos and (not ids or ids[-1] != self.tokenizer.eos_token_id):
             ids = [*ids, self.tokenizer.eos_token_id]
+        if not conversation:
+            ids = self._undouble(ids)
+        return self.truncate(ids)
+
+    def _undouble(self, ids: list[int]) -> list[int]:
+        """Drop the copy of the special tokens ``tokenizer(text)`` added where the text already had them."""
+        head, tail = self._added
+        if head and ids[: 2 * len(head)] == head + head:
+            ids = ids[len(head) :]
+        if tail and len(ids) >= 2 * len(tail) and ids[-2 * len(tail) :] == tail + tail:
+            ids = ids[: -len(tail)]
+        return ids
+
+    def truncate(self, ids: list[int]) -> Tokenized:
+        """``ids`` cut to ``max_length`` by the truncation rule of the module docstring."""
         if self.max_length is None or len(ids) <= self.max_length:
             return Tokenized(ids)
         head = 0

@@ -1,0 +1,347 @@
+"""The ASGI app of ``rmkit serve``: routes, limits and auth around the batcher.
+
+A scoring request goes: check the key → read the body (at most ``max_body_mb``) → parse it with its
+protocol (:mod:`rmkit.serving.protocols`) → render and tokenise its items (over-long ones truncated by
+rmkit's rule, or refused with ``truncation="refuse"``) → queue the token ids (:class:`Batcher`) → await its
+scores (at most ``request_timeout`` seconds) → reply in the protocol's shape. Each step's failure is a 4xx
+or 503 reply with ``{"error": {"message", "type", "code", "param"}}`` (``param`` names the bad field), the
+shape OpenAI-style clients read; the server goes on serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from rmkit import inference, runtime
+from rmkit.data import ExampleTokenizer
+from rmkit.inference import BATCH_TOKENS, MAX_ROWS
+from rmkit.modeling import RewardModel
+from rmkit.options import RuntimeOptions, option
+from rmkit.runtime import DTYPES
+from rmkit.serving import protocols
+from rmkit.serving.batcher import Batcher, QueueFull
+from rmkit.serving.protocols import Call, RequestError
+from rmkit.serving.telemetry import Telemetry
+
+API_KEY_ENV = "RMKIT_API_KEY"
+log = logging.getLogger(__name__)
+
+
+@dataclass(kw_only=True)
+class ServeConfig(RuntimeOptions):
+    model: str = option(help="reward model checkpoint (directory or hub name)")
+    host: str = option("127.0.0.1", help="address to bind; 0.0.0.0 exposes the server to the network")
+    port: int = option(8000, help="port to listen on (0 picks a free one)")
+    dtype: str = option("fp32", help="weights' dtype", choices=list(DTYPES))
+    batch_tokens: int = option(
+        BATCH_TOKENS,
+        help="real tokens one batch takes from the queue; also the padded size of a forward pass",
+    )
+    max_rows: int = option(MAX_ROWS, help="most items in one batch")
+    max_wait_ms: float = option(
+        5.0,
+        help="how long a batch may wait for requests still being read, counted from its oldest item's "
+        "arrival (a lone caller never waits)",
+    )
+    batch_cost: float | None = option(
+        None,
+        help="fixed cost of one forward pass in tokens' worth of work, which decides when a batch of mixed "
+        "lengths is split by length; default: measured at start",
+    )
+    cross_request_batching: bool = option(
+        True, help="batch items of different requests together (off: each request runs alone)"
+    )
+    max_items: int = option(4096, help="most items one request may carry (more: 422)")
+    max_tokens: int | None = option(
+        None, help="most tokens per item; default: the model's max length (see --truncation)"
+    )
+    truncation: str = option(
+        "left",
+        help="an item over --max-tokens: 'left' keeps its end and cuts the prompt from the left (rmkit's "
+        "rule); 'refuse' answers 422",
+        choices=["left", "refuse"],
+    )
+    max_body_mb: float = option(64.0, help="largest request body in MiB (more: 413)")
+    max_queue: int = option(65536, help="most items waiting for a batch; more get 503 with Retry-After")
+    request_timeout: float = option(
+        120.0, help="seconds a request may wait for its scores before a 503 (its items are dropped)"
+    )
+    api_key: str | None = option(
+        None, help=f"bearer token every scoring route requires (default: ${API_KEY_ENV} when set)"
+    )
+    served_model_name: str | None = option(
+        None, help="model name in vLLM-style replies and GET /v1/models (default: --model)"
+    )
+    reward_key: str = option(
+        "reward", help="key of the reward in POST /reward replies (slime); '' replies a bare number"
+    )
+    normalize: bool = option(
+        False,
+        help="standardise every reply's scores with the training-time mean/std (POST /score requests can ask "
+        'with "normalize": true)',
+    )
+    access_log: bool = option(False, help="log every request (costs time under RL load)")
+    trust_remote_code: bool = option(False, help="run custom model code shipped with the checkpoint")
+    compile: bool = option(
+        False,
+        help="torch.compile the model and warm it up before listening (10-30 s at start, faster batches)",
+    )
+
+
+class Scorer:
+    """The app's state: the model, its tokenizer, the batcher and the counters."""
+
+    def __init__(self, rm: RewardModel, config: ServeConfig):
+        self.rm, self.config = rm, config
+        self.api_key = config.api_key or os.environ.get(API_KEY_ENV) or None
+        self.telemetry = Telemetry()
+        self.batcher = Batcher(
+            rm,
+            batch_tokens=config.batch_tokens,
+            max_rows=config.max_rows,
+            max_wait=config.max_wait_ms / 1000,
+            max_queue=config.max_queue,
+            cross_request=config.cross_request_batching,
+            batch_cost=config.batch_cost,
+            prepare=self.prepare,
+            telemetry=self.telemetry,
+        )
+        self.tokenizer: ExampleTokenizer = rm.example_tokenizer(max_length=config.max_tokens)
+        self.model_name = config.served_model_name or config.model
+        self.context = protocols.Context(
+            self.model_name,
+            reward_key=config.reward_key,
+            label=(getattr(rm.model.config, "id2label", None) or {}).get(0, "LABEL_0"),
+            strip_padding=padding_stripper(rm.tokenizer),
+            is_rendered=template_detector(rm.tokenizer),
+        )
+
+    def prepare(self) -> None:
+        """Run in the batch worker before it serves: warm up a compiled model (one graph for batches of
+        any shape, one for a single row) and measure the cost of a forward pass (unless configured)."""
+        if self.config.compile:
+            self.rm.score(texts=["warm up", "warm up the compiled model"])
+            self.rm.score(texts=["warm up"])
+        if self.batcher.batch_cost is None:
+            self.batcher.batch_cost = min(self.config.batch_tokens, inference.batch_cost(self.rm))
+        log.info("rmkit serve: a forward pass costs as much as %.0f tokens", self.batcher.batch_cost)
+
+    def token_ids(self, call: Call) -> list[list[int]]:
+        """The token ids of a call's items, by rmkit's rendering and truncation rule (module docstring)."""
+        if call.token_ids is not None:
+            rows = [[self.tokenizer.truncate(list(ids))] for ids in call.token_ids]
+        else:
+            rows = self.tokenizer.tokenize(call.examples or [])
+        if self.config.truncation == "refuse":
+            for i, row in enumerate(rows):
+                if row is not None and any(t.truncated for t in row):
+                    raise RequestError(
+                        f"item {i} is longer than the limit of {self.tokenizer.max_length} tokens "
+                        "(--max-tokens; --truncation left would cut it)",
+                        field=f"item {i}",
+                    )
+        return [t.ids for row in rows if row is not None for t in row]
+
+    def authorised(self, request: Request) -> bool:
+        if self.api_key is None:
+            return True
+        given = request.headers.get("authorization", "")
+        scheme, _, token = given.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), self.api_key)
+
+
+def padding_stripper(tokenizer: Any) -> Callable[[str], str]:
+    """Strip pad tokens off both ends of a decoded sequence (OpenRLHF before 0.8.3 sent them); with pad =
+    EOS, one EOS stays at the end, where the answer ended."""
+    pad, eos = tokenizer.pad_token, tokenizer.eos_token
+    if not pad:
+        return lambda text: text
+    lead, trail = re.compile(f"^(?:{re.escape(pad)})+"), re.compile(f"(?:{re.escape(pad)})+$")
+
+    def strip(text: str) -> str:
+        text = lead.sub("", text)
+        stripped = trail.sub("", text)
+        return stripped + eos if pad == eos and stripped != text else stripped
+
+    return strip
+
+
+def template_detector(tokenizer: Any) -> Callable[[str], bool]:
+    """Whether a text holds a special token of ``tokenizer`` (``<|im_start|>``, ``<s>``...): then it was
+    rendered with a chat template already."""
+    specials = {t for t in tokenizer.all_special_tokens if len(t) > 1}
+    specials |= {
+        t.content for t in tokenizer.added_tokens_decoder.values() if t.special and len(t.content) > 1
+    }
+    specials.discard(tokenizer.unk_token)
+    return lambda text: any(t in text for t in specials)
+
+
+def error(
+    status: int, message: str, *, field: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """The error reply of every route (module docstring)."""
+    kind = {400: "BadRequestError", 401: "AuthenticationError", 404: "NotFoundError", 413: "PayloadTooLarge"}
+    body = {
+        "message": message,
+        "type": kind.get(status, "InvalidRequestError" if status < 500 else "ServiceUnavailable"),
+        "code": status,
+        "param": field,
+    }
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The request's body as JSON; :class:`RequestError` when over ``limit`` bytes or not JSON."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise RequestError(f"the body has {declared} bytes; the limit is {limit}", status=413)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(f"the body is over the limit of {limit} bytes", status=413)
+        chunks.append(chunk)
+    try:
+        return json.loads(b"".join(chunks) or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RequestError(f"the body is not valid JSON: {e}", status=400) from None
+
+
+def scoring_route(path: str, parse: Callable[[Any], Call], scorer: Scorer) -> Route:
+    """A POST route that scores with protocol ``parse``."""
+    limit = int(scorer.config.max_body_mb * (1 << 20))
+
+    async def endpoint(request: Request) -> Response:
+        start = time.monotonic()
+        response = await _score(request, parse, scorer, limit)
+        scorer.telemetry.request(path, response.status_code, time.monotonic() - start)
+        return response
+
+    return Route(path, endpoint, methods=["POST"])
+
+
+async def _score(request: Request, parse: Callable[[Any], Call], scorer: Scorer, limit: int) -> Response:
+    if not scorer.authorised(request):
+        return error(
+            401,
+            "this server needs 'Authorization: Bearer <key>' (--api-key)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    batcher = scorer.batcher
+    batcher.arrive()
+    queued = False
+    try:
+        call = parse(await read_json(request, limit))
+        if call.items > scorer.config.max_items:
+            raise RequestError(f"{call.items} items; the limit is {scorer.config.max_items} (--max-items)")
+        ids = scorer.token_ids(call)
+        future = batcher.submit(ids, arrived=True)
+        queued = True
+        try:
+            scores = await asyncio.wait_for(asyncio.shield(future), scorer.config.request_timeout)
+        except asyncio.TimeoutError:
+            batcher.cancel(future)
+            return error(
+                503,
+                f"no scores within {scorer.config.request_timeout} s (--request-timeout)",
+                headers={"Retry-After": "1"},
+            )
+        if call.normalize or scorer.config.normalize:
+            scores = scorer.rm.normalize(scores)
+        return JSONResponse(call.reply(scores, sum(len(r) for r in ids)))
+    except RequestError as e:
+        return error(e.status, e.message, field=e.field)
+    except QueueFull as e:
+        return error(503, f"busy: {e}", headers={"Retry-After": "1"})
+    finally:
+        if not queued:
+            batcher.leave()
+
+
+def create_app(rm: RewardModel, config: ServeConfig) -> Starlette:
+    """The Starlette app serving ``rm`` with ``config``'s limits; ``app.state.scorer`` holds its state."""
+    scorer = Scorer(rm, config)
+    name = scorer.model_name
+    routes = [scoring_route(path, parse, scorer) for path, parse in protocols.routes(scorer.context)]
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "model": name})
+
+    async def metrics(request: Request) -> Response:
+        return PlainTextResponse(scorer.telemetry.render(), media_type="text/plain; version=0.0.4")
+
+    async def models(request: Request) -> Response:
+        card = {"id": name, "object": "model", "created": int(time.time()), "owned_by": "rmkit"}
+        return JSONResponse({"object": "list", "data": [card]})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        scorer.batcher.start()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(scorer.batcher.stop)
+
+    routes += [
+        Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/v1/models", models, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: _not_found, 405: _not_allowed})
+    app.state.scorer = scorer
+    return app
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return error(
+        404,
+        f"no route {request.url.path}; scoring routes: POST /score, /get_reward, /pooling, /classify, /reward",
+    )
+
+
+async def _not_allowed(request: Request, exc: Exception) -> Response:
+    return error(405, f"{request.method} is not allowed on {request.url.path}")
+
+
+def load(config: ServeConfig, device: Any = None) -> RewardModel:
+    """Load ``config.model`` on ``device`` (by default the one ``config.device`` names), compiled with
+    ``compile`` (the batch worker warms it up before the server listens)."""
+    rm = RewardModel.from_pretrained(
+        config.model,
+        dtype=config.dtype,
+        device=device or runtime.resolve_device(config.device),
+        trust_remote_code=config.trust_remote_code,
+    )
+    return rm.compile() if config.compile else rm
+
+
+def serve(model: str | RewardModel, **options: Any) -> Starlette:
+    """The server as an ASGI app, to run with any ASGI server or mount in an app of your own::
+
+        app = rmkit.serve("path/to/rm", max_wait_ms=2, api_key="secret")
+        uvicorn.run(app, port=8000)
+
+    ``model`` is a checkpoint (loaded as ``rmkit serve`` loads it) or a loaded :class:`RewardModel`;
+    ``options`` are :class:`ServeConfig`'s fields.
+    """
+    if isinstance(model, RewardModel):
+        name = getattr(model.model.config, "_name_or_path", "") or "rmkit"
+        return create_app(model, ServeConfig(model=name, **options))
+    config = ServeConfig(model=model, **options)
+    return create_app(load(config), config)
