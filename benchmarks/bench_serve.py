@@ -2,7 +2,9 @@
 
 The load is what OpenRLHF (0.9.1 on), verl and slime send: one sample per request, many requests at once.
 Each client is a coroutine that posts OpenRLHF's request (``{"query": [text], "prompts": [prompt],
-"labels": [""]}`` to ``/get_reward``) and sends the next row when its reply is back; 1, 8, 32 and 64 such
+"labels": [""]}`` to ``/get_reward``) as its client code does, on a new connection each time (``--keep-alive``:
+one kept-alive connection per client, as slime's pooled session does), and sends the next row when its
+reply is back; 1, 8, 32 and 64 such
 clients (``--clients``) share the rows. Every reply is checked against the offline score of its row (none
 lost, none swapped).
 
@@ -27,7 +29,7 @@ Printed per case: rows/s, real tokens/s, p50 and p99 request latency; then the r
 row scored alone offline) and the server's batch statistics from ``GET /metrics``.
 
     python benchmarks/bench_serve.py [--rows 256] [--clients 1,8,32,64] [--size small|base]
-                                     [--max-tokens 1024] [--max-wait-ms 5] [--threads N]
+                                     [--max-tokens 1024] [--max-wait-ms 5] [--threads N] [--keep-alive]
 """
 
 from __future__ import annotations
@@ -95,27 +97,36 @@ def start_server(model: Path, port: int, args, *flags: str) -> subprocess.Popen:
     raise RuntimeError("the server did not start in 60 s")
 
 
-async def drive(url: str, texts: list[str], prompts: list[str], clients: int) -> tuple[float, list, list]:
+async def drive(
+    url: str, texts: list[str], prompts: list[str], clients: int, keep_alive: bool = False
+) -> tuple[float, list, list]:
     """Send every text as its own request from ``clients`` concurrent clients; returns (wall seconds,
-    rewards in row order, latencies)."""
+    rewards in row order, latencies). Without ``keep_alive`` each request is sent as OpenRLHF's
+    ``_fetch_rewards_via_http`` sends it: a new ``aiohttp.ClientSession`` (a new connection) per request."""
     rewards: list[float | None] = [None] * len(texts)
     latencies: list[float] = []
     rows = iter(range(len(texts)))
-    connector = aiohttp.TCPConnector(limit=clients)
-    async with aiohttp.ClientSession(
-        connector=connector, timeout=aiohttp.ClientTimeout(total=600)
-    ) as session:
+    timeout = aiohttp.ClientTimeout(total=180)
+    shared = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=clients))
 
-        async def client() -> None:
-            for i in rows:
-                body = {"query": [texts[i]], "prompts": [prompts[i]], "labels": [""]}
-                t0 = time.perf_counter()
-                async with session.post(url + "/get_reward", json=body) as resp:
-                    resp.raise_for_status()
-                    reply = await resp.json()
-                latencies.append(time.perf_counter() - t0)
-                rewards[i] = reply["rewards"][0]
+    async def post(session: aiohttp.ClientSession, body: dict) -> dict:
+        async with session.post(url + "/get_reward", json=body) as resp:
+            resp.raise_for_status()
+            return await resp.json()
 
+    async def client() -> None:
+        for i in rows:
+            body = {"query": [texts[i]], "prompts": [prompts[i]], "labels": [""]}
+            t0 = time.perf_counter()
+            if keep_alive:
+                reply = await post(shared, body)
+            else:
+                async with aiohttp.ClientSession(timeout=timeout) as session:
+                    reply = await post(session, body)
+            latencies.append(time.perf_counter() - t0)
+            rewards[i] = reply["rewards"][0]
+
+    async with shared:
         start = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(clients)))
         return time.perf_counter() - start, rewards, latencies
@@ -148,6 +159,7 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=1024)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--keep-alive", action="store_true", help="one kept-alive connection per client")
     args = parser.parse_args()
     if not DATA.is_dir():
         print(f"needs the shared data in {DATA}")
@@ -203,7 +215,7 @@ def main() -> int:
             asyncio.run(drive(url, texts[:16], prompts[:16], 4))  # warm up
             for c in counts:
                 before = counters(url)
-                wall, rewards, lat = asyncio.run(drive(url, texts, prompts, c))
+                wall, rewards, lat = asyncio.run(drive(url, texts, prompts, c, args.keep_alive))
                 print(f"{label}, {c} clients: {batch_stats(before, counters(url))}")
                 worst = max(abs(a - b) for a, b in zip(rewards, offline, strict=True))
                 assert worst < 1e-4, f"{label} at {c} clients: a reward differs from offline by {worst}"

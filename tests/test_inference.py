@@ -9,7 +9,7 @@ import torch
 from conftest import WORDS
 from transformers import AutoModelForSequenceClassification
 
-from rmkit.data import Example, RowCounts
+from rmkit.data import Example, RowCounts, token_budget_batches
 from rmkit.inference import score_examples, score_sequences
 
 
@@ -73,3 +73,36 @@ def test_dropped_examples_come_back_as_none_in_their_place(llama_path):
     kept = [ex for ex, too_long in zip(rows, long, strict=True) if not too_long]
     again = [x for _, s in score_examples(rm, kept, rm.example_tokenizer()) for x in s]
     assert [x for _, s in scored if s is not None for x in s] == pytest.approx(again, abs=1e-5)
+
+
+def _cost(batches, lengths, batch_cost):
+    return sum(batch_cost + len(b) * max(lengths[i] for i in b) for b in batches)
+
+
+def _cheapest_by_brute_force(desc, batch_cost, max_tokens):
+    """The least total cost over every way to cut the sorted lengths ``desc`` (2^(n-1) ways)."""
+    best = float("inf")
+    for mask in range(1 << (len(desc) - 1)):
+        cuts = [0] + [i + 1 for i in range(len(desc) - 1) if mask >> i & 1] + [len(desc)]
+        groups = [desc[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
+        if all(len(g) == 1 or len(g) * g[0] <= max_tokens for g in groups):
+            best = min(best, sum(batch_cost + len(g) * g[0] for g in groups))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_batches_priced_by_a_forward_cost_are_the_cheapest_split(seed):
+    rng = random.Random(seed)
+    lengths = [rng.choice([3, 5, 40, 41, 120, 300]) for _ in range(10)]
+    batch_cost, max_tokens = rng.choice([0, 20, 100, 5000]), 600
+    batches = token_budget_batches(lengths, max_tokens, None, batch_cost)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert all(len(b) == 1 or len(b) * max(lengths[i] for i in b) <= max_tokens for b in batches)
+    desc = sorted(lengths, reverse=True)
+    assert _cost(batches, lengths, batch_cost) == _cheapest_by_brute_force(desc, batch_cost, max_tokens)
+
+
+def test_a_small_forward_cost_splits_mixed_lengths_and_a_large_one_keeps_them_together():
+    lengths = [500, 20, 480, 25, 30]
+    assert sorted(map(sorted, token_budget_batches(lengths, 4096, None, 50))) == [[0, 2], [1, 3, 4]]
+    assert token_budget_batches(lengths, 4096, None, 100_000) == [[0, 2, 4, 3, 1]]

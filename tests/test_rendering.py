@@ -66,3 +66,13 @@ def test_unknown_template_is_refused(llama_path):
         ExampleTokenizer(tok, template="fancy")
     with pytest.raises(ValueError, match="no chat template"):
         ExampleTokenizer(tok, template="chat")
+
+
+@pytest.mark.parametrize("backbone", ["llama", "minilm"])
+def test_special_tokens_a_text_already_has_are_not_doubled(backbone, request):
+    # "<s>Hi" would be "<s><s>Hi" by tokenizer(text); BERT's "[CLS] hi [SEP]" would be "[CLS][CLS] hi [SEP][SEP]".
+    tok = AutoTokenizer.from_pretrained(request.getfixturevalue(f"{backbone}_path"))
+    head = tok.bos_token if backbone == "llama" else tok.cls_token
+    tail = "" if backbone == "llama" else tok.sep_token
+    plain, marked = ExampleTokenizer(tok).tokenize(examples_from(texts=["User: Hi", f"{head}User: Hi{tail}"]))
+    assert marked[0].ids == plain[0].ids == tok("User: Hi")["input_ids"]

@@ -123,6 +123,7 @@ class Scorer:
         )
         self.tokenizer: ExampleTokenizer = rm.example_tokenizer(max_length=config.max_tokens)
         self.model_name = config.served_model_name or config.model
+        self.vocab = rm.model.get_input_embeddings().num_embeddings
         self.context = protocols.Context(
             self.model_name,
             reward_key=config.reward_key,
@@ -144,6 +145,11 @@ class Scorer:
     def token_ids(self, call: Call) -> list[list[int]]:
         """The token ids of a call's items, by rmkit's rendering and truncation rule (module docstring)."""
         if call.token_ids is not None:
+            for i, ids in enumerate(call.token_ids):
+                if min(ids) < 0 or max(ids) >= self.vocab:
+                    raise RequestError(
+                        f"item {i} holds a token id outside 0..{self.vocab - 1}", field="input"
+                    )
             rows = [[self.tokenizer.truncate(list(ids))] for ids in call.token_ids]
         else:
             rows = self.tokenizer.tokenize(call.examples or [])
@@ -244,10 +250,14 @@ async def _score(request: Request, parse: Callable[[Any], Call], scorer: Scorer,
             headers={"WWW-Authenticate": "Bearer"},
         )
     batcher = scorer.batcher
-    batcher.arrive()
+    try:
+        body = await read_json(request, limit)
+    except RequestError as e:
+        return error(e.status, e.message, field=e.field)
+    batcher.arrive()  # from here to submit() the request runs without awaiting: batches may wait for it
     queued = False
     try:
-        call = parse(await read_json(request, limit))
+        call = parse(body)
         if call.items > scorer.config.max_items:
             raise RequestError(f"{call.items} items; the limit is {scorer.config.max_items} (--max-items)")
         ids = scorer.token_ids(call)
@@ -269,6 +279,11 @@ async def _score(request: Request, parse: Callable[[Any], Call], scorer: Scorer,
         return error(e.status, e.message, field=e.field)
     except QueueFull as e:
         return error(503, f"busy: {e}", headers={"Retry-After": "1"})
+    except (
+        Exception
+    ) as e:  # the batch failed (out of memory, a model error): this request fails, not the server
+        log.exception("rmkit serve: a batch failed")
+        return error(500, f"scoring failed: {type(e).__name__}: {e}")
     finally:
         if not queued:
             batcher.leave()

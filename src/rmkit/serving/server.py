@@ -11,6 +11,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import FrameType
 
 import uvicorn
 from starlette.applications import Starlette
@@ -19,6 +20,15 @@ from rmkit import runtime
 from rmkit.serving.app import ServeConfig, create_app, load
 
 log = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, except that a stop on SIGTERM or SIGINT, once graceful, exits with status 0
+    (uvicorn raises the signal again after its shutdown, which ends the process with -15)."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()
 
 
 def _server(app: Starlette, *, access_log: bool = False) -> uvicorn.Server:
@@ -30,7 +40,7 @@ def _server(app: Starlette, *, access_log: bool = False) -> uvicorn.Server:
         timeout_keep_alive=30,  # RL clients reuse connections between steps
         backlog=4096,
     )
-    return uvicorn.Server(config)
+    return _Server(config)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -58,6 +68,7 @@ def run(config: ServeConfig) -> None:
             _url(sock),
         )
         _server(app, access_log=config.access_log).run(sockets=[sock])
+        log.info("rmkit serve: stopped")
 
 
 @contextmanager
