@@ -39,6 +39,7 @@ from rmkit.serving.protocols import Call, RequestError
 from rmkit.serving.telemetry import Telemetry
 
 API_KEY_ENV = "RMKIT_API_KEY"
+INLINE_ITEMS = 16  # requests up to this many items are tokenised on the event loop (a thread hop costs more)
 log = logging.getLogger(__name__)
 
 
@@ -254,13 +255,16 @@ async def _score(request: Request, parse: Callable[[Any], Call], scorer: Scorer,
         body = await read_json(request, limit)
     except RequestError as e:
         return error(e.status, e.message, field=e.field)
-    batcher.arrive()  # from here to submit() the request runs without awaiting: batches may wait for it
+    batcher.arrive()  # from here to submit(), a batch may wait for this request (at most --max-wait-ms)
     queued = False
     try:
         call = parse(body)
         if call.items > scorer.config.max_items:
             raise RequestError(f"{call.items} items; the limit is {scorer.config.max_items} (--max-items)")
-        ids = scorer.token_ids(call)
+        if call.items > INLINE_ITEMS:  # a big request is tokenised off the event loop, which goes on serving
+            ids = await asyncio.to_thread(scorer.token_ids, call)
+        else:
+            ids = scorer.token_ids(call)
         future = batcher.submit(ids, arrived=True)
         queued = True
         try:

@@ -11,10 +11,12 @@ requests that arrive meanwhile go into the next batch. A request's items may be 
 request does not hold the queue), and a batch may hold the items of many requests. Items are taken in
 arrival order.
 
-The wait. When the worker is free it runs what is queued at once, except while requests are still being
-read (``arriving``: their bodies are in, or coming in, but not yet queued): then it waits for them, at most
-``max_wait`` seconds after the oldest queued item arrived. A lone caller so never waits, and under load a
-batch fills with the requests already at the door.
+The wait. Before it takes a batch, the worker lets the event loop run a few rounds, so requests that came
+in while the last batch ran are read (the worker holds the GIL for much of a forward pass). Then it runs
+what is queued at once, except while requests are still being handled (``arriving``: body read, being
+parsed or tokenised, not yet queued): it waits for them, at most ``max_wait`` seconds after the oldest
+queued item arrived. A lone caller so never waits, and under load a batch fills with the requests already
+at the door.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ class Batcher:
         self.max_queue, self.cross_request, self.batch_cost = max_queue, cross_request, batch_cost
         self.prepare = prepare
         self.telemetry = telemetry or Telemetry()
-        self.arriving = 0  # requests being read that will submit soon (see the module docstring)
+        self.arriving = 0  # requests being handled that will submit soon (see the module docstring)
         self._jobs: deque[_Job] = deque()
         self._queued = 0  # items queued and not yet taken
         self._cond = threading.Condition()
