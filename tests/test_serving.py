@@ -262,12 +262,12 @@ def test_api_key_is_required_on_scoring_routes(rm):
 def test_a_full_queue_answers_503_with_retry_after(rm):
     # One pass per item (a 16-token budget) keeps the first request's items queued while the second comes.
     app = rmkit.serve(rm, batch_tokens=16, max_queue=300, max_wait_ms=0)
-    first = {"texts": [" ".join(WORDS)] * 290}
+    first = {"texts": [" ".join(WORDS)] * 299}
     with running(app) as base, ThreadPoolExecutor(1) as pool:
         pending = pool.submit(post, base, "/score", first)
         while metric(base, "rmkit_queue_items") == 0 and not pending.done():
             time.sleep(0.001)
-        req = urllib.request.Request(base + "/score", data=json.dumps({"texts": ["a"] * 50}).encode())
+        req = urllib.request.Request(base + "/score", data=json.dumps({"texts": ["a"] * 100}).encode())
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(req, timeout=60)
         assert refused.value.code == 503 and refused.value.headers["Retry-After"] == "1"

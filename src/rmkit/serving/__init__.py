@@ -2,6 +2,7 @@
 
 - :mod:`.app`: the ASGI app, routes, limits and auth (:func:`serve` returns it);
 - :mod:`.protocols`: the request and reply shapes (rmkit's, OpenRLHF's, vLLM's, slime's);
+- :mod:`.tokenizing`: the tokenizer thread, batched across requests;
 - :mod:`.batcher`: the queue and the one model worker over :mod:`rmkit.inference`;
 - :mod:`.telemetry`: the counters of ``GET /metrics``;
 - :mod:`.server`: running it (uvicorn);

@@ -1,7 +1,7 @@
 """The ASGI app of ``rmkit serve``: routes, limits and auth around the batcher.
 
 A scoring request goes: check the key → read the body (at most ``max_body_mb``) → parse it with its
-protocol (:mod:`rmkit.serving.protocols`) → render and tokenise its items (over-long ones truncated by
+protocol (:mod:`rmkit.serving.protocols`) → render and tokenise its items in the tokenizer thread (over-long ones truncated by
 rmkit's rule, or refused with ``truncation="refuse"``) → queue the token ids (:class:`Batcher`) → await its
 scores (at most ``request_timeout`` seconds) → reply in the protocol's shape. Each step's failure is a 4xx
 or 503 reply with ``{"error": {"message", "type", "code", "param"}}`` (``param`` names the bad field), the
@@ -37,9 +37,9 @@ from rmkit.serving import protocols
 from rmkit.serving.batcher import Batcher, QueueFull
 from rmkit.serving.protocols import Call, RequestError
 from rmkit.serving.telemetry import Telemetry
+from rmkit.serving.tokenizing import TokenizerThread
 
 API_KEY_ENV = "RMKIT_API_KEY"
-INLINE_ITEMS = 16  # requests up to this many items are tokenised on the event loop (a thread hop costs more)
 log = logging.getLogger(__name__)
 
 
@@ -123,6 +123,7 @@ class Scorer:
             telemetry=self.telemetry,
         )
         self.tokenizer: ExampleTokenizer = rm.example_tokenizer(max_length=config.max_tokens)
+        self.tokenizing = TokenizerThread(self.tokenizer.tokenize)
         self.model_name = config.served_model_name or config.model
         self.vocab = rm.model.get_input_embeddings().num_embeddings
         self.context = protocols.Context(
@@ -143,8 +144,9 @@ class Scorer:
             self.batcher.batch_cost = min(self.config.batch_tokens, inference.batch_cost(self.rm))
         log.info("rmkit serve: a forward pass costs as much as %.0f tokens", self.batcher.batch_cost)
 
-    def token_ids(self, call: Call) -> list[list[int]]:
-        """The token ids of a call's items, by rmkit's rendering and truncation rule (module docstring)."""
+    async def token_ids(self, call: Call) -> list[list[int]]:
+        """The token ids of a call's items, by rmkit's rendering and truncation rule (module docstring);
+        text is tokenised in the tokenizer thread (:mod:`rmkit.serving.tokenizing`)."""
         if call.token_ids is not None:
             for i, ids in enumerate(call.token_ids):
                 if min(ids) < 0 or max(ids) >= self.vocab:
@@ -153,7 +155,7 @@ class Scorer:
                     )
             rows = [[self.tokenizer.truncate(list(ids))] for ids in call.token_ids]
         else:
-            rows = self.tokenizer.tokenize(call.examples or [])
+            rows = await self.tokenizing.submit(call.examples or [])
         if self.config.truncation == "refuse":
             for i, row in enumerate(rows):
                 if row is not None and any(t.truncated for t in row):
@@ -261,10 +263,7 @@ async def _score(request: Request, parse: Callable[[Any], Call], scorer: Scorer,
         call = parse(body)
         if call.items > scorer.config.max_items:
             raise RequestError(f"{call.items} items; the limit is {scorer.config.max_items} (--max-items)")
-        if call.items > INLINE_ITEMS:  # a big request is tokenised off the event loop, which goes on serving
-            ids = await asyncio.to_thread(scorer.token_ids, call)
-        else:
-            ids = scorer.token_ids(call)
+        ids = await scorer.token_ids(call)
         future = batcher.submit(ids, arrived=True)
         queued = True
         try:
@@ -316,6 +315,7 @@ def create_app(rm: RewardModel, config: ServeConfig) -> Starlette:
             yield
         finally:
             await asyncio.to_thread(scorer.batcher.stop)
+            await asyncio.to_thread(scorer.tokenizing.stop)
 
     routes += [
         Route("/health", health, methods=["GET"]),
