@@ -16,6 +16,7 @@ module for its own ``score``), so the core does not depend on how a model is loa
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
@@ -28,10 +29,14 @@ from rmkit.data import Example, ExampleTokenizer, RowCounts, pad_batch, token_bu
 BATCH_TOKENS = 16384  # padded tokens (rows × longest row) per forward pass
 MAX_ROWS = 256  # rows per forward pass, whatever their length
 CHUNK_ROWS = 2048  # examples tokenised and sorted together
+MIN_SHARED = 16  # fewest prompt tokens worth a pass of their own (prefix sharing)
 
 
 class BatchModel(Protocol):
-    """What the core needs of a model: a forward pass over a padded batch, its device and pad token."""
+    """What the core needs of a model: a forward pass over a padded batch, its device and pad token.
+
+    A model that can share prompts also has ``shares_prefixes`` (true), ``prefix_cache(input_ids)`` and
+    ``score_after(cache, rows, prefix_mask, input_ids, attention_mask)``, as :class:`rmkit.RewardModel`."""
 
     @property
     def device(self) -> torch.device: ...
@@ -54,19 +59,94 @@ def score_sequences(
     batch_tokens: int = BATCH_TOKENS,
     max_rows: int | None = MAX_ROWS,
     batch_cost: float | None = None,
+    groups: Sequence[Sequence[int]] | None = None,
+    stats: RowCounts | None = None,
 ) -> list[float]:
     """The score of each token id sequence, in the order given (the batch loop of rmkit).
 
     ``batch_cost`` (see :func:`batch_cost`) makes a few rows of mixed lengths split by length where that
     pays (:func:`rmkit.data.token_budget_batches`); without it batches fill the token budget.
+
+    ``groups`` (lists of indices of sequences that answer one prompt) turn on prefix sharing for a model
+    that ``shares_prefixes``: see :func:`plan_sharing`. ``stats`` counts the sequences scored after a
+    shared prefix (``shared``) and those of groups that fell back to full sequences (``unshared``).
     """
     scores = [0.0] * len(sequences)
-    for batch in token_budget_batches([len(s) for s in sequences], batch_tokens, max_rows, batch_cost):
-        ids, mask = pad_batch([sequences[i] for i in batch], model.pad_token_id)
+    shared: list[tuple[Sequence[int], list[int]]] = []
+    alone = list(range(len(sequences)))
+    if groups and getattr(model, "shares_prefixes", False):
+        shared, alone = plan_sharing(sequences, groups)
+        if stats is not None:
+            count = sum(len(members) for _, members in shared)
+            stats.shared += count
+            stats.unshared += sum(len(g) for g in groups if len(g) > 1) - count
+    for batch in token_budget_batches([len(sequences[i]) for i in alone], batch_tokens, max_rows, batch_cost):
+        rows = [alone[b] for b in batch]
+        ids, mask = pad_batch([sequences[i] for i in rows], model.pad_token_id)
         end = model(ids.to(model.device), mask.to(model.device), token_scores=False).end_scores
-        for i, value in zip(batch, end.float().cpu().tolist(), strict=True):
+        for i, value in zip(rows, end.float().cpu().tolist(), strict=True):
             scores[i] = value
+    if shared:
+        _score_shared(model, sequences, shared, scores, batch_tokens, max_rows)
     return scores
+
+
+def plan_sharing(
+    sequences: Sequence[Sequence[int]], groups: Sequence[Sequence[int]]
+) -> tuple[list[tuple[Sequence[int], list[int]]], list[int]]:
+    """Which sequences run after a shared prefix: ``([(prefix, members), ...], the rest)``.
+
+    A group's prefix is the longest run of leading tokens its sequences have in common, token for token,
+    so sharing is exact wherever it is used: a prompt whose last token the tokenizer merged with the
+    response's first simply shares one token less. Each member keeps at least its last token. A member
+    that agrees with the group's first sequence on fewer tokens (one cut by truncation, say) falls back to
+    its full sequence when leaving it out lets the rest share more; groups sharing fewer than
+    ``MIN_SHARED`` tokens fall back whole.
+    """
+    shared, alone, seen = [], [], set()
+    for group in groups:
+        if len(group) < 2:
+            continue
+        seen.update(group)
+        first = sequences[group[0]]
+        common = {i: len(os.path.commonprefix([first, sequences[i]])) for i in group}
+        common = {i: min(k, len(sequences[i]) - 1) for i, k in common.items()}
+        # the prefix length that saves the most: k tokens, once for every member agreeing on k or more
+        length = max(common.values(), key=lambda k: (sum(c >= k for c in common.values()) - 1) * k)
+        members = [i for i in group if common[i] >= length]
+        if length >= MIN_SHARED and len(members) > 1:
+            shared.append((first[:length], members))
+            alone += [i for i in group if common[i] < length]
+        else:
+            alone += list(group)
+    alone += [i for i in range(len(sequences)) if i not in seen]
+    return shared, sorted(alone)
+
+
+def _score_shared(
+    model: Any,
+    sequences: Sequence[Sequence[int]],
+    shared: list[tuple[Sequence[int], list[int]]],
+    scores: list[float],
+    batch_tokens: int,
+    max_rows: int | None,
+) -> None:
+    """Run each prefix once (batched), then every member's remaining tokens against its prefix's cache."""
+    device = model.device
+    for batch in token_budget_batches([len(p) for p, _ in shared], batch_tokens, max_rows):
+        ids, mask = pad_batch([shared[g][0] for g in batch], model.pad_token_id)
+        cache = model.prefix_cache(ids.to(device))
+        mask = mask.to(device)
+        # (row of the prefix batch, sequence index, its tokens after the prefix)
+        rest = [(r, i, sequences[i][len(shared[g][0]) :]) for r, g in enumerate(batch) for i in shared[g][1]]
+        # a continuation also attends over its prefix's keys: count a quarter of them against the budget
+        lengths = [len(tokens) + ids.shape[1] // 4 for _, _, tokens in rest]
+        for part in token_budget_batches(lengths, batch_tokens, max_rows):
+            rows = torch.tensor([rest[k][0] for k in part], device=device)
+            cont, cont_mask = pad_batch([rest[k][2] for k in part], model.pad_token_id)
+            end = model.score_after(cache, rows, mask, cont.to(device), cont_mask.to(device))
+            for k, value in zip(part, end.float().cpu().tolist(), strict=True):
+                scores[rest[k][1]] = value
 
 
 def batch_cost(model: BatchModel, *, short: int = 16, long: int = 512, repeats: int = 3) -> float:
@@ -100,19 +180,30 @@ def score_examples(
     batch_tokens: int = BATCH_TOKENS,
     chunk_rows: int = CHUNK_ROWS,
     stats: RowCounts | None = None,
+    share_prefixes: bool = True,
 ) -> Iterator[tuple[Example, list[float] | None]]:
     """Yield ``(example, scores)`` in input order: one score per response (``[chosen, rejected]`` for a
     pair), or ``None`` for an example the tokenizer dropped (``truncation="drop"``).
 
     ``chunk_rows`` examples are tokenised and length-sorted together; ``stats`` (when given) is updated
-    as examples come back.
+    as examples come back. The responses of one example share their prompt's pass where the model can
+    (``share_prefixes``; :func:`plan_sharing`).
     """
     stats = stats if stats is not None else RowCounts()
     it = iter(examples)
     while chunk := list(islice(it, chunk_rows)):
         tokenized = tokenizer.tokenize(chunk)
         ids = [t.ids for row in tokenized if row is not None for t in row]
-        scores = iter(score_sequences(model, ids, batch_tokens=batch_tokens))
+        groups, start = [], 0
+        for row in tokenized:
+            if row is not None:
+                groups.append(list(range(start, start + len(row))))
+                start += len(row)
+        scores = iter(
+            score_sequences(
+                model, ids, batch_tokens=batch_tokens, groups=groups if share_prefixes else None, stats=stats
+            )
+        )
         for example, row in zip(chunk, tokenized, strict=True):
             stats.add(row)
             yield example, None if row is None else [next(scores) for _ in row]

@@ -25,7 +25,14 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    Cache,
+    DynamicCache,
+    PreTrainedModel,
+)
 
 from rmkit.data import ExampleTokenizer, examples_from
 from rmkit.data.formats import Message
@@ -89,6 +96,8 @@ class RewardModel(nn.Module):
         self._pass_positions = "position_ids" in inspect.signature(backbone.forward).parameters
         # Set False for a decoder whose attention is not causal (e.g. bidirectional prefix blocks).
         self.unmask_right_padding = self.is_decoder
+        # Responses after one prompt reuse the prompt's keys and values (rmkit.inference); False: never.
+        self.prefix_sharing = True
 
     @classmethod
     def from_pretrained(
@@ -203,6 +212,50 @@ class RewardModel(nn.Module):
         return RewardOutput(
             self._encoder_token_scores(out.hidden_states[-1]) if token_scores else None, end_scores, end_index
         )
+
+    @property
+    def shares_prefixes(self) -> bool:
+        """Whether responses to one prompt may run after one pass over the prompt (:meth:`prefix_cache`,
+        :meth:`score_after`): a causal decoder whose backbone takes a cache, with ``prefix_sharing`` on."""
+        if not (self.prefix_sharing and self.is_decoder and self.unmask_right_padding):
+            return False
+        return "past_key_values" in inspect.signature(self.model.base_model.forward).parameters
+
+    def prefix_cache(self, input_ids: torch.Tensor) -> Cache:
+        """Keys and values of right-padded prefixes ``input_ids`` (P, L), for :meth:`score_after`.
+
+        No mask is needed: attention is causal, so no real token sees the pads after it, and the pads'
+        own keys are masked out when the continuations attend over the cache."""
+        return self.model.base_model(input_ids, use_cache=True).past_key_values
+
+    def score_after(
+        self,
+        cache: Cache,
+        rows: torch.Tensor,
+        prefix_mask: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """End scores (R,) of continuations ``input_ids`` (R, S, right-padded) of the prefixes ``rows`` (R
+        indices into the cache's batch, repeats allowed) whose mask is ``prefix_mask`` (P, L).
+
+        Equal to scoring each prefix + continuation as one sequence: the continuation's positions go on
+        from its prefix's length and it attends to its prefix's real tokens and to itself, causally."""
+        past = DynamicCache(
+            [(layer.keys[rows], layer.values[rows]) for layer in cache.layers], config=self.model.config
+        )
+        own = prefix_mask[rows]
+        width = input_ids.shape[1]
+        positions = own.sum(-1, keepdim=True) + torch.arange(width, device=input_ids.device)
+        hidden = self.model.base_model(
+            input_ids,
+            attention_mask=torch.cat([own, attention_mask], dim=1),
+            position_ids=positions,
+            past_key_values=past,
+        ).last_hidden_state
+        scores = self.model.score(hidden.to(self.model.score.weight.dtype)).squeeze(-1)
+        end = (torch.arange(width, device=attention_mask.device) * attention_mask.ne(0)).argmax(-1)
+        return scores.gather(1, end[:, None]).squeeze(1)
 
     def compile(self, **options: Any) -> RewardModel:
         """Compile the backbone in place with ``torch.compile`` (``dynamic=True`` unless ``options`` say

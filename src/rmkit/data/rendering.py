@@ -61,6 +61,8 @@ class RowCounts:
     truncated: int = 0
     dropped: int = 0
     tokens: int = 0
+    shared: int = 0  # responses scored after a prompt shared with the example's other responses
+    unshared: int = 0  # responses of several-response examples that fell back to full sequences
 
     def add(self, row: list[Tokenized] | None) -> None:
         """Count one example's tokenised responses (``None``: dropped)."""
@@ -72,7 +74,7 @@ class RowCounts:
         self.tokens += sum(len(t.ids) for t in row)
 
     def merge(self, other: RowCounts) -> RowCounts:
-        for name in ("rows", "skipped", "truncated", "dropped", "tokens"):
+        for name in ("rows", "skipped", "truncated", "dropped", "tokens", "shared", "unshared"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         return self
 
