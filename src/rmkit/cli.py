@@ -27,6 +27,12 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
         "score_file",
         "score every row of a data set, in input order (RMScore)",
     ),
+    "rank": (
+        "rmkit.jobs.rank",
+        "RankConfig",
+        "rank_file",
+        "best-of-N: score every candidate response of every prompt and rank them",
+    ),
     "eval": ("rmkit.evaluation", "EvalConfig", "evaluate", "evaluate reward models on preference pairs"),
     "serve": (
         "rmkit.serving",

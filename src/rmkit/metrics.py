@@ -81,6 +81,58 @@ class Moments:
         return {"mean": self.mean, "std": self.std, "min": self.min, "max": self.max}
 
 
+def ranking(
+    scores: Sequence[float], *, top_k: int | None = None, min_score: float | None = None
+) -> list[int]:
+    """Indices of ``scores``, best first (equal scores keep their input order), keeping those at or above
+    ``min_score`` and at most ``top_k`` of them."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    if min_score is not None:
+        order = [i for i in order if scores[i] >= min_score]
+    return order[:top_k] if top_k is not None else order
+
+
+@dataclass
+class BestOfN:
+    """Statistics of best-of-N rows: the best score's moments, the spread (best - worst) and how often
+    the first response is the best (a tie with it counts as first), over ``rows`` rows."""
+
+    rows: int = 0
+    first_best: int = 0
+    best: Moments = field(default_factory=Moments)
+    spread: Moments = field(default_factory=Moments)
+
+    @classmethod
+    def of(cls, rows: Sequence[Sequence[float]]) -> BestOfN:
+        best = [max(r) for r in rows]
+        return cls(
+            len(rows),
+            sum(r[0] == b for r, b in zip(rows, best, strict=True)),
+            Moments.of(best),
+            Moments.of([max(r) - min(r) for r in rows]),
+        )
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> BestOfN:
+        return cls(raw["rows"], raw["first_best"], Moments(**raw["best"]), Moments(**raw["spread"]))
+
+    def merge(self, other: BestOfN) -> BestOfN:
+        self.rows += other.rows
+        self.first_best += other.first_best
+        self.best.merge(other.best)
+        self.spread.merge(other.spread)
+        return self
+
+    def summary(self) -> dict[str, Any]:
+        """``{rows, mean_best, mean_spread, first_is_best}`` (``None`` where there are no rows)."""
+        return {
+            "rows": self.rows,
+            "mean_best": self.best.mean if self.rows else None,
+            "mean_spread": self.spread.mean if self.rows else None,
+            "first_is_best": self.first_best / self.rows if self.rows else None,
+        }
+
+
 @dataclass
 class PairStats:
     """Statistics of scored pairs: counts, and the moments of the chosen and rejected scores and margins."""

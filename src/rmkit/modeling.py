@@ -17,6 +17,7 @@ wraps one with its tokenizer and adds what reward modelling needs:
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,10 +35,11 @@ from transformers import (
     PreTrainedModel,
 )
 
-from rmkit.data import ExampleTokenizer, examples_from
+from rmkit.data import Example, ExampleTokenizer, examples_from
 from rmkit.data.formats import Message
 from rmkit.errors import RMKitError
 from rmkit.inference import BATCH_TOKENS, MAX_ROWS, score_examples, score_sequences
+from rmkit.metrics import ranking
 from rmkit.runtime import resolve_dtype
 from rmkit.version import __version__
 
@@ -54,6 +56,15 @@ class RewardOutput:
     scores: torch.Tensor | None
     end_scores: torch.Tensor
     end_index: torch.Tensor
+
+
+@dataclass
+class Ranked:
+    """Best-of-N for one prompt: ``scores`` (in the order of the responses), ``best`` and ``ranking``."""
+
+    scores: list[float]
+    best: int | None
+    ranking: list[int]
 
 
 def ensure_pad_token(tokenizer) -> None:
@@ -310,15 +321,43 @@ class RewardModel(nn.Module):
         training time.
         """
         examples = examples_from(prompts, responses, messages=messages, texts=texts)
+        # Responses to the same prompt (a GRPO group, best-of-N) go in as one example, to share its pass.
+        groups: dict[str, list[int]] = {}
+        for i, ex in enumerate(examples):
+            groups.setdefault(json.dumps(ex.prompt) if ex.prompt else f"#{i}", []).append(i)
+        merged = [
+            Example(
+                k,
+                examples[rows[0]].prompt,
+                [examples[r].responses[0] for r in rows],
+                False,
+                examples[rows[0]].rendered,
+            )
+            for k, rows in enumerate(groups.values())
+        ]
+        values = [0.0] * len(examples)
         scored = score_examples(
-            self,
-            examples,
-            self.example_tokenizer(),
-            batch_tokens=batch_tokens,
-            chunk_rows=max(len(examples), 1),
+            self, merged, self.example_tokenizer(), batch_tokens=batch_tokens, chunk_rows=max(len(merged), 1)
         )
-        values = [scores[0] for _, scores in scored]
+        for (_, scores), rows in zip(scored, groups.values(), strict=True):
+            for r, value in zip(rows, scores, strict=True):
+                values[r] = value
         return self.normalize(values) if normalize else values
+
+    def rank(
+        self,
+        prompt: str | list[Message],
+        responses: Sequence[str],
+        *,
+        top_k: int | None = None,
+        min_score: float | None = None,
+    ) -> Ranked:
+        """Score the candidate ``responses`` to one ``prompt`` (sharing the prompt's pass on a causal model)
+        and rank them: ``scores`` in the order given, ``ranking`` best first (ties in input order; cut by
+        ``top_k`` and ``min_score``), ``best`` its first (``None`` when ``min_score`` leaves none)."""
+        scores = self.score(prompts=[prompt] * len(responses), responses=list(responses))
+        order = ranking(scores, top_k=top_k, min_score=min_score)
+        return Ranked(scores, order[0] if order else None, order)
 
     def normalize(self, values: Sequence[float]) -> list[float]:
         """Standardise scores with the training-time mean/std of the metadata (identity when absent)."""

@@ -36,7 +36,7 @@ from rmkit.errors import DataError, RMKitError
 Message = dict[str, str]
 
 PAIR_FORMATS = ("pku", "trl", "trl_implicit", "hh", "sharegpt")
-SCORE_FORMATS = ("prompt_response", "messages", "text")
+SCORE_FORMATS = ("prompt_response", "messages", "text", "responses")
 FORMATS = PAIR_FORMATS + SCORE_FORMATS
 
 _ROLES = {
@@ -59,7 +59,7 @@ class Example:
     """One normalised row.
 
     ``prompt`` is the conversation before the answer (``[]`` for pre-rendered text); ``responses`` is
-    ``[response]`` for scoring or ``[chosen, rejected]`` for a pair; with ``rendered`` the responses are
+    ``[response]`` for scoring, ``[chosen, rejected]`` for a pair, or the N candidates of a best-of-N row; with ``rendered`` the responses are
     complete texts to score verbatim. ``row`` is the 1-based record number in the source file.
     """
 
@@ -68,6 +68,7 @@ class Example:
     responses: list[str]
     is_pair: bool
     rendered: bool = False
+    best_of_n: bool = False  # candidates to rank (the ``responses`` format), even when there is one
     margin: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -124,6 +125,8 @@ def detect_format(record: dict[str, Any]) -> str:
         if isinstance(chosen, str) and _HH_TURN.search(chosen) and "Assistant: " in chosen:
             return "hh"
         return "trl_implicit"
+    if "responses" in keys and keys & {"prompt", "messages"}:
+        return "responses"
     if {"prompt", "response"} <= keys:
         return "prompt_response"
     if "messages" in keys:
@@ -134,7 +137,7 @@ def detect_format(record: dict[str, Any]) -> str:
         f"cannot tell the format from columns {sorted(keys)}; expected one of: "
         "prompt/response_0/response_1/better_response_id (pku), prompt/chosen/rejected (trl), "
         "chosen/rejected (trl_implicit or hh), conversations/chosen/rejected (sharegpt), "
-        "prompt/response, messages or text; use --format or --columns"
+        "prompt/response, prompt/responses (best-of-N), messages or text; use --format or --columns"
     )
 
 
@@ -379,6 +382,20 @@ def _messages(record: dict, r: _Row) -> Example:
     )
 
 
+def _responses(record: dict, r: _Row) -> Example:
+    """Best-of-N: a prompt (``prompt``, or the messages before the answers in ``messages``) and a list of
+    candidate ``responses``."""
+    field = "prompt" if "prompt" in record else "messages"
+    prompt = r.prompt(record, field)
+    answers = r.get(record, "responses")
+    if not isinstance(answers, list) or not answers:
+        raise r.error("responses", f"expected a non-empty list of responses, got {type(answers).__name__}")
+    responses = [r.reply(a, f"responses[{i}]") for i, a in enumerate(answers)]
+    return Example(
+        r.row, prompt, responses, is_pair=False, best_of_n=True, extra=_rest(record, {field, "responses"})
+    )
+
+
 def _text(record: dict, r: _Row) -> Example:
     return Example(
         r.row, [], [r.text(record, "text")], is_pair=False, rendered=True, extra=_rest(record, {"text"})
@@ -394,4 +411,5 @@ _NORMALISERS = {
     "prompt_response": _prompt_response,
     "messages": _messages,
     "text": _text,
+    "responses": _responses,
 }

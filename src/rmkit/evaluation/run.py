@@ -66,6 +66,9 @@ class EvalConfig(PairOptions, RuntimeOptions):
         choices=["left", "drop"],
     )
     batch_tokens: int = option(BATCH_TOKENS, help="padded tokens per forward pass")
+    prefix_sharing: bool = option(
+        True, help="score chosen and rejected after one pass over their shared prompt (causal models; exact)"
+    )
     dtype: str = option("fp32", help="model dtype", choices=list(DTYPES))
     bootstrap: int = option(
         1000, help="bootstrap resamples for the 95 percent confidence interval of accuracy"
@@ -129,7 +132,14 @@ def _score_data(
     stats = RowCounts()
     values: list[list[float]] = []
     for i, (ex, scores) in enumerate(
-        score_examples(rm, examples, tokenizer, batch_tokens=config.batch_tokens, stats=stats)
+        score_examples(
+            rm,
+            examples,
+            tokenizer,
+            batch_tokens=config.batch_tokens,
+            stats=stats,
+            share_prefixes=config.prefix_sharing,
+        )
     ):
         if first:
             subset = ex.subset(config.subset_column)

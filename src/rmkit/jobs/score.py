@@ -45,7 +45,7 @@ from rmkit.errors import RMKitError
 from rmkit.files import write_json
 from rmkit.inference import BATCH_TOKENS, CHUNK_ROWS, score_examples
 from rmkit.jobs.shards import Share, append_lines, count_records, merge_parts, merge_rejects, truncate
-from rmkit.metrics import Moments, PairStats
+from rmkit.metrics import BestOfN, Moments, PairStats, ranking
 from rmkit.modeling import RewardModel
 from rmkit.options import DataOptions, RuntimeOptions, option
 from rmkit.runtime import DTYPES
@@ -82,6 +82,15 @@ class ScoreConfig(DataOptions, RuntimeOptions):
         help="torch.compile the model first: 10-30 s once, then faster batches; for long runs of models "
         "with hidden size 512 and up",
     )
+    prefix_sharing: bool = option(
+        True,
+        help="score the answers of one prompt (pairs, best-of-N) after one pass over the prompt, on causal "
+        "models (exact; off: every answer with its full sequence)",
+    )
+    top_k: int | None = option(None, help="best-of-N rows: keep the k best in 'ranking'")
+    min_score: float | None = option(
+        None, help="best-of-N rows: keep in 'ranking' only responses scoring at least this"
+    )
     resume: bool = option(False, help="continue a killed run from its part files instead of starting over")
     progress: bool = option(True, help="show a progress bar on stderr (only when it is a terminal)")
 
@@ -98,6 +107,7 @@ class _State:
     stats: RowCounts = field(default_factory=RowCounts)
     responses: Moments = field(default_factory=Moments)  # scores of single responses
     pairs: PairStats = field(default_factory=PairStats)  # scores of chosen and rejected answers
+    best_of_n: BestOfN = field(default_factory=BestOfN)  # scores of best-of-N rows
     run_tokens: int = 0  # tokens and seconds of this run alone (not of the runs it resumes), for tokens/s
     run_seconds: float = 0.0
 
@@ -111,6 +121,7 @@ class _State:
             raw["stats"] = RowCounts(**raw["stats"])
             raw["responses"] = Moments(**raw["responses"])
             raw["pairs"] = PairStats.from_dict(raw["pairs"])
+            raw["best_of_n"] = BestOfN.from_dict(raw["best_of_n"])
             return cls(**raw)
         except (KeyError, TypeError):
             raise RMKitError(
@@ -122,7 +133,10 @@ class _State:
         pairs = [s for ex, s in scored if ex.is_pair]
         if pairs:
             self.pairs.merge(PairStats.of([s[0] for s in pairs], [s[1] for s in pairs]))
-        self.responses.merge(Moments.of([s[0] for ex, s in scored if not ex.is_pair]))
+        self.responses.merge(Moments.of([s[0] for ex, s in scored if not ex.is_pair and not ex.best_of_n]))
+        ranked = [s for ex, s in scored if ex.best_of_n]
+        if ranked:
+            self.best_of_n.merge(BestOfN.of(ranked))
 
 
 @dataclass(frozen=True)
@@ -150,12 +164,17 @@ def _summary_path(output: Path) -> Path:
     return Path(str(output.with_suffix("")) + ".summary.json")
 
 
-def output_row(ex: Example, scores: list[float]) -> dict[str, Any]:
+def output_row(
+    ex: Example, scores: list[float], *, top_k: int | None = None, min_score: float | None = None
+) -> dict[str, Any]:
     """The object written for one scored example: its text, its score(s), then its pass-through columns.
 
     ``{prompt, response, score}`` for a response; ``{prompt, chosen, rejected, score_chosen,
     score_rejected}`` for a pair; ``{text, score}`` for pre-rendered text (and no ``prompt`` for rendered
-    pairs). The score columns win over input columns of the same name.
+    pairs); ``{prompt, responses, scores, best, ranking}`` for a best-of-N row, where ``ranking`` lists
+    the responses' indices best first (ties in input order; ``top_k`` and ``min_score`` cut it) and
+    ``best`` is its first (``None`` when ``min_score`` leaves none). The score columns win over input
+    columns of the same name.
     """
     out: dict[str, Any] = {} if ex.rendered else {"prompt": ex.prompt_value()}
     if ex.is_pair:
@@ -163,6 +182,9 @@ def output_row(ex: Example, scores: list[float]) -> dict[str, Any]:
         out.update(score_chosen=scores[0], score_rejected=scores[1])
         if ex.margin is not None:
             out["margin"] = ex.margin
+    elif ex.best_of_n:
+        order = ranking(scores, top_k=top_k, min_score=min_score)
+        out.update(responses=ex.responses, scores=scores, best=order[0] if order else None, ranking=order)
     else:
         out["text" if ex.rendered else "response"] = ex.responses[0]
         out["score"] = scores[0]
@@ -290,6 +312,7 @@ def _score_chunk(
         batch_tokens=config.batch_tokens,
         chunk_rows=config.chunk_rows,
         stats=state.stats,
+        share_prefixes=config.prefix_sharing,
     ):
         while seen[0][0] != ex.row:  # records before it were rejected
             seen.popleft()
@@ -297,7 +320,8 @@ def _score_chunk(
         if scores is None:
             continue
         scored.append((ex, scores))
-        lines.append(f"{k}\t{json.dumps(output_row(ex, scores), ensure_ascii=False, default=str)}\n")
+        row = output_row(ex, scores, top_k=config.top_k, min_score=config.min_score)
+        lines.append(f"{k}\t{json.dumps(row, ensure_ascii=False, default=str)}\n")
     state.add(scored)
     state.run_tokens += state.stats.tokens - tokens_before
     return lines
@@ -335,11 +359,12 @@ def _finish(config: ScoreConfig, output: Path, world: int, elapsed: float) -> di
 
 def _summary(config: ScoreConfig, output: Path, states: list[_State], elapsed: float) -> dict[str, Any]:
     """The run's summary, from the states of all processes."""
-    stats, responses, pairs = RowCounts(), Moments(), PairStats()
+    stats, responses, pairs, best_of_n = RowCounts(), Moments(), PairStats(), BestOfN()
     for s in states:
         stats.merge(s.stats)
         responses.merge(s.responses)
         pairs.merge(s.pairs)
+        best_of_n.merge(s.best_of_n)
     scores = {"score": responses.summary()} if responses.n else {}
     if pairs.pairs:
         scores.update(score_chosen=pairs.chosen.summary(), score_rejected=pairs.rejected.summary())
@@ -355,12 +380,16 @@ def _summary(config: ScoreConfig, output: Path, states: list[_State], elapsed: f
         "truncated": stats.truncated,
         "dropped": stats.dropped,
         "tokens": stats.tokens,
+        "prefix_shared": stats.shared,
+        "prefix_fallbacks": stats.unshared,
         "scores": scores,
         "tokens_per_s": sum(s.run_tokens for s in states) / max(max(s.run_seconds for s in states), 1e-9),
         "wall_s": elapsed,
     }
     if pairs.pairs:
         summary["chosen_wins"] = pairs.accuracy
+    if best_of_n.rows:
+        summary["best_of_n"] = best_of_n.summary()
     if config.on_error == "skip":
         summary["rejects"] = str(_rejects_path(config, output))
     return summary
@@ -378,3 +407,13 @@ def _print_summary(s: dict[str, Any]) -> None:
             print(f"  {name}: mean {m['mean']:.4f} std {m['std']:.4f} min {m['min']:.4f} max {m['max']:.4f}")
     if "chosen_wins" in s:
         print(f"  chosen scored above rejected: {s['chosen_wins']:.1%}")
+    if "best_of_n" in s:
+        b = s["best_of_n"]
+        print(
+            f"  best of N ({b['rows']} rows): mean best {b['mean_best']:.4f}, mean spread "
+            f"{b['mean_spread']:.4f}, first response best {b['first_is_best']:.1%}"
+        )
+    if s["prefix_shared"] or s["prefix_fallbacks"]:
+        print(
+            f"  prefix sharing: {s['prefix_shared']} responses shared their prompt's pass, {s['prefix_fallbacks']} fell back"
+        )

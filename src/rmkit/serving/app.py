@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -63,6 +64,10 @@ class ServeConfig(RuntimeOptions):
         None,
         help="fixed cost of one forward pass in tokens' worth of work, which decides when a batch of mixed "
         "lengths is split by length; default: measured at start",
+    )
+    prefix_sharing: bool = option(
+        True,
+        help="the items of one request that answer one prompt run after one pass over it (causal models; exact)",
     )
     cross_request_batching: bool = option(
         True, help="batch items of different requests together (off: each request runs alone)"
@@ -109,6 +114,7 @@ class Scorer:
 
     def __init__(self, rm: RewardModel, config: ServeConfig):
         self.rm, self.config = rm, config
+        rm.prefix_sharing = config.prefix_sharing
         self.api_key = config.api_key or os.environ.get(API_KEY_ENV) or None
         self.telemetry = Telemetry()
         self.batcher = Batcher(
@@ -138,8 +144,7 @@ class Scorer:
         """Run in the batch worker before it serves: warm up a compiled model (one graph for batches of
         any shape, one for a single row) and measure the cost of a forward pass (unless configured)."""
         if self.config.compile:
-            self.rm.score(texts=["warm up", "warm up the compiled model"])
-            self.rm.score(texts=["warm up"])
+            warm_up(self.rm)
         if self.batcher.batch_cost is None:
             self.batcher.batch_cost = min(self.config.batch_tokens, inference.batch_cost(self.rm))
         log.info("rmkit serve: a forward pass costs as much as %.0f tokens", self.batcher.batch_cost)
@@ -172,6 +177,26 @@ class Scorer:
         given = request.headers.get("authorization", "")
         scheme, _, token = given.partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), self.api_key)
+
+
+@torch.inference_mode()
+def warm_up(rm: RewardModel) -> None:
+    """Compile every graph a request can need before the first one comes: batches of one row and of
+    several, and, where prompts are shared, prefix passes and continuations of one and of several rows
+    and tokens (compilation specialises on sizes of 1)."""
+    rm.score(texts=["warm up", "warm up the compiled model"])
+    rm.score(texts=["warm up"])
+    if not rm.shares_prefixes:
+        return
+    pad = rm.pad_token_id
+    for prefixes in (1, 2):
+        ids = torch.full((prefixes, 20), pad, dtype=torch.long, device=rm.device)
+        cache, mask = rm.prefix_cache(ids), torch.ones_like(ids)
+        for rows in (1, 2):
+            for length in (1, 3):
+                cont = torch.full((rows, length), pad, dtype=torch.long, device=rm.device)
+                index = torch.arange(rows, device=rm.device) % prefixes
+                rm.score_after(cache, index, mask, cont, torch.ones_like(cont))
 
 
 def padding_stripper(tokenizer: Any) -> Callable[[str], str]:

@@ -258,6 +258,11 @@ class Batcher:
     def _score(self, parts: list[tuple[_Job, int, int]]) -> None:
         """Score the taken slices in one call of the inference core and hand each request its scores."""
         sequences = [seq for job, start, end in parts for seq in job.ids[start:end]]
+        groups, pos = [], 0  # a request's items may answer one prompt: they may share its pass
+        for _, start, end in parts:
+            if end - start > 1:
+                groups.append(list(range(pos, pos + end - start)))
+            pos += end - start
         try:
             scores = score_sequences(
                 self.model,
@@ -265,6 +270,7 @@ class Batcher:
                 batch_tokens=self.batch_tokens,
                 max_rows=self.max_rows,
                 batch_cost=self.batch_cost,
+                groups=groups,
             )
         except Exception as e:  # a failed batch fails its requests, not the server
             for job, _, _ in parts:
