@@ -420,3 +420,26 @@ def test_schedules_warm_up_from_the_first_step_and_decay_to_zero(schedule):
     assert lrs[warmup:] == pytest.approx([peak * f for f in expected])
     if schedule != "constant":
         assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)  # after the last step
+
+
+def test_held_out_eval_with_prefix_sharing_equals_it_without(llama_path, tmp_path):
+    rng = random.Random(3)
+    long_prompts = [" ".join(rng.choice(GOOD + BAD) for _ in range(12)) for _ in range(4)]
+    rows = [
+        {
+            "prompt": rng.choice(long_prompts),
+            "chosen": rng.choice(GOOD),
+            "rejected": rng.choice(BAD),
+            "margin": 0.1,
+        }
+        for _ in range(24)
+    ]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    evals = {}
+    for sharing in (True, False):
+        out = tmp_path / f"run_{sharing}"
+        train(config(llama_path, (pairs, pairs), out, max_steps=2, score_reg=0.01, prefix_sharing=sharing))
+        evals[sharing] = json.loads((out / "metrics.json").read_text())["eval"]
+    for key in ("loss", "accuracy", "margin", "chosen_mean", "rejected_mean", "reward_std"):
+        assert evals[True][key] == pytest.approx(evals[False][key], abs=1e-5), key

@@ -30,6 +30,10 @@ BATCH_TOKENS = 16384  # padded tokens (rows × longest row) per forward pass
 MAX_ROWS = 256  # rows per forward pass, whatever their length
 CHUNK_ROWS = 2048  # examples tokenised and sorted together
 MIN_SHARED = 16  # fewest prompt tokens worth a pass of their own (prefix sharing)
+MIN_SAVING = 0.25  # least share of a group's tokens that sharing must save (measured: less does not pay)
+# The fixed cost of a continuation pass in tokens' worth of work, which decides how continuations of mixed
+# lengths are cut into passes: small, since each padded token also attends over the whole prefix.
+SUFFIX_PASS_COST = 16.0
 
 
 class BatchModel(Protocol):
@@ -100,8 +104,10 @@ def plan_sharing(
     so sharing is exact wherever it is used: a prompt whose last token the tokenizer merged with the
     response's first simply shares one token less. Each member keeps at least its last token. A member
     that agrees with the group's first sequence on fewer tokens (one cut by truncation, say) falls back to
-    its full sequence when leaving it out lets the rest share more; groups sharing fewer than
-    ``MIN_SHARED`` tokens fall back whole.
+    its full sequence when leaving it out lets the rest share more. A group falls back whole when it shares
+    fewer than ``MIN_SHARED`` tokens, or saves less than ``MIN_SAVING`` of its tokens: the continuations'
+    passes attend over the prefix through a mask, which costs more per token than a full sequence's fused
+    causal pass, so a short prompt before long answers is not worth it.
     """
     shared, alone, seen = [], [], set()
     for group in groups:
@@ -114,7 +120,9 @@ def plan_sharing(
         # the prefix length that saves the most: k tokens, once for every member agreeing on k or more
         length = max(common.values(), key=lambda k: (sum(c >= k for c in common.values()) - 1) * k)
         members = [i for i in group if common[i] >= length]
-        if length >= MIN_SHARED and len(members) > 1:
+        saved = (len(members) - 1) * length
+        total = sum(len(sequences[i]) for i in members)
+        if length >= MIN_SHARED and len(members) > 1 and saved >= MIN_SAVING * total:
             shared.append((first[:length], members))
             alone += [i for i in group if common[i] < length]
         else:
@@ -139,9 +147,11 @@ def _score_shared(
         mask = mask.to(device)
         # (row of the prefix batch, sequence index, its tokens after the prefix)
         rest = [(r, i, sequences[i][len(shared[g][0]) :]) for r, g in enumerate(batch) for i in shared[g][1]]
-        # a continuation also attends over its prefix's keys: count a quarter of them against the budget
-        lengths = [len(tokens) + ids.shape[1] // 4 for _, _, tokens in rest]
-        for part in token_budget_batches(lengths, batch_tokens, max_rows):
+        # Continuations of mixed lengths are cut where the padding saved pays for another pass (they are few
+        # and each also attends over its prefix); the prefixes' keys count against the budget.
+        rows_cap = max(1, min(max_rows or len(rest), 4 * batch_tokens // ids.shape[1]))
+        lengths = [len(tokens) for _, _, tokens in rest]
+        for part in token_budget_batches(lengths, batch_tokens, rows_cap, SUFFIX_PASS_COST):
             rows = torch.tensor([rest[k][0] for k in part], device=device)
             cont, cont_mask = pad_batch([rest[k][2] for k in part], model.pad_token_id)
             end = model.score_after(cache, rows, mask, cont.to(device), cont_mask.to(device))

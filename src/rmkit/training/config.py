@@ -84,6 +84,11 @@ class TrainConfig(PairOptions, RuntimeOptions):
     logging_steps: int = option(10, help="log training metrics every N steps")
     eval_steps: int = option(0, help="evaluate every N steps (0: at the end only)")
     eval_batch_tokens: int = option(BATCH_TOKENS, help="padded-token budget of an eval batch")
+    prefix_sharing: bool = option(
+        True,
+        help="held-out eval (bt loss, fp32, no FSDP, causal models): chosen and rejected share their "
+        "prompt's pass (exact)",
+    )
     save_steps: int = option(0, help="write a checkpoint every N steps (0: none)")
     save_total_limit: int | None = option(None, help="keep at most this many checkpoints (oldest deleted)")
     resume: str | None = option(

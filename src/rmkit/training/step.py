@@ -21,6 +21,7 @@ from torch.distributed.tensor import DTensor
 from transformers import get_scheduler
 
 from rmkit.data import pad_batch, token_budget_batches
+from rmkit.inference import score_sequences
 from rmkit.losses import bradley_terry, divergence_index, token_wise
 from rmkit.metrics import PairStats
 from rmkit.modeling import RewardModel
@@ -137,16 +138,27 @@ def heldout_metrics(rm: RewardModel, pairs: list[Pair], config: TrainConfig, d: 
     rm.eval()
     totals, subsets = Totals(), {}
     mine = pairs[d.rank :: d.world]
-    for idx in d.same_count(token_budget_batches([2 * p.length for p in mine], config.eval_batch_tokens)):
-        batch = [mine[i] for i in idx] or [Pair([rm.pad_token_id], [rm.pad_token_id])]
-        loss, chosen, rejected = forward_pairs(rm, batch, rm.pad_token_id, config, d.device)
-        if not idx:
-            continue
-        totals.add(loss, chosen, rejected, 0)
-        names = [p.subset for p in batch]
-        for name in dict.fromkeys(n for n in names if n is not None):
-            rows = [i for i, n in enumerate(names) if n == name]
-            subsets.setdefault(name, PairStats()).merge(PairStats.of(chosen[rows], rejected[rows]))
+    if _shares(rm, config):
+        # The inference core, whose chosen and rejected answers share their prompt's pass: fine for the
+        # per-pair Bradley-Terry loss, which needs only the end scores, and without FSDP's lockstep passes.
+        scores = score_sequences(
+            rm,
+            [s for p in mine for s in (p.chosen, p.rejected)],
+            batch_tokens=config.eval_batch_tokens,
+            groups=[[2 * i, 2 * i + 1] for i in range(len(mine))],
+        )
+        chosen, rejected = torch.tensor(scores[0::2]), torch.tensor(scores[1::2])
+        margin = torch.tensor([p.margin for p in mine]) if any(p.margin for p in mine) else None
+        loss = bradley_terry(
+            chosen, rejected, margin, score_reg=config.score_reg, center=config.center_rewards
+        )
+        _count(totals, subsets, mine, loss, chosen, rejected)
+    else:
+        for idx in d.same_count(token_budget_batches([2 * p.length for p in mine], config.eval_batch_tokens)):
+            batch = [mine[i] for i in idx] or [Pair([rm.pad_token_id], [rm.pad_token_id])]
+            loss, chosen, rejected = forward_pairs(rm, batch, rm.pad_token_id, config, d.device)
+            if idx:
+                _count(totals, subsets, batch, loss, chosen, rejected)
     rm.train(was_training)
     gathered = d.gather((totals, subsets))
     metrics = merged([t for t, _ in gathered]).metrics()
@@ -157,6 +169,27 @@ def heldout_metrics(rm: RewardModel, pairs: list[Pair], config: TrainConfig, d: 
     if by_subset:
         metrics["subset_accuracy"] = {name: by_subset[name].accuracy for name in sorted(by_subset)}
     return metrics
+
+
+def _shares(rm: RewardModel, config: TrainConfig) -> bool:
+    """Whether the held-out pass may go through the inference core with prefix sharing."""
+    plain = config.loss == "bt" and config.fsdp == "off" and config.dtype == "fp32"
+    return plain and config.prefix_sharing and rm.shares_prefixes
+
+
+def _count(
+    totals: Totals,
+    subsets: dict[str, PairStats],
+    batch: list[Pair],
+    loss: torch.Tensor,
+    chosen: torch.Tensor,
+    rejected: torch.Tensor,
+) -> None:
+    totals.add(loss, chosen, rejected, 0)
+    names = [p.subset for p in batch]
+    for name in dict.fromkeys(n for n in names if n is not None):
+        rows = [i for i, n in enumerate(names) if n == name]
+        subsets.setdefault(name, PairStats()).merge(PairStats.of(chosen[rows], rejected[rows]))
 
 
 def make_optimizer(rm: RewardModel, config: TrainConfig) -> torch.optim.AdamW:
