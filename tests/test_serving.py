@@ -356,3 +356,16 @@ def test_the_verl_custom_reward_function_example(rm, url, monkeypatch):
     monkeypatch.setenv("RMKIT_URL", url)
     got = module.compute_score("gsm8k", "Four.", "4", extra_info={"question": "What is two plus two?"})
     assert got == pytest.approx(rm.score(prompts=["What is two plus two?"], responses=["Four."])[0], abs=1e-5)
+
+
+def test_a_request_with_one_prompt_and_several_answers_shares_its_pass(rm, url):
+    prompt = " ".join(WORDS * 3)
+    answers = ["Four.", "Paris is the capital of France.", "I cannot help with that."]
+    status, body = post(url, "/score", {"prompts": [prompt] * 3, "responses": answers})
+    tokenizer = rm.example_tokenizer()
+    rows = tokenizer.tokenize(rmkit.data.examples_from([prompt] * 3, answers))
+    full = rmkit.inference.score_sequences(rm, [r[0].ids for r in rows])  # no groups: full sequences
+    assert status == 200 and body["scores"] == pytest.approx(full, abs=1e-4)
+    shared = rmkit.data.RowCounts()
+    rmkit.inference.score_sequences(rm, [r[0].ids for r in rows], groups=[[0, 1, 2]], stats=shared)
+    assert shared.shared == 3, "the fixture's answers should share their prompt"

@@ -51,13 +51,14 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
 
 def _parser(command: str | None) -> argparse.ArgumentParser:
     """The parser of every command, with the flags of ``command`` (only its module is imported)."""
+    # allow_abbrev=False: argparse would take --lr for --lr-scheduler; spellings are aliases instead.
     parser = argparse.ArgumentParser(
-        prog="rmkit", description="Reward models for RLHF: train, score, evaluate, serve."
+        prog="rmkit", description="Reward models for RLHF: train, score, evaluate, serve.", allow_abbrev=False
     )
     parser.add_argument("--version", action="version", version=f"rmkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     for name, (module, cls_name, _, help_text) in COMMANDS.items():
-        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        cmd = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
         cmd.add_argument(
             "--config", help="YAML file of options (keys are the option names; flags override it)"
         )

@@ -6,7 +6,7 @@ from collections import Counter
 from contextlib import nullcontext
 from dataclasses import dataclass
 
-from rmkit.data import Rejects, detect_format, iter_examples, read_records
+from rmkit.data import Rejects, detect_format, first_record, iter_examples
 from rmkit.options import DataOptions, option
 
 
@@ -17,7 +17,7 @@ class InspectConfig(DataOptions):
 
 def inspect(config: InspectConfig) -> dict[str, object]:
     """Normalise every row of ``config.data`` and print (and return) the counts."""
-    _, first = next(iter(read_records(config.data)), (0, {}))
+    first = first_record(config.data)
     fmt = config.format or (
         detect_format({(config.columns or {}).get(k, k): v for k, v in first.items()}) if first else None
     )

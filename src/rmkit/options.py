@@ -101,7 +101,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     own = cls.__dict__.get("__annotations__", {})
     # the command's own options first, shared ones (DataOptions) after
     for f in sorted(dataclasses.fields(cls), key=lambda f: f.name not in own):
-        flag = "--" + f.name.replace("_", "-")
+        # the flag and any aliases the field names (--lr); the HF Trainer's spelling (--learning_rate) too,
+        # left out of the help
+        flags = ["--" + f.name.replace("_", "-"), *f.metadata.get("aliases", ())]
         kind, _ = _base_type(hints[f.name])
         kw: dict[str, Any] = {
             "dest": f.name,
@@ -126,7 +128,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             kw["type"] = kind if kind in (int, float, str) else str
         if kw["help"] and f.default is not dataclasses.MISSING and f.default is not None and kind is not bool:
             kw["help"] += f" (default: {f.default})"
-        parser.add_argument(flag, **kw)
+        parser.add_argument(*flags, **kw)
+        if "_" in f.name:
+            parser.add_argument("--" + f.name, **{**kw, "help": argparse.SUPPRESS})
 
 
 def build(cls: type[T], flags: dict[str, Any], config_file: str | Path | None = None) -> T:

@@ -17,7 +17,7 @@ from rmkit.data.formats import (
     iter_examples,
     normalise_records,
 )
-from rmkit.data.readers import read_records
+from rmkit.data.readers import BadRecord, first_record, read_records
 from rmkit.data.rejects import Rejects
 from rmkit.data.rendering import ExampleTokenizer, RowCounts, Tokenized, render_plain
 
@@ -36,6 +36,8 @@ __all__ = [
     "iter_examples",
     "normalise_records",
     "pad_batch",
+    "BadRecord",
+    "first_record",
     "read_records",
     "render_plain",
     "token_budget_batches",

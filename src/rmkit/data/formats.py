@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rmkit.data.readers import read_records
+from rmkit.data.readers import BadRecord, read_records
 from rmkit.data.rejects import Rejects
 from rmkit.errors import DataError, RMKitError
 
@@ -174,6 +174,11 @@ def normalise_records(
         raise DataError(f"unknown format '{format}': expected one of {', '.join(FORMATS)}", file=source)
     fmt = format
     for row, record in records:
+        if isinstance(record, BadRecord):
+            if rejects is None:
+                raise record.error
+            rejects.add(record.error, record.raw)
+            continue
         if columns:
             record = {columns.get(k, k): v for k, v in record.items()}
         try:

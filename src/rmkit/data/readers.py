@@ -3,6 +3,11 @@
 Supported: JSON (a list of objects, parsed incrementally so a large array is never loaded whole), JSONL,
 CSV, Parquet (row group by row group) and a directory written by ``datasets.save_to_disk`` (memory-mapped
 Arrow). Every reader yields ``(row, record)`` with ``row`` counting records from 1.
+
+A fault in one record (a JSONL line that is not JSON, a CSV row with more or fewer cells than the header, a
+record that is not an object) is yielded in its place as a :class:`BadRecord`, so ``--on-error skip`` can
+skip it like any other bad row; a fault of the whole file (missing, not UTF-8 where it must be, a JSON
+array cut short) raises :class:`DataError` naming the file.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +24,18 @@ from rmkit.errors import DataError
 _CHUNK = 1 << 20
 
 
-def read_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(row, record)`` for every record of ``path``; the format follows the suffix (or a directory)."""
+@dataclass
+class BadRecord:
+    """A record the reader could not make a dict of: ``error`` names file and row, ``raw`` holds what was
+    there (for the rejects file)."""
+
+    error: DataError
+    raw: Any = None
+
+
+def read_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | BadRecord]]:
+    """Yield ``(row, record)`` for every record of ``path`` (a :class:`BadRecord` for one that could not be
+    read); the format follows the suffix (or a directory)."""
     path = Path(path)
     if not path.exists():
         raise DataError("no such file or directory", file=str(path))
@@ -35,6 +51,11 @@ def read_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     return readers[suffix](path)
 
 
+def first_record(path: str | Path) -> dict[str, Any] | None:
+    """The first record of ``path`` that could be read (to detect the format from), or ``None``."""
+    return next((r for _, r in read_records(path) if not isinstance(r, BadRecord)), None)
+
+
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     row = 0
     with open(path, "rb") as f:
@@ -45,7 +66,9 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             try:
                 record = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise DataError(f"line is not valid JSON ({e})", file=str(path), row=row) from None
+                error = DataError(f"line is not valid JSON ({e})", file=str(path), row=row)
+                yield row, BadRecord(error, raw.decode("utf-8", errors="replace").rstrip("\r\n"))
+                continue
             yield row, _as_record(record, path, row)
 
 
@@ -105,9 +128,28 @@ def _skip_ws(buf: str, pos: int) -> int:
 
 
 def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        for row, record in enumerate(csv.DictReader(f), start=1):
-            yield row, {k: _csv_value(v) for k, v in record.items()}
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f, restkey=_EXTRA)
+        try:
+            for row, record in enumerate(reader, start=1):
+                cells = len(reader.fieldnames or [])
+                if _EXTRA in record or any(v is None for v in record.values()):
+                    got = cells + len(record.get(_EXTRA, [])) - sum(v is None for v in record.values())
+                    error = DataError(
+                        f"has {got} cells but the header has {cells} (line {reader.line_num})",
+                        file=str(path),
+                        row=row,
+                    )
+                    yield row, BadRecord(error, {k: v for k, v in record.items() if v is not None})
+                    continue
+                yield row, {k: _csv_value(v) for k, v in record.items()}
+        except UnicodeDecodeError as e:
+            raise DataError(f"file is not UTF-8 ({e})", file=str(path)) from None
+        except csv.Error as e:
+            raise DataError(f"not a readable CSV file ({e})", file=str(path), row=reader.line_num) from None
+
+
+_EXTRA = "\x00extra cells"  # where DictReader puts the cells of a row longer than the header
 
 
 def _csv_value(value: str | None) -> Any:
@@ -142,7 +184,8 @@ def _read_arrow_dir(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     yield from enumerate(ds, start=1)
 
 
-def _as_record(record: Any, path: Path, row: int) -> dict[str, Any]:
+def _as_record(record: Any, path: Path, row: int) -> dict[str, Any] | BadRecord:
     if not isinstance(record, dict):
-        raise DataError(f"expected a JSON object, got {type(record).__name__}", file=str(path), row=row)
+        error = DataError(f"expected a JSON object, got {type(record).__name__}", file=str(path), row=row)
+        return BadRecord(error, record)
     return record

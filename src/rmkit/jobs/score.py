@@ -38,6 +38,7 @@ from rmkit.data import (
     Rejects,
     RowCounts,
     detect_format,
+    first_record,
     normalise_records,
     read_records,
 )
@@ -219,10 +220,23 @@ def score_file(config: ScoreConfig, *, rm: RewardModel | None = None) -> dict[st
             rm = RewardModel.from_pretrained(config.model, dtype=config.dtype, device=rt.device)
         if config.compile:
             rm.compile()
-        _score_share(rm, config, output, rt)
+        try:
+            _score_share(rm, config, output, rt)
+        except RMKitError as e:
+            raise RMKitError(f"{e}{_left_behind(_Paths.of(config, output, rt.rank, rt.world))}") from None
         elapsed = time.perf_counter() - start
         rt.barrier()
         return rt.broadcast(_finish(config, output, rt.world, elapsed) if rt.main else None)
+
+
+def _left_behind(paths: _Paths) -> str:
+    """After a failed run: remove its files if it scored nothing, else say where its work is kept."""
+    done = _State.load(paths.state).records if paths.state.exists() else 0
+    if not done:
+        for p in (paths.part, paths.state):
+            p.unlink(missing_ok=True)
+        return ""
+    return f" ({done} records done are kept in {paths.part}: fix the input and rerun with --resume to go on)"
 
 
 def _resume_state(config: ScoreConfig, paths: _Paths, rt: runtime.Runtime) -> _State:
@@ -331,10 +345,10 @@ def _format(config: ScoreConfig) -> str | None:
     """The format named, else the one detected from the first record (so every process reads rows alike)."""
     if config.format:
         return config.format
-    first = next(iter(read_records(config.input)), None)
+    first = first_record(config.input)
     if first is None:
         return None
-    record = {(config.columns or {}).get(k, k): v for k, v in first[1].items()}
+    record = {(config.columns or {}).get(k, k): v for k, v in first.items()}
     try:
         return detect_format(record)
     except ValueError:

@@ -62,7 +62,7 @@ class TrainConfig(PairOptions, RuntimeOptions):
         None, help="most padded tokens (chosen + rejected) per forward pass on one process"
     )
     group_by_length: bool = option(True, help="batch pairs of similar length together (less padding)")
-    learning_rate: float = option(2e-5, help="peak learning rate of AdamW")
+    learning_rate: float = option(2e-5, help="peak learning rate of AdamW", aliases=["--lr"])
     weight_decay: float = option(0.0, help="AdamW weight decay (never on biases and norm weights)")
     adam_betas: list[float] = option([0.9, 0.999], help="AdamW betas")
     lr_scheduler: str = option("cosine", help="decay after warm-up", choices=["cosine", "linear", "constant"])
