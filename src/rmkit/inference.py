@@ -215,5 +215,5 @@ def score_examples(
             )
         )
         for example, row in zip(chunk, tokenized, strict=True):
-            stats.add(row)
+            stats.add(row, example.notes)
             yield example, None if row is None else [next(scores) for _ in row]

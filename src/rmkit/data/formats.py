@@ -71,6 +71,14 @@ class Example:
     best_of_n: bool = False  # candidates to rank (the ``responses`` format), even when there is one
     margin: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # A pair whose answers follow different histories (HH rows where one side has an extra turn): the
+    # rejected answer's own history; each answer is scored after its own.
+    rejected_prompt: list[Message] | None = None
+    notes: frozenset[str] = frozenset()  # "empty_reply", "split_history": accepted, and counted
+
+    def prompt_of(self, i: int) -> list[Message]:
+        """The history response ``i`` answers."""
+        return self.rejected_prompt if i == 1 and self.rejected_prompt is not None else self.prompt
 
     def subset(self, column: str | None = None) -> str | None:
         """The row's subset (see :data:`SUBSET_COLUMNS`): the value of ``column`` when one is named, else of
@@ -346,18 +354,18 @@ def _hh_turns(text: str, r: _Row, field: str) -> list[Message]:
 
 
 def _hh(record: dict, r: _Row) -> Example:
+    """An Anthropic HH pair. An empty final reply is a reply (it is scored), and sides whose histories differ
+    before the last reply are two conversations, each answer scored after its own; both are counted."""
     chosen = _hh_turns(r.text(record, "chosen"), r, "chosen")
     rejected = _hh_turns(r.text(record, "rejected"), r, "rejected")
+    replies = [conv[-1]["content"] for conv in (chosen, rejected)]
+    example = _pair(record, r, chosen[:-1], replies[0], replies[1], {"chosen", "rejected"})
+    notes = {"empty_reply"} if not all(x.strip() for x in replies) else set()
     if chosen[:-1] != rejected[:-1]:
-        raise r.error("rejected", "chosen and rejected must share every turn but the last Assistant reply")
-    return _pair(
-        record,
-        r,
-        chosen[:-1],
-        r.reply(chosen[-1]["content"], "chosen"),
-        r.reply(rejected[-1]["content"], "rejected"),
-        {"chosen", "rejected"},
-    )
+        example.rejected_prompt = rejected[:-1]
+        notes.add("split_history")
+    example.notes = frozenset(notes)
+    return example
 
 
 def _sharegpt(record: dict, r: _Row) -> Example:

@@ -63,9 +63,13 @@ class RowCounts:
     tokens: int = 0
     shared: int = 0  # responses scored after a prompt shared with the example's other responses
     unshared: int = 0  # responses of several-response examples that fell back to full sequences
+    empty_replies: int = 0  # pairs with an empty answer (accepted and scored)
+    split_histories: int = 0  # pairs whose answers follow different histories (each scored after its own)
 
-    def add(self, row: list[Tokenized] | None) -> None:
-        """Count one example's tokenised responses (``None``: dropped)."""
+    def add(self, row: list[Tokenized] | None, notes: frozenset[str] = frozenset()) -> None:
+        """Count one example's tokenised responses (``None``: dropped) and its normaliser's ``notes``."""
+        self.empty_replies += "empty_reply" in notes
+        self.split_histories += "split_history" in notes
         if row is None:
             self.dropped += 1
             return
@@ -74,7 +78,10 @@ class RowCounts:
         self.tokens += sum(len(t.ids) for t in row)
 
     def merge(self, other: RowCounts) -> RowCounts:
-        for name in ("rows", "skipped", "truncated", "dropped", "tokens", "shared", "unshared"):
+        for name in (
+            "rows", "skipped", "truncated", "dropped", "tokens", "shared", "unshared", "empty_replies",
+            "split_histories",
+        ):  # fmt: skip
             setattr(self, name, getattr(self, name) + getattr(other, name))
         return self
 
@@ -132,8 +139,10 @@ class ExampleTokenizer:
         marks an example dropped by ``truncation="drop"``."""
         jobs: list[tuple[str, bool]] = []
         for ex in examples:
-            for response in ex.responses:
-                jobs.append((response, True) if ex.rendered else (self.render(ex.prompt, response), False))
+            for i, response in enumerate(ex.responses):
+                jobs.append(
+                    (response, True) if ex.rendered else (self.render(ex.prompt_of(i), response), False)
+                )
         ids = self._ids(jobs)
         out: list[list[Tokenized] | None] = []
         pos = 0

@@ -178,6 +178,8 @@ def output_row(
     columns of the same name.
     """
     out: dict[str, Any] = {} if ex.rendered else {"prompt": ex.prompt_value()}
+    if ex.rejected_prompt is not None:
+        out["prompt_rejected"] = ex.rejected_prompt
     if ex.is_pair:
         out.update(chosen=ex.responses[0], rejected=ex.responses[1])
         out.update(score_chosen=scores[0], score_rejected=scores[1])
@@ -222,8 +224,9 @@ def score_file(config: ScoreConfig, *, rm: RewardModel | None = None) -> dict[st
             rm.compile()
         try:
             _score_share(rm, config, output, rt)
-        except RMKitError as e:
-            raise RMKitError(f"{e}{_left_behind(_Paths.of(config, output, rt.rank, rt.world))}") from None
+        except RMKitError as e:  # the same error (a DataError stays one), saying what is left behind
+            e.args = (f"{e}{_left_behind(_Paths.of(config, output, rt.rank, rt.world))}",)
+            raise
         elapsed = time.perf_counter() - start
         rt.barrier()
         return rt.broadcast(_finish(config, output, rt.world, elapsed) if rt.main else None)
@@ -394,6 +397,8 @@ def _summary(config: ScoreConfig, output: Path, states: list[_State], elapsed: f
         "truncated": stats.truncated,
         "dropped": stats.dropped,
         "tokens": stats.tokens,
+        "empty_replies": stats.empty_replies,
+        "split_histories": stats.split_histories,
         "prefix_shared": stats.shared,
         "prefix_fallbacks": stats.unshared,
         "scores": scores,

@@ -50,7 +50,7 @@ def load_pairs(
         pairs: list[Pair] = []
         while chunk := list(islice(examples, 4096)):
             for ex, row in zip(chunk, tokenizer.tokenize(chunk), strict=True):
-                stats.add(row)
+                stats.add(row, ex.notes)
                 if row is None:
                     continue
                 margin = float(ex.margin) if config.use_margin and ex.margin is not None else 0.0

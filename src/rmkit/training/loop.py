@@ -73,9 +73,11 @@ def _train(config: TrainConfig, d: Dist) -> dict[str, Any]:
             log.info("resumed from %s at step %d", resume_from, step)
     if d.main:
         log.info(
-            "train: %d pairs (%d truncated, %d dropped, %d skipped), eval: %d pairs from %s; "
+            "train: %d pairs (%d truncated, %d dropped, %d skipped; accepted: %d with an empty reply, %d "
+            "with histories that differ), eval: %d pairs from %s; "
             "%d steps of %d pairs on %d process(es), %d trainable parameters",
-            len(pairs), stats.truncated, stats.dropped, stats.skipped, len(eval_pairs), eval_source,
+            len(pairs), stats.truncated, stats.dropped, stats.skipped, stats.empty_replies,
+            stats.split_histories, len(eval_pairs), eval_source,
             total, config.batch_size, d.world, sum(p.numel() for p in rm.parameters() if p.requires_grad),
         )  # fmt: skip
 
@@ -90,6 +92,8 @@ def _train(config: TrainConfig, d: Dist) -> dict[str, Any]:
         "truncated": stats.truncated,
         "dropped": stats.dropped,
         "skipped": stats.skipped,
+        "empty_replies": stats.empty_replies,
+        "split_histories": stats.split_histories,
         "tokens": loop.trained.tokens,
         "seconds": round(loop.seconds, 3),
         "tokens_per_s": loop.trained.tokens / max(loop.seconds, 1e-9),

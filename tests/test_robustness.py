@@ -1,0 +1,141 @@
+"""Real data accepted, bad input named or skipped, failed runs tidy, flags unambiguous (issue #15)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import rmkit
+from rmkit import RewardModel
+from rmkit.cli import _parser, main
+from rmkit.data import Rejects, iter_examples
+from rmkit.errors import DataError
+
+HISTORY = "\n\nHuman: Hi there\n\nAssistant: Hello!\n\nHuman: What is 2+2?"
+HH_ROWS = [
+    {"chosen": HISTORY + "\n\nAssistant: It is 4.", "rejected": HISTORY + "\n\nAssistant: It is 5."},
+    # an empty final reply (4 such rows in harmless-base/test.jsonl)
+    {"chosen": HISTORY + "\n\nAssistant: It is 4.", "rejected": HISTORY + "\n\nAssistant: "},
+    # one side has an extra turn before its last reply (5 such rows there)
+    {
+        "chosen": HISTORY + "\n\nAssistant: Four.",
+        "rejected": HISTORY + "\n\nAssistant: Five?\n\nHuman: Sure?\n\nAssistant: Yes, five.",
+    },
+]
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def rm_path(llama_path, tmp_path_factory):
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("robust_rm")
+    RewardModel.from_pretrained(llama_path).save_pretrained(out, {"max_length": 128})
+    return out
+
+
+def test_hh_rows_with_an_empty_reply_or_differing_histories_are_accepted(tmp_path):
+    examples = list(iter_examples(write_jsonl(tmp_path / "hh.jsonl", HH_ROWS)))
+    assert [sorted(e.notes) for e in examples] == [[], ["empty_reply"], ["split_history"]]
+    assert examples[1].responses == ["It is 4.", ""]
+    split = examples[2]
+    assert split.prompt_of(0)[-1]["content"] == "What is 2+2?"
+    assert [m["content"] for m in split.prompt_of(1)][-3:] == ["What is 2+2?", "Five?", "Sure?"]
+
+
+def test_each_answer_is_scored_after_its_own_history_and_counted(rm_path, tmp_path):
+    rm = RewardModel.from_pretrained(rm_path)
+    data = write_jsonl(tmp_path / "hh.jsonl", HH_ROWS)
+    summary = rmkit.score(model=str(rm_path), input=str(data), output=str(tmp_path / "out.jsonl"))
+    assert summary["empty_replies"] == 1 and summary["split_histories"] == 1
+    rows = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    split = list(iter_examples(data))[2]
+    want = rm.score(
+        messages=[[*split.prompt_of(i), {"role": "assistant", "content": split.responses[i]}] for i in (0, 1)]
+    )
+    assert [rows[2]["score_chosen"], rows[2]["score_rejected"]] == pytest.approx(want, abs=1e-5)
+    assert rows[2]["prompt_rejected"][-1] == {"role": "user", "content": "Sure?"}
+    assert "prompt_rejected" not in rows[0]
+
+
+def test_training_counts_the_accepted_hh_rows(llama_path, tmp_path):
+    data = write_jsonl(tmp_path / "hh.jsonl", HH_ROWS * 4)
+    config = rmkit.TrainConfig(
+        model=str(llama_path), data=str(data), output_dir=str(tmp_path / "run"), max_steps=1, batch_size=4
+    )
+    metrics = rmkit.train(config)
+    assert metrics["train"]["empty_replies"] == 4 and metrics["train"]["split_histories"] == 4
+    assert metrics["train"]["pairs"] == 12 and metrics["train"]["skipped"] == 0
+
+
+def test_a_jsonl_line_that_is_not_json_is_a_skippable_bad_row(tmp_path):
+    path = tmp_path / "broken.jsonl"
+    path.write_text('{"text": "a"}\n{"text": "unterminated\n[1, 2]\n{"text": "b"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"broken\.jsonl, row 2: line is not valid JSON"):
+        list(iter_examples(path))
+    with Rejects(tmp_path / "rejects.jsonl") as rejects:
+        examples = list(iter_examples(path, rejects=rejects))
+    assert [e.responses[0] for e in examples] == ["a", "b"] and rejects.count == 2
+    lines = [json.loads(x) for x in (tmp_path / "rejects.jsonl").read_text().splitlines()]
+    assert [(x["row"], x["record"]) for x in lines] == [(2, '{"text": "unterminated'), (3, [1, 2])]
+    assert "expected a JSON object" in lines[1]["reason"]
+
+
+def test_a_ragged_csv_row_is_named_or_skipped_and_a_bom_is_read(tmp_path):
+    path = tmp_path / "ragged.csv"
+    path.write_text(
+        "\ufeffprompt,response\nHi,Hello\nHi,Hello,extra\nonly one cell\nHey,Yo\n", encoding="utf-8"
+    )
+    with pytest.raises(DataError, match=r"ragged\.csv, row 2: has 3 cells but the header has 2"):
+        list(iter_examples(path))
+    with Rejects(None) as rejects:
+        examples = list(iter_examples(path, rejects=rejects))
+    assert [(e.row, e.responses[0]) for e in examples] == [(1, "Hello"), (4, "Yo")] and rejects.count == 2
+
+
+def test_a_failed_run_leaves_no_empty_part_files(rm_path, tmp_path, capsys):
+    data = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "Hi", "response": ""}])
+    assert (
+        main(["score", "--model", str(rm_path), "--input", str(data), "--output", str(tmp_path / "o.json")])
+        == 2
+    )
+    assert "empty response" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
+def test_a_failed_run_says_where_its_finished_work_is(rm_path, tmp_path, capsys):
+    rows = [{"prompt": "Hi", "response": f"Hello {i}"} for i in range(6)] + [{"prompt": "Hi", "response": ""}]
+    data = write_jsonl(tmp_path / "in.jsonl", rows)
+    args = [
+        "score",
+        "--model",
+        str(rm_path),
+        "--input",
+        str(data),
+        "--output",
+        str(tmp_path / "o.json"),
+        "--chunk-rows",
+        "2",
+    ]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "6 records done are kept in" in err and "o.json.rank0-of-1.part" in err and "--resume" in err
+    rows[-1]["response"] = "fixed"
+    write_jsonl(data, rows)
+    assert main([*args, "--resume"]) == 0
+    assert len(json.loads((tmp_path / "o.json").read_text())) == 7
+
+
+def test_flags_are_never_taken_by_prefix_and_trainer_spellings_work():
+    parser = _parser("train")
+    for spelling in ("--lr", "--learning_rate", "--learning-rate"):
+        args = vars(parser.parse_args(["train", "--model", "m", spelling, "5e-5"]))
+        assert args["learning_rate"] == 5e-5
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--model", "m", "--lr-sched", "cosine"])  # not --lr-scheduler
