@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import rmkit
 from rmkit import RewardModel
@@ -139,3 +140,45 @@ def test_flags_are_never_taken_by_prefix_and_trainer_spellings_work():
         assert args["learning_rate"] == 5e-5
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "--model", "m", "--lr-sched", "cosine"])  # not --lr-scheduler
+
+
+@pytest.mark.parametrize("margin", ["NaN", "inf", "big", [1]])
+def test_a_margin_that_is_not_a_finite_number_is_a_bad_row(tmp_path, margin):
+    path = write_jsonl(
+        tmp_path / "m.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "b", "margin": margin}]
+    )
+    with pytest.raises(DataError, match=r"m\.jsonl, row 1, field 'margin': expected a (finite )?number"):
+        list(iter_examples(path))
+
+
+def test_a_non_finite_step_stops_training_naming_it_and_the_good_checkpoint(llama_path, tmp_path):
+    rows = [{"prompt": "What is two plus two?", "chosen": "Four.", "rejected": "Five."}] * 16
+    data = write_jsonl(tmp_path / "p.jsonl", rows)
+    out = tmp_path / "run"
+    config = rmkit.TrainConfig(
+        model=str(llama_path), data=str(data), output_dir=str(out), batch_size=4, learning_rate=1e30,
+        warmup_ratio=0.0, max_grad_norm=0.0, save_steps=1, epochs=4,
+    )  # fmt: skip
+    with pytest.raises(
+        rmkit.RMKitError, match=r"step \d+: the gradient norm is (nan|inf).*checkpoint-\d+, is good"
+    ) as err:
+        rmkit.train(config)
+    bad_step = int(str(err.value).split(":")[0].split()[1])
+    assert bad_step > 1 and not (out / "model.safetensors").exists()
+    saved = sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
+    assert saved[-1] == bad_step - 1, "no checkpoint may be written at or after the step that failed"
+    weights = load_file(str(out / f"checkpoint-{saved[-1]}" / "model.safetensors"))
+    assert all(torch.isfinite(t).all() for t in weights.values())
+
+
+def test_non_finite_scores_are_written_as_null_counted_and_reported(rm_path, tmp_path, caplog):
+    rm = RewardModel.from_pretrained(rm_path)
+    with torch.no_grad():
+        rm.model.score.weight.fill_(float("nan"))
+    data = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "Hi", "response": f"Hello {i}"} for i in range(3)])
+    out = tmp_path / "out.json"
+    summary = rmkit.score(rm=rm, input=str(data), output=str(out))
+    rows = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"{c} written to the output"))
+    assert [r["score"] for r in rows] == [None, None, None]
+    assert summary["non_finite"] == 3 and summary["rows"] == 3
+    assert "row 1: the model gave a non-finite score" in caplog.text

@@ -85,8 +85,8 @@ def ranking(
     scores: Sequence[float], *, top_k: int | None = None, min_score: float | None = None
 ) -> list[int]:
     """Indices of ``scores``, best first (equal scores keep their input order), keeping those at or above
-    ``min_score`` and at most ``top_k`` of them."""
-    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    ``min_score`` and at most ``top_k`` of them; a missing score (``None``) is never ranked."""
+    order = sorted((i for i in range(len(scores)) if scores[i] is not None), key=lambda i: -scores[i])
     if min_score is not None:
         order = [i for i in order if scores[i] >= min_score]
     return order[:top_k] if top_k is not None else order

@@ -23,6 +23,7 @@ Columns not consumed by the format pass through in ``Example.extra`` (ids, subse
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -276,9 +277,12 @@ def _margin(record: dict[str, Any], r: _Row) -> float | None:
     if record.get("margin") is None:
         return None
     try:
-        return float(record["margin"])
+        value = float(record["margin"])
     except (TypeError, ValueError):
         raise r.error("margin", f"expected a number, got {record['margin']!r}") from None
+    if not math.isfinite(value):
+        raise r.error("margin", f"expected a finite number, got {record['margin']!r}")
+    return value
 
 
 def _pair(

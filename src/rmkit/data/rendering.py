@@ -64,6 +64,7 @@ class RowCounts:
     shared: int = 0  # responses scored after a prompt shared with the example's other responses
     unshared: int = 0  # responses of several-response examples that fell back to full sequences
     empty_replies: int = 0  # pairs with an empty answer (accepted and scored)
+    non_finite: int = 0  # rows the model gave a NaN or infinite score (written as null)
     split_histories: int = 0  # pairs whose answers follow different histories (each scored after its own)
 
     def add(self, row: list[Tokenized] | None, notes: frozenset[str] = frozenset()) -> None:
@@ -80,7 +81,7 @@ class RowCounts:
     def merge(self, other: RowCounts) -> RowCounts:
         for name in (
             "rows", "skipped", "truncated", "dropped", "tokens", "shared", "unshared", "empty_replies",
-            "split_histories",
+            "split_histories", "non_finite",
         ):  # fmt: skip
             setattr(self, name, getattr(self, name) + getattr(other, name))
         return self

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import time
 from collections import deque
@@ -336,7 +337,17 @@ def _score_chunk(
         k = seen.popleft()[1]
         if scores is None:
             continue
-        scored.append((ex, scores))
+        if all(math.isfinite(v) for v in scores):
+            scored.append((ex, scores))
+        else:  # written as null, counted and reported; kept out of the statistics
+            state.stats.non_finite += 1
+            log.warning(
+                "%s, row %d: the model gave a non-finite score %s; written as null",
+                config.input,
+                ex.row,
+                scores,
+            )
+            scores = [v if math.isfinite(v) else None for v in scores]
         row = output_row(ex, scores, top_k=config.top_k, min_score=config.min_score)
         lines.append(f"{k}\t{json.dumps(row, ensure_ascii=False, default=str)}\n")
     state.add(scored)
@@ -397,6 +408,7 @@ def _summary(config: ScoreConfig, output: Path, states: list[_State], elapsed: f
         "truncated": stats.truncated,
         "dropped": stats.dropped,
         "tokens": stats.tokens,
+        "non_finite": stats.non_finite,
         "empty_replies": stats.empty_replies,
         "split_histories": stats.split_histories,
         "prefix_shared": stats.shared,

@@ -65,13 +65,13 @@ def save_checkpoint(
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         if config.save_total_limit:
-            for old in _checkpoints(out)[: -config.save_total_limit]:
+            for old in checkpoints(out)[: -config.save_total_limit]:
                 shutil.rmtree(old, ignore_errors=True)
     d.barrier()
     return final
 
 
-def _checkpoints(out: Path) -> list[Path]:
+def checkpoints(out: Path) -> list[Path]:
     """Finished checkpoints of ``out``, oldest first."""
     found = [
         p
@@ -86,7 +86,7 @@ def resume_path(config: TrainConfig) -> Path | None:
     if not config.resume:
         return None
     if config.resume == "auto":
-        found = _checkpoints(Path(config.output_dir))
+        found = checkpoints(Path(config.output_dir))
         if not found:
             log.info("--resume: no checkpoint in %s yet; starting from the beginning", config.output_dir)
         return found[-1] if found else None

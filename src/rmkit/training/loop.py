@@ -30,11 +30,19 @@ from rmkit.data import ExampleTokenizer, RowCounts
 from rmkit.errors import RMKitError
 from rmkit.files import write_json
 from rmkit.modeling import RewardModel
-from rmkit.training.checkpoint import load_checkpoint, resume_path, save_checkpoint
+from rmkit.training.checkpoint import checkpoints, load_checkpoint, resume_path, save_checkpoint
 from rmkit.training.config import TrainConfig
 from rmkit.training.data import Pair, epoch_batches, train_and_eval_pairs
 from rmkit.training.parallel import Dist, distribute, unsharded_copy
-from rmkit.training.step import Totals, heldout_metrics, make_optimizer, make_scheduler, merged, train_step
+from rmkit.training.step import (
+    NonFinite,
+    Totals,
+    heldout_metrics,
+    make_optimizer,
+    make_scheduler,
+    merged,
+    train_step,
+)
 from rmkit.training.tracking import TrainLog
 
 log = logging.getLogger(__name__)
@@ -174,9 +182,24 @@ class _Loop:
             batch = batches[index]
             started = time.perf_counter()
             share = [self.pairs[i] for i in batch[d.rank :: d.world]]
-            mine, grad_norm = train_step(
-                self.model, self.optimizer, self.scheduler, share, len(batch), self.rm.pad_token_id, config, d
-            )
+            try:
+                mine, grad_norm = train_step(
+                    self.model,
+                    self.optimizer,
+                    self.scheduler,
+                    share,
+                    len(batch),
+                    self.rm.pad_token_id,
+                    config,
+                    d,
+                )
+            except NonFinite as e:
+                saved = checkpoints(self.out)
+                last = f"the last checkpoint, {saved[-1]}, is good" if saved else "no checkpoint was saved"
+                raise RMKitError(
+                    f"step {step + 1}: {e}; training stopped before the update, no model was written and {last} "
+                    "(a lower --learning-rate, --max-grad-norm or --dtype fp32 may help)"
+                ) from None
             step += 1
             elapsed = time.perf_counter() - started
             totals = merged(d.gather(mine))

@@ -33,6 +33,10 @@ from rmkit.training.parallel import Dist
 SCHEDULES = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
 
 
+class NonFinite(ArithmeticError):
+    """A step's loss or gradient is NaN or infinite; the step was not taken."""
+
+
 @dataclass
 class Totals:
     """What some training or eval batches saw: summed per-pair loss, pair statistics, real tokens."""
@@ -125,6 +129,11 @@ def train_step(
     grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm or float("inf"))
     if isinstance(grad_norm, DTensor):  # FSDP: the norm over the shards of all processes
         grad_norm = grad_norm.full_tensor()
+    if not math.isfinite(float(grad_norm)):  # the same on every process: gradients are reduced already
+        optimizer.zero_grad(set_to_none=True)
+        raise NonFinite(
+            f"the gradient norm is {float(grad_norm)} (loss {totals.loss / max(totals.pairs.pairs, 1)})"
+        )
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
