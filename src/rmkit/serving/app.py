@@ -160,7 +160,10 @@ class Scorer:
                     )
             rows = [[self.tokenizer.truncate(list(ids))] for ids in call.token_ids]
         else:
-            rows = await self.tokenizing.submit(call.examples or [])
+            try:
+                rows = await self.tokenizing.submit(call.examples or [])
+            except Exception as e:  # a chat template that refuses the conversation, say: the input's fault
+                raise RequestError(f"cannot render or tokenise the items: {type(e).__name__}: {e}") from None
         if self.config.truncation == "refuse":
             for i, row in enumerate(rows):
                 if row is not None and any(t.truncated for t in row):

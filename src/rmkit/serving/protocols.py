@@ -84,8 +84,15 @@ def _conversation(value: Any, name: str) -> list[dict[str, str]]:
                 f"'{name}' message {j} must be an object with string 'role' and 'content'",
                 field=f"{name}[{j}]",
             )
+        if m["role"] not in ROLES:
+            raise RequestError(
+                f"'{name}' message {j} has role {m['role']!r}; expected one of {', '.join(ROLES)}",
+                field=f"{name}[{j}].role",
+            )
     return [{"role": m["role"], "content": m["content"]} for m in value]
 
+
+ROLES = ("system", "user", "assistant")
 
 # --- rmkit: POST /score ------------------------------------------------------------------------------
 
