@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 import rmkit
@@ -182,3 +184,47 @@ def test_non_finite_scores_are_written_as_null_counted_and_reported(rm_path, tmp
     assert [r["score"] for r in rows] == [None, None, None]
     assert summary["non_finite"] == 3 and summary["rows"] == 3
     assert "row 1: the model gave a non-finite score" in caplog.text
+
+
+_cells = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+_messages = st.lists(
+    st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "gpt", "x"]), "content": _cells}),
+    max_size=3,
+)
+_records = st.dictionaries(
+    st.sampled_from(
+        [
+            "prompt",
+            "chosen",
+            "rejected",
+            "response",
+            "responses",
+            "messages",
+            "text",
+            "margin",
+            "response_0",
+            "response_1",
+            "better_response_id",
+            "conversations",
+            "subset",
+        ]
+    ),  # fmt: skip
+    _cells | _messages | st.lists(_cells, max_size=3),
+    max_size=5,
+)
+
+
+@settings(max_examples=300, deadline=None, database=None, derandomize=True)
+@given(st.lists(_records, min_size=1, max_size=4))
+def test_the_normaliser_names_every_bad_generated_row_or_accepts_it(records):
+    from rmkit.data import normalise_records
+
+    source = list(enumerate(records, start=1))
+    for row, record in source:
+        try:
+            list(normalise_records([(row, record)], source="gen.jsonl"))
+        except DataError as e:  # never another exception, and always the file and the row
+            assert e.file == "gen.jsonl" and e.row == row
+    with Rejects(None) as rejects:
+        kept = list(normalise_records(source, source="gen.jsonl", rejects=rejects))
+    assert len(kept) + rejects.count == len(records), "a row was lost silently"

@@ -78,7 +78,13 @@ def server(llama_path):
 def test_any_generated_request_gets_2xx_or_4xx_and_the_server_stays_up(server, route):
     answered = []
 
-    @settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(
+        max_examples=60,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
     @given(bodies)
     def send(body):
         data = json.dumps(body, allow_nan=True).encode()
