@@ -228,3 +228,58 @@ def test_the_normaliser_names_every_bad_generated_row_or_accepts_it(records):
     with Rejects(None) as rejects:
         kept = list(normalise_records(source, source="gen.jsonl", rejects=rejects))
     assert len(kept) + rejects.count == len(records), "a row was lost silently"
+
+
+PAIR = {"prompt": "p", "chosen": "a", "rejected": "b"}
+# file name, contents, then: rows kept and skipped under --on-error skip, or the error every mode names
+CORPUS = [
+    ("truncated.json", f'[{json.dumps(PAIR)}, {{"prompt": "p", "ch', "row 2: invalid JSON"),
+    ("number.json", "42", "expected a JSON list of objects"),
+    ("empty.json", "", "expected a JSON list of objects"),
+    ("bom.json", "\ufeff[" + json.dumps(PAIR) + "]", (1, 0)),
+    ("bom.jsonl", "\ufeff" + json.dumps(PAIR) + "\n", (1, 0)),
+    ("empty.jsonl", "", (0, 0)),
+    ("list_row.jsonl", json.dumps(PAIR) + "\n[1, 2]\n", (1, 1)),
+    ("nulls.jsonl", json.dumps({**PAIR, "prompt": None}) + "\n" + json.dumps(PAIR) + "\n", (1, 1)),
+    ("number_text.jsonl", json.dumps({**PAIR, "chosen": 3}) + "\n", (0, 1)),
+    ("big_field.jsonl", json.dumps({**PAIR, "chosen": "a " * 5_000_000}) + "\n", (1, 0)),
+    ("undecodable.jsonl", json.dumps(PAIR).encode() + b"\n" + b'{"prompt": "\xff"}\n', (1, 1)),
+    ("ragged.csv", "prompt,chosen,rejected\np,a\np,a,b\n", (1, 1)),
+    ("latin1.csv", "prompt,chosen,rejected\nné,a,b\n".encode("latin-1"), "file is not UTF-8"),
+    ("header_only.csv", "prompt,chosen,rejected\n", (0, 0)),
+    ("not.parquet", "not parquet at all", "cannot read the Parquet file"),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "outcome"), CORPUS, ids=[c[0] for c in CORPUS])
+def test_bad_input_corpus_ends_in_a_named_error_or_a_counted_skip(tmp_path, name, content, outcome):
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    if isinstance(outcome, str):  # a fault of the whole file: named, whatever --on-error says
+        for rejects in (None, Rejects(None)):
+            with pytest.raises(DataError, match=outcome) as err:
+                list(iter_examples(path, rejects=rejects))
+            assert err.value.file == str(path)
+        return
+    kept, skipped = outcome
+    with Rejects(tmp_path / "rejects.jsonl") as rejects:
+        assert len(list(iter_examples(path, rejects=rejects))) == kept
+    assert rejects.count == skipped
+    if skipped:
+        with pytest.raises(DataError) as err:
+            list(iter_examples(path))
+        assert err.value.file == str(path) and err.value.row is not None
+
+
+def test_a_parquet_file_of_another_schema_names_its_columns(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"foo": [1], "bar": ["x"]}), tmp_path / "other.parquet")
+    with pytest.raises(
+        DataError, match=r"other\.parquet, row 1: cannot tell the format from columns \['bar', 'foo'\]"
+    ):
+        list(iter_examples(tmp_path / "other.parquet"))

@@ -79,7 +79,7 @@ def _read_json(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     files that are really JSONL also work.
     """
     decoder = json.JSONDecoder()
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         try:
             buf = f.read(_CHUNK)
         except UnicodeDecodeError as e:
@@ -163,13 +163,17 @@ def _csv_value(value: str | None) -> Any:
 
 
 def _read_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     row = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
-        for record in batch.to_pylist():
-            row += 1
-            yield row, record
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+            for record in batch.to_pylist():
+                row += 1
+                yield row, record
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"cannot read the Parquet file after {row} rows ({e})", file=str(path)) from None
 
 
 def _read_arrow_dir(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
