@@ -283,3 +283,35 @@ def test_a_parquet_file_of_another_schema_names_its_columns(tmp_path):
         DataError, match=r"other\.parquet, row 1: cannot tell the format from columns \['bar', 'foo'\]"
     ):
         list(iter_examples(tmp_path / "other.parquet"))
+
+
+KILL_IN_MERGE = """
+import os, signal, sys
+import rmkit.jobs.score as job
+
+def dying(output, parts):  # the merge has written part of its temporary file when the kill comes
+    output.with_name(output.name + ".tmp").write_text('[\\n{"prompt": "half')
+    os.kill(os.getpid(), signal.SIGKILL)
+
+job.merge_parts = dying
+job.score(model=sys.argv[1], input=sys.argv[2], output=sys.argv[3], chunk_rows=2)
+"""
+
+
+def test_a_kill_while_merging_then_resume_gives_the_uninterrupted_file(rm_path, tmp_path):
+    import subprocess
+    import sys
+
+    data = write_jsonl(
+        tmp_path / "in.jsonl", [{"id": i, "prompt": "Hi", "response": f"Hello {i}"} for i in range(9)]
+    )
+    whole, out = tmp_path / "whole.json", tmp_path / "out.json"
+    rmkit.score(model=str(rm_path), input=str(data), output=str(whole), chunk_rows=2)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_IN_MERGE, str(rm_path), str(data), str(out)], capture_output=True
+    )
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    assert not out.exists(), "a half-merged file appeared under the final name"
+    rmkit.score(model=str(rm_path), input=str(data), output=str(out), chunk_rows=2, resume=True)
+    assert out.read_bytes() == whole.read_bytes()
+    assert not list(tmp_path.glob("out.json.*")), "parts, states or the temporary file were left behind"

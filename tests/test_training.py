@@ -443,3 +443,53 @@ def test_held_out_eval_with_prefix_sharing_equals_it_without(llama_path, tmp_pat
         evals[sharing] = json.loads((out / "metrics.json").read_text())["eval"]
     for key in ("loss", "accuracy", "margin", "chosen_mean", "rejected_mean", "reward_std"):
         assert evals[True][key] == pytest.approx(evals[False][key], abs=1e-5), key
+
+
+KILLED_TRAINING = """
+import os, signal, sys, json
+import rmkit.training.checkpoint as ckpt
+import rmkit.training.loop as loop
+from rmkit import TrainConfig, train
+
+where, config = sys.argv[1], TrainConfig(**json.loads(sys.argv[2]))
+real_step, real_save, calls = loop.train_step, ckpt.save_file, []
+
+def step(*args, **kwargs):  # killed inside the 7th step, after checkpoint-4
+    calls.append(1)
+    if where == "step" and len(calls) == 7:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_step(*args, **kwargs)
+
+def save(tensors, path):  # killed half-way through writing checkpoint-8's weights
+    if where == "save" and len(calls) == 8:
+        open(path, "wb").write(b"half a safetensors file")
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_save(tensors, path)
+
+loop.train_step, ckpt.save_file = step, save
+train(config)
+"""
+
+
+@pytest.mark.parametrize("where", ["step", "save"])
+def test_a_kill_during_a_step_or_a_checkpoint_save_then_resume_gives_the_same_weights(
+    llama_path, data, tmp_path, where
+):
+    full = tmp_path / "full"
+    train(config(llama_path, data, full, max_steps=10, save_steps=4, epochs=2))
+    killed = tmp_path / "killed"
+    options = dict(
+        model=str(llama_path), data=str(data[0]), eval_data=str(data[1]), output_dir=str(killed), batch_size=8,
+        learning_rate=3e-3, warmup_ratio=0.0, logging_steps=2, max_steps=10, save_steps=4, epochs=2,
+    )  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_TRAINING, where, json.dumps(options)], capture_output=True
+    )
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    assert sorted(p.name for p in killed.glob("checkpoint-*")) == ["checkpoint-4"]
+    assert not (killed / "model.safetensors").exists()
+    train(config(llama_path, data, killed, max_steps=10, save_steps=4, epochs=2, resume="auto"))
+    a, b = weights(full), weights(killed)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-6), name
