@@ -315,3 +315,21 @@ def test_a_kill_while_merging_then_resume_gives_the_uninterrupted_file(rm_path, 
     rmkit.score(model=str(rm_path), input=str(data), output=str(out), chunk_rows=2, resume=True)
     assert out.read_bytes() == whole.read_bytes()
     assert not list(tmp_path.glob("out.json.*")), "parts, states or the temporary file were left behind"
+
+
+def test_a_save_that_fails_half_way_leaves_no_weights_under_their_final_name(rm_path, tmp_path, monkeypatch):
+    rm = RewardModel.from_pretrained(rm_path)
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(rm.tokenizer, "save_pretrained", broken)  # after the weights were written
+    with pytest.raises(OSError, match="disk full"):
+        rm.save_pretrained(tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []
+    monkeypatch.undo()
+    rm.save_pretrained(tmp_path / "out")
+    assert (tmp_path / "out" / "model.safetensors").exists() and not list((tmp_path / "out").glob(".tmp-*"))
+    assert RewardModel.from_pretrained(tmp_path / "out").score(texts=["hi"]) == pytest.approx(
+        rm.score(texts=["hi"])
+    )

@@ -19,6 +19,9 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -370,11 +373,22 @@ class RewardModel(nn.Module):
 
         ``metadata`` (template, max_length, score_mean, score_std, ...) is merged into the model's
         metadata and stored under ``"rmkit"`` in ``config.json``.
+
+        The files are written into a temporary directory inside ``path`` and renamed into place when all
+        are written, ``config.json`` last, so a run killed while saving leaves no half-written weights under
+        their final name.
         """
         self.metadata.update(metadata or {})
         self.metadata["version"] = __version__
         setattr(self.model.config, METADATA_KEY, self.metadata)
         self.model.config.pad_token_id = self.tokenizer.pad_token_id
-        Path(path).mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(str(path), safe_serialization=True)
-        self.tokenizer.save_pretrained(str(path))
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-save-", dir=path))
+        try:
+            self.model.save_pretrained(str(tmp), safe_serialization=True)
+            self.tokenizer.save_pretrained(str(tmp))
+            for f in sorted(tmp.iterdir(), key=lambda f: f.name == "config.json"):
+                os.replace(f, path / f.name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
