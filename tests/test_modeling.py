@@ -152,3 +152,18 @@ def test_pickle_weights_need_an_explicit_flag(tmp_path, llama_path):
     AutoTokenizer.from_pretrained(llama_path).save_pretrained(tmp_path)
     with pytest.raises(RMKitError, match="allow_pickle"):
         RewardModel.from_pretrained(tmp_path)
+
+
+def test_a_directory_of_another_layout_gets_one_line_naming_what_it_holds(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file(
+        {"v_head.summary.weight": torch.zeros(1, 8), "v_head.summary.bias": torch.zeros(1)},
+        tmp_path / "model.safetensors",
+    )
+    (tmp_path / "tokenizer.json").write_text("{}")
+    with pytest.raises(RMKitError) as err:
+        RewardModel.from_pretrained(tmp_path)
+    message = str(err.value)
+    assert "no config.json" in message and "model.safetensors, tokenizer.json" in message
+    assert "a TRL value-head model" in message and "\n" not in message and "Repo id" not in message

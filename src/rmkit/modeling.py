@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -68,6 +69,31 @@ class Ranked:
     scores: list[float]
     best: int | None
     ranking: list[int]
+
+
+# Head keys of other trainers' layouts, to name what a directory holds when rmkit cannot read it.
+_FOREIGN_HEADS = {
+    "v_head.summary.weight": "a TRL value-head model",
+    "v_head.weight": "a DeepSpeed-Chat reward model",
+    "score_head.weight": "an align-anything or safe-rlhf score model",
+}
+
+
+def _unreadable(path: Path) -> str:
+    """One line on a directory that is not a checkpoint rmkit reads: what it holds, and what rmkit reads."""
+    files = sorted(p.name for p in path.iterdir() if p.is_file())
+    keys: set[str] = set()
+    for f in path.glob("*.safetensors"):
+        with safe_open(str(f), "pt") as weights:
+            keys.update(weights.keys())
+    found = next((what for key, what in _FOREIGN_HEADS.items() if key in keys), None)
+    what = f"; its weights look like {found}, a layout rmkit does not read yet" if found else ""
+    shown = ", ".join(files[:12]) + (f" and {len(files) - 12} more" if len(files) > 12 else "") or "no files"
+    return (
+        f"'{path}' is not a checkpoint rmkit can read: it has no config.json (found: {shown}){what}. rmkit reads "
+        "transformers checkpoints (config.json with safetensors weights): a one-label "
+        "*ForSequenceClassification reward model, or a causal LM or encoder backbone"
+    )
 
 
 def ensure_pad_token(tokenizer) -> None:
@@ -131,6 +157,8 @@ class RewardModel(nn.Module):
         safetensors only unless ``allow_pickle``; custom model code runs only with ``trust_remote_code``.
         """
         name = str(name_or_path)
+        if Path(name).is_dir() and not (Path(name) / "config.json").exists():
+            raise RMKitError(_unreadable(Path(name)))
         try:
             config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as e:
