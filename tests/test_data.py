@@ -6,17 +6,13 @@ import csv
 import json
 
 import pytest
+from conftest import write_jsonl
 
 from rmkit.data import Rejects, iter_examples, read_records
 from rmkit.errors import DataError
 
 HH_CHOSEN = "\n\nHuman: Hi there\n\nAssistant: Hello!\n\nHuman: What is 2+2?\n\nAssistant: It is 4."
 HH_REJECTED = "\n\nHuman: Hi there\n\nAssistant: Hello!\n\nHuman: What is 2+2?\n\nAssistant: It is 5."
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 def test_pku_sample_picks_the_better_response(shared_data):

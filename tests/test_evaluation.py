@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import write_jsonl
 from PIL import Image
 
 from rmkit import RewardModel, evaluate
@@ -157,11 +158,6 @@ def test_eval_on_pku_sample_writes_every_file(shared_data, rm_dirs, tmp_path, ca
         assert f"](plots/{png.name})" in report
         assert_png(png)
     assert "## Accuracy" in report and "| rm    | pku_saferlhf_sample | all" in report
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 PAIRS = [

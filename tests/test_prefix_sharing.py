@@ -10,6 +10,7 @@ import random
 
 import pytest
 import torch
+from conftest import TINY
 from transformers import (
     AutoTokenizer,
     LlamaConfig,
@@ -24,17 +25,7 @@ from rmkit.inference import MIN_SHARED, plan_sharing, score_sequences
 
 
 def decoder(kind: str, tokenizer) -> RewardModel:
-    common = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        num_labels=1,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    common = dict(vocab_size=len(tokenizer), **TINY, num_labels=1, pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(0)
     if kind == "llama":
         model = LlamaForSequenceClassification(LlamaConfig(**common))

@@ -11,8 +11,7 @@ import sys
 import time
 
 import pytest
-import torch
-from conftest import WORDS
+from conftest import WORDS, write_jsonl
 
 import rmkit
 from rmkit import RewardModel
@@ -37,19 +36,6 @@ def rows(n: int) -> list[dict]:
                 "responses": [sentence(i + k, 2 + 7 * k % 13) for k in range(1 + i % 5)],
             }
         )
-    return out
-
-
-def write_jsonl(path, records):
-    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    return path
-
-
-@pytest.fixture(scope="module")
-def rm_path(llama_path, tmp_path_factory):
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("rank_rm")
-    RewardModel.from_pretrained(llama_path).save_pretrained(out, {"max_length": 128})
     return out
 
 

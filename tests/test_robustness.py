@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import write_jsonl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
@@ -28,19 +28,6 @@ HH_ROWS = [
         "rejected": HISTORY + "\n\nAssistant: Five?\n\nHuman: Sure?\n\nAssistant: Yes, five.",
     },
 ]
-
-
-def write_jsonl(path: Path, rows: list) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-@pytest.fixture(scope="module")
-def rm_path(llama_path, tmp_path_factory):
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("robust_rm")
-    RewardModel.from_pretrained(llama_path).save_pretrained(out, {"max_length": 128})
-    return out
 
 
 def test_hh_rows_with_an_empty_reply_or_differing_histories_are_accepted(tmp_path):

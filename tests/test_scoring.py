@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import WORDS
+from conftest import WORDS, write_jsonl
 from torch._dynamo.utils import counters
 from transformers import AutoModelForSequenceClassification
 
@@ -40,11 +40,6 @@ def prompt_rows(n: int) -> list[dict]:
         }
         for i in range(n)
     ]
-
-
-def write_jsonl(path: Path, rows: list) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 def read_jsonl(path: Path) -> list[dict]:

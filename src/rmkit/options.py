@@ -162,3 +162,13 @@ def build(cls: type[T], flags: dict[str, Any], config_file: str | Path | None = 
             f"missing required option(s): {', '.join('--' + m.replace('_', '-') for m in missing)}"
         )
     return cls(**values)
+
+
+def configured(cls: type[T], config: T | None, options: dict[str, Any], *, loaded: bool = False) -> T:
+    """The ``cls`` config a Python entry point (``rmkit.score``, ``rmkit.rank``) runs: ``config``, keyword
+    ``options``, or ``config`` overridden by them; ``model`` may be left out when a model is ``loaded``."""
+    if config is None:
+        if loaded:
+            options.setdefault("model", "<RewardModel>")
+        return cls(**options)
+    return dataclasses.replace(config, **options) if options else config

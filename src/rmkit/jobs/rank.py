@@ -10,11 +10,12 @@ models (:func:`rmkit.inference.plan_sharing`). The summary adds the mean best sc
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from rmkit.jobs.score import ScoreConfig, score_file
 from rmkit.modeling import RewardModel
+from rmkit.options import configured
 
 
 @dataclass(kw_only=True)
@@ -31,10 +32,4 @@ def rank_file(config: RankConfig, *, rm: RewardModel | None = None) -> dict[str,
 def rank(config: RankConfig | None = None, /, *, rm: RewardModel | None = None, **options: Any) -> dict:
     """``rmkit.rank``: :func:`rank_file` from a config, keyword options, or a config overridden by them
     (``rm``: an already loaded model, as for :func:`rmkit.score`)."""
-    if config is None:
-        if rm is not None:
-            options.setdefault("model", "<RewardModel>")
-        config = RankConfig(**options)
-    elif options:
-        config = replace(config, **options)
-    return rank_file(config, rm=rm)
+    return rank_file(configured(RankConfig, config, options, loaded=rm is not None), rm=rm)

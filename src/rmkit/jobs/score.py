@@ -25,7 +25,7 @@ import sys
 import time
 from collections import deque
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,7 @@ from rmkit.inference import BATCH_TOKENS, CHUNK_ROWS, score_examples
 from rmkit.jobs.shards import Share, append_lines, count_records, merge_parts, merge_rejects, truncate
 from rmkit.metrics import BestOfN, Moments, PairStats, ranking
 from rmkit.modeling import RewardModel
-from rmkit.options import DataOptions, RuntimeOptions, option
+from rmkit.options import DataOptions, RuntimeOptions, configured, option
 from rmkit.runtime import DTYPES
 
 log = logging.getLogger(__name__)
@@ -203,13 +203,7 @@ def score(config: ScoreConfig | None = None, /, *, rm: RewardModel | None = None
     ``rm`` is an already loaded :class:`RewardModel` to use as it is (its dtype and device) instead of
     loading ``model``; with ``compile=True`` it is compiled in place (:meth:`RewardModel.compile`).
     """
-    if config is None:
-        if rm is not None:
-            options.setdefault("model", "<RewardModel>")
-        config = ScoreConfig(**options)
-    elif options:
-        config = replace(config, **options)
-    return score_file(config, rm=rm)
+    return score_file(configured(ScoreConfig, config, options, loaded=rm is not None), rm=rm)
 
 
 def score_file(config: ScoreConfig, *, rm: RewardModel | None = None) -> dict[str, Any]:

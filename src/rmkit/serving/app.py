@@ -310,9 +310,8 @@ async def _score(request: Request, parse: Callable[[Any], Call], scorer: Scorer,
         return error(e.status, e.message, field=e.field)
     except QueueFull as e:
         return error(503, f"busy: {e}", headers={"Retry-After": "1"})
-    except (
-        Exception
-    ) as e:  # the batch failed (out of memory, a model error): this request fails, not the server
+    except Exception as e:
+        # the batch failed (out of memory, a model error): this request fails, not the server
         log.exception("rmkit serve: a batch failed")
         return error(500, f"scoring failed: {type(e).__name__}: {e}")
     finally:
@@ -330,7 +329,9 @@ def create_app(rm: RewardModel, config: ServeConfig) -> Starlette:
         return JSONResponse({"status": "ok", "model": name})
 
     async def metrics(request: Request) -> Response:
-        return PlainTextResponse(scorer.telemetry.render(), media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(
+            scorer.telemetry.render(scorer.batcher.queued), media_type="text/plain; version=0.0.4"
+        )
 
     async def models(request: Request) -> Response:
         card = {"id": name, "object": "model", "created": int(time.time()), "owned_by": "rmkit"}

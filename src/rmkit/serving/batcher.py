@@ -151,7 +151,6 @@ class Batcher:
                 return job.future
             self._jobs.append(job)
             self._queued += len(ids)
-            self.telemetry.queue_depth = self._queued
             self._cond.notify_all()
         return job.future
 
@@ -164,7 +163,6 @@ class Batcher:
                     self._queued -= len(job.ids) - job.taken
                     self._jobs.remove(job)
                     break
-            self.telemetry.queue_depth = self._queued
 
     def _run(self, ready: list[BaseException | None]) -> None:
         # One thread runs every forward pass, warm-up included: on CPU, OpenMP runs a thread's passes
@@ -205,7 +203,7 @@ class Batcher:
             self.cross_request
             and self.arriving > 0
             and not self._stopping
-            and self._queued < (self.max_rows or self._queued + 1)
+            and (not self.max_rows or self._queued < self.max_rows)
             and (left := deadline - time.monotonic()) > 0
         ):
             self._cond.wait(left)
@@ -227,7 +225,6 @@ class Batcher:
             self._jobs.popleft()
         if self._jobs and self._jobs[0].taken == len(self._jobs[0].ids):
             self._jobs.popleft()
-        self.telemetry.queue_depth = self._queued
         return parts
 
     @staticmethod

@@ -189,12 +189,21 @@ def _activation(body: dict[str, Any], default: bool) -> bool:
     return default
 
 
-def _usage(tokens: int) -> dict[str, Any]:
-    return {
+def _vllm_reply(kind: str, model: str, data: list[dict[str, Any]], tokens: int) -> dict[str, Any]:
+    """vLLM's reply around ``data``: an id of ``kind``, the time, the model and the tokens used."""
+    usage = {
         "prompt_tokens": tokens,
         "total_tokens": tokens,
         "completion_tokens": 0,
         "prompt_tokens_details": None,
+    }
+    return {
+        "id": _id(kind),
+        "object": "list",
+        "created": _now(),
+        "model": model,
+        "data": data,
+        "usage": usage,
     }
 
 
@@ -215,14 +224,7 @@ def parse_classify(body: Any, ctx: Context) -> Call:
             {"index": i, "label": ctx.label, "probs": [sigmoid(s) if activate else s], "num_classes": 1}
             for i, s in enumerate(scores)
         ]
-        return {
-            "id": _id("classify"),
-            "object": "list",
-            "created": _now(),
-            "model": model,
-            "data": data,
-            "usage": _usage(tokens),
-        }
+        return _vllm_reply("classify", model, data, tokens)
 
     return Call(reply, examples, ids)
 
@@ -252,14 +254,7 @@ def parse_pooling(body: Any, ctx: Context) -> Call:
             {"index": i, "object": "pooling", "data": [sigmoid(s) if activate else s]}
             for i, s in enumerate(scores)
         ]
-        return {
-            "id": _id("pool"),
-            "object": "list",
-            "created": _now(),
-            "model": model,
-            "data": data,
-            "usage": _usage(tokens),
-        }
+        return _vllm_reply("pool", model, data, tokens)
 
     return Call(reply, examples, ids)
 

@@ -55,7 +55,6 @@ class Telemetry:
         self.items = self.tokens = self.batches = 0
         self.batch_items = Histogram(COUNT_BUCKETS)
         self.batch_requests = Histogram(COUNT_BUCKETS)
-        self.queue_depth = 0
 
     def request(self, route: str, status: int, seconds: float) -> None:
         with self._lock:
@@ -70,8 +69,8 @@ class Telemetry:
             self.batch_items.observe(items)
             self.batch_requests.observe(requests)
 
-    def render(self) -> str:
-        """The Prometheus text exposition of every series."""
+    def render(self, queue_items: int) -> str:
+        """The Prometheus text exposition of every series; ``queue_items`` is the queue's depth now."""
         with self._lock:
             out = [
                 "# HELP rmkit_requests_total Requests answered, by route and status.",
@@ -101,7 +100,7 @@ class Telemetry:
             out += [
                 "# HELP rmkit_queue_items Items waiting for a batch.",
                 "# TYPE rmkit_queue_items gauge",
-                f"rmkit_queue_items {self.queue_depth}",
+                f"rmkit_queue_items {queue_items}",
             ]
         return "\n".join(out) + "\n"
 
