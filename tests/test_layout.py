@@ -13,7 +13,16 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 # The core, which every face builds on and which knows nothing of options, files jobs, HTTP or plots.
-CORE = ("rmkit.data", "rmkit.modeling", "rmkit.inference", "rmkit.losses", "rmkit.metrics", "rmkit.runtime")
+CORE = (
+    "rmkit.data",
+    "rmkit.modeling",
+    "rmkit.checkpoints",
+    "rmkit.layouts",
+    "rmkit.inference",
+    "rmkit.losses",
+    "rmkit.metrics",
+    "rmkit.runtime",
+)
 FACES = (
     "rmkit.options",
     "rmkit.cli",

@@ -166,4 +166,9 @@ def test_a_directory_of_another_layout_gets_one_line_naming_what_it_holds(tmp_pa
         RewardModel.from_pretrained(tmp_path)
     message = str(err.value)
     assert "no config.json" in message and "model.safetensors, tokenizer.json" in message
-    assert "a TRL value-head model" in message and "\n" not in message and "Repo id" not in message
+    assert (
+        "a TRL value-head model" in message
+        and "v_head.summary.weight" in message
+        and "\n" not in message
+        and "Repo id" not in message
+    )

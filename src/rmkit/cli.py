@@ -40,6 +40,12 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
         "run",
         "serve rewards over HTTP to RL loops (rmkit, OpenRLHF, vLLM, slime protocols)",
     ),
+    "convert": (
+        "rmkit.jobs.convert",
+        "ConvertConfig",
+        "convert",
+        "write a checkpoint of any layout rmkit reads (TRL, OpenRLHF, safe-rlhf, ...) as the standard one",
+    ),
     "inspect": (
         "rmkit.inspect_data",
         "InspectConfig",

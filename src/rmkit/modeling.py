@@ -28,17 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 from torch import nn
 from transformers import (
-    AutoConfig,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
     Cache,
     DynamicCache,
     PreTrainedModel,
 )
 
+from rmkit.checkpoints import load as load_checkpoint
 from rmkit.data import Example, ExampleTokenizer, examples_from
 from rmkit.data.formats import Message
 from rmkit.errors import RMKitError
@@ -69,31 +66,6 @@ class Ranked:
     scores: list[float]
     best: int | None
     ranking: list[int]
-
-
-# Head keys of other trainers' layouts, to name what a directory holds when rmkit cannot read it.
-_FOREIGN_HEADS = {
-    "v_head.summary.weight": "a TRL value-head model",
-    "v_head.weight": "a DeepSpeed-Chat reward model",
-    "score_head.weight": "an align-anything or safe-rlhf score model",
-}
-
-
-def _unreadable(path: Path) -> str:
-    """One line on a directory that is not a checkpoint rmkit reads: what it holds, and what rmkit reads."""
-    files = sorted(p.name for p in path.iterdir() if p.is_file())
-    keys: set[str] = set()
-    for f in path.glob("*.safetensors"):
-        with safe_open(str(f), "pt") as weights:
-            keys.update(weights.keys())
-    found = next((what for key, what in _FOREIGN_HEADS.items() if key in keys), None)
-    what = f"; its weights look like {found}, a layout rmkit does not read yet" if found else ""
-    shown = ", ".join(files[:12]) + (f" and {len(files) - 12} more" if len(files) > 12 else "") or "no files"
-    return (
-        f"'{path}' is not a checkpoint rmkit can read: it has no config.json (found: {shown}){what}. rmkit reads "
-        "transformers checkpoints (config.json with safetensors weights): a one-label "
-        "*ForSequenceClassification reward model, or a causal LM or encoder backbone"
-    )
 
 
 def ensure_pad_token(tokenizer) -> None:
@@ -148,44 +120,32 @@ class RewardModel(nn.Module):
         device: str | torch.device | None = None,
         trust_remote_code: bool = False,
         allow_pickle: bool = False,
+        dimension: int | None = None,
+        tokenizer: str | Path | None = None,
+        base_model: str | Path | None = None,
         **model_kwargs: Any,
     ) -> RewardModel:
         """Load an RM or a backbone.
 
-        ``name_or_path`` is a one-label ``*ForSequenceClassification`` checkpoint (any RM, rmkit's or not) or
-        a plain backbone (causal LM or encoder), which gets a fresh score head. Weights load from
-        safetensors only unless ``allow_pickle``; custom model code runs only with ``trust_remote_code``.
+        ``name_or_path`` is a one-label ``*ForSequenceClassification`` checkpoint (any RM, rmkit's or not), a
+        plain backbone (causal LM or encoder), which gets a fresh score head, or a directory another trainer
+        saved (safe-rlhf, align-anything, TRL value head, LLaMA-Factory, DeepSpeed-Chat, OpenRLHF:
+        :mod:`rmkit.layouts`), converted in memory; ``dimension`` picks the output of a multi-output head.
+        ``tokenizer`` loads the tokenizer from elsewhere (for a checkpoint saved without one). A LoRA adapter
+        directory is merged into its base model (``base_model``, else the one its adapter config names). Weights load
+        from safetensors only unless ``allow_pickle``; custom model code runs only with ``trust_remote_code``.
         """
-        name = str(name_or_path)
-        if Path(name).is_dir() and not (Path(name) / "config.json").exists():
-            raise RMKitError(_unreadable(Path(name)))
-        try:
-            config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
-        except (OSError, ValueError) as e:
-            raise RMKitError(f"cannot load a model config from '{name}': {e}") from None
-        is_classifier = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
-        if is_classifier and config.num_labels != 1:
-            raise RMKitError(
-                f"'{name}' is a classifier with {config.num_labels} labels; a reward model has one"
-            )
-        try:
-            model = AutoModelForSequenceClassification.from_pretrained(
-                name,
-                num_labels=1,
-                dtype=resolve_dtype(dtype),
-                use_safetensors=None if allow_pickle else True,
-                trust_remote_code=trust_remote_code,
-                **model_kwargs,
-            )
-        except OSError as e:
-            hint = (
-                ""
-                if allow_pickle
-                else " (rmkit loads safetensors weights only; pass allow_pickle=True to trust a pickle checkpoint)"
-            )
-            raise RMKitError(f"cannot load weights from '{name}': {e}{hint}") from None
-        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
-        rm = cls(model, tokenizer)
+        model, tok, metadata = load_checkpoint(
+            str(name_or_path),
+            dtype=resolve_dtype(dtype),
+            allow_pickle=allow_pickle,
+            trust_remote_code=trust_remote_code,
+            dimension=dimension,
+            tokenizer=tokenizer,
+            base_model=base_model,
+            kwargs=model_kwargs,
+        )
+        rm = cls(model, tok, metadata)
         if rm.is_decoder:
             # A bf16 score head rounds every score to 3 significant digits and flips near-tied pairs;
             # the head is one vector, so keeping it (and its input) in fp32 costs nothing.
@@ -242,7 +202,7 @@ class RewardModel(nn.Module):
                 kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         if self.is_decoder:
             hidden = self.model.base_model(input_ids, **kwargs).last_hidden_state
-            scores = self.model.score(hidden.to(self.model.score.weight.dtype)).squeeze(-1)
+            scores = self._head(hidden)
             width = attention_mask.shape[1]
             positions = torch.arange(width, device=attention_mask.device)
             end_index = (positions * attention_mask.ne(0)).argmax(-1)
@@ -295,9 +255,16 @@ class RewardModel(nn.Module):
             position_ids=positions,
             past_key_values=past,
         ).last_hidden_state
-        scores = self.model.score(hidden.to(self.model.score.weight.dtype)).squeeze(-1)
+        scores = self._head(hidden)
         end = (torch.arange(width, device=attention_mask.device) * attention_mask.ne(0)).argmax(-1)
         return scores.gather(1, end[:, None]).squeeze(1)
+
+    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """A decoder's score at every position of ``hidden`` (B, L, H): the head, plus the ``score_bias`` of
+        the metadata (the bias of a head converted from another trainer's layout, :mod:`rmkit.layouts`)."""
+        scores = self.model.score(hidden.to(self.model.score.weight.dtype)).squeeze(-1)
+        bias = self.metadata.get("score_bias")
+        return scores + bias if bias else scores
 
     def compile(self, **options: Any) -> RewardModel:
         """Compile the backbone in place with ``torch.compile`` (``dynamic=True`` unless ``options`` say

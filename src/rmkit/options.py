@@ -1,6 +1,6 @@
 """How options are declared and read: each command has one dataclass whose fields are its options, each
 with its help text (:func:`option`); groups that several commands share live here (:class:`DataOptions`,
-:class:`PairOptions`, :class:`RuntimeOptions`). For the faces and jobs only: the core (data, modeling,
+:class:`PairOptions`, :class:`RuntimeOptions`, :class:`ModelOptions`). For the faces and jobs only: the core (data, modeling,
 inference, losses, metrics) never imports it.
 
 The same dataclass serves the CLI (``--batch-tokens 8192``), a YAML file (``batch_tokens: 8192`` passed with
@@ -70,6 +70,38 @@ class RuntimeOptions:
 
 
 @dataclasses.dataclass(kw_only=True)
+class ModelOptions:
+    """How a command loads its model (:meth:`rmkit.RewardModel.from_pretrained`); every command that loads
+    one inherits these options."""
+
+    allow_pickle: bool = option(
+        False,
+        help="also load pickle weights (.bin), with torch.load(weights_only=True); only from sources you trust",
+    )
+    trust_remote_code: bool = option(False, help="run custom model code shipped with the checkpoint")
+    dimension: int | None = option(
+        None, help="which output of a multi-output score head is the score (safe-rlhf score_dim > 1)"
+    )
+    tokenizer: str | None = option(
+        None, help="tokenizer directory, for a checkpoint saved without one (DeepSpeed-Chat, some adapters)"
+    )
+
+    base_model: str | None = option(
+        None, help="base model of a LoRA adapter checkpoint, when its adapter_config.json names one not here"
+    )
+
+    def loading(self) -> dict[str, Any]:
+        """These options as :meth:`~rmkit.RewardModel.from_pretrained`'s keyword arguments."""
+        return {
+            "allow_pickle": self.allow_pickle,
+            "trust_remote_code": self.trust_remote_code,
+            "dimension": self.dimension,
+            "tokenizer": self.tokenizer,
+            "base_model": self.base_model,
+        }
+
+
+@dataclasses.dataclass(kw_only=True)
 class PairOptions(DataOptions):
     """How a command that reads preference pairs groups them; ``rmkit train`` and ``rmkit eval`` inherit it."""
 
@@ -103,6 +135,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     for f in sorted(dataclasses.fields(cls), key=lambda f: f.name not in own):
         # the flag and any aliases the field names (--lr); the HF Trainer's spelling (--learning_rate) too,
         # left out of the help
+        if f.metadata.get("positional"):  # ``rmkit convert SRC DST``
+            parser.add_argument(f.name, metavar=f.name.upper(), help=f.metadata.get("help", ""))
+            continue
         flags = ["--" + f.name.replace("_", "-"), *f.metadata.get("aliases", ())]
         kind, _ = _base_type(hints[f.name])
         kw: dict[str, Any] = {

@@ -39,7 +39,7 @@ from rmkit.files import atomic_write, write_json, write_text
 from rmkit.inference import BATCH_TOKENS, score_examples
 from rmkit.metrics import compare_pairs, pair_metrics
 from rmkit.modeling import RewardModel
-from rmkit.options import PairOptions, RuntimeOptions, option
+from rmkit.options import ModelOptions, PairOptions, RuntimeOptions, option
 from rmkit.runtime import DTYPES
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ LENGTH_UNIT = "characters"
 
 
 @dataclass(kw_only=True)
-class EvalConfig(PairOptions, RuntimeOptions):
+class EvalConfig(PairOptions, RuntimeOptions, ModelOptions):
     model: list[str] = option(
         help="reward model(s) to evaluate: a checkpoint directory or hub name; two or more to compare "
         "them on the same pairs (--model A B, or --model A --model B)"
@@ -180,7 +180,7 @@ def evaluate(config: EvalConfig | None = None, **options: Any) -> dict[str, Any]
 
     with runtime.start(config.device, config.threads) as rt:
         for k, (label, path) in enumerate(zip(labels, config.model, strict=True)):
-            rm = RewardModel.from_pretrained(path, dtype=config.dtype, device=rt.device)
+            rm = RewardModel.from_pretrained(path, dtype=config.dtype, device=rt.device, **config.loading())
             for ds in datasets:
                 log.info("eval: scoring %s with %s", ds.path, label)
                 # Bad rows are reported once, on the first model's pass; later passes skip them quietly.

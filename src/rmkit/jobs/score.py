@@ -25,7 +25,7 @@ import sys
 import time
 from collections import deque
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -46,17 +46,25 @@ from rmkit.data import (
 from rmkit.errors import RMKitError
 from rmkit.files import write_json
 from rmkit.inference import BATCH_TOKENS, CHUNK_ROWS, score_examples
-from rmkit.jobs.shards import Share, append_lines, count_records, merge_parts, merge_rejects, truncate
+from rmkit.jobs.shards import (
+    Share,
+    ShareState,
+    append_lines,
+    count_records,
+    merge_parts,
+    merge_rejects,
+    truncate,
+)
 from rmkit.metrics import BestOfN, Moments, PairStats, ranking
 from rmkit.modeling import RewardModel
-from rmkit.options import DataOptions, RuntimeOptions, configured, option
+from rmkit.options import DataOptions, ModelOptions, RuntimeOptions, configured, option
 from rmkit.runtime import DTYPES
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(kw_only=True)
-class ScoreConfig(DataOptions, RuntimeOptions):
+class ScoreConfig(DataOptions, RuntimeOptions, ModelOptions):
     """Options of ``rmkit score``; skipped rows go to ``--rejects``, by default ``{stem}.rejects.jsonl``."""
 
     model: str = option(
@@ -93,52 +101,12 @@ class ScoreConfig(DataOptions, RuntimeOptions):
     min_score: float | None = option(
         None, help="best-of-N rows: keep in 'ranking' only responses scoring at least this"
     )
+    normalize: bool = option(
+        False,
+        help="standardise scores with the model's stored mean and std (rmkit's, safe-rlhf's, OpenRLHF's)",
+    )
     resume: bool = option(False, help="continue a killed run from its part files instead of starting over")
     progress: bool = option(True, help="show a progress bar on stderr (only when it is a terminal)")
-
-
-@dataclass
-class _State:
-    """What one process has finished: written after every chunk, read back by ``--resume``."""
-
-    input: str
-    world_size: int
-    records: int = 0  # records of this process's share that are done
-    part_bytes: int = 0
-    rejects_bytes: int = 0
-    stats: RowCounts = field(default_factory=RowCounts)
-    responses: Moments = field(default_factory=Moments)  # scores of single responses
-    pairs: PairStats = field(default_factory=PairStats)  # scores of chosen and rejected answers
-    best_of_n: BestOfN = field(default_factory=BestOfN)  # scores of best-of-N rows
-    run_tokens: int = 0  # tokens and seconds of this run alone (not of the runs it resumes), for tokens/s
-    run_seconds: float = 0.0
-
-    def save(self, path: Path) -> None:
-        write_json(path, asdict(self), indent=None)
-
-    @classmethod
-    def load(cls, path: Path) -> _State:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        try:
-            raw["stats"] = RowCounts(**raw["stats"])
-            raw["responses"] = Moments(**raw["responses"])
-            raw["pairs"] = PairStats.from_dict(raw["pairs"])
-            raw["best_of_n"] = BestOfN.from_dict(raw["best_of_n"])
-            return cls(**raw)
-        except (KeyError, TypeError):
-            raise RMKitError(
-                f"{path}: written by another version of rmkit; start again without --resume"
-            ) from None
-
-    def add(self, scored: list[tuple[Example, list[float]]]) -> None:
-        """Count a chunk's scores in the running statistics."""
-        pairs = [s for ex, s in scored if ex.is_pair]
-        if pairs:
-            self.pairs.merge(PairStats.of([s[0] for s in pairs], [s[1] for s in pairs]))
-        self.responses.merge(Moments.of([s[0] for ex, s in scored if not ex.is_pair and not ex.best_of_n]))
-        ranked = [s for ex, s in scored if ex.best_of_n]
-        if ranked:
-            self.best_of_n.merge(BestOfN.of(ranked))
 
 
 @dataclass(frozen=True)
@@ -214,7 +182,11 @@ def score_file(config: ScoreConfig, *, rm: RewardModel | None = None) -> dict[st
         raise RMKitError(f"--output must end in .json or .jsonl, got '{config.output}'")
     with runtime.start(config.device, config.threads) as rt:
         if rm is None:
-            rm = RewardModel.from_pretrained(config.model, dtype=config.dtype, device=rt.device)
+            rm = RewardModel.from_pretrained(
+                config.model, dtype=config.dtype, device=rt.device, **config.loading()
+            )
+        if config.normalize and "score_std" not in rm.metadata:
+            raise RMKitError("--normalize: the model stores no score mean and std to normalise with")
         if config.compile:
             rm.compile()
         try:
@@ -229,7 +201,7 @@ def score_file(config: ScoreConfig, *, rm: RewardModel | None = None) -> dict[st
 
 def _left_behind(paths: _Paths) -> str:
     """After a failed run: remove its files if it scored nothing, else say where its work is kept."""
-    done = _State.load(paths.state).records if paths.state.exists() else 0
+    done = ShareState.load(paths.state).records if paths.state.exists() else 0
     if not done:
         for p in (paths.part, paths.state):
             p.unlink(missing_ok=True)
@@ -237,12 +209,12 @@ def _left_behind(paths: _Paths) -> str:
     return f" ({done} records done are kept in {paths.part}: fix the input and rerun with --resume to go on)"
 
 
-def _resume_state(config: ScoreConfig, paths: _Paths, rt: runtime.Runtime) -> _State:
+def _resume_state(config: ScoreConfig, paths: _Paths, rt: runtime.Runtime) -> ShareState:
     """The state to start from (a fresh one unless resuming), with the part and rejects files cut back to it
     (dropping anything a ``kill -9`` left half written)."""
-    state = _State(input=str(config.input), world_size=rt.world)
+    state = ShareState(input=str(config.input), world_size=rt.world)
     if config.resume and paths.state.exists():
-        state = _State.load(paths.state)
+        state = ShareState.load(paths.state)
         if state.input != str(config.input) or state.world_size != rt.world:
             raise RMKitError(
                 f"{paths.state}: cannot resume: it was written for input '{state.input}' with "
@@ -310,7 +282,7 @@ def _score_chunk(
     chunk: list[Example],
     tokenizer: ExampleTokenizer,
     config: ScoreConfig,
-    state: _State,
+    state: ShareState,
     seen: deque[tuple[int, int]],
 ) -> list[str]:
     """The part-file lines ``"{record number}\\t{json}"`` of one chunk's scored rows; updates ``state``."""
@@ -331,6 +303,7 @@ def _score_chunk(
         k = seen.popleft()[1]
         if scores is None:
             continue
+        scores = rm.normalize(scores) if config.normalize else scores
         if all(math.isfinite(v) for v in scores):
             scored.append((ex, scores))
         else:  # written as null, counted and reported; kept out of the statistics
@@ -366,7 +339,7 @@ def _format(config: ScoreConfig) -> str | None:
 def _finish(config: ScoreConfig, output: Path, world: int, elapsed: float) -> dict[str, Any]:
     """Rank 0: merge the parts into the output and the rejects, write the summary, remove the parts."""
     shares = [_Paths.of(config, output, r, world) for r in range(world)]
-    states = [_State.load(p.state) for p in shares]
+    states = [ShareState.load(p.state) for p in shares]
     merge_parts(output, [p.part for p in shares])
     if config.on_error == "skip" and world > 1:
         merge_rejects(_rejects_path(config, output), [p.rejects for p in shares])
@@ -379,7 +352,7 @@ def _finish(config: ScoreConfig, output: Path, world: int, elapsed: float) -> di
     return summary
 
 
-def _summary(config: ScoreConfig, output: Path, states: list[_State], elapsed: float) -> dict[str, Any]:
+def _summary(config: ScoreConfig, output: Path, states: list[ShareState], elapsed: float) -> dict[str, Any]:
     """The run's summary, from the states of all processes."""
     stats, responses, pairs, best_of_n = RowCounts(), Moments(), PairStats(), BestOfN()
     for s in states:

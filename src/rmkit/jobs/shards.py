@@ -3,7 +3,7 @@
 Record ``k`` of the input (counted from 0) goes to process ``k % world`` (:class:`Share`). Each process
 appends ``"{k}\\t{json}"`` lines to its part file and makes them durable chunk by chunk
 (:func:`append_lines`); a resumed process cuts its files back to the sizes its state recorded
-(:func:`truncate`). At the end the parts are merged by record number into one output, written atomically
+(:func:`truncate`, :class:`ShareState`). At the end the parts are merged by record number into one output, written atomically
 (:func:`merge_parts`, :func:`merge_rejects`).
 """
 
@@ -14,12 +14,58 @@ import json
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO
 
-from rmkit.data import read_records
+from rmkit.data import Example, RowCounts, read_records
 from rmkit.errors import RMKitError
-from rmkit.files import atomic_write
+from rmkit.files import atomic_write, write_json
+from rmkit.metrics import BestOfN, Moments, PairStats
+
+
+@dataclass
+class ShareState:
+    """What one process has finished: written after every chunk, read back by ``--resume``."""
+
+    input: str
+    world_size: int
+    records: int = 0  # records of this process's share that are done
+    part_bytes: int = 0
+    rejects_bytes: int = 0
+    stats: RowCounts = field(default_factory=RowCounts)
+    responses: Moments = field(default_factory=Moments)  # scores of single responses
+    pairs: PairStats = field(default_factory=PairStats)  # scores of chosen and rejected answers
+    best_of_n: BestOfN = field(default_factory=BestOfN)  # scores of best-of-N rows
+    run_tokens: int = 0  # tokens and seconds of this run alone (not of the runs it resumes), for tokens/s
+    run_seconds: float = 0.0
+
+    def save(self, path: Path) -> None:
+        write_json(path, asdict(self), indent=None)
+
+    @classmethod
+    def load(cls, path: Path) -> ShareState:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            raw["stats"] = RowCounts(**raw["stats"])
+            raw["responses"] = Moments(**raw["responses"])
+            raw["pairs"] = PairStats.from_dict(raw["pairs"])
+            raw["best_of_n"] = BestOfN.from_dict(raw["best_of_n"])
+            return cls(**raw)
+        except (KeyError, TypeError):
+            raise RMKitError(
+                f"{path}: written by another version of rmkit; start again without --resume"
+            ) from None
+
+    def add(self, scored: list[tuple[Example, list[float]]]) -> None:
+        """Count a chunk's scores in the running statistics."""
+        pairs = [s for ex, s in scored if ex.is_pair]
+        if pairs:
+            self.pairs.merge(PairStats.of([s[0] for s in pairs], [s[1] for s in pairs]))
+        self.responses.merge(Moments.of([s[0] for ex, s in scored if not ex.is_pair and not ex.best_of_n]))
+        ranked = [s for ex, s in scored if ex.best_of_n]
+        if ranked:
+            self.best_of_n.merge(BestOfN.of(ranked))
 
 
 class Share:

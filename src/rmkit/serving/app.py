@@ -32,7 +32,7 @@ from rmkit import inference, runtime
 from rmkit.data import ExampleTokenizer
 from rmkit.inference import BATCH_TOKENS, MAX_ROWS
 from rmkit.modeling import RewardModel
-from rmkit.options import RuntimeOptions, option
+from rmkit.options import ModelOptions, RuntimeOptions, option
 from rmkit.runtime import DTYPES
 from rmkit.serving import protocols
 from rmkit.serving.batcher import Batcher, QueueFull
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(kw_only=True)
-class ServeConfig(RuntimeOptions):
+class ServeConfig(RuntimeOptions, ModelOptions):
     model: str = option(help="reward model checkpoint (directory or hub name)")
     host: str = option("127.0.0.1", help="address to bind; 0.0.0.0 exposes the server to the network")
     port: int = option(8000, help="port to listen on (0 picks a free one)")
@@ -102,7 +102,6 @@ class ServeConfig(RuntimeOptions):
         'with "normalize": true)',
     )
     access_log: bool = option(False, help="log every request (costs time under RL load)")
-    trust_remote_code: bool = option(False, help="run custom model code shipped with the checkpoint")
     compile: bool = option(
         False,
         help="torch.compile the model and warm it up before listening (10-30 s at start, faster batches)",
@@ -374,7 +373,7 @@ def load(config: ServeConfig, device: Any = None) -> RewardModel:
         config.model,
         dtype=config.dtype,
         device=device or runtime.resolve_device(config.device),
-        trust_remote_code=config.trust_remote_code,
+        **config.loading(),
     )
     return rm.compile() if config.compile else rm
 

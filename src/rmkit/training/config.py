@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from rmkit.errors import RMKitError
 from rmkit.inference import BATCH_TOKENS
-from rmkit.options import PairOptions, RuntimeOptions, option
+from rmkit.options import ModelOptions, PairOptions, RuntimeOptions, option
 
 TRACKERS = ("tensorboard", "wandb")
 # Options that fix the batches of each step: a resumed run must share them with the checkpoint's run.
@@ -23,7 +23,7 @@ DATA_ORDER_OPTIONS = (
 
 
 @dataclass(kw_only=True)
-class TrainConfig(PairOptions, RuntimeOptions):
+class TrainConfig(PairOptions, RuntimeOptions, ModelOptions):
     """Options of ``rmkit train``."""
 
     model: str = option(help="backbone or reward model to start from (path or hub name)")
@@ -104,7 +104,6 @@ class TrainConfig(PairOptions, RuntimeOptions):
         "'shard_grad_op' keeps parameters gathered between forward and backward (ZeRO-2)",
         choices=["off", "full_shard", "shard_grad_op"],
     )
-    trust_remote_code: bool = option(False, help="allow the model's custom code to run")
 
     def validate(self) -> None:
         """Refuse option values that cannot work, before anything is loaded."""

@@ -114,7 +114,7 @@ def _train(config: TrainConfig, d: Dist) -> dict[str, Any]:
 
 def _load(config: TrainConfig) -> tuple[RewardModel, ExampleTokenizer]:
     """The model to train (a fresh score head on a backbone) and the tokenizer of its training data."""
-    rm = RewardModel.from_pretrained(config.model, trust_remote_code=config.trust_remote_code)
+    rm = RewardModel.from_pretrained(config.model, **config.loading())
     if config.loss == "token_wise" and not rm.is_decoder:
         raise RMKitError("--loss token_wise needs a decoder model (per-token scores); this one is an encoder")
     limit = rm.max_length

@@ -1,0 +1,204 @@
+"""How a checkpoint becomes a one-label classifier and its tokenizer, whoever saved it.
+
+- transformers' own layout (``*ForSequenceClassification``, or a backbone, which gets a fresh head);
+- another trainer's full checkpoint (:mod:`rmkit.layouts`), converted in memory;
+- a LoRA adapter directory (``adapter_config.json``, no ``config.json``) as TRL's ``RewardTrainer`` with PEFT
+  (a ``SEQ_CLS`` adapter carrying the score head) or LLaMA-Factory's LoRA reward runs (a causal-LM adapter,
+  ``value_head.safetensors`` beside it) save them: merged into its base model with PEFT, then read as the
+  full checkpoint of its layout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+)
+
+from rmkit import layouts
+from rmkit.errors import RMKitError
+
+log = logging.getLogger(__name__)
+
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+HEAD_NAMES = ("score.", "classifier.")
+
+
+def load(
+    name: str,
+    *,
+    dtype: torch.dtype,
+    allow_pickle: bool,
+    trust_remote_code: bool,
+    dimension: int | None,
+    tokenizer: str | Path | None,
+    base_model: str | Path | None,
+    kwargs: dict[str, Any],
+) -> tuple[PreTrainedModel, Any, dict[str, Any] | None]:
+    """``(classifier, tokenizer, metadata of a conversion or None)`` of checkpoint ``name``."""
+    path = Path(name)
+    if not path.is_dir():  # a hub name
+        model = _load_standard(name, dtype, trust_remote_code, allow_pickle, kwargs)
+        return model, _load_tokenizer(name, tokenizer, trust_remote_code), None
+    found = layouts.inspect(path, allow_pickle)
+    if found.config is None and (path / "adapter_config.json").is_file():
+        model, metadata, base = _load_adapter(
+            found, base_model, dtype, allow_pickle, dimension, trust_remote_code
+        )
+        own = any(f.startswith("tokenizer") for f in found.files)
+        return model, _load_tokenizer(name if own else base, tokenizer, trust_remote_code), metadata
+    layout = layouts.recognise(found)
+    if layout == layouts.STANDARD:
+        model, metadata = _load_standard(name, dtype, trust_remote_code, allow_pickle, kwargs), None
+    else:
+        converted = layouts.load(found, layout, dtype=dtype, allow_pickle=allow_pickle, dimension=dimension)
+        model, metadata = converted.model, converted.metadata
+        log.info("read '%s' as a %s", name, layouts.LAYOUTS[layout])
+    return model, _load_tokenizer(name, tokenizer, trust_remote_code), metadata
+
+
+def _load_standard(
+    name: str, dtype: torch.dtype, trust_remote_code: bool, allow_pickle: bool, kwargs: dict[str, Any]
+) -> PreTrainedModel:
+    """A transformers checkpoint as a one-label classifier (a backbone gets a fresh head, said in the log)."""
+    try:
+        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise RMKitError(f"cannot load a model config from '{name}': {e}") from None
+    is_classifier = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
+    if is_classifier and config.num_labels != 1:
+        raise RMKitError(f"'{name}' is a classifier with {config.num_labels} labels; a reward model has one")
+    try:
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            name,
+            num_labels=1,
+            dtype=dtype,
+            use_safetensors=None if allow_pickle else True,
+            trust_remote_code=trust_remote_code,
+            output_loading_info=True,
+            **kwargs,
+        )
+    except OSError as e:
+        hint = (
+            ""
+            if allow_pickle
+            else " (rmkit loads safetensors only; --allow-pickle, allow_pickle=True, trusts pickle)"
+        )
+        raise RMKitError(f"cannot load weights from '{name}': {e}{hint}") from None
+    fresh = sorted(k for k in info["missing_keys"] if k.startswith(HEAD_NAMES))
+    if fresh:
+        log.info(
+            "'%s' has no trained score head (%s is new): train it before its scores mean anything",
+            name,
+            ", ".join(fresh),
+        )
+    return model
+
+
+def _load_tokenizer(name: str, tokenizer: str | Path | None, trust_remote_code: bool):
+    source = str(tokenizer or name)
+    try:
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError) as e:
+        hint = (
+            ""
+            if tokenizer
+            else "; a checkpoint saved without one needs --tokenizer DIR (tokenizer= in Python)"
+        )
+        raise RMKitError(f"cannot load a tokenizer from '{source}': {e}{hint}") from None
+
+
+def _load_adapter(
+    found: layouts.Found,
+    base_model: str | Path | None,
+    dtype: torch.dtype,
+    allow_pickle: bool,
+    dimension: int | None,
+    trust_remote_code: bool,
+) -> tuple[PreTrainedModel, dict[str, Any], str]:
+    """A LoRA adapter merged into its base model: ``(classifier, metadata, base model)``."""
+    from peft import PeftModel
+
+    adapter = json.loads((found.path / "adapter_config.json").read_text(encoding="utf-8"))
+    base = str(base_model or adapter.get("base_model_name_or_path") or "")
+    if not base:
+        raise layouts.unreadable(
+            found, "it is a LoRA adapter whose adapter_config.json names no base model; pass --base-model"
+        )
+    weights = [found.path / f for f in ADAPTER_WEIGHTS if (found.path / f).is_file()]
+    if not weights:
+        raise layouts.unreadable(
+            found, "it is a LoRA adapter without adapter weights (adapter_model.safetensors)"
+        )
+    if weights[0].suffix != ".safetensors" and not allow_pickle:
+        raise RMKitError(layouts.pickle_refused(weights[0]))
+    seq_cls = adapter.get("task_type") == "SEQ_CLS"
+    options = {
+        "dtype": torch.float32,
+        "use_safetensors": None if allow_pickle else True,
+        "trust_remote_code": trust_remote_code,
+    }
+    try:
+        if seq_cls:
+            model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, **options)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(base, **options)
+    except OSError as e:
+        raise RMKitError(
+            f"'{found.path}' is a LoRA adapter of '{base}', which cannot be loaded ({e}); pass --base-model DIR"
+        ) from None
+    merged = PeftModel.from_pretrained(model, str(found.path)).merge_and_unload()
+    source = {
+        "layout": "lora",
+        "base_model": base,
+        "r": adapter.get("r"),
+        "task_type": adapter.get("task_type"),
+    }
+    if seq_cls:
+        if not _adapter_has_head(weights[0], allow_pickle):
+            raise layouts.unreadable(
+                found, "it is a SEQ_CLS LoRA adapter that saved no score head (modules_to_save)"
+            )
+        return merged.to(dtype), {"converted_from": source}, base
+    model, metadata = _with_value_head(found, merged, source, dtype, allow_pickle, dimension)
+    return model, metadata, base
+
+
+def _adapter_has_head(weights: Path, allow_pickle: bool) -> bool:
+    keys = layouts.read_weights([weights], allow_pickle)
+    return any(k.split("base_model.model.", 1)[-1].startswith(HEAD_NAMES) for k in keys)
+
+
+def _with_value_head(
+    found: layouts.Found,
+    merged: PreTrainedModel,
+    source: dict[str, Any],
+    dtype: torch.dtype,
+    allow_pickle: bool,
+    dimension: int | None,
+) -> tuple[PreTrainedModel, dict[str, Any]]:
+    """A merged causal LM with the value head saved beside its adapter (LLaMA-Factory's value_head file, or
+    the ``v_head.*`` weights TRL's value-head model writes beside a PEFT adapter)."""
+    head = layouts.read_weights([found.value_head] if found.value_head else found.weights, allow_pickle)
+    if not any(k.startswith("v_head.") for k in head):
+        raise layouts.unreadable(
+            found, "it is a causal-LM LoRA adapter with no value head beside it (value_head.safetensors)"
+        )
+    state = {**merged.state_dict(), **head}
+    config = merged.config.to_dict()
+    full = layouts.Found(
+        found.path, config, found.files, found.weights or [found.path], set(state), None, state
+    )
+    layout = "llama-factory" if found.value_head else "trl"
+    converted = layouts.load(full, layout, dtype=dtype, allow_pickle=allow_pickle, dimension=dimension)
+    converted.metadata["converted_from"].update(source, layout=f"{layout} (LoRA)")
+    return converted.model, converted.metadata

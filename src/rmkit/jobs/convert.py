@@ -1,0 +1,64 @@
+"""``rmkit convert SRC DST``: write any reward-model checkpoint rmkit reads as the standard layout.
+
+The source is read as :meth:`rmkit.RewardModel.from_pretrained` reads it (another trainer's layout is
+converted in memory, :mod:`rmkit.layouts`); the result is a one-label ``*ForSequenceClassification``
+checkpoint in safetensors with the tokenizer beside it, which transformers, TRL, vLLM and RewardBench load
+with no missing or unexpected key. What the standard layout has no field for (a head bias, the source's
+normalisation, the layout it came from) is kept in rmkit's metadata in ``config.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rmkit.errors import RMKitError
+from rmkit.modeling import RewardModel
+from rmkit.options import ModelOptions, option
+from rmkit.runtime import DTYPES
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(kw_only=True)
+class ConvertConfig(ModelOptions):
+    """Options of ``rmkit convert``."""
+
+    source: str = option(help="checkpoint directory to read (any layout rmkit reads)", positional=True)
+    output: str = option(help="directory to write the standard checkpoint to", positional=True)
+    dtype: str = option("fp32", help="dtype of the written weights", choices=list(DTYPES))
+    overwrite: bool = option(False, help="write into an output directory that already holds files")
+
+
+def convert(config: ConvertConfig) -> dict[str, Any]:
+    """Convert ``config.source`` into ``config.output``; return (and print) what was done."""
+    out = Path(config.output)
+    if Path(config.source).resolve() == out.resolve():
+        raise RMKitError("convert: the output directory must differ from the source")
+    if out.is_dir() and any(out.iterdir()) and not config.overwrite:
+        raise RMKitError(f"convert: '{out}' already holds files; pass --overwrite to write into it")
+    rm = RewardModel.from_pretrained(config.source, dtype=config.dtype, **config.loading())
+    rm.save_pretrained(out)
+    source = rm.metadata.get("converted_from", {}).get("layout", "transformers")
+    kept = {k: rm.metadata[k] for k in ("score_bias", "score_mean", "score_std") if k in rm.metadata}
+    summary = {
+        "source": config.source,
+        "layout": source,
+        "output": str(out),
+        "architecture": rm.model.config.architectures[0],
+        "metadata": kept,
+    }
+    print(f"{config.source} ({source}) -> {out}: a {summary['architecture']} in safetensors")
+    if "score_bias" in kept:
+        print(
+            f"  head bias {kept['score_bias']:.6g}: in rmkit's metadata (rmkit adds it; plain transformers "
+            "gives every score less this constant, so rankings and margins are unchanged)"
+        )
+    if "score_std" in kept:
+        print(
+            f"  normalisation: mean {kept.get('score_mean', 0.0):.6g}, std {kept['score_std']:.6g} "
+            "(applied with --normalize)"
+        )
+    return summary

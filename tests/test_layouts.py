@@ -1,0 +1,439 @@
+"""Other trainers' checkpoint layouts: each built here with that trainer's key names, shapes and config keys
+(random weights), read by rmkit, scored exactly as by hand, and converted to the standard layout."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_llama, write_jsonl
+from safetensors.torch import save_file
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, LlamaForCausalLM
+
+from rmkit import RewardModel, RMKitError
+from rmkit.cli import main
+
+TEXTS = ["What is two plus two? Two plus two is four.", "The capital of France is Paris."]
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+@pytest.fixture(scope="module")
+def causal_lm(tmp_path_factory) -> Path:
+    return make_llama(tmp_path_factory.mktemp("causal"), seed=3)
+
+
+def _parts(causal_lm: Path) -> tuple[dict, dict, dict]:
+    """``(config dict, causal LM state, backbone state without the 'model.' prefix)`` of the tiny Llama."""
+    lm = LlamaForCausalLM.from_pretrained(causal_lm)
+    config = json.loads((causal_lm / "config.json").read_text())
+    state = {k: v.clone() for k, v in lm.state_dict().items()}
+    backbone = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+    return config, state, backbone
+
+
+def _write(path: Path, causal_lm: Path, config: dict, weights: dict | None, *, pickle: bool = False) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps(config))
+    if weights is not None:
+        if pickle:
+            torch.save(weights, path / "pytorch_model.bin")
+        else:
+            save_file({k: v.contiguous() for k, v in weights.items()}, path / "model.safetensors")
+    for name in TOKENIZER_FILES:
+        if (causal_lm / name).exists():
+            shutil.copy(causal_lm / name, path / name)
+    return path
+
+
+def _head(hidden: int, outputs: int = 1, seed: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(outputs, hidden, generator=g), torch.randn(outputs, generator=g)
+
+
+# Each builder writes one layout and returns (directory, head weight (1, H), head bias, expected metadata).
+def safe_rlhf(root: Path, causal_lm: Path):
+    config, _, backbone = _parts(causal_lm)
+    weight, bias = _head(config["hidden_size"], outputs=2)
+    mean, var = torch.tensor([0.5, -1.0]), torch.tensor([4.0, 9.0])
+    config.update(
+        architectures=["LlamaForScore"],
+        score_dim=2,
+        bias=True,
+        score_type="reward",
+        do_normalize=True,
+        normalizer_type="RunningMeanStd",
+        mean=mean.tolist(),
+        var=var.tolist(),
+    )
+    state = {f"model.{k}": v for k, v in backbone.items()}
+    state.update({"score_head.weight": weight, "score_head.bias": bias})
+    state.update({"normalizer.mean": mean, "normalizer.var": var, "normalizer.count": torch.tensor([100])})
+    d = 1  # the test reads the second output
+    path = _write(root / "safe-rlhf", causal_lm, config, state, pickle=True)
+    return path, weight[d], float(bias[d]), {"score_mean": -1.0, "score_std": 3.0 + 1e-8}
+
+
+def _unbiased(root: Path, causal_lm: Path, name: str, head_key: str, **config_keys):
+    """A ``model.*`` backbone with a bias-free one-output head under ``head_key``, config keys updated."""
+    config, _, backbone = _parts(causal_lm)
+    weight, _ = _head(config["hidden_size"])
+    config.update(config_keys)
+    state = {f"model.{k}": v for k, v in backbone.items()} | {head_key: weight}
+    return _write(root / name, causal_lm, config, state), weight[0], 0.0, {}
+
+
+def align_anything(root: Path, causal_lm: Path):
+    return _unbiased(
+        root, causal_lm, "align-anything", "score_head.weight", architectures=["AccustomedLlamaRewardModel"]
+    )
+
+
+def trl(root: Path, causal_lm: Path):
+    config, state, _ = _parts(causal_lm)
+    weight, bias = _head(config["hidden_size"])
+    state.update({"v_head.summary.weight": weight, "v_head.summary.bias": bias})
+    return _write(root / "trl", causal_lm, config, state), weight[0], float(bias[0]), {}
+
+
+def llama_factory(root: Path, causal_lm: Path):
+    config, _, _ = _parts(causal_lm)
+    weight, bias = _head(config["hidden_size"])
+    path = root / "llama-factory"
+    shutil.copytree(causal_lm, path)
+    save_file({"v_head.summary.weight": weight, "v_head.summary.bias": bias}, path / "value_head.safetensors")
+    return path, weight[0], float(bias[0]), {}
+
+
+def deepspeed_chat(root: Path, causal_lm: Path):
+    config, _, backbone = _parts(causal_lm)
+    weight, _ = _head(config["hidden_size"])
+    config.update(end_token_id=config["eos_token_id"], pad_token_id=config["eos_token_id"])
+    state = {f"rwtransformer.{k}": v for k, v in backbone.items()} | {"v_head.weight": weight}
+    path = _write(root / "deepspeed-chat", causal_lm, config, state, pickle=True)
+    for name in TOKENIZER_FILES:  # DeepSpeed-Chat saves only the vocabulary; these tests pass --tokenizer
+        (path / name).unlink(missing_ok=True)
+    return path, weight[0], 0.0, {}
+
+
+def openrlhf(root: Path, causal_lm: Path):
+    path, weight, bias, _ = _unbiased(
+        root,
+        causal_lm,
+        "openrlhf",
+        "score.weight",
+        architectures=["RewardModel"],
+        value_head_prefix="score",
+        normalize_reward=True,
+        mean=0.25,
+        std=2.5,
+    )
+    return path, weight, bias, {"score_mean": 0.25, "score_std": 2.5}
+
+
+def openrlhf_old(root: Path, causal_lm: Path):
+    """OpenRLHF before v0.5.4: the head is ``value_head`` and the config names no prefix."""
+    return _unbiased(
+        root, causal_lm, "openrlhf-old", "value_head.weight", architectures=["LLMForSequenceRegression"]
+    )
+
+
+BUILDERS = {
+    "safe-rlhf": safe_rlhf,
+    "align-anything": align_anything,
+    "trl": trl,
+    "llama-factory": llama_factory,
+    "deepspeed-chat": deepspeed_chat,
+    "openrlhf": openrlhf,
+    "openrlhf-old": openrlhf_old,
+}
+# What each layout's load needs beyond the path.
+OPTIONS = {
+    "safe-rlhf": {"allow_pickle": True, "dimension": 1},
+    "deepspeed-chat": {"allow_pickle": True},
+}
+
+
+def by_hand(causal_lm: Path, weight: torch.Tensor, bias: float) -> list[float]:
+    """The head applied to the backbone's last hidden state at each text's last token."""
+    lm = LlamaForCausalLM.from_pretrained(causal_lm).eval()
+    tok = AutoTokenizer.from_pretrained(causal_lm)
+    out = []
+    with torch.no_grad():
+        for text in TEXTS:
+            ids = tok(text, return_tensors="pt").input_ids
+            hidden = lm.model(ids).last_hidden_state[0, -1]
+            out.append(float(hidden @ weight) + bias)
+    return out
+
+
+@pytest.fixture(scope="module", params=list(BUILDERS))
+def layout(request, causal_lm, tmp_path_factory):
+    path, weight, bias, meta = BUILDERS[request.param](tmp_path_factory.mktemp("layouts"), causal_lm)
+    options = dict(OPTIONS.get(request.param, {}))
+    if request.param == "deepspeed-chat":
+        options["tokenizer"] = str(causal_lm)
+    return request.param, path, by_hand(causal_lm, weight, bias), bias, meta, options
+
+
+def test_each_layout_scores_as_its_head_does_by_hand(layout):
+    name, path, expected, _, meta, options = layout
+    rm = RewardModel.from_pretrained(path, **options)
+    assert rm.score(texts=TEXTS) == pytest.approx(expected, abs=1e-5)
+    assert rm.metadata["converted_from"]["layout"] == name.removesuffix("-old")
+    for key, value in meta.items():
+        assert rm.metadata[key] == pytest.approx(value)
+
+
+def test_converted_checkpoints_load_in_plain_transformers_with_every_key_and_the_same_scores(
+    layout, tmp_path
+):
+    name, path, expected, bias, meta, options = layout
+    flags = [f"--{k.replace('_', '-')}" + ("" if v is True else f"={v}") for k, v in options.items()]
+    assert main(["convert", str(path), str(tmp_path / "out"), *flags]) == 0
+    out = tmp_path / "out"
+    assert (out / "model.safetensors").exists() and not list(out.glob("*.bin"))
+    plain, info = AutoModelForSequenceClassification.from_pretrained(out, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    tok = AutoTokenizer.from_pretrained(out)
+    with torch.no_grad():
+        logits = [float(plain(**tok(t, return_tensors="pt")).logits) for t in TEXTS]
+    assert [v + bias for v in logits] == pytest.approx(expected, abs=1e-5)  # the bias is rmkit's metadata
+    again = RewardModel.from_pretrained(out)
+    assert again.score(texts=TEXTS) == pytest.approx(expected, abs=1e-5)
+    for key, value in meta.items():  # normalisation stats survive the conversion
+        assert again.metadata[key] == pytest.approx(value)
+    assert again.metadata["converted_from"]["layout"] == name.removesuffix("-old")
+
+
+def test_normalize_uses_the_source_trainers_statistics(causal_lm, tmp_path):
+    path, weight, _, meta = openrlhf(tmp_path, causal_lm)
+    rm = RewardModel.from_pretrained(path)
+    raw = by_hand(causal_lm, weight, 0.0)
+    assert rm.score(texts=TEXTS, normalize=True) == pytest.approx([(v - 0.25) / 2.5 for v in raw], abs=1e-5)
+
+
+def test_a_multi_output_head_needs_a_chosen_dimension(causal_lm, tmp_path):
+    path = safe_rlhf(tmp_path, causal_lm)[0]
+    with pytest.raises(RMKitError, match=r"score_dim=2.*--dimension 0\.\.1"):
+        RewardModel.from_pretrained(path, allow_pickle=True)
+    with pytest.raises(RMKitError, match="--dimension 5"):
+        RewardModel.from_pretrained(path, allow_pickle=True, dimension=5)
+
+
+@pytest.mark.parametrize("builder", [safe_rlhf, deepspeed_chat])
+def test_pickle_weights_load_only_when_allowed(builder, causal_lm, tmp_path):
+    path = builder(tmp_path, causal_lm)[0]
+    with pytest.raises(RMKitError, match=r"pytorch_model\.bin' is a pickle file.*--allow-pickle"):
+        RewardModel.from_pretrained(path, tokenizer=causal_lm)
+
+
+def test_a_pickled_value_head_is_refused_without_the_flag(causal_lm, tmp_path):
+    path = llama_factory(tmp_path, causal_lm)[0]
+    head = {
+        k: torch.zeros(1, 32) if k.endswith("weight") else torch.zeros(1)
+        for k in ("v_head.summary.weight", "v_head.summary.bias")
+    }
+    (path / "value_head.safetensors").unlink()
+    torch.save(head, path / "value_head.bin")
+    with pytest.raises(RMKitError, match=r"value_head\.bin' is a pickle file"):
+        RewardModel.from_pretrained(path)
+    assert (
+        RewardModel.from_pretrained(path, allow_pickle=True).metadata["converted_from"]["layout"]
+        == "llama-factory"
+    )
+
+
+def test_a_checkpoint_without_a_tokenizer_says_to_name_one(causal_lm, tmp_path):
+    path = deepspeed_chat(tmp_path, causal_lm)[0]
+    with pytest.raises(RMKitError, match="--tokenizer DIR"):
+        RewardModel.from_pretrained(path, allow_pickle=True)
+
+
+def test_an_unknown_key_is_an_error_naming_it_never_a_silent_fresh_weight(causal_lm, tmp_path):
+    config, state, _ = _parts(causal_lm)
+    state.update({"v_head.summary.weight": torch.zeros(1, 32), "v_head.summary.bias": torch.zeros(1)})
+    state["extra_adapter.weight"] = torch.zeros(2, 2)
+    path = _write(tmp_path / "odd", causal_lm, config, state)
+    with pytest.raises(RMKitError, match="extra_adapter.weight") as err:
+        RewardModel.from_pretrained(path)
+    assert "\n" not in str(err.value)
+
+
+def test_a_missing_backbone_weight_is_an_error_naming_it(causal_lm, tmp_path):
+    path, *_ = trl(tmp_path, causal_lm)
+    from safetensors.torch import load_file
+
+    state = load_file(path / "model.safetensors")
+    del state["model.norm.weight"]
+    save_file(state, path / "model.safetensors")
+    with pytest.raises(RMKitError, match=r"missing_keys.*model\.norm\.weight"):
+        RewardModel.from_pretrained(path)
+
+
+def test_a_lora_adapter_directory_is_named_as_one(tmp_path):
+    (tmp_path / "adapter_config.json").write_text("{}")
+    save_file({"v_head.summary.weight": torch.zeros(1, 8)}, tmp_path / "value_head.safetensors")
+    with pytest.raises(RMKitError, match="LoRA adapter") as err:
+        RewardModel.from_pretrained(tmp_path)
+    assert "value_head.safetensors" in str(err.value) and "Repo id" not in str(err.value)
+
+
+def test_convert_refuses_to_write_over_files(causal_lm, tmp_path, capsys):
+    path = trl(tmp_path, causal_lm)[0]
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    assert main(["convert", str(path), str(tmp_path / "busy")]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
+
+
+def test_every_command_takes_another_layout_directly(causal_lm, tmp_path):
+    """score, rank and eval on a TRL value-head checkpoint, converted in memory: the scores are the head's."""
+    path, weight, bias, _ = trl(tmp_path, causal_lm)
+    expected = by_hand(causal_lm, weight, bias)
+    rows = write_jsonl(tmp_path / "rows.jsonl", [{"text": t} for t in TEXTS])
+    assert (
+        main(["score", "--model", str(path), "--input", str(rows), "--output", str(tmp_path / "s.jsonl")])
+        == 0
+    )
+    scores = [json.loads(line)["score"] for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    assert scores == pytest.approx(expected, abs=1e-5)
+
+    candidates = write_jsonl(
+        tmp_path / "bon.jsonl",
+        [{"prompt": "What is two plus two?", "responses": ["Four.", "Two plus two is four."]}],
+    )
+    assert (
+        main(
+            ["rank", "--model", str(path), "--input", str(candidates), "--output", str(tmp_path / "r.jsonl")]
+        )
+        == 0
+    )
+    ranked = json.loads((tmp_path / "r.jsonl").read_text())
+    rm = RewardModel.from_pretrained(path)
+    assert ranked["scores"] == pytest.approx(
+        rm.score(["What is two plus two?"] * 2, ["Four.", "Two plus two is four."]), abs=1e-5
+    )
+
+    pairs = write_jsonl(
+        tmp_path / "pairs.jsonl", [{"prompt": "Hi", "chosen": TEXTS[0], "rejected": TEXTS[1]}]
+    )
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(path),
+                "--data",
+                str(pairs),
+                "--output-dir",
+                str(tmp_path / "ev"),
+                "--no-plots",
+                "--bootstrap",
+                "0",
+            ]
+        )
+        == 0
+    )
+    line = json.loads((tmp_path / "ev" / "scores.jsonl").read_text())
+    chosen, rejected = rm.score(["Hi", "Hi"], [TEXTS[0], TEXTS[1]])
+    assert (line["chosen_score"], line["rejected_score"]) == pytest.approx((chosen, rejected), abs=1e-5)
+
+
+def test_the_server_takes_another_layout_directly(causal_lm, tmp_path):
+    import urllib.request
+
+    from rmkit.serving import ServeConfig, running
+    from rmkit.serving.app import create_app, load
+
+    path, weight, bias, _ = trl(tmp_path, causal_lm)
+    config = ServeConfig(model=str(path))
+    with running(create_app(load(config), config)) as base:
+        request = urllib.request.Request(
+            f"{base}/score",
+            data=json.dumps({"texts": TEXTS}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request) as reply:
+            scores = json.loads(reply.read())["scores"]
+    assert scores == pytest.approx(by_hand(causal_lm, weight, bias), abs=1e-5)
+
+
+def _lora(model, task_type: str, seed: int = 11):
+    """``model`` with a LoRA adapter whose B matrices are random (a fresh adapter is the identity)."""
+    from peft import LoraConfig, get_peft_model
+
+    peft_model = get_peft_model(
+        model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type=task_type)
+    )
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return peft_model.eval()
+
+
+def test_a_llama_factory_lora_run_is_merged_into_its_base_and_scored_with_its_value_head(causal_lm, tmp_path):
+    peft_model = _lora(LlamaForCausalLM.from_pretrained(causal_lm), "CAUSAL_LM")
+    out = tmp_path / "lf-lora"
+    peft_model.save_pretrained(out)
+    weight, bias = _head(32)
+    save_file({"v_head.summary.weight": weight, "v_head.summary.bias": bias}, out / "value_head.safetensors")
+    AutoTokenizer.from_pretrained(causal_lm).save_pretrained(out)
+    assert not (out / "config.json").exists()
+
+    merged = peft_model.merge_and_unload()
+    tok = AutoTokenizer.from_pretrained(causal_lm)
+    with torch.no_grad():
+        expected = [
+            float(merged.model(tok(t, return_tensors="pt").input_ids).last_hidden_state[0, -1] @ weight[0])
+            + float(bias[0])
+            for t in TEXTS
+        ]
+    assert expected != pytest.approx(
+        by_hand(causal_lm, weight[0], float(bias[0])), abs=1e-3
+    )  # the adapter matters
+    rm = RewardModel.from_pretrained(out)
+    assert rm.score(texts=TEXTS) == pytest.approx(expected, abs=1e-5)
+    assert rm.metadata["converted_from"]["base_model"] == str(causal_lm)
+    assert main(["convert", str(out), str(tmp_path / "std")]) == 0
+    assert RewardModel.from_pretrained(tmp_path / "std").score(texts=TEXTS) == pytest.approx(
+        expected, abs=1e-5
+    )
+
+
+def test_a_trl_reward_trainer_peft_adapter_loads_with_its_trained_score_head(causal_lm, tmp_path):
+    base = AutoModelForSequenceClassification.from_pretrained(causal_lm, num_labels=1)
+    peft_model = _lora(base, "SEQ_CLS")
+    with torch.no_grad():  # the head PEFT keeps trainable beside the adapter (modules_to_save)
+        head = next(p for n, p in peft_model.named_parameters() if "score" in n and "modules_to_save" in n)
+        head.copy_(torch.randn(head.shape, generator=torch.Generator().manual_seed(5)))
+    out = tmp_path / "trl-peft"
+    peft_model.save_pretrained(out)
+    tok = AutoTokenizer.from_pretrained(causal_lm)
+    with torch.no_grad():
+        expected = [float(peft_model(**tok(t, return_tensors="pt")).logits) for t in TEXTS]
+    rm = RewardModel.from_pretrained(out)  # no tokenizer beside the adapter: the base's
+    assert rm.score(texts=TEXTS) == pytest.approx(expected, abs=1e-5)
+
+
+def test_a_lora_adapter_whose_base_is_elsewhere_takes_base_model(causal_lm, tmp_path):
+    peft_model = _lora(LlamaForCausalLM.from_pretrained(causal_lm), "CAUSAL_LM")
+    out = tmp_path / "moved"
+    peft_model.save_pretrained(out)
+    save_file(
+        {"v_head.summary.weight": torch.ones(1, 32), "v_head.summary.bias": torch.zeros(1)},
+        out / "value_head.safetensors",
+    )
+    config = json.loads((out / "adapter_config.json").read_text())
+    (out / "adapter_config.json").write_text(
+        json.dumps({**config, "base_model_name_or_path": str(tmp_path / "gone")})
+    )
+    with pytest.raises(RMKitError, match="--base-model"):
+        RewardModel.from_pretrained(out)
+    rm = RewardModel.from_pretrained(out, base_model=causal_lm)
+    assert rm.metadata["converted_from"]["base_model"] == str(causal_lm)
