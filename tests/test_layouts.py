@@ -98,6 +98,18 @@ def trl(root: Path, causal_lm: Path):
     return _write(root / "trl", causal_lm, config, state), weight[0], float(bias[0]), {}
 
 
+def trl_sharded(root: Path, causal_lm: Path):
+    """As TRL saves a big model: the pretrained model's save_pretrained given the state with v_head, in shards."""
+    _, state, _ = _parts(causal_lm)
+    weight, bias = _head(32)
+    state.update({"v_head.summary.weight": weight, "v_head.summary.bias": bias})
+    path = root / "trl-sharded"
+    LlamaForCausalLM.from_pretrained(causal_lm).save_pretrained(path, state_dict=state, max_shard_size="40KB")
+    AutoTokenizer.from_pretrained(causal_lm).save_pretrained(path)
+    assert (path / "model.safetensors.index.json").exists()
+    return path, weight[0], float(bias[0]), {}
+
+
 def llama_factory(root: Path, causal_lm: Path):
     config, _, _ = _parts(causal_lm)
     weight, bias = _head(config["hidden_size"])
@@ -144,6 +156,7 @@ BUILDERS = {
     "safe-rlhf": safe_rlhf,
     "align-anything": align_anything,
     "trl": trl,
+    "trl-sharded": trl_sharded,
     "llama-factory": llama_factory,
     "deepspeed-chat": deepspeed_chat,
     "openrlhf": openrlhf,
@@ -182,7 +195,7 @@ def test_each_layout_scores_as_its_head_does_by_hand(layout):
     name, path, expected, _, meta, options = layout
     rm = RewardModel.from_pretrained(path, **options)
     assert rm.score(texts=TEXTS) == pytest.approx(expected, abs=1e-5)
-    assert rm.metadata["converted_from"]["layout"] == name.removesuffix("-old")
+    assert rm.metadata["converted_from"]["layout"] == name.split("-sharded")[0].removesuffix("-old")
     for key, value in meta.items():
         assert rm.metadata[key] == pytest.approx(value)
 
@@ -205,7 +218,7 @@ def test_converted_checkpoints_load_in_plain_transformers_with_every_key_and_the
     assert again.score(texts=TEXTS) == pytest.approx(expected, abs=1e-5)
     for key, value in meta.items():  # normalisation stats survive the conversion
         assert again.metadata[key] == pytest.approx(value)
-    assert again.metadata["converted_from"]["layout"] == name.removesuffix("-old")
+    assert again.metadata["converted_from"]["layout"] == name.split("-sharded")[0].removesuffix("-old")
 
 
 def test_normalize_uses_the_source_trainers_statistics(causal_lm, tmp_path):

@@ -27,7 +27,7 @@ from starlette.routing import Mount
 from torch._dynamo.utils import counters
 
 import rmkit
-from rmkit import RewardModel
+from rmkit import RewardModel, RMKitError
 from rmkit.serving import ServeConfig, running
 
 PROMPTS = ["What is two plus two?", "Hello"]
@@ -36,7 +36,9 @@ RESPONSES = ["Two plus two is four.", "Hi, how can I help you today?"]
 
 @pytest.fixture(scope="module")
 def rm(llama_path):
-    return RewardModel.from_pretrained(llama_path)
+    rm = RewardModel.from_pretrained(llama_path)
+    rm.metadata.update(score_mean=0.25, score_std=2.0)  # as training stores them, for "normalize": true
+    return rm
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +85,16 @@ def test_score_matches_the_python_api_for_each_input_shape(rm, url):
     assert body["scores"] == pytest.approx(rm.score(messages=conversations), abs=1e-5)
     texts = ["User: Hi\n\nAssistant: Hello!", "User: Hi\n\nAssistant: Go away."]
     status, body = post(url, "/score", {"texts": texts, "normalize": True})
-    assert body["scores"] == pytest.approx(rm.score(texts=texts, normalize=True), abs=1e-5)
+    assert body["scores"] == pytest.approx([(s - 0.25) / 2.0 for s in rm.score(texts=texts)], abs=1e-5)
+
+
+def test_normalize_on_a_model_without_statistics_is_refused_not_ignored(llama_path):
+    rm = RewardModel.from_pretrained(llama_path)
+    with pytest.raises(RMKitError, match="--normalize"):
+        rmkit.serve(rm, normalize=True)
+    with running(rmkit.serve(rm)) as base:
+        status, body = post(base, "/score", {"texts": ["Hi"], "normalize": True})
+    assert status == 422 and body["error"]["param"] == "normalize"
 
 
 def test_64_concurrent_clients_get_their_own_scores_from_shared_batches(rm, url):

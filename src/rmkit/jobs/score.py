@@ -185,7 +185,7 @@ def score_file(config: ScoreConfig, *, rm: RewardModel | None = None) -> dict[st
             rm = RewardModel.from_pretrained(
                 config.model, dtype=config.dtype, device=rt.device, **config.loading()
             )
-        if config.normalize and "score_std" not in rm.metadata:
+        if config.normalize and not rm.normalizes:
             raise RMKitError("--normalize: the model stores no score mean and std to normalise with")
         if config.compile:
             rm.compile()

@@ -30,6 +30,7 @@ from starlette.routing import Route
 
 from rmkit import inference, runtime
 from rmkit.data import ExampleTokenizer
+from rmkit.errors import RMKitError
 from rmkit.inference import BATCH_TOKENS, MAX_ROWS
 from rmkit.modeling import RewardModel
 from rmkit.options import ModelOptions, RuntimeOptions, option
@@ -113,6 +114,8 @@ class Scorer:
 
     def __init__(self, rm: RewardModel, config: ServeConfig):
         self.rm, self.config = rm, config
+        if config.normalize and not rm.normalizes:
+            raise RMKitError("--normalize: the model stores no score mean and std to normalise with")
         rm.prefix_sharing = config.prefix_sharing
         self.api_key = config.api_key or os.environ.get(API_KEY_ENV) or None
         self.telemetry = Telemetry()
@@ -290,6 +293,8 @@ async def _score(request: Request, parse: Callable[[Any], Call], scorer: Scorer,
         call = parse(body)
         if call.items > scorer.config.max_items:
             raise RequestError(f"{call.items} items; the limit is {scorer.config.max_items} (--max-items)")
+        if call.normalize and not scorer.rm.normalizes:
+            raise RequestError("normalize: this model stores no score mean and std", field="normalize")
         ids = await scorer.token_ids(call)
         future = batcher.submit(ids, arrived=True)
         queued = True
