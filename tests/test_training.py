@@ -188,8 +188,9 @@ def test_lora_run_saves_a_merged_checkpoint_plain_transformers_loads(llama_path,
     assert sum(c for c, _ in scores) / len(scores) == pytest.approx(metrics["chosen_mean"], abs=1e-4)
 
 
-def torchrun_train(model: Path, data: tuple[Path, Path], out: Path, *flags: str) -> None:
-    """``rmkit train`` in 2 processes under a real torchrun, with the base options of :func:`config`."""
+def torchrun_train(model: Path, data: tuple[Path, Path], out: Path, *flags: str) -> str:
+    """``rmkit train`` in 2 processes under a real torchrun, with the base options of :func:`config`;
+    returns what the run wrote on stderr."""
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "rmkit.cli", "train", "--model", str(model), "--data", str(data[0]),
@@ -205,6 +206,7 @@ def torchrun_train(model: Path, data: tuple[Path, Path], out: Path, *flags: str)
             run.communicate(timeout=60)
             raise
     assert run.returncode == 0, err[-3000:]
+    return err
 
 
 def assert_same_weights(a: Path, b: Path) -> None:

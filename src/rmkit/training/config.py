@@ -62,6 +62,17 @@ class TrainConfig(PairOptions, RuntimeOptions, ModelOptions):
         None, help="most padded tokens (chosen + rejected) per forward pass on one process"
     )
     group_by_length: bool = option(True, help="batch pairs of similar length together (less padding)")
+    token_cache: bool = option(
+        True,
+        help="keep the tokenised pairs in a memory-mapped cache entry that later runs with the same inputs "
+        "reuse (--no-token-cache: tokenise every run, into a temporary entry)",
+    )
+    cache_dir: str | None = option(
+        None, help="directory of the token cache (default: OUTPUT_DIR/token-cache); share it between runs"
+    )
+    tokenize_workers: int | None = option(
+        None, help="processes that tokenise the training data (default: the cores, at most 8)"
+    )
     learning_rate: float = option(2e-5, help="peak learning rate of AdamW", aliases=["--lr"])
     weight_decay: float = option(0.0, help="AdamW weight decay (never on biases and norm weights)")
     adam_betas: list[float] = option([0.9, 0.999], help="AdamW betas")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from rmkit.files import write_json
 from rmkit.modeling import RewardModel
 from rmkit.training.checkpoint import checkpoints, load_checkpoint, resume_path, save_checkpoint
 from rmkit.training.config import TrainConfig
-from rmkit.training.data import Pair, epoch_batches, train_and_eval_pairs
+from rmkit.training.data import PairStore, epoch_batches, train_and_eval_pairs
 from rmkit.training.parallel import Dist, distribute, unsharded_copy
 from rmkit.training.step import (
     NonFinite,
@@ -61,14 +62,16 @@ def _train(config: TrainConfig, d: Dist) -> dict[str, Any]:
     torch.manual_seed(config.seed)
     rm, tokenizer = _load(config)
     stats = RowCounts()
-    pairs, eval_pairs, eval_source = train_and_eval_pairs(config, tokenizer, stats, main=d.main)
+    pairs, eval_pairs, eval_source = train_and_eval_pairs(
+        config, tokenizer, stats, main=d.main, builder=int(os.environ.get("LOCAL_RANK", "0")) == 0
+    )
     if len(pairs) < d.world:
         raise RMKitError(f"{len(pairs)} training pairs for {d.world} processes")
 
     peft_model = _prepare(rm, config)
     rm.to(d.device).train()
     model = distribute(rm, config, d)
-    lengths = [p.length for p in pairs]
+    lengths = pairs.lengths
     per_epoch = len(epoch_batches(lengths, config, 0, d.world))
     total = config.max_steps or math.ceil(config.epochs * per_epoch)
     optimizer = make_optimizer(rm, config)
@@ -160,8 +163,8 @@ class _Loop:
 
     def __init__(self, model, rm, optimizer, scheduler, pairs, eval_pairs, config, d, train_log, out):
         self.model, self.rm, self.optimizer, self.scheduler = model, rm, optimizer, scheduler
-        self.pairs: list[Pair] = pairs
-        self.eval_pairs: list[Pair] = eval_pairs
+        self.pairs: PairStore = pairs
+        self.eval_pairs: PairStore = eval_pairs
         self.config: TrainConfig = config
         self.d: Dist = d
         self.train_log: TrainLog = train_log
@@ -171,7 +174,7 @@ class _Loop:
 
     def run(self, step: int, total: int, per_epoch: int) -> int:
         """Train from ``step`` to ``total``; returns the step reached."""
-        config, d, lengths = self.config, self.d, [p.length for p in self.pairs]
+        config, d, lengths = self.config, self.d, self.pairs.lengths
         window, window_time = Totals(), 0.0
         bar = tqdm(total=total, initial=step, disable=not d.main, desc="train", dynamic_ncols=True)
         batches: list[list[int]] = []
