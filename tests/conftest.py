@@ -160,3 +160,29 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA} (a user's clone has none)")
     return SHARED_DATA
+
+
+def kill_when_done(command: list[str], state: Path, records: int) -> int:
+    """Run ``rmkit <command>`` in a subprocess and SIGKILL it once its state file counts ``records`` done;
+    returns the count the state file holds after the kill (asserting the run did not finish first)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rmkit.cli", *command],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "WORLD_SIZE": "1"},
+    )
+    try:
+        while proc.poll() is None and not (
+            state.exists() and json.loads(state.read_text())["records"] >= records
+        ):
+            time.sleep(0.005)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    return json.loads(state.read_text())["records"]

@@ -124,3 +124,32 @@ def test_no_pairs_give_undefined_figures_not_errors():
     assert empty.accuracy is None and empty.chosen.summary()["std"] is None
     assert PairStats.of([], []).training_metrics()["pairs"] == 0
     assert pair_metrics([], [], [], [])["accuracy"] is None
+
+
+def test_step_metrics_and_the_processbench_measure_match_hand_values():
+    from rmkit.metrics import step_metrics
+
+    scores = [
+        [0.9, 0.8, 0.2],  # wrong at 2; predicted first error 2: found
+        [0.9, 0.3, 0.1],  # wrong at 2; predicted 1: missed
+        [0.7, 0.6],  # no wrong step; passed whole
+        [0.4, 0.9],  # no wrong step; predicted 0: not passed
+        [0.8, 0.9, 0.7],  # labels None after the first wrong step (ProcessBench style)
+    ]
+    labels = [[True, True, False], [True, True, False], [True, True], [True, True], [True, False, None]]
+    m = step_metrics(scores, labels, threshold=0.5)
+    # labelled steps: 12; predicted wrong (<0.5): 0.2, 0.3, 0.1, 0.4 -> 4; actually wrong: 3 (rows 1, 2, 5)
+    # hits (predicted and actually wrong): 0.2 and 0.1 -> 2; correct calls: 12 - (0.3, 0.4 false alarms) - (row 5 missed) = 9
+    assert m["steps"] == 12 and m["step_accuracy"] == pytest.approx(9 / 12)
+    assert m["wrong_precision"] == pytest.approx(2 / 4) and m["wrong_recall"] == pytest.approx(2 / 3)
+    assert m["wrong_f1"] == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
+    # ProcessBench: with an error: rows 1, 2, 5 -> found only in row 1 (row 5 predicted -1, truth 1)
+    assert m["with_error"] == 3 and m["error_accuracy"] == pytest.approx(1 / 3)
+    assert m["correct_accuracy"] == pytest.approx(1 / 2)
+    assert m["processbench_f1"] == pytest.approx(2 * (1 / 3) * (1 / 2) / (1 / 3 + 1 / 2))
+    empty = step_metrics([[0.9]], [[True]])
+    assert (
+        empty["error_accuracy"] is None
+        and empty["processbench_f1"] is None
+        and empty["correct_accuracy"] == 1.0
+    )

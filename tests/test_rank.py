@@ -4,14 +4,9 @@ column kept, the summary's best-of-N figures, and a resumed run equal to an unin
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
-from conftest import WORDS, write_jsonl
+from conftest import WORDS, kill_when_done, write_jsonl
 
 import rmkit
 from rmkit import RewardModel
@@ -114,19 +109,6 @@ def test_kill_9_then_resume_gives_the_uninterrupted_file(rm_path, tmp_path):
     assert main(["rank", *args, "--output", str(whole)]) == 0
     out = tmp_path / "out.json"
     state = tmp_path / "out.json.rank0-of-1.part.state.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rmkit.cli", "rank", *args, "--output", str(out)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "WORLD_SIZE": "1"},
-    )
-    try:
-        while proc.poll() is None and not (state.exists() and json.loads(state.read_text())["records"] >= 20):
-            time.sleep(0.005)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    assert 0 < json.loads(state.read_text())["records"] < 160
+    assert 0 < kill_when_done(["rank", *args, "--output", str(out)], state, 20) < 160
     assert main(["rank", *args, "--output", str(out), "--resume"]) == 0
     assert out.read_bytes() == whole.read_bytes()

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import WORDS, write_jsonl
+from conftest import WORDS, kill_when_done, write_jsonl
 from torch._dynamo.utils import counters
 from transformers import AutoModelForSequenceClassification
 
@@ -192,23 +190,9 @@ def test_kill_9_then_resume_gives_the_uninterrupted_file(llama_rm, tmp_path):
 
     out = tmp_path / "out.json"
     state = tmp_path / "out.json.rank0-of-1.part.state.json"
-    env = {**os.environ, "WORLD_SIZE": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rmkit.cli", "score", *args, "--output", str(out)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        while proc.poll() is None and not (state.exists() and json.loads(state.read_text())["records"] >= 40):
-            time.sleep(0.005)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    done = kill_when_done(["score", *args, "--output", str(out)], state, 40)
     assert not out.exists()
     part = tmp_path / "out.json.rank0-of-1.part"
-    done = json.loads(state.read_text())["records"]
     assert 0 < done < 240
     with open(part, "a") as f:  # what a kill in the middle of a write leaves behind
         f.write('239\t{"prompt": "half a li')

@@ -65,8 +65,12 @@ def score_sequences(
     batch_cost: float | None = None,
     groups: Sequence[Sequence[int]] | None = None,
     stats: RowCounts | None = None,
-) -> list[float]:
+    positions: Sequence[Sequence[int]] | None = None,
+) -> list[Any]:
     """The score of each token id sequence, in the order given (the batch loop of rmkit).
+
+    With ``positions`` (one list of token indices per sequence) each sequence gets the list of its token
+    scores at those positions instead: a process reward model's step scores (:mod:`rmkit.process`).
 
     ``batch_cost`` (see :func:`batch_cost`) makes a few rows of mixed lengths split by length where that
     pays (:func:`rmkit.data.token_budget_batches`); without it batches fill the token budget.
@@ -75,10 +79,10 @@ def score_sequences(
     that ``shares_prefixes``: see :func:`plan_sharing`. ``stats`` counts the sequences scored after a
     shared prefix (``shared``) and those of groups that fell back to full sequences (``unshared``).
     """
-    scores = [0.0] * len(sequences)
+    scores: list[Any] = [0.0] * len(sequences)
     shared: list[tuple[Sequence[int], list[int]]] = []
     alone = list(range(len(sequences)))
-    if groups and getattr(model, "shares_prefixes", False):
+    if groups and positions is None and getattr(model, "shares_prefixes", False):
         shared, alone = plan_sharing(sequences, groups)
         if stats is not None:
             count = sum(len(members) for _, members in shared)
@@ -87,8 +91,13 @@ def score_sequences(
     for batch in token_budget_batches([len(sequences[i]) for i in alone], batch_tokens, max_rows, batch_cost):
         rows = [alone[b] for b in batch]
         ids, mask = pad_batch([sequences[i] for i in rows], model.pad_token_id)
-        end = model(ids.to(model.device), mask.to(model.device), token_scores=False).end_scores
-        for i, value in zip(rows, end.float().cpu().tolist(), strict=True):
+        out = model(ids.to(model.device), mask.to(model.device), token_scores=positions is not None)
+        if positions is not None:
+            every = out.scores.float().cpu()
+            for r, i in enumerate(rows):
+                scores[i] = every[r, list(positions[i])].tolist()
+            continue
+        for i, value in zip(rows, out.end_scores.float().cpu().tolist(), strict=True):
             scores[i] = value
     if shared:
         _score_shared(model, sequences, shared, scores, batch_tokens, max_rows)

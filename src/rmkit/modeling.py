@@ -88,7 +88,35 @@ def is_right_padded(attention_mask: torch.Tensor) -> bool:
     return bool((attention_mask[:, :-1] >= attention_mask[:, 1:]).all())
 
 
-class RewardModel(nn.Module):
+class HeldModel(nn.Module):
+    """What rmkit's model wrappers share: a transformers ``model``, its ``tokenizer`` and rmkit's ``metadata``
+    (:class:`RewardModel`, :class:`rmkit.process.ProcessRewardModel`)."""
+
+    model: PreTrainedModel
+    metadata: dict[str, Any]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def pad_token_id(self) -> int:
+        return self.tokenizer.pad_token_id
+
+    @property
+    def max_length(self) -> int | None:
+        """The longest sequence scored: the metadata's ``max_length``, else what the model can take."""
+        if self.metadata.get("max_length"):
+            return int(self.metadata["max_length"])
+        limits = [
+            getattr(self.model.config, "max_position_embeddings", None),
+            self.tokenizer.model_max_length,
+        ]
+        limits = [n for n in limits if isinstance(n, int) and 0 < n < 1_000_000]
+        return min(limits) if limits else None
+
+
+class RewardModel(HeldModel):
     """A one-label sequence classifier used as a reward model, with its tokenizer and rmkit metadata."""
 
     def __init__(self, model: PreTrainedModel, tokenizer, metadata: dict[str, Any] | None = None):
@@ -153,26 +181,6 @@ class RewardModel(nn.Module):
         if device is not None:
             rm.to(device)
         return rm.eval()
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def pad_token_id(self) -> int:
-        return self.tokenizer.pad_token_id
-
-    @property
-    def max_length(self) -> int | None:
-        """The longest sequence scored: the metadata's ``max_length``, else what the model can take."""
-        if self.metadata.get("max_length"):
-            return int(self.metadata["max_length"])
-        limits = [
-            getattr(self.model.config, "max_position_embeddings", None),
-            self.tokenizer.model_max_length,
-        ]
-        limits = [n for n in limits if isinstance(n, int) and 0 < n < 1_000_000]
-        return min(limits) if limits else None
 
     def example_tokenizer(
         self, *, max_length: int | None = None, template: str | None = None, truncation: str = "left"
@@ -385,16 +393,21 @@ class RewardModel(nn.Module):
         their final name.
         """
         self.metadata.update(metadata or {})
-        self.metadata["version"] = __version__
-        setattr(self.model.config, METADATA_KEY, self.metadata)
-        self.model.config.pad_token_id = self.tokenizer.pad_token_id
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-save-", dir=path))
-        try:
-            self.model.save_pretrained(str(tmp), safe_serialization=True)
-            self.tokenizer.save_pretrained(str(tmp))
-            for f in sorted(tmp.iterdir(), key=lambda f: f.name == "config.json"):
-                os.replace(f, path / f.name)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        save_model(self.model, self.tokenizer, self.metadata, Path(path))
+
+
+def save_model(model: PreTrainedModel, tokenizer, metadata: dict[str, Any], path: Path) -> None:
+    """Save ``model`` and ``tokenizer`` to ``path`` with ``metadata`` under ``"rmkit"`` in ``config.json``:
+    written into a temporary directory and renamed into place, ``config.json`` last."""
+    metadata["version"] = __version__
+    setattr(model.config, METADATA_KEY, metadata)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    path.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-save-", dir=path))
+    try:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        for f in sorted(tmp.iterdir(), key=lambda f: f.name == "config.json"):
+            os.replace(f, path / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

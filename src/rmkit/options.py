@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import yaml
 
 from rmkit.data.formats import FORMATS
+from rmkit.data.steps import STEP_FORMATS
 from rmkit.errors import RMKitError
 
 T = TypeVar("T")
@@ -39,7 +40,7 @@ class DataOptions:
     """How a command reads its data files; every command that reads rows inherits these options."""
 
     format: str | None = option(
-        None, help="row format; detected from the columns when not given", choices=FORMATS
+        None, help="row format; detected from the columns when not given", choices=[*FORMATS, *STEP_FORMATS]
     )
     columns: dict[str, str] | None = option(
         None, help="rename columns first, e.g. question=prompt,good=chosen,bad=rejected"
@@ -99,6 +100,34 @@ class ModelOptions:
             "tokenizer": self.tokenizer,
             "base_model": self.base_model,
         }
+
+
+@dataclasses.dataclass(kw_only=True)
+class StepOptions:
+    """How a command reads a process reward model and step-labelled data (:mod:`rmkit.process`)."""
+
+    aggregate: str = option(
+        "min", help="a PRM's solution score from its step scores", choices=["min", "last", "mean", "prod"]
+    )
+    separator: str | None = option(None, help="text after every step (a PRM's default: a newline)")
+    step_tag: str | None = option(
+        None, help="the separator's token the step score is read at (default: its last)"
+    )
+    good_token: str | None = option(
+        None,
+        help="read a causal LM as a PRM by this token's logit against --bad-token's (Math-Shepherd: '+')",
+    )
+    bad_token: str | None = option(None, help="the 'wrong step' token of --good-token (Math-Shepherd: '-')")
+    neutral_steps: str = option(
+        "good",
+        help="PRM800K steps rated 0 count as right, wrong, or are left unlabelled",
+        choices=["good", "bad", "skip"],
+    )
+
+    def step_format(self) -> dict[str, Any]:
+        """The options that say how steps are marked and read, as :class:`rmkit.process.StepFormat`'s fields."""
+        names = ("separator", "step_tag", "good_token", "bad_token")
+        return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
 
 
 @dataclasses.dataclass(kw_only=True)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,6 +182,31 @@ def normalise_records(
     if format is not None and format not in FORMATS:
         raise DataError(f"unknown format '{format}': expected one of {', '.join(FORMATS)}", file=source)
     fmt = format
+
+    def convert(record: dict[str, Any], reader: RowReader) -> Example:
+        nonlocal fmt
+        if fmt is None:
+            try:
+                fmt = detect_format(record)
+            except ValueError as e:
+                raise reader.error(None, str(e)) from None
+            if kind == "pairs" and fmt not in PAIR_FORMATS:
+                raise reader.error(None, f"expected preference pairs, but the columns look like '{fmt}' rows")
+        return _NORMALISERS[fmt](record, reader)
+
+    yield from each_record(records, source=source, columns=columns, rejects=rejects, convert=convert)
+
+
+def each_record(
+    records: Iterable[tuple[int, Any]],
+    *,
+    source: str,
+    columns: dict[str, str] | None,
+    rejects: Rejects | None,
+    convert: Callable[[dict[str, Any], RowReader], Any],
+) -> Iterator[Any]:
+    """``convert`` applied to every good record (columns renamed first); a bad record, or one ``convert``
+    refuses with a :class:`DataError`, raises, or with ``rejects`` is counted and written there."""
     for row, record in records:
         if isinstance(record, BadRecord):
             if rejects is None:
@@ -191,18 +216,7 @@ def normalise_records(
         if columns:
             record = {columns.get(k, k): v for k, v in record.items()}
         try:
-            if fmt is None:
-                try:
-                    fmt = detect_format(record)
-                except ValueError as e:
-                    raise DataError(str(e), file=source, row=row) from None
-                if kind == "pairs" and fmt not in PAIR_FORMATS:
-                    raise DataError(
-                        f"expected preference pairs, but the columns look like '{fmt}' rows",
-                        file=source,
-                        row=row,
-                    )
-            yield _NORMALISERS[fmt](record, _Row(source, row))
+            yield convert(record, RowReader(source, row))
         except DataError as e:
             if rejects is None:
                 raise
@@ -210,7 +224,9 @@ def normalise_records(
 
 
 @dataclass
-class _Row:
+class RowReader:
+    """Reads the fields of one record, raising a :class:`DataError` that names the file, row and field."""
+
     source: str
     row: int
 
@@ -273,7 +289,7 @@ def _rest(record: dict[str, Any], used: set[str]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k not in used}
 
 
-def _margin(record: dict[str, Any], r: _Row) -> float | None:
+def _margin(record: dict[str, Any], r: RowReader) -> float | None:
     if record.get("margin") is None:
         return None
     try:
@@ -287,7 +303,7 @@ def _margin(record: dict[str, Any], r: _Row) -> float | None:
 
 def _pair(
     record: dict,
-    r: _Row,
+    r: RowReader,
     prompt: list[Message],
     chosen: str,
     rejected: str,
@@ -305,7 +321,7 @@ def _pair(
     )
 
 
-def _pku(record: dict, r: _Row) -> Example:
+def _pku(record: dict, r: RowReader) -> Example:
     better = r.get(record, "better_response_id")
     if isinstance(better, str) and better.strip() in ("0", "1"):
         better = int(better)
@@ -316,13 +332,13 @@ def _pku(record: dict, r: _Row) -> Example:
     return _pair(record, r, r.prompt(record), answers[better], answers[1 - better], used)
 
 
-def _trl(record: dict, r: _Row) -> Example:
+def _trl(record: dict, r: RowReader) -> Example:
     chosen = r.reply(r.get(record, "chosen"), "chosen")
     rejected = r.reply(r.get(record, "rejected"), "rejected")
     return _pair(record, r, r.prompt(record), chosen, rejected, {"prompt", "chosen", "rejected"})
 
 
-def _trl_implicit(record: dict, r: _Row) -> Example:
+def _trl_implicit(record: dict, r: RowReader) -> Example:
     chosen, rejected = r.get(record, "chosen"), r.get(record, "rejected")
     used = {"chosen", "rejected"}
     if isinstance(chosen, str):
@@ -346,7 +362,7 @@ def _trl_implicit(record: dict, r: _Row) -> Example:
     )
 
 
-def _hh_turns(text: str, r: _Row, field: str) -> list[Message]:
+def _hh_turns(text: str, r: RowReader, field: str) -> list[Message]:
     parts = _HH_TURN.split(text)
     if parts[0].strip() or len(parts) < 3:
         raise r.error(field, "expected an HH transcript '\\n\\nHuman: ...\\n\\nAssistant: ...'")
@@ -357,7 +373,7 @@ def _hh_turns(text: str, r: _Row, field: str) -> list[Message]:
     return turns
 
 
-def _hh(record: dict, r: _Row) -> Example:
+def _hh(record: dict, r: RowReader) -> Example:
     """An Anthropic HH pair. An empty final reply is a reply (it is scored), and sides whose histories differ
     before the last reply are two conversations, each answer scored after its own; both are counted."""
     chosen = _hh_turns(r.text(record, "chosen"), r, "chosen")
@@ -372,21 +388,21 @@ def _hh(record: dict, r: _Row) -> Example:
     return example
 
 
-def _sharegpt(record: dict, r: _Row) -> Example:
+def _sharegpt(record: dict, r: RowReader) -> Example:
     prompt = r.messages(r.get(record, "conversations"), "conversations")
     chosen = r.reply(r.get(record, "chosen"), "chosen")
     rejected = r.reply(r.get(record, "rejected"), "rejected")
     return _pair(record, r, prompt, chosen, rejected, {"conversations", "chosen", "rejected"})
 
 
-def _prompt_response(record: dict, r: _Row) -> Example:
+def _prompt_response(record: dict, r: RowReader) -> Example:
     response = r.reply(r.get(record, "response"), "response")
     return Example(
         r.row, r.prompt(record), [response], is_pair=False, extra=_rest(record, {"prompt", "response"})
     )
 
 
-def _messages(record: dict, r: _Row) -> Example:
+def _messages(record: dict, r: RowReader) -> Example:
     conv = r.messages(r.get(record, "messages"), "messages")
     if conv[-1]["role"] != "assistant":
         raise r.error("messages", "the last message must be the assistant's answer to score")
@@ -399,7 +415,7 @@ def _messages(record: dict, r: _Row) -> Example:
     )
 
 
-def _responses(record: dict, r: _Row) -> Example:
+def _responses(record: dict, r: RowReader) -> Example:
     """Best-of-N: a prompt (``prompt``, or the messages before the answers in ``messages``) and a list of
     candidate ``responses``."""
     field = "prompt" if "prompt" in record else "messages"
@@ -413,7 +429,7 @@ def _responses(record: dict, r: _Row) -> Example:
     )
 
 
-def _text(record: dict, r: _Row) -> Example:
+def _text(record: dict, r: RowReader) -> Example:
     return Example(
         r.row, [], [r.text(record, "text")], is_pair=False, rendered=True, extra=_rest(record, {"text"})
     )

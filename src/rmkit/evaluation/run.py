@@ -35,11 +35,13 @@ from rmkit.data import Rejects, RowCounts, iter_examples
 from rmkit.errors import RMKitError
 from rmkit.evaluation import plots
 from rmkit.evaluation.report import accuracy_table, comparison_table, report
+from rmkit.evaluation.steps import evaluate_steps
 from rmkit.files import atomic_write, write_json, write_text
 from rmkit.inference import BATCH_TOKENS, score_examples
 from rmkit.metrics import compare_pairs, pair_metrics
 from rmkit.modeling import RewardModel
-from rmkit.options import ModelOptions, PairOptions, RuntimeOptions, option
+from rmkit.options import ModelOptions, PairOptions, RuntimeOptions, StepOptions, option
+from rmkit.process import is_process_model
 from rmkit.runtime import DTYPES
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,7 @@ LENGTH_UNIT = "characters"
 
 
 @dataclass(kw_only=True)
-class EvalConfig(PairOptions, RuntimeOptions, ModelOptions):
+class EvalConfig(PairOptions, RuntimeOptions, ModelOptions, StepOptions):
     model: list[str] = option(
         help="reward model(s) to evaluate: a checkpoint directory or hub name; two or more to compare "
         "them on the same pairs (--model A B, or --model A --model B)"
@@ -75,6 +77,9 @@ class EvalConfig(PairOptions, RuntimeOptions, ModelOptions):
     )
     seed: int = option(0, help="seed of the bootstrap")
     plots: bool = option(True, help="draw the PNG plots (--no-plots skips them)")
+    threshold: float = option(
+        0.5, help="process reward models: a step counts as right when it scores at least this"
+    )
 
     def __post_init__(self) -> None:
         # Python callers may pass one path as a string.
@@ -174,6 +179,13 @@ def evaluate(config: EvalConfig | None = None, **options: Any) -> dict[str, Any]
     """
     config = config if config is not None else EvalConfig(**options)
     labels = _labels(config.model)
+    process = [is_process_model(m, config.step_format()) for m in config.model]
+    if any(process):
+        if not all(process):
+            raise RMKitError(
+                "eval compares outcome reward models on pairs, or process reward models on steps; not both"
+            )
+        return evaluate_steps(config, labels, _labels(config.data))
     datasets = [DataSet(name, path) for name, path in zip(_labels(config.data), config.data, strict=True)]
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)

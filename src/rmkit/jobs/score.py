@@ -55,16 +55,18 @@ from rmkit.jobs.shards import (
     merge_rejects,
     truncate,
 )
+from rmkit.jobs.steps import load_process_model, scored_steps, step_examples, step_row
 from rmkit.metrics import BestOfN, Moments, PairStats, ranking
 from rmkit.modeling import RewardModel
-from rmkit.options import DataOptions, ModelOptions, RuntimeOptions, configured, option
+from rmkit.options import DataOptions, ModelOptions, RuntimeOptions, StepOptions, configured, option
+from rmkit.process import ProcessRewardModel, aggregate
 from rmkit.runtime import DTYPES
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(kw_only=True)
-class ScoreConfig(DataOptions, RuntimeOptions, ModelOptions):
+class ScoreConfig(DataOptions, RuntimeOptions, ModelOptions, StepOptions):
     """Options of ``rmkit score``; skipped rows go to ``--rejects``, by default ``{stem}.rejects.jsonl``."""
 
     model: str = option(
@@ -182,10 +184,10 @@ def score_file(config: ScoreConfig, *, rm: RewardModel | None = None) -> dict[st
         raise RMKitError(f"--output must end in .json or .jsonl, got '{config.output}'")
     with runtime.start(config.device, config.threads) as rt:
         if rm is None:
-            rm = RewardModel.from_pretrained(
+            rm = load_process_model(config, rt.device) or RewardModel.from_pretrained(
                 config.model, dtype=config.dtype, device=rt.device, **config.loading()
             )
-        if config.normalize and not rm.normalizes:
+        if config.normalize and not getattr(rm, "normalizes", False):
             raise RMKitError("--normalize: the model stores no score mean and std to normalise with")
         if config.compile:
             rm.compile()
@@ -236,8 +238,13 @@ def _score_share(rm: RewardModel, config: ScoreConfig, output: Path, rt: runtime
     output.parent.mkdir(parents=True, exist_ok=True)
     state = _resume_state(config, paths, rt)
     skipped_before = state.stats.skipped
-    tokenizer = rm.example_tokenizer(
-        max_length=config.max_length, template=config.template, truncation=config.truncation
+    steps = isinstance(rm, ProcessRewardModel)
+    tokenizer = (
+        None
+        if steps
+        else rm.example_tokenizer(
+            max_length=config.max_length, template=config.template, truncation=config.truncation
+        )
     )
     seen: deque[tuple[int, int]] = deque()  # (row, record number) of records handed to the normaliser
     records = Share(read_records(config.input), rt.rank, rt.world, state.records, seen)
@@ -269,8 +276,16 @@ def _score_share(rm: RewardModel, config: ScoreConfig, output: Path, rt: runtime
             bar.update(state.records - bar.n)
             bar.set_postfix_str(f"{state.run_tokens / max(state.run_seconds, 1e-9):,.0f} tok/s")
 
-        examples = normalise_records(
-            records, source=str(config.input), format=_format(config), columns=config.columns, rejects=rejects
+        examples = (
+            step_examples(records, config, rejects)
+            if steps
+            else normalise_records(
+                records,
+                source=str(config.input),
+                format=_format(config),
+                columns=config.columns,
+                rejects=rejects,
+            )
         )
         while chunk := list(islice(examples, config.chunk_rows)):
             checkpoint(_score_chunk(rm, chunk, tokenizer, config, state, seen))
@@ -289,15 +304,21 @@ def _score_chunk(
     tokens_before = state.stats.tokens
     scored: list[tuple[Example, list[float]]] = []
     lines = []
-    for ex, scores in score_examples(
-        rm,
-        chunk,
-        tokenizer,
-        batch_tokens=config.batch_tokens,
-        chunk_rows=config.chunk_rows,
-        stats=state.stats,
-        share_prefixes=config.prefix_sharing,
-    ):
+    steps = isinstance(rm, ProcessRewardModel)
+    scored_chunk = (
+        scored_steps(rm, chunk, config, state.stats)
+        if steps
+        else score_examples(
+            rm,
+            chunk,
+            tokenizer,
+            batch_tokens=config.batch_tokens,
+            chunk_rows=config.chunk_rows,
+            stats=state.stats,
+            share_prefixes=config.prefix_sharing,
+        )
+    )
+    for ex, scores in scored_chunk:
         while seen[0][0] != ex.row:  # records before it were rejected
             seen.popleft()
         k = seen.popleft()[1]
@@ -305,7 +326,8 @@ def _score_chunk(
             continue
         scores = rm.normalize(scores) if config.normalize else scores
         if all(math.isfinite(v) for v in scores):
-            scored.append((ex, scores))
+            summary = [aggregate(scores, config.aggregate)] if steps else scores  # a solution counts once
+            scored += [(ex, summary)] if summary and None not in summary else []
         else:  # written as null, counted and reported; kept out of the statistics
             state.stats.non_finite += 1
             log.warning(
@@ -315,7 +337,10 @@ def _score_chunk(
                 scores,
             )
             scores = [v if math.isfinite(v) else None for v in scores]
-        row = output_row(ex, scores, top_k=config.top_k, min_score=config.min_score)
+        if steps:
+            row = step_row(ex, scores, config.aggregate)
+        else:
+            row = output_row(ex, scores, top_k=config.top_k, min_score=config.min_score)
         lines.append(f"{k}\t{json.dumps(row, ensure_ascii=False, default=str)}\n")
     state.add(scored)
     state.run_tokens += state.stats.tokens - tokens_before

@@ -1,0 +1,242 @@
+"""Step-labelled solutions for process reward models (PRMs): three formats, one :class:`StepExample`.
+
+- ``stepwise``: TRL's stepwise supervision, ``prompt`` (a string or messages), ``completions`` (the list
+  of steps) and ``labels`` (one boolean a step: True when the step is right). ``labels`` may be left out
+  for scoring.
+- ``math_shepherd``: Math-Shepherd's tagged text, ``input`` (the question, then steps that each end in the
+  step tag ``ки``) and ``label`` (the same text with each tag replaced by ``+`` or ``-``).
+- ``prm800k``: OpenAI's PRM800K, ``question.problem`` and ``label.steps``; each step's chosen completion
+  (``chosen_completion``, else its only or first completion, which ends the solution) with its rating:
+  1 is right, -1 wrong, and 0 (neutral) counts as ``neutral`` says: ``"good"`` (the default, as the PRM800K
+  paper's positive class includes neutral steps), ``"bad"``, or ``"skip"`` (left unlabelled: no loss, not
+  evaluated).
+- ``processbench``: ProcessBench's ``problem``, ``steps`` and ``label``, the index of the first wrong step
+  (-1: none). The steps before it are right, it is wrong, and those after it are unlabelled.
+
+A label is ``True`` (right), ``False`` (wrong) or ``None`` (unlabelled).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rmkit.data.formats import Message, RowReader, each_record
+from rmkit.data.readers import read_records
+from rmkit.data.rejects import Rejects
+from rmkit.errors import DataError
+
+STEP_FORMATS = ("stepwise", "math_shepherd", "prm800k", "processbench")
+SHEPHERD_TAG = "ки"
+NEUTRAL = ("good", "bad", "skip")
+
+
+@dataclass
+class StepExample:
+    """One solution: ``prompt`` (messages), its ``steps`` and their ``labels`` (``None`` when unlabelled)."""
+
+    row: int
+    prompt: list[Message]
+    steps: list[str]
+    labels: list[bool | None] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    is_pair = False  # a solution is one scored answer, in the statistics that pairs and best-of-N keep
+    best_of_n = False
+
+    def prompt_value(self) -> str | list[Message]:
+        if len(self.prompt) == 1 and self.prompt[0]["role"] == "user":
+            return self.prompt[0]["content"]
+        return self.prompt
+
+    def subset(self, column: str | None = None) -> str | None:
+        for key in (column,) if column else ("subset", "category", "task", "generator"):
+            value = self.extra.get(key)
+            if value not in (None, ""):
+                return str(value)
+        return None
+
+    @property
+    def first_error(self) -> int:
+        """Index of the first wrong step, or -1 when no labelled step is wrong (ProcessBench's label)."""
+        return next((i for i, label in enumerate(self.labels or []) if label is False), -1)
+
+
+def detect_step_format(record: dict[str, Any]) -> str | None:
+    """The step format of a record, or ``None`` when it is not step-labelled data."""
+    keys = set(record)
+    if {"prompt", "completions"} <= keys and isinstance(record["completions"], list):
+        return "stepwise"
+    if {"input", "label"} <= keys and SHEPHERD_TAG in str(record["input"]):
+        return "math_shepherd"
+    if isinstance(record.get("question"), dict) and isinstance(record.get("label"), dict):
+        return "prm800k"
+    if {"problem", "steps", "label"} <= keys:
+        return "processbench"
+    return None
+
+
+def iter_step_examples(
+    path: str | Path,
+    *,
+    format: str | None = None,
+    columns: dict[str, str] | None = None,
+    rejects: Rejects | None = None,
+    neutral: str = "good",
+) -> Iterator[StepExample]:
+    """Stream the step examples of a data file in file order; bad rows raise :class:`DataError`, or with
+    ``rejects`` are counted and written there."""
+    yield from normalise_steps(
+        read_records(path), source=str(path), format=format, columns=columns, rejects=rejects, neutral=neutral
+    )
+
+
+def normalise_steps(
+    records: Iterable[tuple[int, dict[str, Any]]],
+    *,
+    source: str = "<input>",
+    format: str | None = None,
+    columns: dict[str, str] | None = None,
+    rejects: Rejects | None = None,
+    neutral: str = "good",
+) -> Iterator[StepExample]:
+    if format is not None and format not in STEP_FORMATS:
+        raise DataError(
+            f"unknown step format '{format}': expected one of {', '.join(STEP_FORMATS)}", file=source
+        )
+    if neutral not in NEUTRAL:
+        raise DataError(f"neutral steps count as one of {', '.join(NEUTRAL)}, not {neutral!r}", file=source)
+    fmt = format
+
+    def convert(record: dict[str, Any], reader: RowReader) -> StepExample:
+        nonlocal fmt
+        fmt = fmt or detect_step_format(record)
+        if fmt is None:
+            raise reader.error(
+                None,
+                f"not step-labelled data: columns {sorted(record)}; expected prompt/completions/labels, "
+                "input/label (Math-Shepherd), question/label (PRM800K) or problem/steps/label (ProcessBench)",
+            )
+        return _NORMALISERS[fmt](record, reader, neutral)
+
+    yield from each_record(records, source=source, columns=columns, rejects=rejects, convert=convert)
+
+
+def _steps(reader: RowReader, value: Any, field_name: str) -> list[str]:
+    if not isinstance(value, list) or not value:
+        raise reader.error(field_name, f"expected a non-empty list of steps, got {type(value).__name__}")
+    for i, step in enumerate(value):
+        if not isinstance(step, str):
+            raise reader.error(f"{field_name}[{i}]", f"expected a string step, got {type(step).__name__}")
+        if not step.strip():
+            raise reader.error(f"{field_name}[{i}]", "empty step")
+    return list(value)
+
+
+def _stepwise(record: dict[str, Any], reader: RowReader, neutral: str) -> StepExample:
+    prompt = reader.prompt(record)
+    steps = _steps(reader, record.get("completions"), "completions")
+    labels = record.get("labels")
+    if labels is not None:
+        if not isinstance(labels, list) or len(labels) != len(steps):
+            n = len(labels) if isinstance(labels, list) else type(labels).__name__
+            raise reader.error("labels", f"{n} labels for {len(steps)} steps")
+        for i, label in enumerate(labels):
+            if not isinstance(label, bool) and label is not None:
+                raise reader.error(f"labels[{i}]", f"expected true, false or null, got {label!r}")
+    extra = {k: v for k, v in record.items() if k not in ("prompt", "completions", "labels")}
+    return StepExample(reader.row, prompt, steps, labels, extra)
+
+
+def _math_shepherd(record: dict[str, Any], reader: RowReader, neutral: str) -> StepExample:
+    text, labelled = reader.text(record, "input"), reader.text(record, "label")
+    pieces = text.split(SHEPHERD_TAG)
+    if pieces[-1].strip():
+        raise reader.error(
+            "input", f"text after the last step tag {SHEPHERD_TAG!r}: every step must end in one"
+        )
+    start = pieces[0].find("Step 1")
+    if start < 0:
+        raise reader.error(
+            "input", "no 'Step 1' before the first step tag: cannot tell the question from the steps"
+        )
+    question, pieces[0] = pieces[0][:start].strip(), pieces[0][start:]
+    labels, pos = [], labelled.find(pieces[0])
+    if pos < 0:
+        raise reader.error("label", "its text does not follow 'input'")
+    for i, piece in enumerate(pieces[:-1]):
+        if not labelled.startswith(piece, pos):
+            raise reader.error("label", f"its text does not follow 'input' at step {i + 1}")
+        pos += len(piece)
+        mark = labelled[pos : pos + 1]
+        if mark not in ("+", "-"):
+            raise reader.error("label", f"step {i + 1} is marked {mark!r}; expected '+' or '-'")
+        labels.append(mark == "+")
+        pos += 1
+    steps = [p.strip() for p in pieces[:-1]]
+    if not question or not all(steps):
+        raise reader.error("input", "an empty question or step")
+    extra = {k: v for k, v in record.items() if k not in ("input", "label")}
+    return StepExample(reader.row, [{"role": "user", "content": question}], steps, labels, extra)
+
+
+def _prm800k(record: dict[str, Any], reader: RowReader, neutral: str) -> StepExample:
+    problem = record["question"].get("problem")
+    if not isinstance(problem, str) or not problem.strip():
+        raise reader.error("question.problem", "missing or empty problem")
+    raw = record["label"].get("steps")
+    if not isinstance(raw, list) or not raw:
+        raise reader.error("label.steps", "expected a non-empty list of steps")
+    steps, labels = [], []
+    for i, step in enumerate(raw):
+        where = f"label.steps[{i}]"
+        completions = step.get("completions") if isinstance(step, dict) else None
+        chosen = step.get("chosen_completion") if isinstance(step, dict) else None
+        if not isinstance(completions, list) or not completions:
+            raise reader.error(where, "no completions")
+        pick = (
+            completions[chosen]
+            if isinstance(chosen, int) and 0 <= chosen < len(completions)
+            else completions[0]
+        )
+        text, rating = pick.get("text"), pick.get("rating")
+        if not isinstance(text, str) or not text.strip():
+            raise reader.error(f"{where}.text", "empty step")
+        if rating not in (-1, 0, 1, None):
+            raise reader.error(f"{where}.rating", f"expected -1, 0 or 1, got {rating!r}")
+        steps.append(text)
+        labels.append(None if rating is None else _rating(rating, neutral))
+        if chosen is None:  # the labeller stopped here: the solution ends with this step
+            break
+    extra = {"finish_reason": record["label"].get("finish_reason")}
+    return StepExample(reader.row, [{"role": "user", "content": problem}], steps, labels, extra)
+
+
+def _processbench(record: dict[str, Any], reader: RowReader, neutral: str) -> StepExample:
+    problem = reader.text(record, "problem")
+    steps = _steps(reader, record.get("steps"), "steps")
+    error = record.get("label")
+    if not isinstance(error, int) or isinstance(error, bool) or not -1 <= error < len(steps):
+        raise reader.error(
+            "label", f"expected the first wrong step's index, -1 to {len(steps) - 1}, got {error!r}"
+        )
+    labels: list[bool | None] = (
+        [True] * len(steps) if error < 0 else [True] * error + [False] + [None] * (len(steps) - error - 1)
+    )
+    extra = {k: v for k, v in record.items() if k not in ("problem", "steps", "label")}
+    return StepExample(reader.row, [{"role": "user", "content": problem}], steps, labels, extra)
+
+
+def _rating(rating: int, neutral: str) -> bool | None:
+    if rating == 0:
+        return {"good": True, "bad": False, "skip": None}[neutral]
+    return rating == 1
+
+
+_NORMALISERS = {
+    "stepwise": _stepwise,
+    "math_shepherd": _math_shepherd,
+    "prm800k": _prm800k,
+    "processbench": _processbench,
+}

@@ -1,0 +1,309 @@
+"""ProcessRewardModel: a score for every step of a solution, all read in one forward pass.
+
+A solution is rendered as its prompt (the chat template's generation prompt, or the plain template's
+``"User: ...\\n\\nAssistant: "``), then each step's tokens followed by the separator's tokens (each step
+tokenised on its own, as TRL's PRM trainer does, so step boundaries never merge). Step *k*'s score is read
+at the separator's last token after it, or at the step tag's token within the separator when there is
+one. A causal model sees only the tokens before that position, so one pass over the whole solution gives
+every step the score it gets when its prefix is scored alone (tested to 1e-5).
+
+Three heads, one interface (``head`` in :class:`StepFormat`):
+
+- ``classifier`` with one label: ``AutoModelForTokenClassification``, score = sigmoid of the logit
+  (what ``rmkit train`` trains on step-labelled data, with binary cross-entropy);
+- ``classifier`` with two labels, as Qwen2.5-Math-PRM: score = the softmax probability of ``good_label``;
+- ``lm``, as Math-Shepherd: a causal LM, score = softmax over the logits of ``good_token`` and
+  ``bad_token`` at the step tag, the probability of the good one.
+
+Step settings live under ``"rmkit": {"prm": {...}}`` in ``config.json``, so the checkpoint is a plain
+transformers model and rmkit knows how to read it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
+
+from rmkit.data.formats import Message
+from rmkit.data.rendering import RowCounts, render_plain
+from rmkit.data.steps import StepExample
+from rmkit.errors import RMKitError
+from rmkit.inference import BATCH_TOKENS, score_sequences
+from rmkit.modeling import (
+    METADATA_KEY,
+    HeldModel,
+    RewardOutput,
+    ensure_pad_token,
+    is_right_padded,
+    save_model,
+)
+from rmkit.runtime import resolve_dtype
+
+log = logging.getLogger(__name__)
+
+PRM_KEY = "prm"
+HEADS = ("classifier", "lm")
+AGGREGATES = ("min", "last", "mean", "prod")
+
+
+@dataclass
+class StepFormat:
+    """How steps are marked and read (stored under ``"rmkit": {"prm": ...}`` in ``config.json``)."""
+
+    separator: str = "\n"
+    step_tag: str | None = None  # the separator's token the score is read at; None: its last token
+    head: str = "classifier"
+    good_token: str | None = None  # head "lm": the tokens whose logits are compared at the tag
+    bad_token: str | None = None
+    good_label: int = 1  # head "classifier" with two labels: the class that means "right"
+
+    @classmethod
+    def of(cls, stored: dict[str, Any] | None, **given: Any) -> StepFormat:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in (stored or {}).items() if k in known}
+        values.update({k: v for k, v in given.items() if v is not None})
+        if values.get("good_token") or values.get("bad_token"):
+            values["head"] = "lm"
+        fmt = cls(**values)
+        if fmt.head not in HEADS:
+            raise RMKitError(f"unknown PRM head '{fmt.head}': expected one of {', '.join(HEADS)}")
+        if fmt.head == "lm" and not (fmt.good_token and fmt.bad_token):
+            raise RMKitError(
+                "a causal-LM PRM needs both --good-token and --bad-token (Math-Shepherd: '+' and '-')"
+            )
+        if not fmt.separator:
+            raise RMKitError("the step separator must not be empty")
+        return fmt
+
+
+def aggregate(scores: Sequence[float], how: str = "min") -> float | None:
+    """One score for a solution from its step scores: ``min`` (the weakest step), ``last``, ``mean`` or
+    ``prod`` (the chance every step is right, read as independent probabilities)."""
+    if not scores:
+        return None
+    if how == "min":
+        return min(scores)
+    if how == "last":
+        return scores[-1]
+    if how == "mean":
+        return sum(scores) / len(scores)
+    if how == "prod":
+        out = 1.0
+        for s in scores:
+            out *= s
+        return out
+    raise RMKitError(f"unknown aggregate '{how}': expected one of {', '.join(AGGREGATES)}")
+
+
+class ProcessRewardModel(HeldModel):
+    """A step-level reward model with its tokenizer and :class:`StepFormat`."""
+
+    def __init__(self, model, tokenizer, steps: StepFormat, metadata: dict[str, Any] | None = None):
+        super().__init__()
+        ensure_pad_token(tokenizer)
+        self.model, self.tokenizer, self.steps = model, tokenizer, steps
+        self.metadata: dict[str, Any] = dict(metadata or getattr(model.config, METADATA_KEY, None) or {})
+        # as for RewardModel: a linear ``score`` head on every position marks a decoder (causal attention)
+        self.is_decoder = steps.head == "lm" or isinstance(getattr(model, "score", None), nn.Linear)
+        self._sep = tokenizer(steps.separator, add_special_tokens=False)["input_ids"]
+        if not self._sep:
+            raise RMKitError(f"the separator {steps.separator!r} tokenises to nothing")
+        self._read = len(self._sep) - 1
+        if steps.step_tag is not None:
+            tag = tokenizer(steps.step_tag, add_special_tokens=False)["input_ids"]
+            if len(tag) != 1 or tag[0] not in self._sep:
+                raise RMKitError(
+                    f"the step tag {steps.step_tag!r} must be one token of the separator {steps.separator!r}"
+                )
+            self._read = max(i for i, t in enumerate(self._sep) if t == tag[0])
+        if steps.head == "lm":
+            self._pair = [self._token(steps.good_token), self._token(steps.bad_token)]
+        else:
+            self.labels = model.config.num_labels
+            if self.labels not in (1, 2):
+                raise RMKitError(f"a PRM classifier has one or two labels; this one has {self.labels}")
+
+    def _token(self, text: str | None) -> int:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            raise RMKitError(
+                f"the PRM token {text!r} is {len(ids)} tokens for this tokenizer; it must be one"
+            )
+        return ids[0]
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        dtype: str | torch.dtype = "fp32",
+        device: str | torch.device | None = None,
+        trust_remote_code: bool = False,
+        allow_pickle: bool = False,
+        **step_format: Any,
+    ) -> ProcessRewardModel:
+        """Load a PRM: a token classifier (rmkit's, or two-class as Qwen2.5-Math-PRM), a causal LM read by
+        its good/bad tokens (``good_token``, ``bad_token``, ``step_tag``, ``separator``: Math-Shepherd), or a
+        backbone, which gets a fresh one-label token head (to train)."""
+        name = str(path)
+        try:
+            config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as e:
+            raise RMKitError(f"cannot load a model config from '{name}': {e}") from None
+        stored = (getattr(config, METADATA_KEY, None) or {}).get(PRM_KEY)
+        steps = StepFormat.of(stored, **step_format)
+        options = {
+            "dtype": resolve_dtype(dtype),
+            "use_safetensors": None if allow_pickle else True,
+            "trust_remote_code": trust_remote_code,
+        }
+        classifier = any(a.endswith("ForTokenClassification") for a in (config.architectures or []))
+        try:
+            if steps.head == "lm":
+                model = AutoModelForCausalLM.from_pretrained(name, **options)
+            elif classifier:
+                model = AutoModelForTokenClassification.from_pretrained(name, **options)
+            else:
+                model = AutoModelForTokenClassification.from_pretrained(name, num_labels=1, **options)
+        except OSError as e:
+            raise RMKitError(f"cannot load weights from '{name}': {e}") from None
+        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+        prm = cls(model, tokenizer, steps)
+        if device is not None:
+            prm.to(device)
+        return prm.eval()
+
+    def prompt_ids(self, prompt: Sequence[Message]) -> list[int]:
+        """The ids of a prompt up to where the first step starts."""
+        if self.tokenizer.chat_template:
+            text = self.tokenizer.apply_chat_template(
+                list(prompt), add_generation_prompt=True, tokenize=False
+            )
+            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return self.tokenizer(render_plain([*prompt, {"role": "assistant", "content": ""}]))["input_ids"]
+
+    def encode(
+        self, prompt: Sequence[Message], steps: Sequence[str], max_length: int | None = None
+    ) -> tuple[list[int], list[int]]:
+        """``(ids, positions)``: the solution's token ids and where each step's score is read. Too long for
+        ``max_length``: the prompt is cut from the left (its leading special tokens kept), then the steps
+        that do not fit are left out (fewer positions than steps)."""
+        head = self.prompt_ids(prompt)
+        pieces = [self.tokenizer(s, add_special_tokens=False)["input_ids"] + self._sep for s in steps]
+        limit = max_length or self.max_length
+        if limit is not None and len(head) + sum(map(len, pieces)) > limit:
+            room = max(limit - sum(map(len, pieces)), min(len(head), limit // 4))
+            keep = 1 if head and head[0] in self.tokenizer.all_special_ids else 0
+            head = head[:keep] + head[len(head) - max(room - keep, 0) :] if room < len(head) else head
+        ids, positions = list(head), []
+        for piece in pieces:
+            if limit is not None and len(ids) + len(piece) > limit:
+                break
+            ids.extend(piece)
+            positions.append(len(ids) - len(self._sep) + self._read)
+        return ids, positions
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_scores: bool = True
+    ) -> RewardOutput:
+        """``scores`` (B, L): the step score (a probability) at every position; ``end_scores`` at the last."""
+        logits = self.logits(input_ids, attention_mask)
+        if self.steps.head == "lm":
+            scores = logits.float().softmax(-1)[..., 0]
+        elif self.labels == 2:
+            scores = logits.float().softmax(-1)[..., self.steps.good_label]
+        else:
+            scores = torch.sigmoid(logits.float().squeeze(-1))
+        positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+        end_index = (positions * attention_mask.ne(0)).argmax(-1)
+        return RewardOutput(scores, scores.gather(1, end_index[:, None]).squeeze(1), end_index)
+
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The head's raw outputs at every position: (B, L, labels), or (B, L, 2) good/bad logits for ``lm``."""
+        kwargs: dict[str, Any] = {}
+        if not (self.is_decoder and is_right_padded(attention_mask)):
+            kwargs["attention_mask"] = attention_mask
+        if self.steps.head == "lm":
+            hidden = self.model.base_model(input_ids, **kwargs).last_hidden_state
+            rows = self.model.get_output_embeddings().weight[self._pair]
+            return hidden @ rows.T.to(hidden.dtype)
+        return self.model(input_ids, **kwargs).logits
+
+    def step_scores(self, prompt: str | Sequence[Message], steps: Sequence[str]) -> list[float]:
+        """The score of each step of one solution (fewer when the solution is cut to the length limit)."""
+        return self.score_solutions([prompt], [steps])[0]
+
+    def score_solutions(
+        self,
+        prompts: Sequence[str | Sequence[Message]],
+        solutions: Sequence[Sequence[str]],
+        *,
+        batch_tokens: int | None = None,
+    ) -> list[list[float]]:
+        """Step scores of many solutions, in order, in token-budget batches (:mod:`rmkit.inference`)."""
+        examples = [
+            StepExample(i, [{"role": "user", "content": p}] if isinstance(p, str) else list(p), list(s))
+            for i, (p, s) in enumerate(zip(prompts, solutions, strict=True))
+        ]
+        return score_step_examples(self, examples, batch_tokens=batch_tokens)
+
+    def save_pretrained(self, path: str | Path, metadata: dict[str, Any] | None = None) -> None:
+        """A plain transformers checkpoint (safetensors, tokenizer beside it) with the step settings stored."""
+        self.metadata.update(metadata or {})
+        self.metadata[PRM_KEY] = asdict(self.steps)
+        save_model(self.model, self.tokenizer, self.metadata, Path(path))
+
+
+def score_step_examples(
+    prm: ProcessRewardModel,
+    examples: Sequence[StepExample],
+    *,
+    batch_tokens: int | None = None,
+    max_length: int | None = None,
+    stats: RowCounts | None = None,
+) -> list[list[float]]:
+    """Step scores of ``examples`` in order, batched by the inference core; ``stats`` counts the rows,
+    their tokens and the solutions cut to the length limit (whose later steps get no score)."""
+
+    encoded = [prm.encode(ex.prompt, ex.steps, max_length) for ex in examples]
+    if stats is not None:
+        for ex, (ids, positions) in zip(examples, encoded, strict=True):
+            stats.rows += 1
+            stats.tokens += len(ids)
+            stats.truncated += len(positions) < len(ex.steps)
+    return score_sequences(
+        prm,
+        [ids for ids, _ in encoded],
+        batch_tokens=batch_tokens or BATCH_TOKENS,
+        positions=[p for _, p in encoded],
+    )
+
+
+def split_steps(solution: str | Sequence[str], separator: str) -> list[str]:
+    """A solution's steps: a list as it is, or a text cut at the separator (empty pieces dropped)."""
+    if isinstance(solution, str):
+        return [s for s in solution.split(separator) if s.strip()] or [solution]
+    return list(solution)
+
+
+def is_process_model(path: str | Path, step_format: dict[str, Any]) -> bool:
+    """Whether ``path`` is read as a PRM: good/bad tokens are given, or it is a token classifier or has
+    rmkit's step settings in its config."""
+    if step_format.get("good_token") or step_format.get("bad_token"):
+        return True
+    config_file = Path(path) / "config.json"
+    if not config_file.is_file():
+        return False
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    architectures = config.get("architectures") or []
+    return any(a.endswith("ForTokenClassification") for a in architectures) or PRM_KEY in (
+        config.get(METADATA_KEY) or {}
+    )

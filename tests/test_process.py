@@ -1,0 +1,341 @@
+"""Process reward models: step data formats, one forward pass for every step, and the published shapes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY, kill_when_done, make_tokenizer, write_jsonl
+from transformers import (
+    AutoModelForTokenClassification,
+    LlamaConfig,
+    LlamaForCausalLM,
+    LlamaForTokenClassification,
+)
+
+from rmkit.data.steps import StepExample, iter_step_examples
+from rmkit.errors import DataError, RMKitError
+from rmkit.process import ProcessRewardModel, aggregate
+
+PROMPT = "What is two plus two?"
+STEPS = ["Two plus two", "is four.", "So the answer is four."]
+
+
+def tiny(path: Path, cls, num_labels: int | None = None, seed: int = 0) -> Path:
+    tok = make_tokenizer(path)
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tok), **TINY, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id
+    )
+    if num_labels:
+        config.num_labels = num_labels
+    cls(config).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory) -> Path:
+    return tiny(tmp_path_factory.mktemp("prm_lm"), LlamaForCausalLM)
+
+
+def test_one_forward_pass_gives_each_step_the_score_of_its_prefix_alone(backbone):
+    torch.manual_seed(1)
+    prm = ProcessRewardModel.from_pretrained(backbone)  # a fresh one-label token head
+    prompt = [{"role": "user", "content": PROMPT}]
+    ids, positions = prm.encode(prompt, STEPS)
+    assert len(positions) == len(STEPS) and positions == sorted(positions)
+    together = prm.step_scores(prompt, STEPS)
+    alone = []
+    with torch.no_grad():
+        for p in positions:  # each prefix up to the step's read position, scored as a sequence of its own
+            prefix = torch.tensor([ids[: p + 1]])
+            alone.append(float(prm(prefix, torch.ones_like(prefix)).scores[0, -1]))
+    assert together == pytest.approx(alone, abs=1e-5)
+    assert all(0.0 < s < 1.0 for s in together)
+
+
+def test_batched_solutions_score_as_each_alone(backbone):
+    prm = ProcessRewardModel.from_pretrained(backbone)
+    solutions = [STEPS, STEPS[:1], ["Four.", "Done because two and two make four, as counted."]]
+    batched = prm.score_solutions([PROMPT] * 3, solutions)
+    assert [len(s) for s in batched] == [3, 1, 2]
+    for steps, scores in zip(solutions, batched, strict=True):
+        assert scores == pytest.approx(prm.step_scores(PROMPT, steps), abs=1e-5)
+
+
+def test_a_two_class_token_head_scores_the_good_class_probability_by_hand(tmp_path):
+    path = tiny(tmp_path, LlamaForTokenClassification, num_labels=2, seed=2)
+    prm = ProcessRewardModel.from_pretrained(path, separator="\n")
+    ids, positions = prm.encode([{"role": "user", "content": PROMPT}], STEPS)
+    plain = AutoModelForTokenClassification.from_pretrained(path).eval()
+    with torch.no_grad():
+        logits = plain(torch.tensor([ids])).logits[0]
+    expected = [float(logits[p].softmax(-1)[1]) for p in positions]
+    assert prm.step_scores(PROMPT, STEPS) == pytest.approx(expected, abs=1e-5)
+
+
+def test_a_causal_lm_read_by_good_and_bad_token_logits_at_the_step_tag(tmp_path):
+    path = tiny(tmp_path, LlamaForCausalLM, seed=3)
+    kw = dict(separator=" plus\n", step_tag=" plus", good_token=" is", bad_token=" two")
+    prm = ProcessRewardModel.from_pretrained(path, **kw)
+    ids, positions = prm.encode([{"role": "user", "content": PROMPT}], STEPS)
+    tok = prm.tokenizer
+    tag, good, bad = (tok(t, add_special_tokens=False)["input_ids"][0] for t in (" plus", " is", " two"))
+    assert [ids[p] for p in positions] == [tag] * 3  # read at the tag, not at the newline after it
+    lm = LlamaForCausalLM.from_pretrained(path).eval()
+    with torch.no_grad():
+        logits = lm(torch.tensor([ids])).logits[0]
+    expected = [float(logits[p, [good, bad]].softmax(-1)[0]) for p in positions]
+    assert prm.step_scores(PROMPT, STEPS) == pytest.approx(expected, abs=1e-5)
+
+
+def test_step_settings_are_checked(backbone):
+    with pytest.raises(RMKitError, match="both --good-token and --bad-token"):
+        ProcessRewardModel.from_pretrained(backbone, good_token="four")
+    with pytest.raises(RMKitError, match="must be one token of the separator"):
+        ProcessRewardModel.from_pretrained(backbone, separator="\n", step_tag=" plus")
+
+
+def test_aggregates():
+    assert aggregate([0.9, 0.2, 0.8], "min") == 0.2
+    assert aggregate([0.9, 0.2, 0.8], "last") == 0.8
+    assert aggregate([0.9, 0.2, 0.8], "mean") == pytest.approx(1.9 / 3)
+    assert aggregate([0.9, 0.5], "prod") == pytest.approx(0.45)
+    assert aggregate([], "min") is None
+
+
+def test_a_long_solution_loses_its_prompt_head_first_then_whole_last_steps(backbone):
+    prm = ProcessRewardModel.from_pretrained(backbone)
+    prompt = [{"role": "user", "content": PROMPT}]
+    full, positions = prm.encode(prompt, STEPS)
+    cut, cut_positions = prm.encode(prompt, STEPS, max_length=len(full) - 2)
+    assert len(cut) == len(full) - 2 and cut[0] == full[0] and cut[-20:] == full[-20:]  # BOS and steps kept
+    assert [p - 2 for p in positions] == cut_positions
+    short, short_positions = prm.encode(prompt, STEPS, max_length=16)
+    assert len(short) <= 16 and 0 < len(short_positions) < len(STEPS)  # the last steps did not fit
+
+
+# --- data formats ---------------------------------------------------------------------------------------
+
+
+def test_the_three_step_formats_normalise_to_steps_and_labels(tmp_path):
+    stepwise = write_jsonl(
+        tmp_path / "s.jsonl",
+        [{"prompt": PROMPT, "completions": STEPS, "labels": [True, True, False], "subset": "gsm8k"}],
+    )
+    (ex,) = iter_step_examples(stepwise)
+    assert (
+        ex.steps == STEPS
+        and ex.labels == [True, True, False]
+        and ex.first_error == 2
+        and ex.subset() == "gsm8k"
+    )
+
+    question = "Janet has 3 eggs and buys 2. How many?"
+    text = f"{question} Step 1: 3 + 2 = 5. ки\nStep 2: The answer is: 6 ки"
+    label = f"{question} Step 1: 3 + 2 = 5. +\nStep 2: The answer is: 6 -"
+    (ms,) = iter_step_examples(
+        write_jsonl(tmp_path / "m.jsonl", [{"input": text, "label": label, "task": "GSM8K"}])
+    )
+    assert ms.prompt[0]["content"] == question
+    assert ms.steps == ["Step 1: 3 + 2 = 5.", "Step 2: The answer is: 6"] and ms.labels == [True, False]
+
+    prm800k = {
+        "question": {"problem": question},
+        "label": {
+            "steps": [
+                {"completions": [{"text": "3 + 2 = 5.", "rating": 1}], "chosen_completion": 0},
+                {"completions": [{"text": "Check: yes.", "rating": 0}], "chosen_completion": 0},
+                {
+                    "completions": [{"text": "So 6.", "rating": -1}, {"text": "So 5.", "rating": 1}],
+                    "chosen_completion": None,
+                },
+                {"completions": [{"text": "never read", "rating": 1}], "chosen_completion": 0},
+            ],
+            "finish_reason": "found_error",
+        },
+    }
+    path = write_jsonl(tmp_path / "p.jsonl", [prm800k])
+    (p,) = iter_step_examples(path)
+    assert p.steps == ["3 + 2 = 5.", "Check: yes.", "So 6."] and p.labels == [True, True, False]
+    (p,) = iter_step_examples(path, neutral="skip")
+    assert p.labels == [True, None, False]
+    (p,) = iter_step_examples(path, neutral="bad")
+    assert p.labels == [True, False, False] and p.first_error == 1
+
+    bench = [{"id": "a", "generator": "Qwen", "problem": question, "steps": ["s1", "s2", "s3"], "label": 1},
+             {"id": "b", "generator": "Qwen", "problem": question, "steps": ["s1", "s2"], "label": -1}]  # fmt: skip
+    a, b = iter_step_examples(write_jsonl(tmp_path / "pb.jsonl", bench))
+    assert a.labels == [True, False, None] and a.first_error == 1 and a.subset() == "Qwen"
+    assert b.labels == [True, True] and b.first_error == -1
+
+
+@pytest.mark.parametrize(
+    "row, field, reason",
+    [
+        ({"prompt": "q", "completions": ["a", "b"], "labels": [True]}, "labels", "1 labels for 2 steps"),
+        ({"prompt": "q", "completions": ["a", " "], "labels": [True, True]}, "completions[1]", "empty step"),
+        (
+            {"prompt": "q", "completions": ["a"], "labels": ["yes"]},
+            "labels[0]",
+            "expected true, false or null",
+        ),
+        ({"input": "q Step 1: a ки", "label": "q Step 1: a ?"}, "label", "marked '?'"),
+        (
+            {"input": "q Step 1: a ки tail", "label": "q Step 1: a + tail"},
+            "input",
+            "text after the last step tag",
+        ),
+        ({"problem": "q", "steps": ["a", "b"], "label": 2}, "label", "-1 to 1, got 2"),
+    ],
+)
+def test_bad_step_rows_are_named(tmp_path, row, field, reason):
+    path = write_jsonl(tmp_path / "bad.jsonl", [row])
+    with pytest.raises(DataError) as err:
+        list(iter_step_examples(path))
+    assert err.value.row == 1 and err.value.field == field and reason in str(err.value)
+
+
+def test_bad_step_rows_can_be_skipped_and_counted(tmp_path):
+    from rmkit.data import Rejects
+
+    rows = [{"prompt": "q", "completions": ["a"], "labels": [True]}, {"prompt": "q", "completions": []}] * 2
+    with Rejects(tmp_path / "rejects.jsonl") as rejects:
+        kept = list(iter_step_examples(write_jsonl(tmp_path / "d.jsonl", rows), rejects=rejects))
+    assert len(kept) == 2 and rejects.count == 2
+    assert [json.loads(line)["row"] for line in (tmp_path / "rejects.jsonl").read_text().splitlines()] == [
+        2,
+        4,
+    ]
+    assert isinstance(kept[0], StepExample)
+
+
+# --- rmkit score with a PRM -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def prm_path(backbone, tmp_path_factory) -> Path:
+    torch.manual_seed(4)
+    out = tmp_path_factory.mktemp("prm")
+    ProcessRewardModel.from_pretrained(backbone).save_pretrained(out)
+    return out
+
+
+def solutions(n: int) -> list[dict]:
+    words = ["two", "plus", "is", "four", "the", "answer", "so", "Paris"]
+    return [
+        {
+            "id": i,
+            "prompt": PROMPT,
+            "completions": [
+                " ".join(words[(i + j + k) % 8] for k in range(2 + (i + j) % 5)) for j in range(1 + i % 4)
+            ],
+            "labels": [j % 3 != 2 for j in range(1 + i % 4)],
+        }
+        for i in range(n)
+    ]
+
+
+def test_the_saved_prm_is_a_plain_token_classifier_with_its_step_settings(prm_path):
+    config = json.loads((prm_path / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForTokenClassification"] and len(config["id2label"]) == 1
+    assert config["rmkit"]["prm"]["separator"] == "\n"
+    plain, info = AutoModelForTokenClassification.from_pretrained(prm_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+
+
+def test_score_writes_step_scores_and_the_aggregate_in_input_order(prm_path, tmp_path):
+    from rmkit.cli import main
+
+    rows = solutions(13)
+    data = write_jsonl(tmp_path / "steps.jsonl", rows)
+    out = tmp_path / "scored.jsonl"
+    assert (
+        main(
+            [
+                "score",
+                "--model",
+                str(prm_path),
+                "--input",
+                str(data),
+                "--output",
+                str(out),
+                "--chunk-rows",
+                "4",
+                "--aggregate",
+                "mean",
+            ]
+        )
+        == 0
+    )
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    prm = ProcessRewardModel.from_pretrained(prm_path)
+    assert [w["id"] for w in written] == list(range(13))
+    for row, w in zip(rows, written, strict=True):
+        expected = prm.step_scores(PROMPT, row["completions"])
+        assert w["step_scores"] == pytest.approx(expected, abs=1e-5)
+        assert w["score"] == pytest.approx(sum(expected) / len(expected), abs=1e-5)
+        assert w["completions"] == row["completions"] and w["labels"] == row["labels"]
+
+
+def test_a_killed_prm_score_run_resumes_to_the_identical_file(prm_path, tmp_path):
+    from rmkit.cli import main
+
+    data = write_jsonl(tmp_path / "steps.jsonl", solutions(120))
+    args = ["--model", str(prm_path), "--input", str(data), "--chunk-rows", "4"]
+    whole = tmp_path / "whole.json"
+    assert main(["score", *args, "--output", str(whole)]) == 0
+    out = tmp_path / "out.json"
+    state = tmp_path / "out.json.rank0-of-1.part.state.json"
+    assert 0 < kill_when_done(["score", *args, "--output", str(out)], state, 16) < 120
+    assert main(["score", *args, "--output", str(out), "--resume"]) == 0
+    assert out.read_bytes() == whole.read_bytes()
+
+
+def test_eval_of_a_prm_reports_step_and_processbench_figures_per_subset(prm_path, tmp_path):
+    from rmkit.cli import main
+    from rmkit.metrics import step_metrics
+
+    rows = [{**r, "subset": "even" if r["id"] % 2 == 0 else "odd"} for r in solutions(24)]
+    data = write_jsonl(tmp_path / "labelled.jsonl", rows)
+    out = tmp_path / "eval"
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(prm_path),
+                "--data",
+                str(data),
+                "--output-dir",
+                str(out),
+                "--threshold",
+                "0.5",
+            ]
+        )
+        == 0
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    prm = ProcessRewardModel.from_pretrained(prm_path)
+    scores = [prm.step_scores(PROMPT, r["completions"]) for r in rows]
+    (result,) = [per_data["labelled"] for per_data in metrics["results"].values()]
+    expected = step_metrics(scores, [r["labels"] for r in rows])
+    for key in (
+        "steps",
+        "step_accuracy",
+        "wrong_f1",
+        "error_accuracy",
+        "correct_accuracy",
+        "processbench_f1",
+    ):
+        assert result["all"][key] == pytest.approx(expected[key]), key
+    odd = [i for i, r in enumerate(rows) if r["subset"] == "odd"]
+    assert result["subsets"]["odd"]["step_accuracy"] == pytest.approx(
+        step_metrics([scores[i] for i in odd], [rows[i]["labels"] for i in odd])["step_accuracy"]
+    )
+    lines = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
+    assert [line["row"] for line in lines] == list(range(1, 25))
+    assert lines[0]["step_scores"] == pytest.approx(scores[0], abs=1e-5)
+    assert list((out / "plots").glob("steps_*.png")) and "processbench_f1" in (out / "report.md").read_text()
