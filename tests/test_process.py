@@ -339,3 +339,170 @@ def test_eval_of_a_prm_reports_step_and_processbench_figures_per_subset(prm_path
     assert [line["row"] for line in lines] == list(range(1, 25))
     assert lines[0]["step_scores"] == pytest.approx(scores[0], abs=1e-5)
     assert list((out / "plots").glob("steps_*.png")) and "processbench_f1" in (out / "report.md").read_text()
+
+
+# --- rmkit train on step-labelled data ------------------------------------------------------------------
+
+GOOD_STEPS = ["two plus two is four", "the answer is four", "Paris is the capital of France"]
+BAD_STEPS = ["I cannot help", "the weather is sunny", "It could hurt someone"]
+
+
+def labelled_solutions(n: int, seed: int) -> list[dict]:
+    """A learnable task: a step is right when it is one of GOOD_STEPS."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        steps, labels = [], []
+        for _ in range(rng.randint(1, 4)):
+            good = rng.random() < 0.6
+            steps.append(rng.choice(GOOD_STEPS if good else BAD_STEPS))
+            labels.append(good)
+        rows.append(
+            {"prompt": PROMPT, "completions": steps, "labels": labels, "subset": "a" if i % 2 else "b"}
+        )
+    return rows
+
+
+def test_the_loss_counts_only_labelled_steps_and_matches_a_hand_computation(backbone):
+    import numpy as np
+    import torch.nn.functional as F
+
+    from rmkit.data import RowCounts
+    from rmkit.training import TrainConfig
+    from rmkit.training.process import StepTask, tokenize_steps
+
+    torch.manual_seed(5)
+    prm = ProcessRewardModel.from_pretrained(backbone)
+    cfg = TrainConfig(model=str(backbone), data="unused", output_dir="unused", max_length=512)
+    ex = StepExample(1, [{"role": "user", "content": PROMPT}], STEPS, [True, None, False])
+    (item,) = tokenize_steps(prm, [ex], cfg, RowCounts())
+    loss, _ = StepTask().forward(prm, [item], prm.pad_token_id, cfg, torch.device("cpu"))
+    with torch.no_grad():
+        logits = prm.model(torch.tensor([item.ids.tolist()])).logits[0, :, 0]
+    at = logits[torch.tensor(item.positions)]
+    expected = F.binary_cross_entropy_with_logits(at[[0, 2]], torch.tensor([1.0, 0.0]), reduction="none")
+    assert loss.shape == (2,) and torch.allclose(loss.detach(), expected, atol=1e-6)
+    first_only = TrainConfig(model=str(backbone), data="u", output_dir="u", first_error_only=True)
+    wrong_first = StepExample(1, ex.prompt, STEPS, [False, True, True])
+    (cut,) = tokenize_steps(prm, [wrong_first], first_only, RowCounts())
+    assert np.isnan(cut.labels[1:]).all() and cut.labelled == 1
+
+
+@pytest.fixture(scope="module")
+def trained_prm(backbone, tmp_path_factory) -> Path:
+    from rmkit import train
+    from rmkit.training import TrainConfig
+
+    d = tmp_path_factory.mktemp("prm_run")
+    data = write_jsonl(d / "train.jsonl", labelled_solutions(96, 0))
+    held = write_jsonl(d / "eval.jsonl", labelled_solutions(32, 1))
+    out = d / "out"
+    config = TrainConfig(
+        model=str(backbone), data=str(data), eval_data=str(held), output_dir=str(out), batch_size=8,
+        learning_rate=3e-3, warmup_ratio=0.0, epochs=3, logging_steps=4, eval_steps=12,
+    )  # fmt: skip
+    train(config)
+    return out
+
+
+def test_rmkit_trains_a_prm_that_learns_the_steps(trained_prm):
+    metrics = json.loads((trained_prm / "metrics.json").read_text())
+    assert metrics["train"]["solutions"] == 96 and metrics["train"]["steps"] == 36
+    assert metrics["eval"]["step_accuracy"] >= 0.9 and metrics["eval"]["processbench_f1"] is not None
+    lines = [json.loads(line) for line in (trained_prm / "train_log.jsonl").read_text().splitlines()]
+    losses = [x["loss"] for x in lines if "loss" in x]
+    assert losses[-1] < losses[0] and any("eval_step_accuracy" in x for x in lines)
+
+
+def test_a_prm_trained_by_rmkit_loads_in_plain_transformers_with_the_same_step_logits(trained_prm):
+    plain, info = AutoModelForTokenClassification.from_pretrained(trained_prm, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    prm = ProcessRewardModel.from_pretrained(trained_prm)
+    ids, positions = prm.encode([{"role": "user", "content": PROMPT}], GOOD_STEPS[:1] + BAD_STEPS[:1])
+    with torch.no_grad():
+        logits = plain.eval()(torch.tensor([ids])).logits[0, positions, 0]
+    scores = prm.step_scores(PROMPT, GOOD_STEPS[:1] + BAD_STEPS[:1])
+    assert scores == pytest.approx(torch.sigmoid(logits).tolist(), abs=1e-5)
+    assert scores[0] > 0.5 > scores[1]  # it learnt the task
+
+
+def test_prm_training_keeps_lora_and_two_process_torchrun(backbone, tmp_path):
+    from test_training import torchrun_train
+
+    from rmkit import train
+    from rmkit.training import TrainConfig
+
+    data = write_jsonl(tmp_path / "train.jsonl", labelled_solutions(32, 2))
+    held = write_jsonl(tmp_path / "eval.jsonl", labelled_solutions(16, 3))
+    base = dict(model=str(backbone), data=str(data), eval_data=str(held), batch_size=8, warmup_ratio=0.0)
+    train(TrainConfig(**base, output_dir=str(tmp_path / "lora"), lora=True, max_steps=2, learning_rate=1e-2))
+    plain, info = AutoModelForTokenClassification.from_pretrained(tmp_path / "lora", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]  # adapters merged: a plain checkpoint
+
+    train(
+        TrainConfig(
+            **base, output_dir=str(tmp_path / "one"), max_steps=3, micro_batch_size=2, learning_rate=3e-3
+        )
+    )
+    torchrun_train(backbone, (data, held), tmp_path / "two", "--max-steps", "3", "--micro-batch-size", "2")
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert two["train"]["processes"] == 2 and two["eval"]["steps"] == one["eval"]["steps"]
+    assert two["eval"]["loss"] == pytest.approx(one["eval"]["loss"], rel=1e-4)
+
+
+def test_rank_with_a_prm_ranks_solutions_by_their_aggregate_step_score(trained_prm, tmp_path):
+    from rmkit.cli import main
+
+    candidates = ["\n".join(GOOD_STEPS[:2]), "\n".join([GOOD_STEPS[0], BAD_STEPS[0]]), BAD_STEPS[1]]
+    data = write_jsonl(tmp_path / "bon.jsonl", [{"id": 7, "prompt": PROMPT, "responses": candidates}])
+    out = tmp_path / "ranked.jsonl"
+    assert main(["rank", "--model", str(trained_prm), "--input", str(data), "--output", str(out)]) == 0
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    prm = ProcessRewardModel.from_pretrained(trained_prm)
+    steps = [prm.step_scores(PROMPT, c.split("\n")) for c in candidates]
+    assert row["step_scores"] == [pytest.approx(s, abs=1e-5) for s in steps]
+    assert row["scores"] == pytest.approx([min(s) for s in steps], abs=1e-5)
+    assert row["best"] == 0 and row["ranking"][0] == 0 and row["id"] == 7
+
+
+def test_the_server_scores_a_solution_by_its_steps(trained_prm):
+    import urllib.request
+
+    from rmkit.serving import ServeConfig, running
+    from rmkit.serving.app import create_app, load
+
+    config = ServeConfig(model=str(trained_prm), aggregate="min")
+    prm = load(config)
+    solutions = ["\n".join(GOOD_STEPS[:2]), "\n".join([GOOD_STEPS[0], BAD_STEPS[0]])]
+    with running(create_app(prm, config)) as base:
+        body = json.dumps({"prompts": [PROMPT, PROMPT], "responses": solutions}).encode()
+        request = urllib.request.Request(
+            f"{base}/score", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request) as reply:
+            answer = json.loads(reply.read())
+        openrlhf = json.dumps({"query": ["not split: a whole text"], "prompts": [""]}).encode()
+        request = urllib.request.Request(
+            f"{base}/get_reward", data=openrlhf, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request) as reply:
+            rewards = json.loads(reply.read())["rewards"]
+    steps = [prm.step_scores(PROMPT, s.split("\n")) for s in solutions]
+    assert answer["step_scores"] == [pytest.approx(s, abs=1e-5) for s in steps]
+    assert answer["scores"] == pytest.approx([min(s) for s in steps], abs=1e-5)
+    assert len(rewards) == 1 and 0.0 < rewards[0] < 1.0
+
+
+def test_an_outcome_rm_gives_each_step_the_score_of_its_prefix_in_one_pass(rm_path, minilm_path):
+    from rmkit import RewardModel
+    from rmkit.data.steps import SolutionEncoder
+
+    rm = RewardModel.from_pretrained(rm_path)
+    scores = rm.step_scores(PROMPT, STEPS)
+    ids, positions = SolutionEncoder(rm.tokenizer).encode([{"role": "user", "content": PROMPT}], STEPS)
+    assert scores == pytest.approx([rm.score_ids([ids[: p + 1]])[0] for p in positions], abs=1e-5)
+    with pytest.raises(RMKitError, match="causal decoder"):
+        RewardModel.from_pretrained(minilm_path).step_scores(PROMPT, STEPS)

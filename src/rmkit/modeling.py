@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import (
+    AutoModelForSequenceClassification,
     Cache,
     DynamicCache,
     PreTrainedModel,
@@ -38,6 +39,7 @@ from transformers import (
 from rmkit.checkpoints import load as load_checkpoint
 from rmkit.data import Example, ExampleTokenizer, examples_from
 from rmkit.data.formats import Message
+from rmkit.data.steps import SolutionEncoder
 from rmkit.errors import RMKitError
 from rmkit.inference import BATCH_TOKENS, MAX_ROWS, score_examples, score_sequences
 from rmkit.metrics import ranking
@@ -94,6 +96,11 @@ class HeldModel(nn.Module):
 
     model: PreTrainedModel
     metadata: dict[str, Any]
+    auto_class: Any = AutoModelForSequenceClassification  # what rebuilds ``model`` from its config
+
+    def with_model(self, model: PreTrainedModel) -> HeldModel:
+        """The same wrapper around another ``model`` of the same config (a gathered copy, say)."""
+        return type(self)(model, self.tokenizer, self.metadata)
 
     @property
     def device(self) -> torch.device:
@@ -349,6 +356,28 @@ class RewardModel(HeldModel):
             for r, value in zip(rows, scores, strict=True):
                 values[r] = value
         return self.normalize(values) if normalize else values
+
+    def step_scores(
+        self,
+        prompt: str | list[Message],
+        steps: Sequence[str],
+        *,
+        separator: str = "\n",
+        step_tag: str | None = None,
+    ) -> list[float]:
+        """An outcome RM read as a process RM: step *k*'s score is this RM's score at the end of step *k*
+        (the solution rendered as :class:`rmkit.data.steps.SolutionEncoder` says), every step in one pass.
+        On a causal decoder that equals scoring the solution cut after step *k*; an encoder reads the whole
+        text from its first token, so it is refused. A trained PRM: :class:`rmkit.process.ProcessRewardModel`."""
+        if not (self.is_decoder and self.unmask_right_padding):
+            raise RMKitError(
+                "step scores of an outcome RM need a causal decoder: an encoder's score sees every step"
+            )
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        ids, positions = SolutionEncoder(self.tokenizer, separator, step_tag).encode(
+            messages, steps, self.max_length
+        )
+        return score_sequences(self, [ids], positions=[positions])[0]
 
     def rank(
         self,

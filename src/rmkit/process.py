@@ -33,8 +33,8 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
 
 from rmkit.data.formats import Message
-from rmkit.data.rendering import RowCounts, render_plain
-from rmkit.data.steps import StepExample
+from rmkit.data.rendering import RowCounts
+from rmkit.data.steps import SolutionEncoder, StepExample
 from rmkit.errors import RMKitError
 from rmkit.inference import BATCH_TOKENS, score_sequences
 from rmkit.modeling import (
@@ -113,23 +113,20 @@ class ProcessRewardModel(HeldModel):
         self.metadata: dict[str, Any] = dict(metadata or getattr(model.config, METADATA_KEY, None) or {})
         # as for RewardModel: a linear ``score`` head on every position marks a decoder (causal attention)
         self.is_decoder = steps.head == "lm" or isinstance(getattr(model, "score", None), nn.Linear)
-        self._sep = tokenizer(steps.separator, add_special_tokens=False)["input_ids"]
-        if not self._sep:
-            raise RMKitError(f"the separator {steps.separator!r} tokenises to nothing")
-        self._read = len(self._sep) - 1
-        if steps.step_tag is not None:
-            tag = tokenizer(steps.step_tag, add_special_tokens=False)["input_ids"]
-            if len(tag) != 1 or tag[0] not in self._sep:
-                raise RMKitError(
-                    f"the step tag {steps.step_tag!r} must be one token of the separator {steps.separator!r}"
-                )
-            self._read = max(i for i, t in enumerate(self._sep) if t == tag[0])
+        self.encoder = SolutionEncoder(tokenizer, steps.separator, steps.step_tag)
         if steps.head == "lm":
             self._pair = [self._token(steps.good_token), self._token(steps.bad_token)]
         else:
             self.labels = model.config.num_labels
             if self.labels not in (1, 2):
                 raise RMKitError(f"a PRM classifier has one or two labels; this one has {self.labels}")
+
+    @property
+    def auto_class(self) -> Any:
+        return AutoModelForCausalLM if self.steps.head == "lm" else AutoModelForTokenClassification
+
+    def with_model(self, model: Any) -> ProcessRewardModel:
+        return ProcessRewardModel(model, self.tokenizer, self.steps, self.metadata)
 
     def _token(self, text: str | None) -> int:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -181,47 +178,29 @@ class ProcessRewardModel(HeldModel):
             prm.to(device)
         return prm.eval()
 
-    def prompt_ids(self, prompt: Sequence[Message]) -> list[int]:
-        """The ids of a prompt up to where the first step starts."""
-        if self.tokenizer.chat_template:
-            text = self.tokenizer.apply_chat_template(
-                list(prompt), add_generation_prompt=True, tokenize=False
-            )
-            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return self.tokenizer(render_plain([*prompt, {"role": "assistant", "content": ""}]))["input_ids"]
-
     def encode(
         self, prompt: Sequence[Message], steps: Sequence[str], max_length: int | None = None
     ) -> tuple[list[int], list[int]]:
-        """``(ids, positions)``: the solution's token ids and where each step's score is read. Too long for
-        ``max_length``: the prompt is cut from the left (its leading special tokens kept), then the steps
-        that do not fit are left out (fewer positions than steps)."""
-        head = self.prompt_ids(prompt)
-        pieces = [self.tokenizer(s, add_special_tokens=False)["input_ids"] + self._sep for s in steps]
-        limit = max_length or self.max_length
-        if limit is not None and len(head) + sum(map(len, pieces)) > limit:
-            room = max(limit - sum(map(len, pieces)), min(len(head), limit // 4))
-            keep = 1 if head and head[0] in self.tokenizer.all_special_ids else 0
-            head = head[:keep] + head[len(head) - max(room - keep, 0) :] if room < len(head) else head
-        ids, positions = list(head), []
-        for piece in pieces:
-            if limit is not None and len(ids) + len(piece) > limit:
-                break
-            ids.extend(piece)
-            positions.append(len(ids) - len(self._sep) + self._read)
-        return ids, positions
+        """``(ids, positions)`` of a solution (:class:`rmkit.data.steps.SolutionEncoder`), cut to
+        ``max_length`` (default: the model's)."""
+        return self.encoder.encode(prompt, steps, max_length or self.max_length)
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_scores: bool = True
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_scores: bool = True,
+        raw: bool = False,
     ) -> RewardOutput:
-        """``scores`` (B, L): the step score (a probability) at every position; ``end_scores`` at the last."""
+        """``scores`` (B, L): the step score (a probability) at every position; ``end_scores`` at the last.
+        With ``raw``, a one-label head's logits instead (what training's binary cross-entropy takes)."""
         logits = self.logits(input_ids, attention_mask)
         if self.steps.head == "lm":
             scores = logits.float().softmax(-1)[..., 0]
         elif self.labels == 2:
             scores = logits.float().softmax(-1)[..., self.steps.good_label]
         else:
-            scores = torch.sigmoid(logits.float().squeeze(-1))
+            scores = logits.squeeze(-1) if raw else torch.sigmoid(logits.float().squeeze(-1))
         positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
         end_index = (positions * attention_mask.ne(0)).argmax(-1)
         return RewardOutput(scores, scores.gather(1, end_index[:, None]).squeeze(1), end_index)
@@ -306,4 +285,19 @@ def is_process_model(path: str | Path, step_format: dict[str, Any]) -> bool:
     architectures = config.get("architectures") or []
     return any(a.endswith("ForTokenClassification") for a in architectures) or PRM_KEY in (
         config.get(METADATA_KEY) or {}
+    )
+
+
+def load_if_process(config: Any, device: Any = None) -> ProcessRewardModel | None:
+    """The PRM a command's options name (``model``, ``dtype``, the model-loading and step options), or
+    ``None`` when ``config.model`` is an outcome RM (:func:`is_process_model`)."""
+    if not is_process_model(config.model, config.step_format()):
+        return None
+    return ProcessRewardModel.from_pretrained(
+        config.model,
+        dtype=config.dtype,
+        device=device,
+        allow_pickle=config.allow_pickle,
+        trust_remote_code=config.trust_remote_code,
+        **config.step_format(),
     )

@@ -18,7 +18,7 @@ A label is ``True`` (right), ``False`` (wrong) or ``None`` (unlabelled).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,8 @@ from typing import Any
 from rmkit.data.formats import Message, RowReader, each_record
 from rmkit.data.readers import read_records
 from rmkit.data.rejects import Rejects
-from rmkit.errors import DataError
+from rmkit.data.rendering import render_plain
+from rmkit.errors import DataError, RMKitError
 
 STEP_FORMATS = ("stepwise", "math_shepherd", "prm800k", "processbench")
 SHEPHERD_TAG = "ки"
@@ -240,3 +241,56 @@ _NORMALISERS = {
     "prm800k": _prm800k,
     "processbench": _processbench,
 }
+
+
+class SolutionEncoder:
+    """Token ids of a solution and where each step's score is read.
+
+    The prompt is rendered as the chat template's generation prompt (else the plain template's
+    ``"User: ...\n\nAssistant: "``); each step is tokenised on its own and followed by the separator's
+    tokens, so step boundaries never merge; step *k* is read at the separator's last token, or at the step
+    tag's token within it.
+    """
+
+    def __init__(self, tokenizer, separator: str = "\n", step_tag: str | None = None):
+        self.tokenizer = tokenizer
+        self.separator = tokenizer(separator, add_special_tokens=False)["input_ids"]
+        if not self.separator:
+            raise RMKitError(f"the separator {separator!r} tokenises to nothing")
+        self.read = len(self.separator) - 1
+        if step_tag is not None:
+            tag = tokenizer(step_tag, add_special_tokens=False)["input_ids"]
+            if len(tag) != 1 or tag[0] not in self.separator:
+                raise RMKitError(
+                    f"the step tag {step_tag!r} must be one token of the separator {separator!r}"
+                )
+            self.read = max(i for i, t in enumerate(self.separator) if t == tag[0])
+
+    def prompt_ids(self, prompt: Sequence[Message]) -> list[int]:
+        """The ids of a prompt up to where the first step starts."""
+        if self.tokenizer.chat_template:
+            text = self.tokenizer.apply_chat_template(
+                list(prompt), add_generation_prompt=True, tokenize=False
+            )
+            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return self.tokenizer(render_plain([*prompt, {"role": "assistant", "content": ""}]))["input_ids"]
+
+    def encode(
+        self, prompt: Sequence[Message], steps: Sequence[str], max_length: int | None = None
+    ) -> tuple[list[int], list[int]]:
+        """``(ids, positions)``. Too long for ``max_length``: the prompt is cut from the left (its leading
+        special token kept), then the steps that do not fit are left out (fewer positions than steps)."""
+        head = self.prompt_ids(prompt)
+        pieces = [self.tokenizer(s, add_special_tokens=False)["input_ids"] + self.separator for s in steps]
+        limit = max_length
+        if limit is not None and len(head) + sum(map(len, pieces)) > limit:
+            room = max(limit - sum(map(len, pieces)), min(len(head), limit // 4))
+            keep = 1 if head and head[0] in self.tokenizer.all_special_ids else 0
+            head = head[:keep] + head[len(head) - max(room - keep, 0) :] if room < len(head) else head
+        ids, positions = list(head), []
+        for piece in pieces:
+            if limit is not None and len(ids) + len(piece) > limit:
+                break
+            ids.extend(piece)
+            positions.append(len(ids) - len(self.separator) + self.read)
+        return ids, positions

@@ -43,6 +43,7 @@ from rmkit.data import (
     normalise_records,
     read_records,
 )
+from rmkit.data.steps import StepExample
 from rmkit.errors import RMKitError
 from rmkit.files import write_json
 from rmkit.inference import BATCH_TOKENS, CHUNK_ROWS, score_examples
@@ -55,11 +56,11 @@ from rmkit.jobs.shards import (
     merge_rejects,
     truncate,
 )
-from rmkit.jobs.steps import load_process_model, scored_steps, step_examples, step_row
+from rmkit.jobs.steps import scored_candidates, scored_steps, step_examples, step_row
 from rmkit.metrics import BestOfN, Moments, PairStats, ranking
 from rmkit.modeling import RewardModel
 from rmkit.options import DataOptions, ModelOptions, RuntimeOptions, StepOptions, configured, option
-from rmkit.process import ProcessRewardModel, aggregate
+from rmkit.process import ProcessRewardModel, aggregate, load_if_process
 from rmkit.runtime import DTYPES
 
 log = logging.getLogger(__name__)
@@ -184,7 +185,7 @@ def score_file(config: ScoreConfig, *, rm: RewardModel | None = None) -> dict[st
         raise RMKitError(f"--output must end in .json or .jsonl, got '{config.output}'")
     with runtime.start(config.device, config.threads) as rt:
         if rm is None:
-            rm = load_process_model(config, rt.device) or RewardModel.from_pretrained(
+            rm = load_if_process(config, rt.device) or RewardModel.from_pretrained(
                 config.model, dtype=config.dtype, device=rt.device, **config.loading()
             )
         if config.normalize and not getattr(rm, "normalizes", False):
@@ -238,10 +239,11 @@ def _score_share(rm: RewardModel, config: ScoreConfig, output: Path, rt: runtime
     output.parent.mkdir(parents=True, exist_ok=True)
     state = _resume_state(config, paths, rt)
     skipped_before = state.stats.skipped
-    steps = isinstance(rm, ProcessRewardModel)
+    prm = isinstance(rm, ProcessRewardModel)
+    steps = prm and _format(config) != "responses"  # a PRM's best-of-N rows go through the row normaliser
     tokenizer = (
         None
-        if steps
+        if prm
         else rm.example_tokenizer(
             max_length=config.max_length, template=config.template, truncation=config.truncation
         )
@@ -304,10 +306,12 @@ def _score_chunk(
     tokens_before = state.stats.tokens
     scored: list[tuple[Example, list[float]]] = []
     lines = []
-    steps = isinstance(rm, ProcessRewardModel)
+    steps = isinstance(chunk[0], StepExample)
     scored_chunk = (
         scored_steps(rm, chunk, config, state.stats)
         if steps
+        else scored_candidates(rm, chunk, config, state.stats)
+        if isinstance(rm, ProcessRewardModel)
         else score_examples(
             rm,
             chunk,

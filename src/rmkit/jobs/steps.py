@@ -6,26 +6,13 @@ what changes for a PRM: which model loads, how rows are read, how a chunk is sco
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from rmkit.data import RowCounts
+from rmkit.data import Example, RowCounts
 from rmkit.data.steps import StepExample, normalise_steps
-from rmkit.process import ProcessRewardModel, aggregate, is_process_model, score_step_examples
-
-
-def load_process_model(config: Any, device: Any) -> ProcessRewardModel | None:
-    """The PRM ``config.model`` names, or ``None`` when it is an outcome RM."""
-    if not is_process_model(config.model, config.step_format()):
-        return None
-    return ProcessRewardModel.from_pretrained(
-        config.model,
-        dtype=config.dtype,
-        device=device,
-        allow_pickle=config.allow_pickle,
-        trust_remote_code=config.trust_remote_code,
-        **config.step_format(),
-    )
+from rmkit.process import ProcessRewardModel, aggregate, score_step_examples, split_steps
 
 
 def step_examples(records: Iterable, config: Any, rejects: Any) -> Iterator[StepExample]:
@@ -46,6 +33,28 @@ def scored_steps(
         prm, chunk, batch_tokens=config.batch_tokens, max_length=config.max_length, stats=stats
     )
     yield from zip(chunk, scores, strict=True)
+
+
+def scored_candidates(
+    prm: ProcessRewardModel, chunk: list[Example], config: Any, stats: RowCounts
+) -> Iterator[tuple[Example, list[float]]]:
+    """Best-of-N rows under a PRM: each candidate response is a solution whose steps are cut at the
+    separator; its score is the aggregate of its step scores (NaN when no step fit the length limit), and
+    the step scores go to the row's ``step_scores`` column."""
+    solutions = [
+        StepExample(ex.row, ex.prompt, split_steps(response, prm.steps.separator))
+        for ex in chunk
+        for response in ex.responses
+    ]
+    scores = iter(
+        score_step_examples(
+            prm, solutions, batch_tokens=config.batch_tokens, max_length=config.max_length, stats=stats
+        )
+    )
+    for ex in chunk:
+        steps = [next(scores) for _ in ex.responses]
+        ex.extra["step_scores"] = steps
+        yield ex, [math.nan if (a := aggregate(s, config.aggregate)) is None else a for s in steps]
 
 
 def step_row(ex: StepExample, scores: list[float | None], how: str) -> dict[str, Any]:

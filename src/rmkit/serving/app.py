@@ -33,7 +33,8 @@ from rmkit.data import ExampleTokenizer
 from rmkit.errors import RMKitError
 from rmkit.inference import BATCH_TOKENS, MAX_ROWS
 from rmkit.modeling import RewardModel
-from rmkit.options import ModelOptions, RuntimeOptions, option
+from rmkit.options import ModelOptions, RuntimeOptions, StepOptions, option
+from rmkit.process import ProcessRewardModel, aggregate, load_if_process, split_steps
 from rmkit.runtime import DTYPES
 from rmkit.serving import protocols
 from rmkit.serving.batcher import Batcher, QueueFull
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(kw_only=True)
-class ServeConfig(RuntimeOptions, ModelOptions):
+class ServeConfig(RuntimeOptions, ModelOptions, StepOptions):
     model: str = option(help="reward model checkpoint (directory or hub name)")
     host: str = option("127.0.0.1", help="address to bind; 0.0.0.0 exposes the server to the network")
     port: int = option(8000, help="port to listen on (0 picks a free one)")
@@ -114,8 +115,11 @@ class Scorer:
 
     def __init__(self, rm: RewardModel, config: ServeConfig):
         self.rm, self.config = rm, config
-        if config.normalize and not rm.normalizes:
+        self.steps = isinstance(rm, ProcessRewardModel)
+        if config.normalize and not getattr(rm, "normalizes", False):
             raise RMKitError("--normalize: the model stores no score mean and std to normalise with")
+        if config.compile and self.steps:
+            raise RMKitError("--compile is not supported for process reward models yet")
         rm.prefix_sharing = config.prefix_sharing
         self.api_key = config.api_key or os.environ.get(API_KEY_ENV) or None
         self.telemetry = Telemetry()
@@ -130,8 +134,11 @@ class Scorer:
             prepare=self.prepare,
             telemetry=self.telemetry,
         )
-        self.tokenizer: ExampleTokenizer = rm.example_tokenizer(max_length=config.max_tokens)
-        self.tokenizing = TokenizerThread(self.tokenizer.tokenize)
+        if self.steps:  # a process RM: each item's response is a solution, cut into steps at the separator
+            self.tokenizing = TokenizerThread(self._solutions)
+        else:
+            self.tokenizer: ExampleTokenizer = rm.example_tokenizer(max_length=config.max_tokens)
+            self.tokenizing = TokenizerThread(self.tokenizer.tokenize)
         self.model_name = config.served_model_name or config.model
         self.vocab = rm.model.get_input_embeddings().num_embeddings
         self.context = protocols.Context(
@@ -150,6 +157,29 @@ class Scorer:
         if self.batcher.batch_cost is None:
             self.batcher.batch_cost = min(self.config.batch_tokens, inference.batch_cost(self.rm))
         log.info("rmkit serve: a forward pass costs as much as %.0f tokens", self.batcher.batch_cost)
+
+    def _solutions(self, examples: list) -> list[tuple[list[int], list[int], int]]:
+        """``(ids, step positions, steps)`` of each item's response read as a solution."""
+        out = []
+        for ex in examples:
+            steps = split_steps(ex.responses[0], self.rm.steps.separator)
+            ids, positions = self.rm.encode(ex.prompt, steps, self.config.max_tokens)
+            out.append((ids, positions, len(steps)))
+        return out
+
+    async def step_ids(self, call: Call) -> tuple[list[list[int]], list[list[int]]]:
+        """A process RM's items: their token ids and step positions (every step must fit)."""
+        if call.token_ids is not None:
+            raise RequestError(
+                "a process reward model needs text, to find the steps; not token ids", field="input"
+            )
+        rows = await self.tokenizing.submit(call.examples or [])
+        for i, (_, positions, steps) in enumerate(rows):
+            if not positions or (self.config.truncation == "refuse" and len(positions) < steps):
+                raise RequestError(
+                    f"item {i}: its steps do not fit --max-tokens {self.config.max_tokens}", field=f"item {i}"
+                )
+        return [ids for ids, _, _ in rows], [positions for _, positions, _ in rows]
 
     async def token_ids(self, call: Call) -> list[list[int]]:
         """The token ids of a call's items, by rmkit's rendering and truncation rule (module docstring);
@@ -295,8 +325,8 @@ async def _score(request: Request, parse: Callable[[Any], Call], scorer: Scorer,
             raise RequestError(f"{call.items} items; the limit is {scorer.config.max_items} (--max-items)")
         if call.normalize and not scorer.rm.normalizes:
             raise RequestError("normalize: this model stores no score mean and std", field="normalize")
-        ids = await scorer.token_ids(call)
-        future = batcher.submit(ids, arrived=True)
+        ids, positions = await scorer.step_ids(call) if scorer.steps else (await scorer.token_ids(call), None)
+        future = batcher.submit(ids, arrived=True, positions=positions)
         queued = True
         try:
             scores = await asyncio.wait_for(asyncio.shield(future), scorer.config.request_timeout)
@@ -307,9 +337,15 @@ async def _score(request: Request, parse: Callable[[Any], Call], scorer: Scorer,
                 f"no scores within {scorer.config.request_timeout} s (--request-timeout)",
                 headers={"Retry-After": "1"},
             )
+        steps = scores if positions is not None else None
+        if steps is not None:  # a solution's score: the aggregate of its steps'
+            scores = [aggregate(s, scorer.config.aggregate) for s in steps]
         if call.normalize or scorer.config.normalize:
             scores = scorer.rm.normalize(scores)
-        return JSONResponse(call.reply(scores, sum(len(r) for r in ids)))
+        reply = call.reply(scores, sum(len(r) for r in ids))
+        if steps is not None and isinstance(reply, dict) and "scores" in reply:
+            reply["step_scores"] = steps
+        return JSONResponse(reply)
     except RequestError as e:
         return error(e.status, e.message, field=e.field)
     except QueueFull as e:
@@ -371,9 +407,13 @@ async def _not_allowed(request: Request, exc: Exception) -> Response:
     return error(405, f"{request.method} is not allowed on {request.url.path}")
 
 
-def load(config: ServeConfig, device: Any = None) -> RewardModel:
+def load(config: ServeConfig, device: Any = None) -> RewardModel | ProcessRewardModel:
     """Load ``config.model`` on ``device`` (by default the one ``config.device`` names), compiled with
-    ``compile`` (the batch worker warms it up before the server listens)."""
+    ``compile`` (the batch worker warms it up before the server listens); a process RM (:mod:`rmkit.process`)
+    scores each item's response as a solution, by the aggregate of its steps."""
+    prm = load_if_process(config, device or runtime.resolve_device(config.device))
+    if prm is not None:
+        return prm
     rm = RewardModel.from_pretrained(
         config.model,
         dtype=config.dtype,

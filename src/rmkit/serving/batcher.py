@@ -43,6 +43,7 @@ class _Job:
     ids: Sequence[Sequence[int]]
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
+    positions: Sequence[Sequence[int]] | None = None  # a process RM's step positions: step scores come back
     arrived: float = field(default_factory=time.monotonic)
     scores: list[float] = field(default_factory=list)
     taken: int = 0  # items handed to a batch so far
@@ -130,14 +131,21 @@ class Batcher:
             self.arriving -= 1
             self._cond.notify_all()
 
-    def submit(self, ids: Sequence[Sequence[int]], *, arrived: bool = False) -> asyncio.Future:
-        """Queue one request's token id sequences; the future's result is their scores, in order.
+    def submit(
+        self,
+        ids: Sequence[Sequence[int]],
+        *,
+        arrived: bool = False,
+        positions: Sequence[Sequence[int]] | None = None,
+    ) -> asyncio.Future:
+        """Queue one request's token id sequences; the future's result is their scores, in order (with
+        ``positions``, a process RM's: each item's list of scores at those positions).
 
         Call from the event loop. ``arrived``: this request called :meth:`arrive` first. Raises
         :class:`QueueFull` when the queue cannot take ``len(ids)`` more items.
         """
         loop = asyncio.get_running_loop()
-        job = _Job(ids, loop.create_future(), loop)
+        job = _Job(ids, loop.create_future(), loop, positions)
         if self._thread is None:
             self.start()
         with self._cond:
@@ -255,6 +263,11 @@ class Batcher:
     def _score(self, parts: list[tuple[_Job, int, int]]) -> None:
         """Score the taken slices in one call of the inference core and hand each request its scores."""
         sequences = [seq for job, start, end in parts for seq in job.ids[start:end]]
+        steps = (
+            [p for job, start, end in parts for p in job.positions[start:end]]
+            if parts[0][0].positions
+            else None
+        )
         groups, pos = [], 0  # a request's items may answer one prompt: they may share its pass
         for _, start, end in parts:
             if end - start > 1:
@@ -268,6 +281,7 @@ class Batcher:
                 max_rows=self.max_rows,
                 batch_cost=self.batch_cost,
                 groups=groups,
+                positions=steps,
             )
         except Exception as e:  # a failed batch fails its requests, not the server
             for job, _, _ in parts:

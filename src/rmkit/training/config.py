@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from rmkit.errors import RMKitError
 from rmkit.inference import BATCH_TOKENS
-from rmkit.options import ModelOptions, PairOptions, RuntimeOptions, option
+from rmkit.options import ModelOptions, PairOptions, RuntimeOptions, StepOptions, option
 
 TRACKERS = ("tensorboard", "wandb")
 # Options that fix the batches of each step: a resumed run must share them with the checkpoint's run.
@@ -23,7 +23,7 @@ DATA_ORDER_OPTIONS = (
 
 
 @dataclass(kw_only=True)
-class TrainConfig(PairOptions, RuntimeOptions, ModelOptions):
+class TrainConfig(PairOptions, RuntimeOptions, ModelOptions, StepOptions):
     """Options of ``rmkit train``."""
 
     model: str = option(help="backbone or reward model to start from (path or hub name)")
@@ -62,6 +62,11 @@ class TrainConfig(PairOptions, RuntimeOptions, ModelOptions):
         None, help="most padded tokens (chosen + rejected) per forward pass on one process"
     )
     group_by_length: bool = option(True, help="batch pairs of similar length together (less padding)")
+    first_error_only: bool = option(
+        False,
+        help="process RMs: train on a solution's steps up to its first wrong one only (what ProcessBench-style "
+        "labels imply)",
+    )
     token_cache: bool = option(
         True,
         help="keep the tokenised pairs in a memory-mapped cache entry that later runs with the same inputs "

@@ -35,10 +35,10 @@ from rmkit.training.checkpoint import checkpoints, load_checkpoint, resume_path,
 from rmkit.training.config import TrainConfig
 from rmkit.training.data import PairStore, epoch_batches, train_and_eval_pairs
 from rmkit.training.parallel import Dist, distribute, unsharded_copy
+from rmkit.training.process import StepTask, is_step_data
 from rmkit.training.step import (
     NonFinite,
-    Totals,
-    heldout_metrics,
+    PairTask,
     make_optimizer,
     make_scheduler,
     merged,
@@ -60,15 +60,12 @@ def _train(config: TrainConfig, d: Dist) -> dict[str, Any]:
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
-    rm, tokenizer = _load(config)
     stats = RowCounts()
-    pairs, eval_pairs, eval_source = train_and_eval_pairs(
-        config, tokenizer, stats, main=d.main, builder=int(os.environ.get("LOCAL_RANK", "0")) == 0
-    )
+    task, rm, tokenizer, pairs, eval_pairs, eval_source = _task_and_data(config, stats, d)
     if len(pairs) < d.world:
-        raise RMKitError(f"{len(pairs)} training pairs for {d.world} processes")
+        raise RMKitError(f"{len(pairs)} training {task.unit} for {d.world} processes")
 
-    peft_model = _prepare(rm, config)
+    peft_model = _prepare(rm, config, task)
     rm.to(d.device).train()
     model = distribute(rm, config, d)
     lengths = pairs.lengths
@@ -84,22 +81,22 @@ def _train(config: TrainConfig, d: Dist) -> dict[str, Any]:
             log.info("resumed from %s at step %d", resume_from, step)
     if d.main:
         log.info(
-            "train: %d pairs (%d truncated, %d dropped, %d skipped; accepted: %d with an empty reply, %d "
-            "with histories that differ), eval: %d pairs from %s; "
-            "%d steps of %d pairs on %d process(es), %d trainable parameters",
-            len(pairs), stats.truncated, stats.dropped, stats.skipped, stats.empty_replies,
+            "train: %d %s (%d truncated, %d dropped, %d skipped; accepted: %d with an empty reply, %d "
+            "with histories that differ), eval: %d from %s; "
+            "%d steps of %d on %d process(es), %d trainable parameters",
+            len(pairs), task.unit, stats.truncated, stats.dropped, stats.skipped, stats.empty_replies,
             stats.split_histories, len(eval_pairs), eval_source,
             total, config.batch_size, d.world, sum(p.numel() for p in rm.parameters() if p.requires_grad),
         )  # fmt: skip
 
     with TrainLog(out, config, d.main, append=step > 0) as train_log:
-        loop = _Loop(model, rm, optimizer, scheduler, pairs, eval_pairs, config, d, train_log, out)
+        loop = _Loop(model, rm, optimizer, scheduler, pairs, eval_pairs, config, d, train_log, out, task)
         step = loop.run(step, total, per_epoch)
-        final = heldout_metrics(rm, eval_pairs, config, d)
+        final = task.heldout(rm, eval_pairs, config, d)
         train_log.log({"step": step, **{f"eval_{k}": v for k, v in final.items()}})
     train_stats = {
         "steps": step,
-        "pairs": len(pairs),
+        task.unit: len(pairs),
         "truncated": stats.truncated,
         "dropped": stats.dropped,
         "skipped": stats.skipped,
@@ -111,8 +108,21 @@ def _train(config: TrainConfig, d: Dist) -> dict[str, Any]:
         "processes": d.world,
     }
     metrics = {"eval": final, "eval_data": eval_source, "train": train_stats}
-    _save(rm, peft_model, tokenizer, metrics, config, d)
+    _save(rm, peft_model, tokenizer, metrics, config, d, task)
     return metrics
+
+
+def _task_and_data(config: TrainConfig, stats: RowCounts, d: Dist) -> tuple:
+    """``(task, model, tokenizer, training data, eval data, where the eval data came from)``: preference
+    pairs for an outcome RM, step-labelled solutions for a process RM (:mod:`rmkit.training.process`)."""
+    if is_step_data(config):
+        task = StepTask()
+        rm, items, eval_items, source = task.prepare(config, stats, d)
+        return task, rm, None, items, eval_items, source
+    rm, tokenizer = _load(config)
+    builder = int(os.environ.get("LOCAL_RANK", "0")) == 0
+    pairs, eval_pairs, source = train_and_eval_pairs(config, tokenizer, stats, main=d.main, builder=builder)
+    return PairTask(), rm, tokenizer, pairs, eval_pairs, source
 
 
 def _load(config: TrainConfig) -> tuple[RewardModel, ExampleTokenizer]:
@@ -127,55 +137,59 @@ def _load(config: TrainConfig) -> tuple[RewardModel, ExampleTokenizer]:
     )
 
 
-def _prepare(rm: RewardModel, config: TrainConfig) -> Any:
+def _prepare(rm: Any, config: TrainConfig, task: Any) -> Any:
     """Dropout off (unless kept), LoRA adapters and gradient checkpointing as asked; returns the peft model
     (``None`` without LoRA)."""
     if not config.dropout:
         for m in rm.modules():
             if isinstance(m, nn.Dropout):
                 m.p = 0.0
-    peft_model = _apply_lora(rm, config) if config.lora else None
+    peft_model = _apply_lora(rm, config, task.lora_task) if config.lora else None
     if config.gradient_checkpointing:
         rm.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return peft_model
 
 
-def _apply_lora(rm: RewardModel, config: TrainConfig) -> Any:
+def _apply_lora(rm: Any, config: TrainConfig, task_type: str) -> Any:
     """Inject LoRA adapters into ``rm.model`` in place; the score head is trained whole (modules_to_save)."""
     from peft import LoraConfig, TaskType, get_peft_model
 
     targets = config.lora_target_modules
     lora = LoraConfig(
-        task_type=TaskType.SEQ_CLS,
+        task_type=TaskType[task_type],
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
         target_modules="all-linear" if targets == ["all-linear"] else targets,
+        # the head is trained whole (modules_to_save), never adapted: PEFT leaves it out of "all-linear" for
+        # sequence classifiers, not for token classifiers
+        exclude_modules=["score", "classifier"],
     )
     try:
         return get_peft_model(rm.model, lora)
-    except ValueError as e:
+    except (ValueError, TypeError) as e:
         raise RMKitError(f"cannot apply LoRA to '{config.model}': {e}") from None
 
 
 class _Loop:
     """The steps of a run, with what they log, evaluate and save on the way."""
 
-    def __init__(self, model, rm, optimizer, scheduler, pairs, eval_pairs, config, d, train_log, out):
+    def __init__(self, model, rm, optimizer, scheduler, pairs, eval_pairs, config, d, train_log, out, task):
         self.model, self.rm, self.optimizer, self.scheduler = model, rm, optimizer, scheduler
+        self.task = task
         self.pairs: PairStore = pairs
         self.eval_pairs: PairStore = eval_pairs
         self.config: TrainConfig = config
         self.d: Dist = d
         self.train_log: TrainLog = train_log
         self.out: Path = out
-        self.trained = Totals()  # what the steps of this run saw
+        self.trained = task.totals()  # what the steps of this run saw
         self.seconds = 0.0  # and the time they took
 
     def run(self, step: int, total: int, per_epoch: int) -> int:
         """Train from ``step`` to ``total``; returns the step reached."""
         config, d, lengths = self.config, self.d, self.pairs.lengths
-        window, window_time = Totals(), 0.0
+        window, window_time = self.task.totals(), 0.0
         bar = tqdm(total=total, initial=step, disable=not d.main, desc="train", dynamic_ncols=True)
         batches: list[list[int]] = []
         while step < total:
@@ -191,10 +205,11 @@ class _Loop:
                     self.optimizer,
                     self.scheduler,
                     share,
-                    len(batch),
+                    self.task.units([self.pairs[i] for i in batch]),
                     self.rm.pad_token_id,
                     config,
                     d,
+                    self.task,
                 )
             except NonFinite as e:
                 saved = checkpoints(self.out)
@@ -211,26 +226,21 @@ class _Loop:
             window_time += elapsed
             self.seconds += elapsed
             bar.update(1)
-            n = max(totals.pairs.pairs, 1)
-            bar.set_postfix(
-                loss=f"{totals.loss / n:.4f}",
-                acc=f"{totals.pairs.correct / n:.3f}",
-                tok_s=f"{totals.tokens / max(elapsed, 1e-9):.0f}",
-            )
+            bar.set_postfix(**totals.progress(), tok_s=f"{totals.tokens / max(elapsed, 1e-9):.0f}")
             if step % config.logging_steps == 0 or step == total:
                 self._log_train(step, per_epoch, window, window_time, grad_norm)
-                window, window_time = Totals(), 0.0
+                window, window_time = self.task.totals(), 0.0
             if config.eval_steps and step % config.eval_steps == 0 and step < total:
-                metrics = heldout_metrics(self.rm, self.eval_pairs, config, d)
+                metrics = self.task.heldout(self.rm, self.eval_pairs, config, d)
                 self.train_log.log({"step": step, **{f"eval_{k}": v for k, v in metrics.items()}})
             if config.save_steps and step % config.save_steps == 0 and step < total:
                 save_checkpoint(self.out, step, self.rm, self.optimizer, self.scheduler, config, d)
         bar.close()
         return step
 
-    def _log_train(self, step: int, per_epoch: int, window: Totals, seconds: float, grad_norm: float) -> None:
+    def _log_train(self, step: int, per_epoch: int, window: Any, seconds: float, grad_norm: float) -> None:
         metrics = window.metrics()
-        metrics.pop("pairs")
+        metrics.pop("pairs", None)
         self.train_log.log(
             {
                 "step": step,
@@ -244,7 +254,13 @@ class _Loop:
 
 
 def _save(
-    rm: RewardModel, peft_model: Any, tokenizer: ExampleTokenizer, metrics: dict, config: TrainConfig, d: Dist
+    rm: Any,
+    peft_model: Any,
+    tokenizer: ExampleTokenizer | None,
+    metrics: dict,
+    config: TrainConfig,
+    d: Dist,
+    task: Any,
 ) -> None:
     """Write the final model (LoRA merged, gathered whole when sharded) and ``metrics.json`` to the output
     directory; every process must call this."""
@@ -254,19 +270,16 @@ def _save(
     if d.main:
         if peft_model is not None:
             rm.model = peft_model.merge_and_unload()
-        rm.save_pretrained(
-            out,
-            metadata={
+        rendering = (
+            {
                 "template": "chat" if tokenizer.use_chat else "plain",
                 "max_length": tokenizer.max_length,
                 "add_eos": tokenizer.add_eos,
-                "score_mean": final["reward_mean"],
-                "score_std": final["reward_std"],
-            },
+            }
+            if tokenizer is not None
+            else {"max_length": config.max_length}
         )
+        rm.save_pretrained(out, metadata={**rendering, **task.metadata(final)})
         write_json(out / "metrics.json", metrics)
-        log.info(
-            "eval: loss %.4f, accuracy %.3f, margin %.3f; model written to %s",
-            final["loss"], final["accuracy"], final["margin"], out,
-        )  # fmt: skip
+        log.info("eval: %s; model written to %s", task.summary(final), out)
     d.barrier()

@@ -20,7 +20,6 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.fsdp import fully_shard
-from transformers import AutoModelForSequenceClassification
 
 from rmkit.errors import RMKitError
 from rmkit.modeling import RewardModel
@@ -95,9 +94,7 @@ def unsharded_copy(rm: RewardModel, config: TrainConfig, d: Dist) -> RewardModel
     if not d.main:
         return None
     with torch.device("meta"):
-        model = AutoModelForSequenceClassification.from_config(
-            rm.model.config, trust_remote_code=config.trust_remote_code
-        )
-    plain = RewardModel(model, rm.tokenizer, rm.metadata)
+        model = rm.auto_class.from_config(rm.model.config, trust_remote_code=config.trust_remote_code)
+    plain = rm.with_model(model)
     plain.load_state_dict(full, assign=True)
     return plain

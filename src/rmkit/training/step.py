@@ -60,10 +60,15 @@ class Totals:
         """``loss`` (mean per pair) and :meth:`PairStats.training_metrics`."""
         return {"loss": self.loss / max(self.pairs.pairs, 1), **self.pairs.training_metrics()}
 
+    def progress(self) -> dict[str, str]:
+        """The progress bar's figures."""
+        n = max(self.pairs.pairs, 1)
+        return {"loss": f"{self.loss / n:.4f}", "acc": f"{self.pairs.correct / n:.3f}"}
 
-def merged(parts: list[Totals]) -> Totals:
+
+def merged(parts: list) -> Any:
     """The totals of all processes (``Dist.gather`` gives one a process)."""
-    out = Totals()
+    out = type(parts[0])()
     for part in parts:
         out.merge(part)
     return out
@@ -97,43 +102,84 @@ def forward_pairs(
     return loss, chosen, rejected
 
 
+class PairTask:
+    """What a step and an evaluation do with preference pairs (the Bradley-Terry family of losses); the
+    loop (:mod:`rmkit.training.loop`) is the same for every task (:mod:`rmkit.training.process` is the other)."""
+
+    unit = "pairs"
+    lora_task = "SEQ_CLS"
+
+    def totals(self) -> Totals:
+        return Totals()
+
+    def units(self, items: list[Pair]) -> int:
+        """What the step's loss is a mean over: its pairs."""
+        return len(items)
+
+    def lengths(self, items: list[Pair]) -> list[int]:
+        """Each item's padded cost in tokens (a pair is two rows)."""
+        return [2 * p.length for p in items]
+
+    def stand_in(self, pad_id: int) -> Pair:
+        return Pair([pad_id], [pad_id])
+
+    def forward(
+        self, model: nn.Module, chunk: list[Pair], pad_id: int, config: TrainConfig, device: torch.device
+    ):
+        """``(loss per unit, a function counting the chunk into some totals)``."""
+        loss, chosen, rejected = forward_pairs(model, chunk, pad_id, config, device)
+        tokens = sum(len(p.chosen) + len(p.rejected) for p in chunk)
+        return loss, lambda totals: totals.add(loss, chosen, rejected, tokens)
+
+    def heldout(self, rm: Any, items: Any, config: TrainConfig, d: Dist) -> dict[str, Any]:
+        return heldout_metrics(rm, items, config, d)
+
+    def metadata(self, final: dict[str, Any]) -> dict[str, Any]:
+        """What the final model's metadata keeps of the final evaluation."""
+        return {"score_mean": final["reward_mean"], "score_std": final["reward_std"]}
+
+    def summary(self, final: dict[str, Any]) -> str:
+        return f"loss {final['loss']:.4f}, accuracy {final['accuracy']:.3f}, margin {final['margin']:.3f}"
+
+
 def train_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    share: list[Pair],
-    global_pairs: int,
+    share: list,
+    global_units: int,
     pad_id: int,
     config: TrainConfig,
     d: Dist,
-) -> tuple[Totals, float]:
-    """One optimizer step on this process's ``share`` of a global batch of ``global_pairs`` pairs.
+    task: Any = None,
+) -> tuple[Any, float]:
+    """One optimizer step on this process's ``share`` of a global batch holding ``global_units`` of what
+    the loss is a mean over (pairs; labelled steps for a PRM), for ``task`` (:class:`PairTask` by default).
 
-    Returns this process's :class:`Totals` and the gradient norm before clipping.
+    Returns this process's totals and the gradient norm before clipping.
     """
+    task = task or PairTask()
     budget = config.micro_batch_tokens or 1 << 62
-    micro = d.same_count(token_budget_batches([2 * p.length for p in share], budget, config.micro_batch_size))
-    totals = Totals()
+    micro = d.same_count(token_budget_batches(task.lengths(share), budget, config.micro_batch_size))
+    totals = task.totals()
     for k, idx in enumerate(micro):
-        chunk = [share[i] for i in idx] or [Pair([pad_id], [pad_id])]
+        chunk = [share[i] for i in idx] or [task.stand_in(pad_id)]
         sync = k == len(micro) - 1 or not isinstance(model, nn.parallel.DistributedDataParallel)
         with contextlib.nullcontext() if sync else model.no_sync():
-            loss, chosen, rejected = forward_pairs(model, chunk, pad_id, config, d.device)
-            # Sum over pairs / pairs of the global batch: the step's loss is the mean over all its pairs,
+            loss, count = task.forward(model, chunk, pad_id, config, d.device)
+            # Sum over units / units of the global batch: the step's loss is the mean over all of them,
             # whatever the micro-batches. DDP and FSDP average gradients over processes, hence the factor
-            # world. A stand-in pair (empty idx) still runs backward, for FSDP's collectives, but adds 0.
-            (loss.sum() * (d.world / global_pairs if idx else 0.0)).backward()
+            # world. A stand-in item (empty idx) still runs backward, for FSDP's collectives, but adds 0.
+            (loss.sum() * (d.world / max(global_units, 1) if idx else 0.0)).backward()
         if idx:
-            totals.add(loss, chosen, rejected, sum(len(p.chosen) + len(p.rejected) for p in chunk))
+            count(totals)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm or float("inf"))
     if isinstance(grad_norm, DTensor):  # FSDP: the norm over the shards of all processes
         grad_norm = grad_norm.full_tensor()
     if not math.isfinite(float(grad_norm)):  # the same on every process: gradients are reduced already
         optimizer.zero_grad(set_to_none=True)
-        raise NonFinite(
-            f"the gradient norm is {float(grad_norm)} (loss {totals.loss / max(totals.pairs.pairs, 1)})"
-        )
+        raise NonFinite(f"the gradient norm is {float(grad_norm)} (loss {totals.metrics()['loss']})")
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
