@@ -506,3 +506,42 @@ def test_an_outcome_rm_gives_each_step_the_score_of_its_prefix_in_one_pass(rm_pa
     assert scores == pytest.approx([rm.score_ids([ids[: p + 1]])[0] for p in positions], abs=1e-5)
     with pytest.raises(RMKitError, match="causal decoder"):
         RewardModel.from_pretrained(minilm_path).step_scores(PROMPT, STEPS)
+
+
+def test_a_prm_run_resumed_from_a_checkpoint_ends_with_the_same_weights(backbone, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from rmkit import train
+    from rmkit.training import TrainConfig
+
+    data = write_jsonl(tmp_path / "train.jsonl", labelled_solutions(40, 4))
+    base = dict(
+        model=str(backbone), data=str(data), batch_size=8, warmup_ratio=0.0, max_steps=6, save_steps=3
+    )
+    full, stopped = tmp_path / "full", tmp_path / "stopped"
+    train(TrainConfig(**base, output_dir=str(full)))
+    stopped.mkdir()
+    shutil.copytree(full / "checkpoint-3", stopped / "checkpoint-3")  # a run killed before step 6
+    train(TrainConfig(**base, output_dir=str(stopped), resume="auto"))
+    a, b = load_file(full / "model.safetensors"), load_file(stopped / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_prm_trains_sharded_with_fsdp_as_in_one_process(backbone, tmp_path):
+    from test_training import torchrun_train
+
+    from rmkit import train
+    from rmkit.training import TrainConfig
+
+    data = write_jsonl(tmp_path / "train.jsonl", labelled_solutions(32, 5))
+    held = write_jsonl(tmp_path / "eval.jsonl", labelled_solutions(12, 6))
+    base = dict(model=str(backbone), data=str(data), eval_data=str(held), batch_size=8, warmup_ratio=0.0)
+    train(TrainConfig(**base, output_dir=str(tmp_path / "one"), max_steps=3, learning_rate=3e-3))
+    torchrun_train(backbone, (data, held), tmp_path / "fsdp", "--max-steps", "3", "--fsdp", "full_shard")
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())["eval"]
+    fsdp = json.loads((tmp_path / "fsdp" / "metrics.json").read_text())["eval"]
+    assert fsdp["loss"] == pytest.approx(one["loss"], rel=1e-4) and fsdp["steps"] == one["steps"]
+    plain, info = AutoModelForTokenClassification.from_pretrained(tmp_path / "fsdp", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]  # gathered whole, a plain checkpoint
