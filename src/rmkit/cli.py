@@ -46,6 +46,12 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
         "convert",
         "write a checkpoint of any layout rmkit reads (TRL, OpenRLHF, safe-rlhf, ...) as the standard one",
     ),
+    "pairs": (
+        "rmkit.jobs.pairs",
+        "PairsConfig",
+        "pairs",
+        "make preference pairs (with margins) from rated responses (HelpSteer2, UltraFeedback)",
+    ),
     "inspect": (
         "rmkit.inspect_data",
         "InspectConfig",

@@ -1,0 +1,141 @@
+"""Rated data: the two formats, bad ratings, and the pairs each strategy makes from them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import write_jsonl
+
+from rmkit.cli import main
+from rmkit.data import Rejects
+from rmkit.data.ratings import iter_rated
+from rmkit.errors import DataError
+
+
+def helpsteer(tmp_path):
+    rows = [  # prompt A: four responses rated on helpfulness and verbosity; prompt B: one
+        {"prompt": "A", "response": "a1", "helpfulness": 4, "verbosity": 1},
+        {"prompt": "A", "response": "a2", "helpfulness": 2, "verbosity": 3},
+        {"prompt": "B", "response": "b1", "helpfulness": 3, "verbosity": 2},
+        {"prompt": "A", "response": "a3", "helpfulness": 2, "verbosity": 0},
+        {"prompt": "A", "response": "a4", "helpfulness": 0, "verbosity": 4},
+    ]
+    return write_jsonl(tmp_path / "hs.jsonl", rows)
+
+
+def read_pairs(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def run_pairs(data, out, *flags: str) -> list[dict]:
+    """``rmkit pairs`` on ``data``; the pairs it wrote."""
+    assert main(["pairs", "--input", str(data), "--output", str(out), *flags]) == 0
+    return read_pairs(out)
+
+
+@pytest.mark.parametrize(
+    "strategy, expected, ties",
+    [
+        ("best_vs_rest", [("a1", "a2", 2), ("a1", "a3", 2), ("a1", "a4", 4)], 0),
+        ("best_vs_worst", [("a1", "a4", 4)], 0),
+        ("all", [("a1", "a2", 2), ("a1", "a3", 2), ("a1", "a4", 4), ("a2", "a4", 2), ("a3", "a4", 2)], 1),
+    ],
+)
+def test_pairs_from_ratings_match_hand_made_expectations(tmp_path, capsys, strategy, expected, ties):
+    out = tmp_path / "pairs.jsonl"
+    args = ["pairs", "--input", str(helpsteer(tmp_path)), "--output", str(out), "--strategy", strategy]
+    assert main([*args, "--attribute", "helpfulness"]) == 0
+    got = [(p["chosen"], p["rejected"], p["margin"]) for p in read_pairs(out)]
+    assert sorted(got) == sorted(expected)
+    printed = capsys.readouterr().out
+    assert f"{ties} ties left out" in printed and "1 prompts with one response" in printed
+    assert all(p["prompt"] == "A" for p in read_pairs(out))
+
+
+def test_a_weighted_sum_of_attributes_and_a_tie_for_best(tmp_path, capsys):
+    out = tmp_path / "pairs.jsonl"
+    base = ["pairs", "--input", str(helpsteer(tmp_path)), "--output", str(out)]
+    # helpfulness - verbosity: a1 3, a2 -1, a3 2, a4 -4
+    assert main([*base, "--weights", "helpfulness=1,verbosity=-1", "--strategy", "best_vs_worst"]) == 0
+    (pair,) = read_pairs(out)
+    assert (pair["chosen"], pair["rejected"], pair["margin"]) == ("a1", "a4", 7.0)
+    tied = write_jsonl(
+        tmp_path / "tied.jsonl", [{"prompt": "Q", "response": r, "helpfulness": 3} for r in "xyz"]
+    )
+    assert main(["pairs", "--input", str(tied), "--output", str(out), "--attribute", "helpfulness"]) == 0
+    assert read_pairs(out) == [] and "2 ties left out" in capsys.readouterr().out
+    firsts = set()
+    for seed in range(6):  # a tie for best is broken by the seed, the same way each time
+        rows = [{"prompt": "Q", "response": r, "helpfulness": v} for r, v in (("x", 3), ("y", 3), ("z", 1))]
+        data = write_jsonl(tmp_path / "t2.jsonl", rows)
+        runs = [run_pairs(data, out, "--seed", str(seed), "--strategy", "best_vs_worst") for _ in range(2)]
+        assert runs[0] == runs[1]
+        firsts.add(runs[0][0]["chosen"])
+    assert firsts == {"x", "y"}
+
+
+def test_ultrafeedback_completions_are_one_group_each(tmp_path):
+    def completion(text, overall, honesty):
+        return {"response": text, "overall_score": overall, "annotations": {"honesty": {"Rating": honesty}}}
+
+    row = {
+        "instruction": "Say hi",
+        "completions": [completion("hi", 7.5, "5"), completion("yo", 6, "3"), completion("no", 2, "1")],
+    }
+    data = write_jsonl(tmp_path / "uf.jsonl", [row, {**row, "instruction": "Again"}])
+    (ex, _) = list(iter_rated(data))
+    assert ex.responses == ["hi", "yo", "no"] and ex.ratings[0] == {"overall_score": 7.5, "honesty": 5.0}
+    got = run_pairs(data, tmp_path / "p.jsonl", "--attribute", "honesty", "--strategy", "best_vs_worst")
+    assert [(p["prompt"], p["chosen"], p["rejected"], p["margin"]) for p in got] == [
+        ("Say hi", "hi", "no", 4.0),
+        ("Again", "hi", "no", 4.0),
+    ]
+
+
+@pytest.mark.parametrize(
+    "row, field, reason",
+    [
+        ({"prompt": "q", "response": "r", "helpfulness": "lots"}, "helpfulness", "expected a number"),
+        ({"prompt": "q", "response": "r", "helpfulness": float("nan")}, "helpfulness", "finite"),
+        ({"prompt": "q", "response": "r", "helpfulness": 7}, "helpfulness", "outside the rating range 0..4"),
+        (
+            {
+                "instruction": "q",
+                "completions": [{"response": "r", "annotations": {"honesty": {"Rating": "N/A"}}}],
+            },
+            "completions[0].annotations.honesty.Rating",
+            "expected a number",
+        ),
+    ],
+)
+def test_bad_ratings_are_named_or_skipped_and_counted(tmp_path, row, field, reason):
+    path = tmp_path / "bad.jsonl"
+    good = {"prompt": "q", "response": "ok", "helpfulness": 2}
+    if "completions" in row:  # a file holds one format
+        good = {
+            "instruction": "q",
+            "completions": [{"response": "ok", "annotations": {"honesty": {"Rating": "4"}}}],
+        }
+    path.write_text(json.dumps(row) + "\n" + json.dumps(good) + "\n")
+    with pytest.raises(DataError) as err:
+        list(iter_rated(path, rating_range=(0, 4)))
+    assert err.value.row == 1 and err.value.field == field and reason in str(err.value)
+    with Rejects(tmp_path / "rejects.jsonl") as rejects:
+        kept = list(iter_rated(path, rating_range=(0, 4), rejects=rejects))
+    assert len(kept) == 1 and rejects.count == 1
+
+
+def test_the_pairs_file_is_preference_data_rmkit_train_reads_with_its_margins(tmp_path):
+    from rmkit.data import iter_examples
+
+    out = tmp_path / "pairs.jsonl"
+    assert (
+        main(
+            ["pairs", "--input", str(helpsteer(tmp_path)), "--output", str(out), "--attribute", "helpfulness"]
+        )
+        == 0
+    )
+    examples = list(iter_examples(out, kind="pairs"))
+    assert [ex.margin for ex in examples] == [2.0, 2.0, 4.0]
+    assert [ex.responses for ex in examples] == [["a1", "a2"], ["a1", "a3"], ["a1", "a4"]]
