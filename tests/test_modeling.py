@@ -137,12 +137,16 @@ def test_score_accepts_messages_and_texts(llama_path):
     assert rm.score(texts=texts) == pytest.approx(rm.score_ids(tokenized), abs=1e-6)
 
 
-def test_classifier_with_several_labels_is_refused(tmp_path, llama_path):
+def test_a_classifier_with_several_labels_is_a_multi_attribute_rm_scored_by_their_mean(tmp_path, llama_path):
     model = AutoModelForSequenceClassification.from_pretrained(llama_path, num_labels=3)
     model.save_pretrained(tmp_path)
     AutoTokenizer.from_pretrained(llama_path).save_pretrained(tmp_path)
-    with pytest.raises(RMKitError, match="3 labels"):
-        RewardModel.from_pretrained(tmp_path)
+    rm = RewardModel.from_pretrained(tmp_path)
+    assert rm.attributes == ["LABEL_0", "LABEL_1", "LABEL_2"]
+    ids = rm.tokenizer("Two plus two is four.", return_tensors="pt")
+    with torch.no_grad():
+        logits = model.eval()(**ids).logits[0]
+    assert rm.score(texts=["Two plus two is four."])[0] == pytest.approx(float(logits.mean()), abs=1e-5)
 
 
 def test_pickle_weights_need_an_explicit_flag(tmp_path, llama_path):

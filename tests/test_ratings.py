@@ -139,3 +139,76 @@ def test_the_pairs_file_is_preference_data_rmkit_train_reads_with_its_margins(tm
     examples = list(iter_examples(out, kind="pairs"))
     assert [ex.margin for ex in examples] == [2.0, 2.0, 4.0]
     assert [ex.responses for ex in examples] == [["a1", "a2"], ["a1", "a3"], ["a1", "a4"]]
+
+
+# --- multi-attribute reward models ------------------------------------------------------------------------
+
+NAMES = ["helpfulness", "correctness", "verbosity"]
+
+
+@pytest.fixture(scope="module")
+def attribute_rm(llama_path, tmp_path_factory):
+    """A tiny Llama with a 3-output head, attribute names in id2label, saved by rmkit."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from rmkit import RewardModel
+
+    torch.manual_seed(2)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        llama_path,
+        num_labels=3,
+        id2label=dict(enumerate(NAMES)),
+        label2id={n: i for i, n in enumerate(NAMES)},
+    )
+    out = tmp_path_factory.mktemp("attributes")
+    RewardModel(model, AutoTokenizer.from_pretrained(llama_path)).save_pretrained(out)
+    return out
+
+
+TEXTS = ["What is two plus two? Two plus two is four.", "The capital of France is Paris."]
+
+
+def plain_outputs(path):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    plain = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    tok = AutoTokenizer.from_pretrained(path)
+    with torch.no_grad():
+        return [plain(**tok(t, return_tensors="pt")).logits[0].tolist() for t in TEXTS]
+
+
+def test_a_k_attribute_rm_loads_in_plain_transformers_with_the_same_outputs_and_scores_their_weighted_sum(
+    attribute_rm,
+):
+    from transformers import AutoConfig
+
+    from rmkit import RewardModel
+    from rmkit.inference import score_sequences
+
+    assert AutoConfig.from_pretrained(attribute_rm).num_labels == 3
+    outputs = plain_outputs(attribute_rm)
+    rm = RewardModel.from_pretrained(attribute_rm)
+    assert rm.attributes == NAMES
+    ids = [rm.tokenizer(t)["input_ids"] for t in TEXTS]
+    assert score_sequences(rm, ids, attributes=True) == [pytest.approx(o, abs=1e-5) for o in outputs]
+    assert rm.score(texts=TEXTS) == pytest.approx(
+        [sum(o) / 3 for o in outputs], abs=1e-5
+    )  # default: the mean
+    weighted = RewardModel.from_pretrained(attribute_rm, weights={"helpfulness": 1, "verbosity": -0.2})
+    assert weighted.score(texts=TEXTS) == pytest.approx([o[0] - 0.2 * o[2] for o in outputs], abs=1e-5)
+    with pytest.raises(Exception, match="honesty, which this model does not score"):
+        RewardModel.from_pretrained(attribute_rm, weights={"honesty": 1})
+
+
+def test_score_writes_every_attribute_and_the_combined_score(attribute_rm, tmp_path):
+    data = write_jsonl(tmp_path / "texts.jsonl", [{"text": t} for t in TEXTS])
+    out = tmp_path / "scored.jsonl"
+    args = ["score", "--model", str(attribute_rm), "--input", str(data), "--output", str(out)]
+    assert main([*args, "--weights", "helpfulness=1,correctness=1"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    outputs = plain_outputs(attribute_rm)
+    for row, o in zip(rows, outputs, strict=True):
+        assert [row["attribute_scores"][n] for n in NAMES] == pytest.approx(o, abs=1e-5)
+        assert row["score"] == pytest.approx(o[0] + o[1], abs=1e-5)

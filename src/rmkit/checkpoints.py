@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ from transformers import (
 
 from rmkit import layouts
 from rmkit.errors import RMKitError
+from rmkit.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +79,10 @@ def _load_standard(
     except (OSError, ValueError) as e:
         raise RMKitError(f"cannot load a model config from '{name}': {e}") from None
     is_classifier = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
-    if is_classifier and config.num_labels != 1:
-        raise RMKitError(f"'{name}' is a classifier with {config.num_labels} labels; a reward model has one")
-    try:
+    try:  # a classifier keeps its outputs (K > 1: a multi-attribute RM); a backbone gets one
         model, info = AutoModelForSequenceClassification.from_pretrained(
             name,
-            num_labels=1,
+            num_labels=config.num_labels if is_classifier else 1,
             dtype=dtype,
             use_safetensors=None if allow_pickle else True,
             trust_remote_code=trust_remote_code,
@@ -202,3 +204,20 @@ def _with_value_head(
     converted = layouts.load(full, layout, dtype=dtype, allow_pickle=allow_pickle, dimension=dimension)
     converted.metadata["converted_from"].update(source, layout=f"{layout} (LoRA)")
     return converted.model, converted.metadata
+
+
+def save_model(model: PreTrainedModel, tokenizer, metadata: dict[str, Any], path: Path) -> None:
+    """Save ``model`` and ``tokenizer`` to ``path`` with ``metadata`` under ``"rmkit"`` in ``config.json``:
+    written into a temporary directory and renamed into place, ``config.json`` last."""
+    metadata["version"] = __version__
+    model.config.rmkit = metadata
+    model.config.pad_token_id = tokenizer.pad_token_id
+    path.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-save-", dir=path))
+    try:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        for f in sorted(tmp.iterdir(), key=lambda f: f.name == "config.json"):
+            os.replace(f, path / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -66,11 +66,13 @@ def score_sequences(
     groups: Sequence[Sequence[int]] | None = None,
     stats: RowCounts | None = None,
     positions: Sequence[Sequence[int]] | None = None,
+    attributes: bool = False,
 ) -> list[Any]:
     """The score of each token id sequence, in the order given (the batch loop of rmkit).
 
     With ``positions`` (one list of token indices per sequence) each sequence gets the list of its token
-    scores at those positions instead: a process reward model's step scores (:mod:`rmkit.process`).
+    scores at those positions instead: a process reward model's step scores (:mod:`rmkit.process`). With
+    ``attributes`` each gets a multi-attribute RM's K outputs at its end (:mod:`rmkit.attributes`).
 
     ``batch_cost`` (see :func:`batch_cost`) makes a few rows of mixed lengths split by length where that
     pays (:func:`rmkit.data.token_budget_batches`); without it batches fill the token budget.
@@ -82,7 +84,7 @@ def score_sequences(
     scores: list[Any] = [0.0] * len(sequences)
     shared: list[tuple[Sequence[int], list[int]]] = []
     alone = list(range(len(sequences)))
-    if groups and positions is None and getattr(model, "shares_prefixes", False):
+    if groups and positions is None and not attributes and getattr(model, "shares_prefixes", False):
         shared, alone = plan_sharing(sequences, groups)
         if stats is not None:
             count = sum(len(members) for _, members in shared)
@@ -96,6 +98,10 @@ def score_sequences(
             every = out.scores.float().cpu()
             for r, i in enumerate(rows):
                 scores[i] = every[r, list(positions[i])].tolist()
+            continue
+        if attributes:
+            for i, values in zip(rows, out.attribute_scores.float().cpu().tolist(), strict=True):
+                scores[i] = values
             continue
         for i, value in zip(rows, out.end_scores.float().cpu().tolist(), strict=True):
             scores[i] = value
@@ -200,7 +206,8 @@ def score_examples(
     chunk_rows: int = CHUNK_ROWS,
     stats: RowCounts | None = None,
     share_prefixes: bool = True,
-) -> Iterator[tuple[Example, list[float] | None]]:
+    attributes: bool = False,
+) -> Iterator[tuple[Example, list[Any] | None]]:
     """Yield ``(example, scores)`` in input order: one score per response (``[chosen, rejected]`` for a
     pair), or ``None`` for an example the tokenizer dropped (``truncation="drop"``).
 
@@ -220,7 +227,12 @@ def score_examples(
                 start += len(row)
         scores = iter(
             score_sequences(
-                model, ids, batch_tokens=batch_tokens, groups=groups if share_prefixes else None, stats=stats
+                model,
+                ids,
+                batch_tokens=batch_tokens,
+                groups=groups if share_prefixes else None,
+                stats=stats,
+                attributes=attributes,
             )
         )
         for example, row in zip(chunk, tokenized, strict=True):

@@ -19,9 +19,6 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +33,9 @@ from transformers import (
     PreTrainedModel,
 )
 
+from rmkit.attributes import attribute_names, combination
 from rmkit.checkpoints import load as load_checkpoint
+from rmkit.checkpoints import save_model
 from rmkit.data import Example, ExampleTokenizer, examples_from
 from rmkit.data.formats import Message
 from rmkit.data.steps import SolutionEncoder
@@ -44,7 +43,6 @@ from rmkit.errors import RMKitError
 from rmkit.inference import BATCH_TOKENS, MAX_ROWS, score_examples, score_sequences
 from rmkit.metrics import ranking
 from rmkit.runtime import resolve_dtype
-from rmkit.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +57,7 @@ class RewardOutput:
     scores: torch.Tensor | None
     end_scores: torch.Tensor
     end_index: torch.Tensor
+    attribute_scores: torch.Tensor | None = None  # (B, K): a multi-attribute RM's outputs at the end
 
 
 @dataclass
@@ -126,17 +125,22 @@ class HeldModel(nn.Module):
 class RewardModel(HeldModel):
     """A one-label sequence classifier used as a reward model, with its tokenizer and rmkit metadata."""
 
-    def __init__(self, model: PreTrainedModel, tokenizer, metadata: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer,
+        metadata: dict[str, Any] | None = None,
+        weights: dict[str, float] | None = None,
+    ):
         super().__init__()
-        if model.config.num_labels != 1:
-            raise RMKitError(
-                f"a reward model has one output; this model has num_labels={model.config.num_labels}"
-            )
         ensure_pad_token(tokenizer)
         model.config.pad_token_id = tokenizer.pad_token_id
         self.model = model
         self.tokenizer = tokenizer
         self.metadata: dict[str, Any] = dict(metadata or getattr(model.config, METADATA_KEY, None) or {})
+        # A multi-attribute RM (num_labels = K): one output per attribute, one score their weighted sum
+        self.attributes = attribute_names(model.config)
+        self.weights = combination(self.attributes, weights or self.metadata.get("weights"))
         head = getattr(model, "score", None)
         self.is_decoder = isinstance(head, nn.Linear)
         backbone = model.base_model if self.is_decoder else model
@@ -158,6 +162,7 @@ class RewardModel(HeldModel):
         dimension: int | None = None,
         tokenizer: str | Path | None = None,
         base_model: str | Path | None = None,
+        weights: dict[str, float] | None = None,
         **model_kwargs: Any,
     ) -> RewardModel:
         """Load an RM or a backbone.
@@ -166,7 +171,8 @@ class RewardModel(HeldModel):
         plain backbone (causal LM or encoder), which gets a fresh score head, or a directory another trainer
         saved (safe-rlhf, align-anything, TRL value head, LLaMA-Factory, DeepSpeed-Chat, OpenRLHF:
         :mod:`rmkit.layouts`), converted in memory; ``dimension`` picks the output of a multi-output head.
-        ``tokenizer`` loads the tokenizer from elsewhere (for a checkpoint saved without one). A LoRA adapter
+        A classifier with K > 1 labels is a multi-attribute RM whose score is the ``weights``' sum of its
+        outputs (:mod:`rmkit.attributes`). ``tokenizer`` loads the tokenizer from elsewhere (for a checkpoint saved without one). A LoRA adapter
         directory is merged into its base model (``base_model``, else the one its adapter config names). Weights load
         from safetensors only unless ``allow_pickle``; custom model code runs only with ``trust_remote_code``.
         """
@@ -180,7 +186,7 @@ class RewardModel(HeldModel):
             base_model=base_model,
             kwargs=model_kwargs,
         )
-        rm = cls(model, tok, metadata)
+        rm = cls(model, tok, metadata, weights)
         if rm.is_decoder:
             # A bf16 score head rounds every score to 3 significant digits and flips near-tied pairs;
             # the head is one vector, so keeping it (and its input) in fp32 costs nothing.
@@ -222,13 +228,16 @@ class RewardModel(HeldModel):
             positions = torch.arange(width, device=attention_mask.device)
             end_index = (positions * attention_mask.ne(0)).argmax(-1)
             end_scores = scores.gather(1, end_index[:, None]).squeeze(1)
-            return RewardOutput(scores, end_scores, end_index)
+            attributes = None
+            if self.attributes:  # each attribute's output at the end
+                at_end = hidden[torch.arange(len(end_index), device=hidden.device), end_index]
+                attributes = self.model.score(at_end.to(self.model.score.weight.dtype))
+            return RewardOutput(scores, end_scores, end_index, attributes)
         out = self.model(input_ids, output_hidden_states=token_scores, **kwargs)
-        end_scores = out.logits.squeeze(-1)
+        end_scores = self._combined(out.logits)
         end_index = torch.zeros_like(end_scores, dtype=torch.long)
-        return RewardOutput(
-            self._encoder_token_scores(out.hidden_states[-1]) if token_scores else None, end_scores, end_index
-        )
+        token = self._encoder_token_scores(out.hidden_states[-1]) if token_scores else None
+        return RewardOutput(token, end_scores, end_index, out.logits if self.attributes else None)
 
     @property
     def shares_prefixes(self) -> bool:
@@ -277,9 +286,13 @@ class RewardModel(HeldModel):
     def _head(self, hidden: torch.Tensor) -> torch.Tensor:
         """A decoder's score at every position of ``hidden`` (B, L, H): the head, plus the ``score_bias`` of
         the metadata (the bias of a head converted from another trainer's layout, :mod:`rmkit.layouts`)."""
-        scores = self.model.score(hidden.to(self.model.score.weight.dtype)).squeeze(-1)
+        scores = self._combined(self.model.score(hidden.to(self.model.score.weight.dtype)))
         bias = self.metadata.get("score_bias")
         return scores + bias if bias else scores
+
+    def _combined(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The score of a head's outputs (..., K): the one output, or the attributes' weighted sum."""
+        return outputs.squeeze(-1) if not self.attributes else outputs @ self.weights.to(outputs)
 
     def compile(self, **options: Any) -> RewardModel:
         """Compile the backbone in place with ``torch.compile`` (``dynamic=True`` unless ``options`` say
@@ -302,9 +315,9 @@ class RewardModel(HeldModel):
         pooler = getattr(self.model.base_model, "pooler", None)
         classifier = getattr(self.model, "classifier", None)
         if pooler is not None and hasattr(pooler, "dense") and isinstance(classifier, nn.Linear):
-            return classifier(pooler.activation(pooler.dense(hidden))).squeeze(-1)
+            return self._combined(classifier(pooler.activation(pooler.dense(hidden))))
         if isinstance(classifier, nn.Module) and not isinstance(classifier, nn.Linear):
-            return classifier(hidden.reshape(b * length, 1, h)).view(b, length)
+            return self._combined(classifier(hidden.reshape(b * length, 1, h)).view(b, length, -1))
         return None
 
     def score_ids(
@@ -423,20 +436,3 @@ class RewardModel(HeldModel):
         """
         self.metadata.update(metadata or {})
         save_model(self.model, self.tokenizer, self.metadata, Path(path))
-
-
-def save_model(model: PreTrainedModel, tokenizer, metadata: dict[str, Any], path: Path) -> None:
-    """Save ``model`` and ``tokenizer`` to ``path`` with ``metadata`` under ``"rmkit"`` in ``config.json``:
-    written into a temporary directory and renamed into place, ``config.json`` last."""
-    metadata["version"] = __version__
-    setattr(model.config, METADATA_KEY, metadata)
-    model.config.pad_token_id = tokenizer.pad_token_id
-    path.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-save-", dir=path))
-    try:
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        tokenizer.save_pretrained(str(tmp))
-        for f in sorted(tmp.iterdir(), key=lambda f: f.name == "config.json"):
-            os.replace(f, path / f.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

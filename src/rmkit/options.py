@@ -91,6 +91,12 @@ class ModelOptions:
         None, help="base model of a LoRA adapter checkpoint, when its adapter_config.json names one not here"
     )
 
+    weights: dict[str, str] | None = option(
+        None,
+        help="a multi-attribute RM's score: the weighted sum of its outputs, e.g. helpfulness=1,verbosity=-0.2 "
+        "(default: the checkpoint's weights, else the mean)",
+    )
+
     def loading(self) -> dict[str, Any]:
         """These options as :meth:`~rmkit.RewardModel.from_pretrained`'s keyword arguments."""
         return {
@@ -99,6 +105,7 @@ class ModelOptions:
             "dimension": self.dimension,
             "tokenizer": self.tokenizer,
             "base_model": self.base_model,
+            "weights": self.weights,
         }
 
 

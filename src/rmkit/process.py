@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
 
+from rmkit.checkpoints import save_model
 from rmkit.data.formats import Message
 from rmkit.data.rendering import RowCounts
 from rmkit.data.steps import SolutionEncoder, StepExample
@@ -43,7 +44,6 @@ from rmkit.modeling import (
     RewardOutput,
     ensure_pad_token,
     is_right_padded,
-    save_model,
 )
 from rmkit.runtime import resolve_dtype
 

@@ -47,6 +47,7 @@ from rmkit.data.steps import StepExample
 from rmkit.errors import RMKitError
 from rmkit.files import write_json
 from rmkit.inference import BATCH_TOKENS, CHUNK_ROWS, score_examples
+from rmkit.jobs.rows import attribute_row, output_row
 from rmkit.jobs.shards import (
     Share,
     ShareState,
@@ -57,7 +58,7 @@ from rmkit.jobs.shards import (
     truncate,
 )
 from rmkit.jobs.steps import scored_candidates, scored_steps, step_examples, step_row
-from rmkit.metrics import BestOfN, Moments, PairStats, ranking
+from rmkit.metrics import BestOfN, Moments, PairStats
 from rmkit.modeling import RewardModel
 from rmkit.options import DataOptions, ModelOptions, RuntimeOptions, StepOptions, configured, option
 from rmkit.process import ProcessRewardModel, aggregate, load_if_process
@@ -135,37 +136,6 @@ def _rejects_path(config: ScoreConfig, output: Path) -> Path:
 
 def _summary_path(output: Path) -> Path:
     return Path(str(output.with_suffix("")) + ".summary.json")
-
-
-def output_row(
-    ex: Example, scores: list[float], *, top_k: int | None = None, min_score: float | None = None
-) -> dict[str, Any]:
-    """The object written for one scored example: its text, its score(s), then its pass-through columns.
-
-    ``{prompt, response, score}`` for a response; ``{prompt, chosen, rejected, score_chosen,
-    score_rejected}`` for a pair; ``{text, score}`` for pre-rendered text (and no ``prompt`` for rendered
-    pairs); ``{prompt, responses, scores, best, ranking}`` for a best-of-N row, where ``ranking`` lists
-    the responses' indices best first (ties in input order; ``top_k`` and ``min_score`` cut it) and
-    ``best`` is its first (``None`` when ``min_score`` leaves none). The score columns win over input
-    columns of the same name.
-    """
-    out: dict[str, Any] = {} if ex.rendered else {"prompt": ex.prompt_value()}
-    if ex.rejected_prompt is not None:
-        out["prompt_rejected"] = ex.rejected_prompt
-    if ex.is_pair:
-        out.update(chosen=ex.responses[0], rejected=ex.responses[1])
-        out.update(score_chosen=scores[0], score_rejected=scores[1])
-        if ex.margin is not None:
-            out["margin"] = ex.margin
-    elif ex.best_of_n:
-        order = ranking(scores, top_k=top_k, min_score=min_score)
-        out.update(responses=ex.responses, scores=scores, best=order[0] if order else None, ranking=order)
-    else:
-        out["text" if ex.rendered else "response"] = ex.responses[0]
-        out["score"] = scores[0]
-    for k, v in ex.extra.items():
-        out.setdefault(k, v)
-    return out
 
 
 def score(config: ScoreConfig | None = None, /, *, rm: RewardModel | None = None, **options: Any) -> dict:
@@ -307,27 +277,15 @@ def _score_chunk(
     scored: list[tuple[Example, list[float]]] = []
     lines = []
     steps = isinstance(chunk[0], StepExample)
-    scored_chunk = (
-        scored_steps(rm, chunk, config, state.stats)
-        if steps
-        else scored_candidates(rm, chunk, config, state.stats)
-        if isinstance(rm, ProcessRewardModel)
-        else score_examples(
-            rm,
-            chunk,
-            tokenizer,
-            batch_tokens=config.batch_tokens,
-            chunk_rows=config.chunk_rows,
-            stats=state.stats,
-            share_prefixes=config.prefix_sharing,
-        )
-    )
-    for ex, scores in scored_chunk:
+    for ex, scores in _scored(rm, chunk, tokenizer, config, state):
         while seen[0][0] != ex.row:  # records before it were rejected
             seen.popleft()
         k = seen.popleft()[1]
         if scores is None:
             continue
+        outputs = scores if getattr(rm, "attributes", None) else None  # K outputs a response: combine them
+        if outputs is not None:
+            scores = [float(sum(w * v for w, v in zip(rm.weights.tolist(), o, strict=True))) for o in outputs]
         scores = rm.normalize(scores) if config.normalize else scores
         if all(math.isfinite(v) for v in scores):
             summary = [aggregate(scores, config.aggregate)] if steps else scores  # a solution counts once
@@ -345,10 +303,32 @@ def _score_chunk(
             row = step_row(ex, scores, config.aggregate)
         else:
             row = output_row(ex, scores, top_k=config.top_k, min_score=config.min_score)
+        if outputs is not None:
+            attribute_row(row, rm.attributes, outputs, ex.is_pair or ex.best_of_n)
         lines.append(f"{k}\t{json.dumps(row, ensure_ascii=False, default=str)}\n")
     state.add(scored)
     state.run_tokens += state.stats.tokens - tokens_before
     return lines
+
+
+def _scored(rm: Any, chunk: list, tokenizer: ExampleTokenizer | None, config: ScoreConfig, state: ShareState):
+    """``(example, scores)`` of a chunk from the inference core: a PRM's step scores of solutions, its
+    aggregates of best-of-N candidates, or an outcome RM's scores (each attribute's, for a multi-attribute
+    RM)."""
+    if isinstance(chunk[0], StepExample):
+        return scored_steps(rm, chunk, config, state.stats)
+    if isinstance(rm, ProcessRewardModel):
+        return scored_candidates(rm, chunk, config, state.stats)
+    return score_examples(
+        rm,
+        chunk,
+        tokenizer,
+        batch_tokens=config.batch_tokens,
+        chunk_rows=config.chunk_rows,
+        stats=state.stats,
+        share_prefixes=config.prefix_sharing,
+        attributes=bool(rm.attributes),
+    )
 
 
 def _format(config: ScoreConfig) -> str | None:
