@@ -212,3 +212,62 @@ def test_score_writes_every_attribute_and_the_combined_score(attribute_rm, tmp_p
     for row, o in zip(rows, outputs, strict=True):
         assert [row["attribute_scores"][n] for n in NAMES] == pytest.approx(o, abs=1e-5)
         assert row["score"] == pytest.approx(o[0] + o[1], abs=1e-5)
+
+
+# --- rmkit train on rated responses ---------------------------------------------------------------------
+
+GOOD = ["two plus two is four", "the capital of France is Paris", "five thousand metres"]
+BAD = ["I cannot help", "the weather is sunny", "it could hurt someone"]
+
+
+def rated_rows(n: int, seed: int) -> list[dict]:
+    """A learnable rating: helpfulness counts the good sentences, verbosity the sentences."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        good, bad = rng.randint(0, 3), rng.randint(0, 2)
+        parts = [rng.choice(GOOD) for _ in range(good)] + [rng.choice(BAD) for _ in range(bad)]
+        rng.shuffle(parts)
+        text = ". ".join(parts) or "ok"
+        rows.append(
+            {"prompt": "Tell me a fact.", "response": text, "helpfulness": good, "verbosity": good + bad}
+        )
+    return rows
+
+
+def test_rmkit_trains_a_two_attribute_regression_rm_plain_transformers_loads(llama_path, tmp_path):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from rmkit import RewardModel, train
+    from rmkit.training import TrainConfig
+
+    data = write_jsonl(tmp_path / "train.jsonl", rated_rows(96, 0))
+    held = write_jsonl(tmp_path / "eval.jsonl", rated_rows(32, 1))
+    out = tmp_path / "out"
+    config = TrainConfig(
+        model=str(llama_path), data=str(data), eval_data=str(held), output_dir=str(out), batch_size=8,
+        learning_rate=3e-3, warmup_ratio=0.0, epochs=4, logging_steps=4,
+    )  # fmt: skip
+    train(config)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train"]["responses"] == 96
+    assert set(metrics["eval"]["attributes"]) == {"helpfulness", "verbosity"}
+    assert metrics["eval"]["attributes"]["helpfulness"]["spearman"] > 0.5  # it learnt something checkable
+    lines = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    losses = [x["loss"] for x in lines if "loss" in x]
+    assert losses[-1] < losses[0]
+
+    plain, info = AutoModelForSequenceClassification.from_pretrained(out, output_loading_info=True)
+    assert plain.config.num_labels == 2 and plain.config.id2label == {0: "helpfulness", 1: "verbosity"}
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    rm = RewardModel.from_pretrained(out)
+    text = "User: Tell me a fact.\n\nAssistant: two plus two is four"
+    with torch.no_grad():
+        logits = plain.eval()(**AutoTokenizer.from_pretrained(out)(text, return_tensors="pt")).logits[0]
+    from rmkit.inference import score_sequences
+
+    ids = rm.tokenizer(text)["input_ids"]
+    assert score_sequences(rm, [ids], attributes=True)[0] == pytest.approx(logits.tolist(), abs=1e-5)

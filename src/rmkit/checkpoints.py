@@ -79,10 +79,12 @@ def _load_standard(
     except (OSError, ValueError) as e:
         raise RMKitError(f"cannot load a model config from '{name}': {e}") from None
     is_classifier = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
-    try:  # a classifier keeps its outputs (K > 1: a multi-attribute RM); a backbone gets one
+    kwargs = dict(kwargs)  # a classifier keeps its outputs (K > 1: a multi-attribute RM); a backbone gets one
+    labels = kwargs.pop("num_labels", config.num_labels if is_classifier else 1)
+    try:
         model, info = AutoModelForSequenceClassification.from_pretrained(
             name,
-            num_labels=config.num_labels if is_classifier else 1,
+            num_labels=labels,
             dtype=dtype,
             use_safetensors=None if allow_pickle else True,
             trust_remote_code=trust_remote_code,

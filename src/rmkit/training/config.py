@@ -62,6 +62,10 @@ class TrainConfig(PairOptions, RuntimeOptions, ModelOptions, StepOptions):
         None, help="most padded tokens (chosen + rejected) per forward pass on one process"
     )
     group_by_length: bool = option(True, help="batch pairs of similar length together (less padding)")
+    attributes: list[str] | None = option(
+        None,
+        help="rated data: the rating columns to train one output each on (default: HelpSteer2's, or all)",
+    )
     first_error_only: bool = option(
         False,
         help="process RMs: train on a solution's steps up to its first wrong one only (what ProcessBench-style "

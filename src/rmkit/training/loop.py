@@ -36,6 +36,7 @@ from rmkit.training.config import TrainConfig
 from rmkit.training.data import PairStore, epoch_batches, train_and_eval_pairs
 from rmkit.training.parallel import Dist, distribute, unsharded_copy
 from rmkit.training.process import StepTask, is_step_data
+from rmkit.training.ratings import RatingTask, is_rated_data
 from rmkit.training.step import (
     NonFinite,
     PairTask,
@@ -115,10 +116,10 @@ def _train(config: TrainConfig, d: Dist) -> dict[str, Any]:
 def _task_and_data(config: TrainConfig, stats: RowCounts, d: Dist) -> tuple:
     """``(task, model, tokenizer, training data, eval data, where the eval data came from)``: preference
     pairs for an outcome RM, step-labelled solutions for a process RM (:mod:`rmkit.training.process`)."""
-    if is_step_data(config):
-        task = StepTask()
+    if is_step_data(config) or is_rated_data(config):
+        task = StepTask() if is_step_data(config) else RatingTask()
         rm, items, eval_items, source = task.prepare(config, stats, d)
-        return task, rm, None, items, eval_items, source
+        return task, rm, getattr(task, "tokenizer", None), items, eval_items, source
     rm, tokenizer = _load(config)
     builder = int(os.environ.get("LOCAL_RANK", "0")) == 0
     pairs, eval_pairs, source = train_and_eval_pairs(config, tokenizer, stats, main=d.main, builder=builder)
