@@ -127,7 +127,7 @@ def test_no_pairs_give_undefined_figures_not_errors():
 
 
 def test_step_metrics_and_the_processbench_measure_match_hand_values():
-    from rmkit.metrics import step_metrics
+    from rmkit.metrics.graded import step_metrics
 
     scores = [
         [0.9, 0.8, 0.2],  # wrong at 2; predicted first error 2: found
@@ -153,3 +153,22 @@ def test_step_metrics_and_the_processbench_measure_match_hand_values():
         and empty["processbench_f1"] is None
         and empty["correct_accuracy"] == 1.0
     )
+
+
+def test_rating_metrics_match_numpy_and_scipy_on_a_fixture():
+    from scipy import stats
+
+    from rmkit.metrics.graded import rating_metrics
+
+    predicted = [0.1, 0.9, 0.4, 0.35, 2.0, 1.5]
+    ratings = [0, 3, 1, 2, 4, 4]
+    groups = [0, 0, 0, 1, 1, 1]
+    m = rating_metrics(predicted, ratings, groups, regression=True, bootstrap=200)
+    assert m["pearson"] == pytest.approx(stats.pearsonr(predicted, ratings)[0])
+    assert m["spearman"] == pytest.approx(stats.spearmanr(predicted, ratings)[0])
+    assert m["mae"] == pytest.approx(sum(abs(p - r) for p, r in zip(predicted, ratings, strict=True)) / 6)
+    # group 0: (0,3) right, (0,1) right, (3,1) right; group 1: (2,4) right, (2,4) right, (4,4) a tie: no pair
+    assert m["pairs"] == 5 and m["pair_accuracy"] == 1.0
+    lo, hi = m["spearman_ci"]
+    assert lo <= m["spearman"] <= hi
+    assert rating_metrics(predicted, ratings, groups, regression=False)["mae"] is None

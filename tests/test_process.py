@@ -296,7 +296,7 @@ def test_a_killed_prm_score_run_resumes_to_the_identical_file(prm_path, tmp_path
 
 def test_eval_of_a_prm_reports_step_and_processbench_figures_per_subset(prm_path, tmp_path):
     from rmkit.cli import main
-    from rmkit.metrics import step_metrics
+    from rmkit.metrics.graded import step_metrics
 
     rows = [{**r, "subset": "even" if r["id"] % 2 == 0 else "odd"} for r in solutions(24)]
     data = write_jsonl(tmp_path / "labelled.jsonl", rows)

@@ -271,3 +271,46 @@ def test_rmkit_trains_a_two_attribute_regression_rm_plain_transformers_loads(lla
 
     ids = rm.tokenizer(text)["input_ids"]
     assert score_sequences(rm, [ids], attributes=True)[0] == pytest.approx(logits.tolist(), abs=1e-5)
+
+
+def test_eval_on_rated_data_reports_correlations_mae_and_implied_pair_accuracy(attribute_rm, tmp_path):
+    from rmkit import RewardModel
+    from rmkit.data import Example
+    from rmkit.data.ratings import iter_rated
+    from rmkit.inference import score_examples
+    from rmkit.metrics.graded import rating_metrics
+
+    rows = rated_rows(18, 3)
+    data = write_jsonl(tmp_path / "rated.jsonl", rows)
+    out = tmp_path / "eval"
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(attribute_rm),
+                "--data",
+                str(data),
+                "--output-dir",
+                str(out),
+                "--bootstrap",
+                "50",
+            ]
+        )
+        == 0
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    (per_attribute,) = [per["rated"] for per in metrics["results"].values()]
+    rm = RewardModel.from_pretrained(attribute_rm)
+
+    examples = [Example(ex.row, ex.prompt, ex.responses, False) for ex in iter_rated(data)]
+    outputs = [s[0] for _, s in score_examples(rm, examples, rm.example_tokenizer(), attributes=True)]
+    helpfulness = rating_metrics(
+        [o[0] for o in outputs], [r["helpfulness"] for r in rows], [0] * 18, regression=True, bootstrap=50
+    )
+    assert per_attribute["helpfulness"]["spearman"] == pytest.approx(helpfulness["spearman"])
+    assert per_attribute["helpfulness"]["mae"] == pytest.approx(
+        helpfulness["mae"]
+    )  # its own output: a regression
+    assert per_attribute["helpfulness"]["pair_accuracy"] == pytest.approx(helpfulness["pair_accuracy"])
+    assert list((out / "plots").glob("ratings_*.png")) and "pair_accuracy" in (out / "report.md").read_text()

@@ -34,6 +34,7 @@ from rmkit import runtime
 from rmkit.data import Rejects, RowCounts, iter_examples
 from rmkit.errors import RMKitError
 from rmkit.evaluation import plots
+from rmkit.evaluation.ratings import evaluate_ratings, is_rated
 from rmkit.evaluation.report import accuracy_table, comparison_table, report
 from rmkit.evaluation.steps import evaluate_steps
 from rmkit.files import atomic_write, write_json, write_text
@@ -77,6 +78,9 @@ class EvalConfig(PairOptions, RuntimeOptions, ModelOptions, StepOptions):
     )
     seed: int = option(0, help="seed of the bootstrap")
     plots: bool = option(True, help="draw the PNG plots (--no-plots skips them)")
+    attributes: list[str] | None = option(
+        None, help="rated data: the rating columns (default: HelpSteer2's, or all)"
+    )
     threshold: float = option(
         0.5, help="process reward models: a step counts as right when it scores at least this"
     )
@@ -186,6 +190,8 @@ def evaluate(config: EvalConfig | None = None, **options: Any) -> dict[str, Any]
                 "eval compares outcome reward models on pairs, or process reward models on steps; not both"
             )
         return evaluate_steps(config, labels, _labels(config.data))
+    if all(is_rated(d, config) for d in config.data):
+        return evaluate_ratings(config, labels, _labels(config.data))
     datasets = [DataSet(name, path) for name, path in zip(_labels(config.data), config.data, strict=True)]
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ from rmkit.data import Rejects
 from rmkit.data.steps import StepExample, iter_step_examples
 from rmkit.evaluation.plots import CHOSEN, REJECTED, _figure, _save, _title
 from rmkit.files import atomic_write, write_json, write_text
-from rmkit.metrics import first_below, step_metrics
+from rmkit.metrics.graded import first_below, step_metrics
 from rmkit.process import ProcessRewardModel, score_step_examples
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from torch import nn
 from rmkit.data import Rejects, RowCounts, first_record, pad_batch, token_budget_batches
 from rmkit.data.steps import STEP_FORMATS, StepExample, detect_step_format, iter_step_examples
 from rmkit.errors import RMKitError
-from rmkit.metrics import step_metrics
+from rmkit.metrics.graded import step_metrics
 from rmkit.process import ProcessRewardModel
 from rmkit.training.config import TrainConfig
 from rmkit.training.parallel import Dist

@@ -8,6 +8,8 @@
   ``r_c == r_r``; accuracy counts a tie as wrong (RewardBench's rule). Standard deviations are population
   ones (ddof=0).
 - Correlations, bootstrap intervals and the comparison of two RMs on the same pairs, for ``rmkit eval``.
+- Graded labels (:mod:`rmkit.metrics.graded`): a process RM's step and ProcessBench figures, and an RM
+  against attribute ratings.
 
 A value that is undefined (no data, constant input) is ``None``.
 """
@@ -338,68 +340,4 @@ def compare_pairs(
         "same_sign": float((np.sign(a) == np.sign(b)).mean()),
         "margin_pearson": pearson(a, b),
         "margin_spearman": spearman(a, b),
-    }
-
-
-def _share(hits: int, n: int) -> float | None:
-    return hits / n if n else None
-
-
-def _harmonic(a: float | None, b: float | None) -> float | None:
-    if a is None or b is None:
-        return None
-    return 2 * a * b / (a + b) if a + b else 0.0
-
-
-def first_below(scores: Sequence[float], threshold: float) -> int:
-    """Index of the first step scored below ``threshold`` (the PRM's predicted first error), or -1."""
-    return next((i for i, s in enumerate(scores) if s < threshold), -1)
-
-
-def step_metrics(
-    step_scores: Sequence[Sequence[float]], labels: Sequence[Sequence[bool | None]], *, threshold: float = 0.5
-) -> dict[str, Any]:
-    """A process reward model on labelled solutions (a step is predicted right when its score ≥ ``threshold``).
-
-    Step level, over the labelled steps that were scored: ``step_accuracy``, and ``wrong_precision``,
-    ``wrong_recall``, ``wrong_f1`` with the wrong steps as the positive class. ProcessBench's measure, over
-    solutions: the label is the first wrong step (-1: none), the prediction the first step scored below the
-    threshold (-1: none); ``error_accuracy`` is the share of solutions with a wrong step whose first wrong
-    step is found exactly, ``correct_accuracy`` the share of solutions without one that the PRM passes
-    whole, and ``processbench_f1`` their harmonic mean.
-    """
-    right = wrong_hit = predicted_wrong = actual_wrong = steps = 0
-    found = with_error = passed = without_error = 0
-    for scores, truth in zip(step_scores, labels, strict=True):
-        for score, label in zip(scores, truth, strict=False):
-            if label is None:
-                continue
-            steps += 1
-            says_wrong = score < threshold
-            right += says_wrong == (not label)
-            predicted_wrong += says_wrong
-            actual_wrong += not label
-            wrong_hit += says_wrong and not label
-        error = next((i for i, label in enumerate(truth) if label is False), -1)
-        predicted = first_below(scores, threshold)
-        if error >= 0:
-            with_error += 1
-            found += predicted == error
-        else:
-            without_error += 1
-            passed += predicted == -1
-    precision, recall = _share(wrong_hit, predicted_wrong), _share(wrong_hit, actual_wrong)
-    error_accuracy, correct_accuracy = _share(found, with_error), _share(passed, without_error)
-    return {
-        "solutions": len(labels),
-        "steps": steps,
-        "threshold": threshold,
-        "step_accuracy": _share(right, steps),
-        "wrong_precision": precision,
-        "wrong_recall": recall,
-        "wrong_f1": _harmonic(precision, recall),
-        "with_error": with_error,
-        "error_accuracy": error_accuracy,
-        "correct_accuracy": correct_accuracy,
-        "processbench_f1": _harmonic(error_accuracy, correct_accuracy),
     }
