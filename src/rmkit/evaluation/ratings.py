@@ -25,6 +25,7 @@ from rmkit import runtime
 from rmkit.data import Example, Rejects, first_record
 from rmkit.data.ratings import detect_rated_format, iter_rated
 from rmkit.evaluation.plots import _figure, _save, _title
+from rmkit.evaluation.report import figure_table
 from rmkit.files import atomic_write, write_json, write_text
 from rmkit.inference import score_examples
 from rmkit.metrics.graded import rating_metrics
@@ -150,11 +151,10 @@ def _plot(out: Path, label: str, name: str, rm: RewardModel, rows, outputs) -> s
 
 
 def rating_table(metrics: dict[str, Any]) -> str:
-    header = ["model", "data", "attribute", *FIGURES]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for label, per_data in metrics["results"].items():
-        for name, per_attribute in per_data.items():
-            for a, m in per_attribute.items():
-                cells = [str(m["responses"])] + ["-" if m[k] is None else f"{m[k]:.3f}" for k in FIGURES[1:]]
-                lines.append("| " + " | ".join([label, name, a, *cells]) + " |")
-    return "\n".join(lines)
+    groups = [
+        ([label, name, a], m)
+        for label, per_data in metrics["results"].items()
+        for name, per_attribute in per_data.items()
+        for a, m in per_attribute.items()
+    ]
+    return figure_table(["model", "data", "attribute"], groups, FIGURES)

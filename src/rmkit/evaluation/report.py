@@ -4,6 +4,7 @@ of several models, and the plots embedded by relative path."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,18 @@ def _table(header: list[str], rows: list[list[str]], numeric_from: int) -> str:
 
     rule = ["-" * (w - 1) + ":" if i >= numeric_from else "-" * w for i, w in enumerate(widths)]
     return "\n".join([line(header), "| " + " | ".join(rule) + " |", *(line(r) for r in rows)])
+
+
+def figure_table(
+    keys: list[str], groups: list[tuple[list[str], dict[str, Any]]], figures: Sequence[str]
+) -> str:
+    """The aligned table of ``(row names, figures)`` groups: a column per key, then the ``figures`` (the
+    first a count, the rest to 3 decimals, "-" when undefined)."""
+    rows = [
+        [*names, str(m[figures[0]]), *("-" if m[k] is None else f"{m[k]:.3f}" for k in figures[1:])]
+        for names, m in groups
+    ]
+    return _table([*keys, *figures], rows, len(keys))
 
 
 def accuracy_table(metrics: dict[str, Any]) -> str:

@@ -28,6 +28,7 @@ from rmkit import runtime
 from rmkit.data import Rejects
 from rmkit.data.steps import StepExample, iter_step_examples
 from rmkit.evaluation.plots import CHOSEN, REJECTED, _figure, _save, _title
+from rmkit.evaluation.report import figure_table
 from rmkit.files import atomic_write, write_json, write_text
 from rmkit.metrics.graded import first_below, step_metrics
 from rmkit.process import ProcessRewardModel, score_step_examples
@@ -171,14 +172,13 @@ def _plot(out: Path, label: str, per_data: dict) -> str:
 
 def step_table(metrics: dict[str, Any]) -> str:
     """A Markdown table of every model, data set and subset."""
-    header = ["model", "data", "subset", *FIGURES]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for label, per_data in metrics["results"].items():
-        for name, groups in per_data.items():
-            for subset, m in [("all", groups["all"]), *groups["subsets"].items()]:
-                cells = [str(m["solutions"])] + ["-" if m[k] is None else f"{m[k]:.3f}" for k in FIGURES[1:]]
-                lines.append("| " + " | ".join([label, name, subset, *cells]) + " |")
-    return "\n".join(lines)
+    groups = [
+        ([label, name, subset], m)
+        for label, per_data in metrics["results"].items()
+        for name, groups in per_data.items()
+        for subset, m in [("all", groups["all"]), *groups["subsets"].items()]
+    ]
+    return figure_table(["model", "data", "subset"], groups, FIGURES)
 
 
 def _report(table: str, drawn: dict[str, list[str]], threshold: float) -> str:
