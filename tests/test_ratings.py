@@ -314,3 +314,42 @@ def test_eval_on_rated_data_reports_correlations_mae_and_implied_pair_accuracy(a
     )  # its own output: a regression
     assert per_attribute["helpfulness"]["pair_accuracy"] == pytest.approx(helpfulness["pair_accuracy"])
     assert list((out / "plots").glob("ratings_*.png")) and "pair_accuracy" in (out / "report.md").read_text()
+
+
+def test_standardised_ratings_train_in_z_units_and_score_on_the_ratings_scale(llama_path, tmp_path):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from rmkit import RewardModel, train
+    from rmkit.inference import score_sequences
+    from rmkit.training import TrainConfig
+
+    rows = rated_rows(48, 4)
+    data = write_jsonl(tmp_path / "train.jsonl", rows)
+    out = tmp_path / "out"
+    train(
+        TrainConfig(
+            model=str(llama_path),
+            data=str(data),
+            output_dir=str(out),
+            batch_size=8,
+            max_steps=3,
+            standardize_ratings=True,
+        )
+    )
+    meta = json.loads((out / "config.json").read_text())["rmkit"]
+    helpfulness = [r["helpfulness"] for r in rows]
+    mean = sum(helpfulness) / len(helpfulness)
+    assert meta["rating_mean"][0] == pytest.approx(mean, rel=1e-5)
+    rm = RewardModel.from_pretrained(out)
+    text = "User: Tell me a fact.\n\nAssistant: two plus two is four"
+    with torch.no_grad():  # plain transformers gives z-units; rmkit maps them back with the stored scale
+        z = (
+            AutoModelForSequenceClassification.from_pretrained(out)
+            .eval()(**AutoTokenizer.from_pretrained(out)(text, return_tensors="pt"))
+            .logits[0]
+        )
+    expected = [float(v) * s + m for v, s, m in zip(z, meta["rating_std"], meta["rating_mean"], strict=True)]
+    assert score_sequences(rm, [rm.tokenizer(text)["input_ids"]], attributes=True)[0] == pytest.approx(
+        expected, abs=1e-4
+    )

@@ -231,13 +231,15 @@ class RewardModel(HeldModel):
             attributes = None
             if self.attributes:  # each attribute's output at the end
                 at_end = hidden[torch.arange(len(end_index), device=hidden.device), end_index]
-                attributes = self.model.score(at_end.to(self.model.score.weight.dtype))
+                attributes = self._rated(self.model.score(at_end.to(self.model.score.weight.dtype)))
             return RewardOutput(scores, end_scores, end_index, attributes)
         out = self.model(input_ids, output_hidden_states=token_scores, **kwargs)
         end_scores = self._combined(out.logits)
         end_index = torch.zeros_like(end_scores, dtype=torch.long)
         token = self._encoder_token_scores(out.hidden_states[-1]) if token_scores else None
-        return RewardOutput(token, end_scores, end_index, out.logits if self.attributes else None)
+        return RewardOutput(
+            token, end_scores, end_index, self._rated(out.logits) if self.attributes else None
+        )
 
     @property
     def shares_prefixes(self) -> bool:
@@ -292,19 +294,25 @@ class RewardModel(HeldModel):
 
     def _combined(self, outputs: torch.Tensor) -> torch.Tensor:
         """The score of a head's outputs (..., K): the one output, or the attributes' weighted sum."""
+        outputs = self._rated(outputs)
         return outputs.squeeze(-1) if not self.attributes else outputs @ self.weights.to(outputs)
+
+    def _rated(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Outputs of a head trained on standardised ratings back on the ratings' scale (the metadata's
+        ``rating_mean``/``rating_std``, one a output); others as they are."""
+        if "rating_std" not in self.metadata:
+            return outputs
+        std, mean = (
+            torch.tensor(self.metadata[k], dtype=outputs.dtype, device=outputs.device)
+            for k in ("rating_std", "rating_mean")
+        )
+        return outputs * std + mean
 
     def compile(self, **options: Any) -> RewardModel:
         """Compile the backbone in place with ``torch.compile`` (``dynamic=True`` unless ``options`` say
-        otherwise) and return ``self``.
-
-        The first batch pays for compilation (10-30 s on 2 CPU cores; on CPU inductor needs a C++ compiler);
-        later batches of any shape reuse the compiled code, which fuses the element-wise work (norms,
-        rotary embeddings, activations) between the matrix products. It pays off on runs of minutes and
-        on models whose matrix products are big enough to matter (hidden 512 and up); on a tiny model it
-        can be slower than eager. rmkit's own logic (the padding check, where scores are read) stays
-        eager, and weights, ``state_dict`` keys and ``save_pretrained`` are unchanged.
-        """
+        otherwise) and return ``self``. The first batch pays for compilation (10-30 s on 2 CPU cores);
+        later batches of any shape reuse it, fusing the element-wise work between the matrix products: it
+        pays off on long runs of models of hidden size 512 and up. Weights and saving are unchanged."""
         options.setdefault("dynamic", True)
         self.model.base_model.compile(**options)
         return self

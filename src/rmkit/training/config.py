@@ -66,6 +66,11 @@ class TrainConfig(PairOptions, RuntimeOptions, ModelOptions, StepOptions):
         None,
         help="rated data: the rating columns to train one output each on (default: HelpSteer2's, or all)",
     )
+    standardize_ratings: bool = option(
+        False,
+        help="rated data: train on each attribute's ratings standardised (mean 0, std 1 over the training "
+        "set); rmkit maps the outputs back to the ratings' scale",
+    )
     first_error_only: bool = option(
         False,
         help="process RMs: train on a solution's steps up to its first wrong one only (what ProcessBench-style "

@@ -153,6 +153,9 @@ class RatingTask:
     lora_task: str = "SEQ_CLS"
     names: list[str] = field(default_factory=list)
     tokenizer: ExampleTokenizer | None = None
+    scaled: bool = False
+    mean: Any = None
+    std: Any = None
 
     def prepare(
         self, config: TrainConfig, stats: RowCounts, d: Dist
@@ -169,6 +172,10 @@ class RatingTask:
             max_length=config.max_length, template=config.template, truncation=config.truncation
         )
         items = _items(rows, self.tokenizer, config, stats)
+        if config.standardize_ratings:
+            targets = np.stack([it.targets for it in items])
+            self.mean, self.std = targets.mean(0), np.where(targets.std(0) > 0, targets.std(0), 1.0)
+        self.scaled = config.standardize_ratings
         if config.eval_data:
             names, held = _read(config.eval_data, config, RowCounts(), None)
             if names != self.names:
@@ -204,7 +211,10 @@ class RatingTask:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.dtype == "bf16"):
             out = model(ids.to(device), mask.to(device), token_scores=False)
         predicted = out.attribute_scores if out.attribute_scores is not None else out.end_scores[:, None]
-        return predicted.float(), torch.tensor(np.stack([it.targets for it in chunk]), device=device)
+        targets = np.stack([it.targets for it in chunk])
+        if self.scaled:
+            targets = (targets - self.mean) / self.std
+        return predicted.float(), torch.tensor(targets, dtype=torch.float32, device=device)
 
     def forward(
         self, model: nn.Module, chunk: list[RatedItem], pad_id: int, config: TrainConfig, device: torch.device
@@ -249,7 +259,10 @@ class RatingTask:
         }
 
     def metadata(self, final: dict[str, Any]) -> dict[str, Any]:
-        return {}
+        """With standardised ratings, the scale rmkit maps the outputs back with (:class:`RewardModel`)."""
+        if not self.scaled:
+            return {}
+        return {"rating_mean": self.mean.tolist(), "rating_std": self.std.tolist()}
 
     def summary(self, final: dict[str, Any]) -> str:
         s = final["spearman_mean"]
