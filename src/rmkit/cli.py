@@ -20,7 +20,12 @@ from rmkit.version import __version__
 # command -> (module, config class, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "demo": ("rmkit.demo", "DemoConfig", "demo", "train, evaluate and score on built-in data, in minutes"),
-    "train": ("rmkit.training", "TrainConfig", "train", "train a reward model from preference pairs"),
+    "train": (
+        "rmkit.training",
+        "TrainConfig",
+        "train",
+        "train a reward model: from preference pairs, step labels (a process RM) or ratings (regression)",
+    ),
     "score": (
         "rmkit.jobs.score",
         "ScoreConfig",
@@ -33,7 +38,12 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
         "rank_file",
         "best-of-N: score every candidate response of every prompt and rank them",
     ),
-    "eval": ("rmkit.evaluation", "EvalConfig", "evaluate", "evaluate reward models on preference pairs"),
+    "eval": (
+        "rmkit.evaluation",
+        "EvalConfig",
+        "evaluate",
+        "evaluate reward models on preference pairs, step-labelled solutions or rated responses",
+    ),
     "serve": (
         "rmkit.serving",
         "ServeConfig",
