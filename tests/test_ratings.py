@@ -353,3 +353,79 @@ def test_standardised_ratings_train_in_z_units_and_score_on_the_ratings_scale(ll
     assert score_sequences(rm, [rm.tokenizer(text)["input_ids"]], attributes=True)[0] == pytest.approx(
         expected, abs=1e-4
     )
+
+
+def test_pairs_by_weights_read_the_weighted_ratings_and_a_missing_one_is_named(tmp_path, capsys):
+    rows = [
+        {"prompt": "Q", "response": r, "safety": s, "helpfulness": h}
+        for r, s, h in (("x", 1, 3), ("y", 4, 1))
+    ]
+    data = write_jsonl(tmp_path / "custom.jsonl", rows)
+    got = run_pairs(data, tmp_path / "p.jsonl", "--weights", "safety=1", "--strategy", "best_vs_worst")
+    assert [(p["chosen"], p["rejected"], p["margin"]) for p in got] == [
+        ("y", "x", 3.0)
+    ]  # not a HelpSteer2 name
+    args = [
+        "pairs",
+        "--input",
+        str(data),
+        "--output",
+        str(tmp_path / "q.jsonl"),
+        "--attributes",
+        "helpfulness",
+    ]
+    assert main([*args, "--weights", "safety=1"]) == 2
+    assert "no rating safety" in capsys.readouterr().err
+
+
+def test_rank_eval_and_the_server_use_a_multi_attribute_rms_combined_score(attribute_rm, tmp_path):
+    import urllib.request
+
+    from rmkit import RewardModel
+    from rmkit.serving import ServeConfig, running
+    from rmkit.serving.app import create_app, load
+
+    rm = RewardModel.from_pretrained(attribute_rm, weights={"helpfulness": 1, "verbosity": -0.5})
+    prompt, responses = "Tell me a fact.", ["two plus two is four", "I cannot help", "the weather is sunny"]
+    combined = rm.score([prompt] * 3, responses)
+    weights = ["--weights", "helpfulness=1,verbosity=-0.5"]
+    data = write_jsonl(tmp_path / "bon.jsonl", [{"prompt": prompt, "responses": responses}])
+    out = tmp_path / "ranked.jsonl"
+    assert (
+        main(["rank", "--model", str(attribute_rm), "--input", str(data), "--output", str(out), *weights])
+        == 0
+    )
+    (row,) = read_pairs(out)
+    assert row["scores"] == pytest.approx(combined, abs=1e-5) and len(row["attribute_scores"]) == 3
+
+    pairs = write_jsonl(
+        tmp_path / "pairs.jsonl", [{"prompt": prompt, "chosen": responses[0], "rejected": responses[1]}]
+    )
+    ev = tmp_path / "ev"
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(attribute_rm),
+                "--data",
+                str(pairs),
+                "--output-dir",
+                str(ev),
+                "--no-plots",
+                *weights,
+            ]
+        )
+        == 0
+    )
+    line = json.loads((ev / "scores.jsonl").read_text())
+    assert (line["chosen_score"], line["rejected_score"]) == pytest.approx(tuple(combined[:2]), abs=1e-5)
+
+    config = ServeConfig(model=str(attribute_rm), weights={"helpfulness": "1", "verbosity": "-0.5"})
+    with running(create_app(load(config), config)) as base:
+        body = json.dumps({"prompts": [prompt] * 3, "responses": responses}).encode()
+        request = urllib.request.Request(
+            f"{base}/score", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request) as reply:
+            assert json.loads(reply.read())["scores"] == pytest.approx(combined, abs=1e-5)

@@ -163,6 +163,11 @@ def _completions(
 
 def rating_of(ratings: dict[str, float], weights: dict[str, float] | None, attribute: str | None) -> float:
     """One number for a response: the ``weights``' weighted sum, else ``attribute``, else the only one."""
+    missing = sorted({*(weights or {}), *([attribute] if attribute and not weights else [])} - set(ratings))
+    if missing:
+        raise DataError(
+            f"the rows have no rating {', '.join(missing)} (they rate {', '.join(sorted(ratings))})"
+        )
     if weights:
         return sum(w * ratings[a] for a, w in weights.items())
     if attribute is None:

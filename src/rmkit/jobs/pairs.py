@@ -57,7 +57,9 @@ def pairs(config: PairsConfig) -> dict[str, Any]:
             format=config.format,
             columns=config.columns,
             rejects=rejects,
-            attributes=config.attributes,
+            # the ratings the comparison needs are the ones read, unless --attributes names them
+            attributes=config.attributes
+            or ([*weights] if weights else [config.attribute] if config.attribute else None),
             rating_range=rating_range,
         )
         groups = grouped(rows)
