@@ -55,8 +55,32 @@ SUBSET_COLUMNS = ("subset", "category")
 _HH_TURN = re.compile(r"\n\n(Human|Assistant): ")
 
 
+class RowMixin:
+    """What every normalised row (:class:`Example`, a PRM's and a rating's) reads of its ``prompt`` and
+    pass-through ``extra`` columns."""
+
+    prompt: list[Message]
+    extra: dict[str, Any]
+    subset_columns: tuple[str, ...] = SUBSET_COLUMNS  # where the subset rule looks without --subset-column
+
+    def subset(self, column: str | None = None) -> str | None:
+        """The row's subset (see :data:`SUBSET_COLUMNS`): the value of ``column`` when one is named, else of
+        the first of ``subset_columns`` the row has; ``None`` when it is absent or empty."""
+        for key in (column,) if column else self.subset_columns:
+            value = self.extra.get(key)
+            if value not in (None, ""):
+                return str(value)
+        return None
+
+    def prompt_value(self) -> str | list[Message]:
+        """The prompt as a user would write it back out: a string for a single user turn, else the messages."""
+        if len(self.prompt) == 1 and self.prompt[0]["role"] == "user":
+            return self.prompt[0]["content"]
+        return self.prompt
+
+
 @dataclass
-class Example:
+class Example(RowMixin):
     """One normalised row.
 
     ``prompt`` is the conversation before the answer (``[]`` for pre-rendered text); ``responses`` is
@@ -80,21 +104,6 @@ class Example:
     def prompt_of(self, i: int) -> list[Message]:
         """The history response ``i`` answers."""
         return self.rejected_prompt if i == 1 and self.rejected_prompt is not None else self.prompt
-
-    def subset(self, column: str | None = None) -> str | None:
-        """The row's subset (see :data:`SUBSET_COLUMNS`): the value of ``column`` when one is named, else of
-        the first of ``subset`` and ``category`` the row has; ``None`` when it is absent or empty."""
-        for key in (column,) if column else SUBSET_COLUMNS:
-            value = self.extra.get(key)
-            if value not in (None, ""):
-                return str(value)
-        return None
-
-    def prompt_value(self) -> str | list[Message]:
-        """The prompt as a user would write it back out: a string for a single user turn, else the messages."""
-        if len(self.prompt) == 1 and self.prompt[0]["role"] == "user":
-            return self.prompt[0]["content"]
-        return self.prompt
 
 
 def examples_from(

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rmkit.data.formats import Message, RowReader, each_record
+from rmkit.data.formats import Message, RowMixin, RowReader, each_record
 from rmkit.data.readers import read_records
 from rmkit.data.rejects import Rejects
 from rmkit.errors import DataError
@@ -34,7 +34,7 @@ STRATEGIES = ("best_vs_rest", "best_vs_worst", "all")
 
 
 @dataclass
-class RatedExample:
+class RatedExample(RowMixin):
     """A prompt with its rated ``responses``; ``ratings[i]`` maps attribute names to response ``i``'s numbers."""
 
     row: int
@@ -42,11 +42,6 @@ class RatedExample:
     responses: list[str]
     ratings: list[dict[str, float]]
     extra: dict[str, Any] = field(default_factory=dict)
-
-    def prompt_value(self) -> str | list[Message]:
-        if len(self.prompt) == 1 and self.prompt[0]["role"] == "user":
-            return self.prompt[0]["content"]
-        return self.prompt
 
 
 def detect_rated_format(record: dict[str, Any], attributes: Sequence[str] | None = None) -> str | None:

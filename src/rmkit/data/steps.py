@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rmkit.data.formats import Message, RowReader, each_record
+from rmkit.data.formats import Message, RowMixin, RowReader, each_record
 from rmkit.data.readers import read_records
 from rmkit.data.rejects import Rejects
 from rmkit.data.rendering import render_plain
@@ -35,7 +35,7 @@ NEUTRAL = ("good", "bad", "skip")
 
 
 @dataclass
-class StepExample:
+class StepExample(RowMixin):
     """One solution: ``prompt`` (messages), its ``steps`` and their ``labels`` (``None`` when unlabelled)."""
 
     row: int
@@ -46,17 +46,12 @@ class StepExample:
     is_pair = False  # a solution is one scored answer, in the statistics that pairs and best-of-N keep
     best_of_n = False
 
-    def prompt_value(self) -> str | list[Message]:
-        if len(self.prompt) == 1 and self.prompt[0]["role"] == "user":
-            return self.prompt[0]["content"]
-        return self.prompt
-
-    def subset(self, column: str | None = None) -> str | None:
-        for key in (column,) if column else ("subset", "category", "task", "generator"):
-            value = self.extra.get(key)
-            if value not in (None, ""):
-                return str(value)
-        return None
+    subset_columns = (
+        "subset",
+        "category",
+        "task",
+        "generator",
+    )  # Math-Shepherd's task, ProcessBench's generator
 
     @property
     def first_error(self) -> int:
