@@ -293,9 +293,13 @@ class RewardModel(HeldModel):
         return scores + bias if bias else scores
 
     def _combined(self, outputs: torch.Tensor) -> torch.Tensor:
-        """The score of a head's outputs (..., K): the one output, or the attributes' weighted sum."""
+        """The score of a head's raw outputs (..., K): the one output, or the attributes' weighted sum."""
         outputs = self._rated(outputs)
         return outputs.squeeze(-1) if not self.attributes else outputs @ self.weights.to(outputs)
+
+    def combine(self, outputs: Sequence[float]) -> float:
+        """The score of one response's attribute outputs (``attribute_scores``): their weighted sum."""
+        return float(torch.tensor(outputs, dtype=torch.float64) @ self.weights.double())
 
     def _rated(self, outputs: torch.Tensor) -> torch.Tensor:
         """Outputs of a head trained on standardised ratings back on the ratings' scale (the metadata's

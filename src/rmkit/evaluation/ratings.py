@@ -99,7 +99,7 @@ def _output_for(rm: RewardModel, attribute: str, values: list[float]) -> tuple[f
     if attribute in rm.attributes:
         return values[rm.attributes.index(attribute)], True
     if rm.attributes:
-        return float(np.dot(rm.weights.tolist(), values)), False
+        return rm.combine(values), False
     return values[0], False
 
 

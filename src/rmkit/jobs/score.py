@@ -285,7 +285,7 @@ def _score_chunk(
             continue
         outputs = scores if getattr(rm, "attributes", None) else None  # K outputs a response: combine them
         if outputs is not None:
-            scores = [float(sum(w * v for w, v in zip(rm.weights.tolist(), o, strict=True))) for o in outputs]
+            scores = [rm.combine(o) for o in outputs]
         scores = rm.normalize(scores) if config.normalize else scores
         if all(math.isfinite(v) for v in scores):
             summary = [aggregate(scores, config.aggregate)] if steps else scores  # a solution counts once
