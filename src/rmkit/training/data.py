@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import Sequence
 from contextlib import nullcontext
 from itertools import islice
 from pathlib import Path
@@ -36,6 +37,7 @@ from rmkit.training.config import TrainConfig
 from rmkit.training.store import Pair, PairStore
 
 __all__ = [
+    "ItemList",
     "Pair",
     "PairStore",
     "epoch_batches",
@@ -237,6 +239,21 @@ def train_and_eval_pairs(
             f"{n_eval} pairs held out of {config.data}",
         )
     return pairs, pairs, "the training data (no --eval-data or --eval-split)"
+
+
+class ItemList(list):
+    """Tokenised training items that each know their ``length`` (a PRM's solutions, rated responses), in
+    memory, with a :class:`PairStore`'s ``lengths`` and ``select``; a slice is an ``ItemList`` too."""
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return ItemList(super().__getitem__(i)) if isinstance(i, slice) else super().__getitem__(i)
+
+    @property
+    def lengths(self) -> list[int]:
+        return [it.length for it in self]
+
+    def select(self, indices: Sequence[int]) -> ItemList:
+        return ItemList(self[i] for i in indices)
 
 
 def length_grouped_batches(

@@ -12,7 +12,6 @@ measure).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +27,7 @@ from rmkit.errors import RMKitError
 from rmkit.metrics.graded import step_metrics
 from rmkit.process import ProcessRewardModel
 from rmkit.training.config import TrainConfig
+from rmkit.training.data import ItemList
 from rmkit.training.parallel import Dist
 
 
@@ -60,26 +60,6 @@ class StepItem:
         return int((~np.isnan(self.labels)).sum())
 
 
-class StepItems(Sequence):
-    """Tokenised solutions, each held as numpy arrays; ``lengths`` and ``select`` as a pair store's."""
-
-    def __init__(self, items: list[StepItem]):
-        self.items = items
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i):  # type: ignore[override]
-        return StepItems(self.items[i]) if isinstance(i, slice) else self.items[i]
-
-    def select(self, indices: Sequence[int]) -> StepItems:
-        return StepItems([self.items[i] for i in indices])
-
-    @property
-    def lengths(self) -> list[int]:
-        return [len(it.ids) for it in self.items]
-
-
 def tokenize_steps(
     prm: ProcessRewardModel, examples: list[StepExample], config: TrainConfig, stats: RowCounts
 ) -> list[StepItem]:
@@ -104,7 +84,7 @@ def tokenize_steps(
 
 def _read(
     path: str, prm: ProcessRewardModel, config: TrainConfig, stats: RowCounts, rejects_path: str | None
-) -> StepItems:
+) -> ItemList:
     skip = config.on_error == "skip"
     with Rejects(rejects_path) if skip else nullcontext() as rejects:
         examples = [
@@ -122,7 +102,7 @@ def _read(
     items = [it for it in tokenize_steps(prm, examples, config, stats) if it.labelled]
     if not items:
         raise RMKitError(f"{path}: no solutions with labelled steps to train or evaluate on")
-    return StepItems(items)
+    return ItemList(items)
 
 
 @dataclass
@@ -180,7 +160,7 @@ class StepTask:
 
     def prepare(
         self, config: TrainConfig, stats: RowCounts, d: Dist
-    ) -> tuple[ProcessRewardModel, StepItems, StepItems, str]:
+    ) -> tuple[ProcessRewardModel, ItemList, ItemList, str]:
         """The PRM to train and the tokenised training and held-out solutions."""
         prm = ProcessRewardModel.from_pretrained(
             config.model,
@@ -235,7 +215,7 @@ class StepTask:
 
     @torch.no_grad()
     def heldout(
-        self, rm: ProcessRewardModel, items: StepItems, config: TrainConfig, d: Dist
+        self, rm: ProcessRewardModel, items: ItemList, config: TrainConfig, d: Dist
     ) -> dict[str, Any]:
         """Loss and :func:`rmkit.metrics.step_metrics` of ``rm`` on the held-out solutions (all processes)."""
         was_training = rm.training

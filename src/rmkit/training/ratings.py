@@ -11,7 +11,6 @@ sum of its outputs (:mod:`rmkit.attributes`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +33,7 @@ from rmkit.errors import RMKitError
 from rmkit.metrics import pearson, spearman
 from rmkit.modeling import RewardModel
 from rmkit.training.config import TrainConfig
+from rmkit.training.data import ItemList
 from rmkit.training.parallel import Dist
 
 
@@ -60,17 +60,6 @@ class RatedItem:
         return len(self.ids)
 
 
-class RatedItems(list):
-    """Tokenised rated responses; ``lengths`` and ``select`` as a pair store's."""
-
-    @property
-    def lengths(self) -> list[int]:
-        return [it.length for it in self]
-
-    def select(self, indices: Sequence[int]) -> RatedItems:
-        return RatedItems(self[i] for i in indices)
-
-
 def _read(path: str, config: TrainConfig, stats: RowCounts, rejects_path: str | None):
     """``(names, (response example, ratings) pairs)`` of a rated file."""
     skip = config.on_error == "skip"
@@ -95,8 +84,8 @@ def _read(path: str, config: TrainConfig, stats: RowCounts, rejects_path: str | 
     return names, rows
 
 
-def _items(rows, tokenizer: ExampleTokenizer, config: TrainConfig, stats: RowCounts) -> RatedItems:
-    items = RatedItems()
+def _items(rows, tokenizer: ExampleTokenizer, config: TrainConfig, stats: RowCounts) -> ItemList:
+    items = ItemList()
     for start in range(0, len(rows), 1024):
         chunk = rows[start : start + 1024]
         for (ex, targets), tokenized in zip(chunk, tokenizer.tokenize([ex for ex, _ in chunk]), strict=True):
@@ -159,7 +148,7 @@ class RatingTask:
 
     def prepare(
         self, config: TrainConfig, stats: RowCounts, d: Dist
-    ) -> tuple[RewardModel, RatedItems, RatedItems, str]:
+    ) -> tuple[RewardModel, ItemList, ItemList, str]:
         self.names, rows = _read(config.data, config, stats, config.rejects if d.main else None)
         k = len(self.names)
         labels = {
@@ -226,13 +215,13 @@ class RatingTask:
         return loss, lambda totals: totals.add(loss, predicted, targets, tokens)
 
     @torch.no_grad()
-    def heldout(self, rm: RewardModel, items: RatedItems, config: TrainConfig, d: Dist) -> dict[str, Any]:
+    def heldout(self, rm: RewardModel, items: ItemList, config: TrainConfig, d: Dist) -> dict[str, Any]:
         """MSE, and per attribute the MAE and the Pearson and Spearman correlations with the ratings."""
         was_training = rm.training
         rm.eval()
         mine = items[d.rank :: d.world]
         predicted, targets = [], []
-        for idx in d.same_count(token_budget_batches(RatedItems(mine).lengths, config.eval_batch_tokens)):
+        for idx in d.same_count(token_budget_batches(mine.lengths, config.eval_batch_tokens)):
             chunk = [mine[i] for i in idx] or [self.stand_in(rm.pad_token_id)]
             p, t = self._outputs(rm, chunk, rm.pad_token_id, config, rm.device)
             if idx:
