@@ -10,7 +10,6 @@ from rmkit.data.formats import (
     FORMATS,
     PAIR_FORMATS,
     SCORE_FORMATS,
-    SUBSET_COLUMNS,
     Example,
     detect_format,
     examples_from,
@@ -20,6 +19,7 @@ from rmkit.data.formats import (
 from rmkit.data.readers import BadRecord, first_record, read_records
 from rmkit.data.rejects import Rejects
 from rmkit.data.rendering import ExampleTokenizer, RowCounts, Tokenized, render_plain
+from rmkit.data.rows import SUBSET_COLUMNS
 
 __all__ = [
     "FORMATS",

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rmkit.data.formats import Message, RowMixin, RowReader, each_record
 from rmkit.data.readers import read_records
 from rmkit.data.rejects import Rejects
+from rmkit.data.rows import Message, RowMixin, RowReader, each_record
 from rmkit.errors import DataError
 
 RATED_FORMATS = ("rated", "completions")

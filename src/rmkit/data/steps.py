@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rmkit.data.formats import Message, RowMixin, RowReader, each_record
 from rmkit.data.readers import read_records
 from rmkit.data.rejects import Rejects
 from rmkit.data.rendering import render_plain
+from rmkit.data.rows import Message, RowMixin, RowReader, each_record
 from rmkit.errors import DataError, RMKitError
 
 STEP_FORMATS = ("stepwise", "math_shepherd", "prm800k", "processbench")
