@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import yaml
 
 from rmkit.data.formats import FORMATS
+from rmkit.data.ratings import RATED_FORMATS
 from rmkit.data.steps import STEP_FORMATS
 from rmkit.errors import RMKitError
 
@@ -40,7 +41,9 @@ class DataOptions:
     """How a command reads its data files; every command that reads rows inherits these options."""
 
     format: str | None = option(
-        None, help="row format; detected from the columns when not given", choices=[*FORMATS, *STEP_FORMATS]
+        None,
+        help="row format; detected from the columns when not given",
+        choices=[*FORMATS, *STEP_FORMATS, *RATED_FORMATS],
     )
     columns: dict[str, str] | None = option(
         None, help="rename columns first, e.g. question=prompt,good=chosen,bad=rejected"

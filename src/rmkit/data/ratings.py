@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rmkit.data.readers import read_records
+from rmkit.data.readers import first_record, read_records
 from rmkit.data.rejects import Rejects
 from rmkit.data.rows import Message, RowMixin, RowReader, each_record
 from rmkit.errors import DataError
@@ -58,6 +58,21 @@ def detect_rated_format(record: dict[str, Any], attributes: Sequence[str] | None
     if "response" in keys and keys & {"prompt", "messages"} and set(attributes or HELPSTEER) & keys:
         return "rated"
     return None
+
+
+def holds_rated(
+    path: str | Path, *, format: str | None = None, columns: dict[str, str] | None = None, attributes=None
+) -> bool:
+    """Whether ``path`` holds rated responses: by ``format`` when one is named, else by its first record
+    (columns renamed first)."""
+    if format:
+        return format in RATED_FORMATS
+    first = first_record(path)
+    return (
+        first is not None
+        and detect_rated_format({(columns or {}).get(k, k): v for k, v in first.items()}, attributes)
+        is not None
+    )
 
 
 def iter_rated(

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rmkit.data.readers import read_records
+from rmkit.data.readers import first_record, read_records
 from rmkit.data.rejects import Rejects
 from rmkit.data.rendering import render_plain
 from rmkit.data.rows import Message, RowMixin, RowReader, each_record
@@ -71,6 +71,20 @@ def detect_step_format(record: dict[str, Any]) -> str | None:
     if {"problem", "steps", "label"} <= keys:
         return "processbench"
     return None
+
+
+def holds_steps(
+    path: str | Path, *, format: str | None = None, columns: dict[str, str] | None = None
+) -> bool:
+    """Whether ``path`` holds step-labelled solutions: by ``format`` when one is named, else by its first
+    record (columns renamed first)."""
+    if format:
+        return format in STEP_FORMATS
+    first = first_record(path)
+    return (
+        first is not None
+        and detect_step_format({(columns or {}).get(k, k): v for k, v in first.items()}) is not None
+    )
 
 
 def iter_step_examples(

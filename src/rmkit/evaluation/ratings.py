@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from rmkit import runtime
-from rmkit.data import Example, Rejects, first_record
-from rmkit.data.ratings import detect_rated_format, iter_rated
+from rmkit.data import Example, Rejects
+from rmkit.data.ratings import iter_rated
 from rmkit.evaluation.plots import _figure, _save, _title
 from rmkit.evaluation.report import figure_table
 from rmkit.files import atomic_write, write_json, write_text
@@ -32,12 +32,6 @@ from rmkit.metrics.graded import rating_metrics
 from rmkit.modeling import RewardModel
 
 FIGURES = ("responses", "pearson", "spearman", "mae", "pair_accuracy")
-
-
-def is_rated(path: str, config: Any) -> bool:
-    """Whether ``path`` holds rated responses (by its first record)."""
-    first = first_record(path)
-    return first is not None and detect_rated_format(first, getattr(config, "attributes", None)) is not None
 
 
 def evaluate_ratings(config: Any, labels: list[str], names: list[str]) -> dict[str, Any]:

@@ -32,9 +32,10 @@ import numpy as np
 
 from rmkit import runtime
 from rmkit.data import Rejects, RowCounts, iter_examples
+from rmkit.data.ratings import holds_rated
 from rmkit.errors import RMKitError
 from rmkit.evaluation import plots
-from rmkit.evaluation.ratings import evaluate_ratings, is_rated
+from rmkit.evaluation.ratings import evaluate_ratings
 from rmkit.evaluation.report import accuracy_table, comparison_table, report
 from rmkit.evaluation.steps import evaluate_steps
 from rmkit.files import atomic_write, write_json, write_text
@@ -190,7 +191,10 @@ def evaluate(config: EvalConfig | None = None, **options: Any) -> dict[str, Any]
                 "eval compares outcome reward models on pairs, or process reward models on steps; not both"
             )
         return evaluate_steps(config, labels, _labels(config.data))
-    if all(is_rated(d, config) for d in config.data):
+    if all(
+        holds_rated(d, format=config.format, columns=config.columns, attributes=config.attributes)
+        for d in config.data
+    ):
         return evaluate_ratings(config, labels, _labels(config.data))
     datasets = [DataSet(name, path) for name, path in zip(_labels(config.data), config.data, strict=True)]
     out = Path(config.output_dir)

@@ -28,6 +28,8 @@ from tqdm.auto import tqdm
 
 from rmkit import runtime
 from rmkit.data import ExampleTokenizer, RowCounts
+from rmkit.data.ratings import holds_rated
+from rmkit.data.steps import holds_steps
 from rmkit.errors import RMKitError
 from rmkit.files import write_json
 from rmkit.modeling import RewardModel
@@ -35,8 +37,8 @@ from rmkit.training.checkpoint import checkpoints, load_checkpoint, resume_path,
 from rmkit.training.config import TrainConfig
 from rmkit.training.data import PairStore, epoch_batches, train_and_eval_pairs
 from rmkit.training.parallel import Dist, distribute, unsharded_copy
-from rmkit.training.process import StepTask, is_step_data
-from rmkit.training.ratings import RatingTask, is_rated_data
+from rmkit.training.process import StepTask
+from rmkit.training.ratings import RatingTask
 from rmkit.training.step import (
     NonFinite,
     PairTask,
@@ -116,8 +118,11 @@ def _train(config: TrainConfig, d: Dist) -> dict[str, Any]:
 def _task_and_data(config: TrainConfig, stats: RowCounts, d: Dist) -> tuple:
     """``(task, model, tokenizer, training data, eval data, where the eval data came from)``: preference
     pairs for an outcome RM, step-labelled solutions for a process RM (:mod:`rmkit.training.process`)."""
-    if is_step_data(config) or is_rated_data(config):
-        task = StepTask() if is_step_data(config) else RatingTask()
+    where = {"format": config.format, "columns": config.columns}
+    task = StepTask() if holds_steps(config.data, **where) else None
+    if task is None and holds_rated(config.data, **where, attributes=config.attributes):
+        task = RatingTask()
+    if task is not None:
         rm, items, eval_items, source = task.prepare(config, stats, d)
         return task, rm, getattr(task, "tokenizer", None), items, eval_items, source
     rm, tokenizer = _load(config)

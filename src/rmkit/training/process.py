@@ -21,24 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rmkit.data import Rejects, RowCounts, first_record, pad_batch, token_budget_batches
-from rmkit.data.steps import STEP_FORMATS, StepExample, detect_step_format, iter_step_examples
+from rmkit.data import Rejects, RowCounts, pad_batch, token_budget_batches
+from rmkit.data.steps import StepExample, iter_step_examples
 from rmkit.errors import RMKitError
 from rmkit.metrics.graded import step_metrics
 from rmkit.process import ProcessRewardModel
 from rmkit.training.config import TrainConfig
 from rmkit.training.data import ItemList
 from rmkit.training.parallel import Dist
-
-
-def is_step_data(config: TrainConfig) -> bool:
-    """Whether ``config.data`` holds step-labelled solutions (by ``--format``, else its first record)."""
-    if config.format:
-        return config.format in STEP_FORMATS
-    first = first_record(config.data)
-    if first is None:
-        return False
-    return detect_step_format({(config.columns or {}).get(k, k): v for k, v in first.items()}) is not None
 
 
 @dataclass

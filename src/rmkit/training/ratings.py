@@ -24,29 +24,16 @@ from rmkit.data import (
     ExampleTokenizer,
     Rejects,
     RowCounts,
-    first_record,
     pad_batch,
     token_budget_batches,
 )
-from rmkit.data.ratings import detect_rated_format, iter_rated
+from rmkit.data.ratings import iter_rated
 from rmkit.errors import RMKitError
 from rmkit.metrics import pearson, spearman
 from rmkit.modeling import RewardModel
 from rmkit.training.config import TrainConfig
 from rmkit.training.data import ItemList
 from rmkit.training.parallel import Dist
-
-
-def is_rated_data(config: TrainConfig) -> bool:
-    first = first_record(config.data)
-    if first is None or config.format not in (None, "rated", "completions"):
-        return False
-    return (
-        detect_rated_format(
-            {(config.columns or {}).get(k, k): v for k, v in first.items()}, config.attributes
-        )
-        is not None
-    )
 
 
 @dataclass
