@@ -46,6 +46,15 @@ def _save(fig: Figure, path: Path) -> None:
         fig.savefig(tmp, dpi=DPI, format="png")
 
 
+def save_in(fig: Figure, out: Path, name: str) -> str:
+    """Save ``fig`` as ``out/plots/{name}.png`` (names are the eval's file-safe labels); returns the path
+    relative to ``out``, for the report."""
+    path = out / "plots" / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _save(fig, path)
+    return str(path.relative_to(out))
+
+
 def _view(values: np.ndarray) -> tuple[float, float, int]:
     """``(low, high, values outside)``: the full range, or the central 98% when outliers stretch it 3x."""
     lo, hi = float(values.min()), float(values.max())

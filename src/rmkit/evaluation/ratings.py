@@ -24,7 +24,7 @@ import numpy as np
 from rmkit import runtime
 from rmkit.data import Example, Rejects
 from rmkit.data.ratings import iter_rated
-from rmkit.evaluation.plots import _figure, _save, _title
+from rmkit.evaluation.plots import _figure, _title, save_in
 from rmkit.evaluation.report import figure_table
 from rmkit.files import atomic_write, write_json, write_text
 from rmkit.inference import score_examples
@@ -137,11 +137,7 @@ def _plot(out: Path, label: str, name: str, rm: RewardModel, rows, outputs) -> s
         _title(ax, a, f"{len(x)} responses")
         ax.set_xlabel(f"{a} rating (jittered)")
         ax.set_ylabel("model output")
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{label}_{name}")
-    path = out / "plots" / f"ratings_{safe}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _save(fig, path)
-    return str(path.relative_to(out))
+    return save_in(fig, out, f"ratings_{label}_{name}")
 
 
 def rating_table(metrics: dict[str, Any]) -> str:

@@ -27,7 +27,7 @@ from matplotlib.ticker import MaxNLocator
 from rmkit import runtime
 from rmkit.data import Rejects
 from rmkit.data.steps import StepExample, iter_step_examples
-from rmkit.evaluation.plots import CHOSEN, REJECTED, _figure, _save, _title
+from rmkit.evaluation.plots import CHOSEN, REJECTED, _figure, _title, save_in
 from rmkit.evaluation.report import figure_table
 from rmkit.files import atomic_write, write_json, write_text
 from rmkit.metrics.graded import first_below, step_metrics
@@ -163,11 +163,7 @@ def _plot(out: Path, label: str, per_data: dict) -> str:
         ax.set_ylim(-0.02, 1.02)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=9, loc="best")
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
-    path = out / "plots" / f"steps_{safe}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _save(fig, path)
-    return str(path.relative_to(out))
+    return save_in(fig, out, f"steps_{label}")
 
 
 def step_table(metrics: dict[str, Any]) -> str:
