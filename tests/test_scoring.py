@@ -178,12 +178,13 @@ def test_over_length_rows_are_truncated_or_dropped_and_counted(llama_rm, tmp_pat
     assert [r["id"] for r in read_jsonl(out)] == [r["id"] for i, r in enumerate(rows) if i not in over]
 
 
-def test_kill_9_then_resume_gives_the_uninterrupted_file(llama_rm, tmp_path):
+@pytest.mark.parametrize("read_ahead", ["--no-read-ahead", "--read-ahead"])
+def test_kill_9_then_resume_gives_the_uninterrupted_file(llama_rm, tmp_path, read_ahead):
     _, path = llama_rm
     rows = prompt_rows(240)
     rows[100]["response"] = ""  # a rejected row on the way
     data = write_jsonl(tmp_path / "in.jsonl", rows)
-    args = ["--model", str(path), "--input", str(data), "--chunk-rows", "4", "--on-error", "skip"]
+    args = ["--model", str(path), "--input", str(data), "--chunk-rows", "4", "--on-error", "skip", read_ahead]
 
     whole = tmp_path / "whole.json"
     assert main(["score", *args, "--output", str(whole)]) == 0

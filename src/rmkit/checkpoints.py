@@ -108,6 +108,21 @@ def _load_standard(
     return model
 
 
+def ensure_pad_token(tokenizer) -> None:
+    """Give a tokenizer without a pad token an existing one (EOS, else UNK); never add a token."""
+    if tokenizer.pad_token_id is not None:
+        return
+    for name in ("eos_token", "unk_token", "bos_token"):
+        token = getattr(tokenizer, name)
+        if token is not None:
+            tokenizer.pad_token = token
+            log.info(
+                "tokenizer has no pad token; using %s %r (ends are read from the attention mask)", name, token
+            )
+            return
+    raise RMKitError("the tokenizer has no pad, eos, unk or bos token to pad with; set tokenizer.pad_token")
+
+
 def _load_tokenizer(name: str, tokenizer: str | Path | None, trust_remote_code: bool):
     source = str(tokenizer or name)
     try:

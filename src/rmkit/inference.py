@@ -17,16 +17,20 @@ module for its own ``score``), so the core does not depend on how a model is loa
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import torch
 
 from rmkit.data import Example, ExampleTokenizer, RowCounts, pad_batch, token_budget_batches
 
-BATCH_TOKENS = 16384  # padded tokens (rows × longest row) per forward pass
+BATCH_TOKENS = 16384  # padded tokens (rows × longest row) per forward pass on the CPU
+MAX_BATCH_TOKENS = 1 << 17  # the most a GPU's pass takes when sized from its memory: larger gains nothing
+GPU_MEMORY_SHARE = 0.5  # of a GPU's free memory, what a pass's activations may take (the rest: fragments)
 MAX_ROWS = 256  # rows per forward pass, whatever their length
 CHUNK_ROWS = 2048  # examples tokenised and sorted together
 MIN_SHARED = 16  # fewest prompt tokens worth a pass of their own (prefix sharing)
@@ -34,6 +38,8 @@ MIN_SAVING = 0.25  # least share of a group's tokens that sharing must save (mea
 # The fixed cost of a continuation pass in tokens' worth of work, which decides how continuations of mixed
 # lengths are cut into passes: small, since each padded token also attends over the whole prefix.
 SUFFIX_PASS_COST = 16.0
+
+T = TypeVar("T")
 
 
 class BatchModel(Protocol):
@@ -60,7 +66,7 @@ def score_sequences(
     model: BatchModel,
     sequences: Sequence[Sequence[int]],
     *,
-    batch_tokens: int = BATCH_TOKENS,
+    batch_tokens: int | None = None,
     max_rows: int | None = MAX_ROWS,
     batch_cost: float | None = None,
     groups: Sequence[Sequence[int]] | None = None,
@@ -74,14 +80,19 @@ def score_sequences(
     scores at those positions instead: a process reward model's step scores (:mod:`rmkit.process`). With
     ``attributes`` each gets a multi-attribute RM's K outputs at its end (:mod:`rmkit.attributes`).
 
-    ``batch_cost`` (see :func:`batch_cost`) makes a few rows of mixed lengths split by length where that
-    pays (:func:`rmkit.data.token_budget_batches`); without it batches fill the token budget.
+    ``batch_tokens`` bounds rows × longest row of a pass (default :func:`token_budget`). ``batch_cost``
+    (see :func:`batch_cost`) makes a few rows of mixed lengths split by length where that pays
+    (:func:`rmkit.data.token_budget_batches`); without it batches fill the token budget.
 
     ``groups`` (lists of indices of sequences that answer one prompt) turn on prefix sharing for a model
     that ``shares_prefixes``: see :func:`plan_sharing`. ``stats`` counts the sequences scored after a
     shared prefix (``shared``) and those of groups that fell back to full sequences (``unshared``).
+
+    On a GPU the batches go in from pinned memory without waiting, and the scores stay on the device
+    until the last batch is queued: one copy back, so the host never waits for the GPU inside the loop.
     """
-    scores: list[Any] = [0.0] * len(sequences)
+    batch_tokens = batch_tokens or token_budget(model)
+    results = _Results(model.device)
     shared: list[tuple[Sequence[int], list[int]]] = []
     alone = list(range(len(sequences)))
     if groups and positions is None and not attributes and getattr(model, "shares_prefixes", False):
@@ -92,22 +103,65 @@ def score_sequences(
             stats.unshared += sum(len(g) for g in groups if len(g) > 1) - count
     for batch in token_budget_batches([len(sequences[i]) for i in alone], batch_tokens, max_rows, batch_cost):
         rows = [alone[b] for b in batch]
-        ids, mask = pad_batch([sequences[i] for i in rows], model.pad_token_id)
-        out = model(ids.to(model.device), mask.to(model.device), token_scores=positions is not None)
+        ids, mask = results.padded([sequences[i] for i in rows], model.pad_token_id)
+        out = model(ids, mask, token_scores=positions is not None)
         if positions is not None:
-            every = out.scores.float().cpu()
-            for r, i in enumerate(rows):
-                scores[i] = every[r, list(positions[i])].tolist()
-            continue
-        if attributes:
-            for i, values in zip(rows, out.attribute_scores.float().cpu().tolist(), strict=True):
-                scores[i] = values
-            continue
-        for i, value in zip(rows, out.end_scores.float().cpu().tolist(), strict=True):
-            scores[i] = value
+            at = [list(positions[i]) for i in rows]
+            where = results.put([r for r, p in enumerate(at) for _ in p], [k for p in at for k in p])
+            results.add(rows, out.scores[where], [len(p) for p in at])
+        else:
+            results.add(rows, out.attribute_scores if attributes else out.end_scores)
     if shared:
-        _score_shared(model, sequences, shared, scores, batch_tokens, max_rows)
-    return scores
+        _score_shared(model, sequences, shared, results, batch_tokens, max_rows)
+    return results.read(len(sequences))
+
+
+class _Results:
+    """The scores of a run of batches, kept on the device until :meth:`read` copies them back at once, and
+    the batches' tensors, sent from pinned memory without waiting (on a GPU; plain tensors on the CPU)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.pin = device.type == "cuda"
+        self.parts: list[tuple[list[int], torch.Tensor, list[int] | None]] = []
+
+    def put(self, *rows: Any) -> Any:
+        """Lists of ints (or tensors) on the device: one tensor, or a tuple of them."""
+        out = tuple(self._send(torch.as_tensor(r, dtype=torch.long)) for r in rows)
+        return out[0] if len(out) == 1 else out
+
+    def padded(self, rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``rows`` right-padded (:func:`rmkit.data.pad_batch`): ``input_ids`` and ``attention_mask`` on the
+        device."""
+        ids, mask = pad_batch(rows, pad_id, pin=self.pin)
+        return self._send(ids), self._send(mask)
+
+    def _send(self, t: torch.Tensor) -> torch.Tensor:
+        if self.pin and not t.is_pinned():
+            t = t.pin_memory()
+        return t.to(self.device, non_blocking=self.pin)
+
+    def add(self, rows: list[int], values: torch.Tensor, counts: list[int] | None = None) -> None:
+        """The scores of sequences ``rows``: one value (or one row of K) each, or ``counts[r]`` values each."""
+        self.parts.append((rows, values.float(), counts))
+
+    def read(self, n: int) -> list[Any]:
+        """The ``n`` sequences' scores in order: a float, a list of K, or a list of ``counts`` floats each."""
+        scores: list[Any] = [0.0] * n
+        if not self.parts:
+            return scores
+        values = torch.cat([v[:, None] if v.dim() == 1 else v for _, v, _ in self.parts]).cpu()
+        start = 0
+        for rows, part, counts in self.parts:
+            block = values[start : start + len(part)]
+            start += len(part)
+            if counts is not None:
+                for i, chunk in zip(rows, block[:, 0].split(counts), strict=True):
+                    scores[i] = chunk.tolist()
+            else:
+                for i, value in zip(rows, (block[:, 0] if part.dim() == 1 else block).tolist(), strict=True):
+                    scores[i] = value
+        return scores
 
 
 def plan_sharing(
@@ -150,16 +204,14 @@ def _score_shared(
     model: Any,
     sequences: Sequence[Sequence[int]],
     shared: list[tuple[Sequence[int], list[int]]],
-    scores: list[float],
+    results: _Results,
     batch_tokens: int,
     max_rows: int | None,
 ) -> None:
     """Run each prefix once (batched), then every member's remaining tokens against its prefix's cache."""
-    device = model.device
     for batch in token_budget_batches([len(p) for p, _ in shared], batch_tokens, max_rows):
-        ids, mask = pad_batch([shared[g][0] for g in batch], model.pad_token_id)
-        cache = model.prefix_cache(ids.to(device))
-        mask = mask.to(device)
+        ids, mask = results.padded([shared[g][0] for g in batch], model.pad_token_id)
+        cache = model.prefix_cache(ids)
         # (row of the prefix batch, sequence index, its tokens after the prefix)
         rest = [(r, i, sequences[i][len(shared[g][0]) :]) for r, g in enumerate(batch) for i in shared[g][1]]
         # Continuations of mixed lengths are cut where the padding saved pays for another pass (they are few
@@ -167,11 +219,9 @@ def _score_shared(
         rows_cap = max(1, min(max_rows or len(rest), 4 * batch_tokens // ids.shape[1]))
         lengths = [len(tokens) for _, _, tokens in rest]
         for part in token_budget_batches(lengths, batch_tokens, rows_cap, SUFFIX_PASS_COST):
-            rows = torch.tensor([rest[k][0] for k in part], device=device)
-            cont, cont_mask = pad_batch([rest[k][2] for k in part], model.pad_token_id)
-            end = model.score_after(cache, rows, mask, cont.to(device), cont_mask.to(device))
-            for k, value in zip(part, end.float().cpu().tolist(), strict=True):
-                scores[rest[k][1]] = value
+            rows = results.put([rest[k][0] for k in part])
+            cont, cont_mask = results.padded([rest[k][2] for k in part], model.pad_token_id)
+            results.add([rest[k][1] for k in part], model.score_after(cache, rows, mask, cont, cont_mask))
 
 
 def batch_cost(model: BatchModel, *, short: int = 16, long: int = 512, repeats: int = 3) -> float:
@@ -197,44 +247,157 @@ def batch_cost(model: BatchModel, *, short: int = 16, long: int = 512, repeats: 
     return max(0.0, t_short - per_token * short) / per_token
 
 
+def token_budget(model: BatchModel) -> int:
+    """The token budget (rows × longest row) of a pass when none is given: ``BATCH_TOKENS`` on the CPU
+    (larger batches gain nothing there); on a GPU, what fits in ``GPU_MEMORY_SHARE`` of its free memory
+    (what the caching allocator holds unused counts as free) at :func:`activation_bytes` a token."""
+    device = model.device
+    config = getattr(getattr(model, "model", None), "config", None)
+    if device.type != "cuda" or config is None:
+        return BATCH_TOKENS
+    free = torch.cuda.mem_get_info(device)[0]
+    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    dtype = next(model.model.parameters()).dtype
+    return budget_for(free, activation_bytes(config, dtype, getattr(model, "max_length", None)))
+
+
+def budget_for(free_bytes: int, per_token: int) -> int:
+    """The largest multiple of 1,024 tokens whose activations take at most ``GPU_MEMORY_SHARE`` of
+    ``free_bytes``, between 1,024 and ``MAX_BATCH_TOKENS``."""
+    fits = int(GPU_MEMORY_SHARE * free_bytes) // max(per_token, 1)
+    return max(1024, min(MAX_BATCH_TOKENS, fits // 1024 * 1024))
+
+
+def activation_bytes(config: Any, dtype: torch.dtype, max_length: int | None = None) -> int:
+    """Bytes of the tensors one padded token holds at the peak of an inference pass.
+
+    Without autograd only one layer's tensors are alive at a time: the residual stream, its normed copy,
+    the queries, keys and values, the attention output and its projection, and the MLP's three
+    intermediate-size tensors (gate, up and their product), in ``dtype``; plus the final hidden state in
+    fp32 for the score head. Fused attention (SDPA, flash) keeps no scores; eager attention keeps a
+    fp32 row of scores and probabilities per head for each key (up to ``max_length``).
+    """
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    hidden = text.hidden_size
+    heads = text.num_attention_heads
+    kv_heads = getattr(text, "num_key_value_heads", None) or heads
+    head_dim = getattr(text, "head_dim", None) or hidden // heads
+    intermediate = getattr(text, "intermediate_size", None) or 4 * hidden
+    width = torch.finfo(dtype).bits // 8
+    layer = (4 * hidden + (heads + 2 * kv_heads) * head_dim + 3 * intermediate) * width
+    eager = getattr(config, "_attn_implementation", None) == "eager"
+    attention = 2 * 4 * heads * (max_length or 0) if eager else 0
+    return layer + 2 * 4 * hidden + attention
+
+
+def ahead(items: Iterable[T], enabled: bool = True) -> Iterator[T]:
+    """``items`` in order, the next one made in a background thread while the caller works on this one
+    (when ``enabled``; else as they come): how the next chunk is read and tokenised while the GPU scores
+    the current one. An exception raised making an item is raised where that item would have come.
+    Closing the iterator early stops the thread after the item it is making."""
+    if not enabled:
+        yield from items
+        return
+    slot: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    done = object()
+
+    def offer(entry: tuple[Any, BaseException | None]) -> bool:
+        """Hand ``entry`` over; False once the caller has stopped."""
+        while not stop.is_set():
+            try:
+                slot.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def make() -> None:
+        try:
+            for item in items:
+                if not offer((item, None)):
+                    return
+            offer((done, None))
+        except BaseException as e:  # handed to the caller, in order
+            offer((done, e))
+
+    thread = threading.Thread(target=make, name="rmkit-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = slot.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
 def score_examples(
     model: BatchModel,
     examples: Iterable[Example],
     tokenizer: ExampleTokenizer,
     *,
-    batch_tokens: int = BATCH_TOKENS,
+    batch_tokens: int | None = None,
     chunk_rows: int = CHUNK_ROWS,
     stats: RowCounts | None = None,
     share_prefixes: bool = True,
     attributes: bool = False,
+    read_ahead: bool | None = None,
 ) -> Iterator[tuple[Example, list[Any] | None]]:
     """Yield ``(example, scores)`` in input order: one score per response (``[chosen, rejected]`` for a
     pair), or ``None`` for an example the tokenizer dropped (``truncation="drop"``).
 
     ``chunk_rows`` examples are tokenised and length-sorted together; ``stats`` (when given) is updated
     as examples come back. The responses of one example share their prompt's pass where the model can
-    (``share_prefixes``; :func:`plan_sharing`).
+    (``share_prefixes``; :func:`plan_sharing`). With ``read_ahead`` (default: on a GPU) the next chunk is
+    read and tokenised while this one is scored (:func:`ahead`).
     """
     stats = stats if stats is not None else RowCounts()
     it = iter(examples)
-    while chunk := list(islice(it, chunk_rows)):
-        tokenized = tokenizer.tokenize(chunk)
-        ids = [t.ids for row in tokenized if row is not None for t in row]
-        groups, start = [], 0
-        for row in tokenized:
-            if row is not None:
-                groups.append(list(range(start, start + len(row))))
-                start += len(row)
-        scores = iter(
-            score_sequences(
-                model,
-                ids,
-                batch_tokens=batch_tokens,
-                groups=groups if share_prefixes else None,
-                stats=stats,
-                attributes=attributes,
-            )
+    chunks = ((chunk, tokenizer.tokenize(chunk)) for chunk in iter(lambda: list(islice(it, chunk_rows)), []))
+    for chunk, tokenized in ahead(chunks, model.device.type == "cuda" if read_ahead is None else read_ahead):
+        yield from score_tokenized(
+            model,
+            chunk,
+            tokenized,
+            batch_tokens=batch_tokens,
+            stats=stats,
+            share_prefixes=share_prefixes,
+            attributes=attributes,
         )
-        for example, row in zip(chunk, tokenized, strict=True):
-            stats.add(row, example.notes)
-            yield example, None if row is None else [next(scores) for _ in row]
+
+
+def score_tokenized(
+    model: BatchModel,
+    chunk: Sequence[Example],
+    tokenized: Sequence[Any],
+    *,
+    batch_tokens: int | None = None,
+    stats: RowCounts,
+    share_prefixes: bool = True,
+    attributes: bool = False,
+) -> Iterator[tuple[Example, list[Any] | None]]:
+    """:func:`score_examples` of one chunk already tokenised (``ExampleTokenizer.tokenize(chunk)``)."""
+    ids = [t.ids for row in tokenized if row is not None for t in row]
+    groups, start = [], 0
+    for row in tokenized:
+        if row is not None:
+            groups.append(list(range(start, start + len(row))))
+            start += len(row)
+    scores = iter(
+        score_sequences(
+            model,
+            ids,
+            batch_tokens=batch_tokens,
+            groups=groups if share_prefixes else None,
+            stats=stats,
+            attributes=attributes,
+        )
+    )
+    for example, row in zip(chunk, tokenized, strict=True):
+        stats.add(row, example.notes)
+        yield example, None if row is None else [next(scores) for _ in row]

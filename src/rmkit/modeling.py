@@ -34,15 +34,16 @@ from transformers import (
 )
 
 from rmkit.attributes import attribute_names, combination
+from rmkit.checkpoints import ensure_pad_token, save_model
 from rmkit.checkpoints import load as load_checkpoint
-from rmkit.checkpoints import save_model
 from rmkit.data import Example, ExampleTokenizer, examples_from
 from rmkit.data.formats import Message
 from rmkit.data.steps import SolutionEncoder
 from rmkit.errors import RMKitError
-from rmkit.inference import BATCH_TOKENS, MAX_ROWS, score_examples, score_sequences
+from rmkit.inference import MAX_ROWS, score_examples, score_sequences
 from rmkit.metrics import ranking
-from rmkit.runtime import resolve_dtype
+from rmkit.packing import Packed, is_right_padded
+from rmkit.runtime import resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -67,26 +68,6 @@ class Ranked:
     scores: list[float]
     best: int | None
     ranking: list[int]
-
-
-def ensure_pad_token(tokenizer) -> None:
-    """Give a tokenizer without a pad token an existing one (EOS, else UNK); never add a token."""
-    if tokenizer.pad_token_id is not None:
-        return
-    for name in ("eos_token", "unk_token", "bos_token"):
-        token = getattr(tokenizer, name)
-        if token is not None:
-            tokenizer.pad_token = token
-            log.info(
-                "tokenizer has no pad token; using %s %r (ends are read from the attention mask)", name, token
-            )
-            return
-    raise RMKitError("the tokenizer has no pad, eos, unk or bos token to pad with; set tokenizer.pad_token")
-
-
-def is_right_padded(attention_mask: torch.Tensor) -> bool:
-    """Whether every row of the mask is ones then zeros (no padding counts)."""
-    return bool((attention_mask[:, :-1] >= attention_mask[:, 1:]).all())
 
 
 class HeldModel(nn.Module):
@@ -144,7 +125,9 @@ class RewardModel(HeldModel):
         head = getattr(model, "score", None)
         self.is_decoder = isinstance(head, nn.Linear)
         backbone = model.base_model if self.is_decoder else model
-        self._pass_positions = "position_ids" in inspect.signature(backbone.forward).parameters
+        takes = inspect.signature(backbone.forward).parameters
+        self._pass_positions = "position_ids" in takes
+        self._takes_cache = self.is_decoder and "use_cache" in takes
         # Set False for a decoder whose attention is not causal (e.g. bidirectional prefix blocks).
         self.unmask_right_padding = self.is_decoder
         # Responses after one prompt reuse the prompt's keys and values (rmkit.inference); False: never.
@@ -155,7 +138,7 @@ class RewardModel(HeldModel):
         cls,
         name_or_path: str | Path,
         *,
-        dtype: str | torch.dtype = "fp32",
+        dtype: str | torch.dtype = "auto",
         device: str | torch.device | None = None,
         trust_remote_code: bool = False,
         allow_pickle: bool = False,
@@ -175,10 +158,12 @@ class RewardModel(HeldModel):
         outputs (:mod:`rmkit.attributes`). ``tokenizer`` loads the tokenizer from elsewhere (for a checkpoint saved without one). A LoRA adapter
         directory is merged into its base model (``base_model``, else the one its adapter config names). Weights load
         from safetensors only unless ``allow_pickle``; custom model code runs only with ``trust_remote_code``.
+        ``dtype`` ``"auto"``: bf16 weights on a GPU, fp32 on the CPU (:func:`rmkit.runtime.resolve_dtype`).
         """
+        target = resolve_device(device) if device is not None else torch.device("cpu")
         model, tok, metadata = load_checkpoint(
             str(name_or_path),
-            dtype=resolve_dtype(dtype),
+            dtype=resolve_dtype(dtype, target),
             allow_pickle=allow_pickle,
             trust_remote_code=trust_remote_code,
             dimension=dimension,
@@ -192,7 +177,7 @@ class RewardModel(HeldModel):
             # the head is one vector, so keeping it (and its input) in fp32 costs nothing.
             model.score.float()
         if device is not None:
-            rm.to(device)
+            rm.to(target)
         return rm.eval()
 
     def example_tokenizer(
@@ -208,15 +193,25 @@ class RewardModel(HeldModel):
         )
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_scores: bool = True
+        self,
+        input_ids: torch.Tensor | Packed,
+        attention_mask: torch.Tensor | None = None,
+        token_scores: bool = True,
     ) -> RewardOutput:
         """Score a padded batch. ``input_ids`` and ``attention_mask`` are (B, L); either padding side works.
+        Or a :class:`rmkit.packing.Packed` batch of a causal decoder (no mask): its N end scores, at ``ends``.
 
         A decoder attends causally, so with right padding (or none) no real token can see a pad: the mask
         changes nothing that is read and is left out, which lets attention run its fused causal kernel
-        (about 2x faster on long rows on CPU) instead of a masked one.
+        (about 2x faster on long rows on CPU; flash attention on a GPU) instead of a masked one.
         """
-        kwargs: dict[str, Any] = {}
+        # No cache: kept, the keys and values of every layer would double a pass's memory (and a cache
+        # turns transformers' reading of packed positions off)
+        kwargs: dict[str, Any] = {"use_cache": False} if self._takes_cache else {}
+        if isinstance(input_ids, Packed):
+            ids, positions, ends = input_ids.tensors()
+            hidden = self.model.base_model(ids, position_ids=positions, **kwargs).last_hidden_state
+            return RewardOutput(None, self._head(hidden[0, ends]), ends)
         if not (self.is_decoder and self.unmask_right_padding and is_right_padded(attention_mask)):
             kwargs["attention_mask"] = attention_mask
             if self._pass_positions:
@@ -336,7 +331,7 @@ class RewardModel(HeldModel):
         self,
         sequences: Sequence[Sequence[int]],
         *,
-        batch_tokens: int = BATCH_TOKENS,
+        batch_tokens: int | None = None,
         max_rows: int | None = MAX_ROWS,
     ) -> list[float]:
         """Scores of token id sequences, in the order given (:func:`rmkit.inference.score_sequences`)."""
@@ -349,7 +344,7 @@ class RewardModel(HeldModel):
         *,
         messages: Sequence[list[Message]] | None = None,
         texts: Sequence[str] | None = None,
-        batch_tokens: int = BATCH_TOKENS,
+        batch_tokens: int | None = None,
         normalize: bool = False,
     ) -> list[float]:
         """Score responses to prompts, whole conversations (scored at their last assistant turn), or

@@ -1,6 +1,7 @@
 """How options are declared and read: each command has one dataclass whose fields are its options, each
 with its help text (:func:`option`); groups that several commands share live here (:class:`DataOptions`,
-:class:`PairOptions`, :class:`RuntimeOptions`, :class:`ModelOptions`). For the faces and jobs only: the core (data, modeling,
+:class:`PairOptions`, :class:`RuntimeOptions`, :class:`InferenceOptions`,
+:class:`ModelOptions`). For the faces and jobs only: the core (data, modeling,
 inference, losses, metrics) never imports it.
 
 The same dataclass serves the CLI (``--batch-tokens 8192``), a YAML file (``batch_tokens: 8192`` passed with
@@ -23,6 +24,7 @@ from rmkit.data.formats import FORMATS
 from rmkit.data.ratings import RATED_FORMATS
 from rmkit.data.steps import STEP_FORMATS
 from rmkit.errors import RMKitError
+from rmkit.runtime import DTYPES
 
 T = TypeVar("T")
 
@@ -74,6 +76,22 @@ class RuntimeOptions:
 
 
 @dataclasses.dataclass(kw_only=True)
+class InferenceOptions:
+    """How a command that scores runs its forward passes (:mod:`rmkit.inference`)."""
+
+    dtype: str = option(
+        "auto",
+        help="weights' precision; 'auto': bf16 on a GPU (the score head stays fp32), fp32 on the CPU",
+        choices=["auto", *DTYPES],
+    )
+    batch_tokens: int | None = option(
+        None,
+        help="token budget of a forward pass (rows × longest row); default: 16384 on the CPU, sized from "
+        "free memory on a GPU",
+    )
+
+
+@dataclasses.dataclass(kw_only=True)
 class ModelOptions:
     """How a command loads its model (:meth:`rmkit.RewardModel.from_pretrained`); every command that loads
     one inherits these options."""
@@ -88,6 +106,12 @@ class ModelOptions:
     )
     tokenizer: str | None = option(
         None, help="tokenizer directory, for a checkpoint saved without one (DeepSpeed-Chat, some adapters)"
+    )
+
+    attn_implementation: str | None = option(
+        None,
+        help="attention kernel: sdpa (transformers' default), eager, flash_attention_2, flash_attention_3 "
+        "(the flash-attn package) or flex_attention",
     )
 
     base_model: str | None = option(
@@ -109,6 +133,7 @@ class ModelOptions:
             "tokenizer": self.tokenizer,
             "base_model": self.base_model,
             "weights": self.weights,
+            **({"attn_implementation": self.attn_implementation} if self.attn_implementation else {}),
         }
 
 

@@ -32,20 +32,19 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
 
-from rmkit.checkpoints import save_model
+from rmkit.checkpoints import ensure_pad_token, save_model
 from rmkit.data.formats import Message
 from rmkit.data.rendering import RowCounts
 from rmkit.data.steps import SolutionEncoder, StepExample
 from rmkit.errors import RMKitError
-from rmkit.inference import BATCH_TOKENS, score_sequences
+from rmkit.inference import score_sequences
 from rmkit.modeling import (
     METADATA_KEY,
     HeldModel,
     RewardOutput,
-    ensure_pad_token,
-    is_right_padded,
 )
-from rmkit.runtime import resolve_dtype
+from rmkit.packing import is_right_padded
+from rmkit.runtime import resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +140,7 @@ class ProcessRewardModel(HeldModel):
         cls,
         path: str | Path,
         *,
-        dtype: str | torch.dtype = "fp32",
+        dtype: str | torch.dtype = "auto",
         device: str | torch.device | None = None,
         trust_remote_code: bool = False,
         allow_pickle: bool = False,
@@ -157,8 +156,9 @@ class ProcessRewardModel(HeldModel):
             raise RMKitError(f"cannot load a model config from '{name}': {e}") from None
         stored = (getattr(config, METADATA_KEY, None) or {}).get(PRM_KEY)
         steps = StepFormat.of(stored, **step_format)
+        target = resolve_device(device) if device is not None else torch.device("cpu")
         options = {
-            "dtype": resolve_dtype(dtype),
+            "dtype": resolve_dtype(dtype, target),
             "use_safetensors": None if allow_pickle else True,
             "trust_remote_code": trust_remote_code,
         }
@@ -175,7 +175,7 @@ class ProcessRewardModel(HeldModel):
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
         prm = cls(model, tokenizer, steps)
         if device is not None:
-            prm.to(device)
+            prm.to(target)
         return prm.eval()
 
     def encode(
@@ -261,7 +261,7 @@ def score_step_examples(
     return score_sequences(
         prm,
         [ids for ids, _ in encoded],
-        batch_tokens=batch_tokens or BATCH_TOKENS,
+        batch_tokens=batch_tokens,
         positions=[p for _, p in encoded],
     )
 

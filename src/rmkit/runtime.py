@@ -23,12 +23,16 @@ from rmkit.errors import RMKitError
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    """``"fp32"``, ``"bf16"``, ``"fp16"`` (or a torch dtype) as a torch dtype."""
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device | None = None) -> torch.dtype:
+    """``"fp32"``, ``"bf16"``, ``"fp16"`` (or a torch dtype) as a torch dtype; ``"auto"``: bf16 on a GPU
+    that computes in it (the weights of inference, whose score head stays fp32), fp32 elsewhere."""
     if isinstance(dtype, torch.dtype):
         return dtype
+    if dtype == "auto":
+        on_gpu = device is not None and device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if on_gpu else torch.float32
     if dtype not in DTYPES:
-        raise RMKitError(f"unknown dtype '{dtype}': expected one of {', '.join(DTYPES)}")
+        raise RMKitError(f"unknown dtype '{dtype}': expected auto or one of {', '.join(DTYPES)}")
     return DTYPES[dtype]
 
 

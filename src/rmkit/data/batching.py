@@ -73,17 +73,18 @@ def _cheapest_cuts(
 
 
 def pad_batch(
-    rows: Sequence[Sequence[int]], pad_id: int, side: str = "right"
+    rows: Sequence[Sequence[int]], pad_id: int, side: str = "right", pin: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad token id lists to one tensor.
 
     Returns ``input_ids`` and ``attention_mask``, both ``(len(rows), max_len)`` int64; the mask is 1 on real
     tokens. For rows ``[[5, 6, 7], [8]]`` and pad 0, right padding gives ids ``[[5, 6, 7], [8, 0, 0]]`` and
-    mask ``[[1, 1, 1], [1, 0, 0]]``; left padding puts the pads first.
+    mask ``[[1, 1, 1], [1, 0, 0]]``; left padding puts the pads first. ``pin``: in page-locked memory, to
+    copy to a GPU without waiting.
     """
     width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long, pin_memory=pin)
+    mask = torch.zeros((len(rows), width), dtype=torch.long, pin_memory=pin)
     for i, r in enumerate(rows):
         sl = slice(0, len(r)) if side == "right" else slice(width - len(r), width)
         ids[i, sl] = torch.as_tensor(r, dtype=torch.long)

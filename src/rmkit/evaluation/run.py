@@ -39,12 +39,11 @@ from rmkit.evaluation.ratings import evaluate_ratings
 from rmkit.evaluation.report import accuracy_table, comparison_table, report
 from rmkit.evaluation.steps import evaluate_steps
 from rmkit.files import atomic_write, write_json, write_text
-from rmkit.inference import BATCH_TOKENS, score_examples
+from rmkit.inference import score_examples
 from rmkit.metrics import compare_pairs, pair_metrics
 from rmkit.modeling import RewardModel
-from rmkit.options import ModelOptions, PairOptions, RuntimeOptions, StepOptions, option
+from rmkit.options import InferenceOptions, ModelOptions, PairOptions, RuntimeOptions, StepOptions, option
 from rmkit.process import is_process_model
-from rmkit.runtime import DTYPES
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +51,7 @@ LENGTH_UNIT = "characters"
 
 
 @dataclass(kw_only=True)
-class EvalConfig(PairOptions, RuntimeOptions, ModelOptions, StepOptions):
+class EvalConfig(PairOptions, RuntimeOptions, InferenceOptions, ModelOptions, StepOptions):
     model: list[str] = option(
         help="reward model(s) to evaluate: a checkpoint directory or hub name; two or more to compare "
         "them on the same pairs (--model A B, or --model A --model B)"
@@ -69,11 +68,9 @@ class EvalConfig(PairOptions, RuntimeOptions, ModelOptions, StepOptions):
         help="over-length pairs: 'left' cuts the prompt from the left, 'drop' leaves the pair out (counted)",
         choices=["left", "drop"],
     )
-    batch_tokens: int = option(BATCH_TOKENS, help="padded tokens per forward pass")
     prefix_sharing: bool = option(
         True, help="score chosen and rejected after one pass over their shared prompt (causal models; exact)"
     )
-    dtype: str = option("fp32", help="model dtype", choices=list(DTYPES))
     bootstrap: int = option(
         1000, help="bootstrap resamples for the 95 percent confidence interval of accuracy"
     )

@@ -24,6 +24,7 @@ import math
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from itertools import islice
@@ -46,7 +47,7 @@ from rmkit.data import (
 from rmkit.data.steps import StepExample
 from rmkit.errors import RMKitError
 from rmkit.files import write_json
-from rmkit.inference import BATCH_TOKENS, CHUNK_ROWS, score_examples
+from rmkit.inference import CHUNK_ROWS, ahead, score_tokenized
 from rmkit.jobs.rows import attribute_row, output_row
 from rmkit.jobs.shards import (
     Share,
@@ -60,15 +61,22 @@ from rmkit.jobs.shards import (
 from rmkit.jobs.steps import scored_candidates, scored_steps, step_examples, step_row
 from rmkit.metrics import BestOfN, Moments, PairStats
 from rmkit.modeling import RewardModel
-from rmkit.options import DataOptions, ModelOptions, RuntimeOptions, StepOptions, configured, option
+from rmkit.options import (
+    DataOptions,
+    InferenceOptions,
+    ModelOptions,
+    RuntimeOptions,
+    StepOptions,
+    configured,
+    option,
+)
 from rmkit.process import ProcessRewardModel, aggregate, load_if_process
-from rmkit.runtime import DTYPES
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(kw_only=True)
-class ScoreConfig(DataOptions, RuntimeOptions, ModelOptions, StepOptions):
+class ScoreConfig(DataOptions, RuntimeOptions, InferenceOptions, ModelOptions, StepOptions):
     """Options of ``rmkit score``; skipped rows go to ``--rejects``, by default ``{stem}.rejects.jsonl``."""
 
     model: str = option(
@@ -88,9 +96,12 @@ class ScoreConfig(DataOptions, RuntimeOptions, ModelOptions, StepOptions):
         "'drop' leaves the row out; both are counted",
         choices=["left", "drop"],
     )
-    batch_tokens: int = option(BATCH_TOKENS, help="token budget of a batch (rows × longest row)")
     chunk_rows: int = option(CHUNK_ROWS, help="rows tokenised, length-sorted and checkpointed together")
-    dtype: str = option("fp32", help="model precision", choices=list(DTYPES))
+    read_ahead: bool | None = option(
+        None,
+        help="read and tokenise the next chunk while the model scores this one (default: on a GPU, where "
+        "the CPU is otherwise idle)",
+    )
     compile: bool = option(
         False,
         help="torch.compile the model first: 10-30 s once, then faster batches; for long runs of models "
@@ -211,13 +222,8 @@ def _score_share(rm: RewardModel, config: ScoreConfig, output: Path, rt: runtime
     skipped_before = state.stats.skipped
     prm = isinstance(rm, ProcessRewardModel)
     steps = prm and _format(config) != "responses"  # a PRM's best-of-N rows go through the row normaliser
-    tokenizer = (
-        None
-        if prm
-        else rm.example_tokenizer(
-            max_length=config.max_length, template=config.template, truncation=config.truncation
-        )
-    )
+    cut = {"max_length": config.max_length, "template": config.template, "truncation": config.truncation}
+    tokenizer = None if prm else rm.example_tokenizer(**cut)
     seen: deque[tuple[int, int]] = deque()  # (row, record number) of records handed to the normaliser
     records = Share(read_records(config.input), rt.rank, rt.world, state.records, seen)
     show = config.progress and sys.stderr.isatty()
@@ -237,12 +243,13 @@ def _score_share(rm: RewardModel, config: ScoreConfig, output: Path, rt: runtime
         ) as bar,
     ):
 
-        def checkpoint(lines: list[str]) -> None:
-            """Make a chunk durable: the part's lines first, then the state that says they are there."""
+        def checkpoint(lines: list[str], read: tuple[int, int, int]) -> None:
+            """Make a chunk durable: the part's lines first, then the state that says they are there
+            (``read``: the records read and the rejects' count and size when the chunk was read)."""
             append_lines(part, lines)
-            state.records, state.part_bytes = records.done, part.tell()
+            state.records, state.part_bytes = read[0], part.tell()
             if rejects is not None:
-                state.stats.skipped, state.rejects_bytes = skipped_before + rejects.count, rejects.size
+                state.stats.skipped, state.rejects_bytes = skipped_before + read[1], read[2]
             state.run_seconds = time.perf_counter() - t0
             state.save(paths.state)
             bar.update(state.records - bar.n)
@@ -259,15 +266,32 @@ def _score_share(rm: RewardModel, config: ScoreConfig, output: Path, rt: runtime
                 rejects=rejects,
             )
         )
-        while chunk := list(islice(examples, config.chunk_rows)):
-            checkpoint(_score_chunk(rm, chunk, tokenizer, config, state, seen))
-        checkpoint([])  # rejected records after the last scored one
+        read_ahead = rt.device.type == "cuda" if config.read_ahead is None else config.read_ahead
+        for chunk, tokenized, where in ahead(
+            _chunks(examples, tokenizer, config, records, rejects), read_ahead
+        ):
+            checkpoint(_score_chunk(rm, chunk, tokenized, config, state, seen), where)
+        checkpoint([], _where(records, rejects))  # rejected records after the last scored one
+
+
+def _chunks(
+    examples: Iterator, tokenizer: ExampleTokenizer | None, config: ScoreConfig, records: Share, rejects
+):
+    """Each chunk of ``config.chunk_rows`` examples, tokenised (by an outcome RM's ``tokenizer``), with
+    :func:`_where` reading stood once it was read: what a checkpoint after the chunk records."""
+    while chunk := list(islice(examples, config.chunk_rows)):
+        yield chunk, tokenizer.tokenize(chunk) if tokenizer is not None else None, _where(records, rejects)
+
+
+def _where(records: Share, rejects: Rejects | None) -> tuple[int, int, int]:
+    """The records read so far, and the count and size of the rejects written."""
+    return records.done, rejects.count if rejects else 0, rejects.size if rejects else 0
 
 
 def _score_chunk(
     rm: RewardModel,
     chunk: list[Example],
-    tokenizer: ExampleTokenizer,
+    tokenized: list | None,
     config: ScoreConfig,
     state: ShareState,
     seen: deque[tuple[int, int]],
@@ -277,7 +301,7 @@ def _score_chunk(
     scored: list[tuple[Example, list[float]]] = []
     lines = []
     steps = isinstance(chunk[0], StepExample)
-    for ex, scores in _scored(rm, chunk, tokenizer, config, state):
+    for ex, scores in _scored(rm, chunk, tokenized, config, state):
         while seen[0][0] != ex.row:  # records before it were rejected
             seen.popleft()
         k = seen.popleft()[1]
@@ -311,20 +335,19 @@ def _score_chunk(
     return lines
 
 
-def _scored(rm: Any, chunk: list, tokenizer: ExampleTokenizer | None, config: ScoreConfig, state: ShareState):
+def _scored(rm: Any, chunk: list, tokenized: list | None, config: ScoreConfig, state: ShareState):
     """``(example, scores)`` of a chunk from the inference core: a PRM's step scores of solutions, its
-    aggregates of best-of-N candidates, or an outcome RM's scores (each attribute's, for a multi-attribute
-    RM)."""
+    aggregates of best-of-N candidates, or an outcome RM's scores of the ``tokenized`` chunk (each
+    attribute's, for a multi-attribute RM)."""
     if isinstance(chunk[0], StepExample):
         return scored_steps(rm, chunk, config, state.stats)
     if isinstance(rm, ProcessRewardModel):
         return scored_candidates(rm, chunk, config, state.stats)
-    return score_examples(
+    return score_tokenized(
         rm,
         chunk,
-        tokenizer,
+        tokenized,
         batch_tokens=config.batch_tokens,
-        chunk_rows=config.chunk_rows,
         stats=state.stats,
         share_prefixes=config.prefix_sharing,
         attributes=bool(rm.attributes),

@@ -31,11 +31,10 @@ from starlette.routing import Route
 from rmkit import inference, runtime
 from rmkit.data import ExampleTokenizer
 from rmkit.errors import RMKitError
-from rmkit.inference import BATCH_TOKENS, MAX_ROWS
+from rmkit.inference import MAX_ROWS
 from rmkit.modeling import RewardModel
-from rmkit.options import ModelOptions, RuntimeOptions, StepOptions, option
+from rmkit.options import InferenceOptions, ModelOptions, RuntimeOptions, StepOptions, option
 from rmkit.process import ProcessRewardModel, aggregate, load_if_process, split_steps
-from rmkit.runtime import DTYPES
 from rmkit.serving import protocols
 from rmkit.serving.batcher import Batcher, QueueFull
 from rmkit.serving.protocols import Call, RequestError
@@ -47,14 +46,14 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(kw_only=True)
-class ServeConfig(RuntimeOptions, ModelOptions, StepOptions):
+class ServeConfig(RuntimeOptions, InferenceOptions, ModelOptions, StepOptions):
     model: str = option(help="reward model checkpoint (directory or hub name)")
     host: str = option("127.0.0.1", help="address to bind; 0.0.0.0 exposes the server to the network")
     port: int = option(8000, help="port to listen on (0 picks a free one)")
-    dtype: str = option("fp32", help="weights' dtype", choices=list(DTYPES))
-    batch_tokens: int = option(
-        BATCH_TOKENS,
-        help="real tokens one batch takes from the queue; also the padded size of a forward pass",
+    batch_tokens: int | None = option(
+        None,
+        help="real tokens one batch takes from the queue; also the padded size of a forward pass (default: "
+        "16384 on the CPU, sized from free memory on a GPU)",
     )
     max_rows: int = option(MAX_ROWS, help="most items in one batch")
     max_wait_ms: float = option(
@@ -125,7 +124,7 @@ class Scorer:
         self.telemetry = Telemetry()
         self.batcher = Batcher(
             rm,
-            batch_tokens=config.batch_tokens,
+            batch_tokens=config.batch_tokens or inference.token_budget(rm),
             max_rows=config.max_rows,
             max_wait=config.max_wait_ms / 1000,
             max_queue=config.max_queue,
@@ -155,7 +154,7 @@ class Scorer:
         if self.config.compile:
             warm_up(self.rm)
         if self.batcher.batch_cost is None:
-            self.batcher.batch_cost = min(self.config.batch_tokens, inference.batch_cost(self.rm))
+            self.batcher.batch_cost = min(self.batcher.batch_tokens, inference.batch_cost(self.rm))
         log.info("rmkit serve: a forward pass costs as much as %.0f tokens", self.batcher.batch_cost)
 
     def _solutions(self, examples: list) -> list[tuple[list[int], list[int], int]]:

@@ -97,6 +97,12 @@ class TrainConfig(PairOptions, RuntimeOptions, ModelOptions, StepOptions):
         "fp32", help="compute dtype: fp32, or bf16 autocast over fp32 weights", choices=["fp32", "bf16"]
     )
     gradient_checkpointing: bool = option(False, help="recompute activations in backward to save memory")
+    packing: str = option(
+        "auto",
+        help="pairs of a micro-batch packed end to end without pads (causal decoders, bt loss): 'auto' "
+        "where attention skips across sequences (flash_attention_2/3, flex_attention), 'on' always, 'off'",
+        choices=["auto", "on", "off"],
+    )
     dropout: bool = option(False, help="keep the model's dropout (disabled by default, as in TRL)")
     lora: bool = option(False, help="train LoRA adapters (peft) plus the whole score head; merged at save")
     lora_r: int = option(16, help="LoRA rank")

@@ -33,6 +33,7 @@ from rmkit.data.steps import holds_steps
 from rmkit.errors import RMKitError
 from rmkit.files import write_json
 from rmkit.modeling import RewardModel
+from rmkit.packing import packs
 from rmkit.training.checkpoint import checkpoints, load_checkpoint, resume_path, save_checkpoint
 from rmkit.training.config import TrainConfig
 from rmkit.training.data import PairStore, epoch_batches, train_and_eval_pairs
@@ -128,7 +129,16 @@ def _task_and_data(config: TrainConfig, stats: RowCounts, d: Dist) -> tuple:
     rm, tokenizer = _load(config)
     builder = int(os.environ.get("LOCAL_RANK", "0")) == 0
     pairs, eval_pairs, source = train_and_eval_pairs(config, tokenizer, stats, main=d.main, builder=builder)
-    return PairTask(), rm, tokenizer, pairs, eval_pairs, source
+    return PairTask(packed=_packs(rm, config)), rm, tokenizer, pairs, eval_pairs, source
+
+
+def _packs(rm: RewardModel, config: TrainConfig) -> bool:
+    """Whether the pairs' micro-batches go in packed (``--packing``; :mod:`rmkit.packing`)."""
+    if config.packing == "on" and not (rm.is_decoder and rm.unmask_right_padding):
+        raise RMKitError("--packing on needs a causal decoder; this model is an encoder")
+    if config.packing == "on" and config.loss == "token_wise":
+        raise RMKitError("--packing on does not support --loss token_wise (it reads padded score rows)")
+    return config.loss == "bt" and packs(rm, config.packing)
 
 
 def _load(config: TrainConfig) -> tuple[RewardModel, ExampleTokenizer]:

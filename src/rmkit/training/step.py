@@ -25,6 +25,7 @@ from rmkit.inference import score_sequences
 from rmkit.losses import bradley_terry, divergence_index, token_wise
 from rmkit.metrics import PairStats
 from rmkit.modeling import RewardModel
+from rmkit.packing import pack
 from rmkit.training.config import TrainConfig
 from rmkit.training.data import Pair
 from rmkit.training.parallel import Dist
@@ -75,17 +76,27 @@ def merged(parts: list) -> Any:
 
 
 def forward_pairs(
-    model: nn.Module, pairs: list[Pair], pad_id: int, config: TrainConfig, device: torch.device
+    model: nn.Module,
+    pairs: list[Pair],
+    pad_id: int,
+    config: TrainConfig,
+    device: torch.device,
+    packed: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-pair loss (B,) and the chosen and rejected scores (B,) of ``pairs``, in one forward pass.
 
-    The batch is ``[chosen_1 .. chosen_B, rejected_1 .. rejected_B]`` right-padded to its longest row.
+    The batch is ``[chosen_1 .. chosen_B, rejected_1 .. rejected_B]``, right-padded to its longest row, or
+    with ``packed`` end to end in one row without pads (:mod:`rmkit.packing`; the same scores).
     """
-    ids, mask = pad_batch([p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id)
-    ids, mask = ids.to(device), mask.to(device)
+    rows = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    pin = device.type == "cuda"
+    if packed:
+        inputs: tuple = (pack(rows).to(device),)
+    else:
+        inputs = tuple(t.to(device, non_blocking=pin) for t in pad_batch(rows, pad_id, pin=pin))
     margin = torch.tensor([p.margin for p in pairs], device=device) if any(p.margin for p in pairs) else None
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.dtype == "bf16"):
-        out = model(ids, mask, token_scores=config.loss == "token_wise")
+        out = model(*inputs, token_scores=config.loss == "token_wise")
     chosen, rejected = out.end_scores.float().chunk(2)
     if config.loss == "bt":
         loss = bradley_terry(
@@ -94,7 +105,7 @@ def forward_pairs(
     else:
         scores_c, scores_r = out.scores.float().chunk(2)
         end_c, end_r = out.end_index.chunk(2)
-        ids_c, ids_r = ids.chunk(2)
+        ids_c, ids_r = inputs[0].chunk(2)
         loss = token_wise(
             scores_c, scores_r, end_c, end_r, divergence_index(ids_c, ids_r), margin,
             score_reg=config.score_reg, center=config.center_rewards,
@@ -109,6 +120,9 @@ class PairTask:
     unit = "pairs"
     lora_task = "SEQ_CLS"
 
+    def __init__(self, packed: bool = False):
+        self.packed = packed  # micro-batches packed without pads (rmkit.packing)
+
     def totals(self) -> Totals:
         return Totals()
 
@@ -117,8 +131,8 @@ class PairTask:
         return len(items)
 
     def lengths(self, items: list[Pair]) -> list[int]:
-        """Each item's padded cost in tokens (a pair is two rows)."""
-        return [2 * p.length for p in items]
+        """Each item's cost in tokens: its real tokens when packed, else its two rows padded alike."""
+        return [len(p.chosen) + len(p.rejected) if self.packed else 2 * p.length for p in items]
 
     def stand_in(self, pad_id: int) -> Pair:
         return Pair([pad_id], [pad_id])
@@ -127,12 +141,12 @@ class PairTask:
         self, model: nn.Module, chunk: list[Pair], pad_id: int, config: TrainConfig, device: torch.device
     ):
         """``(loss per unit, a function counting the chunk into some totals)``."""
-        loss, chosen, rejected = forward_pairs(model, chunk, pad_id, config, device)
+        loss, chosen, rejected = forward_pairs(model, chunk, pad_id, config, device, self.packed)
         tokens = sum(len(p.chosen) + len(p.rejected) for p in chunk)
         return loss, lambda totals: totals.add(loss, chosen, rejected, tokens)
 
     def heldout(self, rm: Any, items: Any, config: TrainConfig, d: Dist) -> dict[str, Any]:
-        return heldout_metrics(rm, items, config, d)
+        return heldout_metrics(rm, items, config, d, self.packed)
 
     def metadata(self, final: dict[str, Any]) -> dict[str, Any]:
         """What the final model's metadata keeps of the final evaluation."""
@@ -187,7 +201,9 @@ def train_step(
 
 
 @torch.no_grad()
-def heldout_metrics(rm: RewardModel, pairs: list[Pair], config: TrainConfig, d: Dist) -> dict[str, Any]:
+def heldout_metrics(
+    rm: RewardModel, pairs: list[Pair], config: TrainConfig, d: Dist, packed: bool = False
+) -> dict[str, Any]:
     """Loss, the pair metrics and per-subset accuracy of ``rm`` on the held-out ``pairs`` (all processes)."""
     was_training = rm.training
     rm.eval()
@@ -211,7 +227,7 @@ def heldout_metrics(rm: RewardModel, pairs: list[Pair], config: TrainConfig, d: 
     else:
         for idx in d.same_count(token_budget_batches([2 * p.length for p in mine], config.eval_batch_tokens)):
             batch = [mine[i] for i in idx] or [Pair([rm.pad_token_id], [rm.pad_token_id])]
-            loss, chosen, rejected = forward_pairs(rm, batch, rm.pad_token_id, config, d.device)
+            loss, chosen, rejected = forward_pairs(rm, batch, rm.pad_token_id, config, d.device, packed)
             if idx:
                 _count(totals, subsets, batch, loss, chosen, rejected)
     rm.train(was_training)
