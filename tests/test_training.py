@@ -303,6 +303,22 @@ def test_fsdp_checkpoint_resumes_in_either_sharding_and_in_one_process(llama_pat
     assert_same_weights(fsdp_run, one)
 
 
+def test_two_process_fsdp_in_bf16_trains_as_one_process_autocast_does(llama_path, data, tmp_path):
+    # The blocks are gathered in bf16 over fp32 master shards (their residual stream in bf16), where one
+    # process autocasts over fp32 weights: the same run to bf16 precision, with fp32 weights saved.
+    torchrun_train(llama_path, data, tmp_path / "two", "--fsdp", "full_shard", "--dtype", "bf16", *FSDP_FLAGS)
+    train(config(llama_path, data, tmp_path / "one", dtype="bf16", **FSDP_ARGS))
+    logs = [
+        [json.loads(x) for x in (tmp_path / run / "train_log.jsonl").read_text().splitlines()]
+        for run in ("one", "two")
+    ]
+    losses = [[r["loss"] for r in log if "loss" in r] for log in logs]
+    assert len(losses[1]) == 4 and losses[1] == pytest.approx(losses[0], abs=0.02)
+    assert {t.dtype for t in weights(tmp_path / "two").values()} == {torch.float32}
+    m1, m2 = (json.loads((tmp_path / r / "metrics.json").read_text())["eval"] for r in ("one", "two"))
+    assert m2["loss"] == pytest.approx(m1["loss"], abs=0.02)
+
+
 def test_fsdp_with_lora_is_refused(llama_path, data, tmp_path):
     with pytest.raises(RMKitError, match="--lora with --fsdp full_shard"):
         train(config(llama_path, data, tmp_path, lora=True, fsdp="full_shard"))

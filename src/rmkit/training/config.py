@@ -94,7 +94,10 @@ class TrainConfig(PairOptions, RuntimeOptions, ModelOptions, StepOptions):
     warmup_ratio: float = option(0.03, help="fraction of the steps spent warming the learning rate up")
     max_grad_norm: float = option(1.0, help="clip gradients to this norm (0: no clipping)")
     dtype: str = option(
-        "fp32", help="compute dtype: fp32, or bf16 autocast over fp32 weights", choices=["fp32", "bf16"]
+        "fp32",
+        help="compute dtype: fp32, or bf16 over fp32 master weights (autocast; under --fsdp the blocks are "
+        "gathered in bf16 and their gradients reduced in fp32)",
+        choices=["fp32", "bf16"],
     )
     gradient_checkpointing: bool = option(False, help="recompute activations in backward to save memory")
     packing: str = option(

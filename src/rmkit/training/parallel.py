@@ -2,7 +2,8 @@
 
 Under ``torchrun`` every process takes its share of every global batch (``batch[rank::world]``) and the
 model is wrapped in DistributedDataParallel, or, with ``fsdp``, sharded with PyTorch FSDP2
-(``fully_shard`` on every transformer block, then on the whole model): ``full_shard`` shards parameters,
+(``fully_shard`` on every transformer block, then on the whole model; with ``--dtype bf16`` the blocks
+are gathered in bf16 over fp32 master shards): ``full_shard`` shards parameters,
 gradients and optimizer state (DeepSpeed ZeRO-3), ``shard_grad_op`` keeps the parameters gathered from
 forward to backward (ZeRO-2). Every forward and backward of a sharded model gathers from all processes, so
 each process runs as many forward passes as the busiest one, padding with a one-token pair whose loss
@@ -19,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-from torch.distributed.fsdp import fully_shard
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
 from rmkit.errors import RMKitError
 from rmkit.modeling import RewardModel
@@ -82,8 +83,16 @@ def _shard(rm: RewardModel, config: TrainConfig) -> None:
             f"--fsdp: {type(rm.model).__name__} names no transformer block class (_no_split_modules) to shard"
         )
     reshard = config.fsdp == "full_shard"
+    # bf16: the blocks' fp32 shards are the master weights, gathered in bf16 (half the traffic, no casts in
+    # the forward) and their gradients reduced in fp32; the root unit (embeddings, final norm, the score
+    # head) stays fp32 under autocast, so the head reads the last hidden state in fp32 as at inference.
+    blocks_policy = (
+        MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        if config.dtype == "bf16"
+        else MixedPrecisionPolicy()
+    )
     for block in reversed(blocks):  # innermost first: a unit takes the parameters no inner unit holds
-        fully_shard(block, reshard_after_forward=reshard)
+        fully_shard(block, reshard_after_forward=reshard, mp_policy=blocks_policy)
     fully_shard(rm, reshard_after_forward=reshard)
 
 
