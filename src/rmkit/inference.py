@@ -55,9 +55,14 @@ class BatchModel(Protocol):
     def pad_token_id(self) -> int: ...
 
     def __call__(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_scores: bool = ...
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_scores: bool = ...,
+        right_padded: bool | None = ...,
     ) -> Any:
-        """Returns an object whose ``end_scores`` is the (B,) sequence score of each row."""
+        """Returns an object whose ``end_scores`` is the (B,) sequence score of each row (and ``scores``,
+        (B, L), with ``token_scores``); ``right_padded`` says the batch is (so the mask need not be read)."""
         ...
 
 
@@ -104,7 +109,7 @@ def score_sequences(
     for batch in token_budget_batches([len(sequences[i]) for i in alone], batch_tokens, max_rows, batch_cost):
         rows = [alone[b] for b in batch]
         ids, mask = results.padded([sequences[i] for i in rows], model.pad_token_id)
-        out = model(ids, mask, token_scores=positions is not None)
+        out = model(ids, mask, token_scores=positions is not None, right_padded=True)
         if positions is not None:
             at = [list(positions[i]) for i in rows]
             where = results.put([r for r, p in enumerate(at) for _ in p], [k for p in at for k in p])

@@ -197,13 +197,17 @@ class RewardModel(HeldModel):
         input_ids: torch.Tensor | Packed,
         attention_mask: torch.Tensor | None = None,
         token_scores: bool = True,
+        right_padded: bool | None = None,
     ) -> RewardOutput:
         """Score a padded batch. ``input_ids`` and ``attention_mask`` are (B, L); either padding side works.
         Or a :class:`rmkit.packing.Packed` batch of a causal decoder (no mask): its N end scores, at ``ends``.
+        Without ``token_scores`` the head reads the end positions alone (``scores`` is ``None``).
 
         A decoder attends causally, so with right padding (or none) no real token can see a pad: the mask
         changes nothing that is read and is left out, which lets attention run its fused causal kernel
         (about 2x faster on long rows on CPU; flash attention on a GPU) instead of a masked one.
+        ``right_padded``: the caller knows the padding side (``None``: read from the mask, which on a GPU
+        waits for it).
         """
         # No cache: kept, the keys and values of every layer would double a pass's memory (and a cache
         # turns transformers' reading of packed positions off)
@@ -212,22 +216,22 @@ class RewardModel(HeldModel):
             ids, positions, ends = input_ids.tensors()
             hidden = self.model.base_model(ids, position_ids=positions, **kwargs).last_hidden_state
             return RewardOutput(None, self._head(hidden[0, ends]), ends)
-        if not (self.is_decoder and self.unmask_right_padding and is_right_padded(attention_mask)):
+        right = is_right_padded(attention_mask) if right_padded is None else right_padded
+        if not (self.is_decoder and self.unmask_right_padding and right):
             kwargs["attention_mask"] = attention_mask
             if self._pass_positions:
                 kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         if self.is_decoder:
             hidden = self.model.base_model(input_ids, **kwargs).last_hidden_state
-            scores = self._head(hidden)
             width = attention_mask.shape[1]
             positions = torch.arange(width, device=attention_mask.device)
             end_index = (positions * attention_mask.ne(0)).argmax(-1)
-            end_scores = scores.gather(1, end_index[:, None]).squeeze(1)
+            at_end = hidden[torch.arange(len(end_index), device=hidden.device), end_index]
+            scores = self._head(hidden) if token_scores else None
             attributes = None
             if self.attributes:  # each attribute's output at the end
-                at_end = hidden[torch.arange(len(end_index), device=hidden.device), end_index]
                 attributes = self._rated(self.model.score(at_end.to(self.model.score.weight.dtype)))
-            return RewardOutput(scores, end_scores, end_index, attributes)
+            return RewardOutput(scores, self._head(at_end), end_index, attributes)
         out = self.model(input_ids, output_hidden_states=token_scores, **kwargs)
         end_scores = self._combined(out.logits)
         end_index = torch.zeros_like(end_scores, dtype=torch.long)

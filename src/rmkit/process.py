@@ -191,10 +191,12 @@ class ProcessRewardModel(HeldModel):
         attention_mask: torch.Tensor,
         token_scores: bool = True,
         raw: bool = False,
+        right_padded: bool | None = None,
     ) -> RewardOutput:
         """``scores`` (B, L): the step score (a probability) at every position; ``end_scores`` at the last.
-        With ``raw``, a one-label head's logits instead (what training's binary cross-entropy takes)."""
-        logits = self.logits(input_ids, attention_mask)
+        With ``raw``, a one-label head's logits instead (what training's binary cross-entropy takes).
+        ``right_padded`` as for :meth:`rmkit.RewardModel.forward`."""
+        logits = self.logits(input_ids, attention_mask, right_padded)
         if self.steps.head == "lm":
             scores = logits.float().softmax(-1)[..., 0]
         elif self.labels == 2:
@@ -205,10 +207,13 @@ class ProcessRewardModel(HeldModel):
         end_index = (positions * attention_mask.ne(0)).argmax(-1)
         return RewardOutput(scores, scores.gather(1, end_index[:, None]).squeeze(1), end_index)
 
-    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def logits(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, right_padded: bool | None = None
+    ) -> torch.Tensor:
         """The head's raw outputs at every position: (B, L, labels), or (B, L, 2) good/bad logits for ``lm``."""
         kwargs: dict[str, Any] = {}
-        if not (self.is_decoder and is_right_padded(attention_mask)):
+        right = is_right_padded(attention_mask) if right_padded is None else right_padded
+        if not (self.is_decoder and right):
             kwargs["attention_mask"] = attention_mask
         if self.steps.head == "lm":
             hidden = self.model.base_model(input_ids, **kwargs).last_hidden_state

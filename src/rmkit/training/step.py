@@ -96,7 +96,7 @@ def forward_pairs(
         inputs = tuple(t.to(device, non_blocking=pin) for t in pad_batch(rows, pad_id, pin=pin))
     margin = torch.tensor([p.margin for p in pairs], device=device) if any(p.margin for p in pairs) else None
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.dtype == "bf16"):
-        out = model(*inputs, token_scores=config.loss == "token_wise")
+        out = model(*inputs, token_scores=config.loss == "token_wise", right_padded=True)
     chosen, rejected = out.end_scores.float().chunk(2)
     if config.loss == "bt":
         loss = bradley_terry(
