@@ -1,7 +1,7 @@
 """rmkit on a GPU (issue 20): scoring and training throughput of real-shaped reward models against a plain
 transformers loop and TRL, as model FLOP utilisation (MFU) of a matrix-product rate measured in the same run.
 
-One run, sections picked with ``--sections`` (default all three, in this order):
+One run, sections picked with ``--sections`` (default all four, in this order):
 
 0. ``matmul``: the dense rate of the device, the peak MFU is measured against: ``torch.mm`` of two
    8,192 x 8,192 bf16 matrices, 3 warm-ups, then 10 timed between CUDA synchronisations (2·8192³ FLOPs
@@ -43,7 +43,9 @@ One run, sections picked with ``--sections`` (default all three, in this order):
    loop computes is not counted for it. With prefix sharing (rmkit's default) rmkit does not compute a
    shared prompt twice, yet is credited with the FLOPs of full texts: its figure is then an *effective*
    MFU (said in the line; ``--rmkit-score-options '{"prefix_sharing": false}'`` gives the plain one).
-2. ``train`` (the 1.5B shape; ``tiny`` in the dry run): ``rmkit.training.train`` against TRL's
+2. ``profile`` (the first of ``--shapes``): where rmkit scoring's time goes (:func:`profile_section`): the
+   device's busy time by kind of kernel, the time it waits on the host, and tokenising's rate alone.
+3. ``train`` (the 1.5B shape; ``tiny`` in the dry run): ``rmkit.training.train`` against TRL's
    ``RewardTrainer`` on the same ``--train-batch`` x (``--warmup-steps`` + ``--train-steps``) pairs, one
    epoch, so each trains every pair once. Both start from the same saved weights (fp32 weights, bf16
    autocast: rmkit ``dtype="bf16"``, TRL ``bf16=True``), gradient checkpointing as ``--gradient-checkpointing``
@@ -79,7 +81,7 @@ On the lent GPU (the ``run`` tool of the device library): first ``bash benchmark
 with command ``bash benchmarks/gpu_check.sh`` and carry ``[".whl", ".benchdata"]``; the CUDA tests' log,
 this benchmark's log and its JSON come back under ``$OUT``.
 
-    python benchmarks/bench_gpu.py [--dry-run] [--device cuda] [--sections matmul,score,train]
+    python benchmarks/bench_gpu.py [--dry-run] [--device cuda] [--sections matmul,score,profile,train]
         [--shapes 1.5b,8b] [--texts 20000] [--texts-8b 4000] [--fp32-texts 2000] [--max-length 4096]
         [--train-steps 20] [--warmup-steps 2] [--train-batch 16] [--gradient-checkpointing on|off]
         [--rmkit-score-options JSON] [--rmkit-train-options JSON] [--data-dir DIR] [--out FILE]
@@ -145,6 +147,7 @@ DRY_RUN = dict(
     warmup_steps=1,
     train_batch=4,
     matmul_size=1024,
+    profile_texts=100,
 )
 
 
@@ -451,6 +454,85 @@ def score_fp32(shape: str, ctx: Context, path: Path, pairs: list[dict], options:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
+# Kernel (or, on the CPU, operator) names by what they do, first match wins.
+PROFILE_KINDS = (
+    ("attention", ("flash", "fmha", "attention", "sdpa", "efficient")),
+    (
+        "matrix products",
+        ("gemm", "cutlass", "xmma", "sm90", "cublas", "addmm", "aten::mm", "aten::bmm", "matmul"),
+    ),
+    ("copies", ("memcpy", "memset", "copy_", "aten::to", "pin_memory")),
+)
+
+
+def profile_section(ctx: Context, shape: str) -> dict:
+    """Where rmkit scoring's time goes (section 3, ``profile``): ``--profile-texts`` texts of ``shape``
+    scored under ``torch.profiler`` after a warm-up run; the device's busy time by kind of kernel
+    (attention, matrix products, copies, the rest) against the wall time, whose remainder is the device
+    waiting on the host (Python, reading, tokenising). Tokenising alone is timed apart, one thread, on the
+    same texts: its rate against scoring's says whether it keeps up."""
+    from torch.profiler import ProfilerActivity, profile
+
+    args, device = ctx.args, ctx.device
+    path = ctx.tmp / f"rm-{shape}"
+    if not path.exists():
+        save_rm(path, shape, ctx.tokenizer, device)
+    pairs = ctx.pairs[: args.profile_texts // 2]
+    data = write_pairs(ctx.tmp / f"pairs-{shape}-profile.jsonl", pairs)
+    options = {"max_length": args.max_length, **json.loads(args.rmkit_score_options)}
+    rm = RewardModel.from_pretrained(path, dtype="bf16", device=device)
+    run = functools.partial(rmkit.score, rm=rm, input=str(data), dtype="bf16", progress=False, **options)
+    run(output=str(ctx.tmp / "profile-warm.jsonl"))  # kernels chosen, allocator grown
+    on_gpu = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
+    synchronize(device)
+    with profile(activities=activities) as prof:
+        start = time.perf_counter()
+        summary = run(output=str(ctx.tmp / "profile.jsonl"))
+        synchronize(device)
+        wall = time.perf_counter() - start
+    busy: dict[str, float] = {}
+    for event in prof.key_averages():
+        if on_gpu and str(event.device_type).endswith("CUDA"):
+            us = event.self_device_time_total
+        elif not on_gpu and event.key.startswith("aten::"):
+            us = event.self_cpu_time_total
+        else:
+            continue
+        name = event.key.lower()
+        kind = next((k for k, words in PROFILE_KINDS if any(w in name for w in words)), "other")
+        busy[kind] = busy.get(kind, 0.0) + us / 1e6
+    tokenizer = rm.example_tokenizer(max_length=args.max_length)
+    examples = [_example(i, p) for i, p in enumerate(pairs)]
+    start = time.perf_counter()
+    tokenized = tokenizer.tokenize(examples)
+    tokenize_s = time.perf_counter() - start
+    tokens = sum(len(t.ids) for row in tokenized if row for t in row)
+    del rm
+    free(device)
+    total_busy = sum(busy.values())
+    r = {
+        "texts": 2 * len(pairs),
+        "wall_seconds": wall,
+        "busy_seconds": busy,
+        "idle_seconds": max(0.0, wall - total_busy) if on_gpu else None,
+        "tokens": summary.get("tokens"),
+        "tokenize_tokens_per_s": tokens / tokenize_s,
+        "score_tokens_per_s": (summary.get("tokens") or 0) / wall,
+    }
+    parts = ", ".join(
+        f"{k} {v:.2f} s ({v / wall:.0%})" for k, v in sorted(busy.items(), key=lambda kv: -kv[1])
+    )
+    idle = f"; the device idle {r['idle_seconds']:.2f} s ({r['idle_seconds'] / wall:.0%})" if on_gpu else ""
+    say(
+        f"== profile, {shape}, {r['texts']} texts in {wall:.2f} s: {'kernels' if on_gpu else 'operators'}: "
+        f"{parts}{idle}. Tokenising alone (one thread): {r['tokenize_tokens_per_s']:,.0f} tokens/s, "
+        f"{r['tokenize_tokens_per_s'] / max(r['score_tokens_per_s'], 1e-9):.1f}x scoring's "
+        f"{r['score_tokens_per_s']:,.0f}"
+    )
+    return r
+
+
 def train_section(ctx: Context) -> dict:
     """rmkit train vs TRL's RewardTrainer on the same pairs (see the module docstring)."""
     from rmkit.training import TrainConfig
@@ -668,7 +750,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny shape, few texts and steps")
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--sections", default="matmul,score,train", help="comma-separated subset")
+    parser.add_argument("--sections", default="matmul,score,profile,train", help="comma-separated subset")
+    parser.add_argument("--profile-texts", type=int, default=2000, help="texts scored under the profiler")
     parser.add_argument("--shapes", default="1.5b,8b", help=f"comma-separated, of {', '.join(SHAPES)}")
     parser.add_argument("--texts", type=int, default=20000, help="texts to score (2 a pair)")
     parser.add_argument("--texts-8b", type=int, default=1000, help="texts to score with the 8B shape")
@@ -757,6 +840,12 @@ def main() -> int:
                 guarded(f"score {shape}", functools.partial(score_shape, shape, ctx, result))
                 free(device)
                 ctx.save()
+        if "profile" in sections:
+            shape = args.shapes.split(",")[0]
+            done = guarded("profile", lambda: profile_section(ctx, shape))
+            if done:
+                RESULTS["profile"] = {shape: done}
+            write_out(args.out)
         if "train" in sections:
             done = guarded("train", lambda: train_section(ctx))
             if done:
