@@ -354,3 +354,35 @@ def test_cuda_server_scores_concurrent_requests_as_the_python_api(rm_path, gpu):
     with running(rmkit.serve(rm, max_wait_ms=20)) as base, ThreadPoolExecutor(16) as pool:
         got = list(pool.map(lambda row: one(base, row), texts))
     assert got == pytest.approx(expected, abs=2e-2)  # bf16 weights, batched differently
+
+
+def test_master_weights_keep_updates_bf16_alone_would_round_away():
+    from torch import nn
+
+    from rmkit.training.precision import MasterWeights
+
+    body, head = nn.Linear(4, 4, bias=False), nn.Linear(4, 1, bias=False)
+    model = nn.ModuleDict({"body": body, "score": head})
+    with torch.no_grad():
+        body.weight.fill_(1.0)
+    masters = MasterWeights(model)
+    assert body.weight.dtype == torch.bfloat16 and head.weight.dtype == torch.float32
+    master = masters.param(body.weight)
+    assert master.dtype == torch.float32 and masters.param(head.weight) is head.weight
+
+    x = torch.ones(2, 4, dtype=torch.bfloat16)
+    for _ in range(2):  # two micro-batches: their gradients add up on the master, in fp32
+        body(x).float().sum().backward()
+    assert body.weight.grad is None
+    assert torch.equal(master.grad, torch.full((4, 4), 4.0))
+
+    optimizer = torch.optim.SGD([master], lr=1e-4 / 4)  # a step of 1e-4: below bf16's resolution at 1.0
+    for _ in range(100):
+        optimizer.step()
+        masters.publish()
+    assert master[0, 0].item() == pytest.approx(1.0 - 1e-2, abs=1e-5)
+    assert body.weight[0, 0].item() == pytest.approx(0.9883, abs=1e-4)  # the master, rounded to bf16
+    plain = torch.ones(1, dtype=torch.bfloat16)
+    for _ in range(100):
+        plain -= 1e-4
+    assert plain.item() == 1.0  # bf16 weights updated in place never move

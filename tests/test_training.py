@@ -303,20 +303,43 @@ def test_fsdp_checkpoint_resumes_in_either_sharding_and_in_one_process(llama_pat
     assert_same_weights(fsdp_run, one)
 
 
-def test_two_process_fsdp_in_bf16_trains_as_one_process_autocast_does(llama_path, data, tmp_path):
-    # The blocks are gathered in bf16 over fp32 master shards (their residual stream in bf16), where one
-    # process autocasts over fp32 weights: the same run to bf16 precision, with fp32 weights saved.
-    torchrun_train(llama_path, data, tmp_path / "two", "--fsdp", "full_shard", "--dtype", "bf16", *FSDP_FLAGS)
-    train(config(llama_path, data, tmp_path / "one", dtype="bf16", **FSDP_ARGS))
-    logs = [
-        [json.loads(x) for x in (tmp_path / run / "train_log.jsonl").read_text().splitlines()]
-        for run in ("one", "two")
+def losses_of(out: Path) -> list[float]:
+    return [
+        r["loss"] for r in map(json.loads, (out / "train_log.jsonl").read_text().splitlines()) if "loss" in r
     ]
-    losses = [[r["loss"] for r in log if "loss" in r] for log in logs]
-    assert len(losses[1]) == 4 and losses[1] == pytest.approx(losses[0], abs=0.02)
+
+
+@pytest.mark.parametrize("sharding", ["fsdp", "ddp"])
+def test_two_processes_with_bf16_weights_train_as_one_process_does(llama_path, data, tmp_path, sharding):
+    # FSDP: the fp32 shards are the masters, gathered in bf16; DDP: each process's MasterWeights, the
+    # gradients reduced in bf16. One process: MasterWeights accumulating in fp32. The same run to bf16
+    # precision, each saving fp32 weights.
+    flags = ["--fsdp", "full_shard"] if sharding == "fsdp" else []
+    torchrun_train(llama_path, data, tmp_path / "two", *flags, "--dtype", "bf16-weights", *FSDP_FLAGS)
+    train(config(llama_path, data, tmp_path / "one", dtype="bf16-weights", **FSDP_ARGS))
+    one, two = losses_of(tmp_path / "one"), losses_of(tmp_path / "two")
+    assert len(two) == 4 and two == pytest.approx(one, abs=0.02)
     assert {t.dtype for t in weights(tmp_path / "two").values()} == {torch.float32}
     m1, m2 = (json.loads((tmp_path / r / "metrics.json").read_text())["eval"] for r in ("one", "two"))
     assert m2["loss"] == pytest.approx(m1["loss"], abs=0.02)
+
+
+def test_bf16_weights_train_as_fp32_does_and_resume_exactly(llama_path, data, tmp_path):
+    train(config(llama_path, data, tmp_path / "fp32", **FSDP_ARGS))
+    train(config(llama_path, data, tmp_path / "bf16", dtype="bf16-weights", save_steps=2, **FSDP_ARGS))
+    assert losses_of(tmp_path / "bf16") == pytest.approx(losses_of(tmp_path / "fp32"), abs=0.02)
+    final = weights(tmp_path / "bf16")
+    assert {t.dtype for t in final.values()} == {torch.float32}  # the masters, not their bf16 rounding
+    assert any(not torch.equal(t, t.bfloat16().float()) for t in final.values())
+    mid = weights(tmp_path / "bf16" / "checkpoint-2")
+    assert {t.dtype for t in mid.values()} == {torch.float32}
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copytree(tmp_path / "bf16" / "checkpoint-2", resumed / "checkpoint-2")
+    train(config(llama_path, data, resumed, dtype="bf16-weights", resume="auto", **FSDP_ARGS))
+    after = weights(resumed)
+    for name, tensor in final.items():
+        assert torch.equal(tensor, after[name]), name
 
 
 def test_fsdp_with_lora_is_refused(llama_path, data, tmp_path):

@@ -25,6 +25,7 @@ from rmkit.files import write_json
 from rmkit.modeling import RewardModel
 from rmkit.training.config import DATA_ORDER_OPTIONS, TrainConfig
 from rmkit.training.parallel import Dist
+from rmkit.training.precision import MasterWeights
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,17 @@ def trainable_names(rm: RewardModel) -> set[str]:
 
 
 def save_checkpoint(
-    out: Path, step: int, rm: RewardModel, optimizer, scheduler, config: TrainConfig, d: Dist
+    out: Path,
+    step: int,
+    rm: RewardModel,
+    optimizer,
+    scheduler,
+    config: TrainConfig,
+    d: Dist,
+    masters: MasterWeights | None = None,
 ) -> Path:
     """Write ``out/checkpoint-STEP`` atomically: every process writes into a temporary directory, then the
-    main process renames it."""
+    main process renames it. With ``masters`` (bf16 weights) the weights written are their fp32 masters."""
     final = out / f"{CHECKPOINT_PREFIX}{step}"
     tmp = out / f".tmp-{CHECKPOINT_PREFIX}{step}"
     if d.main:
@@ -51,8 +59,11 @@ def save_checkpoint(
         rng["cuda"] = torch.cuda.get_rng_state(d.device)
     torch.save(rng, tmp / f"rng-{d.rank}.pt")
     # Whole tensors keyed by parameter name, gathered from all processes when sharded (main process only).
-    full = StateDictOptions(full_state_dict=True, cpu_offload=d.world > 1)
-    weights, optimizer_state = get_state_dict(rm, optimizer, options=full)
+    if masters is not None:
+        weights, optimizer_state = masters.state_dicts(optimizer)
+    else:
+        full = StateDictOptions(full_state_dict=True, cpu_offload=d.world > 1)
+        weights, optimizer_state = get_state_dict(rm, optimizer, options=full)
     if d.main:
         trainable = trainable_names(rm)
         weights = {n: t.contiguous() for n, t in weights.items() if n in trainable}
@@ -96,8 +107,17 @@ def resume_path(config: TrainConfig) -> Path | None:
     return path
 
 
-def load_checkpoint(path: Path, rm: RewardModel, optimizer, scheduler, config: TrainConfig, d: Dist) -> int:
-    """Restore weights, optimizer, scheduler and RNG from ``path``; returns the step to continue from."""
+def load_checkpoint(
+    path: Path,
+    rm: RewardModel,
+    optimizer,
+    scheduler,
+    config: TrainConfig,
+    d: Dist,
+    masters: MasterWeights | None = None,
+) -> int:
+    """Restore weights (into the fp32 ``masters`` of bf16 weights when given), optimizer, scheduler and RNG
+    from ``path``; returns the step to continue from."""
     state = json.loads((path / "state.json").read_text())
     changed = [k for k in DATA_ORDER_OPTIONS if state["config"].get(k) != getattr(config, k)]
     if changed:
@@ -115,13 +135,16 @@ def load_checkpoint(path: Path, rm: RewardModel, optimizer, scheduler, config: T
             f"--resume {path}: optimizer.pt keys the optimizer state by parameter index, as rmkit did before "
             "sharded training; this version needs parameter names, so start the run again without --resume"
         )
-    set_state_dict(
-        rm,
-        optimizer,
-        model_state_dict=weights,
-        optim_state_dict=optimizer_state,
-        options=StateDictOptions(full_state_dict=True, strict=False),  # frozen (LoRA base) weights absent
-    )
+    if masters is not None:
+        masters.load_state_dicts(optimizer, weights, optimizer_state)
+    else:
+        set_state_dict(
+            rm,
+            optimizer,
+            model_state_dict=weights,
+            optim_state_dict=optimizer_state,
+            options=StateDictOptions(full_state_dict=True, strict=False),  # frozen (LoRA base) weights absent
+        )
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     rng_file = path / f"rng-{d.rank}.pt"
     if rng_file.is_file():

@@ -95,9 +95,10 @@ class TrainConfig(PairOptions, RuntimeOptions, ModelOptions, StepOptions):
     max_grad_norm: float = option(1.0, help="clip gradients to this norm (0: no clipping)")
     dtype: str = option(
         "fp32",
-        help="compute dtype: fp32, or bf16 over fp32 master weights (autocast; under --fsdp the blocks are "
-        "gathered in bf16 and their gradients reduced in fp32)",
-        choices=["fp32", "bf16"],
+        help="precision: fp32; bf16 (autocast over fp32 weights); bf16-weights (bf16 weights, activations and "
+        "gradients, with fp32 master weights in the optimizer; under --fsdp the fp32 shards are the masters). "
+        "The score head stays fp32 in each",
+        choices=["fp32", "bf16", "bf16-weights"],
     )
     gradient_checkpointing: bool = option(False, help="recompute activations in backward to save memory")
     packing: str = option(

@@ -38,6 +38,7 @@ from rmkit.training.checkpoint import checkpoints, load_checkpoint, resume_path,
 from rmkit.training.config import TrainConfig
 from rmkit.training.data import PairStore, epoch_batches, train_and_eval_pairs
 from rmkit.training.parallel import Dist, distribute, unsharded_copy
+from rmkit.training.precision import MasterWeights
 from rmkit.training.process import StepTask
 from rmkit.training.ratings import RatingTask
 from rmkit.training.step import (
@@ -71,16 +72,18 @@ def _train(config: TrainConfig, d: Dist) -> dict[str, Any]:
 
     peft_model = _prepare(rm, config, task)
     rm.to(d.device).train()
+    bf16_weights = config.dtype == "bf16-weights" and not d.sharded  # sharded: the fp32 shards are masters
+    masters = MasterWeights(rm, accumulate=d.world == 1) if bf16_weights else None
     model = distribute(rm, config, d)
     lengths = pairs.lengths
     per_epoch = len(epoch_batches(lengths, config, 0, d.world))
     total = config.max_steps or math.ceil(config.epochs * per_epoch)
-    optimizer = make_optimizer(rm, config)
+    optimizer = make_optimizer(rm, config, masters)
     scheduler = make_scheduler(optimizer, config, total)
     step = 0
     resume_from = resume_path(config)
     if resume_from is not None:
-        step = load_checkpoint(resume_from, rm, optimizer, scheduler, config, d)
+        step = load_checkpoint(resume_from, rm, optimizer, scheduler, config, d, masters)
         if d.main:
             log.info("resumed from %s at step %d", resume_from, step)
     if d.main:
@@ -94,7 +97,9 @@ def _train(config: TrainConfig, d: Dist) -> dict[str, Any]:
         )  # fmt: skip
 
     with TrainLog(out, config, d.main, append=step > 0) as train_log:
-        loop = _Loop(model, rm, optimizer, scheduler, pairs, eval_pairs, config, d, train_log, out, task)
+        loop = _Loop(
+            model, rm, optimizer, scheduler, pairs, eval_pairs, config, d, train_log, out, task, masters
+        )
         step = loop.run(step, total, per_epoch)
         final = task.heldout(rm, eval_pairs, config, d)
         train_log.log({"step": step, **{f"eval_{k}": v for k, v in final.items()}})
@@ -112,6 +117,8 @@ def _train(config: TrainConfig, d: Dist) -> dict[str, Any]:
         "processes": d.world,
     }
     metrics = {"eval": final, "eval_data": eval_source, "train": train_stats}
+    if masters is not None:  # the final model holds the fp32 masters
+        masters.into_model()
     _save(rm, peft_model, tokenizer, metrics, config, d, task)
     return metrics
 
@@ -190,7 +197,21 @@ def _apply_lora(rm: Any, config: TrainConfig, task_type: str) -> Any:
 class _Loop:
     """The steps of a run, with what they log, evaluate and save on the way."""
 
-    def __init__(self, model, rm, optimizer, scheduler, pairs, eval_pairs, config, d, train_log, out, task):
+    def __init__(
+        self,
+        model,
+        rm,
+        optimizer,
+        scheduler,
+        pairs,
+        eval_pairs,
+        config,
+        d,
+        train_log,
+        out,
+        task,
+        masters=None,
+    ):
         self.model, self.rm, self.optimizer, self.scheduler = model, rm, optimizer, scheduler
         self.task = task
         self.pairs: PairStore = pairs
@@ -201,6 +222,7 @@ class _Loop:
         self.out: Path = out
         self.trained = task.totals()  # what the steps of this run saw
         self.seconds = 0.0  # and the time they took
+        self.masters: MasterWeights | None = masters  # fp32 masters of bf16 weights (--dtype bf16-weights)
 
     def run(self, step: int, total: int, per_epoch: int) -> int:
         """Train from ``step`` to ``total``; returns the step reached."""
@@ -226,6 +248,7 @@ class _Loop:
                     config,
                     d,
                     self.task,
+                    self.masters,
                 )
             except NonFinite as e:
                 saved = checkpoints(self.out)
@@ -250,7 +273,9 @@ class _Loop:
                 metrics = self.task.heldout(self.rm, self.eval_pairs, config, d)
                 self.train_log.log({"step": step, **{f"eval_{k}": v for k, v in metrics.items()}})
             if config.save_steps and step % config.save_steps == 0 and step < total:
-                save_checkpoint(self.out, step, self.rm, self.optimizer, self.scheduler, config, d)
+                save_checkpoint(
+                    self.out, step, self.rm, self.optimizer, self.scheduler, config, d, self.masters
+                )
         bar.close()
         return step
 

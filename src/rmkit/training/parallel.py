@@ -2,7 +2,7 @@
 
 Under ``torchrun`` every process takes its share of every global batch (``batch[rank::world]``) and the
 model is wrapped in DistributedDataParallel, or, with ``fsdp``, sharded with PyTorch FSDP2
-(``fully_shard`` on every transformer block, then on the whole model; with ``--dtype bf16`` the blocks
+(``fully_shard`` on every transformer block, then on the whole model; with ``--dtype bf16-weights`` they
 are gathered in bf16 over fp32 master shards): ``full_shard`` shards parameters,
 gradients and optimizer state (DeepSpeed ZeRO-3), ``shard_grad_op`` keeps the parameters gathered from
 forward to backward (ZeRO-2). Every forward and backward of a sharded model gathers from all processes, so
@@ -83,17 +83,17 @@ def _shard(rm: RewardModel, config: TrainConfig) -> None:
             f"--fsdp: {type(rm.model).__name__} names no transformer block class (_no_split_modules) to shard"
         )
     reshard = config.fsdp == "full_shard"
-    # bf16: the blocks' fp32 shards are the master weights, gathered in bf16 (half the traffic, no casts in
-    # the forward) and their gradients reduced in fp32; the root unit (embeddings, final norm, the score
-    # head) stays fp32 under autocast, so the head reads the last hidden state in fp32 as at inference.
-    blocks_policy = (
-        MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-        if config.dtype == "bf16"
-        else MixedPrecisionPolicy()
-    )
+    # bf16-weights: the fp32 shards are the master weights, gathered in bf16 (half the traffic, no casts in
+    # the forward) with gradients reduced in fp32; the score head is a unit of its own that stays fp32.
+    policy = MixedPrecisionPolicy()
+    if config.dtype == "bf16-weights":
+        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        for head in (getattr(rm.model, name, None) for name in ("score", "classifier")):
+            if isinstance(head, nn.Module):
+                fully_shard(head, reshard_after_forward=reshard)
     for block in reversed(blocks):  # innermost first: a unit takes the parameters no inner unit holds
-        fully_shard(block, reshard_after_forward=reshard, mp_policy=blocks_policy)
-    fully_shard(rm, reshard_after_forward=reshard)
+        fully_shard(block, reshard_after_forward=reshard, mp_policy=policy)
+    fully_shard(rm, reshard_after_forward=reshard, mp_policy=policy)
 
 
 def unsharded_copy(rm: RewardModel, config: TrainConfig, d: Dist) -> RewardModel | None:

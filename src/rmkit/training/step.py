@@ -29,6 +29,7 @@ from rmkit.packing import pack
 from rmkit.training.config import TrainConfig
 from rmkit.training.data import Pair
 from rmkit.training.parallel import Dist
+from rmkit.training.precision import MasterWeights
 
 # rmkit's schedule names -> transformers'; rmkit's "constant" keeps the warm-up.
 SCHEDULES = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
@@ -166,9 +167,11 @@ def train_step(
     config: TrainConfig,
     d: Dist,
     task: Any = None,
+    masters: MasterWeights | None = None,
 ) -> tuple[Any, float]:
     """One optimizer step on this process's ``share`` of a global batch holding ``global_units`` of what
-    the loss is a mean over (pairs; labelled steps for a PRM), for ``task`` (:class:`PairTask` by default).
+    the loss is a mean over (pairs; labelled steps for a PRM), for ``task`` (:class:`PairTask` by default);
+    through the fp32 ``masters`` of bf16 weights when given.
 
     Returns this process's totals and the gradient norm before clipping.
     """
@@ -187,6 +190,8 @@ def train_step(
             (loss.sum() * (d.world / max(global_units, 1) if idx else 0.0)).backward()
         if idx:
             count(totals)
+    if masters is not None:
+        masters.collect()
     params = [p for group in optimizer.param_groups for p in group["params"]]
     grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm or float("inf"))
     if isinstance(grad_norm, DTensor):  # FSDP: the norm over the shards of all processes
@@ -195,6 +200,8 @@ def train_step(
         optimizer.zero_grad(set_to_none=True)
         raise NonFinite(f"the gradient norm is {float(grad_norm)} (loss {totals.metrics()['loss']})")
     optimizer.step()
+    if masters is not None:
+        masters.publish()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return totals, float(grad_norm)
@@ -263,10 +270,13 @@ def _count(
         subsets.setdefault(name, PairStats()).merge(PairStats.of(chosen[rows], rejected[rows]))
 
 
-def make_optimizer(rm: RewardModel, config: TrainConfig) -> torch.optim.AdamW:
+def make_optimizer(
+    rm: RewardModel, config: TrainConfig, masters: MasterWeights | None = None
+) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices only (never on biases and LayerNorm/RMSNorm weights); on a GPU
-    its fused kernel (one launch for all parameters, where the default loops over them)."""
-    params = [p for p in rm.parameters() if p.requires_grad]
+    its fused kernel (one launch for all parameters, where the default loops over them). With ``masters``
+    it updates their fp32 masters in place of the bf16 weights."""
+    params = [masters.param(p) if masters else p for p in rm.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
