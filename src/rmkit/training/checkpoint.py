@@ -13,8 +13,9 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -36,18 +37,21 @@ def trainable_names(rm: RewardModel) -> set[str]:
     return {n for n, p in rm.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(
-    out: Path,
-    step: int,
-    rm: RewardModel,
-    optimizer,
-    scheduler,
-    config: TrainConfig,
-    d: Dist,
-    masters: MasterWeights | None = None,
-) -> Path:
+@dataclass
+class Trainee:
+    """What a checkpoint holds: the model, its optimizer and schedule, and the fp32 ``masters`` of its bf16
+    weights when it trains them (:mod:`rmkit.training.precision`)."""
+
+    rm: RewardModel
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    masters: MasterWeights | None = None
+
+
+def save_checkpoint(out: Path, step: int, trainee: Trainee, config: TrainConfig, d: Dist) -> Path:
     """Write ``out/checkpoint-STEP`` atomically: every process writes into a temporary directory, then the
     main process renames it. With ``masters`` (bf16 weights) the weights written are their fp32 masters."""
+    rm, optimizer, scheduler, masters = trainee.rm, trainee.optimizer, trainee.scheduler, trainee.masters
     final = out / f"{CHECKPOINT_PREFIX}{step}"
     tmp = out / f".tmp-{CHECKPOINT_PREFIX}{step}"
     if d.main:
@@ -107,17 +111,10 @@ def resume_path(config: TrainConfig) -> Path | None:
     return path
 
 
-def load_checkpoint(
-    path: Path,
-    rm: RewardModel,
-    optimizer,
-    scheduler,
-    config: TrainConfig,
-    d: Dist,
-    masters: MasterWeights | None = None,
-) -> int:
-    """Restore weights (into the fp32 ``masters`` of bf16 weights when given), optimizer, scheduler and RNG
-    from ``path``; returns the step to continue from."""
+def load_checkpoint(path: Path, trainee: Trainee, config: TrainConfig, d: Dist) -> int:
+    """Restore weights (into the fp32 ``masters`` of bf16 weights when there are), optimizer, scheduler and
+    RNG from ``path``; returns the step to continue from."""
+    rm, optimizer, scheduler, masters = trainee.rm, trainee.optimizer, trainee.scheduler, trainee.masters
     state = json.loads((path / "state.json").read_text())
     changed = [k for k in DATA_ORDER_OPTIONS if state["config"].get(k) != getattr(config, k)]
     if changed:

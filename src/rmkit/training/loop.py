@@ -34,7 +34,7 @@ from rmkit.errors import RMKitError
 from rmkit.files import write_json
 from rmkit.modeling import RewardModel
 from rmkit.packing import packs
-from rmkit.training.checkpoint import checkpoints, load_checkpoint, resume_path, save_checkpoint
+from rmkit.training.checkpoint import Trainee, checkpoints, load_checkpoint, resume_path, save_checkpoint
 from rmkit.training.config import TrainConfig
 from rmkit.training.data import PairStore, epoch_batches, train_and_eval_pairs
 from rmkit.training.parallel import Dist, distribute, unsharded_copy
@@ -83,7 +83,7 @@ def _train(config: TrainConfig, d: Dist) -> dict[str, Any]:
     step = 0
     resume_from = resume_path(config)
     if resume_from is not None:
-        step = load_checkpoint(resume_from, rm, optimizer, scheduler, config, d, masters)
+        step = load_checkpoint(resume_from, Trainee(rm, optimizer, scheduler, masters), config, d)
         if d.main:
             log.info("resumed from %s at step %d", resume_from, step)
     if d.main:
@@ -273,9 +273,8 @@ class _Loop:
                 metrics = self.task.heldout(self.rm, self.eval_pairs, config, d)
                 self.train_log.log({"step": step, **{f"eval_{k}": v for k, v in metrics.items()}})
             if config.save_steps and step % config.save_steps == 0 and step < total:
-                save_checkpoint(
-                    self.out, step, self.rm, self.optimizer, self.scheduler, config, d, self.masters
-                )
+                trainee = Trainee(self.rm, self.optimizer, self.scheduler, self.masters)
+                save_checkpoint(self.out, step, trainee, config, d)
         bar.close()
         return step
 
