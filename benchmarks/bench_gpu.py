@@ -53,8 +53,11 @@ One run, sections picked with ``--sections`` (default all four, in this order):
    same batch, learning rate 1e-5 constant, no warm-up of the rate. The ids are rmkit's
    (:func:`rmkit.training.data.load_pairs`), handed to TRL as ``chosen_ids``/``rejected_ids``: both train
    identical token sequences (rmkit length-groups its batches, TRL samples them at random).
-   ``--rmkit-train-options`` passes more TrainConfig options (JSON, default ``{"dtype": "bf16"}``), e.g.
-   packing once rmkit has it; an option TrainConfig does not have is an error of that section.
+   rmkit trains once for each of ``--rmkit-train-options`` (a JSON object of TrainConfig options, or a list
+   of them; an option TrainConfig lacks is an error of that run alone). The default: autocast as TRL's
+   ``bf16=True`` (``{"dtype": "bf16"}``), bf16 weights over fp32 masters (``"bf16-weights"``), and the
+   latter with ``flex_attention``, under which a micro-batch's pairs go in packed, without pads (the dry
+   run leaves that one out: flex attention has no backward on the CPU).
    Timing: each step's time (rmkit: its train_log.jsonl, logged every step; TRL: between the ends of
    consecutive steps, CUDA synchronised, so its data loading counts as rmkit's does) and real tokens
    (rmkit: its batches; TRL: its collator's masks). The headline excludes the first ``--warmup-steps``
@@ -133,6 +136,11 @@ POSITIONS = 8192
 VOCAB = 32000  # most tokens of the trained tokenizer, and fewest rows of the embedding (as a real RM's)
 PLAIN_BATCH = 32
 # The dry run: CPU, the tiny shape, few texts and steps (about 2 minutes on 2 cores).
+TRAIN_VARIANTS = [
+    {"dtype": "bf16"},
+    {"dtype": "bf16-weights"},
+    {"dtype": "bf16-weights", "attn_implementation": "flex_attention"},
+]
 DRY_RUN = dict(
     device="cpu",
     shapes="tiny",
@@ -148,6 +156,7 @@ DRY_RUN = dict(
     train_batch=4,
     matmul_size=1024,
     profile_texts=100,
+    rmkit_train_options=json.dumps(TRAIN_VARIANTS[:2]),
 )
 
 
@@ -558,8 +567,9 @@ def train_section(ctx: Context) -> dict:
         gradient_checkpointing=args.gradient_checkpointing == "on",
         logging_steps=1,
         device=str(device),
-        **json.loads(args.rmkit_train_options),
     )
+    given = json.loads(args.rmkit_train_options)
+    variants = given if isinstance(given, list) else [given]
     rendering = ExampleTokenizer(ctx.tokenizer, max_length=args.max_length)
     stats = RowCounts()
     train_pairs = load_pairs(str(data), rendering, config, stats)  # fills rmkit's token cache, too
@@ -573,13 +583,13 @@ def train_section(ctx: Context) -> dict:
         "steps": steps,
         "warmup_steps": args.warmup_steps,
         "gradient_checkpointing": config.gradient_checkpointing,
-        "rmkit_options": json.loads(args.rmkit_train_options),
+        "rmkit_variants": variants,
     }
     say(
         f"== train, {shape}: {len(train_pairs)} pairs ({all_tokens:,} real tokens, {stats.truncated} cut to "
         f"{args.max_length}), batch {args.train_batch}, {steps} steps of which the first {args.warmup_steps} "
-        f"are warm-up, gradient checkpointing {args.gradient_checkpointing}, rmkit options "
-        f"{args.rmkit_train_options}"
+        f"are warm-up, gradient checkpointing {args.gradient_checkpointing}; rmkit runs with each of "
+        f"{json.dumps(variants)}"
     )
 
     def report(name: str, run: Callable) -> None:
@@ -608,17 +618,23 @@ def train_section(ctx: Context) -> dict:
             f"all steps {r['all_steps_tokens_per_s']:,.0f} tokens/s ({r['all_steps_seconds']:.1f} s)"
         )
 
-    guarded("train rmkit", lambda: report("rmkit train", lambda: rmkit_steps(config, train_pairs)))
-    free(device)
+    names = []
+    for k, variant in enumerate(variants):
+        name = f"rmkit train {json.dumps(variant)}"
+        run = dataclasses.replace(config, output_dir=str(ctx.tmp / f"rmkit-train-{k}"), **variant)
+        guarded(name, lambda run=run, name=name: report(name, lambda: rmkit_steps(run, train_pairs)))
+        names.append(name)
+        free(device)
     guarded(
         "train TRL",
         lambda: report("TRL RewardTrainer", lambda: trl_steps(path, train_pairs, config, ctx.tmp, device)),
     )
     free(device)
-    if "rmkit train" in result and "TRL RewardTrainer" in result:
-        ratio = result["rmkit train"]["tokens_per_s"] / result["TRL RewardTrainer"]["tokens_per_s"]
-        result["rmkit_vs_trl"] = ratio
-        say(f"rmkit / TRL tokens/s: {ratio:.2f}x (target ≥ 2x)")
+    for name in names:
+        if name in result and "TRL RewardTrainer" in result:
+            ratio = result[name]["tokens_per_s"] / result["TRL RewardTrainer"]["tokens_per_s"]
+            result.setdefault("rmkit_vs_trl", {})[name] = ratio
+            say(f"{name} / TRL tokens/s: {ratio:.2f}x (target ≥ 2x)")
     return result
 
 
@@ -771,7 +787,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--gradient-checkpointing", choices=["on", "off"], default="on")
     parser.add_argument("--rmkit-score-options", default="{}", help="more rmkit.score options (JSON)")
     parser.add_argument(
-        "--rmkit-train-options", default='{"dtype": "bf16"}', help="more TrainConfig options (JSON)"
+        "--rmkit-train-options",
+        default=json.dumps(TRAIN_VARIANTS),
+        help="TrainConfig options of each rmkit run (a JSON object, or a list of them)",
     )
     parser.add_argument("--data-dir", type=Path, default=bench_score.DATA)
     default_out = (
