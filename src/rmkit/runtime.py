@@ -36,6 +36,15 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device | None = None) 
     return DTYPES[dtype]
 
 
+def dtype_name(model: torch.nn.Module) -> str:
+    """The name (``DTYPES``) of the dtype most of ``model``'s weights are in."""
+    counts: dict[torch.dtype, int] = {}
+    for p in model.parameters():
+        counts[p.dtype] = counts.get(p.dtype, 0) + p.numel()
+    dtype = max(counts, key=counts.__getitem__) if counts else torch.float32
+    return next((name for name, d in DTYPES.items() if d == dtype), str(dtype))
+
+
 def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     """The device rule of the module docstring."""
     if isinstance(name, torch.device):

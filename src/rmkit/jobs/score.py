@@ -26,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -169,6 +169,7 @@ def score_file(config: ScoreConfig, *, rm: RewardModel | None = None) -> dict[st
             rm = load_if_process(config, rt.device) or RewardModel.from_pretrained(
                 config.model, dtype=config.dtype, device=rt.device, **config.loading()
             )
+        config = replace(config, dtype=runtime.dtype_name(rm))  # what "auto" became, for the summary
         if config.normalize and not getattr(rm, "normalizes", False):
             raise RMKitError("--normalize: the model stores no score mean and std to normalise with")
         if config.compile:
