@@ -386,3 +386,35 @@ def test_master_weights_keep_updates_bf16_alone_would_round_away():
     for _ in range(100):
         plain -= 1e-4
     assert plain.item() == 1.0  # bf16 weights updated in place never move
+
+
+@cuda
+def test_cuda_batch_loop_waits_for_the_gpu_only_to_read_the_scores(rm_path, gpu):
+    import warnings
+
+    rm = RewardModel.from_pretrained(rm_path, device=gpu)
+    seqs = rows(600, 11)
+    score_sequences(rm, seqs[:50])  # kernels chosen, allocator grown
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            scores = score_sequences(rm, seqs, batch_tokens=2048)  # many batches
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    syncs = [w for w in caught if "synchroniz" in str(w.message)]
+    assert len(scores) == 600 and len(syncs) <= 2, [str(w.message) for w in syncs[:5]]
+
+
+@cuda
+def test_cuda_right_padded_bf16_batches_run_the_flash_attention_kernel(rm_path, gpu):
+    from torch.profiler import ProfilerActivity, profile
+
+    rm = RewardModel.from_pretrained(rm_path, device=gpu)
+    seqs = rows(64, 12)
+    score_sequences(rm, seqs)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        score_sequences(rm, seqs)
+        torch.cuda.synchronize()
+    kernels = [e.key.lower() for e in prof.key_averages()]
+    assert any("flash" in k for k in kernels), kernels
