@@ -238,6 +238,21 @@ def solutions(n: int) -> list[dict]:
     ]
 
 
+@pytest.mark.parametrize("lm_head", [False, True])
+def test_a_bf16_prm_reads_its_steps_through_an_fp32_head(prm_path, tmp_path, lm_head):
+    if lm_head:
+        path, kw = tiny(tmp_path, LlamaForCausalLM, seed=3), dict(good_token=" is", bad_token=" two")
+    else:
+        path, kw = prm_path, {}
+    fp32 = ProcessRewardModel.from_pretrained(path, dtype="fp32", **kw)
+    bf16 = ProcessRewardModel.from_pretrained(path, dtype="bf16", **kw)
+    assert bf16.model.model.embed_tokens.weight.dtype == torch.bfloat16
+    if not lm_head:
+        assert bf16.model.score.weight.dtype == torch.float32
+    got, want = bf16.step_scores(PROMPT, STEPS), fp32.step_scores(PROMPT, STEPS)
+    assert got == pytest.approx(want, abs=0.02) and got != want
+
+
 def test_the_saved_prm_is_a_plain_token_classifier_with_its_step_settings(prm_path):
     config = json.loads((prm_path / "config.json").read_text())
     assert config["architectures"] == ["LlamaForTokenClassification"] and len(config["id2label"]) == 1

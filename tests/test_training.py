@@ -324,6 +324,12 @@ def test_two_processes_with_bf16_weights_train_as_one_process_does(llama_path, d
     assert m2["loss"] == pytest.approx(m1["loss"], abs=0.02)
 
 
+def test_bf16_weights_train_an_encoder_whose_classifier_reads_in_fp32(minilm_path, data, tmp_path):
+    metrics = train(config(minilm_path, data, tmp_path / "o", dtype="bf16-weights", max_steps=2))
+    assert math.isfinite(metrics["eval"]["loss"]) and metrics["train"]["steps"] == 2
+    assert {t.dtype for t in weights(tmp_path / "o").values()} == {torch.float32}
+
+
 def test_bf16_weights_train_as_fp32_does_and_resume_exactly(llama_path, data, tmp_path):
     train(config(llama_path, data, tmp_path / "fp32", **FSDP_ARGS))
     train(config(llama_path, data, tmp_path / "bf16", dtype="bf16-weights", save_steps=2, **FSDP_ARGS))

@@ -43,7 +43,7 @@ from rmkit.errors import RMKitError
 from rmkit.inference import MAX_ROWS, score_examples, score_sequences
 from rmkit.metrics import ranking
 from rmkit.packing import Packed, is_right_padded
-from rmkit.runtime import resolve_device, resolve_dtype
+from rmkit.runtime import keep_fp32, resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -172,10 +172,10 @@ class RewardModel(HeldModel):
             kwargs=model_kwargs,
         )
         rm = cls(model, tok, metadata, weights)
-        if rm.is_decoder:
-            # A bf16 score head rounds every score to 3 significant digits and flips near-tied pairs;
-            # the head is one vector, so keeping it (and its input) in fp32 costs nothing.
-            model.score.float()
+        # A bf16 score head rounds every score to 3 significant digits and flips near-tied pairs
+        head = model.score if rm.is_decoder else getattr(model, "classifier", None)
+        if isinstance(head, nn.Linear):
+            keep_fp32(head)
         if device is not None:
             rm.to(target)
         return rm.eval()

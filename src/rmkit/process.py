@@ -44,7 +44,7 @@ from rmkit.modeling import (
     RewardOutput,
 )
 from rmkit.packing import is_right_padded
-from rmkit.runtime import resolve_device, resolve_dtype
+from rmkit.runtime import keep_fp32, resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +174,9 @@ class ProcessRewardModel(HeldModel):
             raise RMKitError(f"cannot load weights from '{name}': {e}") from None
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
         prm = cls(model, tokenizer, steps)
+        head = getattr(model, "score", None) or getattr(model, "classifier", None)
+        if isinstance(head, nn.Linear):  # bf16 logits would round every step's probability
+            keep_fp32(head)
         if device is not None:
             prm.to(target)
         return prm.eval()
@@ -218,7 +221,7 @@ class ProcessRewardModel(HeldModel):
         if self.steps.head == "lm":
             hidden = self.model.base_model(input_ids, **kwargs).last_hidden_state
             rows = self.model.get_output_embeddings().weight[self._pair]
-            return hidden @ rows.T.to(hidden.dtype)
+            return hidden.float() @ rows.T.float()  # two logits a position, in fp32 whatever the weights
         return self.model(input_ids, **kwargs).logits
 
     def step_scores(self, prompt: str | Sequence[Message], steps: Sequence[str]) -> list[float]:

@@ -36,6 +36,16 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device | None = None) 
     return DTYPES[dtype]
 
 
+def keep_fp32(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` (a score head) in fp32 whatever its model's dtype: its weights cast, and its input cast to
+    them by a forward pre-hook. A bf16 head would round every score to 3 significant digits; a head is one
+    small matrix, so fp32 costs nothing."""
+    if not getattr(module, "_rmkit_fp32", False):
+        module.register_forward_pre_hook(lambda m, args: (args[0].to(torch.float32), *args[1:]))
+        module._rmkit_fp32 = True
+    return module.float()
+
+
 def dtype_name(model: torch.nn.Module) -> str:
     """The name (``DTYPES``) of the dtype most of ``model``'s weights are in."""
     counts: dict[torch.dtype, int] = {}

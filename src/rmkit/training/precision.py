@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from rmkit.runtime import keep_fp32
+
 HEADS = ("score", "classifier")  # modules kept in fp32 (their parameters are their own masters)
 
 
@@ -35,6 +37,9 @@ class MasterWeights:
         self.names: dict[int, str] = {}  # id(master) -> the parameter's name
         self.pairs: list[tuple[nn.Parameter, nn.Parameter]] = []  # (bf16 weight, its fp32 master)
         self._master: dict[int, nn.Parameter] = {}
+        for name, module in rm.named_modules():
+            if isinstance(module, nn.Linear) and any(part in HEADS for part in name.split(".")):
+                keep_fp32(module)  # it reads the bf16 hidden states in fp32
         for name, p in rm.named_parameters():
             if any(part in HEADS for part in name.split(".")):
                 self.names[id(p)] = name
