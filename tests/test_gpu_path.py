@@ -113,6 +113,7 @@ def test_training_packed_equals_training_padded(llama_path, tmp_path):
         assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
     assert final["on"]["eval"]["loss"] == pytest.approx(final["off"]["eval"]["loss"], abs=1e-5)
     assert final["on"]["train"]["tokens"] == final["off"]["train"]["tokens"]
+    assert final["on"]["train"]["packed"] and not final["off"]["train"]["packed"]
 
 
 def test_packing_on_is_refused_where_it_cannot_work(llama_path, minilm_path, tmp_path):

@@ -560,3 +560,25 @@ def test_a_prm_trains_sharded_with_fsdp_as_in_one_process(backbone, tmp_path):
     assert fsdp["loss"] == pytest.approx(one["loss"], rel=1e-4) and fsdp["steps"] == one["steps"]
     plain, info = AutoModelForTokenClassification.from_pretrained(tmp_path / "fsdp", output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]  # gathered whole, a plain checkpoint
+
+
+def test_prm_training_packed_equals_training_padded(backbone, tmp_path):
+    from rmkit import train
+    from rmkit.training import TrainConfig
+
+    data = write_jsonl(tmp_path / "train.jsonl", labelled_solutions(24, 0))
+    logs = {}
+    for packing in ("off", "on"):
+        out = tmp_path / packing
+        config = TrainConfig(
+            model=str(backbone), data=str(data), output_dir=str(out), batch_size=8, micro_batch_size=3,
+            max_steps=3, logging_steps=1, learning_rate=3e-3, packing=packing,
+        )  # fmt: skip
+        train(config)
+        logs[packing] = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+        assert json.loads((out / "metrics.json").read_text())["train"]["packed"] == (packing == "on")
+    on = [(r["loss"], r["grad_norm"]) for r in logs["on"] if "loss" in r]
+    off = [(r["loss"], r["grad_norm"]) for r in logs["off"] if "loss" in r]
+    assert len(on) == 3
+    for (a, ga), (b, gb) in zip(off, on, strict=True):
+        assert b == pytest.approx(a, rel=1e-4, abs=1e-6) and gb == pytest.approx(ga, rel=1e-4)

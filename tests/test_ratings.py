@@ -429,3 +429,29 @@ def test_rank_eval_and_the_server_use_a_multi_attribute_rms_combined_score(attri
         )
         with urllib.request.urlopen(request) as reply:
             assert json.loads(reply.read())["scores"] == pytest.approx(combined, abs=1e-5)
+
+
+def test_rated_training_packed_equals_training_padded(llama_path, tmp_path):
+    from rmkit import train
+    from rmkit.training import TrainConfig
+
+    data = write_jsonl(tmp_path / "train.jsonl", rated_rows(32, 0))
+    held = write_jsonl(tmp_path / "eval.jsonl", rated_rows(8, 1))
+    logs = {}
+    for packing in ("off", "on"):
+        out = tmp_path / packing
+        train(
+            TrainConfig(
+                model=str(llama_path), data=str(data), eval_data=str(held), output_dir=str(out),
+                batch_size=8, micro_batch_size=3, max_steps=3, logging_steps=1, learning_rate=3e-3,
+                packing=packing,
+            )
+        )  # fmt: skip
+        logs[packing] = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+        assert json.loads((out / "metrics.json").read_text())["train"]["packed"] == (packing == "on")
+    steps = [(r["loss"], r["grad_norm"]) for r in logs["on"] if "loss" in r]
+    assert len(steps) == 3
+    for (a, ga), (b, gb) in zip(
+        [(r["loss"], r["grad_norm"]) for r in logs["off"] if "loss" in r], steps, strict=True
+    ):
+        assert b == pytest.approx(a, rel=1e-4, abs=1e-6) and gb == pytest.approx(ga, rel=1e-4)

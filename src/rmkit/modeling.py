@@ -200,7 +200,7 @@ class RewardModel(HeldModel):
         right_padded: bool | None = None,
     ) -> RewardOutput:
         """Score a padded batch. ``input_ids`` and ``attention_mask`` are (B, L); either padding side works.
-        Or a :class:`rmkit.packing.Packed` batch of a causal decoder (no mask): its N end scores, at ``ends``.
+        Or a :class:`rmkit.packing.Packed` batch of a causal decoder (no mask): N end scores at ``ends``.
         Without ``token_scores`` the head reads the end positions alone (``scores`` is ``None``).
 
         A decoder attends causally, so with right padding (or none) no real token can see a pad: the mask
@@ -213,32 +213,32 @@ class RewardModel(HeldModel):
         # turns transformers' reading of packed positions off)
         kwargs: dict[str, Any] = {"use_cache": False} if self._takes_cache else {}
         if isinstance(input_ids, Packed):
-            ids, positions, ends = input_ids.tensors()
+            ids, positions, end_index = input_ids.tensors()
             hidden = self.model.base_model(ids, position_ids=positions, **kwargs).last_hidden_state
-            return RewardOutput(None, self._head(hidden[0, ends]), ends)
-        right = is_right_padded(attention_mask) if right_padded is None else right_padded
-        if not (self.is_decoder and self.unmask_right_padding and right):
-            kwargs["attention_mask"] = attention_mask
-            if self._pass_positions:
-                kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        if self.is_decoder:
+            at_end, scores = hidden[0, end_index], None
+        else:
+            right = is_right_padded(attention_mask) if right_padded is None else right_padded
+            if not (self.is_decoder and self.unmask_right_padding and right):
+                kwargs["attention_mask"] = attention_mask
+                if self._pass_positions:
+                    kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+            if not self.is_decoder:
+                out = self.model(input_ids, output_hidden_states=token_scores, **kwargs)
+                token = self._encoder_token_scores(out.hidden_states[-1]) if token_scores else None
+                end_scores = self._combined(out.logits)
+                attributes = self._rated(out.logits) if self.attributes else None
+                return RewardOutput(
+                    token, end_scores, torch.zeros_like(end_scores, dtype=torch.long), attributes
+                )
             hidden = self.model.base_model(input_ids, **kwargs).last_hidden_state
-            width = attention_mask.shape[1]
-            positions = torch.arange(width, device=attention_mask.device)
+            positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
             end_index = (positions * attention_mask.ne(0)).argmax(-1)
             at_end = hidden[torch.arange(len(end_index), device=hidden.device), end_index]
             scores = self._head(hidden) if token_scores else None
-            attributes = None
-            if self.attributes:  # each attribute's output at the end
-                attributes = self._rated(self.model.score(at_end.to(self.model.score.weight.dtype)))
-            return RewardOutput(scores, self._head(at_end), end_index, attributes)
-        out = self.model(input_ids, output_hidden_states=token_scores, **kwargs)
-        end_scores = self._combined(out.logits)
-        end_index = torch.zeros_like(end_scores, dtype=torch.long)
-        token = self._encoder_token_scores(out.hidden_states[-1]) if token_scores else None
-        return RewardOutput(
-            token, end_scores, end_index, self._rated(out.logits) if self.attributes else None
-        )
+        # each attribute's output at the end (a multi-attribute RM)
+        head = self.model.score
+        attributes = self._rated(head(at_end.to(head.weight.dtype))) if self.attributes else None
+        return RewardOutput(scores, self._head(at_end), end_index, attributes)
 
     @property
     def shares_prefixes(self) -> bool:

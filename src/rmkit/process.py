@@ -43,7 +43,7 @@ from rmkit.modeling import (
     HeldModel,
     RewardOutput,
 )
-from rmkit.packing import is_right_padded
+from rmkit.packing import Packed, is_right_padded
 from rmkit.runtime import keep_fp32, resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
@@ -190,15 +190,16 @@ class ProcessRewardModel(HeldModel):
 
     def forward(
         self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
+        input_ids: torch.Tensor | Packed,
+        attention_mask: torch.Tensor | None = None,
         token_scores: bool = True,
         raw: bool = False,
         right_padded: bool | None = None,
     ) -> RewardOutput:
         """``scores`` (B, L): the step score (a probability) at every position; ``end_scores`` at the last.
         With ``raw``, a one-label head's logits instead (what training's binary cross-entropy takes).
-        ``right_padded`` as for :meth:`rmkit.RewardModel.forward`."""
+        ``right_padded`` as for :meth:`rmkit.RewardModel.forward`; a :class:`rmkit.packing.Packed` batch
+        gives ``scores`` (1, T) over its packed row and ``end_scores`` at its ``ends``."""
         logits = self.logits(input_ids, attention_mask, right_padded)
         if self.steps.head == "lm":
             scores = logits.float().softmax(-1)[..., 0]
@@ -206,18 +207,26 @@ class ProcessRewardModel(HeldModel):
             scores = logits.float().softmax(-1)[..., self.steps.good_label]
         else:
             scores = logits.squeeze(-1) if raw else torch.sigmoid(logits.float().squeeze(-1))
+        if isinstance(input_ids, Packed):
+            return RewardOutput(scores, scores[0, input_ids.ends], input_ids.ends)
         positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
         end_index = (positions * attention_mask.ne(0)).argmax(-1)
         return RewardOutput(scores, scores.gather(1, end_index[:, None]).squeeze(1), end_index)
 
     def logits(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, right_padded: bool | None = None
+        self,
+        input_ids: torch.Tensor | Packed,
+        attention_mask: torch.Tensor | None = None,
+        right_padded: bool | None = None,
     ) -> torch.Tensor:
         """The head's raw outputs at every position: (B, L, labels), or (B, L, 2) good/bad logits for ``lm``."""
-        kwargs: dict[str, Any] = {}
-        right = is_right_padded(attention_mask) if right_padded is None else right_padded
-        if not (self.is_decoder and right):
-            kwargs["attention_mask"] = attention_mask
+        kwargs: dict[str, Any] = {"use_cache": False} if self.is_decoder else {}
+        if isinstance(input_ids, Packed):  # positions restart per sequence, no mask (rmkit.packing)
+            input_ids, kwargs["position_ids"] = input_ids.input_ids, input_ids.position_ids
+        else:
+            right = is_right_padded(attention_mask) if right_padded is None else right_padded
+            if not (self.is_decoder and right):
+                kwargs["attention_mask"] = attention_mask
         if self.steps.head == "lm":
             hidden = self.model.base_model(input_ids, **kwargs).last_hidden_state
             rows = self.model.get_output_embeddings().weight[self._pair]

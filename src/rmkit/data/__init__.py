@@ -5,7 +5,7 @@ Rows flow one way: :func:`read_records` (files to dicts) → :func:`normalise_re
 :func:`token_budget_batches` and :func:`pad_batch` (length-sorted padded batches for the model).
 """
 
-from rmkit.data.batching import pad_batch, token_budget_batches
+from rmkit.data.batching import pad_batch, padded_on, token_budget_batches
 from rmkit.data.formats import (
     FORMATS,
     PAIR_FORMATS,
@@ -36,6 +36,7 @@ __all__ = [
     "iter_examples",
     "normalise_records",
     "pad_batch",
+    "padded_on",
     "BadRecord",
     "first_record",
     "read_records",

@@ -90,3 +90,9 @@ def pad_batch(
         ids[i, sl] = torch.as_tensor(r, dtype=torch.long)
         mask[i, sl] = 1
     return ids, mask
+
+
+def padded_on(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """:func:`pad_batch` (right padding) on ``device``; on a GPU from pinned memory, without waiting."""
+    pin = device.type == "cuda"
+    return tuple(t.to(device, non_blocking=pin) for t in pad_batch(rows, pad_id, pin=pin))

@@ -103,9 +103,19 @@ def _train(config: TrainConfig, d: Dist) -> dict[str, Any]:
         step = loop.run(step, total, per_epoch)
         final = task.heldout(rm, eval_pairs, config, d)
         train_log.log({"step": step, **{f"eval_{k}": v for k, v in final.items()}})
-    train_stats = {
+    train_stats = _train_stats(task, len(pairs), stats, loop, step, d)
+    metrics = {"eval": final, "eval_data": eval_source, "train": train_stats}
+    if masters is not None:  # the final model holds the fp32 masters
+        masters.into_model()
+    _save(rm, peft_model, tokenizer, metrics, config, d, task)
+    return metrics
+
+
+def _train_stats(task: Any, items: int, stats: RowCounts, loop: _Loop, step: int, d: Dist) -> dict[str, Any]:
+    """metrics.json's ``train``: what the run trained on, its counts and its speed."""
+    return {
         "steps": step,
-        task.unit: len(pairs),
+        task.unit: items,
         "truncated": stats.truncated,
         "dropped": stats.dropped,
         "skipped": stats.skipped,
@@ -115,12 +125,8 @@ def _train(config: TrainConfig, d: Dist) -> dict[str, Any]:
         "seconds": round(loop.seconds, 3),
         "tokens_per_s": loop.trained.tokens / max(loop.seconds, 1e-9),
         "processes": d.world,
+        "packed": task.packed,
     }
-    metrics = {"eval": final, "eval_data": eval_source, "train": train_stats}
-    if masters is not None:  # the final model holds the fp32 masters
-        masters.into_model()
-    _save(rm, peft_model, tokenizer, metrics, config, d, task)
-    return metrics
 
 
 def _task_and_data(config: TrainConfig, stats: RowCounts, d: Dist) -> tuple:
@@ -132,6 +138,7 @@ def _task_and_data(config: TrainConfig, stats: RowCounts, d: Dist) -> tuple:
         task = RatingTask()
     if task is not None:
         rm, items, eval_items, source = task.prepare(config, stats, d)
+        task.packed = _packs(rm, config)
         return task, rm, getattr(task, "tokenizer", None), items, eval_items, source
     rm, tokenizer = _load(config)
     builder = int(os.environ.get("LOCAL_RANK", "0")) == 0
@@ -140,8 +147,8 @@ def _task_and_data(config: TrainConfig, stats: RowCounts, d: Dist) -> tuple:
 
 
 def _packs(rm: RewardModel, config: TrainConfig) -> bool:
-    """Whether the pairs' micro-batches go in packed (``--packing``; :mod:`rmkit.packing`)."""
-    if config.packing == "on" and not (rm.is_decoder and rm.unmask_right_padding):
+    """Whether the micro-batches go in packed (``--packing``; :mod:`rmkit.packing`)."""
+    if config.packing == "on" and not (rm.is_decoder and getattr(rm, "unmask_right_padding", True)):
         raise RMKitError("--packing on needs a causal decoder; this model is an encoder")
     if config.packing == "on" and config.loss == "token_wise":
         raise RMKitError("--packing on does not support --loss token_wise (it reads padded score rows)")

@@ -21,10 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rmkit.data import Rejects, RowCounts, pad_batch, token_budget_batches
+from rmkit.data import Rejects, RowCounts, pad_batch, padded_on, token_budget_batches
 from rmkit.data.steps import StepExample, iter_step_examples
 from rmkit.errors import RMKitError
 from rmkit.metrics.graded import step_metrics
+from rmkit.packing import pack
 from rmkit.process import ProcessRewardModel
 from rmkit.training.config import TrainConfig
 from rmkit.training.data import ItemList
@@ -147,6 +148,7 @@ class StepTask:
     unit: str = "solutions"
     lora_task: str = "TOKEN_CLS"
     pad: list[int] = field(default_factory=list)
+    packed: bool = False  # micro-batches packed without pads (rmkit.packing)
 
     def prepare(
         self, config: TrainConfig, stats: RowCounts, d: Dist
@@ -190,10 +192,11 @@ class StepTask:
     ):
         """``(BCE of each labelled step, a function counting the chunk)``; a chunk without labelled steps
         gives one zero loss that still reaches every parameter (FSDP runs every pass in lockstep)."""
-        ids, mask = pad_batch([it.ids.tolist() for it in chunk], pad_id)
+        sequences = [it.ids.tolist() for it in chunk]
+        inputs = (pack(sequences).to(device),) if self.packed else padded_on(sequences, pad_id, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.dtype == "bf16"):
-            logits = model(ids.to(device), mask.to(device), raw=True).scores.float()
-        rows, cols, labels = _targets(chunk, device)
+            logits = model(*inputs, raw=True, right_padded=True).scores.float()
+        rows, cols, labels = _targets(chunk, device, self.packed)
         picked = logits[rows, cols]
         loss = (
             F.binary_cross_entropy_with_logits(picked, labels, reduction="none")
@@ -244,13 +247,18 @@ class StepTask:
         )
 
 
-def _targets(chunk: list[StepItem], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Row and position of every labelled step of ``chunk``, and its label."""
+def _targets(
+    chunk: list[StepItem], device: torch.device, packed: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Row and position of every labelled step of ``chunk`` (in the one packed row, with ``packed``), and
+    its label."""
     rows, cols, labels = [], [], []
+    start = 0
     for r, it in enumerate(chunk):
         keep = ~np.isnan(it.labels)
-        cols.extend(it.positions[keep].tolist())
+        cols.extend((it.positions[keep] + (start if packed else 0)).tolist())
         labels.extend(it.labels[keep].tolist())
-        rows.extend([r] * int(keep.sum()))
+        rows.extend([0 if packed else r] * int(keep.sum()))
+        start += len(it.ids)
     as_long = {"dtype": torch.long, "device": device}
     return torch.tensor(rows, **as_long), torch.tensor(cols, **as_long), torch.tensor(labels, device=device)

@@ -24,13 +24,14 @@ from rmkit.data import (
     ExampleTokenizer,
     Rejects,
     RowCounts,
-    pad_batch,
+    padded_on,
     token_budget_batches,
 )
 from rmkit.data.ratings import iter_rated
 from rmkit.errors import RMKitError
 from rmkit.metrics import pearson, spearman
 from rmkit.modeling import RewardModel
+from rmkit.packing import pack
 from rmkit.training.config import TrainConfig
 from rmkit.training.data import ItemList
 from rmkit.training.parallel import Dist
@@ -132,6 +133,7 @@ class RatingTask:
     scaled: bool = False
     mean: Any = None
     std: Any = None
+    packed: bool = False  # micro-batches packed without pads (rmkit.packing)
 
     def prepare(
         self, config: TrainConfig, stats: RowCounts, d: Dist
@@ -183,9 +185,10 @@ class RatingTask:
     def _outputs(
         self, model: nn.Module, chunk: list[RatedItem], pad_id: int, config: TrainConfig, device: torch.device
     ):
-        ids, mask = pad_batch([it.ids for it in chunk], pad_id)
+        sequences = [list(it.ids) for it in chunk]
+        inputs = (pack(sequences).to(device),) if self.packed else padded_on(sequences, pad_id, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.dtype == "bf16"):
-            out = model(ids.to(device), mask.to(device), token_scores=False)
+            out = model(*inputs, token_scores=False, right_padded=True)
         predicted = out.attribute_scores if out.attribute_scores is not None else out.end_scores[:, None]
         targets = np.stack([it.targets for it in chunk])
         if self.scaled:

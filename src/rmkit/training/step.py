@@ -20,7 +20,7 @@ from torch import nn
 from torch.distributed.tensor import DTensor
 from transformers import get_scheduler
 
-from rmkit.data import pad_batch, token_budget_batches
+from rmkit.data import padded_on, token_budget_batches
 from rmkit.inference import score_sequences
 from rmkit.losses import bradley_terry, divergence_index, token_wise
 from rmkit.metrics import PairStats
@@ -90,11 +90,7 @@ def forward_pairs(
     with ``packed`` end to end in one row without pads (:mod:`rmkit.packing`; the same scores).
     """
     rows = [p.chosen for p in pairs] + [p.rejected for p in pairs]
-    pin = device.type == "cuda"
-    if packed:
-        inputs: tuple = (pack(rows).to(device),)
-    else:
-        inputs = tuple(t.to(device, non_blocking=pin) for t in pad_batch(rows, pad_id, pin=pin))
+    inputs = (pack(rows).to(device),) if packed else padded_on(rows, pad_id, device)
     margin = torch.tensor([p.margin for p in pairs], device=device) if any(p.margin for p in pairs) else None
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.dtype == "bf16"):
         out = model(*inputs, token_scores=config.loss == "token_wise", right_padded=True)
