@@ -103,8 +103,9 @@ class TrainConfig(PairOptions, RuntimeOptions, ModelOptions, StepOptions):
     gradient_checkpointing: bool = option(False, help="recompute activations in backward to save memory")
     packing: str = option(
         "auto",
-        help="pairs of a micro-batch packed end to end without pads (causal decoders, bt loss): 'auto' "
-        "where attention skips across sequences (flash_attention_2/3, flex_attention), 'on' always, 'off'",
+        help="a micro-batch's sequences packed end to end without pads (causal decoders; pairs with the bt "
+        "loss, PRM solutions, rated responses): 'auto' where attention skips across sequences "
+        "(flash_attention_2/3, flex_attention), 'on' always, 'off'",
         choices=["auto", "on", "off"],
     )
     dropout: bool = option(False, help="keep the model's dropout (disabled by default, as in TRL)")
