@@ -144,6 +144,12 @@ def test_activation_bytes_count_one_layer_and_the_fp32_head_input():
         LLAMA_8B._attn_implementation = "sdpa"
 
 
+def test_a_prefix_cache_keeps_each_tokens_keys_and_values_of_every_layer():
+    from rmkit.inference import kv_bytes
+
+    assert kv_bytes(LLAMA_8B, torch.bfloat16) == 2 * 32 * 8 * 128 * 2  # 128 KiB a token
+
+
 def test_budget_takes_the_memory_share_in_whole_kilotokens_between_the_bounds():
     per_token = activation_bytes(LLAMA_8B, torch.bfloat16)
     free = 100 * 2**30  # what an H200 has free beside an 8B model's weights
@@ -292,6 +298,17 @@ def test_cuda_budget_fits_the_memory_it_is_sized_from(gpu, tmp_path):
     score_sequences(rm, seqs, batch_tokens=budget)
     per_token = (torch.cuda.max_memory_allocated(gpu) - base) / (len(seqs) * length)
     assert per_token <= activation_bytes(config, torch.bfloat16)
+    # sharing prefixes (groups of 4 answers after one 400-token prompt) keeps within the budget it sized
+    assert rm.shares_prefixes
+    prompt = [2] * 400
+    shared = [prompt + [3 + i % 50] * (20 + i % 90) for i in range(4 * (budget // 400))]
+    groups = [list(range(k, k + 4)) for k in range(0, len(shared), 4)]
+    free = (
+        torch.cuda.mem_get_info(gpu)[0] + torch.cuda.memory_reserved(gpu) - torch.cuda.memory_allocated(gpu)
+    )
+    torch.cuda.reset_peak_memory_stats(gpu)
+    score_sequences(rm, shared, groups=groups)
+    assert torch.cuda.max_memory_allocated(gpu) - base <= GPU_MEMORY_SHARE * free * 1.5
 
 
 class _Tok:

@@ -38,6 +38,9 @@ MIN_SAVING = 0.25  # least share of a group's tokens that sharing must save (mea
 # The fixed cost of a continuation pass in tokens' worth of work, which decides how continuations of mixed
 # lengths are cut into passes: small, since each padded token also attends over the whole prefix.
 SUFFIX_PASS_COST = 16.0
+# A continuation pass may take this many budgets of prefix tokens (each row a copy of its prefix's keys
+# and values): continuations are short, so their passes run wide.
+SUFFIX_ROWS = 4
 
 T = TypeVar("T")
 
@@ -221,7 +224,7 @@ def _score_shared(
         rest = [(r, i, sequences[i][len(shared[g][0]) :]) for r, g in enumerate(batch) for i in shared[g][1]]
         # Continuations of mixed lengths are cut where the padding saved pays for another pass (they are few
         # and each also attends over its prefix); the prefixes' keys count against the budget.
-        rows_cap = max(1, min(max_rows or len(rest), 4 * batch_tokens // ids.shape[1]))
+        rows_cap = max(1, min(max_rows or len(rest), SUFFIX_ROWS * batch_tokens // ids.shape[1]))
         lengths = [len(tokens) for _, _, tokens in rest]
         for part in token_budget_batches(lengths, batch_tokens, rows_cap, SUFFIX_PASS_COST):
             rows = results.put([rest[k][0] for k in part])
@@ -255,7 +258,9 @@ def batch_cost(model: BatchModel, *, short: int = 16, long: int = 512, repeats: 
 def token_budget(model: BatchModel) -> int:
     """The token budget (rows × longest row) of a pass when none is given: ``BATCH_TOKENS`` on the CPU
     (larger batches gain nothing there); on a GPU, what fits in ``GPU_MEMORY_SHARE`` of its free memory
-    (what the caching allocator holds unused counts as free) at :func:`activation_bytes` a token."""
+    (what the caching allocator holds unused counts as free) at :func:`activation_bytes` a token, plus,
+    for a model that shares prefixes, the keys and values a budget of prefixes keeps and its continuations
+    copy (``1 + SUFFIX_ROWS`` budgets of :func:`kv_bytes`)."""
     device = model.device
     config = getattr(getattr(model, "model", None), "config", None)
     if device.type != "cuda" or config is None:
@@ -263,7 +268,19 @@ def token_budget(model: BatchModel) -> int:
     free = torch.cuda.mem_get_info(device)[0]
     free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     dtype = next(model.model.parameters()).dtype
-    return budget_for(free, activation_bytes(config, dtype, getattr(model, "max_length", None)))
+    per_token = activation_bytes(config, dtype, getattr(model, "max_length", None))
+    if getattr(model, "shares_prefixes", False):
+        per_token += (1 + SUFFIX_ROWS) * kv_bytes(config, dtype)
+    return budget_for(free, per_token)
+
+
+def kv_bytes(config: Any, dtype: torch.dtype) -> int:
+    """Bytes of the keys and values of one token over all layers (what a prefix cache keeps of it)."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    heads = text.num_attention_heads
+    kv_heads = getattr(text, "num_key_value_heads", None) or heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    return 2 * text.num_hidden_layers * kv_heads * head_dim * (torch.finfo(dtype).bits // 8)
 
 
 def budget_for(free_bytes: int, per_token: int) -> int:
