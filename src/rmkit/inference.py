@@ -26,7 +26,7 @@ from typing import Any, Protocol, TypeVar
 
 import torch
 
-from rmkit.data import Example, ExampleTokenizer, RowCounts, pad_batch, token_budget_batches
+from rmkit.data import Example, ExampleTokenizer, RowCounts, padded_on, token_budget_batches
 
 BATCH_TOKENS = 16384  # padded tokens (rows × longest row) per forward pass on the CPU
 MAX_BATCH_TOKENS = 1 << 17  # the most a GPU's pass takes when sized from its memory: larger gains nothing
@@ -111,7 +111,7 @@ def score_sequences(
             stats.unshared += sum(len(g) for g in groups if len(g) > 1) - count
     for batch in token_budget_batches([len(sequences[i]) for i in alone], batch_tokens, max_rows, batch_cost):
         rows = [alone[b] for b in batch]
-        ids, mask = results.padded([sequences[i] for i in rows], model.pad_token_id)
+        ids, mask = padded_on([sequences[i] for i in rows], model.pad_token_id, model.device)
         out = model(ids, mask, token_scores=positions is not None, right_padded=True)
         if positions is not None:
             at = [list(positions[i]) for i in rows]
@@ -125,8 +125,8 @@ def score_sequences(
 
 
 class _Results:
-    """The scores of a run of batches, kept on the device until :meth:`read` copies them back at once, and
-    the batches' tensors, sent from pinned memory without waiting (on a GPU; plain tensors on the CPU)."""
+    """The scores of a run of batches, kept on the device until :meth:`read` copies them back at once; and
+    index tensors sent there from pinned memory without waiting (on a GPU; plain tensors on the CPU)."""
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -137,12 +137,6 @@ class _Results:
         """Lists of ints (or tensors) on the device: one tensor, or a tuple of them."""
         out = tuple(self._send(torch.as_tensor(r, dtype=torch.long)) for r in rows)
         return out[0] if len(out) == 1 else out
-
-    def padded(self, rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``rows`` right-padded (:func:`rmkit.data.pad_batch`): ``input_ids`` and ``attention_mask`` on the
-        device."""
-        ids, mask = pad_batch(rows, pad_id, pin=self.pin)
-        return self._send(ids), self._send(mask)
 
     def _send(self, t: torch.Tensor) -> torch.Tensor:
         if self.pin and not t.is_pinned():
@@ -218,7 +212,7 @@ def _score_shared(
 ) -> None:
     """Run each prefix once (batched), then every member's remaining tokens against its prefix's cache."""
     for batch in token_budget_batches([len(p) for p, _ in shared], batch_tokens, max_rows):
-        ids, mask = results.padded([shared[g][0] for g in batch], model.pad_token_id)
+        ids, mask = padded_on([shared[g][0] for g in batch], model.pad_token_id, model.device)
         cache = model.prefix_cache(ids)
         # (row of the prefix batch, sequence index, its tokens after the prefix)
         rest = [(r, i, sequences[i][len(shared[g][0]) :]) for r, g in enumerate(batch) for i in shared[g][1]]
@@ -228,7 +222,7 @@ def _score_shared(
         lengths = [len(tokens) for _, _, tokens in rest]
         for part in token_budget_batches(lengths, batch_tokens, rows_cap, SUFFIX_PASS_COST):
             rows = results.put([rest[k][0] for k in part])
-            cont, cont_mask = results.padded([rest[k][2] for k in part], model.pad_token_id)
+            cont, cont_mask = padded_on([rest[k][2] for k in part], model.pad_token_id, model.device)
             results.add([rest[k][1] for k in part], model.score_after(cache, rows, mask, cont, cont_mask))
 
 
