@@ -12,21 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import WORDS, write_jsonl
+from conftest import WORDS, make_tokenizer, write_jsonl
 from transformers import LlamaConfig
 
 import rmkit
 from rmkit import RewardModel, RMKitError, TrainConfig, train
-from rmkit.inference import (
-    BATCH_TOKENS,
-    GPU_MEMORY_SHARE,
-    MAX_BATCH_TOKENS,
-    activation_bytes,
-    ahead,
-    budget_for,
-    score_sequences,
-    token_budget,
-)
+from rmkit.inference import BATCH_TOKENS, ahead, score_sequences, token_budget
+from rmkit.memory import GPU_MEMORY_SHARE, MAX_BATCH_TOKENS, activation_bytes, budget_for, kv_bytes
 from rmkit.packing import pack, packs
 from rmkit.runtime import resolve_dtype
 from rmkit.training.data import Pair
@@ -145,8 +137,6 @@ def test_activation_bytes_count_one_layer_and_the_fp32_head_input():
 
 
 def test_a_prefix_cache_keeps_each_tokens_keys_and_values_of_every_layer():
-    from rmkit.inference import kv_bytes
-
     assert kv_bytes(LLAMA_8B, torch.bfloat16) == 2 * 32 * 8 * 128 * 2  # 128 KiB a token
 
 
@@ -159,6 +149,29 @@ def test_budget_takes_the_memory_share_in_whole_kilotokens_between_the_bounds():
     assert budget_for(2**30, per_token) == 3072  # half a GiB over 160 KiB a token: 3,276 tokens
     assert budget_for(10, per_token) == 1024  # a floor: one pass must run
     assert budget_for(10**15, per_token) == MAX_BATCH_TOKENS
+
+
+def test_training_token_bytes_count_every_blocks_saved_tensors_or_checkpointed_inputs():
+    from rmkit.memory import block_bytes, token_bytes
+    from rmkit.training.budget import state_bytes
+
+    block = 18 * 4096 + 4 * 8 * 128 + 8 * 14336  # Llama-3-8B: 191 KiB a token and block
+    assert block_bytes(LLAMA_8B) == block
+    assert token_bytes(LLAMA_8B, checkpointing=False) == 32 * block + 2 * block
+    assert token_bytes(LLAMA_8B, checkpointing=True) == 32 * 4 * 4096 + 3 * block
+    model = torch.nn.Sequential(torch.nn.Linear(10, 10), torch.nn.Linear(10, 1))
+    model[0].requires_grad_(False)
+    assert state_bytes(model) == 12 * 11 and state_bytes(model, shards=2) == 6 * 11
+
+
+def test_training_micro_batches_are_unbounded_on_the_cpu_unless_given(llama_path):
+    from rmkit.training.budget import micro_batch_tokens
+
+    rm = RewardModel.from_pretrained(llama_path)
+    cpu = torch.device("cpu")
+    assert micro_batch_tokens(rm, TrainConfig(model="m", data="d", output_dir="o"), cpu) is None
+    given = TrainConfig(model="m", data="d", output_dir="o", micro_batch_tokens=500)
+    assert micro_batch_tokens(rm, given, cpu) == 500
 
 
 def test_the_budget_on_the_cpu_is_the_fixed_one(llama_path):
@@ -436,3 +449,38 @@ def test_cuda_right_padded_bf16_batches_run_the_flash_attention_kernel(rm_path, 
         torch.cuda.synchronize()
     kernels = [e.key.lower() for e in prof.key_averages()]
     assert any("flash" in k for k in kernels), kernels
+
+
+@cuda
+def test_cuda_training_sizes_its_micro_batches_from_free_memory_and_fits(gpu, tmp_path):
+    from transformers import LlamaForCausalLM
+
+    from rmkit.training.budget import micro_batch_tokens
+
+    path = tmp_path / "model"
+    tok = make_tokenizer(path)
+    config = LlamaConfig(
+        hidden_size=1024, intermediate_size=2816, num_attention_heads=16, num_key_value_heads=4,
+        num_hidden_layers=4, vocab_size=len(tok), pad_token_id=tok.pad_token_id,
+        max_position_embeddings=4096,
+    )  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(path)
+    rng = random.Random(0)
+    text = lambda k: " ".join(rng.choice(WORDS) for _ in range(k))  # noqa: E731
+    data = write_jsonl(
+        tmp_path / "train.jsonl",
+        [{"prompt": text(600), "chosen": text(400), "rejected": text(300)} for _ in range(64)],
+    )
+    free = torch.cuda.mem_get_info(gpu)[0]
+    torch.cuda.reset_peak_memory_stats(gpu)
+    metrics = train(
+        TrainConfig(
+            model=str(path), data=str(data), output_dir=str(tmp_path / "o"), batch_size=64, max_steps=2,
+            max_length=4096, dtype="bf16", eval_split=0.0,
+        )
+    )  # fmt: skip
+    sized = metrics["train"]["micro_batch_tokens"]
+    rm = RewardModel.from_pretrained(path, device=gpu)
+    assert sized is not None and sized >= 1024
+    assert micro_batch_tokens(rm, TrainConfig(model="m", data="d", output_dir="o"), gpu) >= 1024
+    assert torch.cuda.max_memory_allocated(gpu) <= 0.9 * free

@@ -27,10 +27,9 @@ from typing import Any, Protocol, TypeVar
 import torch
 
 from rmkit.data import Example, ExampleTokenizer, RowCounts, padded_on, token_budget_batches
+from rmkit.memory import activation_bytes, budget_for, kv_bytes
 
 BATCH_TOKENS = 16384  # padded tokens (rows × longest row) per forward pass on the CPU
-MAX_BATCH_TOKENS = 1 << 17  # the most a GPU's pass takes when sized from its memory: larger gains nothing
-GPU_MEMORY_SHARE = 0.5  # of a GPU's free memory, what a pass's activations may take (the rest: fragments)
 MAX_ROWS = 256  # rows per forward pass, whatever their length
 CHUNK_ROWS = 2048  # examples tokenised and sorted together
 MIN_SHARED = 16  # fewest prompt tokens worth a pass of their own (prefix sharing)
@@ -266,44 +265,6 @@ def token_budget(model: BatchModel) -> int:
     if getattr(model, "shares_prefixes", False):
         per_token += (1 + SUFFIX_ROWS) * kv_bytes(config, dtype)
     return budget_for(free, per_token)
-
-
-def kv_bytes(config: Any, dtype: torch.dtype) -> int:
-    """Bytes of the keys and values of one token over all layers (what a prefix cache keeps of it)."""
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    heads = text.num_attention_heads
-    kv_heads = getattr(text, "num_key_value_heads", None) or heads
-    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
-    return 2 * text.num_hidden_layers * kv_heads * head_dim * (torch.finfo(dtype).bits // 8)
-
-
-def budget_for(free_bytes: int, per_token: int) -> int:
-    """The largest multiple of 1,024 tokens whose activations take at most ``GPU_MEMORY_SHARE`` of
-    ``free_bytes``, between 1,024 and ``MAX_BATCH_TOKENS``."""
-    fits = int(GPU_MEMORY_SHARE * free_bytes) // max(per_token, 1)
-    return max(1024, min(MAX_BATCH_TOKENS, fits // 1024 * 1024))
-
-
-def activation_bytes(config: Any, dtype: torch.dtype, max_length: int | None = None) -> int:
-    """Bytes of the tensors one padded token holds at the peak of an inference pass.
-
-    Without autograd only one layer's tensors are alive at a time: the residual stream, its normed copy,
-    the queries, keys and values, the attention output and its projection, and the MLP's three
-    intermediate-size tensors (gate, up and their product), in ``dtype``; plus the final hidden state in
-    fp32 for the score head. Fused attention (SDPA, flash) keeps no scores; eager attention keeps a
-    fp32 row of scores and probabilities per head for each key (up to ``max_length``).
-    """
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    hidden = text.hidden_size
-    heads = text.num_attention_heads
-    kv_heads = getattr(text, "num_key_value_heads", None) or heads
-    head_dim = getattr(text, "head_dim", None) or hidden // heads
-    intermediate = getattr(text, "intermediate_size", None) or 4 * hidden
-    width = torch.finfo(dtype).bits // 8
-    layer = (4 * hidden + (heads + 2 * kv_heads) * head_dim + 3 * intermediate) * width
-    eager = getattr(config, "_attn_implementation", None) == "eager"
-    attention = 2 * 4 * heads * (max_length or 0) if eager else 0
-    return layer + 2 * 4 * hidden + attention
 
 
 def ahead(items: Iterable[T], enabled: bool = True) -> Iterator[T]:

@@ -59,7 +59,9 @@ class TrainConfig(PairOptions, RuntimeOptions, ModelOptions, StepOptions):
         None, help="most pairs per forward pass on one process (gradient accumulation beyond it)"
     )
     micro_batch_tokens: int | None = option(
-        None, help="most padded tokens (chosen + rejected) per forward pass on one process"
+        None,
+        help="most padded tokens (chosen + rejected) per forward pass on one process (default: none on "
+        "the CPU; on a GPU what its free memory allows)",
     )
     group_by_length: bool = option(True, help="batch pairs of similar length together (less padding)")
     attributes: list[str] | None = option(

@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from rmkit.errors import RMKitError
 from rmkit.files import write_json
 from rmkit.modeling import RewardModel
 from rmkit.packing import packs
+from rmkit.training.budget import micro_batch_tokens
 from rmkit.training.checkpoint import Trainee, checkpoints, load_checkpoint, resume_path, save_checkpoint
 from rmkit.training.config import TrainConfig
 from rmkit.training.data import PairStore, epoch_batches, train_and_eval_pairs
@@ -75,6 +77,7 @@ def _train(config: TrainConfig, d: Dist) -> dict[str, Any]:
     bf16_weights = config.dtype == "bf16-weights" and not d.sharded  # sharded: the fp32 shards are masters
     masters = MasterWeights(rm, accumulate=d.world == 1) if bf16_weights else None
     model = distribute(rm, config, d)
+    config = _sized(config, rm, d)
     lengths = pairs.lengths
     per_epoch = len(epoch_batches(lengths, config, 0, d.world))
     total = config.max_steps or math.ceil(config.epochs * per_epoch)
@@ -126,7 +129,19 @@ def _train_stats(task: Any, items: int, stats: RowCounts, loop: _Loop, step: int
         "tokens_per_s": loop.trained.tokens / max(loop.seconds, 1e-9),
         "processes": d.world,
         "packed": task.packed,
+        "micro_batch_tokens": loop.config.micro_batch_tokens,
     }
+
+
+def _sized(config: TrainConfig, rm: Any, d: Dist) -> TrainConfig:
+    """``config`` with the micro-batch budget the GPU's free memory allows when none is given
+    (:mod:`rmkit.training.budget`)."""
+    tokens = micro_batch_tokens(rm, config, d.device, d.world if d.sharded else 1)
+    if tokens == config.micro_batch_tokens:
+        return config
+    if d.main:
+        log.info("micro-batches of at most %d padded tokens, sized from the GPU's free memory", tokens)
+    return replace(config, micro_batch_tokens=tokens)
 
 
 def _task_and_data(config: TrainConfig, stats: RowCounts, d: Dist) -> tuple:
