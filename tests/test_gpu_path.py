@@ -8,6 +8,7 @@ import json
 import random
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -106,6 +107,25 @@ def test_training_packed_equals_training_padded(llama_path, tmp_path):
     assert final["on"]["eval"]["loss"] == pytest.approx(final["off"]["eval"]["loss"], abs=1e-5)
     assert final["on"]["train"]["tokens"] == final["off"]["train"]["tokens"]
     assert final["on"]["train"]["packed"] and not final["off"]["train"]["packed"]
+
+
+def test_the_train_log_has_each_records_tokens_and_seconds_and_the_bar_can_be_off(
+    llama_path, tmp_path, capfd
+):
+    data = write_pairs(tmp_path / "train.jsonl", 16, 0)
+    config = TrainConfig(
+        model=str(llama_path), data=str(data), output_dir=str(tmp_path / "o"), batch_size=4, max_steps=4,
+        logging_steps=1, eval_split=0.25, progress=False,
+    )  # fmt: skip
+    metrics = train(config)
+    records = [json.loads(x) for x in (tmp_path / "o" / "train_log.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "loss" in r]
+    assert sum(r["tokens"] for r in steps) == metrics["train"]["tokens"]
+    assert sum(r["seconds"] for r in steps) == pytest.approx(metrics["train"]["seconds"], abs=1e-3)
+    assert all(r["tokens_per_s"] == pytest.approx(r["tokens"] / r["seconds"], rel=1e-3) for r in steps)
+    assert "train:" not in capfd.readouterr().err
+    train(replace(config, progress=True, max_steps=1, output_dir=str(tmp_path / "shown")))
+    assert "train:" in capfd.readouterr().err
 
 
 def test_packing_on_is_refused_where_it_cannot_work(llama_path, minilm_path, tmp_path):

@@ -135,6 +135,7 @@ class TrainConfig(PairOptions, RuntimeOptions, ModelOptions, StepOptions):
         const="auto",
     )
     report_to: list[str] = option([], help="trackers to log to: tensorboard, wandb (when installed)")
+    progress: bool = option(True, help="show a progress bar on stderr (the main process)")
     fsdp: str = option(
         "off",
         help="under torchrun, shard the model with PyTorch FSDP2 instead of replicating it (DDP): "

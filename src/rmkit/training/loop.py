@@ -250,7 +250,8 @@ class _Loop:
         """Train from ``step`` to ``total``; returns the step reached."""
         config, d, lengths = self.config, self.d, self.pairs.lengths
         window, window_time = self.task.totals(), 0.0
-        bar = tqdm(total=total, initial=step, disable=not d.main, desc="train", dynamic_ncols=True)
+        show = d.main and config.progress
+        bar = tqdm(total=total, initial=step, disable=not show, desc="train", dynamic_ncols=True)
         batches: list[list[int]] = []
         while step < total:
             epoch, index = divmod(step, per_epoch)
@@ -310,6 +311,8 @@ class _Loop:
                 **metrics,
                 "lr": self.scheduler.get_last_lr()[0],
                 "grad_norm": grad_norm,
+                "tokens": window.tokens,  # real tokens of the steps since the last record, and their time
+                "seconds": round(seconds, 6),
                 "tokens_per_s": window.tokens / max(seconds, 1e-9),
             }
         )
