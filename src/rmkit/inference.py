@@ -28,6 +28,7 @@ import torch
 
 from rmkit.data import Example, ExampleTokenizer, RowCounts, padded_on, token_budget_batches
 from rmkit.memory import activation_bytes, budget_for, kv_bytes
+from rmkit.runtime import free_memory, reads_ahead, to_device
 
 BATCH_TOKENS = 16384  # padded tokens (rows × longest row) per forward pass on the CPU
 MAX_ROWS = 256  # rows per forward pass, whatever their length
@@ -125,22 +126,16 @@ def score_sequences(
 
 class _Results:
     """The scores of a run of batches, kept on the device until :meth:`read` copies them back at once; and
-    index tensors sent there from pinned memory without waiting (on a GPU; plain tensors on the CPU)."""
+    index tensors sent there without waiting (:func:`rmkit.runtime.to_device`)."""
 
     def __init__(self, device: torch.device):
         self.device = device
-        self.pin = device.type == "cuda"
         self.parts: list[tuple[list[int], torch.Tensor, list[int] | None]] = []
 
     def put(self, *rows: Any) -> Any:
-        """Lists of ints (or tensors) on the device: one tensor, or a tuple of them."""
-        out = tuple(self._send(torch.as_tensor(r, dtype=torch.long)) for r in rows)
+        """Lists of ints on the device: one tensor, or a tuple of them."""
+        out = tuple(to_device(torch.as_tensor(r, dtype=torch.long), self.device) for r in rows)
         return out[0] if len(out) == 1 else out
-
-    def _send(self, t: torch.Tensor) -> torch.Tensor:
-        if self.pin and not t.is_pinned():
-            t = t.pin_memory()
-        return t.to(self.device, non_blocking=self.pin)
 
     def add(self, rows: list[int], values: torch.Tensor, counts: list[int] | None = None) -> None:
         """The scores of sequences ``rows``: one value (or one row of K) each, or ``counts[r]`` values each."""
@@ -258,13 +253,11 @@ def token_budget(model: BatchModel) -> int:
     config = getattr(getattr(model, "model", None), "config", None)
     if device.type != "cuda" or config is None:
         return BATCH_TOKENS
-    free = torch.cuda.mem_get_info(device)[0]
-    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     dtype = next(model.model.parameters()).dtype
     per_token = activation_bytes(config, dtype, getattr(model, "max_length", None))
     if getattr(model, "shares_prefixes", False):
         per_token += (1 + SUFFIX_ROWS) * kv_bytes(config, dtype)
-    return budget_for(free, per_token)
+    return budget_for(free_memory(device), per_token)
 
 
 def ahead(items: Iterable[T], enabled: bool = True) -> Iterator[T]:
@@ -331,12 +324,12 @@ def score_examples(
     ``chunk_rows`` examples are tokenised and length-sorted together; ``stats`` (when given) is updated
     as examples come back. The responses of one example share their prompt's pass where the model can
     (``share_prefixes``; :func:`plan_sharing`). With ``read_ahead`` (default: on a GPU) the next chunk is
-    read and tokenised while this one is scored (:func:`ahead`).
+    read and tokenised while this one is scored (:func:`ahead`, :func:`rmkit.runtime.reads_ahead`).
     """
     stats = stats if stats is not None else RowCounts()
     it = iter(examples)
     chunks = ((chunk, tokenizer.tokenize(chunk)) for chunk in iter(lambda: list(islice(it, chunk_rows)), []))
-    for chunk, tokenized in ahead(chunks, model.device.type == "cuda" if read_ahead is None else read_ahead):
+    for chunk, tokenized in ahead(chunks, reads_ahead(model.device, read_ahead)):
         yield from score_tokenized(
             model,
             chunk,

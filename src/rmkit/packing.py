@@ -21,6 +21,9 @@ from typing import Any
 
 import torch
 
+from rmkit.data import padded_on
+from rmkit.runtime import to_device
+
 # Attention implementations that skip the blocks between packed sequences (varlen or block-sparse).
 PACKED_ATTENTION = ("flash_attention_2", "flash_attention_3", "flex_attention")
 
@@ -34,8 +37,7 @@ class Packed:
     ends: torch.Tensor
 
     def to(self, device: torch.device) -> Packed:
-        pin = device.type == "cuda"
-        return Packed(*(t.pin_memory().to(device, non_blocking=True) if pin else t for t in self.tensors()))
+        return Packed(*(to_device(t, device) for t in self.tensors()))
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.input_ids, self.position_ids, self.ends
@@ -50,6 +52,12 @@ def pack(rows: Sequence[Sequence[int]]) -> Packed:
     starts = torch.cumsum(lengths, 0) - lengths
     positions = torch.arange(len(ids)) - torch.repeat_interleave(starts, lengths)
     return Packed(ids[None], positions[None], starts + lengths - 1)
+
+
+def inputs_on(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device, packed: bool) -> tuple:
+    """The model's input for a micro-batch of ``rows`` on ``device``: ``(Packed,)`` when ``packed``, else
+    right-padded ``(input_ids, attention_mask)``."""
+    return (pack(rows).to(device),) if packed else padded_on(rows, pad_id, device)
 
 
 def is_right_padded(attention_mask: torch.Tensor) -> bool:

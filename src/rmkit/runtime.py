@@ -46,6 +46,26 @@ def keep_fp32(module: torch.nn.Module) -> torch.nn.Module:
     return module.float()
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` on ``device``; to a GPU from pinned memory and without waiting, so the copy overlaps the work
+    the GPU has queued."""
+    if device.type != "cuda":
+        return t.to(device)
+    return (t if t.is_pinned() else t.pin_memory()).to(device, non_blocking=True)
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes a GPU has free, counting what torch's caching allocator holds unused."""
+    free = torch.cuda.mem_get_info(device)[0]
+    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+
+
+def reads_ahead(device: torch.device, asked: bool | None = None) -> bool:
+    """Whether host work (reading, tokenising) runs ahead in a thread: as ``asked``, else on a GPU, whose
+    host is otherwise idle (on the CPU the thread would take cores from torch)."""
+    return device.type == "cuda" if asked is None else asked
+
+
 def dtype_name(model: torch.nn.Module) -> str:
     """The name (``DTYPES``) of the dtype most of ``model``'s weights are in."""
     counts: dict[torch.dtype, int] = {}

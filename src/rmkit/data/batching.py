@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from rmkit.runtime import to_device
+
 
 def token_budget_batches(
     lengths: Sequence[int], max_tokens: int, max_rows: int | None = None, batch_cost: float | None = None
@@ -93,6 +95,7 @@ def pad_batch(
 
 
 def padded_on(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """:func:`pad_batch` (right padding) on ``device``; on a GPU from pinned memory, without waiting."""
-    pin = device.type == "cuda"
-    return tuple(t.to(device, non_blocking=pin) for t in pad_batch(rows, pad_id, pin=pin))
+    """:func:`pad_batch` (right padding) on ``device``: padded straight into pinned memory for a GPU and
+    sent without waiting (:func:`rmkit.runtime.to_device`)."""
+    padded = pad_batch(rows, pad_id, pin=device.type == "cuda")
+    return tuple(to_device(t, device) for t in padded)

@@ -267,7 +267,7 @@ def _score_share(rm: RewardModel, config: ScoreConfig, output: Path, rt: runtime
                 rejects=rejects,
             )
         )
-        read_ahead = rt.device.type == "cuda" if config.read_ahead is None else config.read_ahead
+        read_ahead = runtime.reads_ahead(rt.device, config.read_ahead)
         for chunk, tokenized, where in ahead(
             _chunks(examples, tokenizer, config, records, rejects), read_ahead
         ):

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from rmkit.memory import budget_for, token_bytes
+from rmkit.runtime import free_memory
 
 
 def state_bytes(model: torch.nn.Module, shards: int = 1) -> int:
@@ -28,7 +29,5 @@ def micro_batch_tokens(model: Any, config: Any, device: torch.device, shards: in
     (:mod:`this module <rmkit.training.budget>`); ``None`` (no bound) on the CPU."""
     if config.micro_batch_tokens or device.type != "cuda":
         return config.micro_batch_tokens
-    free = torch.cuda.mem_get_info(device)[0]
-    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     per_token = token_bytes(model.model.config, config.gradient_checkpointing)
-    return budget_for(max(free - state_bytes(model, shards), 0), per_token)
+    return budget_for(max(free_memory(device) - state_bytes(model, shards), 0), per_token)

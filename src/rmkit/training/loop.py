@@ -163,11 +163,12 @@ def _task_and_data(config: TrainConfig, stats: RowCounts, d: Dist) -> tuple:
 
 def _packs(rm: RewardModel, config: TrainConfig) -> bool:
     """Whether the micro-batches go in packed (``--packing``; :mod:`rmkit.packing`)."""
-    if config.packing == "on" and not (rm.is_decoder and getattr(rm, "unmask_right_padding", True)):
-        raise RMKitError("--packing on needs a causal decoder; this model is an encoder")
     if config.packing == "on" and config.loss == "token_wise":
         raise RMKitError("--packing on does not support --loss token_wise (it reads padded score rows)")
-    return config.loss == "bt" and packs(rm, config.packing)
+    packed = config.loss == "bt" and packs(rm, config.packing)
+    if config.packing == "on" and not packed:
+        raise RMKitError("--packing on needs a causal decoder; this model is an encoder")
+    return packed
 
 
 def _load(config: TrainConfig) -> tuple[RewardModel, ExampleTokenizer]:

@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rmkit.data import Rejects, RowCounts, pad_batch, padded_on, token_budget_batches
+from rmkit.data import Rejects, RowCounts, pad_batch, token_budget_batches
 from rmkit.data.steps import StepExample, iter_step_examples
 from rmkit.errors import RMKitError
 from rmkit.metrics.graded import step_metrics
-from rmkit.packing import pack
+from rmkit.packing import inputs_on
 from rmkit.process import ProcessRewardModel
 from rmkit.training.config import TrainConfig
 from rmkit.training.data import ItemList
@@ -193,7 +193,7 @@ class StepTask:
         """``(BCE of each labelled step, a function counting the chunk)``; a chunk without labelled steps
         gives one zero loss that still reaches every parameter (FSDP runs every pass in lockstep)."""
         sequences = [it.ids.tolist() for it in chunk]
-        inputs = (pack(sequences).to(device),) if self.packed else padded_on(sequences, pad_id, device)
+        inputs = inputs_on(sequences, pad_id, device, self.packed)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.dtype == "bf16"):
             logits = model(*inputs, raw=True, right_padded=True).scores.float()
         rows, cols, labels = _targets(chunk, device, self.packed)

@@ -24,14 +24,13 @@ from rmkit.data import (
     ExampleTokenizer,
     Rejects,
     RowCounts,
-    padded_on,
     token_budget_batches,
 )
 from rmkit.data.ratings import iter_rated
 from rmkit.errors import RMKitError
 from rmkit.metrics import pearson, spearman
 from rmkit.modeling import RewardModel
-from rmkit.packing import pack
+from rmkit.packing import inputs_on
 from rmkit.training.config import TrainConfig
 from rmkit.training.data import ItemList
 from rmkit.training.parallel import Dist
@@ -186,7 +185,7 @@ class RatingTask:
         self, model: nn.Module, chunk: list[RatedItem], pad_id: int, config: TrainConfig, device: torch.device
     ):
         sequences = [list(it.ids) for it in chunk]
-        inputs = (pack(sequences).to(device),) if self.packed else padded_on(sequences, pad_id, device)
+        inputs = inputs_on(sequences, pad_id, device, self.packed)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.dtype == "bf16"):
             out = model(*inputs, token_scores=False, right_padded=True)
         predicted = out.attribute_scores if out.attribute_scores is not None else out.end_scores[:, None]

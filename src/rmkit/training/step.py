@@ -20,12 +20,12 @@ from torch import nn
 from torch.distributed.tensor import DTensor
 from transformers import get_scheduler
 
-from rmkit.data import padded_on, token_budget_batches
+from rmkit.data import token_budget_batches
 from rmkit.inference import score_sequences
 from rmkit.losses import bradley_terry, divergence_index, token_wise
 from rmkit.metrics import PairStats
 from rmkit.modeling import RewardModel
-from rmkit.packing import pack
+from rmkit.packing import inputs_on
 from rmkit.training.config import TrainConfig
 from rmkit.training.data import Pair
 from rmkit.training.parallel import Dist
@@ -90,7 +90,7 @@ def forward_pairs(
     with ``packed`` end to end in one row without pads (:mod:`rmkit.packing`; the same scores).
     """
     rows = [p.chosen for p in pairs] + [p.rejected for p in pairs]
-    inputs = (pack(rows).to(device),) if packed else padded_on(rows, pad_id, device)
+    inputs = inputs_on(rows, pad_id, device, packed)
     margin = torch.tensor([p.margin for p in pairs], device=device) if any(p.margin for p in pairs) else None
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.dtype == "bf16"):
         out = model(*inputs, token_scores=config.loss == "token_wise", right_padded=True)
