@@ -4,6 +4,7 @@ scores at the end of a run of batches, reading ahead, and the dtype rule; then t
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
 import threading
@@ -68,6 +69,22 @@ def test_packed_pairs_give_the_padded_losses_scores_and_gradients(llama_path, at
     assert out[False][3].keys() == out[True][3].keys() and len(out[True][3]) > 10
     for name, g in out[False][3].items():
         torch.testing.assert_close(out[True][3][name], g, atol=2e-6, rtol=1e-4, msg=name)
+
+
+def test_an_attention_kernel_that_is_unknown_or_not_installed_is_a_one_line_error(
+    llama_path, tmp_path, capsys
+):
+    from rmkit.cli import main
+
+    data = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "hi", "response": "hello"}])
+    args = ["score", "--model", str(llama_path), "--input", str(data), "--output", str(tmp_path / "o.jsonl")]
+    assert main([*args, "--attn-implementation", "bogus"]) == 2
+    err = capsys.readouterr().err
+    assert "--attn-implementation bogus" in err and "Traceback" not in err
+    if importlib.util.find_spec("flash_attn") is not None:
+        return  # installed: the kernel loads (or fails on the CPU alone, which is another test's business)
+    with pytest.raises(RMKitError, match="--attn-implementation flash_attention_2: .*FlashAttention2"):
+        RewardModel.from_pretrained(llama_path, attn_implementation="flash_attention_2")
 
 
 def test_packing_is_on_by_default_only_where_attention_skips_across_sequences(llama_path, minilm_path):

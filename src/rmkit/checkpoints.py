@@ -98,6 +98,10 @@ def _load_standard(
             else " (rmkit loads safetensors only; --allow-pickle, allow_pickle=True, trusts pickle)"
         )
         raise RMKitError(f"cannot load weights from '{name}': {e}{hint}") from None
+    except (ValueError, ImportError) as e:  # an attention kernel transformers lacks, or its package
+        if "attn_implementation" not in kwargs:
+            raise
+        raise RMKitError(f"--attn-implementation {kwargs['attn_implementation']}: {e}") from None
     fresh = sorted(k for k in info["missing_keys"] if k.startswith(HEAD_NAMES))
     if fresh:
         log.info(
