@@ -128,3 +128,30 @@ def test_no_function_over_60_lines_and_no_module_over_450():
                     long_functions.append((name, node.name, lines))
     assert not long_modules, long_modules
     assert not long_functions, long_functions
+
+
+# The model classes, and the modules allowed to ask which one a model is: the kinds and the classes' own.
+MODEL_CLASSES = {"RewardModel", "ProcessRewardModel"}
+KIND_MODULES = ("rmkit.kinds", "rmkit.modeling", "rmkit.process")
+
+
+def test_no_face_branches_on_a_model_class():
+    """Every command asks the model's kind (rmkit.kinds) what differs; none tests the model's class."""
+    found = []
+    for name, path in modules().items():
+        if name.startswith(KIND_MODULES):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "isinstance":
+                named = {n.id for n in ast.walk(node.args[1]) if isinstance(n, ast.Name)}
+                if named & MODEL_CLASSES:
+                    found.append((name, node.lineno))
+    assert not found, found
+
+
+def test_the_kinds_import_no_face():
+    """The kinds sit under the commands: they import no job, server, runner, option parser or CLI."""
+    edges, _ = graph()
+    kinds = {m for m in edges if m.startswith("rmkit.kinds")}
+    assert kinds, "rmkit.kinds is missing"
+    assert not {(k, m) for k in kinds for m in edges[k] if m.startswith(FACES)}

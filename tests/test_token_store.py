@@ -16,7 +16,7 @@ from test_training import config, torchrun_train, weights, write_pairs
 
 from rmkit import RewardModel, train
 from rmkit.data import RowCounts, iter_examples
-from rmkit.training import loop
+from rmkit.training import step
 from rmkit.training.data import Pair, epoch_batches, load_pairs, train_and_eval_pairs
 from rmkit.training.store import StoreWriter
 
@@ -96,7 +96,7 @@ def test_training_on_the_store_gives_the_weights_of_training_on_lists(
             cfg.eval_data,
         )
 
-    monkeypatch.setattr(loop, "train_and_eval_pairs", from_lists)
+    monkeypatch.setattr(step, "train_and_eval_pairs", from_lists)  # where the pair task reads its data
     train(config(llama_path, data, tmp_path / "lists", **kw))
     a, b = weights(tmp_path / "store"), weights(tmp_path / "lists")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -21,7 +21,6 @@ transformers model and rmkit knows how to read it.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
@@ -258,28 +257,44 @@ class ProcessRewardModel(HeldModel):
         save_model(self.model, self.tokenizer, self.metadata, Path(path))
 
 
+@dataclass
+class Solution:
+    """A solution ready for the inference core: its token ids, where each step's score is read, and how
+    many steps it has (more than positions when the length limit cut some)."""
+
+    ids: list[int]
+    positions: list[int]
+    steps: int
+
+
 def score_step_examples(
     prm: ProcessRewardModel,
     examples: Sequence[StepExample],
     *,
     batch_tokens: int | None = None,
     max_length: int | None = None,
+) -> list[list[float]]:
+    """Step scores of ``examples`` in order, batched by the inference core."""
+    solutions = [Solution(*prm.encode(ex.prompt, ex.steps, max_length), len(ex.steps)) for ex in examples]
+    return score_solutions(prm, solutions, batch_tokens=batch_tokens)
+
+
+def score_solutions(
+    prm: ProcessRewardModel,
+    solutions: Sequence[Solution],
+    *,
+    batch_tokens: int | None = None,
     stats: RowCounts | None = None,
 ) -> list[list[float]]:
-    """Step scores of ``examples`` in order, batched by the inference core; ``stats`` counts the rows,
-    their tokens and the solutions cut to the length limit (whose later steps get no score)."""
-
-    encoded = [prm.encode(ex.prompt, ex.steps, max_length) for ex in examples]
+    """Step scores of encoded ``solutions`` in order, batched by the inference core; ``stats`` counts the
+    solutions, their tokens and those cut to the length limit (whose later steps get no score)."""
     if stats is not None:
-        for ex, (ids, positions) in zip(examples, encoded, strict=True):
+        for s in solutions:
             stats.rows += 1
-            stats.tokens += len(ids)
-            stats.truncated += len(positions) < len(ex.steps)
+            stats.tokens += len(s.ids)
+            stats.truncated += len(s.positions) < s.steps
     return score_sequences(
-        prm,
-        [ids for ids, _ in encoded],
-        batch_tokens=batch_tokens,
-        positions=[p for _, p in encoded],
+        prm, [s.ids for s in solutions], batch_tokens=batch_tokens, positions=[s.positions for s in solutions]
     )
 
 
@@ -288,33 +303,3 @@ def split_steps(solution: str | Sequence[str], separator: str) -> list[str]:
     if isinstance(solution, str):
         return [s for s in solution.split(separator) if s.strip()] or [solution]
     return list(solution)
-
-
-def is_process_model(path: str | Path, step_format: dict[str, Any]) -> bool:
-    """Whether ``path`` is read as a PRM: good/bad tokens are given, or it is a token classifier or has
-    rmkit's step settings in its config."""
-    if step_format.get("good_token") or step_format.get("bad_token"):
-        return True
-    config_file = Path(path) / "config.json"
-    if not config_file.is_file():
-        return False
-    config = json.loads(config_file.read_text(encoding="utf-8"))
-    architectures = config.get("architectures") or []
-    return any(a.endswith("ForTokenClassification") for a in architectures) or PRM_KEY in (
-        config.get(METADATA_KEY) or {}
-    )
-
-
-def load_if_process(config: Any, device: Any = None) -> ProcessRewardModel | None:
-    """The PRM a command's options name (``model``, ``dtype``, the model-loading and step options), or
-    ``None`` when ``config.model`` is an outcome RM (:func:`is_process_model`)."""
-    if not is_process_model(config.model, config.step_format()):
-        return None
-    return ProcessRewardModel.from_pretrained(
-        config.model,
-        dtype=config.dtype,
-        device=device,
-        allow_pickle=config.allow_pickle,
-        trust_remote_code=config.trust_remote_code,
-        **config.step_format(),
-    )

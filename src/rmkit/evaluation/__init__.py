@@ -1,6 +1,6 @@
-"""``rmkit eval``: :mod:`~rmkit.evaluation.run` scores the pairs and assembles the figures,
-:mod:`~rmkit.evaluation.report` writes the tables and ``report.md``, :mod:`~rmkit.evaluation.plots` draws
-the PNGs."""
+"""``rmkit eval``: :mod:`~rmkit.evaluation.run` is the one runner (load, score, write); what differs by kind
+of RM (figures, lines, plots, report) is the kind's evaluation (:mod:`rmkit.kinds`), drawn with
+:mod:`rmkit.reporting`."""
 
 from rmkit.evaluation.run import EvalConfig, evaluate
 

@@ -1,53 +1,38 @@
-"""``rmkit eval``: does the RM rank answers the way people do? Accuracy, score statistics, plots, a report.
+"""``rmkit eval``: does the RM judge answers the way people do? One runner for every kind of RM.
 
-Every pair of every data set is scored by every model through the inference core
-(:func:`rmkit.inference.score_examples`); the figures are pure functions of the scores
-(:func:`rmkit.metrics.pair_metrics`), so they can be checked on hand-made numbers. Written to the output
-directory::
+The data files say what is judged (:func:`rmkit.kinds.for_data`: preference pairs, step-labelled solutions or
+rated responses) and that kind's evaluation says how; each model is loaded by its own kind
+(:func:`rmkit.kinds.load`), which must score what the data holds. The runner scores every data set with every
+model through the inference core, then writes what the evaluation makes of the scores::
 
-    metrics.json   per model, per data set ("all") and per subset: the numbers of pair_metrics
-    scores.jsonl   one line per pair, in input order: data set, row, subset, lengths, scores and margin
-    plots/*.png    chosen vs rejected score histograms, margin histograms, score vs length, model vs model
-    report.md      the tables and the plots, readable on GitHub (:mod:`rmkit.evaluation.report`)
+    metrics.json   the figures, per model, data set and subset (or attribute)
+    scores.jsonl   one line per scored row, in input order
+    plots/*.png    the evaluation's plots (--no-plots skips them)
+    report.md      the tables and the plots, readable on GitHub
 
-A pair's subset follows the rule of every command (:meth:`rmkit.data.Example.subset`: ``--subset-column``,
-else ``subset``, else ``category``); rows without one belong to a subset named after their file. Length is
-the response's length in characters (model-independent, so two RMs with different tokenizers are checked
-against the same numbers); for rows scored verbatim as rendered text it is the whole text's length.
+What each kind writes: :mod:`rmkit.kinds.pairwise` (accuracy with intervals, length bias, model against
+model), :mod:`rmkit.kinds.process` (step and ProcessBench figures), :mod:`rmkit.kinds.rated` (correlations,
+MAE and implied-pair accuracy per attribute).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from rmkit import runtime
-from rmkit.data import Rejects, RowCounts, iter_examples
-from rmkit.data.ratings import holds_rated
+from rmkit import kinds, runtime
+from rmkit.data import Rejects
 from rmkit.errors import RMKitError
-from rmkit.evaluation import plots
-from rmkit.evaluation.ratings import evaluate_ratings
-from rmkit.evaluation.report import accuracy_table, comparison_table, report
-from rmkit.evaluation.steps import evaluate_steps
 from rmkit.files import atomic_write, write_json, write_text
-from rmkit.inference import score_examples
-from rmkit.metrics import compare_pairs, pair_metrics
-from rmkit.modeling import RewardModel
 from rmkit.options import InferenceOptions, ModelOptions, PairOptions, RuntimeOptions, StepOptions, option
-from rmkit.process import is_process_model
 
 log = logging.getLogger(__name__)
-
-LENGTH_UNIT = "characters"
 
 
 @dataclass(kw_only=True)
@@ -57,7 +42,8 @@ class EvalConfig(PairOptions, RuntimeOptions, InferenceOptions, ModelOptions, St
         "them on the same pairs (--model A B, or --model A --model B)"
     )
     data: list[str] = option(
-        help="preference pair file(s): .json, .jsonl, .csv, .parquet or a save_to_disk directory"
+        help="data file(s), all of one kind: preference pairs, step-labelled solutions (process RMs) or rated "
+        "responses; .json, .jsonl, .csv, .parquet or a save_to_disk directory"
     )
     output_dir: str = option(help="directory for metrics.json, scores.jsonl, plots/ and report.md")
     max_length: int | None = option(
@@ -91,29 +77,6 @@ class EvalConfig(PairOptions, RuntimeOptions, InferenceOptions, ModelOptions, St
             raise RMKitError("eval needs at least one --model and one --data file")
 
 
-@dataclass
-class DataSet:
-    """The pairs of one data file: row ids, subsets and lengths, then each model's scores (N×2, NaN for a
-    pair dropped by the truncation rule)."""
-
-    name: str
-    path: str
-    rows: list[int] = field(default_factory=list)
-    subsets: list[str] = field(default_factory=list)
-    lengths: list[tuple[int, int]] = field(default_factory=list)
-    has_subset_column: bool = False
-    skipped: int = 0
-    scores: dict[str, np.ndarray] = field(default_factory=dict)
-    truncated: dict[str, int] = field(default_factory=dict)
-
-    def scored(self) -> np.ndarray:
-        """Mask of the pairs every model scored (the same pairs for every model, so comparisons are fair)."""
-        mask = np.ones(len(self.rows), dtype=bool)
-        for s in self.scores.values():
-            mask &= ~np.isnan(s).any(axis=1)
-        return mask
-
-
 def _labels(paths: Sequence[str]) -> list[str]:
     """Short unique names for paths: the last path component, made file-name safe, numbered on a clash."""
     labels: list[str] = []
@@ -127,206 +90,43 @@ def _labels(paths: Sequence[str]) -> list[str]:
     return labels
 
 
-def _score_data(
-    rm: RewardModel, label: str, ds: DataSet, config: EvalConfig, rejects: Rejects | None
-) -> None:
-    """Score every pair of ``ds`` with ``rm``; the first model also records rows, subsets and lengths."""
-    first = not ds.scores
-    examples = iter_examples(
-        ds.path, kind="pairs", format=config.format, columns=config.columns, rejects=rejects
-    )
-    tokenizer = rm.example_tokenizer(max_length=config.max_length, truncation=config.truncation)
-    stats = RowCounts()
-    values: list[list[float]] = []
-    for i, (ex, scores) in enumerate(
-        score_examples(
-            rm,
-            examples,
-            tokenizer,
-            batch_tokens=config.batch_tokens,
-            stats=stats,
-            share_prefixes=config.prefix_sharing,
-        )
-    ):
-        if first:
-            subset = ex.subset(config.subset_column)
-            ds.has_subset_column |= subset is not None
-            ds.rows.append(ex.row)
-            ds.subsets.append(subset or ds.name)
-            ds.lengths.append((len(ex.responses[0]), len(ex.responses[1])))
-        elif i >= len(ds.rows) or ds.rows[i] != ex.row:
-            raise RMKitError(f"{ds.path}: the file changed while it was being evaluated")
-        values.append(scores if scores is not None else [math.nan, math.nan])
-    if len(values) != len(ds.rows):
-        raise RMKitError(f"{ds.path}: the file changed while it was being evaluated")
-    ds.scores[label] = np.asarray(values, dtype=float).reshape(-1, 2)
-    ds.truncated[label] = stats.truncated
-    if first and rejects is not None:
-        ds.skipped = rejects.count
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The command
-
-
 def evaluate(config: EvalConfig | None = None, **options: Any) -> dict[str, Any]:
-    """Evaluate one or more RMs on preference pairs; write the files above and return the metrics.
+    """Evaluate one or more RMs on one or more data files; write the files above and return the metrics.
 
     Call with an :class:`EvalConfig` or its fields: ``evaluate(model="rm", data="pairs.json",
-    output_dir="out")``. The returned dict is what ``metrics.json`` holds; the numbers of a model on a
-    data set are ``metrics["results"][model][data]["all"]`` and, per subset,
-    ``...["subsets"][subset]`` (keys are listed at :func:`pair_metrics`). With several models,
+    output_dir="out")``. The returned dict is what ``metrics.json`` holds. On pairs, the numbers of a model on
+    a data set are ``metrics["results"][model][data]["all"]`` and, per subset, ``...["subsets"][subset]``
+    (keys are listed at :func:`rmkit.metrics.pair_metrics`); with several models,
     ``metrics["comparisons"]["B vs A"][data]`` compares each later model B with the first, A
-    (:func:`compare_pairs`).
+    (:func:`rmkit.metrics.compare_pairs`).
     """
     config = config if config is not None else EvalConfig(**options)
-    labels = _labels(config.model)
-    process = [is_process_model(m, config.step_format()) for m in config.model]
-    if any(process):
-        if not all(process):
-            raise RMKitError(
-                "eval compares outcome reward models on pairs, or process reward models on steps; not both"
-            )
-        return evaluate_steps(config, labels, _labels(config.data))
-    if all(
-        holds_rated(d, format=config.format, columns=config.columns, attributes=config.attributes)
-        for d in config.data
-    ):
-        return evaluate_ratings(config, labels, _labels(config.data))
-    datasets = [DataSet(name, path) for name, path in zip(_labels(config.data), config.data, strict=True)]
+    labels, names = _labels(config.model), _labels(config.data)
+    judge = kinds.for_data(config.data, kinds.Reading.of(config))
+    loading = {**config.loading(), **config.step_format()}
+    checkpoints = [kinds.Checkpoint.read(path, loading) for path in config.model]
+    for checkpoint in checkpoints:  # before any weight loads: a model that cannot be judged is named now
+        kinds.check(judge, checkpoint, kinds.recognise(checkpoint), ", ".join(config.data))
+    evaluation = judge.evaluation(config, labels, names)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-
     with runtime.start(config.device, config.threads) as rt:
-        for k, (label, path) in enumerate(zip(labels, config.model, strict=True)):
-            rm = RewardModel.from_pretrained(path, dtype=config.dtype, device=rt.device, **config.loading())
-            for ds in datasets:
-                log.info("eval: scoring %s with %s", ds.path, label)
+        for k, (label, checkpoint) in enumerate(zip(labels, checkpoints, strict=True)):
+            kind, model = kinds.load(checkpoint, dtype=config.dtype, device=rt.device)
+            kinds.check(judge, checkpoint, kind, ", ".join(config.data))
+            for name, path in zip(names, config.data, strict=True):
+                log.info("eval: scoring %s with %s", path, label)
                 # Bad rows are reported once, on the first model's pass; later passes skip them quietly.
                 skip = config.on_error == "skip"
                 with Rejects(config.rejects if k == 0 else None) if skip else nullcontext() as rejects:
-                    _score_data(rm, label, ds, config, rejects)
-            del rm
-
-    metrics = _metrics(labels, datasets, config)
-    _write_scores(out / "scores.jsonl", labels, datasets)
-    drawn = _plots(out, labels, datasets, metrics) if config.plots else {}
+                    evaluation.add(kind, model, label, name, rejects)
+            del model
+    metrics = evaluation.metrics()
+    with atomic_write(out / "scores.jsonl") as f:
+        f.writelines(json.dumps(line, ensure_ascii=False) + "\n" for line in evaluation.lines())
+    drawn = evaluation.plots(out, metrics) if config.plots else {}
     write_json(out / "metrics.json", metrics)
-    write_text(out / "report.md", report(metrics, drawn))
-    print(accuracy_table(metrics))
-    if metrics["comparisons"]:
-        print("\n" + comparison_table(metrics))
+    write_text(out / "report.md", evaluation.report(metrics, drawn))
+    print("\n".join(evaluation.tables(metrics)))
     print(f"wrote metrics.json, scores.jsonl, report.md{' and plots/' if drawn else ''} to {out}")
     return metrics
-
-
-def _metrics(labels: list[str], datasets: list[DataSet], config: EvalConfig) -> dict[str, Any]:
-    results: dict[str, Any] = {}
-    for label in labels:
-        results[label] = {}
-        for ds in datasets:
-            mask = ds.scored()
-            s, lengths = ds.scores[label], np.asarray(ds.lengths, dtype=float).reshape(-1, 2)
-            subsets = np.asarray(ds.subsets, dtype=object)
-
-            def group(m: np.ndarray, s=s, lengths=lengths) -> dict[str, Any]:
-                return pair_metrics(
-                    s[m, 0],
-                    s[m, 1],
-                    lengths[m, 0],
-                    lengths[m, 1],
-                    bootstrap=config.bootstrap,
-                    seed=config.seed,
-                )
-
-            results[label][ds.name] = {
-                "all": group(mask),
-                "subsets": {name: group(mask & (subsets == name)) for name in dict.fromkeys(ds.subsets)},
-            }
-    return {
-        "models": dict(zip(labels, config.model, strict=True)),
-        "data": {
-            ds.name: {
-                "path": ds.path,
-                "pairs": len(ds.rows),
-                "skipped": ds.skipped,
-                "dropped": int((~ds.scored()).sum()),
-                "truncated": ds.truncated,
-                "subset_column": ds.has_subset_column,
-            }
-            for ds in datasets
-        },
-        "length_unit": LENGTH_UNIT,
-        "bootstrap": {"samples": config.bootstrap, "seed": config.seed, "level": 0.95},
-        "results": results,
-        "comparisons": {
-            f"{other} vs {labels[0]}": {
-                ds.name: compare_pairs(
-                    *(ds.scores[m][ds.scored()] @ [1.0, -1.0] for m in (labels[0], other)),
-                    bootstrap=config.bootstrap,
-                    seed=config.seed,
-                )
-                for ds in datasets
-            }
-            for other in labels[1:]
-        },
-    }
-
-
-def _write_scores(path: Path, labels: list[str], datasets: list[DataSet]) -> None:
-    """One line per pair in input order; with several models each score key carries the model's label."""
-
-    def key(name: str, label: str) -> str:
-        return name if len(labels) == 1 else f"{name}_{label}"
-
-    def number(x: float) -> float | None:
-        return None if math.isnan(x) else float(x)
-
-    with atomic_write(path) as f:
-        for ds in datasets:
-            for i, row in enumerate(ds.rows):
-                line: dict[str, Any] = {
-                    "data": ds.name,
-                    "row": row,
-                    "subset": ds.subsets[i],
-                    "chosen_length": ds.lengths[i][0],
-                    "rejected_length": ds.lengths[i][1],
-                }
-                for label in labels:
-                    c, r = ds.scores[label][i]
-                    line[key("chosen_score", label)] = number(c)
-                    line[key("rejected_score", label)] = number(r)
-                    line[key("margin", label)] = number(c - r)
-                f.write(json.dumps(line, ensure_ascii=False) + "\n")
-
-
-def _plots(
-    out: Path, labels: list[str], datasets: list[DataSet], metrics: dict[str, Any]
-) -> dict[str, list[str]]:
-    """Draw every plot; returns ``{section title: [paths relative to out]}`` for the report."""
-    (out / "plots").mkdir(exist_ok=True)
-    drawn: dict[str, list[str]] = {}
-    for label in labels:
-        panels = []
-        for ds in datasets:
-            m = ds.scored()
-            lengths = np.asarray(ds.lengths, dtype=float).reshape(-1, 2)[m]
-            panels.append(
-                plots.Panel(ds.name, ds.scores[label][m], lengths, metrics["results"][label][ds.name]["all"])
-            )
-        names = [f"plots/scores_{label}.png", f"plots/margins_{label}.png", f"plots/length_{label}.png"]
-        plots.score_histograms(panels, label, out / names[0])
-        plots.margin_histograms(panels, label, out / names[1])
-        plots.length_scatter(panels, label, out / names[2], unit=LENGTH_UNIT)
-        drawn[label] = names
-    base = labels[0]
-    for other in labels[1:]:
-        name = f"plots/compare_{base}_vs_{other}.png"
-        pairs = []
-        for ds in datasets:
-            m = ds.scored()
-            a, b = ds.scores[base][m], ds.scores[other][m]
-            pairs.append((ds.name, a[:, 0] - a[:, 1], b[:, 0] - b[:, 1]))
-        plots.margin_scatter(pairs, base, other, out / name)
-        drawn[f"{base} vs {other}"] = [name]
-    return drawn

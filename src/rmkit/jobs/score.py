@@ -33,22 +33,11 @@ from typing import Any
 
 from tqdm import tqdm
 
-from rmkit import runtime
-from rmkit.data import (
-    Example,
-    ExampleTokenizer,
-    Rejects,
-    RowCounts,
-    detect_format,
-    first_record,
-    normalise_records,
-    read_records,
-)
-from rmkit.data.steps import StepExample
+from rmkit import kinds, runtime
+from rmkit.data import Example, Rejects, RowCounts, detect_format, first_record, read_records
 from rmkit.errors import RMKitError
 from rmkit.files import write_json
-from rmkit.inference import CHUNK_ROWS, ahead, score_tokenized
-from rmkit.jobs.rows import attribute_row, output_row
+from rmkit.inference import CHUNK_ROWS, ahead
 from rmkit.jobs.shards import (
     Share,
     ShareState,
@@ -58,7 +47,6 @@ from rmkit.jobs.shards import (
     merge_rejects,
     truncate,
 )
-from rmkit.jobs.steps import scored_candidates, scored_steps, step_examples, step_row
 from rmkit.metrics import BestOfN, Moments, PairStats
 from rmkit.modeling import RewardModel
 from rmkit.options import (
@@ -70,7 +58,6 @@ from rmkit.options import (
     configured,
     option,
 )
-from rmkit.process import ProcessRewardModel, aggregate, load_if_process
 
 log = logging.getLogger(__name__)
 
@@ -166,16 +153,17 @@ def score_file(config: ScoreConfig, *, rm: RewardModel | None = None) -> dict[st
         raise RMKitError(f"--output must end in .json or .jsonl, got '{config.output}'")
     with runtime.start(config.device, config.threads) as rt:
         if rm is None:
-            rm = load_if_process(config, rt.device) or RewardModel.from_pretrained(
-                config.model, dtype=config.dtype, device=rt.device, **config.loading()
-            )
+            loading = {**config.loading(), **config.step_format()}
+            kind, rm = kinds.load(config.model, loading, dtype=config.dtype, device=rt.device)
+        else:
+            kind = kinds.of_model(rm)
         config = replace(config, dtype=runtime.dtype_name(rm))  # what "auto" became, for the summary
         if config.normalize and not getattr(rm, "normalizes", False):
             raise RMKitError("--normalize: the model stores no score mean and std to normalise with")
         if config.compile:
-            rm.compile()
+            kind.compile(rm)
         try:
-            _score_share(rm, config, output, rt)
+            _score_share(kind, rm, config, output, rt)
         except RMKitError as e:  # the same error (a DataError stays one), saying what is left behind
             e.args = (f"{e}{_left_behind(_Paths.of(config, output, rt.rank, rt.world))}",)
             raise
@@ -215,16 +203,16 @@ def _resume_state(config: ScoreConfig, paths: _Paths, rt: runtime.Runtime) -> Sh
     return state
 
 
-def _score_share(rm: RewardModel, config: ScoreConfig, output: Path, rt: runtime.Runtime) -> None:
+def _score_share(
+    kind: kinds.Kind, rm: RewardModel, config: ScoreConfig, output: Path, rt: runtime.Runtime
+) -> None:
     """Score this process's share of the records into its part file, checkpointing after every chunk."""
     paths = _Paths.of(config, output, rt.rank, rt.world)
     output.parent.mkdir(parents=True, exist_ok=True)
     state = _resume_state(config, paths, rt)
     skipped_before = state.stats.skipped
-    prm = isinstance(rm, ProcessRewardModel)
-    steps = prm and _format(config) != "responses"  # a PRM's best-of-N rows go through the row normaliser
-    cut = {"max_length": config.max_length, "template": config.template, "truncation": config.truncation}
-    tokenizer = None if prm else rm.example_tokenizer(**cut)
+    reading = kinds.Reading.of(config, format=_format(config))
+    tokenizer = kind.tokenizer(rm, reading)
     seen: deque[tuple[int, int]] = deque()  # (row, record number) of records handed to the normaliser
     records = Share(read_records(config.input), rt.rank, rt.world, state.records, seen)
     show = config.progress and sys.stderr.isatty()
@@ -256,32 +244,21 @@ def _score_share(rm: RewardModel, config: ScoreConfig, output: Path, rt: runtime
             bar.update(state.records - bar.n)
             bar.set_postfix_str(f"{state.run_tokens / max(state.run_seconds, 1e-9):,.0f} tok/s")
 
-        examples = (
-            step_examples(records, config, rejects)
-            if steps
-            else normalise_records(
-                records,
-                source=str(config.input),
-                format=_format(config),
-                columns=config.columns,
-                rejects=rejects,
-            )
-        )
+        examples = kind.examples(records, str(config.input), reading, rejects)
         read_ahead = runtime.reads_ahead(rt.device, config.read_ahead)
         for chunk, tokenized, where in ahead(
             _chunks(examples, tokenizer, config, records, rejects), read_ahead
         ):
-            checkpoint(_score_chunk(rm, chunk, tokenized, config, state, seen), where)
+            lines = _score_chunk(kind, rm, chunk, tokenized, reading, config.input, state, seen)
+            checkpoint(lines, where)
         checkpoint([], _where(records, rejects))  # rejected records after the last scored one
 
 
-def _chunks(
-    examples: Iterator, tokenizer: ExampleTokenizer | None, config: ScoreConfig, records: Share, rejects
-):
-    """Each chunk of ``config.chunk_rows`` examples, tokenised (by an outcome RM's ``tokenizer``), with
+def _chunks(examples: Iterator, tokenizer: Any, config: ScoreConfig, records: Share, rejects):
+    """Each chunk of ``config.chunk_rows`` examples, tokenised by the kind's ``tokenizer``, with
     :func:`_where` reading stood once it was read: what a checkpoint after the chunk records."""
     while chunk := list(islice(examples, config.chunk_rows)):
-        yield chunk, tokenizer.tokenize(chunk) if tokenizer is not None else None, _where(records, rejects)
+        yield chunk, tokenizer.tokenize(chunk), _where(records, rejects)
 
 
 def _where(records: Share, rejects: Rejects | None) -> tuple[int, int, int]:
@@ -290,10 +267,12 @@ def _where(records: Share, rejects: Rejects | None) -> tuple[int, int, int]:
 
 
 def _score_chunk(
-    rm: RewardModel,
+    kind: kinds.Kind,
+    rm: Any,
     chunk: list[Example],
-    tokenized: list | None,
-    config: ScoreConfig,
+    tokenized: list,
+    reading: kinds.Reading,
+    source: str,
     state: ShareState,
     seen: deque[tuple[int, int]],
 ) -> list[str]:
@@ -301,58 +280,28 @@ def _score_chunk(
     tokens_before = state.stats.tokens
     scored: list[tuple[Example, list[float]]] = []
     lines = []
-    steps = isinstance(chunk[0], StepExample)
-    for ex, scores in _scored(rm, chunk, tokenized, config, state):
+    for ex, raw in kind.score_prepared(rm, chunk, tokenized, reading, state.stats):
         while seen[0][0] != ex.row:  # records before it were rejected
             seen.popleft()
         k = seen.popleft()[1]
-        if scores is None:
+        if raw is None:
             continue
-        outputs = scores if getattr(rm, "attributes", None) else None  # K outputs a response: combine them
-        if outputs is not None:
-            scores = [rm.combine(o) for o in outputs]
-        scores = rm.normalize(scores) if config.normalize else scores
+        scores = kind.values(rm, raw)
+        scores = rm.normalize(scores) if reading.normalize else scores
         if all(math.isfinite(v) for v in scores):
-            summary = [aggregate(scores, config.aggregate)] if steps else scores  # a solution counts once
+            summary = kind.summarised(ex, scores, reading)
             scored += [(ex, summary)] if summary and None not in summary else []
         else:  # written as null, counted and reported; kept out of the statistics
             state.stats.non_finite += 1
             log.warning(
-                "%s, row %d: the model gave a non-finite score %s; written as null",
-                config.input,
-                ex.row,
-                scores,
+                "%s, row %d: the model gave a non-finite score %s; written as null", source, ex.row, scores
             )
             scores = [v if math.isfinite(v) else None for v in scores]
-        if steps:
-            row = step_row(ex, scores, config.aggregate)
-        else:
-            row = output_row(ex, scores, top_k=config.top_k, min_score=config.min_score)
-        if outputs is not None:
-            attribute_row(row, rm.attributes, outputs, ex.is_pair or ex.best_of_n)
+        row = kind.row(rm, ex, raw, scores, reading)
         lines.append(f"{k}\t{json.dumps(row, ensure_ascii=False, default=str)}\n")
     state.add(scored)
     state.run_tokens += state.stats.tokens - tokens_before
     return lines
-
-
-def _scored(rm: Any, chunk: list, tokenized: list | None, config: ScoreConfig, state: ShareState):
-    """``(example, scores)`` of a chunk from the inference core: a PRM's step scores of solutions, its
-    aggregates of best-of-N candidates, or an outcome RM's scores of the ``tokenized`` chunk (each
-    attribute's, for a multi-attribute RM)."""
-    if isinstance(chunk[0], StepExample):
-        return scored_steps(rm, chunk, config, state.stats)
-    if isinstance(rm, ProcessRewardModel):
-        return scored_candidates(rm, chunk, config, state.stats)
-    return score_tokenized(
-        rm,
-        chunk,
-        tokenized,
-        batch_tokens=config.batch_tokens,
-        stats=state.stats,
-        share_prefixes=config.prefix_sharing,
-        attributes=bool(rm.attributes),
-    )
 
 
 def _format(config: ScoreConfig) -> str | None:

@@ -20,6 +20,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,13 +29,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from rmkit import inference, runtime
-from rmkit.data import ExampleTokenizer
+from rmkit import inference, kinds, runtime
 from rmkit.errors import RMKitError
 from rmkit.inference import MAX_ROWS
-from rmkit.modeling import RewardModel
 from rmkit.options import InferenceOptions, ModelOptions, RuntimeOptions, StepOptions, option
-from rmkit.process import ProcessRewardModel, aggregate, load_if_process, split_steps
 from rmkit.serving import protocols
 from rmkit.serving.batcher import Batcher, QueueFull
 from rmkit.serving.protocols import Call, RequestError
@@ -110,15 +108,15 @@ class ServeConfig(RuntimeOptions, InferenceOptions, ModelOptions, StepOptions):
 
 
 class Scorer:
-    """The app's state: the model, its tokenizer, the batcher and the counters."""
+    """The app's state: the model and its kind, the kind's tokenizer, the batcher and the counters."""
 
-    def __init__(self, rm: RewardModel, config: ServeConfig):
+    def __init__(self, rm: Any, config: ServeConfig):
         self.rm, self.config = rm, config
-        self.steps = isinstance(rm, ProcessRewardModel)
+        self.kind = kinds.of_model(rm, where=config.model)
+        # a process RM reads each item's response as a solution, cut into steps at the separator
+        self.reading = kinds.Reading(max_length=config.max_tokens, aggregate=config.aggregate)
         if config.normalize and not getattr(rm, "normalizes", False):
             raise RMKitError("--normalize: the model stores no score mean and std to normalise with")
-        if config.compile and self.steps:
-            raise RMKitError("--compile is not supported for process reward models yet")
         rm.prefix_sharing = config.prefix_sharing
         self.api_key = config.api_key or os.environ.get(API_KEY_ENV) or None
         self.telemetry = Telemetry()
@@ -133,11 +131,8 @@ class Scorer:
             prepare=self.prepare,
             telemetry=self.telemetry,
         )
-        if self.steps:  # a process RM: each item's response is a solution, cut into steps at the separator
-            self.tokenizing = TokenizerThread(self._solutions)
-        else:
-            self.tokenizer: ExampleTokenizer = rm.example_tokenizer(max_length=config.max_tokens)
-            self.tokenizing = TokenizerThread(self.tokenizer.tokenize)
+        self.tokenizer = self.kind.tokenizer(rm, self.reading)
+        self.tokenizing = TokenizerThread(self.tokenizer.tokenize)
         self.model_name = config.served_model_name or config.model
         self.vocab = rm.model.get_input_embeddings().num_embeddings
         self.context = protocols.Context(
@@ -157,53 +152,38 @@ class Scorer:
             self.batcher.batch_cost = min(self.batcher.batch_tokens, inference.batch_cost(self.rm))
         log.info("rmkit serve: a forward pass costs as much as %.0f tokens", self.batcher.batch_cost)
 
-    def _solutions(self, examples: list) -> list[tuple[list[int], list[int], int]]:
-        """``(ids, step positions, steps)`` of each item's response read as a solution."""
-        out = []
-        for ex in examples:
-            steps = split_steps(ex.responses[0], self.rm.steps.separator)
-            ids, positions = self.rm.encode(ex.prompt, steps, self.config.max_tokens)
-            out.append((ids, positions, len(steps)))
-        return out
-
-    async def step_ids(self, call: Call) -> tuple[list[list[int]], list[list[int]]]:
-        """A process RM's items: their token ids and step positions (every step must fit)."""
+    async def sequences(self, call: Call) -> kinds.Sequences:
+        """A call's items as the kind reads them, by rmkit's rendering and truncation rule (module docstring):
+        text is tokenised in the tokenizer thread (:mod:`rmkit.serving.tokenizing`), token ids cut alike."""
         if call.token_ids is not None:
-            raise RequestError(
-                "a process reward model needs text, to find the steps; not token ids", field="input"
-            )
-        rows = await self.tokenizing.submit(call.examples or [])
-        for i, (_, positions, steps) in enumerate(rows):
-            if not positions or (self.config.truncation == "refuse" and len(positions) < steps):
-                raise RequestError(
-                    f"item {i}: its steps do not fit --max-tokens {self.config.max_tokens}", field=f"item {i}"
-                )
-        return [ids for ids, _, _ in rows], [positions for _, positions, _ in rows]
-
-    async def token_ids(self, call: Call) -> list[list[int]]:
-        """The token ids of a call's items, by rmkit's rendering and truncation rule (module docstring);
-        text is tokenised in the tokenizer thread (:mod:`rmkit.serving.tokenizing`)."""
-        if call.token_ids is not None:
+            try:
+                rows = [[self.tokenizer.truncate(list(ids))] for ids in call.token_ids]
+            except RMKitError as e:  # a kind that needs the text (a process RM finds steps in it)
+                raise RequestError(str(e), field="input") from None
             for i, ids in enumerate(call.token_ids):
                 if min(ids) < 0 or max(ids) >= self.vocab:
                     raise RequestError(
                         f"item {i} holds a token id outside 0..{self.vocab - 1}", field="input"
                     )
-            rows = [[self.tokenizer.truncate(list(ids))] for ids in call.token_ids]
         else:
             try:
                 rows = await self.tokenizing.submit(call.examples or [])
             except Exception as e:  # a chat template that refuses the conversation, say: the input's fault
                 raise RequestError(f"cannot render or tokenise the items: {type(e).__name__}: {e}") from None
-        if self.config.truncation == "refuse":
-            for i, row in enumerate(rows):
-                if row is not None and any(t.truncated for t in row):
-                    raise RequestError(
-                        f"item {i} is longer than the limit of {self.tokenizer.max_length} tokens "
-                        "(--max-tokens; --truncation left would cut it)",
-                        field=f"item {i}",
-                    )
-        return [t.ids for row in rows if row is not None for t in row]
+        batch = self.kind.sequences(rows)
+        limit = self.tokenizer.max_length
+        for i, cut in enumerate(batch.cut):
+            if cut is None:
+                raise RequestError(
+                    f"item {i}: nothing of it fits the limit of {limit} tokens", field=f"item {i}"
+                )
+            if cut and self.config.truncation == "refuse":
+                raise RequestError(
+                    f"item {i} is longer than the limit of {limit} tokens (--max-tokens; --truncation left "
+                    "would cut it)",
+                    field=f"item {i}",
+                )
+        return batch
 
     def authorised(self, request: Request) -> bool:
         if self.api_key is None:
@@ -214,7 +194,7 @@ class Scorer:
 
 
 @torch.inference_mode()
-def warm_up(rm: RewardModel) -> None:
+def warm_up(rm: Any) -> None:
     """Compile every graph a request can need before the first one comes: batches of one row and of
     several, and, where prompts are shared, prefix passes and continuations of one and of several rows
     and tokens (compilation specialises on sizes of 1)."""
@@ -324,8 +304,8 @@ async def _score(request: Request, parse: Callable[[Any], Call], scorer: Scorer,
             raise RequestError(f"{call.items} items; the limit is {scorer.config.max_items} (--max-items)")
         if call.normalize and not scorer.rm.normalizes:
             raise RequestError("normalize: this model stores no score mean and std", field="normalize")
-        ids, positions = await scorer.step_ids(call) if scorer.steps else (await scorer.token_ids(call), None)
-        future = batcher.submit(ids, arrived=True, positions=positions)
+        batch = await scorer.sequences(call)
+        future = batcher.submit(batch.ids, arrived=True, positions=batch.positions)
         queued = True
         try:
             scores = await asyncio.wait_for(asyncio.shield(future), scorer.config.request_timeout)
@@ -336,14 +316,12 @@ async def _score(request: Request, parse: Callable[[Any], Call], scorer: Scorer,
                 f"no scores within {scorer.config.request_timeout} s (--request-timeout)",
                 headers={"Retry-After": "1"},
             )
-        steps = scores if positions is not None else None
-        if steps is not None:  # a solution's score: the aggregate of its steps'
-            scores = [aggregate(s, scorer.config.aggregate) for s in steps]
+        scores, extra = scorer.kind.answer(scorer.rm, scores, scorer.reading)
         if call.normalize or scorer.config.normalize:
             scores = scorer.rm.normalize(scores)
-        reply = call.reply(scores, sum(len(r) for r in ids))
-        if steps is not None and isinstance(reply, dict) and "scores" in reply:
-            reply["step_scores"] = steps
+        reply = call.reply(scores, sum(len(r) for r in batch.ids))
+        if extra and isinstance(reply, dict) and "scores" in reply:  # rmkit's own reply carries them
+            reply.update(extra)
         return JSONResponse(reply)
     except RequestError as e:
         return error(e.status, e.message, field=e.field)
@@ -358,7 +336,7 @@ async def _score(request: Request, parse: Callable[[Any], Call], scorer: Scorer,
             batcher.leave()
 
 
-def create_app(rm: RewardModel, config: ServeConfig) -> Starlette:
+def create_app(rm: Any, config: ServeConfig) -> Starlette:
     """The Starlette app serving ``rm`` with ``config``'s limits; ``app.state.scorer`` holds its state."""
     scorer = Scorer(rm, config)
     name = scorer.model_name
@@ -406,33 +384,27 @@ async def _not_allowed(request: Request, exc: Exception) -> Response:
     return error(405, f"{request.method} is not allowed on {request.url.path}")
 
 
-def load(config: ServeConfig, device: Any = None) -> RewardModel | ProcessRewardModel:
-    """Load ``config.model`` on ``device`` (by default the one ``config.device`` names), compiled with
-    ``compile`` (the batch worker warms it up before the server listens); a process RM (:mod:`rmkit.process`)
-    scores each item's response as a solution, by the aggregate of its steps."""
-    prm = load_if_process(config, device or runtime.resolve_device(config.device))
-    if prm is not None:
-        return prm
-    rm = RewardModel.from_pretrained(
-        config.model,
-        dtype=config.dtype,
-        device=device or runtime.resolve_device(config.device),
-        **config.loading(),
-    )
-    return rm.compile() if config.compile else rm
+def load(config: ServeConfig, device: Any = None) -> Any:
+    """Load ``config.model`` by its kind (:mod:`rmkit.kinds`) on ``device`` (by default the one
+    ``config.device`` names), compiled with ``compile`` (the batch worker warms it up before the server
+    listens); a process RM scores each item's response as a solution, by the aggregate of its steps."""
+    loading = {**config.loading(), **config.step_format()}
+    device = device or runtime.resolve_device(config.device)
+    kind, model = kinds.load(config.model, loading, dtype=config.dtype, device=device)
+    return kind.compile(model) if config.compile else model
 
 
-def serve(model: str | RewardModel, **options: Any) -> Starlette:
+def serve(model: Any, **options: Any) -> Starlette:
     """The server as an ASGI app, to run with any ASGI server or mount in an app of your own::
 
         app = rmkit.serve("path/to/rm", max_wait_ms=2, api_key="secret")
         uvicorn.run(app, port=8000)
 
-    ``model`` is a checkpoint (loaded as ``rmkit serve`` loads it) or a loaded :class:`RewardModel`;
-    ``options`` are :class:`ServeConfig`'s fields.
+    ``model`` is a checkpoint (loaded as ``rmkit serve`` loads it) or a loaded model of any kind rmkit reads
+    (:class:`rmkit.RewardModel`, ...); ``options`` are :class:`ServeConfig`'s fields.
     """
-    if isinstance(model, RewardModel):
+    if not isinstance(model, (str, Path)):
         name = getattr(model.model.config, "_name_or_path", "") or "rmkit"
         return create_app(model, ServeConfig(model=name, **options))
-    config = ServeConfig(model=model, **options)
+    config = ServeConfig(model=str(model), **options)
     return create_app(load(config), config)

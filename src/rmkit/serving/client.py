@@ -17,6 +17,7 @@ import os
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from rmkit.errors import RMKitError
@@ -66,7 +67,7 @@ def reward_function(
     if isinstance(model, str) and model.startswith(("http://", "https://")):
         scorer = _remote(model, api_key or os.environ.get(API_KEY_ENV), timeout)
     else:
-        rm = model if isinstance(model, RewardModel) else RewardModel.from_pretrained(model)
+        rm = RewardModel.from_pretrained(model) if isinstance(model, (str, Path)) else model
 
         def scorer(body: dict[str, Any]) -> list[float]:
             return rm.score(**body)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -27,10 +26,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from rmkit import runtime
+from rmkit import kinds, runtime
 from rmkit.data import ExampleTokenizer, RowCounts
-from rmkit.data.ratings import holds_rated
-from rmkit.data.steps import holds_steps
 from rmkit.errors import RMKitError
 from rmkit.files import write_json
 from rmkit.modeling import RewardModel
@@ -38,7 +35,7 @@ from rmkit.packing import packs
 from rmkit.training.budget import micro_batch_tokens
 from rmkit.training.checkpoint import Trainee, checkpoints, load_checkpoint, resume_path, save_checkpoint
 from rmkit.training.config import TrainConfig
-from rmkit.training.data import PairStore, epoch_batches, train_and_eval_pairs
+from rmkit.training.data import PairStore, epoch_batches
 from rmkit.training.parallel import Dist, distribute, unsharded_copy
 from rmkit.training.precision import MasterWeights
 from rmkit.training.process import StepTask
@@ -144,21 +141,26 @@ def _sized(config: TrainConfig, rm: Any, d: Dist) -> TrainConfig:
     return replace(config, micro_batch_tokens=tokens)
 
 
+# The training task of each kind that trains (a kind that subclasses one trains as it does).
+TASKS = {kinds.ProcessKind: StepTask, kinds.RatedKind: RatingTask, kinds.PairwiseKind: PairTask}
+
+
+def task_of(kind: kinds.Kind) -> type:
+    """The training task of ``kind``: its own, else that of the nearest kind it derives from."""
+    task = next((TASKS[k] for k in type(kind).__mro__ if k in TASKS), None)
+    if task is None:
+        raise RMKitError(f"rmkit train has no task for {kind.name} reward models ({kind.data})")
+    return task
+
+
 def _task_and_data(config: TrainConfig, stats: RowCounts, d: Dist) -> tuple:
-    """``(task, model, tokenizer, training data, eval data, where the eval data came from)``: preference
-    pairs for an outcome RM, step-labelled solutions for a process RM (:mod:`rmkit.training.process`)."""
-    where = {"format": config.format, "columns": config.columns}
-    task = StepTask() if holds_steps(config.data, **where) else None
-    if task is None and holds_rated(config.data, **where, attributes=config.attributes):
-        task = RatingTask()
-    if task is not None:
-        rm, items, eval_items, source = task.prepare(config, stats, d)
-        task.packed = _packs(rm, config)
-        return task, rm, getattr(task, "tokenizer", None), items, eval_items, source
-    rm, tokenizer = _load(config)
-    builder = int(os.environ.get("LOCAL_RANK", "0")) == 0
-    pairs, eval_pairs, source = train_and_eval_pairs(config, tokenizer, stats, main=d.main, builder=builder)
-    return PairTask(packed=_packs(rm, config)), rm, tokenizer, pairs, eval_pairs, source
+    """``(task, model, tokenizer, training data, eval data, where the eval data came from)``: the task of the
+    kind whose data ``--data`` holds (:func:`rmkit.kinds.for_data`): preference pairs, step-labelled
+    solutions for a process RM (:mod:`rmkit.training.process`), rated responses for a regression RM."""
+    task = task_of(kinds.for_data([config.data], kinds.Reading.of(config)))()
+    rm, items, eval_items, source = task.prepare(config, stats, d)
+    task.packed = _packs(rm, config)
+    return task, rm, getattr(task, "tokenizer", None), items, eval_items, source
 
 
 def _packs(rm: RewardModel, config: TrainConfig) -> bool:
@@ -169,18 +171,6 @@ def _packs(rm: RewardModel, config: TrainConfig) -> bool:
     if config.packing == "on" and not packed:
         raise RMKitError("--packing on needs a causal decoder; this model is an encoder")
     return packed
-
-
-def _load(config: TrainConfig) -> tuple[RewardModel, ExampleTokenizer]:
-    """The model to train (a fresh score head on a backbone) and the tokenizer of its training data."""
-    rm = RewardModel.from_pretrained(config.model, **config.loading())
-    if config.loss == "token_wise" and not rm.is_decoder:
-        raise RMKitError("--loss token_wise needs a decoder model (per-token scores); this one is an encoder")
-    limit = rm.max_length
-    max_length = min(config.max_length, limit) if limit else config.max_length
-    return rm, rm.example_tokenizer(
-        max_length=max_length, template=config.template, truncation=config.truncation
-    )
 
 
 def _prepare(rm: Any, config: TrainConfig, task: Any) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,14 +21,15 @@ from torch import nn
 from torch.distributed.tensor import DTensor
 from transformers import get_scheduler
 
-from rmkit.data import token_budget_batches
+from rmkit.data import ExampleTokenizer, RowCounts, token_budget_batches
+from rmkit.errors import RMKitError
 from rmkit.inference import score_sequences
 from rmkit.losses import bradley_terry, divergence_index, token_wise
 from rmkit.metrics import PairStats
 from rmkit.modeling import RewardModel
 from rmkit.packing import inputs_on
 from rmkit.training.config import TrainConfig
-from rmkit.training.data import Pair
+from rmkit.training.data import Pair, train_and_eval_pairs
 from rmkit.training.parallel import Dist
 from rmkit.training.precision import MasterWeights
 
@@ -119,6 +121,26 @@ class PairTask:
 
     def __init__(self, packed: bool = False):
         self.packed = packed  # micro-batches packed without pads (rmkit.packing)
+        self.tokenizer: ExampleTokenizer | None = None  # of the training data, saved with the model
+
+    def prepare(self, config: TrainConfig, stats: RowCounts, d: Dist) -> tuple[RewardModel, Any, Any, str]:
+        """The model to train (a fresh score head on a backbone) and the tokenised training and held-out
+        pairs, with where the held-out ones came from."""
+        rm = RewardModel.from_pretrained(config.model, **config.loading())
+        if config.loss == "token_wise" and not rm.is_decoder:
+            raise RMKitError(
+                "--loss token_wise needs a decoder model (per-token scores); this one is an encoder"
+            )
+        limit = rm.max_length
+        max_length = min(config.max_length, limit) if limit else config.max_length
+        self.tokenizer = rm.example_tokenizer(
+            max_length=max_length, template=config.template, truncation=config.truncation
+        )
+        builder = int(os.environ.get("LOCAL_RANK", "0")) == 0
+        pairs, eval_pairs, source = train_and_eval_pairs(
+            config, self.tokenizer, stats, main=d.main, builder=builder
+        )
+        return rm, pairs, eval_pairs, source
 
     def totals(self) -> Totals:
         return Totals()

@@ -1,4 +1,4 @@
-"""The plots of ``rmkit eval``, drawn as PNG files.
+"""The plots of ``rmkit eval``, drawn as PNG files (each kind of RM picks its own: :mod:`rmkit.kinds`).
 
 Figures are built with :class:`matplotlib.figure.Figure` and saved through the Agg canvas: no display,
 no pyplot state shared with the caller. Each model's figure has one panel per data set, two panels a row

@@ -1,0 +1,127 @@
+"""The kinds of reward model rmkit reads, and the one place every command asks which kind it holds.
+
+=========  =======================================  ==========================================
+kind       a checkpoint of this kind                its data (eval, train)
+=========  =======================================  ==========================================
+process    token classifier, rmkit step settings,   step-labelled solutions
+           or ``--good-token``/``--bad-token``
+rated      sequence classifier with K > 1 labels    rated responses
+pairwise   anything else (one score a response)     preference pairs
+=========  =======================================  ==========================================
+
+:data:`KINDS` lists them most specific first; the first that recognises a checkpoint (:func:`load`), owns a
+loaded model (:func:`of_model`) or holds a data file (:func:`for_data`) is the one, and the last, pairwise, is
+the fallback: a checkpoint no kind recognises is a pairwise RM, data no kind holds is preference pairs. A checkpoint whose rmkit
+settings name a kind (``"rmkit": {"kind": ...}``) is that kind, or an error when no kind has that name.
+:func:`register` adds a kind (ahead of the built-in ones); :mod:`rmkit.kinds.base` says what a kind answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rmkit.errors import RMKitError
+from rmkit.kinds.base import Checkpoint, Kind, Reading, Sequences
+from rmkit.kinds.pairwise import PairwiseKind
+from rmkit.kinds.process import ProcessKind
+from rmkit.kinds.rated import RatedKind
+
+KINDS: list[Kind] = [ProcessKind(), RatedKind(), PairwiseKind()]
+
+__all__ = [
+    "KINDS",
+    "Checkpoint",
+    "Kind",
+    "Reading",
+    "Sequences",
+    "for_data",
+    "load",
+    "of_model",
+    "recognise",
+    "register",
+    "unregister",
+]
+
+
+def register(kind: Kind) -> Kind:
+    """Add ``kind`` to the registry, ahead of the kinds there (a new kind is more specific than they are;
+    the fallback stays last); returns it. A kind of the same name is replaced."""
+    if kind.name == KINDS[-1].name:
+        raise RMKitError(
+            f"the kind '{kind.name}' is the registry's fallback; give a new kind a name of its own"
+        )
+    KINDS[:] = [kind] + [k for k in KINDS if k.name != kind.name]
+    return kind
+
+
+def unregister(name: str) -> None:
+    """Remove the kind called ``name`` (a kind :func:`register` added)."""
+    if name == KINDS[-1].name:
+        raise RMKitError(f"the kind '{name}' is the registry's fallback and stays")
+    KINDS[:] = [k for k in KINDS if k.name != name]
+
+
+def named(name: str) -> Kind | None:
+    return next((k for k in KINDS if k.name == name), None)
+
+
+def recognise(checkpoint: Checkpoint) -> Kind:
+    """The kind of ``checkpoint``: the one its rmkit settings name, else the first that recognises it."""
+    name = checkpoint.metadata.get("kind")
+    if name is not None:
+        kind = named(str(name))
+        if kind is None:
+            raise RMKitError(
+                f"{checkpoint.path}: its rmkit settings name the kind '{name}', which this rmkit does not "
+                f"know (it knows {', '.join(k.name for k in KINDS)}); it looks like: {checkpoint.describe()}"
+            )
+        return kind
+    return next((k for k in KINDS if k.recognises(checkpoint)), KINDS[-1])
+
+
+def load(
+    path: str | Path | Checkpoint,
+    options: dict[str, Any] | None = None,
+    *,
+    dtype: Any = "auto",
+    device: Any = None,
+) -> tuple[Kind, Any]:
+    """``(kind, model)`` of the checkpoint at ``path`` (or a :class:`Checkpoint` already read), loaded by its
+    kind with the loading ``options`` (those of :meth:`rmkit.RewardModel.from_pretrained` and the step
+    format's)."""
+    checkpoint = path if isinstance(path, Checkpoint) else Checkpoint.read(path, options)
+    model = recognise(checkpoint).load(checkpoint, dtype, device)
+    return of_model(model, where=checkpoint.path), model
+
+
+def of_model(model: Any, *, where: str | None = None) -> Kind:
+    """The kind of a loaded ``model``: the one its metadata names, else the first that owns it."""
+    name = (getattr(model, "metadata", None) or {}).get("kind")
+    kind = named(str(name)) if name is not None else next((k for k in KINDS if k.owns(model)), None)
+    if kind is None or not kind.owns(model):
+        said = f"its rmkit settings name the kind '{name}'" if name is not None else "no kind reads it"
+        raise RMKitError(
+            f"{where or type(model).__name__}: {said} (a {type(model).__name__}; rmkit knows "
+            f"{', '.join(k.name for k in KINDS)})"
+        )
+    return kind
+
+
+def for_data(paths: Sequence[str], reading: Reading) -> Kind:
+    """The kind whose data the files ``paths`` hold (the first kind that holds each); all must agree."""
+    found = [next((k for k in KINDS if k.holds(p, reading)), KINDS[-1]) for p in paths]
+    if len({k.name for k in found}) > 1:
+        held = "; ".join(f"{p} holds {k.data}" for p, k in zip(paths, found, strict=True))
+        raise RMKitError(f"the data files hold different kinds of data, which one run cannot mix: {held}")
+    return found[0]
+
+
+def check(judge: Kind, checkpoint: Checkpoint, kind: Kind, data: str) -> None:
+    """Refuse, in one line, a model of ``kind`` that ``judge``'s evaluation cannot judge."""
+    if not judge.evaluates(kind):
+        raise RMKitError(
+            f"{checkpoint.path} is a {kind.name} reward model ({checkpoint.describe()}), which scores "
+            f"{kind.unit}; {data} holds {judge.data}, which a {kind.name} reward model does not score"
+        )

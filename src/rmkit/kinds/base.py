@@ -1,0 +1,274 @@
+"""What every kind of reward model answers, and the default answers: those of an outcome RM.
+
+A face (``rmkit score``, ``rank``, ``eval``, ``serve``) holds a model and its :class:`Kind`, and asks the
+kind everything that differs between kinds::
+
+    checkpoint ─ recognises ─> load ─> model          (Checkpoint: config.json and the options given)
+    records ─ examples ─> prepare (tokenise, may run ahead) ─> score_prepared (the inference core) ─> raw
+    raw ─ values ─> the numbers written ─ row ─> the output object
+    data file ─ holds ─> which evaluation ─ evaluation(...) ─> metrics.json, scores.jsonl, plots, report.md
+
+``raw`` is what the inference core read out for one example, in the kind's own shape (an outcome RM: one
+float a response; a multi-attribute RM: K floats a response; a process RM: a solution's step scores).
+:class:`Kind` itself is the outcome RM's behaviour; the kinds of :mod:`rmkit.kinds` override what differs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, fields
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from rmkit.data import Example, RowCounts, normalise_records
+from rmkit.errors import RMKitError
+from rmkit.inference import CHUNK_ROWS, ahead, score_tokenized
+from rmkit.metrics import ranking
+from rmkit.modeling import METADATA_KEY, RewardModel
+from rmkit.runtime import reads_ahead
+
+Raw = Any  # what the core read out for one example, in its kind's shape (module docstring)
+
+
+@dataclass
+class Reading:
+    """How a command reads rows and scores them: the options the kinds use, taken from a command's config
+    by :meth:`of` (a field the config lacks keeps its default)."""
+
+    max_length: int | None = None  # longest sequence in tokens (None: the model's)
+    template: str | None = None  # rendering: None, the model's own setting; auto, chat or plain
+    truncation: str = "left"  # over-length rows: "left" cuts the prompt, "drop" leaves the row out
+    batch_tokens: int | None = None  # token budget of a forward pass (None: rmkit.inference.token_budget)
+    prefix_sharing: bool = True  # answers of one prompt after one pass over it (causal models)
+    read_ahead: bool | None = None  # tokenise the next chunk while this one is scored (None: on a GPU)
+    chunk_rows: int = CHUNK_ROWS  # examples tokenised and scored together
+    format: str | None = None  # row format (None: detected)
+    columns: dict[str, str] | None = None  # renamed first
+    attributes: list[str] | None = None  # rated data: the rating columns
+    neutral_steps: str = "good"  # PRM800K steps rated 0
+    aggregate: str = "min"  # a process RM's solution score from its step scores
+    normalize: bool = False  # standardise scores with the model's stored mean and std
+    top_k: int | None = None  # best-of-N rows: the ranking's length
+    min_score: float | None = None  # best-of-N rows: the ranking's floor
+    subset_column: str | None = None  # eval: the column naming each row's subset
+
+    @classmethod
+    def of(cls, config: Any, **given: Any) -> Reading:
+        """The reading of a command's ``config`` (any object with some of these fields), ``given`` winning."""
+        values = {f.name: getattr(config, f.name) for f in fields(cls) if hasattr(config, f.name)}
+        return cls(**{**values, **given})
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint as the kinds recognise it, before any weight loads: its ``path``, its ``config.json``
+    (``{}`` when there is none to read) and the loading ``options`` given (step format, dimension, ...)."""
+
+    path: str
+    config: dict[str, Any]
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, path: str | Path, options: dict[str, Any] | None = None) -> Checkpoint:
+        """The checkpoint at ``path``: a directory's ``config.json``, or a hub name's where it is cached."""
+        local = Path(path) / "config.json"
+        config: dict[str, Any] = {}
+        if local.is_file():
+            try:
+                config = json.loads(local.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as e:
+                raise RMKitError(f"{local}: cannot read the model config: {e}") from None
+        elif not Path(path).exists():
+            from transformers import PretrainedConfig
+
+            try:  # reads no code and downloads nothing offline; unknown here: the loader says why
+                config, _ = PretrainedConfig.get_config_dict(str(path))
+            except Exception:  # noqa: BLE001 (any failure means: nothing to recognise it by)
+                config = {}
+        return cls(str(path), config if isinstance(config, dict) else {}, dict(options or {}))
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """rmkit's settings in the config (``"rmkit"``)."""
+        return self.config.get(METADATA_KEY) or {}
+
+    @property
+    def architectures(self) -> list[str]:
+        return list(self.config.get("architectures") or [])
+
+    @property
+    def labels(self) -> int:
+        """The head's outputs as the config says (``id2label``), 1 when it says nothing."""
+        return max(len(self.config.get("id2label") or {}), 1)
+
+    def describe(self) -> str:
+        """What the checkpoint looks like, in a few words, for errors."""
+        arch = ", ".join(self.architectures) or "no architecture named"
+        looks = f"{arch}, {self.labels} label{'s' * (self.labels > 1)}"
+        if self.metadata:
+            looks += f", rmkit settings {sorted(self.metadata)}"
+        return looks
+
+
+@dataclass
+class Sequences:
+    """A request's items for the inference core: token ids (one sequence an item), the positions scores are
+    read at for a kind that reads several an item (else ``None``), and each item's cut: ``True`` when the
+    length limit cut it, ``None`` when nothing of it is left to score."""
+
+    ids: list[list[int]]
+    positions: list[list[int]] | None
+    cut: list[bool | None]
+
+
+class Kind:
+    """A kind of reward model: how it is recognised, loaded, read, scored, written and evaluated (module
+    docstring). This class is the outcome RM's behaviour, one score a response; kinds override what differs."""
+
+    name = "outcome"
+    unit = "responses"  # what its models score: responses (one score each) or "steps"
+    data = "preference pairs"  # what its evaluation and training read, for messages
+    attributes = False  # the core reads K attribute outputs a response (a rated RM), not one score
+
+    # --- the checkpoint ------------------------------------------------------------------------------------
+
+    def recognises(self, checkpoint: Checkpoint) -> bool:
+        """Whether ``checkpoint`` is of this kind (read from its config and the options given); a checkpoint
+        no kind recognises is the registry's last kind's, pairwise (:mod:`rmkit.kinds`)."""
+        return False
+
+    def load(self, checkpoint: Checkpoint, dtype: Any, device: Any) -> Any:
+        """The model of ``checkpoint`` (its ``options`` are the loading options) in ``dtype`` on ``device``."""
+        return RewardModel.from_pretrained(
+            checkpoint.path, dtype=dtype, device=device, **outcome_loading(checkpoint)
+        )
+
+    def owns(self, model: Any) -> bool:
+        """Whether the loaded ``model`` is of this kind."""
+        return isinstance(model, RewardModel)
+
+    def compile(self, model: Any) -> Any:
+        """``model`` compiled with ``torch.compile`` (:meth:`rmkit.RewardModel.compile`)."""
+        return model.compile()
+
+    # --- rows through the inference core -------------------------------------------------------------------
+
+    def holds(self, path: str | Path, reading: Reading) -> bool:
+        """Whether the data file ``path`` holds what this kind's evaluation and training read; data no kind
+        holds is the registry's last kind's, preference pairs."""
+        return False
+
+    def evaluates(self, kind: Kind) -> bool:
+        """Whether this kind's evaluation can judge models of ``kind``: those that score what it reads."""
+        return kind.unit == self.unit
+
+    def examples(
+        self, records: Iterable[tuple[int, dict[str, Any]]], source: str, reading: Reading, rejects: Any
+    ) -> Iterator[Any]:
+        """The examples of ``records`` (``(row, record)``) that this kind scores; bad rows raise or go to
+        ``rejects``."""
+        return normalise_records(
+            records, source=source, format=reading.format, columns=reading.columns, rejects=rejects
+        )
+
+    def tokenizer(self, model: Any, reading: Reading) -> Any:
+        """What turns examples into the model's input: ``tokenize(chunk)`` gives each example's prepared
+        row (``None``: dropped), ``truncate(ids)`` one row of given token ids cut to ``max_length``. It must
+        be thread-safe: it runs ahead of the scoring, and in the server's tokenizer thread."""
+        return model.example_tokenizer(
+            max_length=reading.max_length, template=reading.template, truncation=reading.truncation
+        )
+
+    def score_prepared(
+        self, model: Any, chunk: Sequence[Any], prepared: list[Any], reading: Reading, stats: RowCounts
+    ) -> Iterator[tuple[Any, Raw | None]]:
+        """``(example, raw)`` of a prepared chunk, in order, from the inference core (``None``: dropped)."""
+        return score_tokenized(
+            model,
+            chunk,
+            prepared,
+            batch_tokens=reading.batch_tokens,
+            stats=stats,
+            share_prefixes=reading.prefix_sharing,
+            attributes=self.attributes,
+        )
+
+    def score(
+        self, model: Any, examples: Iterable[Any], reading: Reading, stats: RowCounts | None = None
+    ) -> Iterator[tuple[Any, Raw | None]]:
+        """``(example, raw)`` of every example in order: chunks prepared (ahead, on a GPU) and scored."""
+        stats = stats if stats is not None else RowCounts()
+        tokenize, it = self.tokenizer(model, reading).tokenize, iter(examples)
+        chunks = ((c, tokenize(c)) for c in iter(lambda: list(islice(it, reading.chunk_rows)), []))
+        for chunk, prepared in ahead(chunks, reads_ahead(model.device, reading.read_ahead)):
+            yield from self.score_prepared(model, chunk, prepared, reading, stats)
+
+    # --- what is written -----------------------------------------------------------------------------------
+
+    def values(self, model: Any, raw: Raw) -> list[float]:
+        """The numbers written for one example's ``raw``: one score a response."""
+        return list(raw)
+
+    def summarised(self, example: Any, values: list[float], reading: Reading) -> list[float]:
+        """What a run's statistics count of one example's finite ``values``: one score a response."""
+        return values
+
+    def row(
+        self, model: Any, example: Example, raw: Raw, values: list[Any], reading: Reading
+    ) -> dict[str, Any]:
+        """The object written for one scored example: its text, its score(s), then its pass-through columns.
+
+        ``{prompt, response, score}`` for a response; ``{prompt, chosen, rejected, score_chosen,
+        score_rejected}`` for a pair; ``{text, score}`` for pre-rendered text (and no ``prompt`` for rendered
+        pairs); ``{prompt, responses, scores, best, ranking}`` for a best-of-N row, where ``ranking`` lists the
+        responses' indices best first (ties in input order; ``top_k`` and ``min_score`` cut it) and ``best``
+        is its first (``None`` when ``min_score`` leaves none). Score columns win over input columns.
+        """
+        ex = example
+        out: dict[str, Any] = {} if ex.rendered else {"prompt": ex.prompt_value()}
+        if ex.rejected_prompt is not None:
+            out["prompt_rejected"] = ex.rejected_prompt
+        if ex.is_pair:
+            out.update(chosen=ex.responses[0], rejected=ex.responses[1])
+            out.update(score_chosen=values[0], score_rejected=values[1])
+            if ex.margin is not None:
+                out["margin"] = ex.margin
+        elif ex.best_of_n:
+            order = ranking(values, top_k=reading.top_k, min_score=reading.min_score)
+            out.update(responses=ex.responses, scores=values, best=order[0] if order else None, ranking=order)
+        else:
+            out["text" if ex.rendered else "response"] = ex.responses[0]
+            out["score"] = values[0]
+        for k, v in ex.extra.items():
+            out.setdefault(k, v)
+        return out
+
+    # --- serving -------------------------------------------------------------------------------------------
+
+    def sequences(self, prepared: list[Any]) -> Sequences:
+        """What the core reads for a request's prepared items, one sequence an item."""
+        rows = [t for row in prepared if row is not None for t in row]
+        return Sequences([t.ids for t in rows], None, [t.truncated for t in rows])
+
+    def answer(self, model: Any, raw: list[Any], reading: Reading) -> tuple[list[float], dict[str, Any]]:
+        """A request's scores, one an item, from what the core read (:meth:`sequences`), and any fields the
+        reply adds."""
+        return self.values(model, raw), {}
+
+    # --- evaluation ----------------------------------------------------------------------------------------
+
+    def evaluation(self, config: Any, labels: list[str], names: list[str]) -> Any:
+        r"""The evaluation of this kind's data: an object that ``add``\ s each model's scores of each data set
+        and writes the figures (:class:`rmkit.kinds.pairwise.PairEvaluation` is the model to follow)."""
+        raise RMKitError(f"rmkit eval has no evaluation of {self.data} for {self.name} reward models")
+
+
+def outcome_loading(checkpoint: Checkpoint) -> dict[str, Any]:
+    """The loading options :meth:`rmkit.RewardModel.from_pretrained` takes, of those given."""
+    names = ("allow_pickle", "trust_remote_code", "dimension", "tokenizer", "base_model", "weights")
+    out = {k: checkpoint.options[k] for k in names if k in checkpoint.options}
+    if checkpoint.options.get("attn_implementation"):
+        out["attn_implementation"] = checkpoint.options["attn_implementation"]
+    return out
