@@ -11,9 +11,13 @@
    the same history), evaluated on and off; wall-time ratio and accuracy of each (which must agree).
 
 The RM: the Llama-architecture decoder of ``decoder_rm.py``, ``--size base`` (hidden 512, 4 layers;
-default) or ``small``, seeded weights (speed does not depend on training), 8,192 positions.
+default) or ``small`` (hidden 128, 2 layers), seeded weights (speed does not depend on training), 8,192
+positions. ``--max-length`` ranks with a length limit shorter than the rows: the prompt of each best-of-N row
+is then cut once for all its answers (rmkit's group rule), so they still share it.
 
     python benchmarks/bench_prefix.py [--prompts 4] [--n 16] [--prompt-tokens 1024] [--size base|small]
+        [--max-length N]
+    python benchmarks/bench_prefix.py --size small --prompt-tokens 1200 --n 16 --max-length 512
 """
 
 from __future__ import annotations
@@ -77,6 +81,7 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=16)
     parser.add_argument("--prompt-tokens", type=int, default=1024)
     parser.add_argument("--size", default="base", choices=["small", "base"])
+    parser.add_argument("--max-length", type=int, default=None, help="rank's length limit (default: none)")
     args = parser.parse_args()
     if not DATA.is_dir():
         print(f"needs the shared data in {DATA}")
@@ -94,7 +99,12 @@ def main() -> int:
         out = work / f"bon_{sharing}.jsonl"
         wall, summary = timed(
             lambda out=out, sharing=sharing: rmkit.rank(
-                rm=rm, input=str(data), output=str(out), prefix_sharing=sharing, progress=False
+                rm=rm,
+                input=str(data),
+                output=str(out),
+                prefix_sharing=sharing,
+                progress=False,
+                max_length=args.max_length,
             )
         )
         scored = [json.loads(line) for line in out.read_text().splitlines()]
@@ -118,6 +128,8 @@ def main() -> int:
         f"ratio on/off: {off / on:.2f}x (target >= 3); max |score on - off| {diff:.2e}; same rankings: {same}"
     )
     print(f"responses that shared their prompt's pass: {results[True][1]['prefix_shared']} of {responses}")
+    if args.max_length:
+        print(f"rows whose prompt was cut once for all their answers: {results[True][1]['groups_cut']}")
 
     pairs = DATA / "sharegpt_pref_en.json"
     timings = {}

@@ -109,3 +109,57 @@ def test_sharing_can_be_turned_off(rm):
         assert stats.shared == 0
     finally:
         rm.prefix_sharing = True
+
+
+# --- the answers of one prompt cut as a group -------------------------------------------------------------
+
+LONG_PROMPT = " ".join(f"word{i % 37} and then some more text number {i}." for i in range(40))
+
+
+def test_answers_of_one_prompt_keep_one_cut_prompt_so_the_longest_fits(llama_path):
+    from rmkit.data import Example, ExampleTokenizer
+
+    tok = AutoTokenizer.from_pretrained(llama_path)
+    answers = ["Short.", "A somewhat longer answer with several more words in it.", "Mid length answer here."]
+    example = Example(0, [{"role": "user", "content": LONG_PROMPT}], answers, False, best_of_n=True)
+    full = ExampleTokenizer(tok).tokenize([example])[0]
+    cut = ExampleTokenizer(tok, max_length=64).tokenize([example])[0]
+    longest = max(range(3), key=lambda i: len(full[i].ids))
+    assert len(cut[longest].ids) == 64 and all(len(t.ids) <= 64 and t.truncated and t.group_cut for t in cut)
+    removed = len(full[longest].ids) - 64
+    for whole, kept in zip(full, cut, strict=True):  # the same prompt tokens left out of every answer
+        assert kept.ids == whole.ids[:1] + whole.ids[1 + removed :]
+    alone = ExampleTokenizer(tok, max_length=64).tokenize([Example(0, example.prompt, [answers[0]], False)])[
+        0
+    ]
+    assert alone[0].ids == full[0].ids[:1] + full[0].ids[len(full[0].ids) - 63 :]  # one answer: as before
+    assert not alone[0].group_cut
+
+
+def test_rank_with_a_prompt_over_the_limit_shares_it_and_scores_as_without_sharing(rm_path, tmp_path):
+    import json
+
+    from conftest import write_jsonl
+
+    import rmkit
+
+    rows = [
+        {
+            "prompt": f"{i}: {LONG_PROMPT}",
+            "responses": [f"Answer {j} " + "more words " * j for j in range(4)],
+        }
+        for i in range(5)
+    ]
+    data = write_jsonl(tmp_path / "bon.jsonl", rows)
+    runs = {}
+    for sharing in (True, False):
+        out = tmp_path / f"ranked_{sharing}.jsonl"
+        summary = rmkit.rank(
+            model=str(rm_path), input=str(data), output=str(out), max_length=96, prefix_sharing=sharing
+        )
+        runs[sharing] = (summary, [json.loads(line) for line in out.read_text().splitlines()])
+    summary = runs[True][0]
+    assert summary["groups_cut"] == 5 and summary["truncated"] == 5
+    assert summary["prefix_shared"] == 20 and summary["prefix_fallbacks"] == 0
+    for a, b in zip(runs[True][1], runs[False][1], strict=True):
+        assert a["scores"] == pytest.approx(b["scores"], abs=1e-4) and a["ranking"] == b["ranking"]

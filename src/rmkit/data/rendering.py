@@ -23,10 +23,18 @@ Truncation. A sequence longer than ``max_length`` keeps its leading special toke
 ``max_length - len(leading)`` tokens: the response and its end token survive and the prompt is cut from the
 left (a response longer than the whole budget loses its beginning too). With ``truncation="drop"`` such
 rows are dropped instead. Either way the caller counts them.
+
+The answers of one prompt (a pair, a best-of-N row) are cut as a group: the prompt is cut once, by as many
+tokens as the longest answer needs to fit, and every answer keeps that same cut prompt (the tokens they all
+begin with, after the leading special tokens, are the ones removed). They are so judged on the same context,
+and can still share its pass (:func:`rmkit.inference.plan_sharing`). Only an answer that alone is longer
+than the budget is cut further, by the rule above. Answers that follow different histories (a pair whose
+chosen and rejected continue different conversations) are cut one by one.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,6 +43,9 @@ from transformers import PreTrainedTokenizerBase
 from rmkit.data.formats import Example, Message
 
 TEMPLATES = ("auto", "chat", "plain")
+# The truncation rule's version (cached tokenisations made under another one are not reused): 2 cuts the
+# prompt of several answers once for all of them.
+TRUNCATION_RULE = 2
 _ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
 
 
@@ -49,6 +60,7 @@ class Tokenized:
 
     ids: list[int]
     truncated: bool = False
+    group_cut: bool = False  # its prompt was cut once for all the answers of its example
 
 
 @dataclass
@@ -66,6 +78,7 @@ class RowCounts:
     empty_replies: int = 0  # pairs with an empty answer (accepted and scored)
     non_finite: int = 0  # rows the model gave a NaN or infinite score (written as null)
     split_histories: int = 0  # pairs whose answers follow different histories (each scored after its own)
+    groups_cut: int = 0  # several-answer rows whose prompt was cut once for all their answers
 
     def add(self, row: list[Tokenized] | None, notes: frozenset[str] = frozenset()) -> None:
         """Count one example's tokenised responses (``None``: dropped) and its normaliser's ``notes``."""
@@ -76,12 +89,13 @@ class RowCounts:
             return
         self.rows += 1
         self.truncated += any(t.truncated for t in row)
+        self.groups_cut += any(t.group_cut for t in row)
         self.tokens += sum(len(t.ids) for t in row)
 
     def merge(self, other: RowCounts) -> RowCounts:
         for name in (
             "rows", "skipped", "truncated", "dropped", "tokens", "shared", "unshared", "empty_replies",
-            "split_histories", "non_finite",
+            "split_histories", "non_finite", "groups_cut",
         ):  # fmt: skip
             setattr(self, name, getattr(self, name) + getattr(other, name))
         return self
@@ -148,10 +162,12 @@ class ExampleTokenizer:
         out: list[list[Tokenized] | None] = []
         pos = 0
         for ex in examples:
-            encs = [
-                self._finish(ids[pos + i], conversation=not ex.rendered) for i in range(len(ex.responses))
+            full = [
+                self._complete(ids[pos + i], conversation=not ex.rendered) for i in range(len(ex.responses))
             ]
             pos += len(ex.responses)
+            one_prompt = len(full) > 1 and not ex.rendered and ex.rejected_prompt is None
+            encs = self.truncate_group(full) if one_prompt else [self.truncate(f) for f in full]
             dropped = self.truncation == "drop" and any(e.truncated for e in encs)
             out.append(None if dropped else encs)
         return out
@@ -168,12 +184,11 @@ class ExampleTokenizer:
                     ids[i] = row
         return ids
 
-    def _finish(self, ids: list[int], *, conversation: bool) -> Tokenized:
+    def _complete(self, ids: list[int], *, conversation: bool) -> list[int]:
+        """A response's whole sequence: a conversation ends on EOS; verbatim text keeps no doubled specials."""
         if conversation and self.add_eos and (not ids or ids[-1] != self.tokenizer.eos_token_id):
-            ids = [*ids, self.tokenizer.eos_token_id]
-        if not conversation:
-            ids = self._undouble(ids)
-        return self.truncate(ids)
+            return [*ids, self.tokenizer.eos_token_id]
+        return ids if conversation else self._undouble(ids)
 
     def _undouble(self, ids: list[int]) -> list[int]:
         """Drop the copy of the special tokens ``tokenizer(text)`` added where the text already had them."""
@@ -188,7 +203,27 @@ class ExampleTokenizer:
         """``ids`` cut to ``max_length`` by the truncation rule of the module docstring."""
         if self.max_length is None or len(ids) <= self.max_length:
             return Tokenized(ids)
+        head = self._head(ids)
+        return Tokenized(ids[:head] + ids[len(ids) - (self.max_length - head) :], truncated=True)
+
+    def truncate_group(self, rows: list[list[int]]) -> list[Tokenized]:
+        """The answers of one prompt cut to ``max_length`` with one cut of their common prompt (module
+        docstring); each is ``truncated`` when the cut took tokens from it."""
+        longest = max(map(len, rows))
+        if self.max_length is None or longest <= self.max_length:
+            return [Tokenized(r) for r in rows]
+        head = self._head(rows[0])
+        common = len(os.path.commonprefix(rows))
+        cut = min(longest - self.max_length, max(common - head, 0))
+        out = []
+        for row in rows:
+            alone = self.truncate(row[:head] + row[head + cut :])  # an answer too long even so
+            out.append(Tokenized(alone.ids, truncated=cut > 0 or alone.truncated, group_cut=cut > 0))
+        return out
+
+    def _head(self, ids: list[int]) -> int:
+        """How many leading special tokens (BOS, CLS) truncation keeps: at most half the budget."""
         head = 0
         while head < len(ids) and ids[head] in self._special and head < self.max_length // 2:
             head += 1
-        return Tokenized(ids[:head] + ids[len(ids) - (self.max_length - head) :], truncated=True)
+        return head

@@ -51,7 +51,8 @@ class EvalConfig(PairOptions, RuntimeOptions, InferenceOptions, ModelOptions, St
     )
     truncation: str = option(
         "left",
-        help="over-length pairs: 'left' cuts the prompt from the left, 'drop' leaves the pair out (counted)",
+        help="over-length pairs: 'left' cuts the prompt from the left, once for both answers (so the longer "
+        "fits), 'drop' leaves the pair out (counted)",
         choices=["left", "drop"],
     )
     prefix_sharing: bool = option(

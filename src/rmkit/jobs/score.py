@@ -79,8 +79,9 @@ class ScoreConfig(DataOptions, RuntimeOptions, InferenceOptions, ModelOptions, S
     max_length: int | None = option(None, help="longest sequence in tokens; the model's limit when not given")
     truncation: str = option(
         "left",
-        help="over-length rows: 'left' cuts the prompt from the left (keeps the response and its end), "
-        "'drop' leaves the row out; both are counted",
+        help="over-length rows: 'left' cuts the prompt from the left (keeps the response and its end; the "
+        "answers of one prompt keep one cut prompt, the longest fitting), 'drop' leaves the row out; both are "
+        "counted",
         choices=["left", "drop"],
     )
     chunk_rows: int = option(CHUNK_ROWS, help="rows tokenised, length-sorted and checkpointed together")
@@ -360,6 +361,7 @@ def _summary(config: ScoreConfig, output: Path, states: list[ShareState], elapse
         "non_finite": stats.non_finite,
         "empty_replies": stats.empty_replies,
         "split_histories": stats.split_histories,
+        "groups_cut": stats.groups_cut,
         "prefix_shared": stats.shared,
         "prefix_fallbacks": stats.unshared,
         "scores": scores,
@@ -378,7 +380,8 @@ def _summary(config: ScoreConfig, output: Path, states: list[ShareState], elapse
 def _print_summary(s: dict[str, Any]) -> None:
     head = (
         f"scored {s['rows']} rows ({s['tokens']} tokens) into {s['output']}: skipped {s['skipped']}, "
-        f"truncated {s['truncated']}, dropped {s['dropped']}; {s['tokens_per_s']:,.0f} tokens/s, "
+        f"truncated {s['truncated']} ({s['groups_cut']} with one prompt cut for all their answers), dropped "
+        f"{s['dropped']}; {s['tokens_per_s']:,.0f} tokens/s, "
         f"{s['wall_s']:.1f} s"
     )
     print(head)

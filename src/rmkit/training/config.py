@@ -41,7 +41,8 @@ class TrainConfig(PairOptions, RuntimeOptions, ModelOptions, StepOptions):
     max_length: int = option(1024, help="longest sequence in tokens (capped at what the model takes)")
     truncation: str = option(
         "left",
-        help="over-long rows: 'left' cuts the prompt from the left, 'drop' drops the pair",
+        help="over-long rows: 'left' cuts the prompt from the left, once for both answers of a pair (so the "
+        "longer fits), 'drop' drops the pair",
         choices=["left", "drop"],
     )
     use_margin: bool = option(True, help="use the data's per-pair 'margin' column in the loss when present")

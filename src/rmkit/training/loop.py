@@ -121,6 +121,7 @@ def _train_stats(task: Any, items: int, stats: RowCounts, loop: _Loop, step: int
         "skipped": stats.skipped,
         "empty_replies": stats.empty_replies,
         "split_histories": stats.split_histories,
+        "groups_cut": stats.groups_cut,
         "tokens": loop.trained.tokens,
         "seconds": round(loop.seconds, 3),
         "tokens_per_s": loop.trained.tokens / max(loop.seconds, 1e-9),
