@@ -582,3 +582,31 @@ def test_prm_training_packed_equals_training_padded(backbone, tmp_path):
     assert len(on) == 3
     for (a, ga), (b, gb) in zip(off, on, strict=True):
         assert b == pytest.approx(a, rel=1e-4, abs=1e-6) and gb == pytest.approx(ga, rel=1e-4)
+
+
+def test_a_wordpiece_backbone_trains_a_prm_with_the_default_separator_and_scores_alike(
+    minilm_path, tmp_path, caplog
+):
+    """``rmkit train --model MiniLM --data steps.jsonl``: a newline tokenises to nothing in WordPiece, so each
+    step ends with the tokenizer's [SEP]; the checkpoint says so, and score reads the same steps."""
+    import logging
+
+    from rmkit.cli import main
+
+    data = write_jsonl(tmp_path / "steps.jsonl", labelled_solutions(24, 0))
+    out = tmp_path / "prm"
+    with caplog.at_level(logging.INFO, logger="rmkit.process"):
+        argv = ["train", "--model", str(minilm_path), "--data", str(data), "--output-dir", str(out)]
+        assert main([*argv, "--max-steps", "2", "--batch-size", "8", "--no-progress"]) == 0
+    assert "a newline tokenises to nothing" in caplog.text and "'[SEP]'" in caplog.text
+    stored = json.loads((out / "config.json").read_text())["rmkit"]["prm"]
+    assert (stored["separator"], stored["marker"]) == ("\n", "[SEP]")
+    scored = tmp_path / "scored.jsonl"
+    assert main(["score", "--model", str(out), "--input", str(data), "--output", str(scored)]) == 0
+    rows = [json.loads(line) for line in scored.read_text().splitlines()]
+    assert all(len(r["step_scores"]) == len(r["completions"]) and None not in r["step_scores"] for r in rows)
+    prm = ProcessRewardModel.from_pretrained(out)
+    first = labelled_solutions(24, 0)[0]
+    assert prm.step_scores(PROMPT, first["completions"]) == pytest.approx(rows[0]["step_scores"], abs=1e-5)
+    with pytest.raises(RMKitError, match="the separator '\\\\n' tokenises to nothing"):
+        ProcessRewardModel.from_pretrained(minilm_path, separator="\n")  # given explicitly: refused

@@ -540,3 +540,49 @@ def test_a_kill_during_a_step_or_a_checkpoint_save_then_resume_gives_the_same_we
     assert a.keys() == b.keys()
     for name in a:
         assert torch.allclose(a[name], b[name], atol=1e-6), name
+
+
+# --- training without held-out data -----------------------------------------------------------------------
+
+
+def test_without_held_out_data_nothing_is_scored_after_training_whatever_the_data_size(
+    llama_path, tmp_path, monkeypatch
+):
+    """``rmkit train --model M --data pairs.jsonl --output-dir out`` (no --eval-data, no --eval-split): no
+    pass after the last step, on 40 pairs as on 400; the figures are the last steps' training ones."""
+    scored_after = []  # rows the model scored without gradients (evaluation passes), per run
+    forward = RewardModel.forward
+
+    def counted(self, input_ids, *args, **kwargs):
+        if not torch.is_grad_enabled():
+            scored_after[-1] += len(input_ids)
+        return forward(self, input_ids, *args, **kwargs)
+
+    monkeypatch.setattr(RewardModel, "forward", counted)
+    runs = {}
+    for n, held_out in ((40, 0.0), (400, 0.0), (40, 0.25)):
+        scored_after.append(0)
+        out = tmp_path / f"{n}_{held_out}"
+        pairs = write_pairs(tmp_path / f"pairs{n}.jsonl", n, 0)
+        argv = ["train", "--model", str(llama_path), "--data", str(pairs), "--output-dir", str(out)]
+        argv += ["--max-steps", "3", "--batch-size", "8", "--eval-split", str(held_out), "--no-progress"]
+        assert main(argv) == 0
+        runs[(n, held_out)] = json.loads((out / "metrics.json").read_text()), out
+    assert scored_after == [
+        0,
+        0,
+        10 * 2,
+    ]  # only the run with held-out pairs scores them: 10 pairs, 2 rows each
+    metrics, out = runs[(400, 0.0)]
+    assert metrics["eval"] is None and metrics["eval_data"] is None and "no held-out" in metrics["eval_note"]
+    last = metrics["train"]["last_steps"]
+    assert last["steps"] == 3 and last["pairs"] == 24 and 0.0 <= last["accuracy"] <= 1.0
+    stored = json.loads((out / "config.json").read_text())["rmkit"]
+    assert stored["score_mean"] == pytest.approx(last["reward_mean"])
+    assert stored["score_std"] == pytest.approx(last["reward_std"])
+    assert runs[(40, 0.25)][0]["eval"]["pairs"] == 10
+
+
+def test_eval_steps_without_held_out_data_is_refused(llama_path, data, tmp_path):
+    with pytest.raises(RMKitError, match="--eval-steps 5 evaluates on held-out data"):
+        train(TrainConfig(model=str(llama_path), data=str(data[0]), output_dir=str(tmp_path), eval_steps=5))

@@ -144,7 +144,11 @@ class StepOptions:
     aggregate: str = option(
         "min", help="a PRM's solution score from its step scores", choices=["min", "last", "mean", "prod"]
     )
-    separator: str | None = option(None, help="text after every step (a PRM's default: a newline)")
+    separator: str | None = option(
+        None,
+        help="text after every step (a PRM's default: a newline; where a newline tokenises to nothing, as in "
+        "WordPiece, each step ends with the tokenizer's sep_token instead, stored in the checkpoint)",
+    )
     step_tag: str | None = option(
         None, help="the separator's token the step score is read at (default: its last)"
     )

@@ -52,11 +52,21 @@ HEADS = ("classifier", "lm")
 AGGREGATES = ("min", "last", "mean", "prod")
 
 
+SEPARATOR = "\n"  # the default step separator
+STEP_TOKEN = "<step>"  # the step marker added to a tokenizer that has no token for the separator
+
+
 @dataclass
 class StepFormat:
-    """How steps are marked and read (stored under ``"rmkit": {"prm": ...}`` in ``config.json``)."""
+    """How steps are marked and read (stored under ``"rmkit": {"prm": ...}`` in ``config.json``).
 
-    separator: str = "\n"
+    ``separator`` cuts a solution's text into steps; ``marker`` (the separator itself unless set) is the text
+    written after every step, whose token the score is read at. When the default separator (a newline)
+    tokenises to nothing, as with WordPiece tokenizers, the marker is the tokenizer's ``sep_token`` (else a
+    ``<step>`` token added to it): see :func:`resolve_marker`."""
+
+    separator: str | None = None  # None: the default, a newline (resolved with the tokenizer)
+    marker: str | None = None
     step_tag: str | None = None  # the separator's token the score is read at; None: its last token
     head: str = "classifier"
     good_token: str | None = None  # head "lm": the tokens whose logits are compared at the tag
@@ -77,9 +87,30 @@ class StepFormat:
             raise RMKitError(
                 "a causal-LM PRM needs both --good-token and --bad-token (Math-Shepherd: '+' and '-')"
             )
-        if not fmt.separator:
+        if fmt.separator == "" or fmt.marker == "":
             raise RMKitError("the step separator must not be empty")
         return fmt
+
+
+def resolve_marker(steps: StepFormat, tokenizer: Any, model: Any) -> None:
+    """Give ``steps`` the default separator, and a marker that survives tokenisation where the newline does
+    not: the tokenizer's ``sep_token``, else a ``<step>`` special token added to the tokenizer (the model's
+    embeddings grown to match). Said in one log line; the checkpoint stores the choice."""
+    steps.separator = SEPARATOR
+    if steps.marker is not None or tokenizer(SEPARATOR, add_special_tokens=False)["input_ids"]:
+        return
+    sep = tokenizer.sep_token
+    if sep and tokenizer(sep, add_special_tokens=False)["input_ids"]:
+        steps.marker = sep
+    else:
+        tokenizer.add_special_tokens({"additional_special_tokens": [STEP_TOKEN]})
+        model.resize_token_embeddings(len(tokenizer))
+        steps.marker = STEP_TOKEN
+    log.info(
+        "PRM steps: a newline tokenises to nothing with this tokenizer, so each step (cut at newlines) ends "
+        "with %r instead; the checkpoint stores it (--separator names another)",
+        steps.marker,
+    )
 
 
 def aggregate(scores: Sequence[float], how: str = "min") -> float | None:
@@ -111,7 +142,9 @@ class ProcessRewardModel(HeldModel):
         self.metadata: dict[str, Any] = dict(metadata or getattr(model.config, METADATA_KEY, None) or {})
         # as for RewardModel: a linear ``score`` head on every position marks a decoder (causal attention)
         self.is_decoder = steps.head == "lm" or isinstance(getattr(model, "score", None), nn.Linear)
-        self.encoder = SolutionEncoder(tokenizer, steps.separator, steps.step_tag)
+        if steps.separator is None:
+            resolve_marker(steps, tokenizer, model)
+        self.encoder = SolutionEncoder(tokenizer, steps.marker or steps.separator, steps.step_tag)
         if steps.head == "lm":
             self._pair = [self._token(steps.good_token), self._token(steps.bad_token)]
         else:

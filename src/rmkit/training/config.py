@@ -29,7 +29,11 @@ class TrainConfig(PairOptions, RuntimeOptions, ModelOptions, StepOptions):
     model: str = option(help="backbone or reward model to start from (path or hub name)")
     data: str = option(help="training pairs (.json, .jsonl, .csv, .parquet or save_to_disk directory)")
     output_dir: str = option(help="where the final model, metrics.json, train_log.jsonl and checkpoints go")
-    eval_data: str | None = option(None, help="held-out pairs to evaluate on")
+    eval_data: str | None = option(
+        None,
+        help="held-out data to evaluate on at the end (and every --eval-steps); without it or --eval-split "
+        "nothing is evaluated after training, and metrics.json reports the last steps' training figures",
+    )
     eval_split: float = option(
         0.0, help="without --eval-data, hold out this fraction of --data for evaluation (e.g. 0.05)"
     )
@@ -121,7 +125,9 @@ class TrainConfig(PairOptions, RuntimeOptions, ModelOptions, StepOptions):
     )
     seed: int = option(42, help="seed of the head's init, the eval split and the batch order")
     logging_steps: int = option(10, help="log training metrics every N steps")
-    eval_steps: int = option(0, help="evaluate every N steps (0: at the end only)")
+    eval_steps: int = option(
+        0, help="evaluate on the held-out data every N steps (0: at the end only; needs held-out data)"
+    )
     eval_batch_tokens: int = option(BATCH_TOKENS, help="padded-token budget of an eval batch")
     prefix_sharing: bool = option(
         True,
@@ -160,6 +166,10 @@ class TrainConfig(PairOptions, RuntimeOptions, ModelOptions, StepOptions):
             raise RMKitError(f"--logging-steps must be at least 1, got {self.logging_steps}")
         if not 0.0 <= self.eval_split < 1.0:
             raise RMKitError(f"--eval-split must be in [0, 1), got {self.eval_split}")
+        if self.eval_steps and not (self.eval_data or self.eval_split):
+            raise RMKitError(
+                f"--eval-steps {self.eval_steps} evaluates on held-out data: give --eval-data or --eval-split"
+            )
         if len(self.adam_betas) != 2:
             raise RMKitError(f"--adam-betas takes two numbers, got {self.adam_betas}")
         if self.lora and self.fsdp != "off":

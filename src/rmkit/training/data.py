@@ -223,9 +223,10 @@ def _pack(chunk, tokenizer: ExampleTokenizer, options: tuple):
 
 def train_and_eval_pairs(
     config: TrainConfig, tokenizer: ExampleTokenizer, stats: RowCounts, *, main: bool, builder: bool = True
-) -> tuple[PairStore, PairStore, str]:
-    """Training pairs, eval pairs, and where the eval pairs came from (for metrics.json). Only the ``main``
-    process writes the rejects file; only a ``builder`` builds a missing cache entry."""
+) -> tuple[PairStore, PairStore | None, str | None]:
+    """Training pairs, eval pairs, and where the eval pairs came from (for metrics.json); ``None`` twice
+    without ``--eval-data`` or ``--eval-split``. Only the ``main`` process writes the rejects file; only a
+    ``builder`` builds a missing cache entry."""
     pairs = load_pairs(config.data, tokenizer, config, stats, write_rejects=main, builder=builder)
     if config.eval_data:
         held_out = load_pairs(
@@ -240,7 +241,7 @@ def train_and_eval_pairs(
             pairs.select(order[:n_eval]),
             f"{n_eval} pairs held out of {config.data}",
         )
-    return pairs, pairs, "the training data (no --eval-data or --eval-split)"
+    return pairs, None, None  # no held-out pairs: no held-out evaluation (rmkit.training.loop)
 
 
 class ItemList(list):

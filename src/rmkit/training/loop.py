@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,12 @@ from rmkit.training.step import (
 from rmkit.training.tracking import TrainLog
 
 log = logging.getLogger(__name__)
+
+RECENT_STEPS = 100  # steps whose training figures stand for the model when there is no held-out data
+NO_EVAL = (
+    "no held-out evaluation (no --eval-data or --eval-split): metrics.json's train.last_steps holds the training "
+    "figures of the last steps, and the stored score mean and std come from them"
+)
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
@@ -92,7 +99,7 @@ def _train(config: TrainConfig, d: Dist) -> dict[str, Any]:
             "with histories that differ), eval: %d from %s; "
             "%d steps of %d on %d process(es), %d trainable parameters",
             len(pairs), task.unit, stats.truncated, stats.dropped, stats.skipped, stats.empty_replies,
-            stats.split_histories, len(eval_pairs), eval_source,
+            stats.split_histories, len(eval_pairs or []), eval_source or "nowhere (no --eval-data or --eval-split)",
             total, config.batch_size, d.world, sum(p.numel() for p in rm.parameters() if p.requires_grad),
         )  # fmt: skip
 
@@ -101,10 +108,16 @@ def _train(config: TrainConfig, d: Dist) -> dict[str, Any]:
             model, rm, optimizer, scheduler, pairs, eval_pairs, config, d, train_log, out, task, masters
         )
         step = loop.run(step, total, per_epoch)
-        final = task.heldout(rm, eval_pairs, config, d)
-        train_log.log({"step": step, **{f"eval_{k}": v for k, v in final.items()}})
-    train_stats = _train_stats(task, len(pairs), stats, loop, step, d)
+        # Without held-out data nothing is scored after the last step: the end of a run costs the same
+        # whatever the data's size (the save), and the figures are those training computed already.
+        final = task.heldout(rm, eval_pairs, config, d) if eval_pairs is not None else None
+        recent = loop.recent_metrics()
+        name, shown = ("eval", final) if final is not None else ("train_last", recent)
+        train_log.log({"step": step, **{f"{name}_{k}": v for k, v in shown.items()}})
+    train_stats = {**_train_stats(task, len(pairs), stats, loop, step, d), "last_steps": recent}
     metrics = {"eval": final, "eval_data": eval_source, "train": train_stats}
+    if final is None:
+        metrics["eval_note"] = NO_EVAL
     if masters is not None:  # the final model holds the fp32 masters
         masters.into_model()
     _save(rm, peft_model, tokenizer, metrics, config, d, task)
@@ -235,6 +248,7 @@ class _Loop:
         self.train_log: TrainLog = train_log
         self.out: Path = out
         self.trained = task.totals()  # what the steps of this run saw
+        self.recent: deque = deque(maxlen=RECENT_STEPS)  # and each of its last steps, for the final figures
         self.seconds = 0.0  # and the time they took
         self.masters: MasterWeights | None = masters  # fp32 masters of bf16 weights (--dtype bf16-weights)
 
@@ -276,6 +290,7 @@ class _Loop:
             elapsed = time.perf_counter() - started
             totals = merged(d.gather(mine))
             self.trained.merge(totals)
+            self.recent.append(totals)
             window.merge(totals)
             window_time += elapsed
             self.seconds += elapsed
@@ -284,7 +299,12 @@ class _Loop:
             if step % config.logging_steps == 0 or step == total:
                 self._log_train(step, per_epoch, window, window_time, grad_norm)
                 window, window_time = self.task.totals(), 0.0
-            if config.eval_steps and step % config.eval_steps == 0 and step < total:
+            if (
+                config.eval_steps
+                and self.eval_pairs is not None
+                and step % config.eval_steps == 0
+                and step < total
+            ):
                 metrics = self.task.heldout(self.rm, self.eval_pairs, config, d)
                 self.train_log.log({"step": step, **{f"eval_{k}": v for k, v in metrics.items()}})
             if config.save_steps and step % config.save_steps == 0 and step < total:
@@ -292,6 +312,11 @@ class _Loop:
                 save_checkpoint(self.out, step, trainee, config, d)
         bar.close()
         return step
+
+    def recent_metrics(self) -> dict[str, Any]:
+        """The training figures of the last ``RECENT_STEPS`` steps of this run (``steps``: how many)."""
+        totals = merged(list(self.recent)) if self.recent else self.task.totals()
+        return {"steps": len(self.recent), **totals.metrics()}
 
     def _log_train(self, step: int, per_epoch: int, window: Any, seconds: float, grad_norm: float) -> None:
         metrics = window.metrics()
@@ -322,6 +347,7 @@ def _save(
     """Write the final model (LoRA merged, gathered whole when sharded) and ``metrics.json`` to the output
     directory; every process must call this."""
     out, final = Path(config.output_dir), metrics["eval"]
+    recent = metrics["train"]["last_steps"]
     if d.sharded:
         rm = unsharded_copy(rm, config, d)
     if d.main:
@@ -336,7 +362,17 @@ def _save(
             if tokenizer is not None
             else {"max_length": config.max_length}
         )
-        rm.save_pretrained(out, metadata={**rendering, **task.metadata(final)})
+        rm.save_pretrained(out, metadata={**rendering, **task.metadata(final or recent)})
         write_json(out / "metrics.json", metrics)
-        log.info("eval: %s; model written to %s", task.summary(final), out)
+        if final is not None:
+            log.info("eval: %s; model written to %s", task.summary(final), out)
+        else:
+            figures = ", ".join(f"{k} {v:.4f}" for k, v in recent.items() if isinstance(v, float))
+            log.info(
+                "%s; the last %d steps trained at %s; model written to %s",
+                NO_EVAL,
+                recent["steps"],
+                figures,
+                out,
+            )
     d.barrier()

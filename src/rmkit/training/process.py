@@ -173,7 +173,7 @@ class StepTask:
             n_eval = max(1, round(config.eval_split * len(items)))
             source = f"{n_eval} solutions held out of {config.data}"
             return prm, items.select(sorted(order[n_eval:])), items.select(order[:n_eval]), source
-        return prm, items, items, "the training data (no --eval-data or --eval-split)"
+        return prm, items, None, None  # no held-out solutions: no held-out evaluation
 
     def totals(self) -> StepTotals:
         return StepTotals()

@@ -167,7 +167,7 @@ class RatingTask:
                 items.select(order[:n_eval]),
                 f"{n_eval} responses held out of {config.data}",
             )
-        return rm, items, items, "the training data (no --eval-data or --eval-split)"
+        return rm, items, None, None  # no held-out responses: no held-out evaluation
 
     def totals(self) -> RatingTotals:
         return RatingTotals()

@@ -168,7 +168,9 @@ class PairTask:
         return heldout_metrics(rm, items, config, d, self.packed)
 
     def metadata(self, final: dict[str, Any]) -> dict[str, Any]:
-        """What the final model's metadata keeps of the final evaluation."""
+        """What the final model's metadata keeps of the final figures (held-out, else the last steps')."""
+        if final.get("reward_mean") is None:  # no pair was scored (a run resumed at its end)
+            return {}
         return {"score_mean": final["reward_mean"], "score_std": final["reward_std"]}
 
     def summary(self, final: dict[str, Any]) -> str:
