@@ -76,3 +76,74 @@ def test_special_tokens_a_text_already_has_are_not_doubled(backbone, request):
     tail = "" if backbone == "llama" else tok.sep_token
     plain, marked = ExampleTokenizer(tok).tokenize(examples_from(texts=["User: Hi", f"{head}User: Hi{tail}"]))
     assert marked[0].ids == plain[0].ids == tok("User: Hi")["input_ids"]
+
+
+WORDS = [
+    "hello",
+    "world",
+    "  spaced",
+    "\n\nnew",
+    "para",
+    "x",
+    "ümlaut",
+    "日本語",
+    "can't",
+    "1234",
+    "!!",
+    "a.b",
+    "—",
+]
+
+
+def metaspace_tokenizer(prepend: str):
+    """A SentencePiece-style tokenizer (Metaspace pieces, as Llama 2 and Mistral), trained on the spot."""
+    import random
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from tokenizers.processors import TemplateProcessing
+    from transformers import PreTrainedTokenizerFast
+
+    rng = random.Random(1)
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme=prepend)
+    tok.decoder = decoders.Metaspace(prepend_scheme=prepend)
+    corpus = [" ".join(rng.choice(WORDS) for _ in range(50)) for _ in range(300)]
+    tok.train_from_iterator(
+        corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"])
+    )
+    tok.post_processor = TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+
+
+@pytest.mark.parametrize("kind", ["bpe", "bpe_chat", "wordpiece", "metaspace_first", "metaspace_always"])
+def test_a_long_prompt_tokenised_once_for_all_its_answers_gives_the_ids_of_each_whole_text(
+    kind, tmp_path, minilm_path
+):
+    """Answers to one prompt share one tokenisation of its beginning; the ids are those ``tokenizer(text)``
+    gives each whole rendered text, whatever the tokenizer (byte-level BPE, WordPiece, SentencePiece)."""
+    import random
+
+    from conftest import make_tokenizer
+
+    tok = {
+        "bpe": lambda: make_tokenizer(tmp_path),
+        "bpe_chat": lambda: make_tokenizer(tmp_path, chat_template=CHAT),
+        "wordpiece": lambda: AutoTokenizer.from_pretrained(minilm_path),
+        "metaspace_first": lambda: metaspace_tokenizer("first"),
+        "metaspace_always": lambda: metaspace_tokenizer("always"),
+    }[kind]()
+    rng = random.Random(0)
+    text = lambda n: " ".join(rng.choice(WORDS) for _ in range(n))  # noqa: E731
+    enc = ExampleTokenizer(tok)
+    for _ in range(60):
+        answers = [text(rng.randint(0, 12)) for _ in range(rng.randint(2, 5))]
+        ex = Example(
+            0, [{"role": "user", "content": text(rng.randint(1, 80))}], answers, False, best_of_n=True
+        )
+        whole = [
+            tok(enc.render(ex.prompt, a), add_special_tokens=not enc.use_chat)["input_ids"] for a in answers
+        ]
+        eos = [tok.eos_token_id] if enc.add_eos else []  # a rendered conversation ends on EOS
+        expected = [w if w[-1:] == eos else w + eos for w in whole]
+        assert [t.ids for t in enc.tokenize([ex])[0]] == expected

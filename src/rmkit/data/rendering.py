@@ -37,6 +37,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
@@ -101,6 +102,22 @@ class RowCounts:
         return self
 
 
+MIN_CUT = 64  # fewest characters of common beginning worth tokenising once
+
+
+def _cut_point(texts: list[str]) -> int:
+    """Where texts that begin alike are cut to tokenise their common beginning once: at a single space
+    between two characters that are not spaces, all inside the common beginning; 0 where there is none
+    (or too little to be worth it)."""
+    if len(texts) < 2:
+        return 0
+    common = os.path.commonprefix(texts)
+    for k in range(len(common) - 2, MIN_CUT - 1, -1):
+        if common[k] == " " and not common[k - 1].isspace() and not common[k + 1].isspace():
+            return k
+    return 0
+
+
 def _added_special_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
     """The special token ids ``tokenizer(text)`` puts before and after a text's own (``[CLS]``/``[SEP]``,
     ``<s>``)."""
@@ -153,12 +170,15 @@ class ExampleTokenizer:
         """Token ids of every response of every example (one tokenizer call for all), in order; ``None``
         marks an example dropped by ``truncation="drop"``."""
         jobs: list[tuple[str, bool]] = []
+        groups: list[list[int]] = []  # jobs that answer one prompt, whose rendered texts begin alike
         for ex in examples:
+            if len(ex.responses) > 1 and not ex.rendered and ex.rejected_prompt is None:
+                groups.append(list(range(len(jobs), len(jobs) + len(ex.responses))))
             for i, response in enumerate(ex.responses):
                 jobs.append(
                     (response, True) if ex.rendered else (self.render(ex.prompt_of(i), response), False)
                 )
-        ids = self._ids(jobs)
+        ids = self._ids(jobs, groups)
         out: list[list[Tokenized] | None] = []
         pos = 0
         for ex in examples:
@@ -172,17 +192,73 @@ class ExampleTokenizer:
             out.append(None if dropped else encs)
         return out
 
-    def _ids(self, jobs: list[tuple[str, bool]]) -> list[list[int]]:
-        # Chat-template text already holds its special tokens; plain and verbatim text take the defaults.
-        plain = [i for i, (_, verbatim) in enumerate(jobs) if verbatim or not self.use_chat]
-        chat = [i for i, (_, verbatim) in enumerate(jobs) if not verbatim and self.use_chat]
+    def _ids(self, jobs: list[tuple[str, bool]], groups: Sequence[list[int]] = ()) -> list[list[int]]:
+        """The token ids of every job's text, as one ``tokenizer(text)`` call each would give them.
+
+        A group of texts that begin alike (the answers of one prompt) has its common beginning tokenised
+        once: the texts are cut at a space inside it, between two other characters (no tokenizer's piece
+        runs over such a space into the next word), and the cut is checked on the group's first text, whose
+        whole tokenisation must equal the pieces'; where it does not, every text of the group is tokenised
+        whole. Long prompts before many answers (best-of-N, GRPO groups) so cost one tokenisation."""
+        whole = set(range(len(jobs)))
+        cuts: dict[int, tuple[list[int], int]] = {}  # group -> (its members, where their texts are cut)
+        for g, members in enumerate(groups):
+            cut = _cut_point([jobs[m][0] for m in members])
+            if cut:
+                cuts[g] = (members, cut)
+                whole -= set(members[1:])
+        texts = [(i, jobs[i][0]) for i in sorted(whole)]
+        for members, cut in cuts.values():
+            texts += [(("prefix", members[0]), jobs[members[0]][0][:cut])]
+            texts += [(("rest", m), jobs[m][0][cut:]) for m in members]
+        encoded = self._encode(texts, jobs)
         ids: list[list[int]] = [[] for _ in jobs]
-        for idx, special in ((plain, True), (chat, False)):
-            if idx:
-                enc = self.tokenizer([jobs[i][0] for i in idx], add_special_tokens=special)["input_ids"]
-                for i, row in zip(idx, enc, strict=True):
-                    ids[i] = row
+        for i in whole:
+            ids[i] = encoded[i]
+        retry = []
+        for members, _ in cuts.values():
+            pieces = [
+                self._joined(encoded[("prefix", members[0])], encoded[("rest", m)], jobs[m][1])
+                for m in members
+            ]
+            if pieces[0] != encoded[members[0]]:  # this tokenizer's pieces depend on what comes after
+                retry += members[1:]
+                continue
+            for m, row in zip(members, pieces, strict=True):
+                ids[m] = row
+        if retry:
+            again = self._encode([(m, jobs[m][0]) for m in retry], jobs)
+            for m in retry:
+                ids[m] = again[m]
         return ids
+
+    def _encode(self, texts: list[tuple[Any, str]], jobs: list[tuple[str, bool]]) -> dict[Any, list[int]]:
+        """Ids of ``(key, text)`` pairs in two batched calls: a job's whole text as :meth:`_ids` says (chat
+        text holds its special tokens; plain and verbatim text take the defaults), a piece without any."""
+        out: dict[Any, list[int]] = {}
+        for special in (True, False):
+            keys = [k for k, _ in texts if self._special_for(k, jobs) == special]
+            if keys:
+                batch = [t for k, t in texts if self._special_for(k, jobs) == special]
+                for k, row in zip(
+                    keys, self.tokenizer(batch, add_special_tokens=special)["input_ids"], strict=True
+                ):
+                    out[k] = row
+        return out
+
+    def _special_for(self, key: Any, jobs: list[tuple[str, bool]]) -> bool:
+        """Whether the text under ``key`` takes the tokenizer's special tokens: a piece never does."""
+        if isinstance(key, tuple):
+            return False
+        verbatim = jobs[key][1]
+        return verbatim or not self.use_chat
+
+    def _joined(self, prefix: list[int], rest: list[int], verbatim: bool) -> list[int]:
+        """A text's ids from its two pieces' ids, with the special tokens ``tokenizer(text)`` adds."""
+        if verbatim or not self.use_chat:
+            head, tail = self._added
+            return head + prefix + rest + tail
+        return prefix + rest
 
     def _complete(self, ids: list[int], *, conversation: bool) -> list[int]:
         """A response's whole sequence: a conversation ends on EOS; verbatim text keeps no doubled specials."""
