@@ -175,7 +175,7 @@ def test_bad_rows_name_file_row_and_field(tmp_path, case, bad, field, reason):
 def test_undecodable_json_line_names_the_line(tmp_path):
     path = tmp_path / "broken.jsonl"
     path.write_text('{"text": "ok"}\n{"text": "unterminated\n', encoding="utf-8")
-    with pytest.raises(DataError, match=r"broken\.jsonl, row 2: line is not valid JSON"):
+    with pytest.raises(DataError, match=r"broken\.jsonl, row 2: not valid JSON"):
         list(iter_examples(path))
 
 

@@ -216,7 +216,12 @@ def test_every_face_refuses_a_checkpoint_of_an_unknown_kind_in_one_line(command,
     data = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
     args = {
         "score": ["--input", str(data), "--output", str(tmp_path / "o.jsonl")],
-        "rank": ["--input", str(data), "--output", str(tmp_path / "o.jsonl")],
+        "rank": [
+            "--input",
+            str(write_jsonl(tmp_path / "groups.jsonl", GROUPS)),
+            "--output",
+            str(tmp_path / "o.jsonl"),
+        ],
         "eval": ["--data", str(data), "--output-dir", str(tmp_path / "o")],
         "serve": ["--port", "0"],
     }[command]

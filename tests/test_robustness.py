@@ -67,7 +67,7 @@ def test_training_counts_the_accepted_hh_rows(llama_path, tmp_path):
 def test_a_jsonl_line_that_is_not_json_is_a_skippable_bad_row(tmp_path):
     path = tmp_path / "broken.jsonl"
     path.write_text('{"text": "a"}\n{"text": "unterminated\n[1, 2]\n{"text": "b"}\n', encoding="utf-8")
-    with pytest.raises(DataError, match=r"broken\.jsonl, row 2: line is not valid JSON"):
+    with pytest.raises(DataError, match=r"broken\.jsonl, row 2: not valid JSON"):
         list(iter_examples(path))
     with Rejects(tmp_path / "rejects.jsonl") as rejects:
         examples = list(iter_examples(path, rejects=rejects))

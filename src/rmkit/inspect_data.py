@@ -1,4 +1,5 @@
-"""``rmkit inspect``: read a data file the way train and score will, and say what rmkit sees in it."""
+"""``rmkit inspect``: read a data file the way train, score and eval will, and say what rmkit sees in it:
+which kind of data it holds (:func:`rmkit.kinds.for_data`), its format, and its rows."""
 
 from __future__ import annotations
 
@@ -6,25 +7,43 @@ from collections import Counter
 from contextlib import nullcontext
 from dataclasses import dataclass
 
-from rmkit.data import Rejects, detect_format, first_record, iter_examples
+from rmkit import kinds
+from rmkit.data import Rejects, first_record
+from rmkit.errors import RMKitError
 from rmkit.options import DataOptions, option
 
 
 @dataclass(kw_only=True)
 class InspectConfig(DataOptions):
-    data: str = option(help="data file (.json, .jsonl, .csv, .parquet) or save_to_disk directory")
+    data: str = option(
+        help="data file (.json, .jsonl, .csv, .parquet) or save_to_disk directory", aliases=["--input"]
+    )
+    attributes: list[str] | None = option(
+        None, help="rated data: the rating columns (default: HelpSteer2's, or all)"
+    )
+    neutral_steps: str = option(
+        "good", help="PRM800K steps rated 0 count as right, wrong, or are left unlabelled",
+        choices=["good", "bad", "skip"],
+    )  # fmt: skip
 
 
 def inspect(config: InspectConfig) -> dict[str, object]:
-    """Normalise every row of ``config.data`` and print (and return) the counts."""
+    """Read every row of ``config.data`` as its kind of data does; print (and return) the counts."""
+    reading = kinds.Reading.of(config)
+    kind = kinds.for_data([config.data], reading)
     first = first_record(config.data)
-    fmt = config.format or (
-        detect_format({(config.columns or {}).get(k, k): v for k, v in first.items()}) if first else None
-    )
-    kinds: Counter[str] = Counter()
+    record = {(config.columns or {}).get(k, k): v for k, v in (first or {}).items()}
+    fmt = config.format or (kind.detect(record, reading) if first else None)
+    if first and fmt is None:
+        raise RMKitError(
+            f"{config.data}: cannot tell the format from the columns {sorted(record)}; name it with --format "
+            "or rename columns with --columns (rmkit inspect --help lists the formats)"
+        )
+    counts: Counter[str] = Counter()
     with Rejects(config.rejects) if config.on_error == "skip" else nullcontext() as rejects:
-        for ex in iter_examples(config.data, format=config.format, columns=config.columns, rejects=rejects):
-            kinds["pairs" if ex.is_pair else "responses"] += 1
-    summary = {"file": config.data, "format": fmt, **kinds, "skipped": rejects.count if rejects else 0}
+        for row in kind.rows(config.data, reading, rejects):
+            counts[kind.tally(row)] += 1
+    summary = {"file": config.data, "kind": kind.name, "format": fmt, **counts}
+    summary["skipped"] = rejects.count if rejects else 0
     print(" ".join(f"{k}={v}" for k, v in summary.items()))
     return summary

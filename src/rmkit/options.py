@@ -191,8 +191,52 @@ def _base_type(annotation: Any) -> tuple[Any, bool]:
 def _parse_mapping(text: str) -> dict[str, str]:
     pairs = [p for p in text.split(",") if p]
     if not all("=" in p for p in pairs):
-        raise argparse.ArgumentTypeError(f"expected name=name pairs separated by commas, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected name=value pairs (a=b,c=d or a=b c=d), got {text!r}")
     return dict(p.split("=", 1) for p in pairs)
+
+
+def items(values: Any, of: type = str) -> list[Any]:
+    """A list option's values however they were written: ``a b`` (several), ``a,b`` (one, commas), both,
+    or a YAML list; each converted to ``of``."""
+    values = [values] if isinstance(values, str) else list(values)
+    return [
+        of(x.strip()) if isinstance(x, str) else of(x)
+        for v in values
+        for x in (v.split(",") if isinstance(v, str) else [v])
+        if x != ""
+    ]
+
+
+def mapping(values: Any) -> dict[str, str]:
+    """A mapping option's value however it was written: ``a=b,c=d``, ``a=b c=d``, or a YAML mapping."""
+    if isinstance(values, dict):
+        return {str(k): v for k, v in values.items()}
+    out: dict[str, str] = {}
+    for v in [values] if isinstance(values, str) else values:
+        out.update(_parse_mapping(v))
+    return out
+
+
+class _Items(argparse.Action):
+    """``--x a b``, ``--x a,b`` and ``--x a --x b`` all give ``[a, b]`` (:func:`items`)."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
+        try:
+            new = items(values, self.of)
+        except ValueError as e:
+            parser.error(f"{option_string}: {e}")
+        setattr(namespace, self.dest, (getattr(namespace, self.dest, None) or []) + new)
+
+
+class _Mapping(argparse.Action):
+    """``--x a=b,c=d`` and ``--x a=b c=d`` both give ``{a: b, c: d}`` (:func:`mapping`)."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
+        try:
+            new = mapping(values)
+        except argparse.ArgumentTypeError as e:
+            parser.error(f"{option_string}: {e}")
+        setattr(namespace, self.dest, {**(getattr(namespace, self.dest, None) or {}), **new})
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
@@ -221,12 +265,14 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         origin = typing.get_origin(kind)
         if kind is bool:
             kw["action"] = argparse.BooleanOptionalAction
-        elif origin is list:
+        elif origin is list:  # ``--model A B``, ``--model A,B`` and ``--model A --model B`` give [A, B]
             kw["nargs"] = "+"
-            kw["action"] = "extend"  # ``--model A B`` and ``--model A --model B`` both give [A, B]
-            kw["type"] = typing.get_args(kind)[0] if typing.get_args(kind) else str
+            kw["action"] = type(
+                "Items", (_Items,), {"of": typing.get_args(kind)[0] if typing.get_args(kind) else str}
+            )
         elif origin is dict:
-            kw["type"] = _parse_mapping
+            kw["nargs"] = "+"
+            kw["action"] = _Mapping
         else:
             kw["type"] = kind if kind in (int, float, str) else str
         if kw["help"] and f.default is not dataclasses.MISSING and f.default is not None and kind is not bool:
@@ -249,6 +295,7 @@ def build(cls: type[T], flags: dict[str, Any], config_file: str | Path | None = 
         values.update({k.replace("-", "_"): v for k, v in loaded.items()})
     values.update(flags)
     names = {f.name for f in dataclasses.fields(cls)}
+    values = _coerced(cls, {_aliases(cls).get(k, k): v for k, v in values.items()})
     unknown = sorted(set(values) - names)
     if unknown:
         where = f"{config_file}: " if config_file else ""
@@ -265,6 +312,34 @@ def build(cls: type[T], flags: dict[str, Any], config_file: str | Path | None = 
             f"missing required option(s): {', '.join('--' + m.replace('_', '-') for m in missing)}"
         )
     return cls(**values)
+
+
+def _aliases(cls: type) -> dict[str, str]:
+    """Other names of ``cls``'s options (``--data`` for ``--input``), as YAML keys: alias -> field."""
+    return {
+        a.lstrip("-").replace("-", "_"): f.name
+        for f in dataclasses.fields(cls)
+        for a in f.metadata.get("aliases", ())
+    }
+
+
+def _coerced(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """List and mapping options from YAML written as the command line writes them (``a,b``, ``a=b,c=d``)."""
+    hints = typing.get_type_hints(cls)
+    out = dict(values)
+    for name, value in values.items():
+        if name not in hints or value is None:
+            continue
+        origin = typing.get_origin(_base_type(hints[name])[0])
+        try:
+            if origin is list:
+                of = typing.get_args(_base_type(hints[name])[0])
+                out[name] = items(value, of[0] if of else str)
+            elif origin is dict:
+                out[name] = mapping(value)
+        except (ValueError, argparse.ArgumentTypeError) as e:
+            raise RMKitError(f"{name}: {e}") from None
+    return out
 
 
 def configured(cls: type[T], config: T | None, options: dict[str, Any], *, loaded: bool = False) -> T:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
 
-from rmkit.checkpoints import ensure_pad_token, save_model
+from rmkit.checkpoints import ensure_pad_token, resolve_name, save_model
 from rmkit.data.formats import Message
 from rmkit.data.rendering import RowCounts
 from rmkit.data.steps import SolutionEncoder, StepExample
@@ -181,7 +181,7 @@ class ProcessRewardModel(HeldModel):
         """Load a PRM: a token classifier (rmkit's, or two-class as Qwen2.5-Math-PRM), a causal LM read by
         its good/bad tokens (``good_token``, ``bad_token``, ``step_tag``, ``separator``: Math-Shepherd), or a
         backbone, which gets a fresh one-label token head (to train)."""
-        name = str(path)
+        name = resolve_name(path)
         try:
             config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as e:

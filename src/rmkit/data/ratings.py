@@ -124,7 +124,7 @@ def _rated(
     names = list(attributes) if attributes else [a for a in HELPSTEER if a in record]
     missing = [a for a in names if record.get(a) is None]
     if missing:
-        raise reader.error(missing[0], "missing rating")
+        raise reader.error(missing[0], f"missing rating (the row's columns: {', '.join(sorted(record))})")
     ratings = {a: _number(reader, record[a], a, rating_range) for a in names}
     if "messages" in record and "prompt" not in record:
         prompt = reader.messages(record["messages"], "messages")

@@ -65,8 +65,14 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             row = line_no
             try:
                 record = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                error = DataError(f"line is not valid JSON ({e})", file=str(path), row=row)
+            except json.JSONDecodeError as e:  # the row is the line: say where in it, not json's line count
+                error = DataError(
+                    f"not valid JSON ({e.msg} at character {e.pos + 1})", file=str(path), row=row
+                )
+                yield row, BadRecord(error, raw.decode("utf-8", errors="replace").rstrip("\r\n"))
+                continue
+            except UnicodeDecodeError as e:
+                error = DataError(f"not valid UTF-8 (byte {e.start + 1})", file=str(path), row=row)
                 yield row, BadRecord(error, raw.decode("utf-8", errors="replace").rstrip("\r\n"))
                 continue
             yield row, _as_record(record, path, row)

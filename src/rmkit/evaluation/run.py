@@ -29,7 +29,7 @@ from typing import Any
 from rmkit import kinds, runtime
 from rmkit.data import Rejects
 from rmkit.errors import RMKitError
-from rmkit.files import atomic_write, write_json, write_text
+from rmkit.files import atomic_write, claim_output_dir, write_json, write_text
 from rmkit.options import InferenceOptions, ModelOptions, PairOptions, RuntimeOptions, StepOptions, option
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,8 @@ class EvalConfig(PairOptions, RuntimeOptions, InferenceOptions, ModelOptions, St
     )
     data: list[str] = option(
         help="data file(s), all of one kind: preference pairs, step-labelled solutions (process RMs) or rated "
-        "responses; .json, .jsonl, .csv, .parquet or a save_to_disk directory"
+        "responses; .json, .jsonl, .csv, .parquet or a save_to_disk directory",
+        aliases=["--input"],
     )
     output_dir: str = option(help="directory for metrics.json, scores.jsonl, plots/ and report.md")
     max_length: int | None = option(
@@ -68,6 +69,9 @@ class EvalConfig(PairOptions, RuntimeOptions, InferenceOptions, ModelOptions, St
     )
     threshold: float = option(
         0.5, help="process reward models: a step counts as right when it scores at least this"
+    )
+    overwrite: bool = option(
+        False, help="write over an --output-dir that holds another run's files (without it: refused)"
     )
 
     def __post_init__(self) -> None:
@@ -110,7 +114,7 @@ def evaluate(config: EvalConfig | None = None, **options: Any) -> dict[str, Any]
         kinds.check(judge, checkpoint, kinds.recognise(checkpoint), ", ".join(config.data))
     evaluation = judge.evaluation(config, labels, names)
     out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_output_dir(out, overwrite=config.overwrite)
     with runtime.start(config.device, config.threads) as rt:
         for k, (label, checkpoint) in enumerate(zip(labels, checkpoints, strict=True)):
             kind, model = kinds.load(checkpoint, dtype=config.dtype, device=rt.device)
@@ -123,6 +127,7 @@ def evaluate(config: EvalConfig | None = None, **options: Any) -> dict[str, Any]
                     evaluation.add(kind, model, label, name, rejects)
             del model
     metrics = evaluation.metrics()
+    out.mkdir(parents=True, exist_ok=True)  # only now: a failed run leaves no directory behind
     with atomic_write(out / "scores.jsonl") as f:
         f.writelines(json.dumps(line, ensure_ascii=False) + "\n" for line in evaluation.lines())
     drawn = evaluation.plots(out, metrics) if config.plots else {}

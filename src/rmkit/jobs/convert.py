@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rmkit.errors import RMKitError
+from rmkit.files import claim_output_dir
 from rmkit.modeling import RewardModel
 from rmkit.options import ModelOptions, option
 from rmkit.runtime import DTYPES
@@ -37,8 +38,7 @@ def convert(config: ConvertConfig) -> dict[str, Any]:
     out = Path(config.output)
     if Path(config.source).resolve() == out.resolve():
         raise RMKitError("convert: the output directory must differ from the source")
-    if out.is_dir() and any(out.iterdir()) and not config.overwrite:
-        raise RMKitError(f"convert: '{out}' already holds files; pass --overwrite to write into it")
+    claim_output_dir(out, overwrite=config.overwrite, flag="the output directory")
     rm = RewardModel.from_pretrained(config.source, dtype=config.dtype, **config.loading())
     rm.save_pretrained(out)
     source = rm.metadata.get("converted_from", {}).get("layout", "transformers")

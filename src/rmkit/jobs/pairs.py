@@ -29,7 +29,10 @@ from rmkit.options import DataOptions, option
 class PairsConfig(DataOptions):
     """Options of ``rmkit pairs``."""
 
-    input: str = option(help="rated rows: prompt/response with rating columns, or UltraFeedback completions")
+    input: str = option(
+        help="rated rows: prompt/response with rating columns, or UltraFeedback completions",
+        aliases=["--data"],
+    )
     output: str = option(help="where the pairs go (.jsonl)")
     strategy: str = option("best_vs_rest", help="which pairs a prompt gives", choices=list(STRATEGIES))
     attribute: str | None = option(None, help="the rating pairs are made by (default: the only one)")
@@ -71,9 +74,9 @@ def pairs(config: PairsConfig) -> dict[str, Any]:
                         "prompt": group.prompt_value(),
                         "chosen": group.responses[c],
                         "rejected": group.responses[r],
-                        "margin": values[c] - values[r],
-                        "chosen_rating": values[c],
-                        "rejected_rating": values[r],
+                        "margin": _tidy(values[c] - values[r]),
+                        "chosen_rating": _tidy(values[c]),
+                        "rejected_rating": _tidy(values[r]),
                     }
                     f.write(
                         json.dumps(
@@ -102,3 +105,9 @@ def _range(text: str | None) -> tuple[float, float] | None:
     except ValueError:
         raise RMKitError(f"--rating-range expects LO,HI, got {text!r}") from None
     return lo, hi
+
+
+def _tidy(x: float) -> float:
+    """``x`` to 12 significant digits: the last-digit noise of float sums (0.3999999999999999 for a margin
+    of 0.4) is not in the data."""
+    return float(f"{x:.12g}")

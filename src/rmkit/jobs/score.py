@@ -29,7 +29,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from tqdm import tqdm
 
@@ -69,7 +69,9 @@ class ScoreConfig(DataOptions, RuntimeOptions, InferenceOptions, ModelOptions, S
     model: str = option(
         help="reward model: an rmkit or any one-label HF sequence classifier (dir or hub name)"
     )
-    input: str = option(help="data file (.json, .jsonl, .csv, .parquet) or save_to_disk directory")
+    input: str = option(
+        help="data file (.json, .jsonl, .csv, .parquet) or save_to_disk directory", aliases=["--data"]
+    )
     output: str = option(help="where to write the scores: .json (a JSON list) or .jsonl (one object a line)")
     template: str | None = option(
         None,
@@ -109,6 +111,7 @@ class ScoreConfig(DataOptions, RuntimeOptions, InferenceOptions, ModelOptions, S
         help="standardise scores with the model's stored mean and std (rmkit's, safe-rlhf's, OpenRLHF's)",
     )
     resume: bool = option(False, help="continue a killed run from its part files instead of starting over")
+    ranks: ClassVar[bool] = False  # rmkit rank: only best-of-N rows
     progress: bool = option(True, help="show a progress bar on stderr (only when it is a terminal)")
 
 
@@ -152,6 +155,7 @@ def score_file(config: ScoreConfig, *, rm: RewardModel | None = None) -> dict[st
     output = Path(config.output)
     if output.suffix not in (".json", ".jsonl"):
         raise RMKitError(f"--output must end in .json or .jsonl, got '{config.output}'")
+    _check_rows(config)
     with runtime.start(config.device, config.threads) as rt:
         if rm is None:
             loading = {**config.loading(), **config.step_format()}
@@ -216,7 +220,9 @@ def _score_share(
     tokenizer = kind.tokenizer(rm, reading)
     seen: deque[tuple[int, int]] = deque()  # (row, record number) of records handed to the normaliser
     records = Share(read_records(config.input), rt.rank, rt.world, state.records, seen)
+    # One progress policy (as rmkit train's): a bar on a terminal, else a plain line after every chunk
     show = config.progress and sys.stderr.isatty()
+    plain = config.progress and not show and rt.main
     total = count_records(config.input, rt.rank, rt.world) if show else None
     skip = config.on_error == "skip"
     t0 = time.perf_counter()
@@ -242,8 +248,11 @@ def _score_share(
                 state.stats.skipped, state.rejects_bytes = skipped_before + read[1], read[2]
             state.run_seconds = time.perf_counter() - t0
             state.save(paths.state)
+            rate = f"{state.run_tokens / max(state.run_seconds, 1e-9):,.0f} tok/s"
             bar.update(state.records - bar.n)
-            bar.set_postfix_str(f"{state.run_tokens / max(state.run_seconds, 1e-9):,.0f} tok/s")
+            bar.set_postfix_str(rate)
+            if plain and lines:
+                print(f"score: {state.records} records read, {rate}", file=sys.stderr, flush=True)
 
         examples = kind.examples(records, str(config.input), reading, rejects)
         read_ahead = runtime.reads_ahead(rt.device, config.read_ahead)
@@ -303,6 +312,25 @@ def _score_chunk(
     state.add(scored)
     state.run_tokens += state.stats.tokens - tokens_before
     return lines
+
+
+def _check_rows(config: ScoreConfig) -> None:
+    """Refuse options that would do nothing for the input's rows: ``rank`` of rows that are not best-of-N,
+    and a ranking's cut (``--top-k``, ``--min-score``) of rows that have no ranking."""
+    fmt = _format(config)
+    if fmt is None or fmt == "responses":
+        return
+    if config.ranks:
+        raise RMKitError(
+            f"rmkit rank ranks best-of-N rows (a prompt and a list 'responses'); {config.input} holds "
+            f"'{fmt}' rows: score them with rmkit score"
+        )
+    cuts = [f for f, v in (("--top-k", config.top_k), ("--min-score", config.min_score)) if v is not None]
+    if cuts:
+        raise RMKitError(
+            f"{' and '.join(cuts)} cut the ranking of best-of-N rows; {config.input} holds '{fmt}' rows, "
+            "which have none"
+        )
 
 
 def _format(config: ScoreConfig) -> str | None:

@@ -16,19 +16,22 @@ float a response; a multi-attribute RM: K floats a response; a process RM: a sol
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from rmkit.data import Example, RowCounts, normalise_records
+from rmkit.checkpoints import resolve_name
+from rmkit.data import Example, RowCounts, detect_format, iter_examples, normalise_records
 from rmkit.errors import RMKitError
 from rmkit.inference import CHUNK_ROWS, ahead, score_tokenized
 from rmkit.metrics import ranking
 from rmkit.modeling import METADATA_KEY, RewardModel
 from rmkit.runtime import reads_ahead
 
+log = logging.getLogger(__name__)
 Raw = Any  # what the core read out for one example, in its kind's shape (module docstring)
 
 
@@ -73,6 +76,7 @@ class Checkpoint:
     @classmethod
     def read(cls, path: str | Path, options: dict[str, Any] | None = None) -> Checkpoint:
         """The checkpoint at ``path``: a directory's ``config.json``, or a hub name's where it is cached."""
+        path = resolve_name(path)
         local = Path(path) / "config.json"
         config: dict[str, Any] = {}
         if local.is_file():
@@ -141,9 +145,17 @@ class Kind:
 
     def load(self, checkpoint: Checkpoint, dtype: Any, device: Any) -> Any:
         """The model of ``checkpoint`` (its ``options`` are the loading options) in ``dtype`` on ``device``."""
-        return RewardModel.from_pretrained(
+        rm = RewardModel.from_pretrained(
             checkpoint.path, dtype=dtype, device=device, **outcome_loading(checkpoint)
         )
+        fresh = getattr(rm.model, "fresh_head", None)
+        if fresh:  # a backbone given to a scoring command (training gives it its head, and says nothing)
+            log.warning(
+                "'%s' has no trained score head (%s is new): train it before its scores mean anything",
+                checkpoint.path,
+                ", ".join(fresh),
+            )
+        return rm
 
     def owns(self, model: Any) -> bool:
         """Whether the loaded ``model`` is of this kind."""
@@ -159,6 +171,21 @@ class Kind:
         """Whether the data file ``path`` holds what this kind's evaluation and training read; data no kind
         holds is the registry's last kind's, preference pairs."""
         return False
+
+    def rows(self, path: str | Path, reading: Reading, rejects: Any = None) -> Iterator[Any]:
+        """The rows of the data file ``path`` as this kind's data reads them (what ``rmkit inspect`` counts)."""
+        return iter_examples(path, format=reading.format, columns=reading.columns, rejects=rejects)
+
+    def detect(self, record: dict[str, Any], reading: Reading) -> str | None:
+        """The format this kind's data reader sees in ``record`` (columns renamed), ``None`` when none."""
+        try:
+            return detect_format(record)
+        except ValueError:
+            return None
+
+    def tally(self, row: Any) -> str:
+        """What one row of :meth:`rows` counts as (``rmkit inspect``'s counts)."""
+        return "pairs" if row.is_pair else "responses"
 
     def evaluates(self, kind: Kind) -> bool:
         """Whether this kind's evaluation can judge models of ``kind``: those that score what it reads."""

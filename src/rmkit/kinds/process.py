@@ -27,7 +27,14 @@ from typing import Any
 import numpy as np
 
 from rmkit.data import Example, RowCounts, normalise_records
-from rmkit.data.steps import STEP_FORMATS, StepExample, holds_steps, iter_step_examples, normalise_steps
+from rmkit.data.steps import (
+    STEP_FORMATS,
+    StepExample,
+    detect_step_format,
+    holds_steps,
+    iter_step_examples,
+    normalise_steps,
+)
 from rmkit.errors import RMKitError
 from rmkit.kinds.base import Checkpoint, Kind, Raw, Reading, Sequences
 from rmkit.metrics.graded import first_below, step_metrics
@@ -94,6 +101,18 @@ class ProcessKind(Kind):
 
     def holds(self, path: str | Path, reading: Reading) -> bool:
         return holds_steps(path, format=reading.format, columns=reading.columns)
+
+    def rows(self, path: str | Path, reading: Reading, rejects: Any = None) -> Iterator[StepExample]:
+        step_format = reading.format if reading.format in STEP_FORMATS else None
+        return iter_step_examples(
+            path, format=step_format, columns=reading.columns, rejects=rejects, neutral=reading.neutral_steps
+        )
+
+    def detect(self, record: dict[str, Any], reading: Reading) -> str | None:
+        return detect_step_format(record)
+
+    def tally(self, row: Any) -> str:
+        return "solutions"
 
     def examples(
         self, records: Iterable[tuple[int, dict[str, Any]]], source: str, reading: Reading, rejects: Any

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from rmkit.data import Example
-from rmkit.data.ratings import holds_rated, iter_rated
+from rmkit.data.ratings import RATED_FORMATS, detect_rated_format, holds_rated, iter_rated
 from rmkit.kinds.base import Checkpoint, Kind, Raw, Reading
 from rmkit.kinds.pairwise import PairwiseKind
 from rmkit.metrics.graded import rating_metrics
@@ -54,6 +54,18 @@ class RatedKind(PairwiseKind):
         return holds_rated(
             path, format=reading.format, columns=reading.columns, attributes=reading.attributes
         )
+
+    def rows(self, path: str | Path, reading: Reading, rejects: Any = None) -> Iterator[Any]:
+        rated_format = reading.format if reading.format in RATED_FORMATS else None
+        return iter_rated(
+            path, format=rated_format, columns=reading.columns, rejects=rejects, attributes=reading.attributes
+        )
+
+    def detect(self, record: dict[str, Any], reading: Reading) -> str | None:
+        return detect_rated_format(record, reading.attributes)
+
+    def tally(self, row: Any) -> str:
+        return "rated_responses"
 
     def values(self, model: Any, raw: Raw) -> list[float]:
         """Each response's score: the weighted sum of its K outputs."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass
 
 from rmkit.errors import RMKitError
+from rmkit.files import claim_output_dir
 from rmkit.inference import BATCH_TOKENS
 from rmkit.options import ModelOptions, PairOptions, RuntimeOptions, StepOptions, option
 
@@ -27,7 +29,11 @@ class TrainConfig(PairOptions, RuntimeOptions, ModelOptions, StepOptions):
     """Options of ``rmkit train``."""
 
     model: str = option(help="backbone or reward model to start from (path or hub name)")
-    data: str = option(help="training pairs (.json, .jsonl, .csv, .parquet or save_to_disk directory)")
+    data: str = option(
+        help="training data: preference pairs, step-labelled solutions or rated responses (.json, .jsonl, .csv, "
+        ".parquet or save_to_disk directory)",
+        aliases=["--input"],
+    )
     output_dir: str = option(help="where the final model, metrics.json, train_log.jsonl and checkpoints go")
     eval_data: str | None = option(
         None,
@@ -141,6 +147,9 @@ class TrainConfig(PairOptions, RuntimeOptions, ModelOptions, StepOptions):
         help="continue from a checkpoint: a path, or 'auto' (the flag alone) for the latest in --output-dir",
         const="auto",
     )
+    overwrite: bool = option(
+        False, help="write over an --output-dir that holds another run's files (without it: refused)"
+    )
     report_to: list[str] = option([], help="trackers to log to: tensorboard, wandb (when installed)")
     progress: bool = option(True, help="show a progress bar on stderr (the main process)")
     fsdp: str = option(
@@ -177,3 +186,5 @@ class TrainConfig(PairOptions, RuntimeOptions, ModelOptions, StepOptions):
                 f"--lora with --fsdp {self.fsdp} is not supported: LoRA trains few parameters, so shard "
                 "nothing (drop --fsdp) or train the full model sharded (drop --lora)"
             )
+        if os.environ.get("RANK", "0") == "0" and not self.resume:  # one process looks, before any writes
+            claim_output_dir(self.output_dir, overwrite=self.overwrite, resumable=True, own=("token-cache",))

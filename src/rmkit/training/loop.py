@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import shutil
+import sys
 import time
 from collections import deque
 from dataclasses import replace
@@ -61,10 +64,21 @@ NO_EVAL = (
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
-    """Train a reward model as ``config`` says; returns the final metrics (also written to metrics.json)."""
+    """Train a reward model as ``config`` says; returns the final metrics (also written to metrics.json).
+
+    A run that fails before its first checkpoint removes the output directory it created (what it wrote
+    there, the token cache too, is its own and cannot be resumed); one with a checkpoint keeps it for
+    ``--resume``."""
     config.validate()
-    with runtime.start(config.device, config.threads) as rt:
-        return _train(config, Dist.of(rt, config))
+    out = Path(config.output_dir)
+    created = not out.exists() and os.environ.get("RANK", "0") == "0"
+    try:
+        with runtime.start(config.device, config.threads) as rt:
+            return _train(config, Dist.of(rt, config))
+    except BaseException:
+        if created and out.is_dir() and not checkpoints(out):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 def _train(config: TrainConfig, d: Dist) -> dict[str, Any]:
@@ -254,10 +268,15 @@ class _Loop:
 
     def run(self, step: int, total: int, per_epoch: int) -> int:
         """Train from ``step`` to ``total``; returns the step reached."""
+        self.total = total
         config, d, lengths = self.config, self.d, self.pairs.lengths
         window, window_time = self.task.totals(), 0.0
+        # One progress policy (as rmkit score's): a bar on a terminal, else a plain line every logging step
         show = d.main and config.progress
-        bar = tqdm(total=total, initial=step, disable=not show, desc="train", dynamic_ncols=True)
+        self.lines = show and not sys.stderr.isatty()
+        bar = tqdm(
+            total=total, initial=step, disable=not show or self.lines, desc="train", dynamic_ncols=True
+        )
         batches: list[list[int]] = []
         while step < total:
             epoch, index = divmod(step, per_epoch)
@@ -299,19 +318,20 @@ class _Loop:
             if step % config.logging_steps == 0 or step == total:
                 self._log_train(step, per_epoch, window, window_time, grad_norm)
                 window, window_time = self.task.totals(), 0.0
-            if (
-                config.eval_steps
-                and self.eval_pairs is not None
-                and step % config.eval_steps == 0
-                and step < total
-            ):
-                metrics = self.task.heldout(self.rm, self.eval_pairs, config, d)
-                self.train_log.log({"step": step, **{f"eval_{k}": v for k, v in metrics.items()}})
-            if config.save_steps and step % config.save_steps == 0 and step < total:
-                trainee = Trainee(self.rm, self.optimizer, self.scheduler, self.masters)
-                save_checkpoint(self.out, step, trainee, config, d)
+            if step < total:
+                self._between(step)
         bar.close()
         return step
+
+    def _between(self, step: int) -> None:
+        """After a step that is not the last: evaluate and save when their turn comes."""
+        config, d = self.config, self.d
+        if config.eval_steps and self.eval_pairs is not None and step % config.eval_steps == 0:
+            metrics = self.task.heldout(self.rm, self.eval_pairs, config, d)
+            self.train_log.log({"step": step, **{f"eval_{k}": v for k, v in metrics.items()}})
+        if config.save_steps and step % config.save_steps == 0:
+            trainee = Trainee(self.rm, self.optimizer, self.scheduler, self.masters)
+            save_checkpoint(self.out, step, trainee, config, d)
 
     def recent_metrics(self) -> dict[str, Any]:
         """The training figures of the last ``RECENT_STEPS`` steps of this run (``steps``: how many)."""
@@ -321,6 +341,14 @@ class _Loop:
     def _log_train(self, step: int, per_epoch: int, window: Any, seconds: float, grad_norm: float) -> None:
         metrics = window.metrics()
         metrics.pop("pairs", None)
+        if self.lines:
+            shown = ", ".join(f"{k} {v}" for k, v in window.progress().items())
+            rate = window.tokens / max(seconds, 1e-9)
+            print(
+                f"train: step {step} of {self.total}: {shown}, {rate:.0f} tokens/s",
+                file=sys.stderr,
+                flush=True,
+            )
         self.train_log.log(
             {
                 "step": step,

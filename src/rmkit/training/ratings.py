@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rmkit import kinds
 from rmkit.data import (
     Example,
     ExampleTokenizer,
@@ -121,6 +122,18 @@ class RatingTotals:
         return {"mse": f"{self.loss / max(self.items, 1):.4f}"}
 
 
+def _check_head(model: str, names: list[str]) -> None:
+    """Refuse, in one line, a trained score head whose outputs are not one per rated attribute."""
+    checkpoint = kinds.Checkpoint.read(model)
+    trained = any(a.endswith("ForSequenceClassification") for a in checkpoint.architectures)
+    if trained and checkpoint.labels != len(names):
+        raise RMKitError(
+            f"{model} has a score head of {checkpoint.labels} output(s) and the data rates {len(names)} "
+            f"attribute(s) ({', '.join(names)}): start from its backbone, or rate {checkpoint.labels} "
+            "attribute(s) with --attributes"
+        )
+
+
 @dataclass
 class RatingTask:
     """The regression task of the training loop (the interface of :class:`rmkit.training.step.PairTask`)."""
@@ -144,6 +157,7 @@ class RatingTask:
             "id2label": dict(enumerate(self.names)),
             "label2id": {n: i for i, n in enumerate(self.names)},
         }
+        _check_head(config.model, self.names)
         rm = RewardModel.from_pretrained(config.model, **config.loading(), **(labels if k > 1 else {}))
         self.tokenizer = rm.example_tokenizer(
             max_length=config.max_length, template=config.template, truncation=config.truncation
