@@ -25,6 +25,7 @@ def test_bad_row_prints_one_line_and_exits_2(tmp_path, capsys):
     assert "bad.jsonl, row 2, field 'rejected': expected a string" in err
 
 
+@pytest.mark.slow
 def test_console_script_runs_without_traceback(tmp_path):
     path = tmp_path / "missing.json"
     proc = subprocess.run(

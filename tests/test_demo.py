@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from PIL import Image
 
 from rmkit.cli import main
 
 
+@pytest.mark.slow
 def test_reduced_demo_writes_everything_and_learns(minilm_path, tmp_path, capsys):
     out = tmp_path / "demo"
     argv = [

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 # The core, which every face builds on and which knows nothing of options, files jobs, HTTP or plots.
 CORE = (
@@ -103,6 +105,7 @@ def core_closure(edges: dict[str, set[str]]) -> set[str]:
     return seen
 
 
+@pytest.mark.slow
 def test_the_core_imports_no_face_and_no_http_yaml_argparse_or_plotting():
     edges, external = graph()
     closure = core_closure(edges)

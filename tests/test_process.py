@@ -295,6 +295,7 @@ def test_score_writes_step_scores_and_the_aggregate_in_input_order(prm_path, tmp
         assert w["completions"] == row["completions"] and w["labels"] == row["labels"]
 
 
+@pytest.mark.slow
 def test_a_killed_prm_score_run_resumes_to_the_identical_file(prm_path, tmp_path):
     from rmkit.cli import main
 
@@ -443,6 +444,7 @@ def test_a_prm_trained_by_rmkit_loads_in_plain_transformers_with_the_same_step_l
     assert scores[0] > 0.5 > scores[1]  # it learnt the task
 
 
+@pytest.mark.slow
 def test_prm_training_keeps_lora_and_two_process_torchrun(backbone, tmp_path):
     from test_training import torchrun_train
 
@@ -544,6 +546,7 @@ def test_a_prm_run_resumed_from_a_checkpoint_ends_with_the_same_weights(backbone
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_a_prm_trains_sharded_with_fsdp_as_in_one_process(backbone, tmp_path):
     from test_training import torchrun_train
 

@@ -102,6 +102,7 @@ def test_reward_model_rank(rm_path):
     assert ranked.ranking == ranking(ranked.scores)[:2] and ranked.best == ranked.ranking[0]
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_gives_the_uninterrupted_file(rm_path, tmp_path):
     data = write_jsonl(tmp_path / "in.jsonl", rows(160))
     args = ["--model", str(rm_path), "--input", str(data), "--chunk-rows", "4"]

@@ -285,6 +285,7 @@ job.score(model=sys.argv[1], input=sys.argv[2], output=sys.argv[3], chunk_rows=2
 """
 
 
+@pytest.mark.slow
 def test_a_kill_while_merging_then_resume_gives_the_uninterrupted_file(rm_path, tmp_path):
     import subprocess
     import sys

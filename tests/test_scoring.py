@@ -178,6 +178,7 @@ def test_over_length_rows_are_truncated_or_dropped_and_counted(llama_rm, tmp_pat
     assert [r["id"] for r in read_jsonl(out)] == [r["id"] for i, r in enumerate(rows) if i not in over]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("read_ahead", ["--no-read-ahead", "--read-ahead"])
 def test_kill_9_then_resume_gives_the_uninterrupted_file(llama_rm, tmp_path, read_ahead):
     _, path = llama_rm
@@ -207,6 +208,7 @@ def test_kill_9_then_resume_gives_the_uninterrupted_file(llama_rm, tmp_path, rea
     assert json.loads(whole.read_text())[100]["id"] == "r101"
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_write_the_one_process_file(llama_rm, tmp_path):
     _, path = llama_rm
     rows = prompt_rows(13)
@@ -242,6 +244,7 @@ def test_output_must_be_json_or_jsonl(llama_rm, tmp_path):
         score_file(ScoreConfig(model=str(path), input=str(data), output=str(tmp_path / "out.csv")))
 
 
+@pytest.mark.slow
 def test_compiled_scoring_gives_the_eager_scores_for_every_batch_shape(llama_rm, tmp_path):
     _, path = llama_rm
     rows = prompt_rows(31)

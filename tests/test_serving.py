@@ -313,6 +313,7 @@ def test_the_app_mounts_in_an_app_of_your_own(rm):
         assert status == 200 and body["scores"] == pytest.approx(rm.score(texts=["mounted"]), abs=1e-5)
 
 
+@pytest.mark.slow
 def test_compiled_server_compiles_before_it_listens(rm):
     compiled = RewardModel(rm.model, rm.tokenizer, dict(rm.metadata))
     with running(rmkit.serve(compiled.compile(), compile=True)) as base:

@@ -133,19 +133,15 @@ def test_training_a_one_output_rm_on_two_attributes_says_so_in_one_line(rm_path,
         ["train", "--model", "{rm}", "--data", "{bad}", "--output-dir", "{out}/t"],
     ],
 )
-def test_every_command_answers_a_bad_input_in_one_line_without_a_traceback(argv, rm_path, tmp_path):
+def test_every_command_answers_a_bad_input_in_one_line_without_a_traceback(argv, rm_path, tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(
         '{"prompt": "p", "chosen": "a", "rejected": "b"}\n{"prompt": "p", "chosen": 5, "rejected": "b"}\n'
     )
     names = {"missing": tmp_path / "missing.jsonl", "rm": rm_path, "out": tmp_path, "bad": bad}
-    argv = [a.format(**names) for a in argv]
-    run = subprocess.run(
-        [sys.executable, "-m", "rmkit.cli", *argv], capture_output=True, text=True, timeout=300
-    )
-    err = [line for line in run.stderr.splitlines() if line.startswith("rmkit ")]
-    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-2000:]
-    assert len(err) == 1 and ("missing" in err[0] or "bad.jsonl, row 2" in err[0]), run.stderr[-2000:]
+    assert main([a.format(**names) for a in argv]) == 2  # any other exception than the input's raises here
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("rmkit ")]
+    assert len(err) == 1 and ("missing" in err[0] or "bad.jsonl, row 2" in err[0]), err
 
 
 def test_options_that_would_do_nothing_are_refused(rm_path, tmp_path, capsys):
@@ -200,6 +196,7 @@ def test_one_output_directory_policy_refuses_another_runs_files_unless_overwrite
     assert main([*evaluate, "--overwrite"]) == 0 and (used / "metrics.json").is_file()
 
 
+@pytest.mark.slow
 def test_messages_say_rows_not_lines_round_derived_numbers_and_train_quietly(llama_path, tmp_path, capsys):
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n{"prompt": "p",\n')

@@ -182,6 +182,7 @@ def test_no_token_cache_leaves_no_cache_behind(llama_path, data, tmp_path):
     assert len(pairs) == 80 and not (tmp_path / "o" / "token-cache").exists()
 
 
+@pytest.mark.slow
 def test_two_processes_map_one_cache_entry_built_once(llama_path, data, tmp_path):
     out = tmp_path / "two"
     err = torchrun_train(llama_path, data, out, "--max-steps", "2", "--cache-dir", str(tmp_path / "cache"))

@@ -217,6 +217,7 @@ def assert_same_weights(a: Path, b: Path) -> None:
         torch.testing.assert_close(wa[name], wb[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
+@pytest.mark.slow
 def test_two_process_torchrun_equals_one_process(llama_path, data, tmp_path):
     args = dict(max_steps=4, batch_size=8, micro_batch_size=2, logging_steps=1)
     train(config(llama_path, data, tmp_path / "one", **args))
@@ -251,6 +252,7 @@ def fsdp_run(llama_path, data, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_two_process_fsdp_equals_one_process_with_uneven_pass_counts(llama_path, data, fsdp_run, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
@@ -283,6 +285,7 @@ def test_two_process_fsdp_equals_one_process_with_uneven_pass_counts(llama_path,
     assert meta["score_mean"] == pytest.approx(m2["eval"]["reward_mean"])
 
 
+@pytest.mark.slow
 def test_fsdp_checkpoint_resumes_in_either_sharding_and_in_one_process(llama_path, data, fsdp_run, tmp_path):
     # The sharded run's checkpoint holds whole tensors: the same names and shapes as the final model's.
     mid, final = weights(fsdp_run / "checkpoint-2"), weights(fsdp_run)
@@ -309,6 +312,7 @@ def losses_of(out: Path) -> list[float]:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sharding", ["fsdp", "ddp"])
 def test_two_processes_with_bf16_weights_train_as_one_process_does(llama_path, data, tmp_path, sharding):
     # FSDP: the fp32 shards are the masters, gathered in bf16; DDP: each process's MasterWeights, the
@@ -412,6 +416,7 @@ def test_length_grouped_batches_cover_every_pair_once_and_pad_less():
     assert padded(grouped) < 0.7 * padded(plain)
 
 
+@pytest.mark.slow
 def test_minilm_on_shared_sharegpt_data_end_to_end(minilm_path, shared_data, tmp_path):
     out = tmp_path / "minilm"
     code = main(
@@ -518,6 +523,7 @@ train(config)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["step", "save"])
 def test_a_kill_during_a_step_or_a_checkpoint_save_then_resume_gives_the_same_weights(
     llama_path, data, tmp_path, where
