@@ -17,58 +17,46 @@ from collections.abc import Sequence
 from rmkit.errors import RMKitError
 from rmkit.version import __version__
 
-# command -> (module, config class, function, one-line help)
-COMMANDS: dict[str, tuple[str, str, str, str]] = {
-    "demo": ("rmkit.demo", "DemoConfig", "demo", "train, evaluate and score on built-in data, in minutes"),
+# command -> (config module, config class, module that runs it, its function, one-line help). The config
+# modules import no torch, so --help and a wrong option answer at once; the command's module loads to run.
+COMMANDS: dict[str, tuple[str, str, str, str, str]] = {
+    "demo": (
+        "rmkit.jobs.config", "DemoConfig", "rmkit.demo", "demo",
+        "train, evaluate and score on built-in data, in minutes",
+    ),
     "train": (
-        "rmkit.training",
-        "TrainConfig",
-        "train",
+        "rmkit.training.config", "TrainConfig", "rmkit.training.loop", "train",
         "train a reward model: from preference pairs, step labels (a process RM) or ratings (regression)",
     ),
     "score": (
-        "rmkit.jobs.score",
-        "ScoreConfig",
-        "score_file",
+        "rmkit.jobs.config", "ScoreConfig", "rmkit.jobs.score", "score_file",
         "score every row of a data set, in input order (RMScore)",
     ),
     "rank": (
-        "rmkit.jobs.rank",
-        "RankConfig",
-        "rank_file",
+        "rmkit.jobs.config", "RankConfig", "rmkit.jobs.rank", "rank_file",
         "best-of-N: score every candidate response of every prompt and rank them",
     ),
     "eval": (
-        "rmkit.evaluation",
-        "EvalConfig",
-        "evaluate",
+        "rmkit.evaluation.config", "EvalConfig", "rmkit.evaluation.run", "evaluate",
         "evaluate reward models on preference pairs, step-labelled solutions or rated responses",
     ),
     "serve": (
-        "rmkit.serving",
-        "ServeConfig",
-        "run",
+        "rmkit.serving.config", "ServeConfig", "rmkit.serving.server", "run",
         "serve rewards over HTTP to RL loops (rmkit, OpenRLHF, vLLM, slime protocols)",
     ),
     "convert": (
-        "rmkit.jobs.convert",
-        "ConvertConfig",
-        "convert",
+        "rmkit.jobs.config", "ConvertConfig", "rmkit.jobs.convert", "convert",
         "write a checkpoint of any layout rmkit reads (TRL, OpenRLHF, safe-rlhf, ...) as the standard one",
     ),
     "pairs": (
-        "rmkit.jobs.pairs",
-        "PairsConfig",
-        "pairs",
+        "rmkit.jobs.pairs", "PairsConfig", "rmkit.jobs.pairs", "pairs",
         "make preference pairs (with margins) from rated responses (HelpSteer2, UltraFeedback)",
     ),
     "inspect": (
-        "rmkit.inspect_data",
-        "InspectConfig",
-        "inspect",
+        "rmkit.jobs.config", "InspectConfig", "rmkit.inspect_data", "inspect",
         "read a data file and report its format and rows",
     ),
-}
+}  # fmt: skip
 
 
 def _parser(command: str | None) -> argparse.ArgumentParser:
@@ -81,7 +69,7 @@ def _parser(command: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rmkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     parser.commands = {}  # type: ignore[attr-defined]
-    for name, (module, cls_name, _, help_text) in COMMANDS.items():
+    for name, (module, cls_name, _, _, help_text) in COMMANDS.items():
         cmd = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
         parser.commands[name] = cmd  # type: ignore[attr-defined]
         cmd.add_argument(
@@ -132,13 +120,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command is None:
         parser.print_help()
         return 0
-    module, cls_name, fn_name, _ = COMMANDS[command]
-    mod = importlib.import_module(module)
-    _quiet_transformers()
+    config_module, cls_name, module, fn_name, _ = COMMANDS[command]
     config_file = args.pop("config", None)
     try:
-        config = importlib.import_module("rmkit.options").build(getattr(mod, cls_name), args, config_file)
-        getattr(mod, fn_name)(config)
+        config_cls = getattr(importlib.import_module(config_module), cls_name)
+        config = importlib.import_module("rmkit.options").build(config_cls, args, config_file)
+        run = getattr(importlib.import_module(module), fn_name)  # torch and transformers load here
+        _quiet_transformers()
+        run(config)
     except RMKitError as e:
         print(f"rmkit {command}: error: {e}", file=sys.stderr)
         return 2

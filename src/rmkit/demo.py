@@ -14,30 +14,15 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rmkit.checkpoints import EMBEDDED, resolve_name
 from rmkit.data.synthetic import SUBSETS, generate, to_scoring_rows, write_jsonl
 from rmkit.evaluation import EvalConfig, evaluate
+from rmkit.jobs.config import DemoConfig
 from rmkit.jobs.score import ScoreConfig, score_file
-from rmkit.options import option
 from rmkit.training import TrainConfig, train
-
-
-@dataclass
-class DemoConfig:
-    output_dir: str = option("rmkit-demo", help="directory for the data, model, evaluation and scores")
-    train_pairs: int = option(600, help="synthetic training pairs")
-    test_pairs: int = option(500, help="synthetic test pairs (other templates and values than train)")
-    score_rows: int = option(200, help="held-out prompt/response rows to score with RMScore")
-    epochs: float = option(1.0, help="passes over the training pairs")
-    max_steps: int = option(0, help="stop training after this many steps (0: run the epochs)")
-    batch_size: int = option(16, help="pairs per optimizer step")
-    learning_rate: float = option(5e-5, help="peak learning rate")
-    max_length: int = option(128, help="longest sequence in tokens")
-    seed: int = option(0, help="seed of the data and the training")
 
 
 def minilm_path() -> str:

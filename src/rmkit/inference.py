@@ -27,12 +27,10 @@ from typing import Any, Protocol, TypeVar
 import torch
 
 from rmkit.data import Example, ExampleTokenizer, RowCounts, padded_on, token_budget_batches
+from rmkit.defaults import BATCH_TOKENS, CHUNK_ROWS, MAX_ROWS
 from rmkit.memory import activation_bytes, budget_for, kv_bytes
 from rmkit.runtime import free_memory, reads_ahead, to_device
 
-BATCH_TOKENS = 16384  # padded tokens (rows × longest row) per forward pass on the CPU
-MAX_ROWS = 256  # rows per forward pass, whatever their length
-CHUNK_ROWS = 2048  # examples tokenised and sorted together
 MIN_SHARED = 16  # fewest prompt tokens worth a pass of their own (prefix sharing)
 MIN_SAVING = 0.25  # least share of a group's tokens that sharing must save (measured: less does not pay)
 # The fixed cost of a continuation pass in tokens' worth of work, which decides how continuations of mixed

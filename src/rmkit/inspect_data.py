@@ -5,26 +5,11 @@ from __future__ import annotations
 
 from collections import Counter
 from contextlib import nullcontext
-from dataclasses import dataclass
 
 from rmkit import kinds
 from rmkit.data import Rejects, first_record
 from rmkit.errors import RMKitError
-from rmkit.options import DataOptions, option
-
-
-@dataclass(kw_only=True)
-class InspectConfig(DataOptions):
-    data: str = option(
-        help="data file (.json, .jsonl, .csv, .parquet) or save_to_disk directory", aliases=["--input"]
-    )
-    attributes: list[str] | None = option(
-        None, help="rated data: the rating columns (default: HelpSteer2's, or all)"
-    )
-    neutral_steps: str = option(
-        "good", help="PRM800K steps rated 0 count as right, wrong, or are left unlabelled",
-        choices=["good", "bad", "skip"],
-    )  # fmt: skip
+from rmkit.jobs.config import InspectConfig
 
 
 def inspect(config: InspectConfig) -> dict[str, object]:

@@ -23,8 +23,8 @@ import yaml
 from rmkit.data.formats import FORMATS
 from rmkit.data.ratings import RATED_FORMATS
 from rmkit.data.steps import STEP_FORMATS
+from rmkit.defaults import DTYPE_NAMES
 from rmkit.errors import RMKitError
-from rmkit.runtime import DTYPES
 
 T = TypeVar("T")
 
@@ -82,7 +82,7 @@ class InferenceOptions:
     dtype: str = option(
         "auto",
         help="weights' precision; 'auto': bf16 on a GPU (the score head stays fp32), fp32 on the CPU",
-        choices=["auto", *DTYPES],
+        choices=["auto", *DTYPE_NAMES],
     )
     batch_tokens: int | None = option(
         None,

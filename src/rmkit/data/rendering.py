@@ -37,11 +37,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from transformers import PreTrainedTokenizerBase
+from typing import TYPE_CHECKING, Any
 
 from rmkit.data.formats import Example, Message
+
+if TYPE_CHECKING:  # transformers loads with the model, not with the data layer
+    from transformers import PreTrainedTokenizerBase
 
 TEMPLATES = ("auto", "chat", "plain")
 # The truncation rule's version (cached tokenisations made under another one are not reused): 2 cuts the

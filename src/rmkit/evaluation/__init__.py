@@ -1,7 +1,16 @@
 """``rmkit eval``: :mod:`~rmkit.evaluation.run` is the one runner (load, score, write); what differs by kind
 of RM (figures, lines, plots, report) is the kind's evaluation (:mod:`rmkit.kinds`), drawn with
-:mod:`rmkit.reporting`."""
+:mod:`rmkit.reporting`. The options are in :mod:`~rmkit.evaluation.config`; the runner (and torch) loads on
+first use of ``evaluate``."""
 
-from rmkit.evaluation.run import EvalConfig, evaluate
+from rmkit.evaluation.config import EvalConfig
 
 __all__ = ["EvalConfig", "evaluate"]
+
+
+def __getattr__(name: str):
+    if name == "evaluate":
+        from rmkit.evaluation.run import evaluate
+
+        return evaluate
+    raise AttributeError(f"module 'rmkit.evaluation' has no attribute {name!r}")

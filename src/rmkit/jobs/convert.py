@@ -10,27 +10,15 @@ normalisation, the layout it came from) is kept in rmkit's metadata in ``config.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rmkit.errors import RMKitError
 from rmkit.files import claim_output_dir
+from rmkit.jobs.config import ConvertConfig
 from rmkit.modeling import RewardModel
-from rmkit.options import ModelOptions, option
-from rmkit.runtime import DTYPES
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(kw_only=True)
-class ConvertConfig(ModelOptions):
-    """Options of ``rmkit convert``."""
-
-    source: str = option(help="checkpoint directory to read (any layout rmkit reads)", positional=True)
-    output: str = option(help="directory to write the standard checkpoint to", positional=True)
-    dtype: str = option("fp32", help="dtype of the written weights", choices=list(DTYPES))
-    overwrite: bool = option(False, help="write into an output directory that already holds files")
 
 
 def convert(config: ConvertConfig) -> dict[str, Any]:

@@ -10,20 +10,12 @@ models (:func:`rmkit.inference.plan_sharing`). The summary adds the mean best sc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
-from rmkit.jobs.score import ScoreConfig, score_file
+from rmkit.jobs.config import RankConfig
+from rmkit.jobs.score import score_file
 from rmkit.modeling import RewardModel
 from rmkit.options import configured
-
-
-@dataclass(kw_only=True)
-class RankConfig(ScoreConfig):
-    """Options of ``rmkit rank``: those of ``rmkit score`` (``--top-k`` and ``--min-score`` cut the
-    ranking); its input must hold best-of-N rows."""
-
-    ranks: ClassVar[bool] = True
 
 
 def rank_file(config: RankConfig, *, rm: RewardModel | None = None) -> dict[str, Any]:

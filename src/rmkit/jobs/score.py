@@ -29,7 +29,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from tqdm import tqdm
 
@@ -37,7 +37,8 @@ from rmkit import kinds, runtime
 from rmkit.data import Example, Rejects, RowCounts, detect_format, first_record, read_records
 from rmkit.errors import RMKitError
 from rmkit.files import write_json
-from rmkit.inference import CHUNK_ROWS, ahead
+from rmkit.inference import ahead
+from rmkit.jobs.config import ScoreConfig
 from rmkit.jobs.shards import (
     Share,
     ShareState,
@@ -49,70 +50,9 @@ from rmkit.jobs.shards import (
 )
 from rmkit.metrics import BestOfN, Moments, PairStats
 from rmkit.modeling import RewardModel
-from rmkit.options import (
-    DataOptions,
-    InferenceOptions,
-    ModelOptions,
-    RuntimeOptions,
-    StepOptions,
-    configured,
-    option,
-)
+from rmkit.options import configured
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(kw_only=True)
-class ScoreConfig(DataOptions, RuntimeOptions, InferenceOptions, ModelOptions, StepOptions):
-    """Options of ``rmkit score``; skipped rows go to ``--rejects``, by default ``{stem}.rejects.jsonl``."""
-
-    model: str = option(
-        help="reward model: an rmkit or any one-label HF sequence classifier (dir or hub name)"
-    )
-    input: str = option(
-        help="data file (.json, .jsonl, .csv, .parquet) or save_to_disk directory", aliases=["--data"]
-    )
-    output: str = option(help="where to write the scores: .json (a JSON list) or .jsonl (one object a line)")
-    template: str | None = option(
-        None,
-        help="rendering: the model's own setting when not given, else auto, chat or plain",
-        choices=["auto", "chat", "plain"],
-    )
-    max_length: int | None = option(None, help="longest sequence in tokens; the model's limit when not given")
-    truncation: str = option(
-        "left",
-        help="over-length rows: 'left' cuts the prompt from the left (keeps the response and its end; the "
-        "answers of one prompt keep one cut prompt, the longest fitting), 'drop' leaves the row out; both are "
-        "counted",
-        choices=["left", "drop"],
-    )
-    chunk_rows: int = option(CHUNK_ROWS, help="rows tokenised, length-sorted and checkpointed together")
-    read_ahead: bool | None = option(
-        None,
-        help="read and tokenise the next chunk while the model scores this one (default: on a GPU, where "
-        "the CPU is otherwise idle)",
-    )
-    compile: bool = option(
-        False,
-        help="torch.compile the model first: 10-30 s once, then faster batches; for long runs of models "
-        "with hidden size 512 and up",
-    )
-    prefix_sharing: bool = option(
-        True,
-        help="score the answers of one prompt (pairs, best-of-N) after one pass over the prompt, on causal "
-        "models (exact; off: every answer with its full sequence)",
-    )
-    top_k: int | None = option(None, help="best-of-N rows: keep the k best in 'ranking'")
-    min_score: float | None = option(
-        None, help="best-of-N rows: keep in 'ranking' only responses scoring at least this"
-    )
-    normalize: bool = option(
-        False,
-        help="standardise scores with the model's stored mean and std (rmkit's, safe-rlhf's, OpenRLHF's)",
-    )
-    resume: bool = option(False, help="continue a killed run from its part files instead of starting over")
-    ranks: ClassVar[bool] = False  # rmkit rank: only best-of-N rows
-    progress: bool = option(True, help="show a progress bar on stderr (only when it is a terminal)")
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """``rmkit serve``: rewards over HTTP for RL loops, with batching across requests.
 
+- :mod:`.config`: the options (``ServeConfig``);
 - :mod:`.app`: the ASGI app, routes, limits and auth (:func:`serve` returns it);
 - :mod:`.protocols`: the request and reply shapes (rmkit's, OpenRLHF's, vLLM's, slime's);
 - :mod:`.tokenizing`: the tokenizer thread, batched across requests;
@@ -7,10 +8,26 @@
 - :mod:`.telemetry`: the counters of ``GET /metrics``;
 - :mod:`.server`: running it (uvicorn);
 - :mod:`.client`: :func:`reward_function`, a TRL reward function in-process or over HTTP.
+
+The app, the server and the client (and torch) load on first use.
 """
 
-from rmkit.serving.app import ServeConfig, create_app, serve
-from rmkit.serving.client import reward_function
-from rmkit.serving.server import run, running
+import importlib
+
+from rmkit.serving.config import ServeConfig
 
 __all__ = ["ServeConfig", "create_app", "reward_function", "run", "running", "serve"]
+
+_LAZY = {
+    "create_app": "rmkit.serving.app",
+    "serve": "rmkit.serving.app",
+    "reward_function": "rmkit.serving.client",
+    "run": "rmkit.serving.server",
+    "running": "rmkit.serving.server",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'rmkit.serving' has no attribute {name!r}")

@@ -4,10 +4,17 @@
 pairs and batches in :mod:`~rmkit.training.data`, one step, the held-out evaluation, the optimiser and
 schedule in :mod:`~rmkit.training.step`, checkpoints in :mod:`~rmkit.training.checkpoint`, several
 processes (DDP, FSDP2) in :mod:`~rmkit.training.parallel`, logs and trackers in
-:mod:`~rmkit.training.tracking`.
+:mod:`~rmkit.training.tracking`. The loop (and torch) loads on first use of ``train``.
 """
 
 from rmkit.training.config import TrainConfig
-from rmkit.training.loop import train
 
 __all__ = ["TrainConfig", "train"]
+
+
+def __getattr__(name: str):
+    if name == "train":
+        from rmkit.training.loop import train
+
+        return train
+    raise AttributeError(f"module 'rmkit.training' has no attribute {name!r}")

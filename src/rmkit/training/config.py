@@ -6,9 +6,9 @@ import importlib.util
 import os
 from dataclasses import dataclass
 
+from rmkit.defaults import BATCH_TOKENS
 from rmkit.errors import RMKitError
 from rmkit.files import claim_output_dir
-from rmkit.inference import BATCH_TOKENS
 from rmkit.options import ModelOptions, PairOptions, RuntimeOptions, StepOptions, option
 
 TRACKERS = ("tensorboard", "wandb")

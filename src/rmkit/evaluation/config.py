@@ -1,0 +1,56 @@
+"""The options of ``rmkit eval`` (:mod:`rmkit.options`), apart from the runner, which loads torch: ``rmkit eval
+--help`` answers at once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rmkit.errors import RMKitError
+from rmkit.options import InferenceOptions, ModelOptions, PairOptions, RuntimeOptions, StepOptions, option
+
+
+@dataclass(kw_only=True)
+class EvalConfig(PairOptions, RuntimeOptions, InferenceOptions, ModelOptions, StepOptions):
+    model: list[str] = option(
+        help="reward model(s) to evaluate: a checkpoint directory or hub name; two or more to compare "
+        "them on the same pairs (--model A B, or --model A --model B)"
+    )
+    data: list[str] = option(
+        help="data file(s), all of one kind: preference pairs, step-labelled solutions (process RMs) or rated "
+        "responses; .json, .jsonl, .csv, .parquet or a save_to_disk directory",
+        aliases=["--input"],
+    )
+    output_dir: str = option(help="directory for metrics.json, scores.jsonl, plots/ and report.md")
+    max_length: int | None = option(
+        None, help="longest sequence in tokens; default: the model's (its rmkit metadata, else its config)"
+    )
+    truncation: str = option(
+        "left",
+        help="over-length pairs: 'left' cuts the prompt from the left, once for both answers (so the longer "
+        "fits), 'drop' leaves the pair out (counted)",
+        choices=["left", "drop"],
+    )
+    prefix_sharing: bool = option(
+        True, help="score chosen and rejected after one pass over their shared prompt (causal models; exact)"
+    )
+    bootstrap: int = option(
+        1000, help="bootstrap resamples for the 95 percent confidence interval of accuracy"
+    )
+    seed: int = option(0, help="seed of the bootstrap")
+    plots: bool = option(True, help="draw the PNG plots (--no-plots skips them)")
+    attributes: list[str] | None = option(
+        None, help="rated data: the rating columns (default: HelpSteer2's, or all)"
+    )
+    threshold: float = option(
+        0.5, help="process reward models: a step counts as right when it scores at least this"
+    )
+    overwrite: bool = option(
+        False, help="write over an --output-dir that holds another run's files (without it: refused)"
+    )
+
+    def __post_init__(self) -> None:
+        # Python callers may pass one path as a string.
+        self.model = [self.model] if isinstance(self.model, str) else list(self.model)
+        self.data = [self.data] if isinstance(self.data, str) else list(self.data)
+        if not self.model or not self.data:
+            raise RMKitError("eval needs at least one --model and one --data file")

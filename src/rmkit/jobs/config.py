@@ -1,0 +1,117 @@
+"""The options of ``rmkit score``, ``rank``, ``convert``, ``inspect`` and ``demo``: one dataclass a command,
+each field an option with its help text (:mod:`rmkit.options`). They live apart from the code that runs
+them, which loads torch and transformers, so that ``--help`` and a wrong option answer at once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from rmkit.defaults import CHUNK_ROWS, DTYPE_NAMES
+from rmkit.options import (
+    DataOptions,
+    InferenceOptions,
+    ModelOptions,
+    RuntimeOptions,
+    StepOptions,
+    option,
+)
+
+
+@dataclass(kw_only=True)
+class ScoreConfig(DataOptions, RuntimeOptions, InferenceOptions, ModelOptions, StepOptions):
+    """Options of ``rmkit score``; skipped rows go to ``--rejects``, by default ``{stem}.rejects.jsonl``."""
+
+    model: str = option(
+        help="reward model: an rmkit or any one-label HF sequence classifier (dir or hub name)"
+    )
+    input: str = option(
+        help="data file (.json, .jsonl, .csv, .parquet) or save_to_disk directory", aliases=["--data"]
+    )
+    output: str = option(help="where to write the scores: .json (a JSON list) or .jsonl (one object a line)")
+    template: str | None = option(
+        None,
+        help="rendering: the model's own setting when not given, else auto, chat or plain",
+        choices=["auto", "chat", "plain"],
+    )
+    max_length: int | None = option(None, help="longest sequence in tokens; the model's limit when not given")
+    truncation: str = option(
+        "left",
+        help="over-length rows: 'left' cuts the prompt from the left (keeps the response and its end; the "
+        "answers of one prompt keep one cut prompt, the longest fitting), 'drop' leaves the row out; both are "
+        "counted",
+        choices=["left", "drop"],
+    )
+    chunk_rows: int = option(CHUNK_ROWS, help="rows tokenised, length-sorted and checkpointed together")
+    read_ahead: bool | None = option(
+        None,
+        help="read and tokenise the next chunk while the model scores this one (default: on a GPU, where "
+        "the CPU is otherwise idle)",
+    )
+    compile: bool = option(
+        False,
+        help="torch.compile the model first: 10-30 s once, then faster batches; for long runs of models "
+        "with hidden size 512 and up",
+    )
+    prefix_sharing: bool = option(
+        True,
+        help="score the answers of one prompt (pairs, best-of-N) after one pass over the prompt, on causal "
+        "models (exact; off: every answer with its full sequence)",
+    )
+    top_k: int | None = option(None, help="best-of-N rows: keep the k best in 'ranking'")
+    min_score: float | None = option(
+        None, help="best-of-N rows: keep in 'ranking' only responses scoring at least this"
+    )
+    normalize: bool = option(
+        False,
+        help="standardise scores with the model's stored mean and std (rmkit's, safe-rlhf's, OpenRLHF's)",
+    )
+    resume: bool = option(False, help="continue a killed run from its part files instead of starting over")
+    ranks: ClassVar[bool] = False  # rmkit rank: only best-of-N rows
+    progress: bool = option(True, help="show a progress bar on stderr (only when it is a terminal)")
+
+
+@dataclass(kw_only=True)
+class RankConfig(ScoreConfig):
+    """Options of ``rmkit rank``: those of ``rmkit score`` (``--top-k`` and ``--min-score`` cut the
+    ranking); its input must hold best-of-N rows."""
+
+    ranks: ClassVar[bool] = True
+
+
+@dataclass(kw_only=True)
+class ConvertConfig(ModelOptions):
+    """Options of ``rmkit convert``."""
+
+    source: str = option(help="checkpoint directory to read (any layout rmkit reads)", positional=True)
+    output: str = option(help="directory to write the standard checkpoint to", positional=True)
+    dtype: str = option("fp32", help="dtype of the written weights", choices=list(DTYPE_NAMES))
+    overwrite: bool = option(False, help="write into an output directory that already holds files")
+
+
+@dataclass(kw_only=True)
+class InspectConfig(DataOptions):
+    data: str = option(
+        help="data file (.json, .jsonl, .csv, .parquet) or save_to_disk directory", aliases=["--input"]
+    )
+    attributes: list[str] | None = option(
+        None, help="rated data: the rating columns (default: HelpSteer2's, or all)"
+    )
+    neutral_steps: str = option(
+        "good", help="PRM800K steps rated 0 count as right, wrong, or are left unlabelled",
+        choices=["good", "bad", "skip"],
+    )  # fmt: skip
+
+
+@dataclass
+class DemoConfig:
+    output_dir: str = option("rmkit-demo", help="directory for the data, model, evaluation and scores")
+    train_pairs: int = option(600, help="synthetic training pairs")
+    test_pairs: int = option(500, help="synthetic test pairs (other templates and values than train)")
+    score_rows: int = option(200, help="held-out prompt/response rows to score with RMScore")
+    epochs: float = option(1.0, help="passes over the training pairs")
+    max_steps: int = option(0, help="stop training after this many steps (0: run the epochs)")
+    batch_size: int = option(16, help="pairs per optimizer step")
+    learning_rate: float = option(5e-5, help="peak learning rate")
+    max_length: int = option(128, help="longest sequence in tokens")
+    seed: int = option(0, help="seed of the data and the training")
