@@ -42,7 +42,15 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'rmkit' has no attribute {name!r}")
+def lazy(package: str, names: dict[str, str]):
+    """A package's ``__getattr__`` that imports ``names[name]`` (a module) on the first use of ``name``."""
+
+    def __getattr__(name: str):
+        if name in names:
+            return getattr(importlib.import_module(names[name]), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__
+
+
+__getattr__ = lazy(__name__, _LAZY)

@@ -5,6 +5,7 @@ Rows flow one way: :func:`read_records` (files to dicts) → :func:`normalise_re
 :func:`token_budget_batches` and :func:`pad_batch` (length-sorted padded batches for the model).
 """
 
+from rmkit import lazy
 from rmkit.data.formats import (
     FORMATS,
     PAIR_FORMATS,
@@ -44,12 +45,6 @@ __all__ = [
 ]
 
 # The batching helpers need torch: loaded on first use, so reading data (and ``--help``) does not load it.
-_BATCHING = ("pad_batch", "padded_on", "token_budget_batches")
-
-
-def __getattr__(name: str):
-    if name in _BATCHING:
-        from rmkit.data import batching
-
-        return getattr(batching, name)
-    raise AttributeError(f"module 'rmkit.data' has no attribute {name!r}")
+__getattr__ = lazy(
+    __name__, dict.fromkeys(("pad_batch", "padded_on", "token_budget_batches"), "rmkit.data.batching")
+)

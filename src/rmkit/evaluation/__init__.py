@@ -3,14 +3,10 @@ of RM (figures, lines, plots, report) is the kind's evaluation (:mod:`rmkit.kind
 :mod:`rmkit.reporting`. The options are in :mod:`~rmkit.evaluation.config`; the runner (and torch) loads on
 first use of ``evaluate``."""
 
+from rmkit import lazy
 from rmkit.evaluation.config import EvalConfig
 
 __all__ = ["EvalConfig", "evaluate"]
 
 
-def __getattr__(name: str):
-    if name == "evaluate":
-        from rmkit.evaluation.run import evaluate
-
-        return evaluate
-    raise AttributeError(f"module 'rmkit.evaluation' has no attribute {name!r}")
+__getattr__ = lazy(__name__, {"evaluate": "rmkit.evaluation.run"})

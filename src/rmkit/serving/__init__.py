@@ -12,8 +12,7 @@
 The app, the server and the client (and torch) load on first use.
 """
 
-import importlib
-
+from rmkit import lazy
 from rmkit.serving.config import ServeConfig
 
 __all__ = ["ServeConfig", "create_app", "reward_function", "run", "running", "serve"]
@@ -27,7 +26,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'rmkit.serving' has no attribute {name!r}")
+__getattr__ = lazy(__name__, _LAZY)

@@ -7,14 +7,10 @@ processes (DDP, FSDP2) in :mod:`~rmkit.training.parallel`, logs and trackers in
 :mod:`~rmkit.training.tracking`. The loop (and torch) loads on first use of ``train``.
 """
 
+from rmkit import lazy
 from rmkit.training.config import TrainConfig
 
 __all__ = ["TrainConfig", "train"]
 
 
-def __getattr__(name: str):
-    if name == "train":
-        from rmkit.training.loop import train
-
-        return train
-    raise AttributeError(f"module 'rmkit.training' has no attribute {name!r}")
+__getattr__ = lazy(__name__, {"train": "rmkit.training.loop"})
