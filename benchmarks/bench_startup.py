@@ -1,5 +1,6 @@
 """How long a user waits for rmkit's command line before anything runs: ``--version``, each command's
-``--help``, a misspelt option and a missing required option, against ``python -c pass`` (the floor) and
+``--help``, a misspelt option, a missing required option and inputs that cannot be used (a missing file, pairs
+given to ``rank``), against ``python -c pass`` (the floor) and
 ``python -c 'import torch, transformers'`` (what a command that loads a model pays on top). Each is timed as
 a whole process, the best of ``--repeats`` runs.
 
@@ -11,9 +12,14 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from rmkit.cli import COMMANDS
+
+PAIRS = Path(tempfile.mkdtemp()) / "pairs.jsonl"
+PAIRS.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
 
 
 def best(argv: list[str], repeats: int) -> float:
@@ -39,10 +45,30 @@ def main() -> int:
         **{f"rmkit {c} --help": [*rmkit, c, "--help"] for c in COMMANDS},
         "rmkit score --modle x (misspelt)": [*rmkit, "score", "--modle", "x"],
         "rmkit score (missing options)": [*rmkit, "score"],
+        "rmkit score --input missing.jsonl": [
+            *rmkit,
+            "score",
+            "--model",
+            "m",
+            "--input",
+            "missing.jsonl",
+            "--output",
+            "o.jsonl",
+        ],
+        "rmkit rank --input pairs (not best-of-N)": [
+            *rmkit,
+            "rank",
+            "--model",
+            "m",
+            "--input",
+            str(PAIRS),
+            "--output",
+            "o.jsonl",
+        ],
     }
-    print(f"{'command':36} {'best of ' + str(args.repeats):>12}")
+    print(f"{'command':44} {'best of ' + str(args.repeats):>12}")
     for name, argv in cases.items():
-        print(f"{name:36} {best(argv, args.repeats):11.3f}s")
+        print(f"{name:44} {best(argv, args.repeats):11.3f}s")
     return 0
 
 

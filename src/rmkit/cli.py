@@ -125,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config_cls = getattr(importlib.import_module(config_module), cls_name)
         config = importlib.import_module("rmkit.options").build(config_cls, args, config_file)
+        if hasattr(config, "validate"):  # options and the input's first rows, before torch loads
+            config.validate()
         run = getattr(importlib.import_module(module), fn_name)  # torch and transformers load here
         _quiet_transformers()
         run(config)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rmkit.data import first_record
 from rmkit.errors import RMKitError
+from rmkit.files import claim_output_dir
 from rmkit.options import InferenceOptions, ModelOptions, PairOptions, RuntimeOptions, StepOptions, option
 
 
@@ -54,3 +56,10 @@ class EvalConfig(PairOptions, RuntimeOptions, InferenceOptions, ModelOptions, St
         self.data = [self.data] if isinstance(self.data, str) else list(self.data)
         if not self.model or not self.data:
             raise RMKitError("eval needs at least one --model and one --data file")
+
+    def validate(self) -> None:
+        """Refuse, before any model loads, a data file that cannot be read and an output directory that
+        holds another run's files (without ``--overwrite``)."""
+        for path in self.data:
+            first_record(path)
+        claim_output_dir(self.output_dir, overwrite=self.overwrite)

@@ -28,7 +28,7 @@ from typing import Any
 from rmkit import kinds, runtime
 from rmkit.data import Rejects
 from rmkit.evaluation.config import EvalConfig
-from rmkit.files import atomic_write, claim_output_dir, write_json, write_text
+from rmkit.files import atomic_write, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ def evaluate(config: EvalConfig | None = None, **options: Any) -> dict[str, Any]
     (:func:`rmkit.metrics.compare_pairs`).
     """
     config = config if config is not None else EvalConfig(**options)
+    config.validate()
     labels, names = _labels(config.model), _labels(config.data)
     judge = kinds.for_data(config.data, kinds.Reading.of(config))
     loading = {**config.loading(), **config.step_format()}
@@ -65,7 +66,6 @@ def evaluate(config: EvalConfig | None = None, **options: Any) -> dict[str, Any]
         kinds.check(judge, checkpoint, kinds.recognise(checkpoint), ", ".join(config.data))
     evaluation = judge.evaluation(config, labels, names)
     out = Path(config.output_dir)
-    claim_output_dir(out, overwrite=config.overwrite)
     with runtime.start(config.device, config.threads) as rt:
         for k, (label, checkpoint) in enumerate(zip(labels, checkpoints, strict=True)):
             kind, model = kinds.load(checkpoint, dtype=config.dtype, device=rt.device)

@@ -5,9 +5,12 @@ them, which loads torch and transformers, so that ``--help`` and a wrong option 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
+from rmkit.data import detect_format, first_record
 from rmkit.defaults import CHUNK_ROWS, DTYPE_NAMES
+from rmkit.errors import RMKitError
 from rmkit.options import (
     DataOptions,
     InferenceOptions,
@@ -68,6 +71,41 @@ class ScoreConfig(DataOptions, RuntimeOptions, InferenceOptions, ModelOptions, S
     )
     resume: bool = option(False, help="continue a killed run from its part files instead of starting over")
     ranks: ClassVar[bool] = False  # rmkit rank: only best-of-N rows
+
+    def validate(self) -> None:
+        """Refuse, before any model loads, an output that is neither JSON nor JSONL, an input that cannot be
+        read, and options that would do nothing for its rows: ``rank`` of rows that are not best-of-N, and a
+        ranking's cut (``--top-k``, ``--min-score``) of rows that have no ranking."""
+        if Path(self.output).suffix not in (".json", ".jsonl"):
+            raise RMKitError(f"--output must end in .json or .jsonl, got '{self.output}'")
+        fmt = self.row_format()
+        if fmt is None or fmt == "responses":
+            return
+        if self.ranks:
+            raise RMKitError(
+                f"rmkit rank ranks best-of-N rows (a prompt and a list 'responses'); {self.input} holds "
+                f"'{fmt}' rows: score them with rmkit score"
+            )
+        cuts = [f for f, v in (("--top-k", self.top_k), ("--min-score", self.min_score)) if v is not None]
+        if cuts:
+            raise RMKitError(
+                f"{' and '.join(cuts)} cut the ranking of best-of-N rows; {self.input} holds '{fmt}' rows, "
+                "which have none"
+            )
+
+    def row_format(self) -> str | None:
+        """The format named, else the one detected from the first record (so every process reads rows
+        alike); ``None`` when none is (the normaliser then names the row)."""
+        if self.format:
+            return self.format
+        first = first_record(self.input)
+        if first is None:
+            return None
+        try:
+            return detect_format({(self.columns or {}).get(k, k): v for k, v in first.items()})
+        except ValueError:
+            return None
+
     progress: bool = option(True, help="show a progress bar on stderr (only when it is a terminal)")
 
 
@@ -101,6 +139,10 @@ class InspectConfig(DataOptions):
         "good", help="PRM800K steps rated 0 count as right, wrong, or are left unlabelled",
         choices=["good", "bad", "skip"],
     )  # fmt: skip
+
+    def validate(self) -> None:
+        """The file can be read (before the data layer's kinds, which load torch, do)."""
+        first_record(self.data)
 
 
 @dataclass

@@ -34,7 +34,7 @@ from typing import Any
 from tqdm import tqdm
 
 from rmkit import kinds, runtime
-from rmkit.data import Example, Rejects, RowCounts, detect_format, first_record, read_records
+from rmkit.data import Example, Rejects, RowCounts, read_records
 from rmkit.errors import RMKitError
 from rmkit.files import write_json
 from rmkit.inference import ahead
@@ -93,9 +93,7 @@ def score_file(config: ScoreConfig, *, rm: RewardModel | None = None) -> dict[st
     """Score every row of ``config.input`` into ``config.output``; return (and print) the run's summary."""
     start = time.perf_counter()
     output = Path(config.output)
-    if output.suffix not in (".json", ".jsonl"):
-        raise RMKitError(f"--output must end in .json or .jsonl, got '{config.output}'")
-    _check_rows(config)
+    config.validate()
     with runtime.start(config.device, config.threads) as rt:
         if rm is None:
             loading = {**config.loading(), **config.step_format()}
@@ -156,7 +154,7 @@ def _score_share(
     output.parent.mkdir(parents=True, exist_ok=True)
     state = _resume_state(config, paths, rt)
     skipped_before = state.stats.skipped
-    reading = kinds.Reading.of(config, format=_format(config))
+    reading = kinds.Reading.of(config, format=config.row_format())
     tokenizer = kind.tokenizer(rm, reading)
     seen: deque[tuple[int, int]] = deque()  # (row, record number) of records handed to the normaliser
     records = Share(read_records(config.input), rt.rank, rt.world, state.records, seen)
@@ -252,39 +250,6 @@ def _score_chunk(
     state.add(scored)
     state.run_tokens += state.stats.tokens - tokens_before
     return lines
-
-
-def _check_rows(config: ScoreConfig) -> None:
-    """Refuse options that would do nothing for the input's rows: ``rank`` of rows that are not best-of-N,
-    and a ranking's cut (``--top-k``, ``--min-score``) of rows that have no ranking."""
-    fmt = _format(config)
-    if fmt is None or fmt == "responses":
-        return
-    if config.ranks:
-        raise RMKitError(
-            f"rmkit rank ranks best-of-N rows (a prompt and a list 'responses'); {config.input} holds "
-            f"'{fmt}' rows: score them with rmkit score"
-        )
-    cuts = [f for f, v in (("--top-k", config.top_k), ("--min-score", config.min_score)) if v is not None]
-    if cuts:
-        raise RMKitError(
-            f"{' and '.join(cuts)} cut the ranking of best-of-N rows; {config.input} holds '{fmt}' rows, "
-            "which have none"
-        )
-
-
-def _format(config: ScoreConfig) -> str | None:
-    """The format named, else the one detected from the first record (so every process reads rows alike)."""
-    if config.format:
-        return config.format
-    first = first_record(config.input)
-    if first is None:
-        return None
-    record = {(config.columns or {}).get(k, k): v for k, v in first.items()}
-    try:
-        return detect_format(record)
-    except ValueError:
-        return None  # the normaliser reports the row
 
 
 def _finish(config: ScoreConfig, output: Path, world: int, elapsed: float) -> dict[str, Any]:

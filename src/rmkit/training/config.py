@@ -6,6 +6,7 @@ import importlib.util
 import os
 from dataclasses import dataclass
 
+from rmkit.data import first_record
 from rmkit.defaults import BATCH_TOKENS
 from rmkit.errors import RMKitError
 from rmkit.files import claim_output_dir
@@ -186,5 +187,8 @@ class TrainConfig(PairOptions, RuntimeOptions, ModelOptions, StepOptions):
                 f"--lora with --fsdp {self.fsdp} is not supported: LoRA trains few parameters, so shard "
                 "nothing (drop --fsdp) or train the full model sharded (drop --lora)"
             )
+        for path in (self.data, self.eval_data):  # readable, before any model loads
+            if path:
+                first_record(path)
         if os.environ.get("RANK", "0") == "0" and not self.resume:  # one process looks, before any writes
             claim_output_dir(self.output_dir, overwrite=self.overwrite, resumable=True, own=("token-cache",))
