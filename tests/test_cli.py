@@ -53,7 +53,7 @@ def test_help_lists_commands(capsys):
     assert "inspect" in capsys.readouterr().out
 
 
-def test_help_version_and_a_wrong_option_load_no_torch():
+def test_help_version_and_a_wrong_option_load_no_torch(tmp_path):
     """``rmkit --version``, ``rmkit <command> --help``, a misspelt option and an input that cannot be read answer
     without loading torch or transformers (they load with a model): the wait is Python's start-up alone."""
     from rmkit.cli import COMMANDS
@@ -61,11 +61,17 @@ def test_help_version_and_a_wrong_option_load_no_torch():
     code = (
         "import sys\nfrom rmkit.cli import main\n"
         "bad = [['score', '--modle', 'x'], ['score', '--model', 'm', '--input', 'missing.jsonl', '--output', 'o.jsonl']]\n"
-        "for argv in [['--version'], *[[c, '--help'] for c in sys.argv[1:]], *bad]:\n"
+        "bad += [['inspect', '--data', sys.argv[1]]]  # a data tool reads data without the model code\n"
+        "for argv in [['--version'], *[[c, '--help'] for c in sys.argv[2:]], *bad]:\n"
         "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
         "print(sorted(m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules))"
     )
-    run = subprocess.run([sys.executable, "-c", code, *COMMANDS], capture_output=True, text=True, timeout=120)
+    data = tmp_path / "pairs.jsonl"
+    data.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(data), *COMMANDS], capture_output=True, text=True, timeout=120
+    )
     assert run.stdout.strip().splitlines()[-1] == "[]", run.stdout[-500:] + run.stderr[-500:]
     assert "unknown option --modle; did you mean --model?" in run.stderr
     assert "rmkit score: error: missing.jsonl: no such file or directory" in run.stderr
+    assert "kind=pairwise format=trl pairs=1" in run.stdout

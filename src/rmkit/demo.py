@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rmkit.checkpoints import EMBEDDED, resolve_name
 from rmkit.data.synthetic import SUBSETS, generate, to_scoring_rows, write_jsonl
+from rmkit.defaults import EMBEDDED, resolve_name
 from rmkit.evaluation import EvalConfig, evaluate
 from rmkit.jobs.config import DemoConfig
 from rmkit.jobs.score import ScoreConfig, score_file

@@ -39,6 +39,7 @@ from rmkit.checkpoints import load as load_checkpoint
 from rmkit.data import Example, ExampleTokenizer, examples_from
 from rmkit.data.formats import Message
 from rmkit.data.steps import SolutionEncoder
+from rmkit.defaults import METADATA_KEY
 from rmkit.errors import RMKitError
 from rmkit.inference import MAX_ROWS, score_examples, score_sequences
 from rmkit.metrics import ranking
@@ -46,8 +47,6 @@ from rmkit.packing import Packed, is_right_padded
 from rmkit.runtime import keep_fp32, resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
-
-METADATA_KEY = "rmkit"
 
 
 @dataclass

@@ -31,10 +31,18 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
 
-from rmkit.checkpoints import ensure_pad_token, resolve_name, save_model
+from rmkit.checkpoints import ensure_pad_token, save_model
 from rmkit.data.formats import Message
 from rmkit.data.rendering import RowCounts
-from rmkit.data.steps import SolutionEncoder, StepExample
+from rmkit.data.steps import (  # aggregate, AGGREGATES and split_steps: also rmkit.process's, as before
+    AGGREGATES,  # noqa: F401
+    Solution,
+    SolutionEncoder,
+    StepExample,
+    aggregate,  # noqa: F401
+    split_steps,  # noqa: F401
+)
+from rmkit.defaults import PRM_KEY, resolve_name
 from rmkit.errors import RMKitError
 from rmkit.inference import score_sequences
 from rmkit.modeling import (
@@ -47,9 +55,7 @@ from rmkit.runtime import keep_fp32, resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
 
-PRM_KEY = "prm"
 HEADS = ("classifier", "lm")
-AGGREGATES = ("min", "last", "mean", "prod")
 
 
 SEPARATOR = "\n"  # the default step separator
@@ -111,25 +117,6 @@ def resolve_marker(steps: StepFormat, tokenizer: Any, model: Any) -> None:
         "with %r instead; the checkpoint stores it (--separator names another)",
         steps.marker,
     )
-
-
-def aggregate(scores: Sequence[float], how: str = "min") -> float | None:
-    """One score for a solution from its step scores: ``min`` (the weakest step), ``last``, ``mean`` or
-    ``prod`` (the chance every step is right, read as independent probabilities)."""
-    if not scores:
-        return None
-    if how == "min":
-        return min(scores)
-    if how == "last":
-        return scores[-1]
-    if how == "mean":
-        return sum(scores) / len(scores)
-    if how == "prod":
-        out = 1.0
-        for s in scores:
-            out *= s
-        return out
-    raise RMKitError(f"unknown aggregate '{how}': expected one of {', '.join(AGGREGATES)}")
 
 
 class ProcessRewardModel(HeldModel):
@@ -290,16 +277,6 @@ class ProcessRewardModel(HeldModel):
         save_model(self.model, self.tokenizer, self.metadata, Path(path))
 
 
-@dataclass
-class Solution:
-    """A solution ready for the inference core: its token ids, where each step's score is read, and how
-    many steps it has (more than positions when the length limit cut some)."""
-
-    ids: list[int]
-    positions: list[int]
-    steps: int
-
-
 def score_step_examples(
     prm: ProcessRewardModel,
     examples: Sequence[StepExample],
@@ -329,10 +306,3 @@ def score_solutions(
     return score_sequences(
         prm, [s.ids for s in solutions], batch_tokens=batch_tokens, positions=[s.positions for s in solutions]
     )
-
-
-def split_steps(solution: str | Sequence[str], separator: str) -> list[str]:
-    """A solution's steps: a list as it is, or a text cut at the separator (empty pieces dropped)."""
-    if isinstance(solution, str):
-        return [s for s in solution.split(separator) if s.strip()] or [solution]
-    return list(solution)

@@ -303,3 +303,42 @@ class SolutionEncoder:
             ids.extend(piece)
             positions.append(len(ids) - len(self.separator) + self.read)
         return ids, positions
+
+
+AGGREGATES = ("min", "last", "mean", "prod")
+
+
+def aggregate(scores: Sequence[float], how: str = "min") -> float | None:
+    """One score for a solution from its step scores: ``min`` (the weakest step), ``last``, ``mean`` or
+    ``prod`` (the chance every step is right, read as independent probabilities)."""
+    if not scores:
+        return None
+    if how == "min":
+        return min(scores)
+    if how == "last":
+        return scores[-1]
+    if how == "mean":
+        return sum(scores) / len(scores)
+    if how == "prod":
+        out = 1.0
+        for s in scores:
+            out *= s
+        return out
+    raise RMKitError(f"unknown aggregate '{how}': expected one of {', '.join(AGGREGATES)}")
+
+
+@dataclass
+class Solution:
+    """A solution ready for the inference core: its token ids, where each step's score is read, and how
+    many steps it has (more than positions when the length limit cut some)."""
+
+    ids: list[int]
+    positions: list[int]
+    steps: int
+
+
+def split_steps(solution: str | Sequence[str], separator: str) -> list[str]:
+    """A solution's steps: a list as it is, or a text cut at the separator (empty pieces dropped)."""
+    if isinstance(solution, str):
+        return [s for s in solution.split(separator) if s.strip()] or [solution]
+    return list(solution)

@@ -23,13 +23,13 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from rmkit.checkpoints import resolve_name
 from rmkit.data import Example, RowCounts, detect_format, iter_examples, normalise_records
+from rmkit.defaults import CHUNK_ROWS, METADATA_KEY, resolve_name
 from rmkit.errors import RMKitError
-from rmkit.inference import CHUNK_ROWS, ahead, score_tokenized
 from rmkit.metrics import ranking
-from rmkit.modeling import METADATA_KEY, RewardModel
-from rmkit.runtime import reads_ahead
+
+# The model code (torch, transformers) is imported where a model is loaded or scored, so that what reads
+# data (rmkit inspect, the choice of an evaluation) does not load it.
 
 log = logging.getLogger(__name__)
 Raw = Any  # what the core read out for one example, in its kind's shape (module docstring)
@@ -145,6 +145,8 @@ class Kind:
 
     def load(self, checkpoint: Checkpoint, dtype: Any, device: Any) -> Any:
         """The model of ``checkpoint`` (its ``options`` are the loading options) in ``dtype`` on ``device``."""
+        from rmkit.modeling import RewardModel
+
         rm = RewardModel.from_pretrained(
             checkpoint.path, dtype=dtype, device=device, **outcome_loading(checkpoint)
         )
@@ -159,6 +161,8 @@ class Kind:
 
     def owns(self, model: Any) -> bool:
         """Whether the loaded ``model`` is of this kind."""
+        from rmkit.modeling import RewardModel
+
         return isinstance(model, RewardModel)
 
     def compile(self, model: Any) -> Any:
@@ -212,6 +216,8 @@ class Kind:
         self, model: Any, chunk: Sequence[Any], prepared: list[Any], reading: Reading, stats: RowCounts
     ) -> Iterator[tuple[Any, Raw | None]]:
         """``(example, raw)`` of a prepared chunk, in order, from the inference core (``None``: dropped)."""
+        from rmkit.inference import score_tokenized
+
         return score_tokenized(
             model,
             chunk,
@@ -226,6 +232,9 @@ class Kind:
         self, model: Any, examples: Iterable[Any], reading: Reading, stats: RowCounts | None = None
     ) -> Iterator[tuple[Any, Raw | None]]:
         """``(example, raw)`` of every example in order: chunks prepared (ahead, on a GPU) and scored."""
+        from rmkit.inference import ahead
+        from rmkit.runtime import reads_ahead
+
         stats = stats if stats is not None else RowCounts()
         tokenize, it = self.tokenizer(model, reading).tokenize, iter(examples)
         chunks = ((c, tokenize(c)) for c in iter(lambda: list(islice(it, reading.chunk_rows)), []))

@@ -29,16 +29,19 @@ import numpy as np
 from rmkit.data import Example, RowCounts, normalise_records
 from rmkit.data.steps import (
     STEP_FORMATS,
+    Solution,
     StepExample,
+    aggregate,
     detect_step_format,
     holds_steps,
     iter_step_examples,
     normalise_steps,
+    split_steps,
 )
+from rmkit.defaults import PRM_KEY
 from rmkit.errors import RMKitError
 from rmkit.kinds.base import Checkpoint, Kind, Raw, Reading, Sequences
 from rmkit.metrics.graded import first_below, step_metrics
-from rmkit.process import PRM_KEY, ProcessRewardModel, Solution, aggregate, score_solutions, split_steps
 from rmkit.reporting.report import figure_table
 
 CHUNK = 512  # solutions an evaluation scores together
@@ -51,7 +54,7 @@ class SolutionTokenizer:
     """A process RM's :meth:`Kind.tokenizer`: a :class:`StepExample` becomes one :class:`Solution`; an
     outcome row (best-of-N, a served item) a list of them, each response cut into steps at the separator."""
 
-    def __init__(self, prm: ProcessRewardModel, max_length: int | None):
+    def __init__(self, prm: Any, max_length: int | None):
         self.prm, self.max_length = prm, max_length
 
     def tokenize(self, chunk: Sequence[Any]) -> list[Any]:
@@ -82,7 +85,9 @@ class ProcessKind(Kind):
         token_classifier = any(a.endswith("ForTokenClassification") for a in checkpoint.architectures)
         return token_classifier or PRM_KEY in checkpoint.metadata
 
-    def load(self, checkpoint: Checkpoint, dtype: Any, device: Any) -> ProcessRewardModel:
+    def load(self, checkpoint: Checkpoint, dtype: Any, device: Any) -> Any:
+        from rmkit.process import ProcessRewardModel  # torch loads with the model (rmkit.kinds.base)
+
         given = checkpoint.options
         return ProcessRewardModel.from_pretrained(
             checkpoint.path,
@@ -94,6 +99,8 @@ class ProcessKind(Kind):
         )
 
     def owns(self, model: Any) -> bool:
+        from rmkit.process import ProcessRewardModel
+
         return isinstance(model, ProcessRewardModel)
 
     def compile(self, model: Any) -> Any:
@@ -140,6 +147,8 @@ class ProcessKind(Kind):
     ) -> Iterator[tuple[Any, Raw | None]]:
         """Every solution's step scores in one run of batches; a candidate row's scores are its candidates'
         aggregates (NaN when no step fit the length limit), their step scores going to its ``step_scores``."""
+        from rmkit.process import score_solutions
+
         solutions = [s for row in prepared for s in (row if isinstance(row, list) else [row])]
         scores = iter(score_solutions(model, solutions, batch_tokens=reading.batch_tokens, stats=stats))
         for ex, row in zip(chunk, prepared, strict=True):

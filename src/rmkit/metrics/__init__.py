@@ -22,13 +22,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
-ArrayLike = Sequence[float] | np.ndarray | torch.Tensor
+ArrayLike = Any  # a sequence of numbers, a NumPy array or a torch tensor (metrics load no torch)
 
 
 def _array(values: ArrayLike) -> np.ndarray:
-    if isinstance(values, torch.Tensor):
+    if hasattr(values, "detach"):  # a torch tensor, on any device
         return values.detach().double().cpu().numpy()
     return np.asarray(values, dtype=float)
 
