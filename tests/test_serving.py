@@ -381,3 +381,49 @@ def test_a_request_with_one_prompt_and_several_answers_shares_its_pass(rm, url):
     shared = rmkit.data.RowCounts()
     rmkit.inference.score_sequences(rm, [r[0].ids for r in rows], groups=[[0, 1, 2]], stats=shared)
     assert shared.shared == 3, "the fixture's answers should share their prompt"
+
+
+# --- hours of RL load: quiet logs, memory given back ---------------------------------------------------
+
+
+def test_a_client_that_hangs_up_mid_body_is_counted_not_logged_as_an_error(rm, caplog):
+    import logging
+    import socket
+    import time
+
+    with caplog.at_level(logging.INFO), running(rmkit.serve(rm)) as base:
+        host, port = base.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as sock:
+            head = "POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n"
+            sock.sendall(head.encode() + b'{"texts": ["half')  # then hang up
+        deadline = time.monotonic() + 10
+        while metric(base, "rmkit_client_disconnects_total") < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert metric(base, "rmkit_client_disconnects_total") == 1
+        assert post(base, "/score", {"texts": ["still serving"]})[0] == 200
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    assert (
+        "Traceback" not in caplog.text
+        and "a client hung up before its /score request was read" in caplog.text
+    )
+
+
+def test_the_worker_gives_freed_memory_back_when_idle_not_per_batch(rm, monkeypatch):
+    import time
+
+    from rmkit.serving import batcher
+
+    released = []
+    monkeypatch.setattr(batcher, "release_memory", lambda device: released.append(time.monotonic()))
+    monkeypatch.setattr(batcher, "RELEASE_EVERY", 0.5)
+    with running(rmkit.serve(rm)) as base:
+        for i in range(6):  # back to back: within RELEASE_EVERY of each other
+            assert post(base, "/score", {"texts": [f"request {i}"]})[0] == 200
+        time.sleep(0.6)
+        assert post(base, "/score", {"texts": ["after a pause"]})[0] == 200
+        deadline = time.monotonic() + 5
+        while len(released) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert metric(base, "rmkit_memory_releases_total") == len(released)
+    assert 2 <= len(released) < 7  # after the first batch and after the pause, not after each batch
+    assert all(b - a >= 0.5 for a, b in zip(released, released[1:], strict=False))

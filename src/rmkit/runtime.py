@@ -9,6 +9,9 @@ among the processes of a machine, unless ``OMP_NUM_THREADS`` already says how ma
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,6 +62,39 @@ def free_memory(device: torch.device) -> int:
     """Bytes a GPU has free, counting what torch's caching allocator holds unused."""
     free = torch.cuda.mem_get_info(device)[0]
     return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+
+
+M_ARENA_MAX = -8  # glibc's mallopt parameter: the most malloc arenas
+
+
+@functools.cache
+def _glibc() -> Any:
+    """glibc's C library (which has ``malloc_trim`` and ``mallopt``), or ``None`` under another libc."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+
+
+def bound_arenas(arenas: int = 2) -> bool:
+    """Cap glibc's malloc arenas at ``arenas`` (``MALLOC_ARENA_MAX``, set from inside): the threads of a
+    server share a few heaps instead of each fragmenting one of its own. For the start of a long-running
+    process, before its threads allocate; returns whether it applied (``False`` without glibc)."""
+    libc = _glibc()
+    return bool(libc is not None and libc.mallopt(M_ARENA_MAX, arenas))
+
+
+def release_memory(device: torch.device) -> None:
+    """Give back the memory that the last batches freed: the C heap's free pages (glibc's ``malloc_trim(0)``;
+    nothing elsewhere) and, on a GPU, the caching allocator's unused blocks. Batches of ever-changing
+    shapes leave the heap fragmented, and freed memory is otherwise kept for good. It costs milliseconds:
+    for idle moments and between chunks, never per batch."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def reads_ahead(device: torch.device, asked: bool | None = None) -> bool:

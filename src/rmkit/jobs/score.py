@@ -199,6 +199,7 @@ def _score_share(
         ):
             lines = _score_chunk(kind, rm, chunk, tokenized, reading, config.input, state, seen)
             checkpoint(lines, where)
+            runtime.release_memory(rt.device)  # a long job's memory stays flat (chunks of every shape)
         checkpoint([], _where(records, rejects))  # rejected records after the last scored one
 
 

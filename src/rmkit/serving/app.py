@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import itertools
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ from typing import Any
 
 import torch
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
@@ -39,6 +40,7 @@ from rmkit.serving.telemetry import Telemetry
 from rmkit.serving.tokenizing import TokenizerThread
 
 log = logging.getLogger(__name__)
+_REQUEST_IDS = itertools.count(1)
 
 
 class Scorer:
@@ -230,6 +232,10 @@ async def _score(request: Request, parse: Callable[[Any], Call], scorer: Scorer,
         body = await read_json(request, limit)
     except RequestError as e:
         return error(e.status, e.message, field=e.field)
+    except ClientDisconnect:  # the client hung up mid-body: counted and said once, not an error of ours
+        scorer.telemetry.disconnect()
+        log.info("rmkit serve: a client hung up before its %s request was read", request.url.path)
+        return Response(status_code=499)
     batcher.arrive()  # from here to submit(), a batch may wait for this request (at most --max-wait-ms)
     queued = False
     try:
@@ -262,9 +268,11 @@ async def _score(request: Request, parse: Callable[[Any], Call], scorer: Scorer,
     except QueueFull as e:
         return error(503, f"busy: {e}", headers={"Retry-After": "1"})
     except Exception as e:
-        # the batch failed (out of memory, a model error): this request fails, not the server
-        log.exception("rmkit serve: a batch failed")
-        return error(500, f"scoring failed: {type(e).__name__}: {e}")
+        # the batch failed (out of memory, a model error): this request fails, not the server; its
+        # traceback is logged once, under an id the reply names
+        request_id = f"{next(_REQUEST_IDS):08x}"
+        log.exception("rmkit serve: request %s: scoring failed", request_id)
+        return error(500, f"scoring failed (request {request_id}): {type(e).__name__}: {e}")
     finally:
         if not queued:
             batcher.leave()

@@ -29,7 +29,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from rmkit.inference import BatchModel, score_sequences
+from rmkit.runtime import release_memory
 from rmkit.serving.telemetry import Telemetry
+
+RELEASE_EVERY = 1.0  # seconds between two releases of freed memory (when idle)
 
 
 class QueueFull(Exception):
@@ -88,6 +91,7 @@ class Batcher:
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._released = 0.0  # when memory was last given back (time.monotonic())
 
     @property
     def queued(self) -> int:
@@ -192,6 +196,18 @@ class Batcher:
             if parts is None:
                 return
             self._score(parts)
+            self._release_when_idle()
+
+    def _release_when_idle(self) -> None:
+        """When nothing waits, give freed memory back (:func:`rmkit.runtime.release_memory`), at most every
+        ``RELEASE_EVERY`` seconds: under load the server's memory stays flat instead of growing with each new
+        mix of batch shapes, and no batch waits for it."""
+        now = time.monotonic()
+        if self._jobs or now - self._released < RELEASE_EVERY:
+            return
+        release_memory(self.model.device)
+        self._released = now
+        self.telemetry.release()
 
     def _take(self) -> list[tuple[_Job, int, int]] | None:
         """Wait for work (see the module docstring) and take one batch's items: ``(job, start, end)``

@@ -7,7 +7,9 @@ Series (all prefixed ``rmkit_``):
 - ``items_total``, ``tokens_total``: items (texts) scored and their real tokens;
 - ``batches_total``; ``batch_items`` and ``batch_requests``: histograms of the items and of the distinct
   requests in each batch (a batch holding several requests is batching across callers at work);
-- ``queue_items``: items waiting for a batch now.
+- ``queue_items``: items waiting for a batch now;
+- ``client_disconnects_total``: requests whose client hung up before their body was read;
+- ``memory_releases_total``: times the worker gave freed memory back while idle.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ class Telemetry:
         self._lock = threading.Lock()
         self.requests: dict[tuple[str, int], int] = defaultdict(int)
         self.latency: dict[str, Histogram] = {}
-        self.items = self.tokens = self.batches = 0
+        self.items = self.tokens = self.batches = self.disconnects = self.releases = 0
         self.batch_items = Histogram(COUNT_BUCKETS)
         self.batch_requests = Histogram(COUNT_BUCKETS)
 
@@ -68,6 +70,14 @@ class Telemetry:
             self.tokens += tokens
             self.batch_items.observe(items)
             self.batch_requests.observe(requests)
+
+    def disconnect(self) -> None:
+        with self._lock:
+            self.disconnects += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self.releases += 1
 
     def render(self, queue_items: int) -> str:
         """The Prometheus text exposition of every series; ``queue_items`` is the queue's depth now."""
@@ -88,6 +98,12 @@ class Telemetry:
                 ("items_total", self.items, "Items (texts) scored."),
                 ("tokens_total", self.tokens, "Real tokens of the items scored."),
                 ("batches_total", self.batches, "Forward batches run."),
+                (
+                    "client_disconnects_total",
+                    self.disconnects,
+                    "Clients that hung up before their body was read.",
+                ),
+                ("memory_releases_total", self.releases, "Times freed memory was given back while idle."),
             ):
                 out += [f"# HELP rmkit_{name} {help_text}", f"# TYPE rmkit_{name} counter"]
                 out.append(f"rmkit_{name} {value}")
