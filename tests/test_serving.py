@@ -416,6 +416,7 @@ def test_the_worker_gives_freed_memory_back_when_idle_not_per_batch(rm, monkeypa
     released = []
     monkeypatch.setattr(batcher, "release_memory", lambda device: released.append(time.monotonic()))
     monkeypatch.setattr(batcher, "RELEASE_EVERY", 0.5)
+    monkeypatch.setattr(batcher, "BUSY_RELEASE_EVERY", 0.5)  # a client waiting counts as busy here
     with running(rmkit.serve(rm)) as base:
         for i in range(6):  # back to back: within RELEASE_EVERY of each other
             assert post(base, "/score", {"texts": [f"request {i}"]})[0] == 200

@@ -32,7 +32,8 @@ from rmkit.inference import BatchModel, score_sequences
 from rmkit.runtime import release_memory
 from rmkit.serving.telemetry import Telemetry
 
-RELEASE_EVERY = 1.0  # seconds between two releases of freed memory (when idle)
+RELEASE_EVERY = 1.0  # seconds between two releases of freed memory, when the queue is empty
+BUSY_RELEASE_EVERY = 10.0  # and when it never is
 
 
 class QueueFull(Exception):
@@ -199,11 +200,13 @@ class Batcher:
             self._release_when_idle()
 
     def _release_when_idle(self) -> None:
-        """When nothing waits, give freed memory back (:func:`rmkit.runtime.release_memory`), at most every
-        ``RELEASE_EVERY`` seconds: under load the server's memory stays flat instead of growing with each new
-        mix of batch shapes, and no batch waits for it."""
+        """Give freed memory back (:func:`rmkit.runtime.release_memory`) when nothing waits, at most every
+        ``RELEASE_EVERY`` seconds, and under a load that never leaves the queue empty every
+        ``BUSY_RELEASE_EVERY`` seconds: the server's memory stays flat instead of growing with each new mix of
+        batch shapes, and at most one batch in that many seconds waits the few milliseconds it takes."""
         now = time.monotonic()
-        if self._jobs or now - self._released < RELEASE_EVERY:
+        since = now - self._released
+        if since < RELEASE_EVERY or (self._jobs and since < BUSY_RELEASE_EVERY):
             return
         release_memory(self.model.device)
         self._released = now

@@ -9,7 +9,7 @@ Series (all prefixed ``rmkit_``):
   requests in each batch (a batch holding several requests is batching across callers at work);
 - ``queue_items``: items waiting for a batch now;
 - ``client_disconnects_total``: requests whose client hung up before their body was read;
-- ``memory_releases_total``: times the worker gave freed memory back while idle.
+- ``memory_releases_total``: times the worker gave freed memory back (when idle; every 10 s under load).
 """
 
 from __future__ import annotations
@@ -103,7 +103,11 @@ class Telemetry:
                     self.disconnects,
                     "Clients that hung up before their body was read.",
                 ),
-                ("memory_releases_total", self.releases, "Times freed memory was given back while idle."),
+                (
+                    "memory_releases_total",
+                    self.releases,
+                    "Times freed memory was given back (when idle; every 10 s under load).",
+                ),
             ):
                 out += [f"# HELP rmkit_{name} {help_text}", f"# TYPE rmkit_{name} counter"]
                 out.append(f"rmkit_{name} {value}")
