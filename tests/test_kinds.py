@@ -66,7 +66,7 @@ def test_the_built_in_kinds_are_recognised_from_the_checkpoint(rm_path, tmp_path
     LlamaForTokenClassification(config).save_pretrained(tmp_path / "prm")
     assert kinds.recognise(kinds.Checkpoint.read(rm_path)).name == "pairwise"
     assert kinds.recognise(kinds.Checkpoint.read(tmp_path / "prm")).name == "process"
-    given = kinds.Checkpoint.read(rm_path, {"good_token": "+", "bad_token": "-"})
+    given = kinds.Checkpoint.read(rm_path, steps={"good_token": "+", "bad_token": "-"})
     assert kinds.recognise(given).name == "process"  # a causal LM read by its good/bad tokens
     kind, rm = kinds.load(rm_path)
     assert (kind.name, type(rm)) == ("pairwise", RewardModel)

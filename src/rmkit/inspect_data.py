@@ -8,6 +8,7 @@ from contextlib import nullcontext
 
 from rmkit import kinds
 from rmkit.data import Rejects, first_record
+from rmkit.errors import RMKitError
 from rmkit.jobs.config import InspectConfig
 
 
@@ -15,10 +16,14 @@ def inspect(config: InspectConfig) -> dict[str, object]:
     """Read every row of ``config.data`` as its kind of data does; print (and return) the counts."""
     reading = kinds.Reading.of(config)
     kind = kinds.for_data([config.data], reading)
-    config.validate()  # the first row is of a format rmkit reads
     first = first_record(config.data)
     record = {(config.columns or {}).get(k, k): v for k, v in (first or {}).items()}
     fmt = config.format or (kind.detect(record, reading) if first else None)
+    if first and fmt is None:
+        raise RMKitError(
+            f"{config.data}: cannot tell the format from the columns {sorted(record)}; name it with --format "
+            "or rename columns with --columns (rmkit inspect --help lists the formats)"
+        )
     counts: Counter[str] = Counter()
     with Rejects(config.rejects) if config.on_error == "skip" else nullcontext() as rejects:
         for row in kind.rows(config.data, reading, rejects):

@@ -60,8 +60,9 @@ def evaluate(config: EvalConfig | None = None, **options: Any) -> dict[str, Any]
     config.validate()
     labels, names = _labels(config.model), _labels(config.data)
     judge = kinds.for_data(config.data, kinds.Reading.of(config))
-    loading = {**config.loading(), **config.step_format()}
-    checkpoints = [kinds.Checkpoint.read(path, loading) for path in config.model]
+    checkpoints = [
+        kinds.Checkpoint.read(path, config.loading(), config.step_format()) for path in config.model
+    ]
     for checkpoint in checkpoints:  # before any weight loads: a model that cannot be judged is named now
         kinds.check(judge, checkpoint, kinds.recognise(checkpoint), ", ".join(config.data))
     evaluation = judge.evaluation(config, labels, names)

@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import ClassVar
 
 from rmkit.data import detect_format, first_record
-from rmkit.data.ratings import detect_rated_format
-from rmkit.data.steps import detect_step_format
 from rmkit.defaults import CHUNK_ROWS, DTYPE_NAMES
 from rmkit.errors import RMKitError
 from rmkit.options import (
@@ -141,23 +139,6 @@ class InspectConfig(DataOptions):
         "good", help="PRM800K steps rated 0 count as right, wrong, or are left unlabelled",
         choices=["good", "bad", "skip"],
     )  # fmt: skip
-
-    def validate(self) -> None:
-        """The file can be read and its first row is of a format rmkit reads (checked before the kinds,
-        which load torch, read it whole)."""
-        first = first_record(self.data)
-        if first is None or self.format:
-            return
-        record = {(self.columns or {}).get(k, k): v for k, v in first.items()}
-        if detect_step_format(record) or detect_rated_format(record, self.attributes):
-            return
-        try:
-            detect_format(record)
-        except ValueError:
-            raise RMKitError(
-                f"{self.data}: cannot tell the format from the columns {sorted(record)}; name it with "
-                "--format or rename columns with --columns (rmkit inspect --help lists the formats)"
-            ) from None
 
 
 @dataclass

@@ -96,8 +96,9 @@ def score_file(config: ScoreConfig, *, rm: RewardModel | None = None) -> dict[st
     config.validate()
     with runtime.start(config.device, config.threads) as rt:
         if rm is None:
-            loading = {**config.loading(), **config.step_format()}
-            kind, rm = kinds.load(config.model, loading, dtype=config.dtype, device=rt.device)
+            kind, rm = kinds.load(
+                config.model, config.loading(), config.step_format(), dtype=config.dtype, device=rt.device
+            )
         else:
             kind = kinds.of_model(rm)
         config = replace(config, dtype=runtime.dtype_name(rm))  # what "auto" became, for the summary

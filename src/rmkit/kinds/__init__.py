@@ -84,14 +84,15 @@ def recognise(checkpoint: Checkpoint) -> Kind:
 def load(
     path: str | Path | Checkpoint,
     options: dict[str, Any] | None = None,
+    steps: dict[str, Any] | None = None,
     *,
     dtype: Any = "auto",
     device: Any = None,
 ) -> tuple[Kind, Any]:
     """``(kind, model)`` of the checkpoint at ``path`` (or a :class:`Checkpoint` already read), loaded by its
-    kind with the loading ``options`` (those of :meth:`rmkit.RewardModel.from_pretrained` and the step
-    format's)."""
-    checkpoint = path if isinstance(path, Checkpoint) else Checkpoint.read(path, options)
+    kind with the loading ``options`` (those of :meth:`rmkit.RewardModel.from_pretrained`) and the step
+    format ``steps`` (:class:`Checkpoint`)."""
+    checkpoint = path if isinstance(path, Checkpoint) else Checkpoint.read(path, options, steps)
     model = recognise(checkpoint).load(checkpoint, dtype, device)
     return of_model(model, where=checkpoint.path), model
 

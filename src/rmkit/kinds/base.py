@@ -67,14 +67,19 @@ class Reading:
 @dataclass(frozen=True)
 class Checkpoint:
     """A checkpoint as the kinds recognise it, before any weight loads: its ``path``, its ``config.json``
-    (``{}`` when there is none to read) and the loading ``options`` given (step format, dimension, ...)."""
+    (``{}`` when there is none to read), the loading ``options`` given (those of
+    :meth:`rmkit.RewardModel.from_pretrained`: ``ModelOptions.loading()``) and the step format given
+    (``StepOptions.step_format()``: separator, good/bad tokens, ...)."""
 
     path: str
     config: dict[str, Any]
     options: dict[str, Any] = field(default_factory=dict)
+    steps: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def read(cls, path: str | Path, options: dict[str, Any] | None = None) -> Checkpoint:
+    def read(
+        cls, path: str | Path, options: dict[str, Any] | None = None, steps: dict[str, Any] | None = None
+    ) -> Checkpoint:
         """The checkpoint at ``path``: a directory's ``config.json``, or a hub name's where it is cached."""
         path = resolve_name(path)
         local = Path(path) / "config.json"
@@ -91,7 +96,8 @@ class Checkpoint:
                 config, _ = PretrainedConfig.get_config_dict(str(path))
             except Exception:  # noqa: BLE001 (any failure means: nothing to recognise it by)
                 config = {}
-        return cls(str(path), config if isinstance(config, dict) else {}, dict(options or {}))
+        config = config if isinstance(config, dict) else {}
+        return cls(str(path), config, dict(options or {}), dict(steps or {}))
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -147,9 +153,7 @@ class Kind:
         """The model of ``checkpoint`` (its ``options`` are the loading options) in ``dtype`` on ``device``."""
         from rmkit.modeling import RewardModel
 
-        rm = RewardModel.from_pretrained(
-            checkpoint.path, dtype=dtype, device=device, **outcome_loading(checkpoint)
-        )
+        rm = RewardModel.from_pretrained(checkpoint.path, dtype=dtype, device=device, **checkpoint.options)
         fresh = getattr(rm.model, "fresh_head", None)
         if fresh:  # a backbone given to a scoring command (training gives it its head, and says nothing)
             log.warning(
@@ -299,12 +303,3 @@ class Kind:
         r"""The evaluation of this kind's data: an object that ``add``\ s each model's scores of each data set
         and writes the figures (:class:`rmkit.kinds.pairwise.PairEvaluation` is the model to follow)."""
         raise RMKitError(f"rmkit eval has no evaluation of {self.data} for {self.name} reward models")
-
-
-def outcome_loading(checkpoint: Checkpoint) -> dict[str, Any]:
-    """The loading options :meth:`rmkit.RewardModel.from_pretrained` takes, of those given."""
-    names = ("allow_pickle", "trust_remote_code", "dimension", "tokenizer", "base_model", "weights")
-    out = {k: checkpoint.options[k] for k in names if k in checkpoint.options}
-    if checkpoint.options.get("attn_implementation"):
-        out["attn_implementation"] = checkpoint.options["attn_implementation"]
-    return out

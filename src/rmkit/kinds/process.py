@@ -47,7 +47,6 @@ from rmkit.reporting.report import figure_table
 CHUNK = 512  # solutions an evaluation scores together
 FIGURES = ("solutions", "step_accuracy", "wrong_f1", "error_accuracy", "correct_accuracy", "processbench_f1")
 MAX_POSITION = 30  # steps plotted; later ones share the last position
-STEP_OPTIONS = ("separator", "step_tag", "good_token", "bad_token")
 
 
 class SolutionTokenizer:
@@ -80,7 +79,7 @@ class ProcessKind(Kind):
     data = "step-labelled solutions"
 
     def recognises(self, checkpoint: Checkpoint) -> bool:
-        if checkpoint.options.get("good_token") or checkpoint.options.get("bad_token"):
+        if checkpoint.steps.get("good_token") or checkpoint.steps.get("bad_token"):
             return True
         token_classifier = any(a.endswith("ForTokenClassification") for a in checkpoint.architectures)
         return token_classifier or PRM_KEY in checkpoint.metadata
@@ -95,7 +94,7 @@ class ProcessKind(Kind):
             device=device,
             allow_pickle=given.get("allow_pickle", False),
             trust_remote_code=given.get("trust_remote_code", False),
-            **{k: given[k] for k in STEP_OPTIONS if given.get(k) is not None},
+            **checkpoint.steps,
         )
 
     def owns(self, model: Any) -> bool:
@@ -196,28 +195,24 @@ class ProcessKind(Kind):
         return [aggregate(s, reading.aggregate) for s in raw], {"step_scores": raw}
 
     def evaluation(self, config: Any, labels: list[str], names: list[str]) -> StepEvaluation:
-        return StepEvaluation(config, labels, names)
+        return StepEvaluation(self, config, labels, names)
 
 
 class StepEvaluation:
     """``rmkit eval`` on step-labelled solutions (module docstring), the interface of
     :class:`rmkit.kinds.pairwise.PairEvaluation`."""
 
-    def __init__(self, config: Any, labels: list[str], names: list[str]):
-        self.config, self.labels = config, labels
+    def __init__(self, judge: Kind, config: Any, labels: list[str], names: list[str]):
+        self.judge, self.config, self.labels = judge, config, labels
         self.reading = Reading.of(config, chunk_rows=CHUNK)
         self.paths = dict(zip(names, config.data, strict=True))
         self.scored: dict[str, dict[str, tuple[list[StepExample], list[list[float]]]]] = {}
 
     def add(self, kind: Kind, model: Any, label: str, name: str, rejects: Any) -> None:
         """The labelled solutions of data set ``name`` and ``model``'s step scores of them."""
-        reading = self.reading
-        rows = iter_step_examples(
-            self.paths[name], format=reading.format, columns=reading.columns, rejects=rejects,
-            neutral=reading.neutral_steps,
-        )  # fmt: skip
+        rows = self.judge.rows(self.paths[name], self.reading, rejects)
         labelled = (ex for ex in rows if ex.labels is not None)
-        pairs = list(kind.score(model, labelled, reading))
+        pairs = list(kind.score(model, labelled, self.reading))
         self.scored.setdefault(label, {})[name] = ([ex for ex, _ in pairs], [s for _, s in pairs])
 
     def metrics(self) -> dict[str, Any]:

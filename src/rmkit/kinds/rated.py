@@ -86,7 +86,7 @@ class RatedKind(PairwiseKind):
         return list(raw), {}
 
     def evaluation(self, config: Any, labels: list[str], names: list[str]) -> RatedEvaluation:
-        return RatedEvaluation(config, labels, names)
+        return RatedEvaluation(self, config, labels, names)
 
 
 def _attributes(kind: Kind, model: Any) -> list[str]:
@@ -98,8 +98,8 @@ class RatedEvaluation:
     """``rmkit eval`` on rated responses (module docstring), the interface of
     :class:`rmkit.kinds.pairwise.PairEvaluation`."""
 
-    def __init__(self, config: Any, labels: list[str], names: list[str]):
-        self.config, self.labels = config, labels
+    def __init__(self, judge: Kind, config: Any, labels: list[str], names: list[str]):
+        self.judge, self.config, self.labels = judge, config, labels
         self.reading = Reading.of(config)
         self.paths = dict(zip(names, config.data, strict=True))
         self.results: dict[str, dict[str, Any]] = {label: {} for label in labels}
@@ -113,14 +113,7 @@ class RatedEvaluation:
         examples: list[Example] = []
         groups: dict[str, int] = {}
         reading = self.reading
-        rated = iter_rated(
-            self.paths[name],
-            format=None,
-            columns=reading.columns,
-            rejects=rejects,
-            attributes=reading.attributes,
-        )
-        for ex in rated:
+        for ex in self.judge.rows(self.paths[name], reading, rejects):
             group = groups.setdefault(
                 repr(ex.prompt) if len(ex.responses) == 1 else f"#{ex.row}", len(groups)
             )
@@ -128,11 +121,11 @@ class RatedEvaluation:
                 rows.append((ex.row, group, ratings))
                 examples.append(Example(ex.row, ex.prompt, [response], False))
         names = _attributes(kind, model)
-        outputs = [
-            None if raw is None else (list(raw[0]) if names else kind.values(model, raw))
-            for _, raw in kind.score(model, examples, reading)
-        ]
-        scores = [None if o is None else (model.combine(o) if names else o[0]) for o in outputs]
+        outputs, scores = [], []  # each response's outputs (its K, else its one score) and its score
+        for _, raw in kind.score(model, examples, reading):
+            values = None if raw is None else kind.values(model, raw)
+            outputs.append(None if raw is None else list(raw[0]) if names else values)
+            scores.append(None if raw is None else values[0])
         self.scored[(label, name)] = (names, rows, list(zip(outputs, scores, strict=True)))
         self.results[label][name] = self._figures(names, rows, outputs, scores)
 

@@ -330,9 +330,10 @@ def load(config: ServeConfig, device: Any = None) -> Any:
     """Load ``config.model`` by its kind (:mod:`rmkit.kinds`) on ``device`` (by default the one
     ``config.device`` names), compiled with ``compile`` (the batch worker warms it up before the server
     listens); a process RM scores each item's response as a solution, by the aggregate of its steps."""
-    loading = {**config.loading(), **config.step_format()}
     device = device or runtime.resolve_device(config.device)
-    kind, model = kinds.load(config.model, loading, dtype=config.dtype, device=device)
+    kind, model = kinds.load(
+        config.model, config.loading(), config.step_format(), dtype=config.dtype, device=device
+    )
     return kind.compile(model) if config.compile else model
 
 
