@@ -38,7 +38,6 @@ from rmkit.data.steps import (  # aggregate, AGGREGATES and split_steps: also rm
     AGGREGATES,  # noqa: F401
     Solution,
     SolutionEncoder,
-    StepExample,
     aggregate,  # noqa: F401
     split_steps,  # noqa: F401
 )
@@ -264,29 +263,17 @@ class ProcessRewardModel(HeldModel):
         batch_tokens: int | None = None,
     ) -> list[list[float]]:
         """Step scores of many solutions, in order, in token-budget batches (:mod:`rmkit.inference`)."""
-        examples = [
-            StepExample(i, [{"role": "user", "content": p}] if isinstance(p, str) else list(p), list(s))
-            for i, (p, s) in enumerate(zip(prompts, solutions, strict=True))
+        encoded = [
+            Solution(*self.encode([{"role": "user", "content": p}] if isinstance(p, str) else p, s), len(s))
+            for p, s in zip(prompts, solutions, strict=True)
         ]
-        return score_step_examples(self, examples, batch_tokens=batch_tokens)
+        return score_solutions(self, encoded, batch_tokens=batch_tokens)
 
     def save_pretrained(self, path: str | Path, metadata: dict[str, Any] | None = None) -> None:
         """A plain transformers checkpoint (safetensors, tokenizer beside it) with the step settings stored."""
         self.metadata.update(metadata or {})
         self.metadata[PRM_KEY] = asdict(self.steps)
         save_model(self.model, self.tokenizer, self.metadata, Path(path))
-
-
-def score_step_examples(
-    prm: ProcessRewardModel,
-    examples: Sequence[StepExample],
-    *,
-    batch_tokens: int | None = None,
-    max_length: int | None = None,
-) -> list[list[float]]:
-    """Step scores of ``examples`` in order, batched by the inference core."""
-    solutions = [Solution(*prm.encode(ex.prompt, ex.steps, max_length), len(ex.steps)) for ex in examples]
-    return score_solutions(prm, solutions, batch_tokens=batch_tokens)
 
 
 def score_solutions(

@@ -202,14 +202,14 @@ class ExampleTokenizer:
         whole tokenisation must equal the pieces'; where it does not, every text of the group is tokenised
         whole. Long prompts before many answers (best-of-N, GRPO groups) so cost one tokenisation."""
         whole = set(range(len(jobs)))
-        cuts: dict[int, tuple[list[int], int]] = {}  # group -> (its members, where their texts are cut)
-        for g, members in enumerate(groups):
+        cuts: list[tuple[list[int], int]] = []  # (a group's members, where their texts are cut)
+        for members in groups:
             cut = _cut_point([jobs[m][0] for m in members])
             if cut:
-                cuts[g] = (members, cut)
+                cuts.append((members, cut))
                 whole -= set(members[1:])
         texts = [(i, jobs[i][0]) for i in sorted(whole)]
-        for members, cut in cuts.values():
+        for members, cut in cuts:
             texts += [(("prefix", members[0]), jobs[members[0]][0][:cut])]
             texts += [(("rest", m), jobs[m][0][cut:]) for m in members]
         encoded = self._encode(texts, jobs)
@@ -217,7 +217,7 @@ class ExampleTokenizer:
         for i in whole:
             ids[i] = encoded[i]
         retry = []
-        for members, _ in cuts.values():
+        for members, _ in cuts:
             pieces = [
                 self._joined(encoded[("prefix", members[0])], encoded[("rest", m)], jobs[m][1])
                 for m in members
@@ -249,14 +249,16 @@ class ExampleTokenizer:
 
     def _special_for(self, key: Any, jobs: list[tuple[str, bool]]) -> bool:
         """Whether the text under ``key`` takes the tokenizer's special tokens: a piece never does."""
-        if isinstance(key, tuple):
-            return False
-        verbatim = jobs[key][1]
+        return not isinstance(key, tuple) and self._takes_specials(jobs[key][1])
+
+    def _takes_specials(self, verbatim: bool) -> bool:
+        """Whether a whole text is tokenised with the tokenizer's special tokens: chat-template text holds
+        its own; plain and verbatim text take the defaults."""
         return verbatim or not self.use_chat
 
     def _joined(self, prefix: list[int], rest: list[int], verbatim: bool) -> list[int]:
         """A text's ids from its two pieces' ids, with the special tokens ``tokenizer(text)`` adds."""
-        if verbatim or not self.use_chat:
+        if self._takes_specials(verbatim):
             head, tail = self._added
             return head + prefix + rest + tail
         return prefix + rest
