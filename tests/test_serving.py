@@ -428,3 +428,41 @@ def test_the_worker_gives_freed_memory_back_when_idle_not_per_batch(rm, monkeypa
         assert metric(base, "rmkit_memory_releases_total") == len(released)
     assert 2 <= len(released) < 7  # after the first batch and after the pause, not after each batch
     assert all(b - a >= 0.5 for a, b in zip(released, released[1:], strict=False))
+
+
+def test_large_buffers_are_mapped_and_given_back_once_the_threshold_is_fixed():
+    """glibc raises its mmap threshold each time a mapped block is freed, so a batch's next activations of
+    that size come from the heap, which keeps them. With ``mapped_from`` fixed (what ``rmkit serve`` sets at
+    start-up) every such buffer is its own mapping, each time."""
+    import subprocess
+    import sys
+
+    if sys.platform != "linux":
+        pytest.skip("glibc's allocator only")
+    probe = """
+import ctypes, sys
+from rmkit import runtime
+libc = ctypes.CDLL("libc.so.6")
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc.mallinfo2.restype = Info
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+if sys.argv[1] == "fixed":
+    assert runtime.bound_arenas(mapped_from=runtime.MAPPED_FROM)
+mapped = []
+for _ in range(3):
+    p = libc.malloc(16 << 20)
+    mapped.append(libc.mallinfo2().hblkhd >= 16 << 20)
+    libc.free(p)
+print(mapped)
+"""
+    runs = {
+        how: subprocess.run(
+            [sys.executable, "-c", probe, how], capture_output=True, text=True, check=True
+        ).stdout
+        for how in ("fixed", "default")
+    }
+    assert runs["fixed"].strip() == "[True, True, True]"
+    assert runs["default"].strip() == "[True, False, False]"  # the control: glibc's sliding threshold

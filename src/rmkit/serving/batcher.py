@@ -33,7 +33,7 @@ from rmkit.runtime import release_memory
 from rmkit.serving.telemetry import Telemetry
 
 RELEASE_EVERY = 1.0  # seconds between two releases of freed memory, when the queue is empty
-BUSY_RELEASE_EVERY = 10.0  # and when it never is
+BUSY_RELEASE_EVERY = 2.0  # and when it never is
 
 
 class QueueFull(Exception):

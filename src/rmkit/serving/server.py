@@ -58,7 +58,9 @@ def _url(sock: socket.socket) -> str:
 
 def run(config: ServeConfig) -> None:
     """``rmkit serve``: load the model and serve until SIGTERM or Ctrl-C."""
-    runtime.bound_arenas()  # before the server's threads allocate (rmkit.runtime.release_memory)
+    runtime.bound_arenas(
+        mapped_from=runtime.MAPPED_FROM
+    )  # before the server's threads allocate (rmkit.runtime.release_memory)
     with runtime.start(config.device, config.threads) as rt:
         app = create_app(load(config, rt.device), config)
         sock = _bind(config.host, config.port)
