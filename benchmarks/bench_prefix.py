@@ -5,8 +5,9 @@
    with ``--n`` (16) responses of 64 to 256 tokens cut from the data's answers. Ranked with prefix sharing
    (each prompt runs once, its responses after its cache) and without (every response with its full
    sequence). Printed: responses/s and real tokens/s of each (tokens of the full sequences either way, so
-   the two are comparable), their ratio, and the largest score difference (the exactness contract: at
-   most 1e-4 in fp32).
+   the two are comparable), their ratio, the ratio of the tokens each runs through the model (the ceiling of
+   the speed-up, for work that grows with the tokens), and the largest score difference (the exactness
+   contract: at most 1e-4 in fp32).
 2. Pairs (``rmkit eval``): the multi-turn ShareGPT pairs of ``../shared/data`` (chosen and rejected after
    the same history), evaluated on and off; wall-time ratio and accuracy of each (which must agree).
 
@@ -128,6 +129,11 @@ def main() -> int:
         f"ratio on/off: {off / on:.2f}x (target >= 3); max |score on - off| {diff:.2e}; same rankings: {same}"
     )
     print(f"responses that shared their prompt's pass: {results[True][1]['prefix_shared']} of {responses}")
+    saved = results[True][1]["prefix_tokens_saved"]
+    print(
+        f"tokens run: {tokens - saved} with sharing, {tokens} without: a ceiling of {tokens / (tokens - saved):.2f}x "
+        "for work that grows with the tokens"
+    )
     if args.max_length:
         print(f"rows whose prompt was cut once for all their answers: {results[True][1]['groups_cut']}")
 

@@ -161,5 +161,8 @@ def test_rank_with_a_prompt_over_the_limit_shares_it_and_scores_as_without_shari
     summary = runs[True][0]
     assert summary["groups_cut"] == 5 and summary["truncated"] == 5
     assert summary["prefix_shared"] == 20 and summary["prefix_fallbacks"] == 0
+    # each row's three later answers skip its cut prompt: most of 5 × 3 × 96 tokens, none without sharing
+    assert runs[False][0]["prefix_tokens_saved"] == 0
+    assert summary["prefix_tokens_saved"] % 15 == 0 and 15 * 48 < summary["prefix_tokens_saved"] < 15 * 96
     for a, b in zip(runs[True][1], runs[False][1], strict=True):
         assert a["scores"] == pytest.approx(b["scores"], abs=1e-4) and a["ranking"] == b["ranking"]

@@ -92,7 +92,8 @@ def score_sequences(
 
     ``groups`` (lists of indices of sequences that answer one prompt) turn on prefix sharing for a model
     that ``shares_prefixes``: see :func:`plan_sharing`. ``stats`` counts the sequences scored after a
-    shared prefix (``shared``) and those of groups that fell back to full sequences (``unshared``).
+    shared prefix (``shared``), those of groups that fell back to full sequences (``unshared``) and the prompt
+    tokens that sharing did not run again (``prefix_tokens``).
 
     On a GPU the batches go in from pinned memory without waiting, and the scores stay on the device
     until the last batch is queued: one copy back, so the host never waits for the GPU inside the loop.
@@ -107,6 +108,7 @@ def score_sequences(
             count = sum(len(members) for _, members in shared)
             stats.shared += count
             stats.unshared += sum(len(g) for g in groups if len(g) > 1) - count
+            stats.prefix_tokens += sum((len(members) - 1) * len(prefix) for prefix, members in shared)
     for batch in token_budget_batches([len(sequences[i]) for i in alone], batch_tokens, max_rows, batch_cost):
         rows = [alone[b] for b in batch]
         ids, mask = padded_on([sequences[i] for i in rows], model.pad_token_id, model.device)

@@ -34,6 +34,8 @@ chosen and rejected continue different conversations) are cut one by one.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -81,6 +83,7 @@ class RowCounts:
     non_finite: int = 0  # rows the model gave a NaN or infinite score (written as null)
     split_histories: int = 0  # pairs whose answers follow different histories (each scored after its own)
     groups_cut: int = 0  # several-answer rows whose prompt was cut once for all their answers
+    prefix_tokens: int = 0  # prompt tokens not run again because their answers shared one pass over them
 
     def add(self, row: list[Tokenized] | None, notes: frozenset[str] = frozenset()) -> None:
         """Count one example's tokenised responses (``None``: dropped) and its normaliser's ``notes``."""
@@ -97,7 +100,7 @@ class RowCounts:
     def merge(self, other: RowCounts) -> RowCounts:
         for name in (
             "rows", "skipped", "truncated", "dropped", "tokens", "shared", "unshared", "empty_replies",
-            "split_histories", "non_finite", "groups_cut",
+            "split_histories", "non_finite", "groups_cut", "prefix_tokens",
         ):  # fmt: skip
             setattr(self, name, getattr(self, name) + getattr(other, name))
         return self
@@ -306,3 +309,20 @@ class ExampleTokenizer:
         while head < len(ids) and ids[head] in self._special and head < self.max_length // 2:
             head += 1
         return head
+
+
+def tokenizer_digest(tokenizer) -> str:
+    """SHA-256 of what makes a tokenizer's ids: its full definition (a fast tokenizer's JSON, else its
+    vocabulary), its chat template and special tokens."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    body = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    extra = json.dumps(
+        [
+            type(tokenizer).__name__,
+            tokenizer.chat_template,
+            tokenizer.all_special_tokens,
+            tokenizer.eos_token_id,
+        ],
+        default=str,
+    )
+    return hashlib.sha256(body.encode() + b"\0" + extra.encode()).hexdigest()

@@ -299,6 +299,7 @@ def _summary(config: ScoreConfig, output: Path, states: list[ShareState], elapse
         "groups_cut": stats.groups_cut,
         "prefix_shared": stats.shared,
         "prefix_fallbacks": stats.unshared,
+        "prefix_tokens_saved": stats.prefix_tokens,
         "scores": scores,
         "tokens_per_s": sum(s.run_tokens for s in states) / max(max(s.run_seconds for s in states), 1e-9),
         "wall_s": elapsed,
@@ -333,5 +334,6 @@ def _print_summary(s: dict[str, Any]) -> None:
         )
     if s["prefix_shared"] or s["prefix_fallbacks"]:
         print(
-            f"  prefix sharing: {s['prefix_shared']} responses shared their prompt's pass, {s['prefix_fallbacks']} fell back"
+            f"  prefix sharing: {s['prefix_shared']} responses shared their prompt's pass, {s['prefix_fallbacks']} fell "
+            f"back; {s['prefix_tokens_saved']} of {s['tokens']} tokens not run again"
         )
