@@ -49,6 +49,16 @@ class EvalConfig(PairOptions, RuntimeOptions, InferenceOptions, ModelOptions, St
     overwrite: bool = option(
         False, help="write over an --output-dir that holds another run's files (without it: refused)"
     )
+    suite: str = option(
+        "auto",
+        help="score the data as a public benchmark does: rewardbench, rewardbench2, rm-bench, judgebench or "
+        "processbench; auto (default) when the files are unmistakably one; none for plain pairs",
+        choices=["auto", "none", "rewardbench", "rewardbench2", "rm-bench", "judgebench", "processbench"],
+    )
+    resume: bool = option(
+        False,
+        help="continue a killed --suite run in the same --output-dir: rows it scored are not scored again",
+    )
 
     def __post_init__(self) -> None:
         # Python callers may pass one path as a string.
@@ -62,4 +72,5 @@ class EvalConfig(PairOptions, RuntimeOptions, InferenceOptions, ModelOptions, St
         holds another run's files (without ``--overwrite``)."""
         for path in self.data:
             first_record(path)
-        claim_output_dir(self.output_dir, overwrite=self.overwrite)
+        if not self.resume:
+            claim_output_dir(self.output_dir, overwrite=self.overwrite, resumable=True)

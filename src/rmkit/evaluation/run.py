@@ -12,7 +12,8 @@ model through the inference core, then writes what the evaluation makes of the s
 
 What each kind writes: :mod:`rmkit.kinds.pairwise` (accuracy with intervals, length bias, model against
 model), :mod:`rmkit.kinds.process` (step and ProcessBench figures), :mod:`rmkit.kinds.rated` (correlations,
-MAE and implied-pair accuracy per attribute).
+MAE and implied-pair accuracy per attribute). With ``--suite`` (or files that are unmistakably a public
+benchmark's) the evaluation is the benchmark's: :mod:`rmkit.evaluation.suite`.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from rmkit import kinds, runtime
+from rmkit import kinds, runtime, suites
 from rmkit.data import Rejects
+from rmkit.errors import RMKitError
 from rmkit.evaluation.config import EvalConfig
+from rmkit.evaluation.suite import SuiteEvaluation, cleanup
 from rmkit.files import atomic_write, write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -59,13 +62,20 @@ def evaluate(config: EvalConfig | None = None, **options: Any) -> dict[str, Any]
     config = config if config is not None else EvalConfig(**options)
     config.validate()
     labels, names = _labels(config.model), _labels(config.data)
-    judge = kinds.for_data(config.data, kinds.Reading.of(config))
+    suite = suites.choose(config.suite, config.data)
+    if config.resume and suite is None:
+        raise RMKitError("--resume continues a benchmark suite's run (--suite); these files are no suite's")
+    judge = suite if suite is not None else kinds.for_data(config.data, kinds.Reading.of(config))
     checkpoints = [
         kinds.Checkpoint.read(path, config.loading(), config.step_format()) for path in config.model
     ]
     for checkpoint in checkpoints:  # before any weight loads: a model that cannot be judged is named now
         kinds.check(judge, checkpoint, kinds.recognise(checkpoint), ", ".join(config.data))
-    evaluation = judge.evaluation(config, labels, names)
+    evaluation = (
+        SuiteEvaluation(suite, config, labels, names) if suite else judge.evaluation(config, labels, names)
+    )
+    if suite is not None:
+        log.info("eval: %s, scored as %s", suite.title, suite.source)
     out = Path(config.output_dir)
     with runtime.start(config.device, config.threads) as rt:
         for k, (label, checkpoint) in enumerate(zip(labels, checkpoints, strict=True)):
@@ -75,16 +85,37 @@ def evaluate(config: EvalConfig | None = None, **options: Any) -> dict[str, Any]
                 log.info("eval: scoring %s with %s", path, label)
                 # Bad rows are reported once, on the first model's pass; later passes skip them quietly.
                 skip = config.on_error == "skip"
-                with Rejects(config.rejects if k == 0 else None) if skip else nullcontext() as rejects:
+                with Rejects(_rejects(config) if k == 0 else None) if skip else nullcontext() as rejects:
                     evaluation.add(kind, model, label, name, rejects)
             del model
     metrics = evaluation.metrics()
-    out.mkdir(parents=True, exist_ok=True)  # only now: a failed run leaves no directory behind
+    out.mkdir(
+        parents=True, exist_ok=True
+    )  # only now (a suite's partial scores aside): a failed run leaves none
     with atomic_write(out / "scores.jsonl") as f:
         f.writelines(json.dumps(line, ensure_ascii=False) + "\n" for line in evaluation.lines())
+    for name, content in evaluation.files(metrics).items():
+        _write_result(out / name, content)
     drawn = evaluation.plots(out, metrics) if config.plots else {}
     write_json(out / "metrics.json", metrics)
     write_text(out / "report.md", evaluation.report(metrics, drawn))
+    if suite is not None:
+        cleanup(out)
     print("\n".join(evaluation.tables(metrics)))
     print(f"wrote metrics.json, scores.jsonl, report.md{' and plots/' if drawn else ''} to {out}")
     return metrics
+
+
+def _rejects(config: EvalConfig) -> str:
+    """Where skipped rows go: ``--rejects``, else ``rejects.jsonl`` in the output directory."""
+    return config.rejects or str(Path(config.output_dir) / "rejects.jsonl")
+
+
+def _write_result(path: Path, content: Any) -> None:
+    """A benchmark runner's results file: JSON (indented, keys sorted, as reward-bench writes it) or JSON lines."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".jsonl":
+        with atomic_write(path) as f:
+            f.writelines(json.dumps(line, ensure_ascii=False) + "\n" for line in content)
+    else:
+        write_text(path, json.dumps(content, indent=4, sort_keys=True, ensure_ascii=False) + "\n")

@@ -233,14 +233,25 @@ class Kind:
         )
 
     def score(
-        self, model: Any, examples: Iterable[Any], reading: Reading, stats: RowCounts | None = None
+        self,
+        model: Any,
+        examples: Iterable[Any],
+        reading: Reading,
+        stats: RowCounts | None = None,
+        memo: dict[Any, dict[int, Any]] | None = None,
     ) -> Iterator[tuple[Any, Raw | None]]:
-        """``(example, raw)`` of every example in order: chunks prepared (ahead, on a GPU) and scored."""
+        """``(example, raw)`` of every example in order: chunks prepared (ahead, on a GPU) and scored.
+
+        With ``memo`` (a dict the caller keeps while its examples live) an example prepared once is not
+        prepared again for a later model whose tokenizer and reading prepare it alike."""
         from rmkit.inference import ahead
         from rmkit.runtime import reads_ahead
 
         stats = stats if stats is not None else RowCounts()
-        tokenize, it = self.tokenizer(model, reading).tokenize, iter(examples)
+        preparer, it = self.tokenizer(model, reading), iter(examples)
+        tokenize = preparer.tokenize
+        if memo is not None:
+            tokenize = _memoised(tokenize, memo.setdefault(_preparation(model, preparer), {}))
         chunks = ((c, tokenize(c)) for c in iter(lambda: list(islice(it, reading.chunk_rows)), []))
         for chunk, prepared in ahead(chunks, reads_ahead(model.device, reading.read_ahead)):
             yield from self.score_prepared(model, chunk, prepared, reading, stats)
@@ -303,3 +314,25 @@ class Kind:
         r"""The evaluation of this kind's data: an object that ``add``\ s each model's scores of each data set
         and writes the figures (:class:`rmkit.kinds.pairwise.PairEvaluation` is the model to follow)."""
         raise RMKitError(f"rmkit eval has no evaluation of {self.data} for {self.name} reward models")
+
+
+def _preparation(model: Any, tokenizer: Any) -> tuple[Any, ...]:
+    """What decides how ``tokenizer`` prepares an example: its tokenizer's definition and its settings."""
+    from rmkit.data.rendering import tokenizer_digest
+
+    settings = sorted(
+        (k, v) for k, v in vars(tokenizer).items() if isinstance(v, (bool, int, float, str, type(None)))
+    )
+    return (type(tokenizer).__name__, tokenizer_digest(model.tokenizer), tuple(settings))
+
+
+def _memoised(tokenize: Any, prepared: dict[int, Any]) -> Any:
+    """``tokenize`` that prepares only the examples of a chunk that ``prepared`` (by ``id``) lacks."""
+
+    def run(chunk: list[Any]) -> list[Any]:
+        missing = [ex for ex in chunk if id(ex) not in prepared]
+        if missing:
+            prepared.update(zip(map(id, missing), tokenize(missing), strict=True))
+        return [prepared[id(ex)] for ex in chunk]
+
+    return run

@@ -219,6 +219,10 @@ class PairEvaluation:
     def report(self, metrics: dict[str, Any], drawn: dict[str, list[str]]) -> str:
         return report(metrics, drawn)
 
+    def files(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """Files besides the evaluation's own (a benchmark's results files): none."""
+        return {}
+
     def tables(self, metrics: dict[str, Any]) -> list[str]:
         """What the terminal shows: the accuracy table, and with several models their comparison."""
         return [accuracy_table(metrics)] + (

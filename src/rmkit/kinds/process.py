@@ -280,6 +280,10 @@ class StepEvaluation:
             text += ["", f"## {label}", ""] + [f"![{label}]({p})" for p in paths]
         return "\n".join(text) + "\n"
 
+    def files(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """Files besides the evaluation's own (a benchmark's results files): none."""
+        return {}
+
     def tables(self, metrics: dict[str, Any]) -> list[str]:
         groups = [
             ([label, name, subset], m)

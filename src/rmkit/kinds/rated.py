@@ -184,6 +184,10 @@ class RatedEvaluation:
         text = ["# Rated-data evaluation", "", self.tables(metrics)[0]]
         return "\n".join(text + [f"![{m}]({p})" for m, paths in drawn.items() for p in paths]) + "\n"
 
+    def files(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """Files besides the evaluation's own (a benchmark's results files): none."""
+        return {}
+
     def tables(self, metrics: dict[str, Any]) -> list[str]:
         groups = [
             ([label, name, a], m)

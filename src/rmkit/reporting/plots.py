@@ -241,3 +241,26 @@ def margin_scatter(
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     _save(fig, path)
+
+
+def subset_bars(models: dict[str, dict[str, Any]], title: str, out: Path) -> str:
+    """A benchmark's subset scores with their 95% intervals, a bar per model in each subset."""
+    names = list(dict.fromkeys(n for m in models.values() for n in m["subsets"]))
+    fig = Figure(figsize=(max(PANEL[0], 0.9 * len(names) * max(1, len(models)) + 1.5), PANEL[1]))
+    ax = fig.add_subplot()
+    width = 0.8 / max(1, len(models))
+    for k, (label, m) in enumerate(models.items()):
+        x = np.arange(len(names)) + k * width
+        score = [100 * (m["subsets"].get(n, {}).get("score") or 0.0) for n in names]
+        low = [100 * ((m["subsets"].get(n, {}).get("score_ci") or [0, 0])[0]) for n in names]
+        high = [100 * ((m["subsets"].get(n, {}).get("score_ci") or [0, 0])[1]) for n in names]
+        err = np.clip([np.subtract(score, low), np.subtract(high, score)], 0, None)
+        ax.bar(x, score, width, yerr=err, capsize=3, label=label)
+    ax.set_xticks(np.arange(len(names)) + width * (len(models) - 1) / 2, names, rotation=30, ha="right")
+    ax.set_ylabel("score (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"{title}: subsets with 95% intervals")
+    if len(models) > 1:
+        ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    return save_in(fig, out, "suite_subsets")

@@ -198,3 +198,48 @@ def report(metrics: dict[str, Any], plots: dict[str, list[str]]) -> str:
             parts.append(f"### {title}")
             parts.extend(f"![{Path(p).stem.replace('_', ' ')}]({p})" for p in paths)
     return "\n\n".join(parts) + "\n"
+
+
+def _ci(ci: Sequence[float] | None) -> str:
+    return "–" if ci is None else f"{100 * ci[0]:.1f}–{100 * ci[1]:.1f}"
+
+
+def leaderboard_table(block: dict[str, Any], columns: Sequence[str]) -> str:
+    """A benchmark suite's leaderboard rows (percent, one decimal, as the leaderboards show them): each model's
+    score, then the benchmark's columns; "–" where a part is missing."""
+    rows = [
+        [label, _pct(m["score"]), _ci(m["score_ci"]), *(_pct(m["leaderboard"][c]) for c in columns)]
+        for label, m in block["models"].items()
+    ]
+    return _table(["Model", "Score", "95% CI", *columns], rows, 1)
+
+
+def suite_report(metrics: dict[str, Any], columns: Sequence[str], plots: dict[str, list[str]]) -> str:
+    """``report.md`` of a benchmark suite: the leaderboard row first, then every subset with its interval."""
+    block = metrics["suite"]
+    text = [f"# {block['title']}", "", leaderboard_table(block, columns), ""]
+    text += [
+        f"Scored as {block['rules']}. Intervals: 95% percentile bootstrap, "
+        f"{metrics['bootstrap']['samples']} resamples of the rows within each subset (seed {metrics['bootstrap']['seed']}).",
+    ]
+    for label, m in block["models"].items():
+        text += ["", f"## {label} ({metrics['models'][label]})", ""]
+        if m["missing"]:
+            text.append(
+                f"**Missing subsets** (the score needs them; none is counted as 0): {', '.join(m['missing'])}.\n"
+            )
+        if m["non_finite"]["rows"]:
+            ids = ", ".join(m["non_finite"]["ids"])
+            text.append(
+                f"**{m['non_finite']['rows']} rows** had a missing or non-finite score and count as wrong: {ids}.\n"
+            )
+        if m["sections"]:
+            rows = [[name, _pct(s["score"]), _ci(s["score_ci"])] for name, s in m["sections"].items()]
+            text += [_table(["Section", "Score", "95% CI"], rows, 1), ""]
+        rows = [
+            [name, str(s["rows"]), _pct(s["score"]), _ci(s["score_ci"])] for name, s in m["subsets"].items()
+        ]
+        text += [_table(["Subset", "Rows", "Score", "95% CI"], rows, 1)]
+    for title, paths in plots.items():
+        text += ["", f"## {title}", ""] + [f"![{title}]({p})" for p in paths]
+    return "\n".join(text) + "\n"

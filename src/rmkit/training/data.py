@@ -32,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from rmkit.data import ExampleTokenizer, Rejects, RowCounts, iter_examples
-from rmkit.data.rendering import TRUNCATION_RULE
+from rmkit.data.rendering import TRUNCATION_RULE, tokenizer_digest
 from rmkit.training import store
 from rmkit.training.config import TrainConfig
 from rmkit.training.store import Pair, PairStore
@@ -66,7 +66,7 @@ def _inputs(path: str, tokenizer: ExampleTokenizer, config: TrainConfig) -> dict
         "max_length": tokenizer.max_length,
         "truncation": tokenizer.truncation,
         "truncation_rule": TRUNCATION_RULE,
-        "tokenizer": store.tokenizer_digest(tokenizer.tokenizer),
+        "tokenizer": tokenizer_digest(tokenizer.tokenizer),
         "use_margin": config.use_margin,
         "subset_column": config.subset_column,
     }

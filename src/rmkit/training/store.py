@@ -264,23 +264,6 @@ def file_digest(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def tokenizer_digest(tokenizer) -> str:
-    """SHA-256 of what makes a tokenizer's ids: its full definition (a fast tokenizer's JSON, else its
-    vocabulary), its chat template and special tokens."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    body = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
-    extra = json.dumps(
-        [
-            type(tokenizer).__name__,
-            tokenizer.chat_template,
-            tokenizer.all_special_tokens,
-            tokenizer.eos_token_id,
-        ],
-        default=str,
-    )
-    return hashlib.sha256(body.encode() + b"\0" + extra.encode()).hexdigest()
-
-
 def cache_key(inputs: dict[str, Any]) -> str:
     """The entry name of ``inputs`` (file digest, rendering and length options, tokenizer digest)."""
     text = json.dumps({**inputs, "format_version": FORMAT}, sort_keys=True, default=str)
