@@ -8,6 +8,7 @@ from rmkit.version import __version__
 __all__ = [
     "DataError",
     "EvalConfig",
+    "Judge",
     "RMKitError",
     "RankConfig",
     "RewardModel",
@@ -16,6 +17,7 @@ __all__ = [
     "TrainConfig",
     "__version__",
     "evaluate",
+    "load_judge",
     "rank",
     "reward_function",
     "score",
@@ -39,6 +41,8 @@ _LAZY = {
     "RankConfig": "rmkit.jobs.rank",
     "serve": "rmkit.serving",
     "reward_function": "rmkit.serving",
+    "Judge": "rmkit.data.judging",
+    "load_judge": "rmkit.judges",
 }
 
 

@@ -182,14 +182,13 @@ class RewardModel(HeldModel):
     def example_tokenizer(
         self, *, max_length: int | None = None, template: str | None = None, truncation: str = "left"
     ) -> ExampleTokenizer:
-        """An :class:`ExampleTokenizer` for this model, defaulting to the settings it was trained with."""
-        return ExampleTokenizer(
-            self.tokenizer,
-            max_length=max_length or self.max_length,
-            template=template or self.metadata.get("template", "auto"),
-            add_eos=self.metadata.get("add_eos", True),
-            truncation=truncation,
-        )
+        """An :class:`ExampleTokenizer` for this model, defaulting to the settings it was trained with (a
+        judge's renders its judge prompts: :func:`rmkit.data.judging.example_tokenizer`)."""
+        from rmkit.data.judging import example_tokenizer
+
+        template = template or self.metadata.get("template", "auto")
+        max_length = max_length or self.max_length
+        return example_tokenizer(self.tokenizer, self.metadata, max_length, template, truncation)
 
     def forward(
         self,

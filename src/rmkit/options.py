@@ -124,9 +124,56 @@ class ModelOptions:
         "(default: the checkpoint's weights, else the mean)",
     )
 
+    judge: str | None = option(
+        None,
+        help="read a causal LM as a judge, its verdict token's logits in one pass: verifier (log-odds of yes "
+        "against no), rating (the expected rating) or pairwise (A against B, both orders, one score a "
+        "candidate by a Bradley-Terry fit); generate: it writes a judgment, whose verdict a parser reads",
+        choices=["verifier", "rating", "pairwise", "generate"],
+    )
+    judge_template: str | None = option(
+        None,
+        help="the judge prompt: verifier, rating, rating-5, pairwise or a template file (default: the judge's)",
+    )
+    judge_tokens: list[str] | None = option(
+        None, help="the verdict tokens (default: the template's: Yes No; 1 ... 10; A B), each one token"
+    )
+    judge_values: list[float] | None = option(
+        None, help="a rating judge's value of each token (default: the tokens)"
+    )
+    judge_pairs: str = option(
+        "all",
+        help="a pairwise judge's pairs of N candidates: all, or circular (each with the next)",
+        choices=["all", "circular"],
+    )
+
+    judge_parser: str | None = option(
+        None,
+        help="a generating judge's verdict parser: rating, boxed, yes-no or ab (default: the template's)",
+    )
+    judge_votes: int = option(
+        1, help="a generating judge's judgments a sequence: 1 greedy, more sampled and averaged"
+    )
+    judge_seed: int = option(0, help="a generating judge's sampling seed")
+    judge_max_new_tokens: int = option(512, help="a generating judge's longest judgment, in tokens")
+    on_parse_failure: str = option(
+        "error", help="a generating judge's verdict that cannot be read: error, mask (no score) or score=X"
+    )
+
+    def judging(self) -> dict[str, Any] | None:
+        """The judge settings given (``None`` without ``--judge``)."""
+        if self.judge is None:
+            return None
+        return {"readout": self.judge, "template": self.judge_template, "tokens": self.judge_tokens,
+                "values": self.judge_values, "schedule": self.judge_pairs, "parser": self.judge_parser,
+                "votes": self.judge_votes, "seed": self.judge_seed, "max_new_tokens": self.judge_max_new_tokens,
+                "on_parse_failure": self.on_parse_failure}  # fmt: skip
+
     def loading(self) -> dict[str, Any]:
-        """These options as :meth:`~rmkit.RewardModel.from_pretrained`'s keyword arguments."""
+        """These options as :meth:`~rmkit.RewardModel.from_pretrained`'s keyword arguments (and ``judge``,
+        the judge settings, when one is given: :mod:`rmkit.kinds.judge` reads them)."""
         return {
+            **({"judge": self.judging()} if self.judge else {}),
             "allow_pickle": self.allow_pickle,
             "trust_remote_code": self.trust_remote_code,
             "dimension": self.dimension,

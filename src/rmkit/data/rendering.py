@@ -84,6 +84,7 @@ class RowCounts:
     split_histories: int = 0  # pairs whose answers follow different histories (each scored after its own)
     groups_cut: int = 0  # several-answer rows whose prompt was cut once for all their answers
     prefix_tokens: int = 0  # prompt tokens not run again because their answers shared one pass over them
+    parse_failures: int = 0  # a generating judge's judgments whose verdict could not be read
 
     def add(self, row: list[Tokenized] | None, notes: frozenset[str] = frozenset()) -> None:
         """Count one example's tokenised responses (``None``: dropped) and its normaliser's ``notes``."""
@@ -100,7 +101,7 @@ class RowCounts:
     def merge(self, other: RowCounts) -> RowCounts:
         for name in (
             "rows", "skipped", "truncated", "dropped", "tokens", "shared", "unshared", "empty_replies",
-            "split_histories", "non_finite", "groups_cut", "prefix_tokens",
+            "split_histories", "non_finite", "groups_cut", "prefix_tokens", "parse_failures",
         ):  # fmt: skip
             setattr(self, name, getattr(self, name) + getattr(other, name))
         return self
@@ -170,26 +171,30 @@ class ExampleTokenizer:
             return self.tokenizer.apply_chat_template(messages, tokenize=False)
         return render_plain(messages)
 
+    def texts(self, ex: Example) -> list[str]:
+        """The texts of one example's sequences: each response after its prompt (verbatim when rendered)."""
+        if ex.rendered:
+            return list(ex.responses)
+        return [self.render(ex.prompt_of(i), response) for i, response in enumerate(ex.responses)]
+
     def tokenize(self, examples: Sequence[Example]) -> list[list[Tokenized] | None]:
         """Token ids of every response of every example (one tokenizer call for all), in order; ``None``
         marks an example dropped by ``truncation="drop"``."""
         jobs: list[tuple[str, bool]] = []
         groups: list[list[int]] = []  # jobs that answer one prompt, whose rendered texts begin alike
+        counts: list[int] = []
         for ex in examples:
-            if len(ex.responses) > 1 and not ex.rendered and ex.rejected_prompt is None:
-                groups.append(list(range(len(jobs), len(jobs) + len(ex.responses))))
-            for i, response in enumerate(ex.responses):
-                jobs.append(
-                    (response, True) if ex.rendered else (self.render(ex.prompt_of(i), response), False)
-                )
+            texts = self.texts(ex)
+            if len(texts) > 1 and not ex.rendered and ex.rejected_prompt is None:
+                groups.append(list(range(len(jobs), len(jobs) + len(texts))))
+            jobs += [(text, ex.rendered) for text in texts]
+            counts.append(len(texts))
         ids = self._ids(jobs, groups)
         out: list[list[Tokenized] | None] = []
         pos = 0
-        for ex in examples:
-            full = [
-                self._complete(ids[pos + i], conversation=not ex.rendered) for i in range(len(ex.responses))
-            ]
-            pos += len(ex.responses)
+        for ex, count in zip(examples, counts, strict=True):
+            full = [self._complete(ids[pos + i], conversation=not ex.rendered) for i in range(count)]
+            pos += count
             one_prompt = len(full) > 1 and not ex.rendered and ex.rejected_prompt is None
             encs = self.truncate_group(full) if one_prompt else [self.truncate(f) for f in full]
             dropped = self.truncation == "drop" and any(e.truncated for e in encs)

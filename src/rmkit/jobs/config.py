@@ -125,6 +125,15 @@ class ConvertConfig(ModelOptions):
     output: str = option(help="directory to write the standard checkpoint to", positional=True)
     dtype: str = option("fp32", help="dtype of the written weights", choices=list(DTYPE_NAMES))
     overwrite: bool = option(False, help="write into an output directory that already holds files")
+    verifier: bool = option(
+        False,
+        help="the source is a causal LM read as a yes/no judge (--judge verifier, --judge-template, "
+        "--judge-tokens): write it as a classifier whose score is the judge's log-odds",
+    )
+
+    def __post_init__(self) -> None:
+        if self.verifier:
+            self.judge = "verifier"
 
 
 @dataclass(kw_only=True)

@@ -5,6 +5,9 @@ converted in memory, :mod:`rmkit.layouts`); the result is a one-label ``*ForSequ
 checkpoint in safetensors with the tokenizer beside it, which transformers, TRL, vLLM and RewardBench load
 with no missing or unexpected key. What the standard layout has no field for (a head bias, the source's
 normalisation, the layout it came from) is kept in rmkit's metadata in ``config.json``.
+
+With ``--verifier`` (``--judge verifier``) the source is a causal LM read as a yes/no judge, written as a
+classifier whose one logit is the judge's log-odds (:func:`rmkit.judges.verifier_classifier`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ def convert(config: ConvertConfig) -> dict[str, Any]:
     if Path(config.source).resolve() == out.resolve():
         raise RMKitError("convert: the output directory must differ from the source")
     claim_output_dir(out, overwrite=config.overwrite, flag="the output directory")
+    if config.judge is not None:
+        return _verifier(config, out)
     rm = RewardModel.from_pretrained(config.source, dtype=config.dtype, **config.loading())
     rm.save_pretrained(out)
     source = rm.metadata.get("converted_from", {}).get("layout", "transformers")
@@ -50,3 +55,24 @@ def convert(config: ConvertConfig) -> dict[str, Any]:
             "(applied with --normalize)"
         )
     return summary
+
+
+def _verifier(config: ConvertConfig, out: Path) -> dict[str, Any]:
+    """``rmkit convert SRC DST --verifier``: a yes/no judge as a one-label classifier (:mod:`rmkit.judges`)."""
+    from rmkit.data.judging import Judge
+    from rmkit.judges import verifier_classifier
+
+    judge = Judge.of(config.judging() or {})
+    verifier_classifier(
+        config.source,
+        out,
+        judge,
+        allow_pickle=config.allow_pickle,
+        trust_remote_code=config.trust_remote_code,
+    )
+    yes, no = judge.tokens
+    print(
+        f"{config.source} (a causal LM read as a {judge.template!r} verifier) -> {out}: a one-label classifier "
+        f"whose score is the log-odds of {yes!r} against {no!r}; its judge prompt is in its rmkit settings"
+    )
+    return {"source": config.source, "output": str(out), "judge": judge.stored()}

@@ -300,6 +300,7 @@ def _summary(config: ScoreConfig, output: Path, states: list[ShareState], elapse
         "prefix_shared": stats.shared,
         "prefix_fallbacks": stats.unshared,
         "prefix_tokens_saved": stats.prefix_tokens,
+        "parse_failures": stats.parse_failures,
         "scores": scores,
         "tokens_per_s": sum(s.run_tokens for s in states) / max(max(s.run_seconds for s in states), 1e-9),
         "wall_s": elapsed,
@@ -331,6 +332,10 @@ def _print_summary(s: dict[str, Any]) -> None:
         print(
             f"  best of N ({b['rows']} rows): mean best {b['mean_best']:.4f}, mean spread "
             f"{b['mean_spread']:.4f}, first response best {b['first_is_best']:.1%}"
+        )
+    if s["parse_failures"]:
+        print(
+            f"  judge: {s['parse_failures']} judgments whose verdict could not be read (--on-parse-failure)"
         )
     if s["prefix_shared"] or s["prefix_fallbacks"]:
         print(

@@ -3,6 +3,8 @@
 =========  =======================================  ==========================================
 kind       a checkpoint of this kind                its data (eval, train)
 =========  =======================================  ==========================================
+judge      a causal LM given ``--judge``, or rmkit  preference pairs
+           judge settings (a converted verifier)
 process    token classifier, rmkit step settings,   step-labelled solutions
            or ``--good-token``/``--bad-token``
 rated      sequence classifier with K > 1 labels    rated responses
@@ -24,11 +26,12 @@ from typing import Any
 
 from rmkit.errors import RMKitError
 from rmkit.kinds.base import Checkpoint, Kind, Reading, Sequences
+from rmkit.kinds.judge import JudgeKind
 from rmkit.kinds.pairwise import PairwiseKind
 from rmkit.kinds.process import ProcessKind
 from rmkit.kinds.rated import RatedKind
 
-KINDS: list[Kind] = [ProcessKind(), RatedKind(), PairwiseKind()]
+KINDS: list[Kind] = [JudgeKind(), ProcessKind(), RatedKind(), PairwiseKind()]
 
 __all__ = [
     "KINDS",

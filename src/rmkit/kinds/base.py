@@ -308,6 +308,10 @@ class Kind:
         reply adds."""
         return self.values(model, raw), {}
 
+    def servable(self, model: Any) -> str | None:
+        """Why ``rmkit serve`` cannot serve ``model`` (``None``: it can)."""
+        return None
+
     # --- evaluation ----------------------------------------------------------------------------------------
 
     def evaluation(self, config: Any, labels: list[str], names: list[str]) -> Any:

@@ -122,3 +122,31 @@ def rating_metrics(
         "pair_accuracy": correct / total if total else None,
         "pair_accuracy_ci": accuracy_interval(correct, total, samples=bootstrap, seed=seed),
     }
+
+
+def bradley_terry(n: int, comparisons: Sequence[tuple[int, int, float]], iterations: int = 50) -> list[float]:
+    """One score per candidate from pairwise judgements: the Bradley-Terry strengths ``s`` (centred on 0)
+    that best explain ``comparisons`` ``(i, j, p)``, each the judged probability that ``i`` beats ``j``:
+    the maximum of ``sum p log sigmoid(s_i - s_j) + (1 - p) log sigmoid(s_j - s_i)``, found by Newton's
+    method. Two candidates get ``±logit(p)/2``; a candidate in no comparison gets 0."""
+    s = np.zeros(n)
+    if n < 2 or not comparisons:
+        return s.tolist()
+    i = np.array([c[0] for c in comparisons])
+    j = np.array([c[1] for c in comparisons])
+    p = np.clip(np.array([c[2] for c in comparisons], dtype=float), 1e-12, 1 - 1e-12)
+    for _ in range(iterations):
+        q = 1 / (1 + np.exp(-(s[i] - s[j])))
+        grad = np.bincount(i, p - q, n) - np.bincount(j, p - q, n)
+        w = q * (1 - q)
+        hess = np.zeros((n, n))
+        np.add.at(hess, (i, i), w)
+        np.add.at(hess, (j, j), w)
+        np.add.at(hess, (i, j), -w)
+        np.add.at(hess, (j, i), -w)
+        step = np.linalg.lstsq(hess + 1e-12 * np.eye(n), grad, rcond=None)[0]
+        s = s + step
+        s -= s.mean()
+        if np.abs(step).max() < 1e-12:
+            break
+    return s.tolist()

@@ -334,6 +334,9 @@ def load(config: ServeConfig, device: Any = None) -> Any:
     kind, model = kinds.load(
         config.model, config.loading(), config.step_format(), dtype=config.dtype, device=device
     )
+    refused = kind.servable(model)
+    if refused:
+        raise RMKitError(f"{config.model}: {refused}")
     return kind.compile(model) if config.compile else model
 
 

@@ -163,6 +163,10 @@ class TrainConfig(PairOptions, RuntimeOptions, ModelOptions, StepOptions):
 
     def validate(self) -> None:
         """Refuse option values that cannot work, before anything is loaded."""
+        if self.judge is not None:
+            raise RMKitError(
+                "--judge reads a causal LM as a judge for score, rank, eval and serve; train trains a score head"
+            )
         if self.batch_size < 1:
             raise RMKitError(f"--batch-size must be at least 1, got {self.batch_size}")
         for name in self.report_to:

@@ -1,0 +1,338 @@
+"""What a judge reads: a causal LM asked, in a judge prompt, about an answer (or two), whose next token is
+its verdict. The verdict is read from the logits at the last position, in one forward pass, no sampling
+(:mod:`rmkit.judges` holds the readout):
+
+=========  ==============================================  =============================================
+readout    the score                                       tokens (the template's defaults)
+=========  ==============================================  =============================================
+verifier   log-odds of yes against no: l(yes) - l(no)      ``Yes``, ``No``
+rating     expected rating: sum of v_k softmax(l(t_k))     ``1`` ... ``10`` (values 1 ... 10)
+pairwise   log-odds of A against B, both orders averaged,  ``A``, ``B``
+           then one score a candidate (Bradley-Terry)
+=========  ==============================================  =============================================
+
+A template is a user message with named fields (``{question}`` and ``{answer}``; a pairwise one
+``{answer_a}`` and ``{answer_b}``), rendered as the judge's chat template's user turn with its generation
+prompt, then the template's ``prefix`` (``"Rating: "``), so that the next token is the verdict. Built-in
+templates: :data:`TEMPLATES`; a user's template is a file whose first line may set the prefix
+(``prefix: Rating: ``) and whose rest is the message. The whole judge (readout, template text, prefix,
+tokens, values) is stored in a checkpoint's rmkit settings (``"judge"``), so it is read back the same.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rmkit.data.formats import Example, Message
+from rmkit.data.rendering import ExampleTokenizer, render_plain
+from rmkit.errors import RMKitError
+
+READOUTS = ("verifier", "rating", "pairwise", "generate")
+
+
+@dataclass(frozen=True)
+class Template:
+    readout: str
+    text: str
+    prefix: str = ""
+    tokens: tuple[str, ...] = ()
+    values: tuple[float, ...] = ()
+    parser: str = ""  # a generating judge's verdict parser (PARSERS)
+
+
+TEMPLATES = {
+    "verifier": Template(
+        "verifier",
+        "Here is a question and a proposed answer.\n\nQuestion:\n{question}\n\nProposed answer:\n{answer}\n\n"
+        "Is the proposed answer correct and helpful? Reply with Yes or No only.",
+        "",
+        ("Yes", "No"),
+    ),
+    "rating": Template(
+        "rating",
+        "Rate how well the response below answers the user, from 1 (useless or harmful) to 10 (excellent). "
+        "Reply with the number only.\n\nUser:\n{question}\n\nResponse:\n{answer}",
+        "Rating: ",
+        tuple(str(k) for k in range(1, 11)),
+        tuple(float(k) for k in range(1, 11)),
+    ),
+    "rating-5": Template(
+        "rating",
+        "Rate how well the response below answers the user, from 1 (useless or harmful) to 5 (excellent). "
+        "Reply with the number only.\n\nUser:\n{question}\n\nResponse:\n{answer}",
+        "Rating: ",
+        tuple(str(k) for k in range(1, 6)),
+        tuple(float(k) for k in range(1, 6)),
+    ),
+    "pairwise": Template(
+        "pairwise",
+        "Two assistants answered the user's question below. Judge which answer is better: more helpful, "
+        "correct and honest. Do not let the order or the length of the answers sway you. Reply with A or B "
+        "only.\n\nQuestion:\n{question}\n\n[Answer A]\n{answer_a}\n[End of answer A]\n\n[Answer B]\n"
+        "{answer_b}\n[End of answer B]",
+        "Better answer: ",
+        ("A", "B"),
+    ),
+    # Generating judges: they reason, then write the verdict the parser reads.
+    "rating-generate": Template(
+        "generate",
+        "Judge how well the response below answers the user. Explain your reasoning briefly, then end with "
+        "a line holding only your rating, an integer from 1 (useless or harmful) to 10 (excellent).\n\n"
+        "User:\n{question}\n\nResponse:\n{answer}",
+        parser="rating",
+    ),
+    "boxed": Template(
+        "generate",
+        "Check whether the proposed answer to the question is correct. Reason step by step, then end with "
+        "\\boxed{{True}} if it is correct or \\boxed{{False}} if it is not.\n\nQuestion:\n{question}\n\n"
+        "Proposed answer:\n{answer}",
+        parser="boxed",
+    ),
+    "final-judgement": Template(
+        "generate",
+        "Is the proposed answer to the question correct? Think it through, then end with a line "
+        "'Final Judgement: Yes' or 'Final Judgement: No'.\n\nQuestion:\n{question}\n\nProposed answer:\n{answer}",
+        parser="yes-no",
+    ),
+    "mt-bench-pairwise": Template(
+        "generate",
+        "Compare the two answers to the user's question below and decide which is better: more helpful, "
+        "correct and honest. Do not let their order, length or the assistants' names sway you. Explain "
+        "briefly, then give your verdict strictly as [[A]] if answer A is better, [[B]] if answer B is "
+        "better, or [[C]] for a tie.\n\nQuestion:\n{question}\n\n[Answer A]\n{answer_a}\n[End of answer A]"
+        "\n\n[Answer B]\n{answer_b}\n[End of answer B]",
+        parser="ab",
+    ),
+}
+DEFAULT_TEMPLATE = {
+    "verifier": "verifier",
+    "rating": "rating",
+    "pairwise": "pairwise",
+    "generate": "rating-generate",
+}
+FAILURE_POLICIES = ("error", "mask", "score=X")
+
+
+def _last(pattern: str, text: str) -> re.Match | None:
+    found = list(re.finditer(pattern, text))
+    return found[-1] if found else None
+
+
+def parse_rating(text: str) -> float | None:
+    """RewardBench 2's ratings rule: an integer 1-10 that ends the judgment."""
+    m = re.search(r"\b([1-9]|10)\b\s*$", text.strip())
+    return float(m.group(1)) if m else None
+
+
+def parse_boxed(text: str) -> float | None:
+    """The last ``\\boxed{True}`` (1) or ``\\boxed{False}`` (0)."""
+    m = _last(r"\\boxed\{\s*(True|False)\s*\}", text)
+    return None if m is None else float(m.group(1) == "True")
+
+
+def parse_yes_no(text: str) -> float | None:
+    """The last ``Final Judgement: Yes`` (1) or ``No`` (0) (also spelt Judgment)."""
+    m = _last(r"Final Judge?ment:\s*\**\s*(Yes|No)\b", text)
+    return None if m is None else float(m.group(1) == "Yes")
+
+
+def parse_ab(text: str) -> float | None:
+    """MT-Bench's pairwise verdict, checked in its order: ``[[A]]`` (1: A is better), ``[[B]]`` (0), ``[[C]]``
+    (0.5, a tie)."""
+    for mark, value in (("[[A]]", 1.0), ("[[B]]", 0.0), ("[[C]]", 0.5)):
+        if mark in text:
+            return value
+    return None
+
+
+PARSERS = {"rating": parse_rating, "boxed": parse_boxed, "yes-no": parse_yes_no, "ab": parse_ab}
+SCHEDULES = ("all", "circular")
+
+
+@dataclass
+class Judge:
+    """A judge's settings: its ``readout``, template ``text`` and ``prefix``, verdict ``tokens`` (and a
+    rating's ``values``), the ``template`` name it came from, and for pairwise judges which pairs of an
+    example's candidates are compared (``all``, or ``circular``: each with the next)."""
+
+    readout: str
+    text: str
+    prefix: str = ""
+    tokens: list[str] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    template: str = ""
+    schedule: str = "all"
+    parser: str = ""  # generate: the verdict parser (PARSERS)
+    votes: int = 1  # generate: judgments a sequence (sampled when more than one), their verdicts averaged
+    seed: int = 0  # generate: the sampling seed
+    max_new_tokens: int = 512  # generate: the longest judgment
+    on_parse_failure: str = "error"  # generate: error, mask (no score) or score=X
+
+    @property
+    def pairwise(self) -> bool:
+        """Whether it compares two answers (its template shows A and B)."""
+        return "{answer_a}" in self.text
+
+    @classmethod
+    def of(cls, given: dict[str, Any]) -> Judge:
+        """A judge from settings: stored ones (all fields), or a command's (``readout``, ``template`` name or
+        file, ``tokens``, ``values``, ``schedule``), the template filling what is not given."""
+        readout = given.get("readout")
+        if readout not in READOUTS:
+            raise RMKitError(f"unknown judge '{readout}': choose one of {', '.join(READOUTS)}")
+        if given.get("text"):
+            return cls(**{k: v for k, v in given.items() if k in {f for f in cls.__dataclass_fields__}})
+        name = given.get("template") or DEFAULT_TEMPLATE[readout]
+        template = _template(name, readout)
+        if template.readout != readout:
+            raise RMKitError(
+                f"the judge template '{name}' is a {template.readout} template, not a {readout} one"
+            )
+        tokens = list(given.get("tokens") or template.tokens)
+        values = [float(v) for v in (given.get("values") or template.values or [])]
+        if readout == "rating" and not values:
+            try:
+                values = [float(t) for t in tokens]
+            except ValueError:
+                raise RMKitError(f"rating tokens {tokens} are not numbers: give --judge-values") from None
+        judge = cls(
+            readout, template.text, template.prefix, tokens, values, name, given.get("schedule") or "all"
+        )
+        judge.parser = given.get("parser") or template.parser
+        for key in ("votes", "seed", "max_new_tokens", "on_parse_failure"):
+            if given.get(key) is not None:
+                setattr(judge, key, given[key])
+        judge.check()
+        return judge
+
+    def check(self) -> None:
+        if self.readout == "generate":
+            return self._check_generate()
+        want = {"verifier": 2, "pairwise": 2}.get(self.readout)
+        if want and len(self.tokens) != want:
+            raise RMKitError(f"a {self.readout} judge reads 2 tokens, got {self.tokens}")
+        if self.readout == "rating" and (len(self.tokens) < 2 or len(self.values) != len(self.tokens)):
+            raise RMKitError(
+                f"a rating judge needs 2 or more tokens, each with a value: {self.tokens}, {self.values}"
+            )
+        fields = ("{answer_a}", "{answer_b}") if self.readout == "pairwise" else ("{answer}",)
+        missing = [f for f in ("{question}", *fields) if f not in self.text]
+        if missing:
+            raise RMKitError(f"the judge template '{self.template}' lacks {', '.join(missing)}")
+        if self.schedule not in SCHEDULES:
+            raise RMKitError(f"unknown pair schedule '{self.schedule}': choose one of {', '.join(SCHEDULES)}")
+
+    def _check_generate(self) -> None:
+        if self.parser not in PARSERS:
+            raise RMKitError(f"unknown verdict parser '{self.parser}': choose one of {', '.join(PARSERS)}")
+        if (self.parser == "ab") != self.pairwise:
+            raise RMKitError(
+                f"the '{self.parser}' parser does not fit the template '{self.template}' (pairwise: {self.pairwise})"
+            )
+        policy = self.on_parse_failure
+        if policy not in ("error", "mask") and not re.fullmatch(r"score=-?[0-9.]+(e-?[0-9]+)?", policy):
+            raise RMKitError(f"--on-parse-failure is error, mask or score=X (a number), got {policy!r}")
+        if self.votes < 1:
+            raise RMKitError(f"--judge-votes must be at least 1, got {self.votes}")
+
+    def verdict(self, texts: Sequence[str]) -> tuple[float, int]:
+        """The verdict of a sequence's judgments (the mean of the parsed ones) and how many failed to parse;
+        when none parses, the failure policy's value (``nan`` to mask; ``error`` is the caller's)."""
+        parsed = [PARSERS[self.parser](t) for t in texts]
+        good = [v for v in parsed if v is not None]
+        if good:
+            return sum(good) / len(good), len(parsed) - len(good)
+        policy = self.on_parse_failure
+        return (float(policy.split("=", 1)[1]) if policy.startswith("score=") else float("nan")), len(parsed)
+
+    def stored(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def pairs(self, n: int) -> list[tuple[int, int]]:
+        """The ordered pairs of ``n`` candidates a pairwise judge compares: each pair in both orders."""
+        if self.schedule == "circular" and n > 2:
+            one_way = [(i, (i + 1) % n) for i in range(n)]
+        else:
+            one_way = [(i, j) for i in range(n) for j in range(i + 1, n)]
+        return [p for i, j in one_way for p in ((i, j), (j, i))]
+
+
+def _template(name: str, readout: str) -> Template:
+    if name in TEMPLATES:
+        return TEMPLATES[name]
+    path = Path(name)
+    if not path.is_file():
+        raise RMKitError(f"unknown judge template '{name}': a file, or one of {', '.join(TEMPLATES)}")
+    text = path.read_text(encoding="utf-8")
+    prefix = ""
+    first, _, rest = text.partition("\n")
+    if first.startswith("prefix:"):
+        prefix, text = first[len("prefix:") :].lstrip(" ").replace("\\n", "\n"), rest
+    base = TEMPLATES[DEFAULT_TEMPLATE[readout]]
+    return Template(readout, text.rstrip("\n"), prefix, base.tokens, base.values)
+
+
+def question_of(prompt: Sequence[Message]) -> str:
+    """The question a judge is shown: a single user turn as it is, a longer conversation as plain text."""
+    if len(prompt) == 1 and prompt[0]["role"] == "user":
+        return prompt[0]["content"]
+    return render_plain(prompt)
+
+
+class JudgeTokenizer(ExampleTokenizer):
+    """An :class:`ExampleTokenizer` whose texts are the judge's prompts (module docstring): no EOS is
+    appended (the verdict is the next token); a pairwise judge's example gives one text per ordered pair
+    of its candidates (:meth:`Judge.pairs`)."""
+
+    def __init__(self, tokenizer: Any, judge: Judge, **options: Any):
+        super().__init__(tokenizer, **{**options, "add_eos": False})
+        self.judge = judge
+
+    def _complete(self, ids: list[int], *, conversation: bool) -> list[int]:
+        """A judge prompt ends where the verdict goes: without the special tokens a tokenizer adds after a
+        text (BERT's ``[SEP]``), and without EOS."""
+        tail = self._added[1]
+        return ids[: len(ids) - len(tail)] if tail and ids[len(ids) - len(tail) :] == tail else ids
+
+    def _chat(self, content: str) -> str:
+        messages = [{"role": "user", "content": content}]
+        if self.use_chat:
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        else:
+            text = render_plain(messages) + "\n\nAssistant: "
+        return text + self.judge.prefix
+
+    def render(self, prompt: Sequence[Message], response: str) -> str:
+        if self.judge.readout == "pairwise" or self.judge.pairwise:
+            raise RMKitError("a pairwise judge compares two or more answers of one prompt, not one alone")
+        return self._chat(self.judge.text.format(question=question_of(prompt), answer=response))
+
+    def texts(self, ex: Example) -> list[str]:
+        if ex.rendered:
+            raise RMKitError("a judge reads prompts and answers; rendered texts have no question to show it")
+        if not (self.judge.readout == "pairwise" or self.judge.pairwise):
+            return super().texts(ex)
+        if len(ex.responses) < 2 or ex.rejected_prompt is not None:
+            raise RMKitError(f"row {ex.row}: a pairwise judge needs two or more answers to one prompt")
+        question = question_of(ex.prompt)
+        return [
+            self._chat(
+                self.judge.text.format(question=question, answer_a=ex.responses[i], answer_b=ex.responses[j])
+            )
+            for i, j in self.judge.pairs(len(ex.responses))
+        ]
+
+
+def example_tokenizer(
+    tokenizer: Any, metadata: dict[str, Any], max_length: int | None, template: str, truncation: str
+) -> ExampleTokenizer:
+    """The tokenizer of a model whose rmkit settings are ``metadata``: a judge's (they hold ``"judge"``), else
+    an :class:`ExampleTokenizer` with the settings' ``add_eos``."""
+    options = {"max_length": max_length, "template": template, "truncation": truncation}
+    if "judge" in metadata:
+        return JudgeTokenizer(tokenizer, Judge.of(metadata["judge"]), **options)
+    return ExampleTokenizer(tokenizer, add_eos=metadata.get("add_eos", True), **options)
