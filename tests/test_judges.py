@@ -59,8 +59,11 @@ def by_hand(path, judge: Judge, question: str, answers: list[str]) -> list[float
     """The readout from transformers' logits of each judge prompt, one sequence at a time."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from rmkit.judges import fitted
+
     tok = AutoTokenizer.from_pretrained(path)
     lm = AutoModelForCausalLM.from_pretrained(path).eval()
+    judge = fitted(judge, tok)  # the prefix's trailing space where this tokenizer puts it
     ids = [tok(t, add_special_tokens=False)["input_ids"][0] for t in judge.tokens]
 
     def logits(**fields) -> torch.Tensor:
@@ -356,3 +359,26 @@ def test_a_generating_judge_scores_ranks_and_evaluates_end_to_end(tmp_path, lm_p
         r["scores"] == [None, None, None]
         for r in map(json.loads, (tmp_path / "b.jsonl").read_text().splitlines())
     )
+
+
+def test_a_verdict_that_carries_the_prefix_s_space_is_read_where_the_model_writes_it():
+    """A tokenizer that writes ": A" as ":" and " A" (Llama 3's rule for letters) gets the prompt cut before
+    the space and the verdict tokens " A", " B"; one that keeps the space apart is left as it is."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from rmkit.judges import fitted, verdict_ids
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {c: i for i, c in enumerate(sorted(alphabet))}
+    joined = {**vocab, "ĠA": len(vocab), "ĠB": len(vocab) + 1}
+    for words, merges in ((joined, [("Ġ", "A"), ("Ġ", "B")]), (vocab, [])):
+        backend = Tokenizer(models.BPE(vocab=words, merges=merges))
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok = PreTrainedTokenizerFast(tokenizer_object=backend)
+        judge = fitted(Judge.of({"readout": "pairwise"}), tok)
+        if merges:
+            assert judge.prefix == "Better answer:" and judge.tokens == [" A", " B"]
+            assert verdict_ids(tok, judge) == [joined["ĠA"], joined["ĠB"]]
+        else:
+            assert judge.prefix == "Better answer: " and judge.tokens == ["A", "B"]

@@ -16,6 +16,7 @@ that a parser reads (``[[A]]``, a trailing rating, ``\\boxed{True}``, ``Final Ju
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,22 @@ from rmkit.modeling import HeldModel, RewardModel
 from rmkit.runtime import keep_fp32, resolve_device, resolve_dtype
 
 JUDGE_KEY = "judge"
+
+
+def fitted(judge: Judge, tokenizer: Any) -> Judge:
+    """``judge`` with its prefix and verdict tokens as ``tokenizer`` writes them: where it joins the prefix's
+    trailing space to a verdict (Llama 3 writes ``": A"`` as ``":"``, ``" A"``), the prompt ends before the
+    space and the verdict tokens carry it, so the verdict is read where the model would write it."""
+    if not judge.prefix.endswith(" ") or judge.readout == "generate":
+        return judge
+    before = tokenizer(judge.prefix, add_special_tokens=False)["input_ids"]
+    joined = [
+        tokenizer(judge.prefix + t, add_special_tokens=False)["input_ids"][: len(before)] != before
+        for t in judge.tokens
+    ]
+    if not any(joined):
+        return judge
+    return replace(judge, prefix=judge.prefix[:-1], tokens=[" " + t for t in judge.tokens])
 
 
 def verdict_ids(tokenizer: Any, judge: Judge) -> list[int]:
@@ -104,6 +121,7 @@ def load_judge(
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         raise RMKitError(f"cannot load '{name}' as a causal LM judge: {e}") from None
+    judge = fitted(judge, tokenizer)
     ids = verdict_ids(tokenizer, judge)
     out = lm.get_output_embeddings()
     bias = out.bias[ids] if getattr(out, "bias", None) is not None else None
