@@ -46,11 +46,22 @@ def build_lm(path: Path) -> None:
     tok.save_pretrained(str(path))
 
 
-def rows_of(tok, rows: int, n: int) -> list[dict]:
+def rows_of(tok, rows: int, n: int, context: int = 0, longest: int = 300) -> list[dict]:
+    """``rows`` prompts (user turns up to 400 tokens; with ``context``, turns joined to about that many
+    tokens, as a conversation's history) with ``n`` answers of up to ``longest`` tokens each."""
     examples = list(iter_examples(SHAREGPT))
     prompts = [m["content"] for ex in examples for m in ex.prompt if m["role"] == "user"]
-    prompts = [p for p in prompts if len(tok(p)["input_ids"]) <= 400]
-    answers = [r for ex in examples for r in ex.responses if len(tok(r)["input_ids"]) <= 300]
+    if context:
+        joined, text = [], ""
+        for p in prompts:
+            text += p + "\n\n"
+            if len(tok(text)["input_ids"]) >= context:
+                joined.append(text.strip())
+                text = ""
+        prompts = joined
+    else:
+        prompts = [p for p in prompts if len(tok(p)["input_ids"]) <= 400]
+    answers = [r for ex in examples for r in ex.responses if len(tok(r)["input_ids"]) <= longest]
     rng = random.Random(0)
     return [{"prompt": prompts[k % len(prompts)], "responses": rng.sample(answers, n)} for k in range(rows)]
 
@@ -89,19 +100,18 @@ def main() -> int:
           f"{summary['parse_failures']} verdicts unreadable, as a random model writes)")  # fmt: skip
     print(f"    readout / generate: {generate / readout:.1f}x")
 
-    eight = work / "eight.jsonl"
-    eight.write_text(
-        "".join(json.dumps(r) + "\n" for r in rows_of(tok, max(2, args.rows // 4), 8)), encoding="utf-8"
-    )
-    on, shared, a = timed_rank(work / "lm", eight, work / "on.jsonl", judge="pairwise", prefix_sharing=True)
-    off, _, b = timed_rank(work / "lm", eight, work / "off.jsonl", judge="pairwise", prefix_sharing=False)
-    diff = max(abs(x - y) for r, s in zip(a, b, strict=True) for x, y in zip(r, s, strict=True))
-    rows = max(2, args.rows // 4)
-    print(
-        f"\n(2) pairwise judge, {rows} prompts x 8 candidates (56 ordered pairs each, {rows * 56} sequences)"
-    )
-    print(f"    sharing on: {on:.1f} s, off: {off:.1f} s, ratio {off / on:.2f}x; "
-          f"{shared['prefix_tokens_saved']} of {shared['tokens']} tokens not run again; max |diff| {diff:.1e}")  # fmt: skip
+    rows = max(2, args.rows // 6)
+    print(f"\n(2) pairwise judge, {rows} prompts x 8 candidates (56 ordered pairs each, {rows * 56} sequences)")
+    shapes = (("questions up to 400 tokens, answers up to 300", {}),
+              ("conversations of ~1,500 tokens, answers up to 100", {"context": 1500, "longest": 100}))  # fmt: skip
+    for name, shape in shapes:
+        eight = work / "eight.jsonl"
+        eight.write_text("".join(json.dumps(r) + "\n" for r in rows_of(tok, rows, 8, **shape)), encoding="utf-8")
+        on, shared, a = timed_rank(work / "lm", eight, work / "on.jsonl", judge="pairwise", prefix_sharing=True)
+        off, _, b = timed_rank(work / "lm", eight, work / "off.jsonl", judge="pairwise", prefix_sharing=False)
+        diff = max(abs(x - y) for r, s in zip(a, b, strict=True) for x, y in zip(r, s, strict=True))
+        print(f"    {name}: sharing on {on:.1f} s, off {off:.1f} s, ratio {off / on:.2f}x; "
+              f"{shared['prefix_tokens_saved']} of {shared['tokens']} tokens not run again; max |diff| {diff:.1e}")  # fmt: skip
     return 0
 
 
