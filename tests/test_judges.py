@@ -382,3 +382,12 @@ def test_a_verdict_that_carries_the_prefix_s_space_is_read_where_the_model_write
             assert verdict_ids(tok, judge) == [joined["ĠA"], joined["ĠB"]]
         else:
             assert judge.prefix == "Better answer: " and judge.tokens == ["A", "B"]
+
+
+def test_serve_refuses_a_judge_that_cannot_score_one_sample_alone(lm_path):
+    from rmkit.errors import RMKitError
+    from rmkit.serving.app import ServeConfig, load
+
+    for readout in ("pairwise", "generate"):
+        with pytest.raises(RMKitError, match="scores each sample alone"):
+            load(ServeConfig(model=str(lm_path), judge=readout))

@@ -119,8 +119,10 @@ class JudgeKind(Kind):
         return out
 
     def servable(self, model: Any) -> str | None:
-        if getattr(model, "generates", False):
-            return "rmkit serve reads judges in one pass (--judge verifier, rating or pairwise), not generating ones"
+        """The server scores each sample on its own: a verifier or rating judge, read in one pass."""
+        readout = model.metadata[JUDGE_KEY]["readout"]
+        if readout in ("generate", "pairwise"):
+            return f"rmkit serve scores each sample alone, in one pass: --judge verifier or rating, not {readout}"
         return None
 
     def evaluation(self, config: Any, labels: list[str], names: list[str]) -> PairEvaluation:
