@@ -308,11 +308,15 @@ def test_pairwise_verdicts_in_both_orders_become_bradley_terry_scores():
 
 
 def forced_lm(path, token: str):
-    """A tiny Llama whose greedy next token is always ``token``: its last MLP writes one large direction into
-    the residual stream, and only ``token``'s output row points along it."""
+    """A tiny Llama whose greedy next token is always ``token`` (added to the vocabulary when it is not one
+    token): its last MLP writes one large direction into the residual stream, and only ``token``'s output
+    row points along it."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tok = make_tokenizer(path, chat_template=CHAT)
+    if len(tok(token, add_special_tokens=False)["input_ids"]) != 1:
+        tok.add_tokens([token])
+        tok.save_pretrained(str(path))
     torch.manual_seed(3)
     config = LlamaConfig(vocab_size=len(tok), **TINY, mlp_bias=True, bos_token_id=1, eos_token_id=2,
                          pad_token_id=tok.pad_token_id)  # fmt: skip
@@ -391,3 +395,28 @@ def test_serve_refuses_a_judge_that_cannot_score_one_sample_alone(lm_path):
     for readout in ("pairwise", "generate"):
         with pytest.raises(RMKitError, match="scores each sample alone"):
             load(ServeConfig(model=str(lm_path), judge=readout))
+
+
+def test_rewardbench_2_s_four_way_protocol_with_seeded_positions(tmp_path):
+    """A judge that always answers [[A]] picks whichever answer its seeded order showed first: a row counts
+    when that is the chosen one. Ties rows are rated one answer at a time, as RewardBench 2's runner does."""
+    from test_suites import rb2_rows
+
+    import rmkit
+
+    always_a = forced_lm(tmp_path / "always_a", "[[A]]")
+    rows = rb2_rows()
+    data = write_jsonl(tmp_path / "rb2.jsonl", rows)
+    metrics = rmkit.evaluate(model=str(always_a), data=str(data), output_dir=str(tmp_path / "eval"), plots=False,
+                             bootstrap=10, judge="generate", judge_template="four-way", judge_max_new_tokens=1,
+                             on_parse_failure="mask", judge_seed=7)  # fmt: skip
+    judge = Judge.of({"readout": "generate", "template": "four-way", "seed": 7})
+    (official,) = metrics["suite"]["models"].values()
+    for subset in ("Factuality", "Precise IF", "Math", "Safety", "Focus"):
+        mine = [r for r in rows if r["subset"] == subset]
+        # the row numbers in the file: 1-based positions of the rows
+        hand = [float(judge.order(rows.index(r) + 1, 4)[0] == 0) for r in mine]
+        assert official["subsets"][subset]["score"] == pytest.approx(sum(hand) / len(hand))
+    assert official["non_finite"]["rows"] == 6  # the Ties rows: rated, and [[A]] is no rating (masked)
+    lines = [json.loads(line) for line in (tmp_path / "eval" / "scores.jsonl").read_text().splitlines()]
+    assert all(sorted(line["scores"]) == [0, 0, 0, 1] for line in lines[:20])

@@ -107,6 +107,16 @@ TEMPLATES = {
         "\n\n[Answer B]\n{answer_b}\n[End of answer B]",
         parser="ab",
     ),
+    "four-way": Template(
+        "generate",
+        "Four assistants answered the user's question below. Decide which answer is best: most helpful, "
+        "correct and honest. Do not let the order or the length of the answers, or the assistants' names, "
+        "sway you. Explain briefly, then give your verdict strictly as [[A]], [[B]], [[C]] or [[D]].\n\n"
+        "Question:\n{question}\n\n[Answer A]\n{answer_a}\n[End of answer A]\n\n[Answer B]\n{answer_b}\n"
+        "[End of answer B]\n\n[Answer C]\n{answer_c}\n[End of answer C]\n\n[Answer D]\n{answer_d}\n"
+        "[End of answer D]",
+        parser="abcd",
+    ),
 }
 DEFAULT_TEMPLATE = {
     "verifier": "verifier",
@@ -149,7 +159,21 @@ def parse_ab(text: str) -> float | None:
     return None
 
 
-PARSERS = {"rating": parse_rating, "boxed": parse_boxed, "yes-no": parse_yes_no, "ab": parse_ab}
+def parse_abcd(text: str) -> float | None:
+    """RewardBench 2's four-way verdict, checked in its order: ``[[A]]`` ... ``[[D]]`` (0 ... 3)."""
+    return next(
+        (float(k) for k, mark in enumerate(("[[A]]", "[[B]]", "[[C]]", "[[D]]")) if mark in text), None
+    )
+
+
+PARSERS = {
+    "rating": parse_rating,
+    "boxed": parse_boxed,
+    "yes-no": parse_yes_no,
+    "ab": parse_ab,
+    "abcd": parse_abcd,
+}
+CHOICES = 4  # the answers a four-way judge sees at once
 SCHEDULES = ("all", "circular")
 
 
@@ -174,8 +198,27 @@ class Judge:
 
     @property
     def pairwise(self) -> bool:
-        """Whether it compares two answers (its template shows A and B)."""
-        return "{answer_a}" in self.text
+        """Whether it compares two answers (its template shows A and B, not D)."""
+        return "{answer_a}" in self.text and not self.choice
+
+    @property
+    def choice(self) -> bool:
+        """Whether it picks the best of four answers (its template shows A to D: RewardBench 2's protocol)."""
+        return "{answer_d}" in self.text
+
+    def rates_alone(self, ex: Example) -> bool:
+        """Whether a four-way judge rates ``ex``'s answers one at a time: a row of other than four answers,
+        or of RewardBench 2's Ties subset (its runner rates those)."""
+        return len(ex.responses) != CHOICES or str(ex.extra.get("subset", "")).lower() == "ties"
+
+    def order(self, row: int, n: int) -> list[int]:
+        """Where a four-way judge shows each answer: a permutation seeded by ``seed`` and the row, so a
+        rerun shows every row's answers in the same places (RewardBench 2's runner shuffles unseeded)."""
+        import random
+
+        order = list(range(n))
+        random.Random(f"{self.seed}:{row}").shuffle(order)
+        return order
 
     @classmethod
     def of(cls, given: dict[str, Any]) -> Judge:
@@ -229,7 +272,7 @@ class Judge:
     def _check_generate(self) -> None:
         if self.parser not in PARSERS:
             raise RMKitError(f"unknown verdict parser '{self.parser}': choose one of {', '.join(PARSERS)}")
-        if (self.parser == "ab") != self.pairwise:
+        if (self.parser == "ab") != self.pairwise or (self.parser == "abcd") != self.choice:
             raise RMKitError(
                 f"the '{self.parser}' parser does not fit the template '{self.template}' (pairwise: {self.pairwise})"
             )
@@ -239,11 +282,15 @@ class Judge:
         if self.votes < 1:
             raise RMKitError(f"--judge-votes must be at least 1, got {self.votes}")
 
-    def verdict(self, texts: Sequence[str]) -> tuple[float, int]:
-        """The verdict of a sequence's judgments (the mean of the parsed ones) and how many failed to parse;
-        when none parses, the failure policy's value (``nan`` to mask; ``error`` is the caller's)."""
-        parsed = [PARSERS[self.parser](t) for t in texts]
+    def verdict(self, texts: Sequence[str], parser: str | None = None) -> tuple[float, int]:
+        """The verdict of a sequence's judgments (the mean of the parsed ones; a four-way pick: the most
+        frequent, the first on a tie) and how many failed to parse; when none parses, the failure policy's
+        value (``nan`` to mask; ``error`` is the caller's)."""
+        parser = parser or self.parser
+        parsed = [PARSERS[parser](t) for t in texts]
         good = [v for v in parsed if v is not None]
+        if good and parser == "abcd":
+            return max(sorted(set(good)), key=good.count), len(parsed) - len(good)
         if good:
             return sum(good) / len(good), len(parsed) - len(good)
         policy = self.on_parse_failure
@@ -306,14 +353,27 @@ class JudgeTokenizer(ExampleTokenizer):
             text = render_plain(messages) + "\n\nAssistant: "
         return text + self.judge.prefix
 
+    def _four_way(self, ex: Example) -> list[str]:
+        """RewardBench 2's protocol: four answers in one prompt, in the judge's seeded order; the rows
+        :meth:`Judge.rates_alone` names have each answer rated alone instead, as its runner does."""
+        question = question_of(ex.prompt)
+        if self.judge.rates_alone(ex):
+            rating = TEMPLATES["rating-generate"].text
+            return [self._chat(rating.format(question=question, answer=a)) for a in ex.responses]
+        shown = [ex.responses[i] for i in self.judge.order(ex.row, CHOICES)]
+        fields = dict(zip(("answer_a", "answer_b", "answer_c", "answer_d"), shown, strict=True))
+        return [self._chat(self.judge.text.format(question=question, **fields))]
+
     def render(self, prompt: Sequence[Message], response: str) -> str:
-        if self.judge.readout == "pairwise" or self.judge.pairwise:
+        if self.judge.readout == "pairwise" or self.judge.pairwise or self.judge.choice:
             raise RMKitError("a pairwise judge compares two or more answers of one prompt, not one alone")
         return self._chat(self.judge.text.format(question=question_of(prompt), answer=response))
 
     def texts(self, ex: Example) -> list[str]:
         if ex.rendered:
             raise RMKitError("a judge reads prompts and answers; rendered texts have no question to show it")
+        if self.judge.choice:
+            return self._four_way(ex)
         if not (self.judge.readout == "pairwise" or self.judge.pairwise):
             return super().texts(ex)
         if len(ex.responses) < 2 or ex.rejected_prompt is not None:

@@ -30,6 +30,7 @@ class Judgment:
 
     value: float
     texts: list[str]
+    order: list[int] | None = None  # a four-way judgment: where each answer was shown
 
 
 def judge_of(checkpoint: Checkpoint) -> dict[str, Any] | None:
@@ -86,15 +87,21 @@ class JudgeKind(Kind):
                 yield example, None
                 continue
             raw = []
+            four_way = judge.choice and not judge.rates_alone(example)
+            parser = judge.parser if not judge.choice or four_way else "rating"
             for texts in (next(written) for _ in row):
-                value, failed = judge.verdict(texts)
+                value, failed = judge.verdict(texts, parser)
                 stats.parse_failures += failed
                 if failed == len(texts) and judge.on_parse_failure == "error":
                     raise RMKitError(
                         f"row {example.row}: the judge's verdict could not be read by the '{judge.parser}' parser "
                         f"(it wrote {texts[-1][-200:]!r}); --on-parse-failure mask or score=X to go on"
                     )
-                raw.append(Judgment(value, texts))
+                raw.append(
+                    Judgment(
+                        value, texts, judge.order(example.row, len(example.responses)) if four_way else None
+                    )
+                )
             yield example, raw
 
     def values(self, model: Any, raw: Raw) -> list[float]:
@@ -105,6 +112,8 @@ class JudgeKind(Kind):
 
         judge = Judge.of(model.metadata[JUDGE_KEY])
         if judge.readout == "generate":
+            if raw and raw[0].order is not None:
+                return picked(raw[0])
             verdicts = [j.value for j in raw]
             return pairwise_scores(judge, verdicts, verdicts=True) if judge.pairwise else verdicts
         if judge.readout != "pairwise":
@@ -127,6 +136,17 @@ class JudgeKind(Kind):
 
     def evaluation(self, config: Any, labels: list[str], names: list[str]) -> PairEvaluation:
         return PairEvaluation(config, labels, names)
+
+
+def picked(judgment: Judgment) -> list[float]:
+    """A four-way judgment as one score an answer: 1 for the answer shown where the judge pointed, 0 for the
+    others (no score for any when its verdict was masked; the failure policy's score for all otherwise)."""
+    order, value = judgment.order or [], judgment.value
+    if not math.isfinite(value) or value != int(value) or not 0 <= value < len(order):
+        return [value] * len(order)
+    scores = [0.0] * len(order)
+    scores[order[int(value)]] = 1.0
+    return scores
 
 
 def candidates(judge: Any, pairs: int) -> int:

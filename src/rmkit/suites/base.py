@@ -133,16 +133,13 @@ def answers(r: RowReader, record: dict[str, Any], name: str, at_least: int = 0) 
     return value
 
 
-def candidates(r: RowReader, record: dict[str, Any], field: str, responses: list[str]) -> Example:
+def candidates(
+    r: RowReader, record: dict[str, Any], field: str, responses: list[str], subset: str | None = None
+) -> Example:
     """The completions of the prompt in ``record[field]`` (a string or messages), each scored on its own after
-    the prompt (its pass shared where that pays)."""
-    return Example(
-        r.row,
-        r.prompt(record, field),
-        responses,
-        is_pair=False,
-        best_of_n=True,
-    )
+    the prompt (its pass shared where that pays); ``subset`` is kept for a judge's protocol."""
+    extra = {"subset": subset} if subset else {}
+    return Example(r.row, r.prompt(record, field), responses, is_pair=False, best_of_n=True, extra=extra)
 
 
 def stem(path: str) -> str:

@@ -114,7 +114,7 @@ class RewardBench2(Suite):
             kind, _, number = row_id.partition(":")
             if kind not in ("ref", "tied") or not number.isdigit():
                 raise r.error("id", f"a Ties id is 'ref:N' or 'tied:N', got {row_id!r}")
-        return Item(r.row, row_id, subset, candidates(r, record, "prompt", chosen + rejected), facts)
+        return Item(r.row, row_id, subset, candidates(r, record, "prompt", chosen + rejected, subset), facts)
 
     def units(self, items: Sequence[Item], values: Sequence[Sequence[float]]) -> dict[str, np.ndarray]:
         rows: dict[str, list[float]] = {}
