@@ -101,13 +101,19 @@ def main() -> int:
     print(f"    readout / generate: {generate / readout:.1f}x")
 
     rows = max(2, args.rows // 6)
-    print(f"\n(2) pairwise judge, {rows} prompts x 8 candidates (56 ordered pairs each, {rows * 56} sequences)")
+    print(
+        f"\n(2) pairwise judge, {rows} prompts x 8 candidates (56 ordered pairs each, {rows * 56} sequences)"
+    )
     shapes = (("questions up to 400 tokens, answers up to 300", {}),
               ("conversations of ~1,500 tokens, answers up to 100", {"context": 1500, "longest": 100}))  # fmt: skip
     for name, shape in shapes:
         eight = work / "eight.jsonl"
-        eight.write_text("".join(json.dumps(r) + "\n" for r in rows_of(tok, rows, 8, **shape)), encoding="utf-8")
-        on, shared, a = timed_rank(work / "lm", eight, work / "on.jsonl", judge="pairwise", prefix_sharing=True)
+        eight.write_text(
+            "".join(json.dumps(r) + "\n" for r in rows_of(tok, rows, 8, **shape)), encoding="utf-8"
+        )
+        on, shared, a = timed_rank(
+            work / "lm", eight, work / "on.jsonl", judge="pairwise", prefix_sharing=True
+        )
         off, _, b = timed_rank(work / "lm", eight, work / "off.jsonl", judge="pairwise", prefix_sharing=False)
         diff = max(abs(x - y) for r, s in zip(a, b, strict=True) for x, y in zip(r, s, strict=True))
         print(f"    {name}: sharing on {on:.1f} s, off {off:.1f} s, ratio {off / on:.2f}x; "
