@@ -279,6 +279,9 @@ def test_each_parser_reads_its_convention_and_refuses_what_is_malformed():
                   ("\\boxed{maybe}", None), ("True", None)],
         "yes-no": [("Final Judgement: Yes", 1.0), ("Final Judgment: **No**", 0.0), ("Final Judgement: maybe", None)],
         "ab": [("A is longer, but [[B]] is right", 0.0), ("[[A]]", 1.0), ("a tie: [[C]]", 0.5), ("[A]", None)],
+        "abcd": [("[[C]]", 2.0), ("[[D]] or rather [[B]]", 1.0), ("A", None)],
+        "scores-json": [('so {"score_1": 4, "score_2": 3, "ranking": 2}', 0.8),
+                        ('{"score_1": 2, "score_2": 5}', 0.0), ('{"ranking": 9}', None), ("{not json}", None)],
     }  # fmt: skip
     for parser, cases in canned.items():
         for text, want in cases:

@@ -149,7 +149,7 @@ class ModelOptions:
 
     judge_parser: str | None = option(
         None,
-        help="a generating judge's verdict parser: rating, boxed, yes-no or ab (default: the template's)",
+        help="a generating judge's verdict parser: rating, boxed, yes-no, ab, abcd or scores-json (default: the template's)",
     )
     judge_votes: int = option(
         1, help="a generating judge's judgments a sequence: 1 greedy, more sampled and averaged"

@@ -107,6 +107,15 @@ TEMPLATES = {
         "\n\n[Answer B]\n{answer_b}\n[End of answer B]",
         parser="ab",
     ),
+    "genrm-json": Template(
+        "generate",
+        "Evaluate two responses to the conversation below. Rate each one's helpfulness from 1 to 5, then rank "
+        "them from 1 (response 1 is much better) to 6 (response 2 is much better). Explain briefly, then end "
+        'with JSON only: {{"score_1": <1-5>, "score_2": <1-5>, "ranking": <1-6>}}.\n\nConversation:\n'
+        "{question}\n\n[Response 1]\n{answer_a}\n[End of response 1]\n\n[Response 2]\n{answer_b}\n"
+        "[End of response 2]",
+        parser="scores-json",
+    ),
     "four-way": Template(
         "generate",
         "Four assistants answered the user's question below. Decide which answer is best: most helpful, "
@@ -166,13 +175,35 @@ def parse_abcd(text: str) -> float | None:
     )
 
 
+def parse_scores_json(text: str) -> float | None:
+    """NeMo Gym's pairwise GenRM verdict, the last JSON object with ``ranking`` (1: response 1 much better
+    ... 6: response 2 much better) or ``score_1`` and ``score_2`` (1-5 each): the first answer's share,
+    ``(6 - ranking) / 5``, else 1, 0.5 or 0 as ``score_1`` is above, equal to or below ``score_2``."""
+    import json
+
+    for m in reversed(list(re.finditer(r"\{[^{}]*\}", text))):
+        try:
+            found = json.loads(m.group(0))
+        except ValueError:
+            continue
+        ranking = found.get("ranking") if isinstance(found, dict) else None
+        if isinstance(ranking, (int, float)) and 1 <= ranking <= 6:
+            return (6 - float(ranking)) / 5
+        one, two = (found.get(k) for k in ("score_1", "score_2")) if isinstance(found, dict) else (None, None)
+        if isinstance(one, (int, float)) and isinstance(two, (int, float)):
+            return 1.0 if one > two else 0.5 if one == two else 0.0
+    return None
+
+
 PARSERS = {
     "rating": parse_rating,
     "boxed": parse_boxed,
     "yes-no": parse_yes_no,
     "ab": parse_ab,
     "abcd": parse_abcd,
+    "scores-json": parse_scores_json,
 }
+PAIRWISE_PARSERS = ("ab", "scores-json")
 CHOICES = 4  # the answers a four-way judge sees at once
 SCHEDULES = ("all", "circular")
 
@@ -272,7 +303,7 @@ class Judge:
     def _check_generate(self) -> None:
         if self.parser not in PARSERS:
             raise RMKitError(f"unknown verdict parser '{self.parser}': choose one of {', '.join(PARSERS)}")
-        if (self.parser == "ab") != self.pairwise or (self.parser == "abcd") != self.choice:
+        if (self.parser in PAIRWISE_PARSERS) != self.pairwise or (self.parser == "abcd") != self.choice:
             raise RMKitError(
                 f"the '{self.parser}' parser does not fit the template '{self.template}' (pairwise: {self.pairwise})"
             )
