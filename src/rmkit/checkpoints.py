@@ -106,6 +106,7 @@ def _load_standard(
         raise RMKitError(f"--attn-implementation {kwargs['attn_implementation']}: {e}") from None
     # The head weights made new (a backbone's fresh head): scoring says so (rmkit.kinds), training need not.
     model.fresh_head = sorted(k for k in info["missing_keys"] if k.startswith(HEAD_NAMES))
+    model.unused_weights = sorted(info["unexpected_keys"])  # in the checkpoint, read by no part of the model
     return model
 
 

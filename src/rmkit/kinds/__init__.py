@@ -44,6 +44,7 @@ __all__ = [
     "of_model",
     "recognise",
     "register",
+    "require_head",
     "unregister",
 ]
 
@@ -97,6 +98,7 @@ def load(
     format ``steps`` (:class:`Checkpoint`)."""
     checkpoint = path if isinstance(path, Checkpoint) else Checkpoint.read(path, options, steps)
     model = recognise(checkpoint).load(checkpoint, dtype, device)
+    require_head(model, checkpoint.path)
     return of_model(model, where=checkpoint.path), model
 
 
@@ -129,3 +131,24 @@ def check(judge: Kind, checkpoint: Checkpoint, kind: Kind, data: str) -> None:
             f"{checkpoint.path} is a {kind.name} reward model ({checkpoint.describe()}), which scores "
             f"{kind.unit}; {data} holds {judge.data}, which a {kind.name} reward model does not score"
         )
+
+
+def require_head(model: Any, path: str) -> None:
+    """Refuse, for a command that reads scores, a model whose score head is not in its weights: loaded as a
+    classifier it would get a random one, and its scores would mean nothing. The error names the weights it
+    has that no head of rmkit's kinds reads, and the kinds tried. (``rmkit train`` starts from such a
+    backbone on purpose, through :meth:`rmkit.RewardModel.from_pretrained`.)"""
+    fresh = getattr(getattr(model, "model", None), "fresh_head", None)
+    if not fresh:
+        return
+    unused = getattr(model.model, "unused_weights", None) or []
+    found = (
+        f"; its weights hold {', '.join(unused[:6])}{', ...' if len(unused) > 6 else ''}, which no kind reads as a head"
+        if unused
+        else "; its weights hold no head at all (a backbone)"
+    )
+    raise RMKitError(
+        f"{path}: no trained score head in its weights ({', '.join(fresh)} would start at random){found}; "
+        f"rmkit tried the kinds {', '.join(k.name for k in KINDS)}. Train it first (rmkit train --model {path}), "
+        "convert it from its trainer's layout (rmkit convert), or read it as a judge (--judge)"
+    )

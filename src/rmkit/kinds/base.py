@@ -153,15 +153,7 @@ class Kind:
         """The model of ``checkpoint`` (its ``options`` are the loading options) in ``dtype`` on ``device``."""
         from rmkit.modeling import RewardModel
 
-        rm = RewardModel.from_pretrained(checkpoint.path, dtype=dtype, device=device, **checkpoint.options)
-        fresh = getattr(rm.model, "fresh_head", None)
-        if fresh:  # a backbone given to a scoring command (training gives it its head, and says nothing)
-            log.warning(
-                "'%s' has no trained score head (%s is new): train it before its scores mean anything",
-                checkpoint.path,
-                ", ".join(fresh),
-            )
-        return rm
+        return RewardModel.from_pretrained(checkpoint.path, dtype=dtype, device=device, **checkpoint.options)
 
     def owns(self, model: Any) -> bool:
         """Whether the loaded ``model`` is of this kind."""

@@ -67,7 +67,13 @@ def reward_function(
     if isinstance(model, str) and model.startswith(("http://", "https://")):
         scorer = _remote(model, api_key or os.environ.get(API_KEY_ENV), timeout)
     else:
-        rm = RewardModel.from_pretrained(model) if isinstance(model, (str, Path)) else model
+        if isinstance(model, (str, Path)):
+            from rmkit.kinds import require_head
+
+            rm = RewardModel.from_pretrained(model)
+            require_head(rm, str(model))
+        else:
+            rm = model
 
         def scorer(body: dict[str, Any]) -> list[float]:
             return rm.score(**body)
