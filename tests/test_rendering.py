@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from transformers import AutoTokenizer
 
-from rmkit.data import Example, ExampleTokenizer, examples_from, render_plain
+from rmkit.data import Example, ExampleTokenizer, RowCounts, examples_from, render_plain
 
 CHAT = (
     "{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>{% endfor %}"
@@ -76,6 +76,11 @@ def test_special_tokens_a_text_already_has_are_not_doubled(backbone, request):
     tail = "" if backbone == "llama" else tok.sep_token
     plain, marked = ExampleTokenizer(tok).tokenize(examples_from(texts=["User: Hi", f"{head}User: Hi{tail}"]))
     assert marked[0].ids == plain[0].ids == tok("User: Hi")["input_ids"]
+    assert marked[0].undoubled and not plain[0].undoubled  # counted (rmkit score says how many), never silent
+    counts = RowCounts()
+    counts.add(marked)
+    counts.add(plain)
+    assert counts.undoubled == 1
 
 
 WORDS = [
@@ -147,3 +152,22 @@ def test_a_long_prompt_tokenised_once_for_all_its_answers_gives_the_ids_of_each_
         eos = [tok.eos_token_id] if enc.add_eos else []  # a rendered conversation ends on EOS
         expected = [w if w[-1:] == eos else w + eos for w in whole]
         assert [t.ids for t in enc.tokenize([ex])[0]] == expected
+
+
+def test_score_counts_the_texts_that_already_held_the_bos_in_its_summary(rm_path, tmp_path, capsys):
+    import json
+
+    import rmkit
+
+    tok = AutoTokenizer.from_pretrained(rm_path)
+    rows = [{"text": f"{tok.bos_token}User: Hi {k}\n\nAssistant: Hello"} for k in range(3)] + [
+        {"text": "User: Yo"}
+    ]
+    data = tmp_path / "texts.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = rmkit.score(model=str(rm_path), input=str(data), output=str(tmp_path / "o.jsonl"))
+    assert summary["undoubled_specials"] == 3
+    assert (
+        "3 rows' texts already began (or ended) with the tokenizer's special tokens"
+        in capsys.readouterr().out
+    )

@@ -65,6 +65,7 @@ class Tokenized:
     ids: list[int]
     truncated: bool = False
     group_cut: bool = False  # its prompt was cut once for all the answers of its example
+    undoubled: bool = False  # its text began (or ended) with the special tokens the tokenizer adds: kept once
 
 
 @dataclass
@@ -85,6 +86,7 @@ class RowCounts:
     groups_cut: int = 0  # several-answer rows whose prompt was cut once for all their answers
     prefix_tokens: int = 0  # prompt tokens not run again because their answers shared one pass over them
     parse_failures: int = 0  # a generating judge's judgments whose verdict could not be read
+    undoubled: int = 0  # rows whose text already held the tokenizer's BOS (or EOS): kept once, not doubled
 
     def add(self, row: list[Tokenized] | None, notes: frozenset[str] = frozenset()) -> None:
         """Count one example's tokenised responses (``None``: dropped) and its normaliser's ``notes``."""
@@ -96,12 +98,13 @@ class RowCounts:
         self.rows += 1
         self.truncated += any(t.truncated for t in row)
         self.groups_cut += any(t.group_cut for t in row)
+        self.undoubled += any(t.undoubled for t in row)
         self.tokens += sum(len(t.ids) for t in row)
 
     def merge(self, other: RowCounts) -> RowCounts:
         for name in (
             "rows", "skipped", "truncated", "dropped", "tokens", "shared", "unshared", "empty_replies",
-            "split_histories", "non_finite", "groups_cut", "prefix_tokens", "parse_failures",
+            "split_histories", "non_finite", "groups_cut", "prefix_tokens", "parse_failures", "undoubled",
         ):  # fmt: skip
             setattr(self, name, getattr(self, name) + getattr(other, name))
         return self
@@ -193,10 +196,14 @@ class ExampleTokenizer:
         out: list[list[Tokenized] | None] = []
         pos = 0
         for ex, count in zip(examples, counts, strict=True):
-            full = [self._complete(ids[pos + i], conversation=not ex.rendered) for i in range(count)]
+            given = ids[pos : pos + count]
+            full = [self._complete(row, conversation=not ex.rendered) for row in given]
+            undoubled = [ex.rendered and len(f) < len(g) for f, g in zip(full, given, strict=True)]
             pos += count
             one_prompt = len(full) > 1 and not ex.rendered and ex.rejected_prompt is None
             encs = self.truncate_group(full) if one_prompt else [self.truncate(f) for f in full]
+            for enc, flag in zip(encs, undoubled, strict=True):
+                enc.undoubled = flag
             dropped = self.truncation == "drop" and any(e.truncated for e in encs)
             out.append(None if dropped else encs)
         return out

@@ -301,6 +301,7 @@ def _summary(config: ScoreConfig, output: Path, states: list[ShareState], elapse
         "prefix_fallbacks": stats.unshared,
         "prefix_tokens_saved": stats.prefix_tokens,
         "parse_failures": stats.parse_failures,
+        "undoubled_specials": stats.undoubled,
         "scores": scores,
         "tokens_per_s": sum(s.run_tokens for s in states) / max(max(s.run_seconds for s in states), 1e-9),
         "wall_s": elapsed,
@@ -332,6 +333,11 @@ def _print_summary(s: dict[str, Any]) -> None:
         print(
             f"  best of N ({b['rows']} rows): mean best {b['mean_best']:.4f}, mean spread "
             f"{b['mean_spread']:.4f}, first response best {b['first_is_best']:.1%}"
+        )
+    if s["undoubled_specials"]:
+        print(
+            f"  {s['undoubled_specials']} rows' texts already began (or ended) with the tokenizer's special tokens "
+            "(a chat template's BOS): kept once, not doubled"
         )
     if s["parse_failures"]:
         print(
