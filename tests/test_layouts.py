@@ -450,3 +450,53 @@ def test_a_lora_adapter_whose_base_is_elsewhere_takes_base_model(causal_lm, tmp_
         RewardModel.from_pretrained(out)
     rm = RewardModel.from_pretrained(out, base_model=causal_lm)
     assert rm.metadata["converted_from"]["base_model"] == str(causal_lm)
+
+
+def inf_orm(root: Path, causal_lm: Path) -> tuple[Path, dict]:
+    """INF-ORM's layout: a LlamaModel under ``model.*`` and a ``Linear → ReLU → Linear`` head as
+    ``score.0``/``score.2``, its class named in the config (remote code rmkit never runs)."""
+    config, _, backbone = _parts(causal_lm)
+    h = config["hidden_size"]
+    g = torch.Generator().manual_seed(11)
+    head = {
+        "score.0.weight": torch.randn(h, h, generator=g) / h**0.5,
+        "score.0.bias": torch.randn(h, generator=g),
+        "score.2.weight": torch.randn(1, h, generator=g),
+        "score.2.bias": torch.randn(1, generator=g),
+    }
+    config = {**config, "architectures": ["INFORMForSequenceClassification"]}
+    return _write(
+        root / "inf-orm", causal_lm, config, {f"model.{k}": v for k, v in backbone.items()} | head
+    ), head
+
+
+def test_a_two_layer_score_head_reads_as_its_authors_class_does(causal_lm, tmp_path, capsys):
+    path, head = inf_orm(tmp_path, causal_lm)
+    lm = LlamaForCausalLM.from_pretrained(causal_lm).eval()
+    tok = AutoTokenizer.from_pretrained(causal_lm)
+    expected, ids = [], []
+    with torch.no_grad():
+        for text in TEXTS:
+            ids.append(tok(text)["input_ids"])
+            hidden = lm.model(torch.tensor([ids[-1]])).last_hidden_state[0, -1]
+            inner = torch.relu(head["score.0.weight"] @ hidden + head["score.0.bias"])
+            expected.append(float(head["score.2.weight"] @ inner + head["score.2.bias"]))
+    rm = RewardModel.from_pretrained(path)
+    assert rm.metadata["converted_from"]["layout"] == "mlp-head"
+    assert rm.score(texts=TEXTS) == pytest.approx(expected, abs=1e-5)
+    width = max(map(len, ids))
+    for side in ("left", "right"):
+        rows = [([0] * (width - len(s)) + s) if side == "left" else (s + [0] * (width - len(s))) for s in ids]
+        mask = [
+            ([0] * (width - len(s)) + [1] * len(s))
+            if side == "left"
+            else ([1] * len(s) + [0] * (width - len(s)))
+            for s in ids
+        ]
+        with torch.no_grad():
+            got = rm(torch.tensor(rows), torch.tensor(mask)).end_scores.tolist()
+        assert got == pytest.approx(expected, abs=1e-5)
+    out = tmp_path / "converted"
+    assert main(["convert", str(path), str(out)]) == 0
+    assert "not linear" in capsys.readouterr().out  # said, not silently written as a plain classifier
+    assert RewardModel.from_pretrained(out).score(texts=TEXTS) == pytest.approx(expected, abs=1e-5)

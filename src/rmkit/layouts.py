@@ -55,7 +55,9 @@ LAYOUTS = {
     "llama-factory": "LLaMA-Factory reward model (value_head.safetensors or .bin beside a causal LM)",
     "deepspeed-chat": "DeepSpeed-Chat step-2 reward model (rwtransformer, v_head)",
     "openrlhf": "OpenRLHF reward model (score or value_head, config mean/std)",
+    "mlp-head": "classifier with a two-layer score head (score.0, score.2: INF-ORM)",
 }
+MLP_KEYS = ("score.0.weight", "score.0.bias", "score.2.weight", "score.2.bias")
 OPENRLHF_CLASSES = {
     "RewardModel",
     "CriticModel",
@@ -189,6 +191,8 @@ def _by_weights(found: Found) -> str | None:
     if "score_head.weight" in keys:
         safe = {"do_normalize", "normalizer_type", "score_type"} & set(config) or "normalizer.mean" in keys
         return "safe-rlhf" if safe else "align-anything"
+    if all(k in keys for k in MLP_KEYS):
+        return "mlp-head"
     return None
 
 
@@ -352,7 +356,10 @@ def load(
     state = dict(found.state) if found.state is not None else read_weights(found.weights, allow_pickle)
     if found.value_head is not None:
         state.update(read_weights([found.value_head], allow_pickle))
-    weight, metadata = _head(found, layout, state, dimension)
+    mlp = {k: state.pop(k) for k in MLP_KEYS} if layout == "mlp-head" else None
+    weight, metadata = (
+        _head(found, layout, state, dimension) if mlp is None else (mlp["score.2.weight"][:1] * 0, {})
+    )
     config = _classifier_config(found)
     cls = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)]
     with torch.device("meta"):
@@ -368,4 +375,19 @@ def load(
         "architectures": (found.config or {}).get("architectures"),
         **{k: v for k, v in (found.config or {}).items() if k in FOREIGN_CONFIG_KEYS},
     }
-    return Converted(_build(found, config, state, dtype), layout, metadata, dropped)
+    model = _build(found, config, state, dtype)
+    if mlp is not None:
+        model.score = _mlp_head(found, mlp, dtype)
+    return Converted(model, layout, metadata, dropped)
+
+
+def _mlp_head(found: Found, tensors: dict[str, torch.Tensor], dtype: torch.dtype) -> torch.nn.Module:
+    """INF-ORM's ``Linear → ReLU → Linear`` score head from its ``score.0``/``score.2`` tensors."""
+    from rmkit.heads import MLPHead
+
+    hidden, labels = tensors["score.0.weight"].shape[1], tensors["score.2.weight"].shape[0]
+    if labels != 1:
+        raise unreadable(found, f"its two-layer score head has {labels} outputs; rmkit reads one")
+    head = MLPHead(hidden, labels)
+    head.load_state_dict({k.removeprefix("score."): v for k, v in tensors.items()})
+    return head.to(dtype)

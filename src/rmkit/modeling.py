@@ -41,6 +41,7 @@ from rmkit.data.formats import Message
 from rmkit.data.steps import SolutionEncoder
 from rmkit.defaults import METADATA_KEY
 from rmkit.errors import RMKitError
+from rmkit.heads import HEADS, head_dtype
 from rmkit.inference import MAX_ROWS, score_examples, score_sequences
 from rmkit.metrics import ranking
 from rmkit.packing import Packed, is_right_padded
@@ -122,7 +123,7 @@ class RewardModel(HeldModel):
         self.attributes = attribute_names(model.config)
         self.weights = combination(self.attributes, weights or self.metadata.get("weights"))
         head = getattr(model, "score", None)
-        self.is_decoder = isinstance(head, nn.Linear)
+        self.is_decoder = isinstance(head, HEADS)
         backbone = model.base_model if self.is_decoder else model
         takes = inspect.signature(backbone.forward).parameters
         self._pass_positions = "position_ids" in takes
@@ -173,7 +174,7 @@ class RewardModel(HeldModel):
         rm = cls(model, tok, metadata, weights)
         # A bf16 score head rounds every score to 3 significant digits and flips near-tied pairs
         head = model.score if rm.is_decoder else getattr(model, "classifier", None)
-        if isinstance(head, nn.Linear):
+        if isinstance(head, HEADS):
             keep_fp32(head)
         if device is not None:
             rm.to(target)
@@ -235,7 +236,7 @@ class RewardModel(HeldModel):
             scores = self._head(hidden) if token_scores else None
         # each attribute's output at the end (a multi-attribute RM)
         head = self.model.score
-        attributes = self._rated(head(at_end.to(head.weight.dtype))) if self.attributes else None
+        attributes = self._rated(head(at_end.to(head_dtype(head)))) if self.attributes else None
         return RewardOutput(scores, self._head(at_end), end_index, attributes)
 
     @property
@@ -285,7 +286,7 @@ class RewardModel(HeldModel):
     def _head(self, hidden: torch.Tensor) -> torch.Tensor:
         """A decoder's score at every position of ``hidden`` (B, L, H): the head, plus the ``score_bias`` of
         the metadata (the bias of a head converted from another trainer's layout, :mod:`rmkit.layouts`)."""
-        scores = self._combined(self.model.score(hidden.to(self.model.score.weight.dtype)))
+        scores = self._combined(self.model.score(hidden.to(head_dtype(self.model.score))))
         bias = self.metadata.get("score_bias")
         return scores + bias if bias else scores
 
