@@ -423,3 +423,40 @@ def test_rewardbench_2_s_four_way_protocol_with_seeded_positions(tmp_path):
     assert official["non_finite"]["rows"] == 6  # the Ties rows: rated, and [[A]] is no rating (masked)
     lines = [json.loads(line) for line in (tmp_path / "eval" / "scores.jsonl").read_text().splitlines()]
     assert all(sorted(line["scores"]) == [0, 0, 0, 1] for line in lines[:20])
+
+
+def test_a_token_readout_is_the_logit_of_one_entry_after_the_conversation_and_converts_exactly(
+    lm_path, tmp_path
+):
+    """Nemotron-70B-Reward's readout: the logit of vocabulary entry 0 at the position after the conversation
+    rendered by the chat template (no judge prompt, no generation prompt)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    import rmkit
+
+    tok = AutoTokenizer.from_pretrained(lm_path)
+    lm = AutoModelForCausalLM.from_pretrained(lm_path).eval()
+    question, answers = QUESTIONS[0], ANSWERS[0]
+    hand = []
+    for a in answers:
+        text = tok.apply_chat_template(
+            [{"role": "user", "content": question}, {"role": "assistant", "content": a}], tokenize=False
+        )
+        with torch.no_grad():
+            hand.append(
+                float(lm(**tok(text, add_special_tokens=False, return_tensors="pt")).logits[0, -1, 0])
+            )
+    judge = rmkit.load_judge(lm_path, "token", template="nemotron")
+    assert judge.score([question] * 3, answers) == pytest.approx(hand, abs=1e-5)
+    out = tmp_path / "as_classifier"
+    assert main(["convert", str(lm_path), str(out), "--judge", "token", "--judge-template", "nemotron"]) == 0
+    plain = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": question}, {"role": "assistant", "content": answers[0]}], tokenize=False
+    )
+    with torch.no_grad():
+        logit = float(plain(**tok(text, add_special_tokens=False, return_tensors="pt")).logits[0, 0])
+    assert logit == pytest.approx(hand[0], abs=1e-5)
+    assert rmkit.RewardModel.from_pretrained(out).score([question] * 3, answers) == pytest.approx(
+        hand, abs=1e-5
+    )

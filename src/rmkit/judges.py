@@ -51,7 +51,10 @@ def fitted(judge: Judge, tokenizer: Any) -> Judge:
 
 
 def verdict_ids(tokenizer: Any, judge: Judge) -> list[int]:
-    """The token id of each verdict token; each must be one token of the tokenizer."""
+    """The token id of each verdict token; each must be one token of the tokenizer (a token readout names
+    its vocabulary entry by id)."""
+    if judge.ids:
+        return list(judge.ids)
     ids = []
     for text in judge.tokens:
         encoded = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -84,6 +87,8 @@ class ReadoutHead(nn.Linear):
             logits = torch.tanh(logits / self.softcap) * self.softcap
         if self.readout == "rating":
             return (logits.softmax(-1) @ self.values.float())[..., None]
+        if self.readout == "token":
+            return logits[..., :1]
         return logits[..., :1] - logits[..., 1:2]
 
 
@@ -140,9 +145,9 @@ def load_judge(
 def verifier_classifier(source: str | Path, destination: str | Path, judge: Judge, **loading: Any) -> Path:
     """Write the verifier judge of ``source`` as a one-label sequence classifier whose ``score.weight`` is
     ``W[yes] - W[no]``: its logit is exactly the verifier's log-odds (``rmkit convert --verifier``)."""
-    if judge.readout != "verifier":
+    if judge.readout not in ("verifier", "token"):
         raise RMKitError(
-            "only a verifier (yes/no) judge is one linear score; rating and pairwise judges are not"
+            "only a verifier (yes/no) or a token judge is one linear score; rating and pairwise judges are not"
         )
     rm = load_judge(source, judge, dtype="fp32", **loading)
     head = rm.model.score
@@ -159,12 +164,17 @@ def verifier_classifier(source: str | Path, destination: str | Path, judge: Judg
             f"{source}: its sequence classifier has no linear score head to write the verifier into"
         )
     with torch.no_grad():
-        classifier.score.weight.copy_(head.weight[:1] - head.weight[1:2])
+        linear = head.weight[:1] - head.weight[1:2] if judge.readout == "verifier" else head.weight[:1]
+        classifier.score.weight.copy_(linear)
         if classifier.score.bias is not None:
             classifier.score.bias.zero_()
             if head.bias is not None:
-                classifier.score.bias.copy_(head.bias[:1] - head.bias[1:2])
-        elif head.bias is not None and float(head.bias[0] - head.bias[1]):
+                classifier.score.bias.copy_(
+                    head.bias[:1] - (head.bias[1:2] if judge.readout == "verifier" else 0)
+                )
+        elif head.bias is not None and float(
+            head.bias[0] - (head.bias[1] if judge.readout == "verifier" else 0)
+        ):
             raise RMKitError(f"{source}: its output layer has a bias that a bias-free score head cannot hold")
     metadata = {JUDGE_KEY: judge.stored(), "kind": "judge", "add_eos": False}
     save_model(classifier, rm.tokenizer, metadata, Path(destination))

@@ -128,8 +128,9 @@ class ModelOptions:
         None,
         help="read a causal LM as a judge, its verdict token's logits in one pass: verifier (log-odds of yes "
         "against no), rating (the expected rating) or pairwise (A against B, both orders, one score a "
-        "candidate by a Bradley-Terry fit); generate: it writes a judgment, whose verdict a parser reads",
-        choices=["verifier", "rating", "pairwise", "generate"],
+        "candidate by a Bradley-Terry fit); token (one vocabulary entry's logit after the conversation: "
+        "--judge-template nemotron); generate: it writes a judgment, whose verdict a parser reads",
+        choices=["verifier", "rating", "pairwise", "token", "generate"],
     )
     judge_template: str | None = option(
         None,

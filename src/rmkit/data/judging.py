@@ -31,7 +31,7 @@ from rmkit.data.formats import Example, Message
 from rmkit.data.rendering import ExampleTokenizer, render_plain
 from rmkit.errors import RMKitError
 
-READOUTS = ("verifier", "rating", "pairwise", "generate")
+READOUTS = ("verifier", "rating", "pairwise", "token", "generate")
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class Template:
     tokens: tuple[str, ...] = ()
     values: tuple[float, ...] = ()
     parser: str = ""  # a generating judge's verdict parser (PARSERS)
+    ids: tuple[int, ...] = ()  # a token readout's vocabulary entries, by id
 
 
 TEMPLATES = {
@@ -77,6 +78,9 @@ TEMPLATES = {
         "Better answer: ",
         ("A", "B"),
     ),
+    # The logit of one vocabulary entry after the conversation itself (its chat template, no judge prompt):
+    # Llama-3.1/3.3-Nemotron-70B-Reward read the logit of entry 0 at the next position.
+    "nemotron": Template("token", "", ids=(0,)),
     # Generating judges: they reason, then write the verdict the parser reads.
     "rating-generate": Template(
         "generate",
@@ -222,6 +226,7 @@ class Judge:
     template: str = ""
     schedule: str = "all"
     parser: str = ""  # generate: the verdict parser (PARSERS)
+    ids: list[int] = field(default_factory=list)  # token: the vocabulary entries read, by id
     votes: int = 1  # generate: judgments a sequence (sampled when more than one), their verdicts averaged
     seed: int = 0  # generate: the sampling seed
     max_new_tokens: int = 512  # generate: the longest judgment
@@ -277,6 +282,7 @@ class Judge:
             readout, template.text, template.prefix, tokens, values, name, given.get("schedule") or "all"
         )
         judge.parser = given.get("parser") or template.parser
+        judge.ids = [int(i) for i in (given.get("ids") or template.ids)]
         for key in ("votes", "seed", "max_new_tokens", "on_parse_failure"):
             if given.get(key) is not None:
                 setattr(judge, key, given[key])
@@ -286,6 +292,12 @@ class Judge:
     def check(self) -> None:
         if self.readout == "generate":
             return self._check_generate()
+        if self.readout == "token":
+            if len(self.ids) != 1 and len(self.tokens) != 1:
+                raise RMKitError(
+                    f"a token judge reads one vocabulary entry: give its id, got {self.ids or self.tokens}"
+                )
+            return None
         want = {"verifier": 2, "pairwise": 2}.get(self.readout)
         if want and len(self.tokens) != want:
             raise RMKitError(f"a {self.readout} judge reads 2 tokens, got {self.tokens}")
@@ -396,6 +408,8 @@ class JudgeTokenizer(ExampleTokenizer):
         return [self._chat(self.judge.text.format(question=question, **fields))]
 
     def render(self, prompt: Sequence[Message], response: str) -> str:
+        if self.judge.readout == "token":  # the conversation itself, through the chat template
+            return super().render(prompt, response)
         if self.judge.readout == "pairwise" or self.judge.pairwise or self.judge.choice:
             raise RMKitError("a pairwise judge compares two or more answers of one prompt, not one alone")
         return self._chat(self.judge.text.format(question=question_of(prompt), answer=response))

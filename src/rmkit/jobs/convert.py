@@ -75,9 +75,13 @@ def _verifier(config: ConvertConfig, out: Path) -> dict[str, Any]:
         allow_pickle=config.allow_pickle,
         trust_remote_code=config.trust_remote_code,
     )
-    yes, no = judge.tokens
+    what = (
+        f"the log-odds of {judge.tokens[0]!r} against {judge.tokens[1]!r}"
+        if judge.readout == "verifier"
+        else f"the logit of vocabulary entry {(judge.ids or judge.tokens)[0]}"
+    )
     print(
-        f"{config.source} (a causal LM read as a {judge.template!r} verifier) -> {out}: a one-label classifier "
-        f"whose score is the log-odds of {yes!r} against {no!r}; its judge prompt is in its rmkit settings"
+        f"{config.source} (a causal LM read as a {judge.template!r} judge) -> {out}: a one-label classifier "
+        f"whose score is {what}; its judge prompt is in its rmkit settings"
     )
     return {"source": config.source, "output": str(out), "judge": judge.stored()}
