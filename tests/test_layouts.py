@@ -500,3 +500,39 @@ def test_a_two_layer_score_head_reads_as_its_authors_class_does(causal_lm, tmp_p
     assert main(["convert", str(path), str(out)]) == 0
     assert "not linear" in capsys.readouterr().out  # said, not silently written as a plain classifier
     assert RewardModel.from_pretrained(out).score(texts=TEXTS) == pytest.approx(expected, abs=1e-5)
+
+
+def test_athene_s_head_is_read_at_the_cls_token_appended_to_the_conversation(causal_lm, tmp_path):
+    """Athene-RM: a bias-free ``v_head`` on a LlamaModel, read at its CLS token, which follows the rendered
+    conversation (instead of EOS); the CLS id comes from the config, else Athene's 128003."""
+    from rmkit.data import render_plain
+    from rmkit.layouts import ATHENE_CLS
+
+    config, _, backbone = _parts(causal_lm)
+    weight, _ = _head(config["hidden_size"], seed=5)
+    cls_id = 7
+    athene = {**config, "architectures": ["AtheneForSequenceClassification"], "cls_token_id": cls_id}
+    path = _write(
+        tmp_path / "athene",
+        causal_lm,
+        athene,
+        {f"model.{k}": v for k, v in backbone.items()} | {"v_head.weight": weight},
+    )
+    lm = LlamaForCausalLM.from_pretrained(causal_lm).eval()
+    tok = AutoTokenizer.from_pretrained(causal_lm)
+    prompts, answers = ["What is two plus two?", "Name a colour."], ["Four.", "Blue, like the sky."]
+    hand = []
+    with torch.no_grad():
+        for p, a in zip(prompts, answers, strict=True):
+            text = render_plain([{"role": "user", "content": p}, {"role": "assistant", "content": a}])
+            ids = tok(text)["input_ids"] + [cls_id]
+            hand.append(float(lm.model(torch.tensor([ids])).last_hidden_state[0, -1] @ weight[0]))
+    rm = RewardModel.from_pretrained(path)
+    assert rm.metadata["converted_from"]["layout"] == "athene" and rm.metadata["end_token_id"] == cls_id
+    assert rm.score(prompts, answers) == pytest.approx(hand, abs=1e-5)
+    out = tmp_path / "converted"
+    assert main(["convert", str(path), str(out)]) == 0
+    assert RewardModel.from_pretrained(out).score(prompts, answers) == pytest.approx(hand, abs=1e-5)
+    del athene["cls_token_id"]
+    (path / "config.json").write_text(json.dumps(athene))
+    assert RewardModel.from_pretrained(path).metadata["end_token_id"] == ATHENE_CLS == 128003

@@ -56,7 +56,11 @@ LAYOUTS = {
     "deepspeed-chat": "DeepSpeed-Chat step-2 reward model (rwtransformer, v_head)",
     "openrlhf": "OpenRLHF reward model (score or value_head, config mean/std)",
     "mlp-head": "classifier with a two-layer score head (score.0, score.2: INF-ORM)",
+    "athene": "Athene-RM (v_head on a LlamaModel, read at a CLS token appended to the conversation)",
 }
+ATHENE_CLS = (
+    128003  # Athene-RM's CLS_ID (<|reserved_special_token_1|> of Llama 3), unless its config names one
+)
 MLP_KEYS = ("score.0.weight", "score.0.bias", "score.2.weight", "score.2.bias")
 OPENRLHF_CLASSES = {
     "RewardModel",
@@ -193,6 +197,8 @@ def _by_weights(found: Found) -> str | None:
         return "safe-rlhf" if safe else "align-anything"
     if all(k in keys for k in MLP_KEYS):
         return "mlp-head"
+    if "v_head.weight" in keys and any(k.startswith("model.") for k in keys) and "lm_head.weight" not in keys:
+        return "athene"
     return None
 
 
@@ -289,6 +295,8 @@ def _head(found: Found, layout: str, state: dict, dimension: int | None) -> tupl
         return weight, {"score_bias": float(bias[0])} if bias is not None else {}
     if layout == "deepspeed-chat":
         return state.pop("v_head.weight"), {}
+    if layout == "athene":
+        return state.pop("v_head.weight"), {"end_token_id": int(config.get("cls_token_id") or ATHENE_CLS)}
     name = config.get("value_head_prefix") or ("score" if "score.weight" in state else "value_head")
     if f"{name}.weight" not in state:
         raise unreadable(found, f"its config names an OpenRLHF head '{name}', but no {name}.weight is stored")

@@ -436,8 +436,10 @@ def example_tokenizer(
     tokenizer: Any, metadata: dict[str, Any], max_length: int | None, template: str, truncation: str
 ) -> ExampleTokenizer:
     """The tokenizer of a model whose rmkit settings are ``metadata``: a judge's (they hold ``"judge"``), else
-    an :class:`ExampleTokenizer` with the settings' ``add_eos``."""
+    an :class:`ExampleTokenizer` with the settings' ``add_eos`` and ``end_token_id`` (the token appended to a
+    conversation, where its score is read: EOS unless a layout says otherwise)."""
     options = {"max_length": max_length, "template": template, "truncation": truncation}
     if "judge" in metadata:
         return JudgeTokenizer(tokenizer, Judge.of(metadata["judge"]), **options)
-    return ExampleTokenizer(tokenizer, add_eos=metadata.get("add_eos", True), **options)
+    end = metadata.get("end_token_id")
+    return ExampleTokenizer(tokenizer, add_eos=metadata.get("add_eos", True), end_id=end, **options)

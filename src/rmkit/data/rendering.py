@@ -152,6 +152,7 @@ class ExampleTokenizer:
         template: str = "auto",
         add_eos: bool = True,
         truncation: str = "left",
+        end_id: int | None = None,
     ):
         if template not in TEMPLATES:
             raise ValueError(f"template must be one of {TEMPLATES}, got {template!r}")
@@ -162,7 +163,9 @@ class ExampleTokenizer:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.use_chat = template == "chat" or (template == "auto" and bool(tokenizer.chat_template))
-        self.add_eos = add_eos and tokenizer.eos_token_id is not None
+        # The token a conversation ends on, where its score is read: EOS, or a model's own (Athene's CLS).
+        self.end_id = end_id if end_id is not None else tokenizer.eos_token_id
+        self.add_eos = add_eos and self.end_id is not None
         self.truncation = truncation
         self._special = set(tokenizer.all_special_ids)
         self._added = _added_special_tokens(tokenizer)
@@ -280,8 +283,8 @@ class ExampleTokenizer:
 
     def _complete(self, ids: list[int], *, conversation: bool) -> list[int]:
         """A response's whole sequence: a conversation ends on EOS; verbatim text keeps no doubled specials."""
-        if conversation and self.add_eos and (not ids or ids[-1] != self.tokenizer.eos_token_id):
-            return [*ids, self.tokenizer.eos_token_id]
+        if conversation and self.add_eos and (not ids or ids[-1] != self.end_id):
+            return [*ids, self.end_id]
         return ids if conversation else self._undouble(ids)
 
     def _undouble(self, ids: list[int]) -> list[int]:
