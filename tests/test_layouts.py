@@ -536,3 +536,36 @@ def test_athene_s_head_is_read_at_the_cls_token_appended_to_the_conversation(cau
     del athene["cls_token_id"]
     (path / "config.json").write_text(json.dumps(athene))
     assert RewardModel.from_pretrained(path).metadata["end_token_id"] == ATHENE_CLS == 128003
+
+
+def test_qwen2_math_rm_s_two_layer_head_on_a_qwen2_backbone(tmp_path):
+    """Qwen2.5-Math-RM (``Qwen2ForRewardModel``): the same ``Linear → ReLU → Linear`` head on a Qwen2Model,
+    read without its remote code."""
+    from conftest import TINY, make_tokenizer
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    src = tmp_path / "qwen2"
+    tok = make_tokenizer(src)
+    torch.manual_seed(2)
+    config = Qwen2Config(
+        vocab_size=len(tok), **TINY, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id
+    )
+    lm = Qwen2ForCausalLM(config).eval()
+    h = config.hidden_size
+    g = torch.Generator().manual_seed(3)
+    head = {"score.0.weight": torch.randn(h, h, generator=g) / h**0.5, "score.0.bias": torch.randn(h, generator=g),
+            "score.2.weight": torch.randn(1, h, generator=g), "score.2.bias": torch.randn(1, generator=g)}  # fmt: skip
+    state = {k: v for k, v in lm.state_dict().items() if k.startswith("model.")} | head
+    raw = {**config.to_dict(), "architectures": ["Qwen2ForRewardModel"]}
+    path = tmp_path / "qwen2-rm"
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps(raw))
+    save_file({k: v.contiguous() for k, v in state.items()}, path / "model.safetensors")
+    tok.save_pretrained(str(path))
+    expected = []
+    with torch.no_grad():
+        for text in TEXTS:
+            hidden = lm.model(torch.tensor([tok(text)["input_ids"]])).last_hidden_state[0, -1]
+            inner = torch.relu(head["score.0.weight"] @ hidden + head["score.0.bias"])
+            expected.append(float(head["score.2.weight"] @ inner + head["score.2.bias"]))
+    assert RewardModel.from_pretrained(path).score(texts=TEXTS) == pytest.approx(expected, abs=1e-5)
