@@ -613,3 +613,43 @@ def test_a_wordpiece_backbone_trains_a_prm_with_the_default_separator_and_scores
     assert prm.step_scores(PROMPT, first["completions"]) == pytest.approx(rows[0]["step_scores"], abs=1e-5)
     with pytest.raises(RMKitError, match="the separator '\\\\n' tokenises to nothing"):
         ProcessRewardModel.from_pretrained(minilm_path, separator="\n")  # given explicitly: refused
+
+
+def test_qwen2_math_prm_s_two_layer_two_class_head_read_at_each_step_token(tmp_path):
+    """Qwen2.5-Math-PRM (``Qwen2ForProcessRewardModel``): a Qwen2Model with a ``Linear → ReLU → Linear`` head
+    of two classes; a step's score is the softmax probability of class 1 at the step token that follows it.
+    Read without its remote code, equal to the head applied by hand at the positions rmkit reads."""
+    from safetensors.torch import save_file
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    src = tmp_path / "src"
+    tok = make_tokenizer(src)
+    tok.add_special_tokens({"additional_special_tokens": ["<extra_0>"]})
+    torch.manual_seed(6)
+    config = Qwen2Config(
+        vocab_size=len(tok), **TINY, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id
+    )
+    lm = Qwen2ForCausalLM(config).eval()
+    h, g = config.hidden_size, torch.Generator().manual_seed(8)
+    head = {"score.0.weight": torch.randn(h, h, generator=g) / h**0.5, "score.0.bias": torch.randn(h, generator=g),
+            "score.2.weight": torch.randn(2, h, generator=g), "score.2.bias": torch.randn(2, generator=g)}  # fmt: skip
+    path = tmp_path / "qwen2-prm"
+    path.mkdir()
+    raw = {**config.to_dict(), "architectures": ["Qwen2ForProcessRewardModel"]}
+    (path / "config.json").write_text(json.dumps(raw))
+    state = {k: v for k, v in lm.state_dict().items() if k.startswith("model.")} | head
+    save_file({k: v.contiguous() for k, v in state.items()}, path / "model.safetensors")
+    tok.save_pretrained(str(path))
+
+    prm = ProcessRewardModel.from_pretrained(path, separator="<extra_0>")
+    from rmkit import kinds
+
+    assert kinds.recognise(kinds.Checkpoint.read(path)).name == "process"
+    ids, positions = prm.encode([{"role": "user", "content": PROMPT}], STEPS)
+    with torch.no_grad():
+        hidden = lm.model(torch.tensor([ids])).last_hidden_state[0]
+        logits = (
+            torch.relu(hidden @ head["score.0.weight"].T + head["score.0.bias"]) @ head["score.2.weight"].T
+        )
+        hand = (logits + head["score.2.bias"]).softmax(-1)[positions, 1].tolist()
+    assert prm.step_scores(PROMPT, STEPS) == pytest.approx(hand, abs=1e-5)

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
 
 from rmkit.checkpoints import ensure_pad_token, save_model
@@ -43,6 +42,7 @@ from rmkit.data.steps import (  # aggregate, AGGREGATES and split_steps: also rm
 )
 from rmkit.defaults import PRM_KEY, resolve_name
 from rmkit.errors import RMKitError
+from rmkit.heads import HEADS
 from rmkit.inference import score_sequences
 from rmkit.modeling import (
     METADATA_KEY,
@@ -54,7 +54,11 @@ from rmkit.runtime import keep_fp32, resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
 
-HEADS = ("classifier", "lm")
+HEADS_OF = ("classifier", "lm")
+PRM_CLASSES = (
+    "ForTokenClassification",
+    "ForProcessRewardModel",
+)  # Qwen2.5-Math-PRM: Qwen2ForProcessRewardModel
 
 
 SEPARATOR = "\n"  # the default step separator
@@ -86,8 +90,8 @@ class StepFormat:
         if values.get("good_token") or values.get("bad_token"):
             values["head"] = "lm"
         fmt = cls(**values)
-        if fmt.head not in HEADS:
-            raise RMKitError(f"unknown PRM head '{fmt.head}': expected one of {', '.join(HEADS)}")
+        if fmt.head not in HEADS_OF:
+            raise RMKitError(f"unknown PRM head '{fmt.head}': expected one of {', '.join(HEADS_OF)}")
         if fmt.head == "lm" and not (fmt.good_token and fmt.bad_token):
             raise RMKitError(
                 "a causal-LM PRM needs both --good-token and --bad-token (Math-Shepherd: '+' and '-')"
@@ -127,7 +131,7 @@ class ProcessRewardModel(HeldModel):
         self.model, self.tokenizer, self.steps = model, tokenizer, steps
         self.metadata: dict[str, Any] = dict(metadata or getattr(model.config, METADATA_KEY, None) or {})
         # as for RewardModel: a linear ``score`` head on every position marks a decoder (causal attention)
-        self.is_decoder = steps.head == "lm" or isinstance(getattr(model, "score", None), nn.Linear)
+        self.is_decoder = steps.head == "lm" or isinstance(getattr(model, "score", None), HEADS)
         if steps.separator is None:
             resolve_marker(steps, tokenizer, model)
         self.encoder = SolutionEncoder(tokenizer, steps.marker or steps.separator, steps.step_tag)
@@ -180,12 +184,15 @@ class ProcessRewardModel(HeldModel):
             "use_safetensors": None if allow_pickle else True,
             "trust_remote_code": trust_remote_code,
         }
-        classifier = any(a.endswith("ForTokenClassification") for a in (config.architectures or []))
+        classifier = any(a.endswith(PRM_CLASSES) for a in (config.architectures or []))
         try:
             if steps.head == "lm":
                 model = AutoModelForCausalLM.from_pretrained(name, **options)
             elif classifier:
-                model = AutoModelForTokenClassification.from_pretrained(name, **options)
+                model, info = AutoModelForTokenClassification.from_pretrained(
+                    name, output_loading_info=True, **options
+                )
+                _two_layer_head(model, name, info["unexpected_keys"], allow_pickle)
             else:
                 model = AutoModelForTokenClassification.from_pretrained(name, num_labels=1, **options)
         except OSError as e:
@@ -193,7 +200,7 @@ class ProcessRewardModel(HeldModel):
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
         prm = cls(model, tokenizer, steps)
         head = getattr(model, "score", None) or getattr(model, "classifier", None)
-        if isinstance(head, nn.Linear):  # bf16 logits would round every step's probability
+        if isinstance(head, HEADS):  # bf16 logits would round every step's probability
             keep_fp32(head)
         if device is not None:
             prm.to(target)
@@ -293,3 +300,22 @@ def score_solutions(
     return score_sequences(
         prm, [s.ids for s in solutions], batch_tokens=batch_tokens, positions=[s.positions for s in solutions]
     )
+
+
+def _two_layer_head(model: Any, name: str, unused: list[str], allow_pickle: bool) -> None:
+    """Give a token classifier whose checkpoint holds a ``Linear → ReLU → Linear`` head (``score.0``,
+    ``score.2``: Qwen2.5-Math-PRM's) that head, read from its weights, in place of the fresh linear one."""
+    if "score.0.weight" not in unused:
+        return
+    from rmkit.heads import MLPHead
+    from rmkit.layouts import _weight_files, read_weights
+
+    path = Path(name)
+    tensors = {
+        k: v for k, v in read_weights(_weight_files(path), allow_pickle).items() if k.startswith("score.")
+    }
+    labels = tensors["score.2.weight"].shape[0]
+    head = MLPHead(tensors["score.0.weight"].shape[1], labels)
+    head.load_state_dict({k.removeprefix("score."): v for k, v in tensors.items()})
+    model.score = head.to(next(model.parameters()).dtype)
+    model.config.num_labels = labels

@@ -81,7 +81,9 @@ class ProcessKind(Kind):
     def recognises(self, checkpoint: Checkpoint) -> bool:
         if checkpoint.steps.get("good_token") or checkpoint.steps.get("bad_token"):
             return True
-        token_classifier = any(a.endswith("ForTokenClassification") for a in checkpoint.architectures)
+        token_classifier = any(
+            a.endswith(("ForTokenClassification", "ForProcessRewardModel")) for a in checkpoint.architectures
+        )
         return token_classifier or PRM_KEY in checkpoint.metadata
 
     def load(self, checkpoint: Checkpoint, dtype: Any, device: Any) -> Any:
