@@ -569,3 +569,68 @@ def test_qwen2_math_rm_s_two_layer_head_on_a_qwen2_backbone(tmp_path):
             inner = torch.relu(head["score.0.weight"] @ hidden + head["score.0.bias"])
             expected.append(float(head["score.2.weight"] @ inner + head["score.2.bias"]))
     assert RewardModel.from_pretrained(path).score(texts=TEXTS) == pytest.approx(expected, abs=1e-5)
+
+
+def test_armo_rm_s_gated_head_mixes_its_objectives_by_the_prompt_s_gate(tmp_path):
+    """ArmoRM (``LlamaForRewardModelWithGating``): 19 bias-free objective rewards at the last token, mixed by
+    ``reward_transform_matrix`` and weighted by a gating network read at the last opening of the assistant's
+    turn; read from its weights and config, without its remote code, equal to the formula by hand."""
+    from conftest import TINY, make_tokenizer
+    from transformers import LlamaConfig
+
+    from rmkit.data import examples_from
+
+    src = tmp_path / "src"
+    tok = make_tokenizer(src, chat_template=(
+        "{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n{{ m['content'] }}"
+        "<|eot_id|>{% endfor %}"))  # fmt: skip
+    tok.add_special_tokens(
+        {"additional_special_tokens": ["<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>"]}
+    )
+    tok.add_tokens(["\n\n"])
+    tok.eos_token = "<|eot_id|>"
+    torch.manual_seed(4)
+    config = LlamaConfig(
+        vocab_size=len(tok), **TINY, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id
+    )
+    lm = LlamaForCausalLM(config).eval()
+    h, k, g = config.hidden_size, 19, torch.Generator().manual_seed(9)
+    head = {"regression_layer.weight": torch.randn(k, h, generator=g), "gating.logit_scale": torch.tensor([1.7]),
+            "reward_transform_matrix": torch.eye(k) + 0.1 * torch.randn(k, k, generator=g)}  # fmt: skip
+    sizes = [h, 16, 16, 16, k]
+    for i, (a, b) in enumerate(zip(sizes, sizes[1:], strict=False)):
+        head[f"gating.layers.{i}.weight"] = torch.randn(b, a, generator=g) / a**0.5
+        head[f"gating.layers.{i}.bias"] = torch.randn(b, generator=g)
+    raw = {**config.to_dict(), "architectures": ["LlamaForRewardModelWithGating"], "num_objectives": k,
+           "gating_temperature": 10, "gating_hidden_dim": 16, "gating_n_hidden": 3}  # fmt: skip
+    path = tmp_path / "armo"
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps(raw))
+    state = {k2: v for k2, v in lm.state_dict().items() if k2.startswith("model.")} | head
+    save_file({k2: v.contiguous() for k2, v in state.items()}, path / "model.safetensors")
+    tok.save_pretrained(str(path))
+
+    rm = RewardModel.from_pretrained(path)
+    prompts = ["What is two plus two?", "Name a colour."]
+    answers = ["Four, since two and two make four.", "Blue."]
+    pattern = tok("<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n", add_special_tokens=False)[
+        "input_ids"
+    ]
+    rows = [r[0].ids for r in rm.example_tokenizer().tokenize(examples_from(prompts, answers))]
+    hand = []
+    with torch.no_grad():
+        for ids in rows:
+            gate_at = max(j for j in range(len(ids)) if ids[j : j + len(pattern)] == pattern)
+            hidden = lm.model(torch.tensor([ids])).last_hidden_state[0]
+            rewards = head["regression_layer.weight"] @ hidden[-1]
+            x = hidden[gate_at]
+            for i in range(4):
+                x = head[f"gating.layers.{i}.weight"] @ x + head[f"gating.layers.{i}.bias"]
+                x = torch.relu(x) if i < 3 else x
+            gate = torch.softmax(x / 10, -1) * 1.7
+            hand.append(float((gate * (rewards @ head["reward_transform_matrix"])).sum()))
+    assert rm.metadata["converted_from"]["layout"] == "armo" and not rm.shares_prefixes
+    assert rm.score(prompts, answers) == pytest.approx(hand, abs=1e-5)
+    assert rm.score(prompts[::-1], answers[::-1]) == pytest.approx(
+        hand[::-1], abs=1e-5
+    )  # batched, other order

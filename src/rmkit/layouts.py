@@ -57,6 +57,7 @@ LAYOUTS = {
     "openrlhf": "OpenRLHF reward model (score or value_head, config mean/std)",
     "mlp-head": "classifier with a two-layer score head (score.0, score.2: INF-ORM)",
     "athene": "Athene-RM (v_head on a LlamaModel, read at a CLS token appended to the conversation)",
+    "armo": "ArmoRM (regression_layer, gating network and reward_transform_matrix on a LlamaModel)",
 }
 ATHENE_CLS = (
     128003  # Athene-RM's CLS_ID (<|reserved_special_token_1|> of Llama 3), unless its config names one
@@ -197,6 +198,8 @@ def _by_weights(found: Found) -> str | None:
         return "safe-rlhf" if safe else "align-anything"
     if all(k in keys for k in MLP_KEYS):
         return "mlp-head"
+    if {"regression_layer.weight", "reward_transform_matrix", "gating.logit_scale"} <= keys:
+        return "armo"
     if "v_head.weight" in keys and any(k.startswith("model.") for k in keys) and "lm_head.weight" not in keys:
         return "athene"
     return None
@@ -364,9 +367,15 @@ def load(
     state = dict(found.state) if found.state is not None else read_weights(found.weights, allow_pickle)
     if found.value_head is not None:
         state.update(read_weights([found.value_head], allow_pickle))
-    mlp = {k: state.pop(k) for k in MLP_KEYS} if layout == "mlp-head" else None
+    own = ("score.", "regression_layer.", "gating.", "reward_transform")
+    head_state = (
+        {k: state.pop(k) for k in list(state) if k.startswith(own)}
+        if layout in ("mlp-head", "armo")
+        else None
+    )
+    hidden = int((found.config or {}).get("hidden_size", 0))
     weight, metadata = (
-        _head(found, layout, state, dimension) if mlp is None else (mlp["score.2.weight"][:1] * 0, {})
+        _head(found, layout, state, dimension) if head_state is None else (torch.zeros(1, hidden), {})
     )
     config = _classifier_config(found)
     cls = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)]
@@ -384,9 +393,34 @@ def load(
         **{k: v for k, v in (found.config or {}).items() if k in FOREIGN_CONFIG_KEYS},
     }
     model = _build(found, config, state, dtype)
-    if mlp is not None:
-        model.score = _mlp_head(found, mlp, dtype)
+    if layout == "mlp-head":
+        model.score = _mlp_head(found, head_state, dtype)
+    elif layout == "armo":
+        model.score = _gated_head(found, head_state)
     return Converted(model, layout, metadata, dropped)
+
+
+def _gated_head(found: Found, tensors: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """ArmoRM's gated head from its weights and config (``num_objectives``, ``gating_temperature``,
+    ``gating_hidden_dim``, ``gating_n_hidden``, with its defaults 19, 10, 1024, 3), kept in fp32."""
+    from rmkit.heads import GatedHead
+
+    config = found.config or {}
+    regression = tensors["regression_layer.weight"]
+    layers = sum(1 for k in tensors if k.startswith("gating.layers.") and k.endswith(".weight")) - 1
+    hidden_dim = tensors["gating.layers.0.weight"].shape[0] if layers else regression.shape[0]
+    head = GatedHead(
+        regression.shape[1], regression.shape[0], hidden_dim, layers, config.get("gating_temperature", 10)
+    )
+    renamed = {"regression.weight": regression, "logit_scale": tensors["gating.logit_scale"],
+               "transform": tensors["reward_transform_matrix"]}  # fmt: skip
+    renamed |= {
+        k.removeprefix("gating.layers.").join(("gating.", "")): v
+        for k, v in tensors.items()
+        if k.startswith("gating.layers.")
+    }
+    head.load_state_dict(renamed)
+    return head.float()
 
 
 def _mlp_head(found: Found, tensors: dict[str, torch.Tensor], dtype: torch.dtype) -> torch.nn.Module:

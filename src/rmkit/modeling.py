@@ -41,7 +41,7 @@ from rmkit.data.formats import Message
 from rmkit.data.steps import SolutionEncoder
 from rmkit.defaults import METADATA_KEY
 from rmkit.errors import RMKitError
-from rmkit.heads import HEADS, head_dtype
+from rmkit.heads import HEADS, GatedHead, head_dtype
 from rmkit.inference import MAX_ROWS, score_examples, score_sequences
 from rmkit.metrics import ranking
 from rmkit.packing import Packed, is_right_padded
@@ -130,8 +130,8 @@ class RewardModel(HeldModel):
         self._takes_cache = self.is_decoder and "use_cache" in takes
         # Set False for a decoder whose attention is not causal (e.g. bidirectional prefix blocks).
         self.unmask_right_padding = self.is_decoder
-        # Responses after one prompt reuse the prompt's keys and values (rmkit.inference); False: never.
-        self.prefix_sharing = True
+        # Answers after one prompt reuse its keys and values (rmkit.inference); never where a gate reads it
+        self.prefix_sharing = not isinstance(head, GatedHead) or head.bind(tokenizer)
 
     @classmethod
     def from_pretrained(
@@ -208,8 +208,7 @@ class RewardModel(HeldModel):
         ``right_padded``: the caller knows the padding side (``None``: read from the mask, which on a GPU
         waits for it).
         """
-        # No cache: kept, the keys and values of every layer would double a pass's memory (and a cache
-        # turns transformers' reading of packed positions off)
+        # No cache: it would double a pass's memory (and turn transformers' packed positions off)
         kwargs: dict[str, Any] = {"use_cache": False} if self._takes_cache else {}
         if isinstance(input_ids, Packed):
             ids, positions, end_index = input_ids.tensors()
@@ -233,6 +232,9 @@ class RewardModel(HeldModel):
             positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
             end_index = (positions * attention_mask.ne(0)).argmax(-1)
             at_end = hidden[torch.arange(len(end_index), device=hidden.device), end_index]
+            if isinstance(self.model.score, GatedHead):  # ArmoRM: its gate is read where the prompt ends
+                gate = hidden[torch.arange(len(end_index)), self.model.score.gate_index(input_ids)]
+                return RewardOutput(None, self.model.score.read(at_end, gate)[0], end_index)
             scores = self._head(hidden) if token_scores else None
         # each attribute's output at the end (a multi-attribute RM)
         head = self.model.score
