@@ -571,7 +571,8 @@ def test_qwen2_math_rm_s_two_layer_head_on_a_qwen2_backbone(tmp_path):
     assert RewardModel.from_pretrained(path).score(texts=TEXTS) == pytest.approx(expected, abs=1e-5)
 
 
-def test_armo_rm_s_gated_head_mixes_its_objectives_by_the_prompt_s_gate(tmp_path):
+@pytest.mark.parametrize("quantiles", [1, 3])  # ArmoRM; QRM (each objective's reward its quantiles' mean)
+def test_armo_rm_s_gated_head_mixes_its_objectives_by_the_prompt_s_gate(tmp_path, quantiles):
     """ArmoRM (``LlamaForRewardModelWithGating``): 19 bias-free objective rewards at the last token, mixed by
     ``reward_transform_matrix`` and weighted by a gating network read at the last opening of the assistant's
     turn; read from its weights and config, without its remote code, equal to the formula by hand."""
@@ -595,14 +596,15 @@ def test_armo_rm_s_gated_head_mixes_its_objectives_by_the_prompt_s_gate(tmp_path
     )
     lm = LlamaForCausalLM(config).eval()
     h, k, g = config.hidden_size, 19, torch.Generator().manual_seed(9)
-    head = {"regression_layer.weight": torch.randn(k, h, generator=g), "gating.logit_scale": torch.tensor([1.7]),
+    head = {"regression_layer.weight": torch.randn(k * quantiles, h, generator=g), "gating.logit_scale": torch.tensor([1.7]),
             "reward_transform_matrix": torch.eye(k) + 0.1 * torch.randn(k, k, generator=g)}  # fmt: skip
     sizes = [h, 16, 16, 16, k]
     for i, (a, b) in enumerate(zip(sizes, sizes[1:], strict=False)):
         head[f"gating.layers.{i}.weight"] = torch.randn(b, a, generator=g) / a**0.5
         head[f"gating.layers.{i}.bias"] = torch.randn(b, generator=g)
     raw = {**config.to_dict(), "architectures": ["LlamaForRewardModelWithGating"], "num_objectives": k,
-           "gating_temperature": 10, "gating_hidden_dim": 16, "gating_n_hidden": 3}  # fmt: skip
+           "gating_temperature": 10, "gating_hidden_dim": 16, "gating_n_hidden": 3,
+           **({"num_quantiles": quantiles} if quantiles > 1 else {})}  # fmt: skip
     path = tmp_path / "armo"
     path.mkdir()
     (path / "config.json").write_text(json.dumps(raw))
@@ -622,7 +624,7 @@ def test_armo_rm_s_gated_head_mixes_its_objectives_by_the_prompt_s_gate(tmp_path
         for ids in rows:
             gate_at = max(j for j in range(len(ids)) if ids[j : j + len(pattern)] == pattern)
             hidden = lm.model(torch.tensor([ids])).last_hidden_state[0]
-            rewards = head["regression_layer.weight"] @ hidden[-1]
+            rewards = (head["regression_layer.weight"] @ hidden[-1]).reshape(k, quantiles).mean(-1)
             x = hidden[gate_at]
             for i in range(4):
                 x = head[f"gating.layers.{i}.weight"] @ x + head[f"gating.layers.{i}.bias"]

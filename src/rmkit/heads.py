@@ -28,11 +28,21 @@ class GatedHead(nn.Module):
     """ArmoRM's head (``LlamaForRewardModelWithGating``): K objective rewards read at the last token
     (``regression``, bias-free), mixed by a transform matrix, and weighted by a gating network read at the
     prompt's end (the last place :data:`GATE_TEXT` starts): ReLU layers, then ``softmax(x / temperature)``
-    times ``logit_scale``. The score is ``sum(gate * (rewards @ transform))``."""
+    times ``logit_scale``. The score is ``sum(gate * (rewards @ transform))``. QRM's is the same with Q
+    quantiles an objective (``quantiles``), each objective's reward their mean."""
 
-    def __init__(self, hidden: int, objectives: int, gating_hidden: int, layers: int, temperature: float):
+    def __init__(
+        self,
+        hidden: int,
+        objectives: int,
+        gating_hidden: int,
+        layers: int,
+        temperature: float,
+        quantiles: int = 1,
+    ):
         super().__init__()
-        self.regression = nn.Linear(hidden, objectives, bias=False)
+        self.quantiles = quantiles
+        self.regression = nn.Linear(hidden, objectives * quantiles, bias=False)
         sizes = [hidden] + [gating_hidden] * layers + [objectives]
         self.gating = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:], strict=False))
         self.logit_scale = nn.Parameter(torch.ones(1))
@@ -61,6 +71,8 @@ class GatedHead(nn.Module):
     def read(self, at_end: torch.Tensor, at_gate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(score, rewards)`` of rows from their hidden states at the end and at the gate."""
         rewards = self.regression(at_end.float())
+        if self.quantiles > 1:  # QRM: (objectives, quantiles), an objective's reward the quantiles' mean
+            rewards = rewards.reshape(len(rewards), -1, self.quantiles).mean(-1)
         x = at_gate.float()
         for i, layer in enumerate(self.gating):
             x = layer(x) if i == len(self.gating) - 1 else torch.relu(layer(x))

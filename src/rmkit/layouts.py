@@ -57,7 +57,7 @@ LAYOUTS = {
     "openrlhf": "OpenRLHF reward model (score or value_head, config mean/std)",
     "mlp-head": "classifier with a two-layer score head (score.0, score.2: INF-ORM)",
     "athene": "Athene-RM (v_head on a LlamaModel, read at a CLS token appended to the conversation)",
-    "armo": "ArmoRM (regression_layer, gating network and reward_transform_matrix on a LlamaModel)",
+    "armo": "ArmoRM or QRM (regression_layer, gating network and reward_transform_matrix on a LlamaModel)",
 }
 ATHENE_CLS = (
     128003  # Athene-RM's CLS_ID (<|reserved_special_token_1|> of Llama 3), unless its config names one
@@ -401,17 +401,22 @@ def load(
 
 
 def _gated_head(found: Found, tensors: dict[str, torch.Tensor]) -> torch.nn.Module:
-    """ArmoRM's gated head from its weights and config (``num_objectives``, ``gating_temperature``,
-    ``gating_hidden_dim``, ``gating_n_hidden``, with its defaults 19, 10, 1024, 3), kept in fp32."""
+    """ArmoRM's (or QRM's) gated head from its weights and config (``gating_temperature``, default 10;
+    QRM's ``num_quantiles``; the layers' sizes from the weights), kept in fp32."""
     from rmkit.heads import GatedHead
 
     config = found.config or {}
     regression = tensors["regression_layer.weight"]
+    quantiles = int(config.get("num_quantiles") or 1)  # QRM: its regression layer gives Q per objective
+    objectives = tensors["reward_transform_matrix"].shape[0]
+    if regression.shape[0] != objectives * quantiles:
+        raise unreadable(
+            found, f"its regression layer has {regression.shape[0]} outputs, not {objectives} x {quantiles}"
+        )
     layers = sum(1 for k in tensors if k.startswith("gating.layers.") and k.endswith(".weight")) - 1
-    hidden_dim = tensors["gating.layers.0.weight"].shape[0] if layers else regression.shape[0]
-    head = GatedHead(
-        regression.shape[1], regression.shape[0], hidden_dim, layers, config.get("gating_temperature", 10)
-    )
+    hidden_dim = tensors["gating.layers.0.weight"].shape[0] if layers else objectives
+    temperature = config.get("gating_temperature", 10)
+    head = GatedHead(regression.shape[1], objectives, hidden_dim, layers, temperature, quantiles)
     renamed = {"regression.weight": regression, "logit_scale": tensors["gating.logit_scale"],
                "transform": tensors["reward_transform_matrix"]}  # fmt: skip
     renamed |= {
