@@ -636,3 +636,66 @@ def test_armo_rm_s_gated_head_mixes_its_objectives_by_the_prompt_s_gate(tmp_path
     assert rm.score(prompts[::-1], answers[::-1]) == pytest.approx(
         hand[::-1], abs=1e-5
     )  # batched, other order
+
+
+def test_ldl_reward_s_bin_distributions_mixed_by_its_gate_read_from_its_two_tensor_files(tmp_path):
+    """LDL-Reward: a Gemma2Model, and beside it ``regression_layer.pt`` (each of K objectives a softmax over 10
+    bins) and ``gating_layer.pt`` (their weights), LeakyReLU networks read at the last token; the score is
+    the mixed distribution's expectation over ``linspace(0, 1, 10)``. The ``.pt`` files are read as tensors
+    only (no --allow-pickle); one holding anything else is refused."""
+    from conftest import TINY, make_tokenizer
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    src = tmp_path / "src"
+    tok = make_tokenizer(src)
+    torch.manual_seed(5)
+    config = Gemma2Config(vocab_size=len(tok), **{**TINY, "head_dim": 8}, pad_token_id=tok.pad_token_id,
+                          eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)  # fmt: skip
+    lm = Gemma2ForCausalLM(config).eval()
+    h, k, g = config.hidden_size, 4, torch.Generator().manual_seed(12)
+
+    def layer(i: int, a: int, b: int) -> dict:
+        return {
+            f"network.{i}.weight": torch.randn(b, a, generator=g) / a**0.5,
+            f"network.{i}.bias": torch.randn(b, generator=g),
+        }
+
+    regression = (
+        layer(0, h, 16) | layer(2, 16, 16) | layer(4, 16, k * 10)
+    )  # Linear, LeakyReLU, ... as its class
+    gating = layer(0, h, 16) | layer(3, 16, 16) | layer(6, 16, k)  # with a Dropout after each LeakyReLU
+    path = tmp_path / "ldl"
+    path.mkdir()
+    raw = {**config.to_dict(), "architectures": ["LDLRewardModel27B"], "num_objectives": k * 10, "temperature": 2.0,
+           "softmax": True}  # fmt: skip
+    (path / "config.json").write_text(json.dumps(raw))
+    save_file(
+        {n: v.contiguous() for n, v in lm.state_dict().items() if n.startswith("model.")},
+        path / "model.safetensors",
+    )
+    torch.save(regression, path / "regression_layer.pt")
+    torch.save(gating, path / "gating_layer.pt")
+    tok.save_pretrained(str(path))
+
+    def run(net: dict, x: torch.Tensor) -> torch.Tensor:
+        keys = sorted({int(n.split(".")[1]) for n in net})
+        for j, i in enumerate(keys):
+            x = net[f"network.{i}.weight"] @ x + net[f"network.{i}.bias"]
+            x = torch.nn.functional.leaky_relu(x) if j < len(keys) - 1 else x
+        return x
+
+    expected = []
+    with torch.no_grad():
+        for text in TEXTS:
+            hidden = lm.model(torch.tensor([tok(text)["input_ids"]])).last_hidden_state[0, -1]
+            dist = run(regression, hidden).reshape(k, 10).softmax(-1)
+            weights = (run(gating, hidden) / 2.0).softmax(-1)
+            expected.append(float((weights @ dist) @ torch.linspace(0, 1, 10)))
+    rm = RewardModel.from_pretrained(path)
+    assert rm.metadata["converted_from"]["layout"] == "ldl"
+    assert rm.score(texts=TEXTS) == pytest.approx(expected, abs=1e-5)
+    with pytest.raises(RMKitError, match="no standard layout"):
+        rm.save_pretrained(tmp_path / "rewritten")
+    torch.save({"network.0.weight": torch.zeros(1), "note": object()}, path / "gating_layer.pt")
+    with pytest.raises(RMKitError, match="not a plain state dict of tensors"):
+        RewardModel.from_pretrained(path)

@@ -3,6 +3,8 @@ two-layer MLP (:class:`MLPHead`, INF-ORM's)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -80,4 +82,100 @@ class GatedHead(nn.Module):
         return (gate * (rewards @ self.transform.float())).sum(-1), rewards
 
 
-HEADS = (nn.Linear, MLPHead, GatedHead)  # the score heads read at every position of a decoder
+BINS = 10  # LDL-Reward: each objective a distribution over 10 bins of [0, 1]
+
+
+def _stack(state: dict[str, torch.Tensor]) -> nn.ModuleList:
+    """The linear layers of a ``network.{i}`` Sequential's state dict, in order."""
+    indices = sorted(
+        {int(k.split(".")[1]) for k in state if k.startswith("network.") and k.endswith(".weight")}
+    )
+    layers = nn.ModuleList()
+    for i in indices:
+        w, b = state[f"network.{i}.weight"], state.get(f"network.{i}.bias")
+        layer = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
+        layer.load_state_dict({"weight": w, **({"bias": b} if b is not None else {})})
+        layers.append(layer)
+    return layers
+
+
+class DistributionHead(nn.Module):
+    """LDL-Reward's head, read at the last token: a regression network (Linear and LeakyReLU layers) gives each
+    objective a distribution over :data:`BINS` bins (a softmax), a gating network (the same kind of layers;
+    ``softmax(x / temperature)`` when its config says ``softmax``) weighs the objectives, and the score is the
+    expectation of the mixed distribution over the bins' values ``linspace(0, 1, BINS)``."""
+
+    def __init__(self, regression: dict, gating: dict, temperature: float = 1.0, softmax: bool = False):
+        super().__init__()
+        self.regression, self.gating = _stack(regression), _stack(gating)
+        self.temperature, self.softmax = temperature, softmax
+        self.register_buffer("bins", torch.linspace(0, 1, BINS))
+
+    @staticmethod
+    def _run(layers: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(layers):
+            x = layer(x) if i == len(layers) - 1 else nn.functional.leaky_relu(layer(x))
+        return x
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        x = hidden.float()
+        dist = self._run(self.regression, x).unflatten(-1, (-1, BINS)).softmax(-1)
+        weights = self._run(self.gating, x)
+        weights = (weights / self.temperature).softmax(-1) if self.softmax else weights
+        return ((weights.unsqueeze(-1) * dist).sum(-2) * self.bins).sum(-1, keepdim=True)
+
+
+HEADS = (
+    nn.Linear,
+    MLPHead,
+    GatedHead,
+    DistributionHead,
+)  # the score heads read at every position of a decoder
+
+
+def build_head(
+    layout: str, tensors: dict[str, torch.Tensor], config: dict, path: Path, dtype: torch.dtype
+) -> nn.Module:
+    """The head of a :mod:`rmkit.layouts` layout that is no one linear layer, from its weights (``tensors``:
+    the checkpoint's head keys), its ``config`` and its directory; ``ValueError`` says what does not fit."""
+    if layout == "mlp-head":  # INF-ORM, Qwen2.5-Math-RM: score.0 and score.2
+        labels = tensors["score.2.weight"].shape[0]
+        if labels != 1:
+            raise ValueError(f"its two-layer score head has {labels} outputs; rmkit reads one")
+        head = MLPHead(tensors["score.0.weight"].shape[1], labels)
+        head.load_state_dict({k.removeprefix("score."): v for k, v in tensors.items()})
+        return head.to(dtype)
+    if layout == "ldl":  # two state-dict files, unpickled as tensors only (weights_only: no code runs)
+        parts = []
+        for name in ("regression_layer.pt", "gating_layer.pt"):
+            try:
+                parts.append(torch.load(path / name, map_location="cpu", weights_only=True))
+            except Exception as e:  # noqa: BLE001 (weights_only refuses anything but tensors)
+                raise ValueError(f"its {name} is not a plain state dict of tensors ({e})") from None
+        return DistributionHead(*parts, config.get("temperature", 1.0), bool(config.get("softmax"))).float()
+    return _gated(tensors, config)
+
+
+def _gated(tensors: dict[str, torch.Tensor], config: dict) -> GatedHead:
+    """ArmoRM's (or QRM's, with ``num_quantiles``) gated head, kept in fp32."""
+    regression = tensors["regression_layer.weight"]
+    quantiles = int(config.get("num_quantiles") or 1)
+    objectives = tensors["reward_transform_matrix"].shape[0]
+    if regression.shape[0] != objectives * quantiles:
+        raise ValueError(
+            f"its regression layer has {regression.shape[0]} outputs, not {objectives} x {quantiles}"
+        )
+    layers = sum(1 for k in tensors if k.startswith("gating.layers.") and k.endswith(".weight")) - 1
+    hidden_dim = tensors["gating.layers.0.weight"].shape[0] if layers else objectives
+    head = GatedHead(
+        regression.shape[1], objectives, hidden_dim, layers, config.get("gating_temperature", 10), quantiles
+    )
+    state = {"regression.weight": regression, "logit_scale": tensors["gating.logit_scale"],
+             "transform": tensors["reward_transform_matrix"]}  # fmt: skip
+    state |= {
+        "gating." + k.removeprefix("gating.layers."): v
+        for k, v in tensors.items()
+        if k.startswith("gating.layers.")
+    }
+    head.load_state_dict(state)
+    return head.float()

@@ -58,7 +58,9 @@ LAYOUTS = {
     "mlp-head": "classifier with a two-layer score head (score.0, score.2: INF-ORM)",
     "athene": "Athene-RM (v_head on a LlamaModel, read at a CLS token appended to the conversation)",
     "armo": "ArmoRM or QRM (regression_layer, gating network and reward_transform_matrix on a LlamaModel)",
+    "ldl": "LDL-Reward (regression_layer.pt and gating_layer.pt beside the backbone, read as tensors only)",
 }
+LDL_FILES = ("regression_layer.pt", "gating_layer.pt")
 ATHENE_CLS = (
     128003  # Athene-RM's CLS_ID (<|reserved_special_token_1|> of Llama 3), unless its config names one
 )
@@ -189,6 +191,8 @@ def _by_weights(found: Found) -> str | None:
     keys, config = found.keys or set(), found.config or {}
     if found.value_head is not None:
         return "llama-factory"
+    if all(f in found.files for f in LDL_FILES):
+        return "ldl"
     if any(k.startswith(("v_head.summary.", "pretrained_model.v_head.summary.")) for k in keys):
         return "trl"
     if "v_head.weight" in keys and any(k.startswith(DS_CHAT_PREFIXES) for k in keys):
@@ -370,7 +374,7 @@ def load(
     own = ("score.", "regression_layer.", "gating.", "reward_transform")
     head_state = (
         {k: state.pop(k) for k in list(state) if k.startswith(own)}
-        if layout in ("mlp-head", "armo")
+        if layout in ("mlp-head", "armo", "ldl")
         else None
     )
     hidden = int((found.config or {}).get("hidden_size", 0))
@@ -393,48 +397,11 @@ def load(
         **{k: v for k, v in (found.config or {}).items() if k in FOREIGN_CONFIG_KEYS},
     }
     model = _build(found, config, state, dtype)
-    if layout == "mlp-head":
-        model.score = _mlp_head(found, head_state, dtype)
-    elif layout == "armo":
-        model.score = _gated_head(found, head_state)
+    if head_state is not None:  # a head that is no one linear layer (rmkit.heads)
+        from rmkit.heads import build_head
+
+        try:
+            model.score = build_head(layout, head_state, found.config or {}, found.path, dtype)
+        except ValueError as e:
+            raise unreadable(found, str(e)) from None
     return Converted(model, layout, metadata, dropped)
-
-
-def _gated_head(found: Found, tensors: dict[str, torch.Tensor]) -> torch.nn.Module:
-    """ArmoRM's (or QRM's) gated head from its weights and config (``gating_temperature``, default 10;
-    QRM's ``num_quantiles``; the layers' sizes from the weights), kept in fp32."""
-    from rmkit.heads import GatedHead
-
-    config = found.config or {}
-    regression = tensors["regression_layer.weight"]
-    quantiles = int(config.get("num_quantiles") or 1)  # QRM: its regression layer gives Q per objective
-    objectives = tensors["reward_transform_matrix"].shape[0]
-    if regression.shape[0] != objectives * quantiles:
-        raise unreadable(
-            found, f"its regression layer has {regression.shape[0]} outputs, not {objectives} x {quantiles}"
-        )
-    layers = sum(1 for k in tensors if k.startswith("gating.layers.") and k.endswith(".weight")) - 1
-    hidden_dim = tensors["gating.layers.0.weight"].shape[0] if layers else objectives
-    temperature = config.get("gating_temperature", 10)
-    head = GatedHead(regression.shape[1], objectives, hidden_dim, layers, temperature, quantiles)
-    renamed = {"regression.weight": regression, "logit_scale": tensors["gating.logit_scale"],
-               "transform": tensors["reward_transform_matrix"]}  # fmt: skip
-    renamed |= {
-        k.removeprefix("gating.layers.").join(("gating.", "")): v
-        for k, v in tensors.items()
-        if k.startswith("gating.layers.")
-    }
-    head.load_state_dict(renamed)
-    return head.float()
-
-
-def _mlp_head(found: Found, tensors: dict[str, torch.Tensor], dtype: torch.dtype) -> torch.nn.Module:
-    """INF-ORM's ``Linear → ReLU → Linear`` score head from its ``score.0``/``score.2`` tensors."""
-    from rmkit.heads import MLPHead
-
-    hidden, labels = tensors["score.0.weight"].shape[1], tensors["score.2.weight"].shape[0]
-    if labels != 1:
-        raise unreadable(found, f"its two-layer score head has {labels} outputs; rmkit reads one")
-    head = MLPHead(hidden, labels)
-    head.load_state_dict({k.removeprefix("score."): v for k, v in tensors.items()})
-    return head.to(dtype)
