@@ -699,3 +699,28 @@ def test_ldl_reward_s_bin_distributions_mixed_by_its_gate_read_from_its_two_tens
     torch.save({"network.0.weight": torch.zeros(1), "note": object()}, path / "gating_layer.pt")
     with pytest.raises(RMKitError, match="not a plain state dict of tensors"):
         RewardModel.from_pretrained(path)
+
+
+def test_grm_s_relu_value_head_reads_as_its_class_does(causal_lm, tmp_path):
+    """GRM (``GRewardModel``, its sftreg variant): the causal LM's ``model`` and a value head
+    ``v_head.summary`` = Linear(hidden, 12) → ReLU → Linear(12, 1), read at the last real token."""
+    config, _, backbone = _parts(causal_lm)
+    h, g = config["hidden_size"], torch.Generator().manual_seed(13)
+    head = {"v_head.summary.0.weight": torch.randn(12, h, generator=g), "v_head.summary.0.bias": torch.randn(12, generator=g),
+            "v_head.summary.2.weight": torch.randn(1, 12, generator=g), "v_head.summary.2.bias": torch.randn(1, generator=g)}  # fmt: skip
+    raw = {**config, "architectures": ["GRewardModel"], "vhead_layer_type": "mlp", "vhead_num_neurons": 12}
+    path = _write(tmp_path / "grm", causal_lm, raw, {f"model.{k}": v for k, v in backbone.items()} | head)
+    lm = LlamaForCausalLM.from_pretrained(causal_lm).eval()
+    tok = AutoTokenizer.from_pretrained(causal_lm)
+    expected = []
+    with torch.no_grad():
+        for text in TEXTS:
+            x = lm.model(torch.tensor([tok(text)["input_ids"]])).last_hidden_state[0, -1]
+            x = torch.relu(head["v_head.summary.0.weight"] @ x + head["v_head.summary.0.bias"])
+            expected.append(float(head["v_head.summary.2.weight"] @ x + head["v_head.summary.2.bias"]))
+    rm = RewardModel.from_pretrained(path)
+    assert rm.metadata["converted_from"]["layout"] == "grm"
+    assert rm.score(texts=TEXTS) == pytest.approx(expected, abs=1e-5)
+    out = tmp_path / "converted"
+    assert main(["convert", str(path), str(out)]) == 0  # its own layout, as score.0 and score.2
+    assert RewardModel.from_pretrained(out).score(texts=TEXTS) == pytest.approx(expected, abs=1e-5)

@@ -10,12 +10,16 @@ from torch import nn
 
 
 class MLPHead(nn.Sequential):
-    """A two-layer score head, ``Linear → ReLU → Linear``, read at the same position as a linear one
-    (INF-ORM's; :mod:`rmkit.layouts` reads its ``score.0``/``score.2`` weights). Not linear, so not writable
-    as a plain one-label classifier."""
+    """A score head of linear layers with ReLU between them, ``Linear → ReLU → ... → Linear``, read at the
+    same position as a linear one: INF-ORM's and Qwen2.5-Math-RM's (``sizes`` hidden, hidden, 1), GRM's
+    value head (hidden, 1024, 1). Not linear, so not writable as a plain one-label classifier."""
 
-    def __init__(self, hidden: int, labels: int = 1):
-        super().__init__(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, labels))
+    def __init__(self, hidden: int, labels: int = 1, sizes: list[int] | None = None):
+        sizes = sizes or [hidden, hidden, labels]
+        layers: list[nn.Module] = []
+        for a, b in zip(sizes, sizes[1:], strict=False):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        super().__init__(*layers[:-1])
 
 
 def head_dtype(head: nn.Module) -> torch.dtype:
@@ -138,12 +142,15 @@ def build_head(
 ) -> nn.Module:
     """The head of a :mod:`rmkit.layouts` layout that is no one linear layer, from its weights (``tensors``:
     the checkpoint's head keys), its ``config`` and its directory; ``ValueError`` says what does not fit."""
-    if layout == "mlp-head":  # INF-ORM, Qwen2.5-Math-RM: score.0 and score.2
-        labels = tensors["score.2.weight"].shape[0]
-        if labels != 1:
-            raise ValueError(f"its two-layer score head has {labels} outputs; rmkit reads one")
-        head = MLPHead(tensors["score.0.weight"].shape[1], labels)
-        head.load_state_dict({k.removeprefix("score."): v for k, v in tensors.items()})
+    if layout in ("mlp-head", "grm"):  # INF-ORM, Qwen2.5-Math-RM: score.0, score.2; GRM: v_head.summary.*
+        state = {k.split(".", 2 if layout == "grm" else 1)[-1]: v for k, v in tensors.items()}
+        weights = [
+            state[f"{i}.weight"] for i in sorted(int(k.split(".")[0]) for k in state if k.endswith(".weight"))
+        ]
+        if weights[-1].shape[0] != 1:
+            raise ValueError(f"its score head has {weights[-1].shape[0]} outputs; rmkit reads one")
+        head = MLPHead(weights[0].shape[1], sizes=[weights[0].shape[1]] + [w.shape[0] for w in weights])
+        head.load_state_dict(state)
         return head.to(dtype)
     if layout == "ldl":  # two state-dict files, unpickled as tensors only (weights_only: no code runs)
         parts = []

@@ -59,6 +59,7 @@ LAYOUTS = {
     "athene": "Athene-RM (v_head on a LlamaModel, read at a CLS token appended to the conversation)",
     "armo": "ArmoRM or QRM (regression_layer, gating network and reward_transform_matrix on a LlamaModel)",
     "ldl": "LDL-Reward (regression_layer.pt and gating_layer.pt beside the backbone, read as tensors only)",
+    "grm": "GRM (a ReLU value head, v_head.summary.0, .2, ..., beside a causal LM's model)",
 }
 LDL_FILES = ("regression_layer.pt", "gating_layer.pt")
 ATHENE_CLS = (
@@ -193,6 +194,8 @@ def _by_weights(found: Found) -> str | None:
         return "llama-factory"
     if all(f in found.files for f in LDL_FILES):
         return "ldl"
+    if "v_head.summary.0.weight" in keys:
+        return "grm"
     if any(k.startswith(("v_head.summary.", "pretrained_model.v_head.summary.")) for k in keys):
         return "trl"
     if "v_head.weight" in keys and any(k.startswith(DS_CHAT_PREFIXES) for k in keys):
@@ -371,10 +374,10 @@ def load(
     state = dict(found.state) if found.state is not None else read_weights(found.weights, allow_pickle)
     if found.value_head is not None:
         state.update(read_weights([found.value_head], allow_pickle))
-    own = ("score.", "regression_layer.", "gating.", "reward_transform")
+    own = ("score.", "regression_layer.", "gating.", "reward_transform", "v_head.")
     head_state = (
         {k: state.pop(k) for k in list(state) if k.startswith(own)}
-        if layout in ("mlp-head", "armo", "ldl")
+        if layout in ("mlp-head", "armo", "ldl", "grm")
         else None
     )
     hidden = int((found.config or {}).get("hidden_size", 0))

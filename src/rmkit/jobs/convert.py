@@ -49,10 +49,11 @@ def convert(config: ConvertConfig) -> dict[str, Any]:
             f"  head bias {kept['score_bias']:.6g}: in rmkit's metadata (rmkit adds it; plain transformers "
             "gives every score less this constant, so rankings and margins are unchanged)"
         )
-    if source == "mlp-head":
+    if source in ("mlp-head", "grm"):
         print(
-            "  its two-layer score head is not linear: written in its own layout (score.0, score.2), which rmkit "
-            "reads and serves; plain transformers, TRL and vLLM would not read it as a one-label classifier"
+            "  its score head (linear layers with ReLU between) is not linear: written in its own layout "
+            "(score.0, score.2, ...), which rmkit reads and serves; plain transformers, TRL and vLLM would not read "
+            "it as a one-label classifier"
         )
     if "score_std" in kept:
         print(
