@@ -460,3 +460,22 @@ def test_a_token_readout_is_the_logit_of_one_entry_after_the_conversation_and_co
     assert rmkit.RewardModel.from_pretrained(out).score([question] * 3, answers) == pytest.approx(
         hand, abs=1e-5
     )
+
+
+def test_two_judges_with_one_tokenizer_never_share_a_tokenisation(lm_path, tmp_path):
+    """The suite evaluation keeps each example's tokenisation for later models that prepare it alike: a
+    converted verifier and the same LM read as a rating judge share the tokenizer, not the prompt."""
+    from rmkit.kinds import KINDS
+    from rmkit.kinds.base import Reading, _preparation
+
+    verifier = rmkit_load(lm_path, "verifier", tokens=["y", "n"])
+    rating = rmkit_load(lm_path, "rating", template="rating-5")
+    kind = KINDS[0]
+    keys = {_preparation(m, kind.tokenizer(m, Reading())) for m in (verifier, rating)}
+    assert len(keys) == 2
+
+
+def rmkit_load(path, readout, **settings):
+    import rmkit
+
+    return rmkit.load_judge(path, readout, **settings)

@@ -313,13 +313,15 @@ class Kind:
 
 
 def _preparation(model: Any, tokenizer: Any) -> tuple[Any, ...]:
-    """What decides how ``tokenizer`` prepares an example: its tokenizer's definition and its settings."""
+    """What decides how ``tokenizer`` prepares an example: its tokenizer's definition and its settings (a
+    judge's prompt among them)."""
     from rmkit.data.rendering import tokenizer_digest
 
     settings = sorted(
         (k, v) for k, v in vars(tokenizer).items() if isinstance(v, (bool, int, float, str, type(None)))
     )
-    return (type(tokenizer).__name__, tokenizer_digest(model.tokenizer), tuple(settings))
+    judge = repr(getattr(tokenizer, "judge", None))
+    return (type(tokenizer).__name__, tokenizer_digest(model.tokenizer), tuple(settings), judge)
 
 
 def _memoised(tokenize: Any, prepared: dict[int, Any]) -> Any:
