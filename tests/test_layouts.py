@@ -724,3 +724,23 @@ def test_grm_s_relu_value_head_reads_as_its_class_does(causal_lm, tmp_path):
     out = tmp_path / "converted"
     assert main(["convert", str(path), str(out)]) == 0  # its own layout, as score.0 and score.2
     assert RewardModel.from_pretrained(out).score(texts=TEXTS) == pytest.approx(expected, abs=1e-5)
+
+
+def test_head_names_the_layout_to_read_instead_of_the_recognised_one(causal_lm, tmp_path):
+    """``--head`` (``head=``) reads a checkpoint in the layout named: the same scores where it is the one
+    recognised; a layout whose weights the checkpoint lacks, or an unknown name, is refused in one line."""
+    import dataclasses
+
+    from rmkit import layouts
+    from rmkit.options import ModelOptions
+
+    path, _ = inf_orm(tmp_path, causal_lm)
+    assert RewardModel.from_pretrained(path, head="mlp-head").score(texts=TEXTS) == pytest.approx(
+        RewardModel.from_pretrained(path).score(texts=TEXTS)
+    )
+    with pytest.raises(RMKitError, match="safe-rlhf score model"):
+        RewardModel.from_pretrained(path, head="safe-rlhf")
+    with pytest.raises(RMKitError, match="--head bogus: rmkit reads transformers, safe-rlhf"):
+        RewardModel.from_pretrained(path, head="bogus")
+    (field,) = [f for f in dataclasses.fields(ModelOptions) if f.name == "head"]
+    assert all(name in field.metadata["help"] for name in layouts.LAYOUTS)  # the help lists every layout

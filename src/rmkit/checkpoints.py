@@ -52,6 +52,10 @@ def load(
     """``(classifier, tokenizer, metadata of a conversion or None)`` of checkpoint ``name``."""
     name = resolve_name(name)
     path = Path(name)
+    kwargs = dict(kwargs)
+    head = kwargs.pop("head", None)  # --head: the layout to read, where recognising it is not wanted
+    if head is not None and head not in (layouts.STANDARD, *layouts.LAYOUTS):
+        raise RMKitError(f"--head {head}: rmkit reads {', '.join((layouts.STANDARD, *layouts.LAYOUTS))}")
     if not path.is_dir():  # a hub name
         model = _load_standard(name, dtype, trust_remote_code, allow_pickle, kwargs)
         return model, _load_tokenizer(name, tokenizer, trust_remote_code), None
@@ -62,11 +66,16 @@ def load(
         )
         own = any(f.startswith("tokenizer") for f in found.files)
         return model, _load_tokenizer(name if own else base, tokenizer, trust_remote_code), metadata
-    layout = layouts.recognise(found)
+    layout = head or layouts.recognise(found)
     if layout == layouts.STANDARD:
         model, metadata = _load_standard(name, dtype, trust_remote_code, allow_pickle, kwargs), None
     else:
-        converted = layouts.load(found, layout, dtype=dtype, allow_pickle=allow_pickle, dimension=dimension)
+        try:
+            converted = layouts.load(
+                found, layout, dtype=dtype, allow_pickle=allow_pickle, dimension=dimension
+            )
+        except KeyError as e:  # a layout forced by --head whose weights this checkpoint lacks
+            raise layouts.unreadable(found, f"it has no {e} that a {layouts.LAYOUTS[layout]} holds") from None
         model, metadata = converted.model, converted.metadata
         log.info("read '%s' as a %s", name, layouts.LAYOUTS[layout])
     return model, _load_tokenizer(name, tokenizer, trust_remote_code), metadata

@@ -118,6 +118,11 @@ class ModelOptions:
         None, help="base model of a LoRA adapter checkpoint, when its adapter_config.json names one not here"
     )
 
+    head: str | None = option(
+        None,
+        help="read the checkpoint in this layout instead of the one recognised from its weights: transformers, "
+        "safe-rlhf, align-anything, trl, llama-factory, deepspeed-chat, openrlhf, mlp-head, athene, armo, ldl, grm",
+    )
     weights: dict[str, str] | None = option(
         None,
         help="a multi-attribute RM's score: the weighted sum of its outputs, e.g. helpfulness=1,verbosity=-0.2 "
@@ -182,6 +187,7 @@ class ModelOptions:
             "base_model": self.base_model,
             "weights": self.weights,
             **({"attn_implementation": self.attn_implementation} if self.attn_implementation else {}),
+            **({"head": self.head} if self.head else {}),
         }
 
 
