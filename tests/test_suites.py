@@ -450,3 +450,40 @@ def test_the_hub_s_parquet_files_are_read_as_downloaded(rm_path, tmp_path):
     metrics, _ = evaluate(tmp_path, [rm_path], [tmp_path / "test-00000-of-00001.parquet"])
     assert metrics["suite"]["name"] == "rewardbench2"
     assert metrics["data"]["test-00000-of-00001"]["rows"] == len(rows)
+
+
+def test_a_run_killed_before_its_first_row_resumes_again_and_again(rm_path, tmp_path):
+    """A partial file that holds only its header (killed before the first row was scored) is resumed without
+    a second header, so a later resume still reads it."""
+    import rmkit
+
+    rows = rb2_rows()
+    data = write_jsonl(tmp_path / "rb2.jsonl", rows)
+    out = tmp_path / "eval"
+    partial = out / ".partial" / f"{rm_path.name}--rb2.jsonl"
+    partial.parent.mkdir(parents=True)
+    partial.write_text(json.dumps({"model": str(rm_path), "rows": len(rows)}) + "\n")
+    options = {"model": [str(rm_path)], "data": [str(data)], "output_dir": str(out), "resume": True,
+               "bootstrap": 10, "plots": False}  # fmt: skip
+    first = rmkit.evaluate(**options)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    partial.write_text(json.dumps({"model": str(rm_path), "rows": len(rows)}) + "\n")
+    from rmkit.evaluation.suite import SuiteEvaluation
+
+    headers = []
+    real = SuiteEvaluation.add
+
+    def add(self, kind, model, label, name, rejects):
+        real(self, kind, model, label, name, rejects)
+        lines = partial.read_text().splitlines()
+        headers.append(sum("rows" in json.loads(line) for line in lines))
+
+    SuiteEvaluation.add = add
+    try:
+        again = rmkit.evaluate(**options)
+    finally:
+        SuiteEvaluation.add = real
+    assert headers == [1]
+    assert [m["score"] for m in again["suite"]["models"].values()] == [
+        m["score"] for m in first["suite"]["models"].values()
+    ]

@@ -24,8 +24,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from rmkit.data import RowCounts
 from rmkit.errors import RMKitError
 from rmkit.kinds import Reading
@@ -67,11 +65,8 @@ class SuiteEvaluation:
         stats = RowCounts()
         self.partial.mkdir(parents=True, exist_ok=True)
         with open(path, "a", encoding="utf-8") as f:
-            if not done:
-                f.write(
-                    json.dumps({"model": self.config.model[self.labels.index(label)], "rows": len(items)})
-                    + "\n"
-                )
+            if f.tell() == 0:  # a new file (a resumed one keeps its header, scored rows or not)
+                f.write(json.dumps({"model": self._model(label), "rows": len(items)}) + "\n")
             scored = kind.score(model, (items[i].example for i in todo), self.reading, stats, memo=self.memo)
             for i, (example, raw) in zip(todo, scored, strict=True):
                 values = kind.values(model, raw) if raw is not None else [math.nan] * _size(example)
@@ -80,6 +75,9 @@ class SuiteEvaluation:
                 f.flush()
         self.values[label][name] = [done[i] for i in range(len(items))]
 
+    def _model(self, label: str) -> str:
+        return self.config.model[self.labels.index(label)]
+
     def _resume(self, path: Path, label: str, name: str, rows: int) -> dict[int, list[float]]:
         """The rows of ``path`` a killed run scored (none without ``--resume``, which starts the file anew)."""
         if not getattr(self.config, "resume", False) or not path.exists():
@@ -87,7 +85,7 @@ class SuiteEvaluation:
             return {}
         lines = path.read_text(encoding="utf-8").splitlines()
         head = json.loads(lines[0]) if lines else {}
-        model = self.config.model[self.labels.index(label)]
+        model = self._model(label)
         if head and (head.get("model") != model or head.get("rows") != rows):
             raise RMKitError(
                 f"{path}: the run being resumed scored {head.get('rows')} rows with {head.get('model')}, not "
@@ -224,4 +222,4 @@ def cleanup(out: Path) -> None:
         partial.rmdir()
 
 
-__all__ = ["SuiteEvaluation", "cleanup", "np"]
+__all__ = ["SuiteEvaluation", "cleanup"]
