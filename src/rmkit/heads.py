@@ -87,6 +87,7 @@ class GatedHead(nn.Module):
 
 
 BINS = 10  # LDL-Reward: each objective a distribution over 10 bins of [0, 1]
+LDL_FILES = ("regression_layer.pt", "gating_layer.pt")  # its two heads' state dicts, beside the backbone
 
 
 def _stack(state: dict[str, torch.Tensor]) -> nn.ModuleList:
@@ -154,7 +155,7 @@ def build_head(
         return head.to(dtype)
     if layout == "ldl":  # two state-dict files, unpickled as tensors only (weights_only: no code runs)
         parts = []
-        for name in ("regression_layer.pt", "gating_layer.pt"):
+        for name in LDL_FILES:
             try:
                 parts.append(torch.load(path / name, map_location="cpu", weights_only=True))
             except Exception as e:  # noqa: BLE001 (weights_only refuses anything but tensors)

@@ -69,6 +69,7 @@ def inspect_model(path: str) -> dict[str, object]:
     from pathlib import Path
 
     from rmkit import layouts
+    from rmkit.checkpoints import HEAD_NAMES
 
     checkpoint = kinds.Checkpoint.read(path)
     kind = kinds.recognise(checkpoint)
@@ -78,15 +79,14 @@ def inspect_model(path: str) -> dict[str, object]:
         found = layouts.inspect(local)
         layout = layouts.recognise(found)
         keys = found.keys or set()
-        heads = sorted(
-            k
-            for k in keys
-            if k.split(".")[0] in ("score", "classifier", "v_head", "score_head", "value_head")
-        )
+        # a standard checkpoint's head is what the classifier loads (checkpoints.HEAD_NAMES); another layout's
+        # are the keys it converts
+        standard = layout == layouts.STANDARD
+        heads = sorted(k for k in keys if k.startswith(HEAD_NAMES)) if standard else layouts._head_keys(keys)
         summary.update(layout=layout, head=", ".join(heads[:4]) or None)
-        standard_without_head = layout == layouts.STANDARD and not heads and found.keys is not None
-        summary["scores"] = not standard_without_head or kind.name in ("judge",)
-        if standard_without_head:
+        backbone = standard and found.keys is not None and not heads
+        summary["scores"] = not backbone
+        if backbone:
             summary["why"] = "no score head in its weights: train it, or read a causal LM with --judge"
     print(" ".join(f"{k}={v}" for k, v in summary.items()))
     return summary

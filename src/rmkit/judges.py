@@ -25,13 +25,30 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from rmkit.checkpoints import ensure_pad_token, save_model
-from rmkit.data.judging import Judge
+from rmkit.data.judging import JUDGE_KEY, Judge
 from rmkit.defaults import METADATA_KEY, resolve_name
 from rmkit.errors import RMKitError
 from rmkit.modeling import HeldModel, RewardModel
 from rmkit.runtime import keep_fp32, resolve_device, resolve_dtype
 
-JUDGE_KEY = "judge"
+
+def _causal_lm(
+    path: str | Path, dtype: Any, device: Any, trust_remote_code: bool, allow_pickle: bool
+) -> tuple[Any, Any, torch.device]:
+    """``(causal LM, tokenizer, target device)`` of the judge at ``path`` (safetensors unless ``allow_pickle``)."""
+    name = resolve_name(path)
+    target = resolve_device(device) if device is not None else torch.device("cpu")
+    try:
+        lm = AutoModelForCausalLM.from_pretrained(
+            name,
+            dtype=resolve_dtype(dtype, target),
+            use_safetensors=None if allow_pickle else True,
+            trust_remote_code=trust_remote_code,
+        )
+        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise RMKitError(f"cannot load '{name}' as a causal LM judge: {e}") from None
+    return lm, tokenizer, target
 
 
 def fitted(judge: Judge, tokenizer: Any) -> Judge:
@@ -114,18 +131,7 @@ def load_judge(
             trust_remote_code=trust_remote_code,
             allow_pickle=allow_pickle,
         )
-    name = resolve_name(path)
-    target = resolve_device(device) if device is not None else torch.device("cpu")
-    try:
-        lm = AutoModelForCausalLM.from_pretrained(
-            name,
-            dtype=resolve_dtype(dtype, target),
-            use_safetensors=None if allow_pickle else True,
-            trust_remote_code=trust_remote_code,
-        )
-        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise RMKitError(f"cannot load '{name}' as a causal LM judge: {e}") from None
+    lm, tokenizer, target = _causal_lm(path, dtype, device, trust_remote_code, allow_pickle)
     judge = fitted(judge, tokenizer)
     ids = verdict_ids(tokenizer, judge)
     out = lm.get_output_embeddings()
@@ -163,18 +169,16 @@ def verifier_classifier(source: str | Path, destination: str | Path, judge: Judg
         raise RMKitError(
             f"{source}: its sequence classifier has no linear score head to write the verifier into"
         )
+
+    def linear(t: torch.Tensor) -> torch.Tensor:  # the readout's one row: W[yes] - W[no], or W[entry]
+        return t[:1] - t[1:2] if judge.readout == "verifier" else t[:1]
+
     with torch.no_grad():
-        linear = head.weight[:1] - head.weight[1:2] if judge.readout == "verifier" else head.weight[:1]
-        classifier.score.weight.copy_(linear)
+        classifier.score.weight.copy_(linear(head.weight))
+        bias = linear(head.bias) if head.bias is not None else None
         if classifier.score.bias is not None:
-            classifier.score.bias.zero_()
-            if head.bias is not None:
-                classifier.score.bias.copy_(
-                    head.bias[:1] - (head.bias[1:2] if judge.readout == "verifier" else 0)
-                )
-        elif head.bias is not None and float(
-            head.bias[0] - (head.bias[1] if judge.readout == "verifier" else 0)
-        ):
+            classifier.score.bias.copy_(bias if bias is not None else 0)
+        elif bias is not None and float(bias[0]):
             raise RMKitError(f"{source}: its output layer has a bias that a bias-free score head cannot hold")
     metadata = {JUDGE_KEY: judge.stored(), "kind": "judge", "add_eos": False}
     save_model(classifier, rm.tokenizer, metadata, Path(destination))
@@ -241,20 +245,9 @@ def load_generating_judge(
     path: str | Path, judge: Judge, *, dtype: Any = "auto", device: Any = None, **loading: Any
 ) -> GeneratingJudge:
     """A causal LM at ``path`` as a generating judge."""
-    name = resolve_name(path)
-    target = resolve_device(device) if device is not None else torch.device("cpu")
-    try:
-        lm = AutoModelForCausalLM.from_pretrained(
-            name,
-            dtype=resolve_dtype(dtype, target),
-            use_safetensors=None if loading.get("allow_pickle") else True,
-            trust_remote_code=loading.get("trust_remote_code", False),
-        )
-        tokenizer = AutoTokenizer.from_pretrained(
-            name, trust_remote_code=loading.get("trust_remote_code", False)
-        )
-    except (OSError, ValueError) as e:
-        raise RMKitError(f"cannot load '{name}' as a causal LM judge: {e}") from None
+    lm, tokenizer, target = _causal_lm(
+        path, dtype, device, loading.get("trust_remote_code", False), loading.get("allow_pickle", False)
+    )
     tokenizer.padding_side = "left"
     model = GeneratingJudge(lm, tokenizer, {JUDGE_KEY: judge.stored(), "kind": "judge"})
     if device is not None:

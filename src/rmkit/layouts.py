@@ -43,6 +43,7 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
 
+from rmkit import heads
 from rmkit.errors import RMKitError
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,6 @@ LAYOUTS = {
     "ldl": "LDL-Reward (regression_layer.pt and gating_layer.pt beside the backbone, read as tensors only)",
     "grm": "GRM (a ReLU value head, v_head.summary.0, .2, ..., beside a causal LM's model)",
 }
-LDL_FILES = ("regression_layer.pt", "gating_layer.pt")
 ATHENE_CLS = (
     128003  # Athene-RM's CLS_ID (<|reserved_special_token_1|> of Llama 3), unless its config names one
 )
@@ -192,7 +192,7 @@ def _by_weights(found: Found) -> str | None:
     keys, config = found.keys or set(), found.config or {}
     if found.value_head is not None:
         return "llama-factory"
-    if all(f in found.files for f in LDL_FILES):
+    if all(f in found.files for f in heads.LDL_FILES):
         return "ldl"
     if "v_head.summary.0.weight" in keys:
         return "grm"
@@ -401,10 +401,8 @@ def load(
     }
     model = _build(found, config, state, dtype)
     if head_state is not None:  # a head that is no one linear layer (rmkit.heads)
-        from rmkit.heads import build_head
-
         try:
-            model.score = build_head(layout, head_state, found.config or {}, found.path, dtype)
+            model.score = heads.build_head(layout, head_state, found.config or {}, found.path, dtype)
         except ValueError as e:
             raise unreadable(found, str(e)) from None
     return Converted(model, layout, metadata, dropped)

@@ -31,6 +31,7 @@ from rmkit.data.formats import Example, Message
 from rmkit.data.rendering import ExampleTokenizer, render_plain
 from rmkit.errors import RMKitError
 
+JUDGE_KEY = "judge"  # where a checkpoint's rmkit settings keep its judge
 READOUTS = ("verifier", "rating", "pairwise", "token", "generate")
 
 
@@ -45,6 +46,18 @@ class Template:
     ids: tuple[int, ...] = ()  # a token readout's vocabulary entries, by id
 
 
+def _rating(top: int) -> Template:
+    """The one-pass rating template on a 1-``top`` scale, its tokens the numbers and their values."""
+    return Template(
+        "rating",
+        f"Rate how well the response below answers the user, from 1 (useless or harmful) to {top} (excellent). "
+        "Reply with the number only.\n\nUser:\n{question}\n\nResponse:\n{answer}",
+        "Rating: ",
+        tuple(str(k) for k in range(1, top + 1)),
+        tuple(float(k) for k in range(1, top + 1)),
+    )
+
+
 TEMPLATES = {
     "verifier": Template(
         "verifier",
@@ -53,22 +66,8 @@ TEMPLATES = {
         "",
         ("Yes", "No"),
     ),
-    "rating": Template(
-        "rating",
-        "Rate how well the response below answers the user, from 1 (useless or harmful) to 10 (excellent). "
-        "Reply with the number only.\n\nUser:\n{question}\n\nResponse:\n{answer}",
-        "Rating: ",
-        tuple(str(k) for k in range(1, 11)),
-        tuple(float(k) for k in range(1, 11)),
-    ),
-    "rating-5": Template(
-        "rating",
-        "Rate how well the response below answers the user, from 1 (useless or harmful) to 5 (excellent). "
-        "Reply with the number only.\n\nUser:\n{question}\n\nResponse:\n{answer}",
-        "Rating: ",
-        tuple(str(k) for k in range(1, 6)),
-        tuple(float(k) for k in range(1, 6)),
-    ),
+    "rating": _rating(10),
+    "rating-5": _rating(5),
     "pairwise": Template(
         "pairwise",
         "Two assistants answered the user's question below. Judge which answer is better: more helpful, "
@@ -439,7 +438,7 @@ def example_tokenizer(
     an :class:`ExampleTokenizer` with the settings' ``add_eos`` and ``end_token_id`` (the token appended to a
     conversation, where its score is read: EOS unless a layout says otherwise)."""
     options = {"max_length": max_length, "template": template, "truncation": truncation}
-    if "judge" in metadata:
-        return JudgeTokenizer(tokenizer, Judge.of(metadata["judge"]), **options)
+    if JUDGE_KEY in metadata:
+        return JudgeTokenizer(tokenizer, Judge.of(metadata[JUDGE_KEY]), **options)
     end = metadata.get("end_token_id")
     return ExampleTokenizer(tokenizer, add_eos=metadata.get("add_eos", True), end_id=end, **options)

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from rmkit.data import RowCounts
+from rmkit.data.judging import JUDGE_KEY
 from rmkit.errors import RMKitError
 from rmkit.kinds.base import Checkpoint, Kind, Raw, Reading
 from rmkit.kinds.pairwise import PairEvaluation
 
-JUDGE_KEY = "judge"
 DECIDED = 1e-3  # a generating judge's verdict of certainty, as a probability kept off 0 and 1 for the fit
 
 
@@ -108,9 +108,7 @@ class JudgeKind(Kind):
         """One score a candidate: a pointwise judge's readouts (or parsed verdicts) as they are; a pairwise
         judge's pair log-odds or verdicts (one a sequence, in :meth:`rmkit.data.judging.Judge.pairs`'s order)
         fitted into one score each."""
-        from rmkit.data.judging import Judge
-
-        judge = Judge.of(model.metadata[JUDGE_KEY])
+        judge = judge_of_model(model)
         if judge.readout == "generate":
             if raw and raw[0].order is not None:
                 return picked(raw[0])
@@ -136,6 +134,15 @@ class JudgeKind(Kind):
 
     def evaluation(self, config: Any, labels: list[str], names: list[str]) -> PairEvaluation:
         return PairEvaluation(config, labels, names)
+
+
+def judge_of_model(model: Any) -> Any:
+    """The :class:`rmkit.data.judging.Judge` of a loaded judge, parsed from its settings once (not per row)."""
+    from rmkit.data.judging import Judge
+
+    if getattr(model, "_rmkit_judge", None) is None:
+        model._rmkit_judge = Judge.of(model.metadata[JUDGE_KEY])
+    return model._rmkit_judge
 
 
 def picked(judgment: Judgment) -> list[float]:
