@@ -67,7 +67,9 @@ def run_case(case: str, opts: argparse.Namespace, model_path: str, tmp: Path) ->
         batch_size=8, learning_rate=5e-4, epochs=1.0, max_length=opts.max_length, lr_scheduler="linear",
         warmup_ratio=0.0, seed=0, progress=False,
     )  # fmt: skip
-    tokenizer = RewardModel.from_pretrained(model_path).example_tokenizer(max_length=opts.max_length, template="plain")
+    tokenizer = RewardModel.from_pretrained(model_path).example_tokenizer(
+        max_length=opts.max_length, template="plain"
+    )
     stats = RowCounts()
     train_pairs = load_pairs(str(train_file), tokenizer, cfg, stats)
     eval_pairs = load_pairs(str(eval_file), tokenizer, cfg, RowCounts())
@@ -91,7 +93,11 @@ def run_case(case: str, opts: argparse.Namespace, model_path: str, tmp: Path) ->
 
     def trl_run() -> tuple[float, float, dict]:
         model, tok, seconds = run_trl(model_path, train_pairs, cfg, tmp / f"{case}-trl", own_defaults=False)
-        return seconds, heldout_metrics(RewardModel(model.float().cpu(), tok), eval_pairs, cfg, Dist())["accuracy"], {}
+        return (
+            seconds,
+            heldout_metrics(RewardModel(model.float().cpu(), tok), eval_pairs, cfg, Dist())["accuracy"],
+            {},
+        )
 
     runners = {"rmkit, sharing (auto)": rmkit_run("auto"), "rmkit, no sharing": rmkit_run("off")}
     if opts.trl:
