@@ -33,7 +33,7 @@ def markers(page: Path) -> int:
     return sum(line.strip() == MARKER for line in page.read_text(encoding="utf-8").splitlines())
 
 
-PAGES = sorted(p for p in DOCS.rglob("*.md") if markers(p))
+PAGES = [ROOT / "README.md", *sorted(p for p in DOCS.rglob("*.md") if markers(p))]
 
 
 def commands(code: str) -> list[list[str]]:
@@ -92,7 +92,9 @@ def workspace(minilm_path, tmp_path_factory) -> Path:
     return root
 
 
-@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(DOCS)) for p in PAGES])
+@pytest.mark.parametrize(
+    "page", PAGES, ids=[str(p.relative_to(DOCS if p.parent != ROOT else ROOT)) for p in PAGES]
+)
 def test_the_runnable_examples_of_each_page_run_as_written(page, workspace, tmp_path, monkeypatch):
     """Each page's runnable blocks, in order, in a fresh directory laid out as getting-started.md says."""
     for item in workspace.iterdir():
@@ -111,7 +113,7 @@ def test_the_runnable_examples_of_each_page_run_as_written(page, workspace, tmp_
 
 def test_the_guides_have_runnable_examples_and_each_marker_marks_a_block():
     assert {p.name for p in PAGES} >= {"training.md", "scoring.md", "evaluation.md", "serving.md"}
-    for page in DOCS.rglob("*.md"):
+    for page in [ROOT / "README.md", *DOCS.rglob("*.md")]:
         assert len(runnable_blocks(page)) == markers(page), f"{page.name}: a marker not followed by a block"
 
 
