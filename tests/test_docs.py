@@ -97,8 +97,10 @@ def workspace(minilm_path, tmp_path_factory) -> Path:
 )
 def test_the_runnable_examples_of_each_page_run_as_written(page, workspace, tmp_path, monkeypatch):
     """Each page's runnable blocks, in order, in a fresh directory laid out as getting-started.md says."""
-    for item in workspace.iterdir():
+    for item in workspace.glob("*.jsonl"):
         (tmp_path / item.name).symlink_to(item)
+    (tmp_path / "runs").mkdir()  # the page's own: what its examples write stays in it
+    (tmp_path / "runs" / "rm").symlink_to(workspace / "runs" / "rm")
     (tmp_path / "examples").symlink_to(ROOT / "examples")
     monkeypatch.chdir(tmp_path)
     blocks = runnable_blocks(page)
