@@ -33,12 +33,17 @@ class BadRecord:
     raw: Any = None
 
 
-def read_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | BadRecord]]:
+def read_records(
+    path: str | Path, at: tuple[int, int] | None = None
+) -> Iterator[tuple[int, dict[str, Any] | BadRecord]]:
     """Yield ``(row, record)`` for every record of ``path`` (a :class:`BadRecord` for one that could not be
-    read); the format follows the suffix (or a directory)."""
+    read); the format follows the suffix (or a directory). ``at``: a JSON-lines file read from a record's
+    ``(byte offset, line)`` as :func:`jsonl_starts` gives them, not from the start."""
     path = Path(path)
     if not path.exists():
         raise DataError("no such file or directory", file=str(path))
+    if at is not None:
+        return _read_jsonl(path, *at)
     if path.is_dir():
         return _read_arrow_dir(path)
     suffix = path.suffix.lower()
@@ -56,10 +61,22 @@ def first_record(path: str | Path) -> dict[str, Any] | None:
     return next((r for _, r in read_records(path) if not isinstance(r, BadRecord)), None)
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def jsonl_starts(path: str | Path) -> Iterator[tuple[int, int]]:
+    """``(byte offset, line)`` where each record of a JSON-lines file begins (``line`` counted from 0), found
+    without parsing a record: where :func:`read_records` can start reading (``at``)."""
+    offset = 0
+    with open(path, "rb") as f:
+        for line, raw in enumerate(f):
+            if raw.strip():
+                yield offset, line
+            offset += len(raw)
+
+
+def _read_jsonl(path: Path, offset: int = 0, line: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
     row = 0
     with open(path, "rb") as f:
-        for line_no, raw in enumerate(f, start=1):
+        f.seek(offset)
+        for line_no, raw in enumerate(f, start=line + 1):
             if not raw.strip():
                 continue
             row = line_no

@@ -1,0 +1,191 @@
+"""rmkit on a Ray cluster: ``rmkit score|rank ... --backend ray`` and Ray Datasets scored by rmkit's models.
+
+``pip install rmkit[ray]``; this module is imported only when it is asked for. A file is scored so
+(:func:`score_file`)::
+
+    driver: plan spans of the input ─> Ray Data (one span a block) ─> map_batches(pool of actors)
+    actor:  one model (a Scorer), reads its span, normalises, tokenises, scores it length-sorted
+    driver: (span, part lines, rejects, counts) back, in any order ─> put in input order ─> part file,
+            rejects, state file (as one process writes them) ─> merged output and summary
+
+The driver is the only writer and holds no data set: spans wait only until the spans before them are in.
+A killed driver's run goes on with ``--resume`` from its state file, as a single process's does; a crashed
+actor is restarted by Ray and its span scored again (nothing is written until a span is whole). The file
+is byte-identical to ``rmkit score`` in one process when every batch does the same arithmetic (one row a
+batch: ``--batch-tokens 1``); with larger batches the rows of a batch differ, and scores may differ in the
+last bits of a float, as between any two batch sizes.
+
+:func:`score_dataset` scores a Ray Dataset a user already holds, adding ``scores`` (and ``score``) columns.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from rmkit.errors import RMKitError
+
+try:
+    import ray  # the Ray package (absolute import: this module is rmkit.ray)
+except ImportError:
+    raise RMKitError("--backend ray needs Ray: pip install 'rmkit[ray]'") from None
+
+from rmkit.jobs.config import ScoreConfig
+from rmkit.jobs.scorefiles import Paths, finish, left_behind, resume_state
+from rmkit.jobs.scorer import Scorer
+from rmkit.jobs.shards import ShareState, Span, append_lines, plan_spans, read_span
+
+__all__ = ["score_dataset", "score_file"]
+
+
+def _replica(config: ScoreConfig) -> ScoreConfig:
+    """A replica's options: as many torch threads as the CPUs Ray gives it, unless ``threads`` says."""
+    return replace(config, threads=config.threads or max(1, round(config.cpus_per_replica)))
+
+
+def _pool(config: ScoreConfig) -> dict[str, Any]:
+    """``map_batches``' arguments for a pool of ``config``'s replicas."""
+    return {
+        "concurrency": config.replica_range(),
+        "num_cpus": config.cpus_per_replica,
+        "num_gpus": config.gpus_per_replica,
+        "fn_constructor_kwargs": {"config": _replica(config)},
+    }
+
+
+class SpanScorer:
+    """A Ray actor of ``--backend ray``: one model, a span of the input file scored a call."""
+
+    def __init__(self, config: ScoreConfig):
+        self.scorer = Scorer(config=config)
+        self.source = str(config.input)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
+        """Spans (columns ``start``, ``stop``, ``offset``, ``line``) -> their part lines, rejects lines and
+        counts (``state``: a :class:`ShareState` as JSON), one row a span."""
+        out: dict[str, list] = {"start": [], "lines": [], "rejects": [], "state": [], "dtype": []}
+        for values in zip(*(batch[k] for k in ("start", "stop", "offset", "line")), strict=True):
+            span = Span(*(int(v) for v in values))
+            shard = self.scorer.shard(list(read_span(self.source, span)), self.source)
+            out["start"].append(span.start)
+            out["lines"].append(shard.lines)
+            out["rejects"].append(shard.rejects)
+            out["state"].append(json.dumps(shard.state))
+            out["dtype"].append(self.scorer.config.dtype)
+        return out
+
+
+def score_file(config: ScoreConfig, *, rm: Any = None) -> dict[str, Any]:
+    """``rmkit score|rank --backend ray``: score ``config.input`` into ``config.output`` on a pool of Ray
+    actors (module docstring); returns (and prints) the summary, as :func:`rmkit.jobs.score.score_file`."""
+    if rm is not None:
+        raise RMKitError("--backend ray loads the model in every replica: give its path (model=...)")
+    start = time.perf_counter()
+    output = Path(config.output)
+    config.validate()
+    paths = Paths.of(config, output, 0, 1)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    state = resume_state(config, paths, 0, 1)
+    started = connect(config.ray_address)
+    try:
+        try:
+            config = _drive(config, paths, state)
+        except RMKitError as e:  # the same error, saying what is left behind
+            e.args = (f"{e}{left_behind(paths)}",)
+            raise
+        elapsed = time.perf_counter() - start
+        return finish(config, output, 1, elapsed, backend="ray", replicas=config.replicas)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def connect(address: str) -> bool:
+    """Join the Ray cluster at ``address`` (``auto``, ``local`` or ``HOST:PORT``) unless this process already
+    has; ``True`` when this call connected (the caller then shuts the connection down)."""
+    if ray.is_initialized():
+        return False
+    try:
+        ray.init(address=address, include_dashboard=False if address == "local" else None)
+    except ConnectionError as e:
+        raise RMKitError(
+            f"--ray-address {address}: no Ray cluster found ({e}); start one (ray start --head) or run on "
+            "this machine alone with --ray-address local"
+        ) from None
+    return True
+
+
+def _drive(config: ScoreConfig, paths: Paths, state: ShareState) -> ScoreConfig:
+    """Score the spans after ``state.records`` on the actor pool and write what comes back in input order,
+    checkpointing ``state`` after every span; returns ``config`` with the dtype the replicas use."""
+    spans = [asdict(s) for s in plan_spans(str(config.input), state.records, config.chunk_rows)]
+    if not spans:
+        state.save(paths.state)
+        return config
+    ray.data.DataContext.get_current().enable_progress_bars = config.progress
+    data = ray.data.from_items(spans, override_num_blocks=len(spans))
+    results = data.map_batches(SpanScorer, batch_size=1, **_pool(config))
+    waiting: dict[int, dict[str, Any]] = {}  # spans come back in any order; each waits for those before it
+    t0 = time.perf_counter()
+    with open(paths.part, "a", encoding="utf-8") as part:
+        try:
+            for row in results.iter_rows():
+                waiting[int(row["start"])] = row
+                while state.records in waiting:
+                    done = waiting.pop(state.records)
+                    append_lines(part, [done["lines"]])
+                    if done["rejects"]:
+                        with open(paths.rejects, "a", encoding="utf-8") as rejects:
+                            append_lines(rejects, [done["rejects"]])
+                            state.rejects_bytes = rejects.tell()
+                    shard = ShareState.from_dict(json.loads(done["state"]))
+                    state.merge(shard)
+                    state.records += shard.records
+                    state.part_bytes, state.run_seconds = part.tell(), time.perf_counter() - t0
+                    state.save(paths.state)
+                    config = replace(config, dtype=done["dtype"])
+        except Exception as e:  # an actor's error reaches here wrapped by Ray: say rmkit's own, in one line
+            raise _user_error(e) or e from None
+    return config
+
+
+def _user_error(error: BaseException) -> RMKitError | None:
+    """The :class:`RMKitError` (bad input, a bad option) that an actor raised inside Ray's ``error``."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, RMKitError) and not isinstance(error, ray.exceptions.RayError):
+            return error
+        error = getattr(error, "cause", None) or error.__cause__
+    return None
+
+
+class RowScorer:
+    """A Ray actor of :func:`score_dataset`: one model, a batch of rows (an Arrow table) scored a call."""
+
+    def __init__(self, config: ScoreConfig):
+        self.scorer = Scorer(config=config)
+
+    def __call__(self, batch: Any) -> Any:
+        import pyarrow as pa
+
+        scores = self.scorer(batch.to_pylist())
+        single = [s[0] if s is not None and len(s) == 1 else None for s in scores]
+        batch = batch.append_column("scores", pa.array(scores, type=pa.list_(pa.float64())))
+        return batch.append_column("score", pa.array(single, type=pa.float64()))
+
+
+def score_dataset(ds: ray.data.Dataset, model: str, **options: Any) -> ray.data.Dataset:
+    """``ds`` with two columns added by the reward model ``model`` on a pool of actors: ``scores`` (a row's
+    scores: one a response; a pair's chosen and rejected; a best-of-N row's, one a response) and ``score``
+    (the score of a row of one response, else null). Rows keep their order; a row left out (a bad row with
+    ``on_error="skip"``, an over-length one with ``truncation="drop"``) gets nulls.
+
+    ``options`` are ``rmkit score``'s (:class:`ScoreConfig`): ``batch_tokens``, ``replicas``,
+    ``gpus_per_replica``, ``cpus_per_replica``, ``chunk_rows`` (rows a call), ``format``, ``columns``, ...
+    """
+    config = ScoreConfig(model=str(model), input="", output="", **options)
+    return ds.map_batches(RowScorer, batch_size=config.chunk_rows, batch_format="pyarrow", **_pool(config))
