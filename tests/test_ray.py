@@ -12,12 +12,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import ray_chaos
 import torch
 from conftest import kill_when_done, write_jsonl
 from test_scoring import prompt_rows, read_jsonl
 
 import rmkit
-from rmkit import RewardModel
+from rmkit import RewardModel, kinds
 from rmkit.cli import main
 from rmkit.jobs.scorer import Scorer
 
@@ -48,8 +49,10 @@ def cluster():
         _node_ip_address="127.0.0.1",
         runtime_env={"env_vars": {"PYTHONPATH": str(TESTS)}, "worker_process_setup_hook": "ray_chaos.setup"},
     )
+    ray_chaos.setup()  # the driver recognises the kind too (rmkit eval reads a checkpoint's kind first)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
+    kinds.unregister("chaos")
 
 
 def chaos(path: Path, out: Path, **settings) -> Path:
@@ -206,3 +209,26 @@ def test_replicas_must_be_n_or_min_max(rm_path, tmp_path, capsys):
     base = ["score", "--model", str(rm_path), "--input", str(data), "--output", str(tmp_path / "o.jsonl")]
     assert main([*base, "--backend", "ray", "--replicas", "3,1"]) == 2
     assert "--replicas: expected N or MIN,MAX" in capsys.readouterr().err
+
+
+@pytest.mark.ray
+def test_eval_on_ray_gives_the_one_process_scores_and_metrics(cluster, rm_path, tmp_path):
+    pairs = [
+        {"prompt": r["prompt"], "chosen": r["response"], "rejected": s["response"], "subset": f"s{i % 2}"}
+        for i, (r, s) in enumerate(zip(prompt_rows(12), prompt_rows(13)[1:], strict=True))
+    ]
+    data = write_jsonl(tmp_path / "pairs.jsonl", pairs)
+    flags = ["--data", str(data), "--no-plots", "--bootstrap", "50", "--batch-tokens", "1", "--threads", "1"]
+    assert main(["eval", "--model", str(rm_path), *flags, "--output-dir", str(tmp_path / "one")]) == 0
+    crashing = chaos(rm_path, tmp_path / "chaos", crash_once=str(tmp_path / "crashed"), delay=0.05)
+    ray_flags = ["--backend", "ray", "--replicas", "2", "--model", str(crashing)]
+    assert main(["eval", *flags, *ray_flags, "--output-dir", str(tmp_path / "ray")]) == 0
+
+    assert (tmp_path / "crashed").exists()
+    one, two = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "ray"))
+    assert two["results"]["chaos"] == one["results"][rm_path.name]
+    scores = [read_jsonl(tmp_path / d / "scores.jsonl") for d in ("one", "ray")]
+    assert [{k: v for k, v in r.items() if k != "model"} for r in scores[1]] == [
+        {k: v for k, v in r.items() if k != "model"} for r in scores[0]
+    ]
+    assert len(scores[1]) == 12

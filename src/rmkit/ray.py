@@ -22,11 +22,18 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, replace
+from collections import deque
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, fields, replace
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from rmkit import kinds, runtime
+from rmkit.data import Example, RowCounts
 from rmkit.errors import RMKitError
+from rmkit.options import ScaleOptions
 
 try:
     import ray  # the Ray package (absolute import: this module is rmkit.ray)
@@ -38,7 +45,7 @@ from rmkit.jobs.scorefiles import Paths, finish, left_behind, resume_state
 from rmkit.jobs.scorer import Scorer
 from rmkit.jobs.shards import ShareState, Span, append_lines, plan_spans, read_span
 
-__all__ = ["score_dataset", "score_file"]
+__all__ = ["cluster", "remote_model", "score_dataset", "score_file"]
 
 
 def _replica(config: ScoreConfig) -> ScoreConfig:
@@ -89,25 +96,23 @@ def score_file(config: ScoreConfig, *, rm: Any = None) -> dict[str, Any]:
     paths = Paths.of(config, output, 0, 1)
     output.parent.mkdir(parents=True, exist_ok=True)
     state = resume_state(config, paths, 0, 1)
-    started = connect(config.ray_address)
-    try:
+    with cluster(config.ray_address):
         try:
             config = _drive(config, paths, state)
         except RMKitError as e:  # the same error, saying what is left behind
             e.args = (f"{e}{left_behind(paths)}",)
             raise
-        elapsed = time.perf_counter() - start
-        return finish(config, output, 1, elapsed, backend="ray", replicas=config.replicas)
-    finally:
-        if started:
-            ray.shutdown()
+    elapsed = time.perf_counter() - start
+    return finish(config, output, 1, elapsed, backend="ray", replicas=config.replicas)
 
 
-def connect(address: str) -> bool:
-    """Join the Ray cluster at ``address`` (``auto``, ``local`` or ``HOST:PORT``) unless this process already
-    has; ``True`` when this call connected (the caller then shuts the connection down)."""
+@contextmanager
+def cluster(address: str) -> Iterator[None]:
+    """Inside: this process is a driver of the Ray cluster at ``address`` (``auto``, ``local`` or
+    ``HOST:PORT``); a connection this call made is closed after (one the process had is left open)."""
     if ray.is_initialized():
-        return False
+        yield
+        return
     try:
         ray.init(address=address, include_dashboard=False if address == "local" else None)
     except ConnectionError as e:
@@ -115,7 +120,10 @@ def connect(address: str) -> bool:
             f"--ray-address {address}: no Ray cluster found ({e}); start one (ray start --head) or run on "
             "this machine alone with --ray-address local"
         ) from None
-    return True
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 def _drive(config: ScoreConfig, paths: Paths, state: ShareState) -> ScoreConfig:
@@ -189,3 +197,81 @@ def score_dataset(ds: ray.data.Dataset, model: str, **options: Any) -> ray.data.
     """
     config = ScoreConfig(model=str(model), input="", output="", **options)
     return ds.map_batches(RowScorer, batch_size=config.chunk_rows, batch_format="pyarrow", **_pool(config))
+
+
+class ExampleScorer:
+    """A Ray actor of ``rmkit eval --backend ray``: one model of any kind, scoring chunks of examples."""
+
+    def __init__(self, checkpoint: kinds.Checkpoint, dtype: str, device: str, threads: int):
+        import torch
+
+        torch.set_num_threads(threads)
+        self.kind, self.model = kinds.load(checkpoint, dtype=dtype, device=runtime.resolve_device(device))
+
+    def score(self, chunk: list[Example], reading: kinds.Reading) -> tuple[list[tuple[Any, Any]], dict]:
+        """``(raw, values)`` of each example of ``chunk`` in order (``None, None``: dropped), and the counts."""
+        stats = RowCounts()
+        out = [
+            (raw, None if raw is None else self.kind.values(self.model, raw))
+            for _, raw in self.kind.score(self.model, chunk, reading, stats)
+        ]
+        return out, asdict(stats)
+
+
+class Scored(list):
+    """What a model of a :class:`RemoteKind` read out for one example (``raw``, a list), with its ``values``
+    already made by the actor that holds the model."""
+
+    def __init__(self, raw: list, values: list[float]):
+        super().__init__(raw)
+        self.values = values
+
+
+class RemoteKind:
+    """A kind whose models run on a pool of :class:`ExampleScorer` actors: it answers as ``kind`` does, but
+    scores examples on the actors (chunks in flight on all of them, results in input order)."""
+
+    def __init__(self, kind: kinds.Kind, actors: list[Any]):
+        self._kind, self._actors = kind, actors
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._kind, name)
+
+    def score(
+        self, model: Any, examples: Iterable[Example], reading: kinds.Reading, stats: RowCounts | None = None,
+        memo: Any = None,
+    ) -> Iterator[tuple[Example, Scored | None]]:  # fmt: skip
+        """``(example, raw)`` of every example in order, as :meth:`rmkit.kinds.Kind.score` gives them."""
+        it, flight = iter(examples), deque()
+        chunks = iter(lambda: list(islice(it, reading.chunk_rows)), [])
+        for i, chunk in enumerate(chunks):
+            flight.append((chunk, self._actors[i % len(self._actors)].score.remote(chunk, reading)))
+            if len(flight) > 2 * len(self._actors):
+                yield from self._collect(*flight.popleft(), stats)
+        while flight:
+            yield from self._collect(*flight.popleft(), stats)
+
+    def _collect(self, chunk: list[Example], ref: Any, stats: RowCounts | None) -> Iterator:
+        results, counts = ray.get(ref)
+        if stats is not None:
+            stats.merge(RowCounts(**counts))
+        for ex, (raw, values) in zip(chunk, results, strict=True):
+            yield ex, None if raw is None else Scored(raw, values)
+
+    def values(self, model: Any, raw: Scored) -> list[float]:
+        return raw.values
+
+
+def remote_model(checkpoint: kinds.Checkpoint, config: Any) -> tuple[RemoteKind, list[Any]]:
+    """``(kind, model)`` of ``checkpoint`` for an evaluation, the model a pool of ``config.replicas`` actors
+    (the largest of MIN,MAX) on the cluster this process drives (:func:`cluster`): :func:`rmkit.kinds.load`'s
+    answer, run remotely. The actors go when the model is dropped."""
+    scale = ScaleOptions(**{f.name: getattr(config, f.name) for f in fields(ScaleOptions)})
+    count = scale.replica_range()
+    actor = ray.remote(ExampleScorer).options(
+        num_cpus=scale.cpus_per_replica, num_gpus=scale.gpus_per_replica, max_restarts=-1, max_task_retries=-1
+    )
+    threads = config.threads or max(1, round(scale.cpus_per_replica))
+    n = count if isinstance(count, int) else count[1]
+    actors = [actor.remote(checkpoint, config.dtype, config.device, threads) for _ in range(n)]
+    return RemoteKind(kinds.recognise(checkpoint), actors), actors
