@@ -171,8 +171,14 @@ def test_score_dataset_adds_the_scores_of_rmkit_score_to_a_ray_dataset(cluster, 
     rows = prompt_rows(10)
     pairs = [{"prompt": r["prompt"], "chosen": r["response"], "rejected": "Paris."} for r in rows[:4]]
     want = read_jsonl(one_process(rm_path, write_jsonl(tmp_path / "in.jsonl", rows), tmp_path / "one.jsonl"))
-    scored = rmkit.ray.score_dataset(ray.data.from_items(rows), rm_path, replicas="2", chunk_rows=3)
-    got = scored.take_all()
+    slow = chaos(rm_path, tmp_path / "chaos", delay=0.2)
+    options = ray.data.DataContext.get_current().execution_options
+    options.preserve_order = True  # Ray's rule for the order of blocks (a dataset takes it when made)
+    try:
+        blocks = ray.data.from_items(rows, override_num_blocks=4)
+    finally:
+        options.preserve_order = False
+    got = rmkit.ray.score_dataset(blocks, slow, replicas="2", chunk_rows=2).take_all()
     pair_scores = rmkit.ray.score_dataset(ray.data.from_items(pairs), rm_path).take_all()
 
     assert [r["id"] for r in got] == [r["id"] for r in rows]
@@ -232,3 +238,44 @@ def test_eval_on_ray_gives_the_one_process_scores_and_metrics(cluster, rm_path, 
         {k: v for k, v in r.items() if k != "model"} for r in scores[0]
     ]
     assert len(scores[1]) == 12
+
+
+@pytest.mark.ray
+def test_a_parquet_file_is_read_by_row_groups_on_ray_and_gives_the_one_process_file(
+    cluster, rm_path, tmp_path
+):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = tmp_path / "in.parquet"
+    pq.write_table(pa.Table.from_pylist(prompt_rows(23)), data, row_group_size=7)
+    want = one_process(rm_path, data, tmp_path / "one.jsonl", *EXACT)
+    flags = ["--backend", "ray", "--replicas", "2", "--chunk-rows", "5", *EXACT]
+    got = one_process(rm_path, data, tmp_path / "ray.jsonl", *flags)
+
+    assert got.read_bytes() == want.read_bytes()
+    assert len(read_jsonl(got)) == 23
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet", ".json"])
+def test_spans_cover_every_record_once_in_order(tmp_path, suffix):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rmkit.data import read_records
+    from rmkit.jobs.shards import plan_spans, read_span
+
+    rows = prompt_rows(17)
+    path = tmp_path / f"in{suffix}"
+    if suffix == ".parquet":
+        pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=5)
+    elif suffix == ".json":
+        path.write_text(json.dumps(rows))
+    else:  # blank lines between records: rows are line numbers
+        path.write_text("".join(json.dumps(r) + "\n\n" for r in rows))
+    every = [(k, row, record) for k, (row, record) in enumerate(read_records(path))]
+
+    for start in (0, 3, 16, 17):
+        spans = list(plan_spans(str(path), start, 4))
+        assert [x for s in spans for x in read_span(str(path), s)] == every[start:]
+        assert all(s.stop - s.start == 4 for s in spans[:-1])

@@ -71,11 +71,12 @@ class SpanScorer:
         self.source = str(config.input)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
-        """Spans (columns ``start``, ``stop``, ``offset``, ``line``) -> their part lines, rejects lines and
-        counts (``state``: a :class:`ShareState` as JSON), one row a span."""
+        """Spans (column ``span``: a :class:`Span` as JSON) -> their part lines, rejects lines and counts
+        (``state``: a :class:`ShareState` as JSON), one row a span."""
         out: dict[str, list] = {"start": [], "lines": [], "rejects": [], "state": [], "dtype": []}
-        for values in zip(*(batch[k] for k in ("start", "stop", "offset", "line")), strict=True):
-            span = Span(*(int(v) for v in values))
+        for text in batch["span"]:
+            fields_ = json.loads(text)
+            span = Span(**{**fields_, "at": tuple(fields_["at"]) if fields_["at"] else None})
             shard = self.scorer.shard(list(read_span(self.source, span)), self.source)
             out["start"].append(span.start)
             out["lines"].append(shard.lines)
@@ -129,7 +130,10 @@ def cluster(address: str) -> Iterator[None]:
 def _drive(config: ScoreConfig, paths: Paths, state: ShareState) -> ScoreConfig:
     """Score the spans after ``state.records`` on the actor pool and write what comes back in input order,
     checkpointing ``state`` after every span; returns ``config`` with the dtype the replicas use."""
-    spans = [asdict(s) for s in plan_spans(str(config.input), state.records, config.chunk_rows)]
+    spans = [
+        {"span": json.dumps(asdict(s))}
+        for s in plan_spans(str(config.input), state.records, config.chunk_rows)
+    ]
     if not spans:
         state.save(paths.state)
         return config
@@ -189,8 +193,10 @@ class RowScorer:
 def score_dataset(ds: ray.data.Dataset, model: str, **options: Any) -> ray.data.Dataset:
     """``ds`` with two columns added by the reward model ``model`` on a pool of actors: ``scores`` (a row's
     scores: one a response; a pair's chosen and rejected; a best-of-N row's, one a response) and ``score``
-    (the score of a row of one response, else null). Rows keep their order; a row left out (a bad row with
-    ``on_error="skip"``, an over-length one with ``truncation="drop"``) gets nulls.
+    (the score of a row of one response, else null). A batch's rows keep their order, and blocks theirs
+    as Ray keeps them (``execution_options.preserve_order`` of the context it was made in; or sort by an id
+    column). A row left out (a bad row with ``on_error="skip"``, an over-length one with
+    ``truncation="drop"``) gets nulls.
 
     ``options`` are ``rmkit score``'s (:class:`ScoreConfig`): ``batch_tokens``, ``replicas``,
     ``gpus_per_replica``, ``cpus_per_replica``, ``chunk_rows`` (rows a call), ``format``, ``columns``, ...

@@ -16,7 +16,7 @@ from rmkit.data.formats import (
     iter_examples,
     normalise_records,
 )
-from rmkit.data.readers import BadRecord, first_record, jsonl_starts, read_records
+from rmkit.data.readers import BadRecord, first_record, jsonl_starts, parquet_groups, read_records
 from rmkit.data.rejects import Rejects
 from rmkit.data.rendering import ExampleTokenizer, RowCounts, Tokenized, render_plain
 from rmkit.data.rows import SUBSET_COLUMNS
@@ -40,6 +40,7 @@ __all__ = [
     "BadRecord",
     "first_record",
     "jsonl_starts",
+    "parquet_groups",
     "read_records",
     "render_plain",
     "token_budget_batches",

@@ -13,17 +13,18 @@ own), and its driver writes one part file and state file, as a single process do
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import json
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 from typing import IO
 
-from rmkit.data import Example, RowCounts, jsonl_starts, read_records
+from rmkit.data import Example, RowCounts, jsonl_starts, parquet_groups, read_records
 from rmkit.errors import RMKitError
 from rmkit.files import atomic_write, write_json
 from rmkit.metrics import BestOfN, Moments, PairStats
@@ -174,40 +175,47 @@ def merge_rejects(path: Path, parts: list[Path]) -> None:
 
 @dataclass(frozen=True)
 class Span:
-    """Records ``start`` to ``stop`` (counted from 0, ``stop`` excluded) of a file; for a JSON-lines file,
-    the byte ``offset`` and ``line`` (from 0) where record ``start`` begins, else ``-1``."""
+    """Records ``start`` to ``stop`` (counted from 0, ``stop`` excluded) of a file, and where a reader of it
+    begins: ``at`` for :func:`rmkit.data.read_records` (a JSON-lines file's byte offset and line, a Parquet
+    file's row group and the records before it; ``None``: the file's start), then ``skip`` records passed by."""
 
     start: int
     stop: int
-    offset: int = -1
-    line: int = -1
+    at: tuple[int, int] | None = None
+    skip: int = 0
 
 
 def plan_spans(path: str, start: int, size: int) -> Iterator[Span]:
-    """The records of ``path`` after the first ``start``, as spans of ``size`` records (one pass over the
-    file: a JSON-lines file's line breaks, another format's records)."""
-    if Path(path).suffix.lower() == ".jsonl":
+    """The records of ``path`` after the first ``start``, as spans of ``size`` records: a JSON-lines file's
+    from one pass over its line breaks, a Parquet file's from its footer (row groups), another format's
+    from one pass over its records (its spans read from the file's start)."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".jsonl":
         begun: Span | None = None
         total = 0
-        for total, (offset, line) in enumerate(jsonl_starts(path), start=1):
+        for total, at in enumerate(jsonl_starts(path), start=1):
             k = total - 1
             if k >= start and (k - start) % size == 0:
                 if begun is not None:
-                    yield Span(begun.start, k, begun.offset, begun.line)
-                begun = Span(k, k, offset, line)
+                    yield replace(begun, stop=k)
+                begun = Span(k, k, at)
         if begun is not None:
-            yield Span(begun.start, total, begun.offset, begun.line)
+            yield replace(begun, stop=total)
         return
-    total = sum(1 for _ in read_records(path))
+    groups = parquet_groups(path) if suffix == ".parquet" else []
+    total = sum(g[2] for g in groups) if groups else sum(1 for _ in read_records(path))
+    firsts = [before for _, before, _ in groups]
     for first in range(start, total, size):
-        yield Span(first, min(first + size, total))
+        stop = min(first + size, total)
+        if groups:
+            group, before, _ = groups[bisect.bisect_right(firsts, first) - 1]
+            yield Span(first, stop, (group, before), first - before)
+        else:
+            yield Span(first, stop, None, first)
 
 
 def read_span(path: str, span: Span) -> Iterator[tuple[int, int, dict]]:
     """``(record number, row, record)`` of the records of ``span``."""
-    if span.offset >= 0:
-        records = islice(read_records(path, at=(span.offset, span.line)), span.stop - span.start)
-    else:
-        records = islice(read_records(path), span.start, span.stop)
+    records = islice(read_records(path, at=span.at), span.skip, span.skip + span.stop - span.start)
     for k, (row, record) in enumerate(records, start=span.start):
         yield k, row, record
