@@ -279,3 +279,23 @@ def test_spans_cover_every_record_once_in_order(tmp_path, suffix):
         spans = list(plan_spans(str(path), start, 4))
         assert [x for s in spans for x in read_span(str(path), s)] == every[start:]
         assert all(s.stop - s.start == 4 for s in spans[:-1])
+
+
+@pytest.mark.ray
+def test_a_bad_row_on_ray_stops_the_run_as_in_one_process_keeping_the_spans_before_it(
+    cluster, rm_path, tmp_path, capsys
+):
+    data, _ = data_with_bad_row(tmp_path, 12)
+    base = ["score", "--model", str(rm_path), "--input", str(data), "--chunk-rows", "2"]
+    assert main([*base, "--output", str(tmp_path / "one.jsonl")]) == 2
+    one = capsys.readouterr().err.strip().splitlines()[-1]
+    assert main([*base, "--output", str(tmp_path / "ray.jsonl"), "--backend", "ray", "--replicas", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+
+    assert err.startswith("rmkit score: error: ") and "Traceback" not in err
+    assert err.split(" (")[0] == one.split(" (")[0]  # the file, row 6 and field, in one line
+    assert "row 6" in err and "4 records done are kept" in err  # the two spans before the bad one
+    state = json.loads((tmp_path / "ray.jsonl.rank0-of-1.part.state.json").read_text())
+    assert (
+        state["records"] == 4 and len((tmp_path / "ray.jsonl.rank0-of-1.part").read_text().splitlines()) == 4
+    )

@@ -10,10 +10,12 @@
 
 The driver is the only writer and holds no data set: spans wait only until the spans before them are in.
 A killed driver's run goes on with ``--resume`` from its state file, as a single process's does; a crashed
-actor is restarted by Ray and its span scored again (nothing is written until a span is whole). The file
-is byte-identical to ``rmkit score`` in one process when every batch does the same arithmetic (one row a
-batch: ``--batch-tokens 1``); with larger batches the rows of a batch differ, and scores may differ in the
-last bits of a float, as between any two batch sizes.
+actor is restarted by Ray and its span scored again (nothing is written until a span is whole). A bad row
+(``--on-error raise``) stops the run when the spans before it are written, as in one process. The file is
+byte-identical to ``rmkit score`` in one process when every batch does the same arithmetic: the same rows
+batched together (spans of ``--chunk-rows`` records are one process's chunks while no row is rejected;
+``--batch-tokens 1`` makes every batch one row) on as many threads; otherwise scores may differ in the last
+bits of a float, as between any two batch sizes.
 
 :func:`score_dataset` scores a Ray Dataset a user already holds, adding ``scores`` (and ``score``) columns.
 """
@@ -42,7 +44,7 @@ except ImportError:
 
 from rmkit.jobs.config import ScoreConfig
 from rmkit.jobs.scorefiles import Paths, finish, left_behind, resume_state
-from rmkit.jobs.scorer import Scorer
+from rmkit.jobs.scorer import Scorer, Shard
 from rmkit.jobs.shards import ShareState, Span, append_lines, plan_spans, read_span
 
 __all__ = ["cluster", "remote_model", "score_dataset", "score_file"]
@@ -73,16 +75,20 @@ class SpanScorer:
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
         """Spans (column ``span``: a :class:`Span` as JSON) -> their part lines, rejects lines and counts
         (``state``: a :class:`ShareState` as JSON), one row a span."""
-        out: dict[str, list] = {"start": [], "lines": [], "rejects": [], "state": [], "dtype": []}
+        out: dict[str, list] = {k: [] for k in ("start", "lines", "rejects", "state", "dtype", "error")}
         for text in batch["span"]:
             fields_ = json.loads(text)
             span = Span(**{**fields_, "at": tuple(fields_["at"]) if fields_["at"] else None})
-            shard = self.scorer.shard(list(read_span(self.source, span)), self.source)
+            try:
+                shard, error = self.scorer.shard(list(read_span(self.source, span)), self.source), ""
+            except RMKitError as e:  # bad input: the driver says so when the spans before it are written
+                shard, error = Shard("", "", {}), str(e)
             out["start"].append(span.start)
             out["lines"].append(shard.lines)
             out["rejects"].append(shard.rejects)
             out["state"].append(json.dumps(shard.state))
             out["dtype"].append(self.scorer.config.dtype)
+            out["error"].append(error)
         return out
 
 
@@ -148,6 +154,8 @@ def _drive(config: ScoreConfig, paths: Paths, state: ShareState) -> ScoreConfig:
                 waiting[int(row["start"])] = row
                 while state.records in waiting:
                     done = waiting.pop(state.records)
+                    if done["error"]:
+                        raise RMKitError(done["error"])
                     append_lines(part, [done["lines"]])
                     if done["rejects"]:
                         with open(paths.rejects, "a", encoding="utf-8") as rejects:
@@ -159,7 +167,7 @@ def _drive(config: ScoreConfig, paths: Paths, state: ShareState) -> ScoreConfig:
                     state.part_bytes, state.run_seconds = part.tell(), time.perf_counter() - t0
                     state.save(paths.state)
                     config = replace(config, dtype=done["dtype"])
-        except Exception as e:  # an actor's error reaches here wrapped by Ray: say rmkit's own, in one line
+        except ray.exceptions.RayError as e:  # an actor's error, wrapped by Ray: rmkit's own in one line
             raise _user_error(e) or e from None
     return config
 
@@ -258,7 +266,10 @@ class RemoteKind:
             yield from self._collect(*flight.popleft(), stats)
 
     def _collect(self, chunk: list[Example], ref: Any, stats: RowCounts | None) -> Iterator:
-        results, counts = ray.get(ref)
+        try:
+            results, counts = ray.get(ref)
+        except ray.exceptions.RayError as e:  # an actor's error, wrapped by Ray: rmkit's own in one line
+            raise _user_error(e) or e from None
         if stats is not None:
             stats.merge(RowCounts(**counts))
         for ex, (raw, values) in zip(chunk, results, strict=True):
