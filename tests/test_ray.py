@@ -5,7 +5,6 @@ driver; ``rank`` on Ray; Ray Datasets scored in place; the Ray-free scorer."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -41,18 +40,25 @@ def cluster():
     """One local Ray cluster for the module (2 CPUs, a small object store, no dashboard, no usage stats);
     its workers register the chaos kind (tests/ray_chaos.py). Yields the address other drivers join."""
     ray = pytest.importorskip("ray")
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    ray.init(
-        num_cpus=2,
-        object_store_memory=200 * 2**20,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        runtime_env={"env_vars": {"PYTHONPATH": str(TESTS)}, "worker_process_setup_hook": "ray_chaos.setup"},
-    )
-    ray_chaos.setup()  # the driver recognises the kind too (rmkit eval reads a checkpoint's kind first)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
-    kinds.unregister("chaos")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_USAGE_STATS_ENABLED", "0")  # for the drivers the tests start too
+        ray.init(
+            num_cpus=2,
+            object_store_memory=200 * 2**20,
+            include_dashboard=False,
+            # Ray 2.60 swaps loopback for this machine's own address: the cluster is still this machine alone
+            _node_ip_address="127.0.0.1",
+            runtime_env={
+                "env_vars": {"PYTHONPATH": str(TESTS)},
+                "worker_process_setup_hook": "ray_chaos.setup",
+            },
+        )
+        ray_chaos.setup()  # the driver recognises the kind too (rmkit eval reads a checkpoint's kind first)
+        try:
+            yield ray.get_runtime_context().gcs_address
+        finally:
+            ray.shutdown()
+            kinds.unregister("chaos")
 
 
 def chaos(path: Path, out: Path, **settings) -> Path:

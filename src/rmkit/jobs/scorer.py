@@ -136,7 +136,8 @@ class Scorer:
     def __call__(self, rows: list[dict[str, Any]]) -> list[list[Any] | None]:
         """The scores of each row (one a response: ``[s]``, ``[chosen, rejected]``, a best-of-N row's list),
         in order; ``None`` for a row left out (over-length with ``truncation="drop"``, or a bad row with
-        ``on_error="skip"``; with the default ``on_error="raise"`` a bad row raises)."""
+        ``on_error="skip"``; with the default ``on_error="raise"`` a bad row raises, named by its index in
+        ``rows``). The rows are of one format, as a file's are."""
         state = ShareState(input="<rows>", world_size=1)
         out: list[list[Any] | None] = [None] * len(rows)
         skip = self.config.on_error == "skip"
