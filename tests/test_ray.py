@@ -1,6 +1,7 @@
-"""``--backend ray`` and :mod:`rmkit.ray` on a real local Ray cluster (one for the module, on loopback):
-the file equals ``rmkit score``'s in one process, whatever the actors' timing, a crashed actor or a killed
-driver; ``rank`` on Ray; Ray Datasets scored in place; the Ray-free scorer."""
+"""``--backend ray`` and :mod:`rmkit.ray` on a real local Ray cluster (one for the module, this machine
+alone): the file equals ``rmkit score``'s in one process, whatever the actors' timing, a crashed actor, a
+killed driver or a Parquet input; a bad row stops it as in one process; ``rank`` and ``eval`` on Ray; Ray
+Datasets scored in place; the Ray-free scorer and the spans of a file."""
 
 from __future__ import annotations
 
@@ -12,12 +13,11 @@ from pathlib import Path
 
 import pytest
 import ray_chaos
-import torch
 from conftest import kill_when_done, write_jsonl
 from test_scoring import prompt_rows, read_jsonl
 
 import rmkit
-from rmkit import RewardModel, kinds
+from rmkit import kinds
 from rmkit.cli import main
 from rmkit.jobs.scorer import Scorer
 
@@ -25,14 +25,6 @@ TESTS = Path(__file__).resolve().parent
 # one row a batch on one thread: the one-process run and the actors do the very same arithmetic, so their
 # bytes can be compared (more threads may sum a product in another order)
 EXACT = ["--batch-tokens", "1", "--threads", "1", "--on-error", "skip"]
-
-
-@pytest.fixture(scope="module")
-def rm_path(llama_path, tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("rm_ray")
-    RewardModel.from_pretrained(llama_path).save_pretrained(out, {"max_length": 64})
-    return out
 
 
 @pytest.fixture(scope="module")
