@@ -391,13 +391,39 @@ def test_a_verdict_that_carries_the_prefix_s_space_is_read_where_the_model_write
             assert judge.prefix == "Better answer: " and judge.tokens == ["A", "B"]
 
 
-def test_serve_refuses_a_judge_that_cannot_score_one_sample_alone(lm_path):
+def test_serve_refuses_a_judge_that_cannot_answer_each_sample_with_a_number(lm_path):
     from rmkit.errors import RMKitError
     from rmkit.serving.app import ServeConfig, load
 
-    for readout in ("pairwise", "generate"):
-        with pytest.raises(RMKitError, match="scores each sample alone"):
-            load(ServeConfig(model=str(lm_path), judge=readout))
+    with pytest.raises(RMKitError, match="pairwise judge needs two answers"):
+        load(ServeConfig(model=str(lm_path), judge="pairwise"))
+    for policy in ("error", "mask"):
+        with pytest.raises(RMKitError, match="--on-parse-failure score=X"):
+            load(ServeConfig(model=str(lm_path), judge="generate", on_parse_failure=policy))
+
+
+def test_serve_answers_each_sample_with_a_generating_judge_s_verdict(tmp_path, lm_path):
+    """Served one sample a request, as RL frameworks call it: the verdict the judge writes, or the failure
+    policy's score where it writes none, counted at /metrics."""
+    from rmkit.serving import running
+    from rmkit.serving.app import ServeConfig, create_app, load
+
+    seven = forced_lm(tmp_path / "seven", "7")
+    for path, expected, failures in ((seven, 7.0, 0), (lm_path, -1.0, len(QUESTIONS))):
+        config = ServeConfig(model=str(path), judge="generate", judge_template="rating-generate",
+                             judge_max_new_tokens=1, on_parse_failure="score=-1")  # fmt: skip
+        with running(create_app(load(config), config)) as base:
+            served = []
+            for q, a in zip(QUESTIONS, ANSWERS, strict=True):
+                body = json.dumps({"prompts": [q], "responses": [a[0]]}).encode()
+                request = urllib.request.Request(f"{base}/score", data=body,
+                                                 headers={"Content-Type": "application/json"})  # fmt: skip
+                with urllib.request.urlopen(request) as reply:
+                    served += json.loads(reply.read())["scores"]
+            with urllib.request.urlopen(f"{base}/metrics") as reply:
+                metrics = reply.read().decode()
+        assert served == [expected] * len(QUESTIONS)
+        assert f"rmkit_judge_parse_failures_total {failures}" in metrics
 
 
 def test_rewardbench_2_s_four_way_protocol_with_seeded_positions(tmp_path):
@@ -479,3 +505,32 @@ def rmkit_load(path, readout, **settings):
     import rmkit
 
     return rmkit.load_judge(path, readout, **settings)
+
+
+def test_the_vllm_engine_is_asked_for_by_name_and_refused_clearly_where_absent(tmp_path, lm_path, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed here: test_vllm_writes_the_judgments_transformers_writes covers it")
+    data = write_jsonl(tmp_path / "r.jsonl", [{"prompt": "q", "response": "a"}])
+    args = ["score", "--model", str(lm_path), "--input", str(data), "--output", str(tmp_path / "o.jsonl")]
+    assert main([*args, "--judge", "generate", "--judge-engine", "vllm"]) == 2
+    assert "--judge-engine vllm needs vLLM" in capsys.readouterr().err
+
+
+def test_vllm_writes_the_judgments_transformers_writes(tmp_path):
+    """Where vLLM and a GPU are present: greedy judgments of one judge by both engines, verdict for verdict."""
+    pytest.importorskip("vllm", reason="vLLM is an optional engine (GPU); not installed here")
+    if not torch.cuda.is_available():
+        pytest.skip("vLLM's engine needs a GPU")
+    import rmkit
+
+    seven = forced_lm(tmp_path / "seven", "7")
+    data = write_jsonl(tmp_path / "groups.jsonl", rank_rows())
+    outs = {}
+    for engine in ("transformers", "vllm"):
+        outs[engine] = tmp_path / f"{engine}.jsonl"
+        rmkit.rank(model=str(seven), input=str(data), output=str(outs[engine]), judge="generate",
+                   judge_template="rating-generate", judge_max_new_tokens=1, judge_engine=engine,
+                   progress=False)  # fmt: skip
+    assert outs["vllm"].read_text() == outs["transformers"].read_text()

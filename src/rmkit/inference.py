@@ -47,7 +47,8 @@ class BatchModel(Protocol):
     """What the core needs of a model: a forward pass over a padded batch, its device and pad token.
 
     A model that can share prompts also has ``shares_prefixes`` (true), ``prefix_cache(input_ids)`` and
-    ``score_after(cache, rows, prefix_mask, input_ids, attention_mask)``, as :class:`rmkit.RewardModel`."""
+    ``score_after(cache, rows, prefix_mask, input_ids, attention_mask)``, as :class:`rmkit.RewardModel`. A
+    generating judge (``generates``) has ``verdicts(sequences, batch_tokens, stats)`` in place of a pass."""
 
     @property
     def device(self) -> torch.device: ...
@@ -98,6 +99,8 @@ def score_sequences(
     On a GPU the batches go in from pinned memory without waiting, and the scores stay on the device
     until the last batch is queued: one copy back, so the host never waits for the GPU inside the loop.
     """
+    if getattr(model, "generates", False):  # a generating judge writes, then its verdict is read
+        return model.verdicts(list(sequences), batch_tokens, stats)
     batch_tokens = batch_tokens or token_budget(model)
     results = _Results(model.device)
     shared: list[tuple[Sequence[int], list[int]]] = []

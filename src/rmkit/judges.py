@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from rmkit.checkpoints import ensure_pad_token, save_model
 from rmkit.data.judging import JUDGE_KEY, Judge
@@ -209,10 +209,15 @@ class GeneratingJudge(HeldModel):
             self.tokenizer, self.judge, max_length=limit, template=template or "auto", truncation=truncation
         )
 
+    engine: Any = None  # what writes the judgments in place of transformers' generate (VLLMEngine)
+
     @torch.inference_mode()
     def judgments(self, sequences: list[list[int]], batch_tokens: int | None = None) -> list[list[str]]:
         """``votes`` judgments of each token sequence, in order: left-padded batches of similar length."""
         from rmkit.data.batching import token_budget_batches
+
+        if self.engine is not None:
+            return self.engine(sequences)
         from rmkit.inference import MAX_ROWS
 
         judge, pad = self.judge, self.pad_token_id
@@ -240,16 +245,76 @@ class GeneratingJudge(HeldModel):
                 out[i] = texts[k * judge.votes : (k + 1) * judge.votes]
         return out
 
+    def verdicts(
+        self, sequences: list[list[int]], batch_tokens: int | None = None, stats: Any = None
+    ) -> list[float]:
+        """One score a sequence, each alone (the server's and :func:`rmkit.inference.score_sequences`' path):
+        the verdict of its judgments by the rating parser where the template chooses among answers, else
+        the template's own; failures counted in ``stats.parse_failures`` and valued by the failure policy."""
+        parser = "rating" if self.judge.choice else self.judge.parser
+        out = []
+        for texts in self.judgments(sequences, batch_tokens):
+            value, failed = self.judge.verdict(texts, parser)
+            if stats is not None:
+                stats.parse_failures += failed
+            out.append(value)
+        return out
+
 
 def load_generating_judge(
     path: str | Path, judge: Judge, *, dtype: Any = "auto", device: Any = None, **loading: Any
 ) -> GeneratingJudge:
-    """A causal LM at ``path`` as a generating judge."""
-    lm, tokenizer, target = _causal_lm(
-        path, dtype, device, loading.get("trust_remote_code", False), loading.get("allow_pickle", False)
-    )
+    """A causal LM at ``path`` as a generating judge (with ``judge.engine == "vllm"``, vLLM holds the weights:
+    transformers builds only the model's skeleton, on the meta device)."""
+    remote, pickle = loading.get("trust_remote_code", False), loading.get("allow_pickle", False)
+    if judge.engine == "vllm":
+        engine = VLLMEngine(path, judge, dtype, remote)
+        config = AutoConfig.from_pretrained(resolve_name(path), trust_remote_code=remote)
+        with torch.device("meta"):
+            lm = AutoModelForCausalLM.from_config(config, trust_remote_code=remote)
+        tokenizer = AutoTokenizer.from_pretrained(resolve_name(path), trust_remote_code=remote)
+    else:
+        engine, (lm, tokenizer, target) = None, _causal_lm(path, dtype, device, remote, pickle)
     tokenizer.padding_side = "left"
     model = GeneratingJudge(lm, tokenizer, {JUDGE_KEY: judge.stored(), "kind": "judge"})
-    if device is not None:
+    model.engine = engine
+    if device is not None and engine is None:
         model.to(target)
     return model.eval()
+
+
+class VLLMEngine:
+    """vLLM writing a generating judge's judgments (a GPU with ``pip install vllm``; never required): the
+    same prompt token ids, greedy or ``votes`` samples seeded by ``seed``, at most ``max_new_tokens``."""
+
+    def __init__(self, path: str | Path, judge: Judge, dtype: Any, trust_remote_code: bool):
+        try:
+            from vllm import LLM
+        except ImportError:
+            raise RMKitError(
+                "--judge-engine vllm needs vLLM (pip install vllm, on a GPU machine); "
+                "--judge-engine transformers (the default) needs nothing more"
+            ) from None
+        self.judge = judge
+        self.llm = LLM(
+            model=str(resolve_name(path)),
+            dtype=dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch."),
+            seed=judge.seed,
+            trust_remote_code=trust_remote_code,
+        )
+
+    def __call__(self, sequences: list[list[int]]) -> list[list[str]]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        judge = self.judge
+        params = SamplingParams(
+            n=judge.votes,
+            temperature=1.0 if judge.votes > 1 else 0.0,
+            seed=judge.seed,
+            max_tokens=judge.max_new_tokens,
+            skip_special_tokens=True,
+        )
+        prompts = [TokensPrompt(prompt_token_ids=list(s)) for s in sequences]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        return [[choice.text for choice in out.outputs] for out in outputs]

@@ -26,12 +26,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import (
-    AutoModelForSequenceClassification,
-    Cache,
-    DynamicCache,
-    PreTrainedModel,
-)
+from transformers import AutoModelForSequenceClassification, Cache, DynamicCache, PreTrainedModel
 
 from rmkit.attributes import attribute_names, combination
 from rmkit.checkpoints import ensure_pad_token, save_model
@@ -199,7 +194,7 @@ class RewardModel(HeldModel):
         right_padded: bool | None = None,
     ) -> RewardOutput:
         """Score a padded batch. ``input_ids`` and ``attention_mask`` are (B, L); either padding side works.
-        Or a :class:`rmkit.packing.Packed` batch of a causal decoder (no mask): N end scores at ``ends``.
+        Or a :class:`rmkit.packing.Packed` batch of a causal decoder: N end scores at ``ends``.
         Without ``token_scores`` the head reads the end positions alone (``scores`` is ``None``).
 
         A decoder attends causally, so with right padding (or none) no real token can see a pad: the mask
@@ -212,8 +207,9 @@ class RewardModel(HeldModel):
         kwargs: dict[str, Any] = {"use_cache": False} if self._takes_cache else {}
         if isinstance(input_ids, Packed):
             ids, positions, end_index = input_ids.tensors()
-            hidden = self.model.base_model(ids, position_ids=positions, **kwargs).last_hidden_state
-            at_end, scores = hidden[0, end_index], None
+            mask = input_ids.attention(self.model.config._attn_implementation, self.model.dtype)
+            hidden = self.model.base_model(ids, position_ids=positions, attention_mask=mask, **kwargs)
+            at_end, scores = hidden.last_hidden_state.flatten(0, 1)[end_index], None
         else:
             right = is_right_padded(attention_mask) if right_padded is None else right_padded
             if not (self.is_decoder and self.unmask_right_padding and right):

@@ -198,6 +198,11 @@ class ModelOptions:
     on_parse_failure: str = option(
         "error", help="a generating judge's verdict that cannot be read: error, mask (no score) or score=X"
     )
+    judge_engine: str = option(
+        "transformers",
+        help="what writes a generating judge's judgments: transformers, or vllm (GPU, where installed)",
+        choices=["transformers", "vllm"],
+    )
 
     def judging(self) -> dict[str, Any] | None:
         """The judge settings given (``None`` without ``--judge``)."""
@@ -206,7 +211,7 @@ class ModelOptions:
         return {"readout": self.judge, "template": self.judge_template, "tokens": self.judge_tokens,
                 "values": self.judge_values, "schedule": self.judge_pairs, "parser": self.judge_parser,
                 "votes": self.judge_votes, "seed": self.judge_seed, "max_new_tokens": self.judge_max_new_tokens,
-                "on_parse_failure": self.on_parse_failure}  # fmt: skip
+                "on_parse_failure": self.on_parse_failure, "engine": self.judge_engine}  # fmt: skip
 
     def loading(self) -> dict[str, Any]:
         """These options as :meth:`~rmkit.RewardModel.from_pretrained`'s keyword arguments (and ``judge``,

@@ -209,6 +209,7 @@ PARSERS = {
 PAIRWISE_PARSERS = ("ab", "scores-json")
 CHOICES = 4  # the answers a four-way judge sees at once
 SCHEDULES = ("all", "circular")
+ENGINES = ("transformers", "vllm")  # a generating judge's: transformers' generate, or vLLM where installed
 
 
 @dataclass
@@ -230,6 +231,7 @@ class Judge:
     seed: int = 0  # generate: the sampling seed
     max_new_tokens: int = 512  # generate: the longest judgment
     on_parse_failure: str = "error"  # generate: error, mask (no score) or score=X
+    engine: str = "transformers"  # generate: what writes the judgments (ENGINES)
 
     @property
     def pairwise(self) -> bool:
@@ -282,7 +284,7 @@ class Judge:
         )
         judge.parser = given.get("parser") or template.parser
         judge.ids = [int(i) for i in (given.get("ids") or template.ids)]
-        for key in ("votes", "seed", "max_new_tokens", "on_parse_failure"):
+        for key in ("votes", "seed", "max_new_tokens", "on_parse_failure", "engine"):
             if given.get(key) is not None:
                 setattr(judge, key, given[key])
         judge.check()
@@ -323,6 +325,8 @@ class Judge:
             raise RMKitError(f"--on-parse-failure is error, mask or score=X (a number), got {policy!r}")
         if self.votes < 1:
             raise RMKitError(f"--judge-votes must be at least 1, got {self.votes}")
+        if self.engine not in ENGINES:
+            raise RMKitError(f"unknown judge engine '{self.engine}': choose one of {', '.join(ENGINES)}")
 
     def verdict(self, texts: Sequence[str], parser: str | None = None) -> tuple[float, int]:
         """The verdict of a sequence's judgments (the mean of the parsed ones; a four-way pick: the most

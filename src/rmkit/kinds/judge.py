@@ -110,6 +110,8 @@ class JudgeKind(Kind):
         fitted into one score each."""
         judge = judge_of_model(model)
         if judge.readout == "generate":
+            if raw and not isinstance(raw[0], Judgment):  # verdicts read alone (the server's path)
+                return list(raw)
             if raw and raw[0].order is not None:
                 return picked(raw[0])
             verdicts = [j.value for j in raw]
@@ -126,10 +128,16 @@ class JudgeKind(Kind):
         return out
 
     def servable(self, model: Any) -> str | None:
-        """The server scores each sample on its own: a verifier or rating judge, read in one pass."""
-        readout = model.metadata[JUDGE_KEY]["readout"]
-        if readout in ("generate", "pairwise"):
-            return f"rmkit serve scores each sample alone, in one pass: --judge verifier or rating, not {readout}"
+        """The server scores each sample on its own and must answer each with a number: any pointwise judge
+        (a generating one with ``--on-parse-failure score=X``), never a pairwise one."""
+        judge = judge_of_model(model)
+        if judge.pairwise:
+            return "rmkit serve scores each sample alone: a pairwise judge needs two answers to compare"
+        if judge.readout == "generate" and not judge.on_parse_failure.startswith("score="):
+            return (
+                "rmkit serve must answer every sample with a number: give a generating judge "
+                "--on-parse-failure score=X (the score of a verdict it cannot read)"
+            )
         return None
 
     def evaluation(self, config: Any, labels: list[str], names: list[str]) -> PairEvaluation:

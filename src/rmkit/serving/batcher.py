@@ -28,6 +28,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from rmkit.data import RowCounts
 from rmkit.inference import BatchModel, score_sequences
 from rmkit.runtime import release_memory
 from rmkit.serving.telemetry import Telemetry
@@ -292,6 +293,7 @@ class Batcher:
             if end - start > 1:
                 groups.append(list(range(pos, pos + end - start)))
             pos += end - start
+        counts = RowCounts()
         try:
             scores = score_sequences(
                 self.model,
@@ -301,12 +303,18 @@ class Batcher:
                 batch_cost=self.batch_cost,
                 groups=groups,
                 positions=steps,
+                stats=counts,
             )
         except Exception as e:  # a failed batch fails its requests, not the server
             for job, _, _ in parts:
                 job.loop.call_soon_threadsafe(_fail, job.future, e)
             return
-        self.telemetry.batch(items=len(sequences), requests=len(parts), tokens=sum(len(s) for s in sequences))
+        self.telemetry.batch(
+            items=len(sequences),
+            requests=len(parts),
+            tokens=sum(len(s) for s in sequences),
+            parse_failures=counts.parse_failures,
+        )
         pos = 0
         for job, start, end in parts:
             job.scores[start:end] = scores[pos : pos + end - start]

@@ -9,7 +9,9 @@ Series (all prefixed ``rmkit_``):
   requests in each batch (a batch holding several requests is batching across callers at work);
 - ``queue_items``: items waiting for a batch now;
 - ``client_disconnects_total``: requests whose client hung up before their body was read;
-- ``memory_releases_total``: times the worker gave freed memory back (when idle; every 10 s under load).
+- ``memory_releases_total``: times the worker gave freed memory back (when idle; every 2 s under load);
+- ``judge_parse_failures_total``: a generating judge's judgments whose verdict could not be read (each
+  answered with the ``--on-parse-failure score=X`` value).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ class Telemetry:
         self._lock = threading.Lock()
         self.requests: dict[tuple[str, int], int] = defaultdict(int)
         self.latency: dict[str, Histogram] = {}
-        self.items = self.tokens = self.batches = self.disconnects = self.releases = 0
+        self.items = self.tokens = self.batches = self.disconnects = self.releases = self.parse_failures = 0
         self.batch_items = Histogram(COUNT_BUCKETS)
         self.batch_requests = Histogram(COUNT_BUCKETS)
 
@@ -63,9 +65,10 @@ class Telemetry:
             self.requests[route, status] += 1
             self.latency.setdefault(route, Histogram(LATENCY_BUCKETS)).observe(seconds)
 
-    def batch(self, *, items: int, requests: int, tokens: int) -> None:
+    def batch(self, *, items: int, requests: int, tokens: int, parse_failures: int = 0) -> None:
         with self._lock:
             self.batches += 1
+            self.parse_failures += parse_failures
             self.items += items
             self.tokens += tokens
             self.batch_items.observe(items)
@@ -106,7 +109,12 @@ class Telemetry:
                 (
                     "memory_releases_total",
                     self.releases,
-                    "Times freed memory was given back (when idle; every 10 s under load).",
+                    "Times freed memory was given back (when idle; every 2 s under load).",
+                ),
+                (
+                    "judge_parse_failures_total",
+                    self.parse_failures,
+                    "A generating judge's judgments whose verdict could not be read.",
                 ),
             ):
                 out += [f"# HELP rmkit_{name} {help_text}", f"# TYPE rmkit_{name} counter"]

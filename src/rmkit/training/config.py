@@ -136,10 +136,13 @@ class TrainConfig(PairOptions, RuntimeOptions, ModelOptions, StepOptions):
         0, help="evaluate on the held-out data every N steps (0: at the end only; needs held-out data)"
     )
     eval_batch_tokens: int = option(BATCH_TOKENS, help="padded-token budget of an eval batch")
-    prefix_sharing: bool = option(
-        True,
-        help="held-out eval (bt loss, fp32, no FSDP, causal models): chosen and rejected share their "
-        "prompt's pass (exact)",
+    prefix_sharing: str = option(
+        "auto",
+        help="a pair's chosen and rejected answers run after one pass over the tokens they share (exact; causal "
+        "decoders under SDPA or eager attention, the bt loss, unpacked): 'auto' where it saves a quarter of a "
+        "pair's padded tokens and 16 or more prompt tokens, 'on' for every pair, 'off'. Held-out eval shares "
+        "unless 'off'",
+        choices=["auto", "on", "off"],
     )
     save_steps: int = option(0, help="write a checkpoint every N steps (0: none)")
     save_total_limit: int | None = option(None, help="keep at most this many checkpoints (oldest deleted)")

@@ -154,6 +154,9 @@ def _train_stats(task: Any, items: int, stats: RowCounts, loop: _Loop, step: int
         "tokens_per_s": loop.trained.tokens / max(loop.seconds, 1e-9),
         "processes": d.world,
         "packed": task.packed,
+        "prefix_sharing": getattr(task, "sharing", "off"),
+        "shared_pairs": getattr(loop.trained, "shared", 0),
+        "prefix_tokens_saved": getattr(loop.trained, "saved", 0),
         "micro_batch_tokens": loop.config.micro_batch_tokens,
     }
 
@@ -188,7 +191,29 @@ def _task_and_data(config: TrainConfig, stats: RowCounts, d: Dist) -> tuple:
     task = task_of(kinds.for_data([config.data], kinds.Reading.of(config)))()
     rm, items, eval_items, source = task.prepare(config, stats, d)
     task.packed = _packs(rm, config)
+    task.sharing = _shares_pairs(rm, config, task)
     return task, rm, getattr(task, "tokenizer", None), items, eval_items, source
+
+
+def _shares_pairs(rm: RewardModel, config: TrainConfig, task: Any) -> str:
+    """``--prefix-sharing`` as this run of ``task`` can honour it: ``off`` where a pair's shared prefix cannot
+    run once exactly (``on`` there is refused, naming why)."""
+    config_ = rm.model.config
+    implementation = getattr(config_, "_attn_implementation", None)
+    window = getattr(config_, "sliding_window", None) and getattr(config_, "use_sliding_window", True)
+    why = (
+        f"training on {task.unit} shares no prefix" if not hasattr(task, "shares")
+        else "it needs a causal decoder" if not (rm.is_decoder and rm.unmask_right_padding and rm.prefix_sharing)
+        else "--loss token_wise reads each answer's padded score row" if config.loss == "token_wise"
+        else "packed micro-batches (--packing) already drop the pads" if task.packed
+        else f"{implementation} attention takes no mask of the prefix's blocks (sdpa and eager do)"
+        if implementation not in ("sdpa", "eager")
+        else "a sliding attention window is not kept by the prefix's mask" if window
+        else None
+    )  # fmt: skip
+    if why and config.prefix_sharing == "on":
+        raise RMKitError(f"--prefix-sharing on: {why}")
+    return "off" if why else config.prefix_sharing
 
 
 def _packs(rm: RewardModel, config: TrainConfig) -> bool:

@@ -23,11 +23,11 @@ from transformers import get_scheduler
 
 from rmkit.data import ExampleTokenizer, RowCounts, token_budget_batches
 from rmkit.errors import RMKitError
-from rmkit.inference import score_sequences
+from rmkit.inference import MIN_SAVING, MIN_SHARED, score_sequences
 from rmkit.losses import bradley_terry, divergence_index, token_wise
 from rmkit.metrics import PairStats
 from rmkit.modeling import RewardModel
-from rmkit.packing import inputs_on
+from rmkit.packing import inputs_on, share_pairs, shared_prefix
 from rmkit.training.config import TrainConfig
 from rmkit.training.data import Pair, train_and_eval_pairs
 from rmkit.training.parallel import Dist
@@ -48,21 +48,40 @@ class Totals:
     loss: float = 0.0
     pairs: PairStats = field(default_factory=PairStats)
     tokens: int = 0
+    shared: int = 0  # pairs whose answers ran after one pass over their shared prefix
+    saved: int = 0  # the prefix tokens that sharing did not run a second time
 
-    def add(self, loss: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor, tokens: int) -> None:
+    def add(
+        self,
+        loss: torch.Tensor,
+        chosen: torch.Tensor,
+        rejected: torch.Tensor,
+        tokens: int,
+        shared: int = 0,
+        saved: int = 0,
+    ) -> None:
         self.loss += float(loss.detach().double().sum())
         self.pairs.merge(PairStats.of(chosen, rejected))
         self.tokens += tokens
+        self.shared += shared
+        self.saved += saved
 
     def merge(self, other: Totals) -> Totals:
         self.loss += other.loss
         self.pairs.merge(other.pairs)
         self.tokens += other.tokens
+        self.shared += other.shared
+        self.saved += other.saved
         return self
 
     def metrics(self) -> dict[str, Any]:
-        """``loss`` (mean per pair) and :meth:`PairStats.training_metrics`."""
-        return {"loss": self.loss / max(self.pairs.pairs, 1), **self.pairs.training_metrics()}
+        """``loss`` (mean per pair), :meth:`PairStats.training_metrics` and what prefix sharing saved."""
+        return {
+            "loss": self.loss / max(self.pairs.pairs, 1),
+            **self.pairs.training_metrics(),
+            "shared_pairs": self.shared,
+            "prefix_tokens_saved": self.saved,
+        }
 
     def progress(self) -> dict[str, str]:
         """The progress bar's figures."""
@@ -85,14 +104,19 @@ def forward_pairs(
     config: TrainConfig,
     device: torch.device,
     packed: bool = False,
+    shared: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-pair loss (B,) and the chosen and rejected scores (B,) of ``pairs``, in one forward pass.
 
     The batch is ``[chosen_1 .. chosen_B, rejected_1 .. rejected_B]``, right-padded to its longest row, or
-    with ``packed`` end to end in one row without pads (:mod:`rmkit.packing`; the same scores).
+    with ``packed`` end to end in one row without pads, or with ``shared`` a row a pair whose two answers
+    follow one pass over their shared prefix (:mod:`rmkit.packing`; the same scores and gradients).
     """
     rows = [p.chosen for p in pairs] + [p.rejected for p in pairs]
-    inputs = inputs_on(rows, pad_id, device, packed)
+    if shared:
+        inputs: tuple = (share_pairs([(p.chosen, p.rejected) for p in pairs], pad_id).to(device),)
+    else:
+        inputs = inputs_on(rows, pad_id, device, packed)
     margin = torch.tensor([p.margin for p in pairs], device=device) if any(p.margin for p in pairs) else None
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.dtype == "bf16"):
         out = model(*inputs, token_scores=config.loss == "token_wise", right_padded=True)
@@ -119,8 +143,9 @@ class PairTask:
     unit = "pairs"
     lora_task = "SEQ_CLS"
 
-    def __init__(self, packed: bool = False):
+    def __init__(self, packed: bool = False, sharing: str = "off"):
         self.packed = packed  # micro-batches packed without pads (rmkit.packing)
+        self.sharing = sharing  # a pair's answers after one pass over their prefix: "auto", "on" or "off"
         self.tokenizer: ExampleTokenizer | None = None  # of the training data, saved with the model
 
     def prepare(self, config: TrainConfig, stats: RowCounts, d: Dist) -> tuple[RewardModel, Any, Any, str]:
@@ -150,8 +175,26 @@ class PairTask:
         return len(items)
 
     def lengths(self, items: list[Pair]) -> list[int]:
-        """Each item's cost in tokens: its real tokens when packed, else its two rows padded alike."""
-        return [len(p.chosen) + len(p.rejected) if self.packed else 2 * p.length for p in items]
+        """Each item's cost in tokens: its real tokens when packed, its row when its prefix is shared (the
+        prefix counted once), else its two rows padded alike."""
+        return [self._cost(p) for p in items]
+
+    def _cost(self, pair: Pair) -> int:
+        if self.packed:
+            return len(pair.chosen) + len(pair.rejected)
+        prefix = self.shares(pair)
+        return len(pair.chosen) + len(pair.rejected) - prefix if prefix else 2 * pair.length
+
+    def shares(self, pair: Pair) -> int:
+        """The prefix tokens ``pair`` runs once under ``sharing`` (0: its answers run apart). ``auto`` shares
+        a pair whose prefix is at least ``MIN_SHARED`` tokens and whose row is at least ``MIN_SAVING``
+        shorter than its two padded rows; ``on`` every pair whose answers start alike."""
+        if self.sharing == "off":
+            return 0
+        prefix = shared_prefix(pair.chosen, pair.rejected)
+        row = len(pair.chosen) + len(pair.rejected) - prefix
+        pays = prefix >= MIN_SHARED and row <= (1 - MIN_SAVING) * 2 * pair.length
+        return prefix if self.sharing == "on" or pays else 0
 
     def stand_in(self, pad_id: int) -> Pair:
         return Pair([pad_id], [pad_id])
@@ -159,10 +202,18 @@ class PairTask:
     def forward(
         self, model: nn.Module, chunk: list[Pair], pad_id: int, config: TrainConfig, device: torch.device
     ):
-        """``(loss per unit, a function counting the chunk into some totals)``."""
-        loss, chosen, rejected = forward_pairs(model, chunk, pad_id, config, device, self.packed)
+        """``(loss per unit, a function counting the chunk into some totals)``. A micro-batch runs a row a
+        pair (:func:`rmkit.packing.share_pairs`) when one of its pairs shares its prefix."""
+        prefixes = [self.shares(p) for p in chunk]
+        shared = any(prefixes)
+        if shared and self.sharing == "auto":
+            prefixes = [
+                shared_prefix(p.chosen, p.rejected) for p in chunk
+            ]  # a row a pair: each saves its own
+        loss, chosen, rejected = forward_pairs(model, chunk, pad_id, config, device, self.packed, shared)
         tokens = sum(len(p.chosen) + len(p.rejected) for p in chunk)
-        return loss, lambda totals: totals.add(loss, chosen, rejected, tokens)
+        counts = (sum(n > 0 for n in prefixes), sum(prefixes)) if shared else (0, 0)
+        return loss, lambda totals: totals.add(loss, chosen, rejected, tokens, *counts)
 
     def heldout(self, rm: Any, items: Any, config: TrainConfig, d: Dist) -> dict[str, Any]:
         return heldout_metrics(rm, items, config, d, self.packed)
@@ -272,7 +323,7 @@ def heldout_metrics(
 def _shares(rm: RewardModel, config: TrainConfig) -> bool:
     """Whether the held-out pass may go through the inference core with prefix sharing."""
     plain = config.loss == "bt" and config.fsdp == "off" and config.dtype == "fp32"
-    return plain and config.prefix_sharing and rm.shares_prefixes
+    return plain and config.prefix_sharing != "off" and rm.shares_prefixes
 
 
 def _count(
