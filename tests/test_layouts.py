@@ -13,8 +13,11 @@ from conftest import make_llama, write_jsonl
 from safetensors.torch import save_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, LlamaForCausalLM
 
+import rmkit
 from rmkit import RewardModel, RMKitError
 from rmkit.cli import main
+from rmkit.heads import ARMO_OBJECTIVES
+from rmkit.inference import score_sequences
 
 TEXTS = ["What is two plus two? Two plus two is four.", "The capital of France is Paris."]
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -619,7 +622,7 @@ def test_armo_rm_s_gated_head_mixes_its_objectives_by_the_prompt_s_gate(tmp_path
         "input_ids"
     ]
     rows = [r[0].ids for r in rm.example_tokenizer().tokenize(examples_from(prompts, answers))]
-    hand = []
+    hand, objectives = [], []
     with torch.no_grad():
         for ids in rows:
             gate_at = max(j for j in range(len(ids)) if ids[j : j + len(pattern)] == pattern)
@@ -631,11 +634,28 @@ def test_armo_rm_s_gated_head_mixes_its_objectives_by_the_prompt_s_gate(tmp_path
                 x = torch.relu(x) if i < 3 else x
             gate = torch.softmax(x / 10, -1) * 1.7
             hand.append(float((gate * (rewards @ head["reward_transform_matrix"])).sum()))
+            objectives.append(rewards.tolist())
     assert rm.metadata["converted_from"]["layout"] == "armo" and not rm.shares_prefixes
     assert rm.score(prompts, answers) == pytest.approx(hand, abs=1e-5)
     assert rm.score(prompts[::-1], answers[::-1]) == pytest.approx(
         hand[::-1], abs=1e-5
     )  # batched, other order
+    # its score beside each objective's reward, by ArmoRM's objective names; --weights mixes them instead
+    data = write_jsonl(
+        tmp_path / "rows.jsonl", [{"prompt": p, "response": a} for p, a in zip(prompts, answers, strict=True)]
+    )
+    for weights, expected in (
+        (None, hand),
+        ({"helpsteer-helpfulness": 1.0, "code-style": -0.5}, [o[0] - 0.5 * o[15] for o in objectives]),
+    ):
+        out = tmp_path / f"scored-{bool(weights)}.jsonl"
+        rmkit.score(model=str(path), input=str(data), output=str(out), weights=weights, progress=False)
+        rows_out = [json.loads(line) for line in out.read_text().splitlines()]
+        assert [r["score"] for r in rows_out] == pytest.approx(expected, abs=1e-5)
+        assert [list(r["attribute_scores"]) for r in rows_out] == [list(ARMO_OBJECTIVES)] * 2
+        assert [list(r["attribute_scores"].values()) for r in rows_out] == [
+            pytest.approx(o, abs=1e-5) for o in objectives
+        ]
 
 
 def test_ldl_reward_s_bin_distributions_mixed_by_its_gate_read_from_its_two_tensor_files(tmp_path):
@@ -684,16 +704,20 @@ def test_ldl_reward_s_bin_distributions_mixed_by_its_gate_read_from_its_two_tens
             x = torch.nn.functional.leaky_relu(x) if j < len(keys) - 1 else x
         return x
 
-    expected = []
+    expected, objectives = [], []
     with torch.no_grad():
         for text in TEXTS:
             hidden = lm.model(torch.tensor([tok(text)["input_ids"]])).last_hidden_state[0, -1]
             dist = run(regression, hidden).reshape(k, 10).softmax(-1)
             weights = (run(gating, hidden) / 2.0).softmax(-1)
             expected.append(float((weights @ dist) @ torch.linspace(0, 1, 10)))
+            objectives.append((dist @ torch.linspace(0, 1, 10)).tolist())
     rm = RewardModel.from_pretrained(path)
     assert rm.metadata["converted_from"]["layout"] == "ldl"
     assert rm.score(texts=TEXTS) == pytest.approx(expected, abs=1e-5)
+    assert rm.attributes == [f"objective_{i}" for i in range(k)]  # each objective's expected value beside it
+    scored = score_sequences(rm, [tok(t)["input_ids"] for t in TEXTS], attributes=True)
+    assert scored == [pytest.approx([e, *o], abs=1e-5) for e, o in zip(expected, objectives, strict=True)]
     with pytest.raises(RMKitError, match="no standard layout"):
         rm.save_pretrained(tmp_path / "rewritten")
     torch.save({"network.0.weight": torch.zeros(1), "note": object()}, path / "gating_layer.pt")

@@ -192,7 +192,9 @@ def test_a_k_attribute_rm_loads_in_plain_transformers_with_the_same_outputs_and_
     rm = RewardModel.from_pretrained(attribute_rm)
     assert rm.attributes == NAMES
     ids = [rm.tokenizer(t)["input_ids"] for t in TEXTS]
-    assert score_sequences(rm, ids, attributes=True) == [pytest.approx(o, abs=1e-5) for o in outputs]
+    scored = score_sequences(rm, ids, attributes=True)  # each: its score, then its K outputs
+    assert [s[1:] for s in scored] == [pytest.approx(o, abs=1e-5) for o in outputs]
+    assert [s[0] for s in scored] == pytest.approx([sum(o) / 3 for o in outputs], abs=1e-5)
     assert rm.score(texts=TEXTS) == pytest.approx(
         [sum(o) / 3 for o in outputs], abs=1e-5
     )  # default: the mean
@@ -270,7 +272,7 @@ def test_rmkit_trains_a_two_attribute_regression_rm_plain_transformers_loads(lla
     from rmkit.inference import score_sequences
 
     ids = rm.tokenizer(text)["input_ids"]
-    assert score_sequences(rm, [ids], attributes=True)[0] == pytest.approx(logits.tolist(), abs=1e-5)
+    assert score_sequences(rm, [ids], attributes=True)[0][1:] == pytest.approx(logits.tolist(), abs=1e-5)
 
 
 def test_eval_on_rated_data_reports_correlations_mae_and_implied_pair_accuracy(attribute_rm, tmp_path):
@@ -304,7 +306,7 @@ def test_eval_on_rated_data_reports_correlations_mae_and_implied_pair_accuracy(a
     rm = RewardModel.from_pretrained(attribute_rm)
 
     examples = [Example(ex.row, ex.prompt, ex.responses, False) for ex in iter_rated(data)]
-    outputs = [s[0] for _, s in score_examples(rm, examples, rm.example_tokenizer(), attributes=True)]
+    outputs = [s[0][1:] for _, s in score_examples(rm, examples, rm.example_tokenizer(), attributes=True)]
     helpfulness = rating_metrics(
         [o[0] for o in outputs], [r["helpfulness"] for r in rows], [0] * 18, regression=True, bootstrap=50
     )
@@ -350,7 +352,7 @@ def test_standardised_ratings_train_in_z_units_and_score_on_the_ratings_scale(ll
             .logits[0]
         )
     expected = [float(v) * s + m for v, s, m in zip(z, meta["rating_std"], meta["rating_mean"], strict=True)]
-    assert score_sequences(rm, [rm.tokenizer(text)["input_ids"]], attributes=True)[0] == pytest.approx(
+    assert score_sequences(rm, [rm.tokenizer(text)["input_ids"]], attributes=True)[0][1:] == pytest.approx(
         expected, abs=1e-4
     )
 

@@ -4,6 +4,7 @@ two-layer MLP (:class:`MLPHead`, INF-ORM's)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -86,6 +87,40 @@ class GatedHead(nn.Module):
         return (gate * (rewards @ self.transform.float())).sum(-1), rewards
 
 
+# ArmoRM's 19 objectives in its regression layer's order (its model card); QRM-Llama3.1's are the first 5.
+ARMO_OBJECTIVES = (
+    "helpsteer-helpfulness", "helpsteer-correctness", "helpsteer-coherence", "helpsteer-complexity",
+    "helpsteer-verbosity", "ultrafeedback-overall_score", "ultrafeedback-instruction_following",
+    "ultrafeedback-truthfulness", "ultrafeedback-honesty", "ultrafeedback-helpfulness", "beavertails-is_safe",
+    "prometheus-score", "argilla-overall_quality", "argilla-judge_lm", "code-complexity", "code-style",
+    "code-explanation", "code-instruction-following", "code-readability",
+)  # fmt: skip
+
+
+def objective_names(config: dict, k: int) -> list[str]:
+    """The names of a gated head's ``k`` objectives: the config's labels where it names them all, else
+    ArmoRM's (19) or HelpSteer2's five (5), else ``objective_0`` ..."""
+    labels = config.get("id2label") or {}
+    named = [labels.get(str(i), labels.get(i)) for i in range(k)]
+    if all(n and not str(n).startswith("LABEL_") for n in named):
+        return [str(n) for n in named]
+    if k in (len(ARMO_OBJECTIVES), 5):
+        return list(ARMO_OBJECTIVES[:k])
+    return [f"objective_{i}" for i in range(k)]
+
+
+def read_objectives(
+    head: nn.Module, hidden: torch.Tensor, at_end: torch.Tensor, input_ids: torch.Tensor, weights: Any
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(score, objectives)`` (B,), (B, K) of a head with a score of its own beside its objectives'
+    (:data:`MIXED`): its gate's or mixture's score, or with ``weights`` (K,) the objectives' weighted sum."""
+    gate = (
+        hidden[torch.arange(len(at_end)), head.gate_index(input_ids)] if isinstance(head, GatedHead) else None
+    )
+    score, objectives = head.read(at_end, gate)
+    return (objectives @ weights.to(objectives) if weights is not None else score), objectives
+
+
 BINS = 10  # LDL-Reward: each objective a distribution over 10 bins of [0, 1]
 LDL_FILES = ("regression_layer.pt", "gating_layer.pt")  # its two heads' state dicts, beside the backbone
 
@@ -123,11 +158,16 @@ class DistributionHead(nn.Module):
         return x
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        x = hidden.float()
+        return self.read(hidden)[0].unsqueeze(-1)
+
+    def read(self, at_end: torch.Tensor, at_gate: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(score, objectives)``: the mixture's expectation, and each objective's own expected value."""
+        x = at_end.float()
         dist = self._run(self.regression, x).unflatten(-1, (-1, BINS)).softmax(-1)
         weights = self._run(self.gating, x)
         weights = (weights / self.temperature).softmax(-1) if self.softmax else weights
-        return ((weights.unsqueeze(-1) * dist).sum(-2) * self.bins).sum(-1, keepdim=True)
+        objectives = (dist * self.bins).sum(-1)
+        return (weights * objectives).sum(-1), objectives
 
 
 HEADS = (
@@ -136,6 +176,7 @@ HEADS = (
     GatedHead,
     DistributionHead,
 )  # the score heads read at every position of a decoder
+MIXED = (GatedHead, DistributionHead)  # heads whose score is their own mix of their objectives' outputs
 
 
 def build_head(
@@ -160,8 +201,12 @@ def build_head(
                 parts.append(torch.load(path / name, map_location="cpu", weights_only=True))
             except Exception as e:  # noqa: BLE001 (weights_only refuses anything but tensors)
                 raise ValueError(f"its {name} is not a plain state dict of tensors ({e})") from None
-        return DistributionHead(*parts, config.get("temperature", 1.0), bool(config.get("softmax"))).float()
-    return _gated(tensors, config)
+        head: Any = DistributionHead(*parts, config.get("temperature", 1.0), bool(config.get("softmax")))
+        head.names = objective_names(config, head.regression[-1].out_features // BINS)
+        return head.float()
+    head = _gated(tensors, config)
+    head.names = objective_names(config, head.transform.shape[0])
+    return head
 
 
 def _gated(tensors: dict[str, torch.Tensor], config: dict) -> GatedHead:

@@ -85,7 +85,8 @@ def score_sequences(
 
     With ``positions`` (one list of token indices per sequence) each sequence gets the list of its token
     scores at those positions instead: a process reward model's step scores (:mod:`rmkit.process`). With
-    ``attributes`` each gets a multi-attribute RM's K outputs at its end (:mod:`rmkit.attributes`).
+    ``attributes`` each gets the list of its score and a multi-attribute RM's K outputs at its end
+    (:mod:`rmkit.attributes`; a gated head's objectives, :mod:`rmkit.heads`).
 
     ``batch_tokens`` bounds rows × longest row of a pass (default :func:`token_budget`). ``batch_cost``
     (see :func:`batch_cost`) makes a few rows of mixed lengths split by length where that pays
@@ -120,8 +121,10 @@ def score_sequences(
             at = [list(positions[i]) for i in rows]
             where = results.put([r for r, p in enumerate(at) for _ in p], [k for p in at for k in p])
             results.add(rows, out.scores[where], [len(p) for p in at])
+        elif attributes:  # its score, then its K outputs
+            results.add(rows, torch.cat([out.end_scores[:, None], out.attribute_scores], 1))
         else:
-            results.add(rows, out.attribute_scores if attributes else out.end_scores)
+            results.add(rows, out.end_scores)
     if shared:
         _score_shared(model, sequences, shared, results, batch_tokens, max_rows)
     return results.read(len(sequences))

@@ -36,7 +36,7 @@ from rmkit.data.formats import Message
 from rmkit.data.steps import SolutionEncoder
 from rmkit.defaults import METADATA_KEY
 from rmkit.errors import RMKitError
-from rmkit.heads import HEADS, GatedHead, head_dtype
+from rmkit.heads import HEADS, MIXED, GatedHead, head_dtype, read_objectives
 from rmkit.inference import MAX_ROWS, score_examples, score_sequences
 from rmkit.metrics import ranking
 from rmkit.packing import Packed, is_right_padded
@@ -115,9 +115,11 @@ class RewardModel(HeldModel):
         self.tokenizer = tokenizer
         self.metadata: dict[str, Any] = dict(metadata or getattr(model.config, METADATA_KEY, None) or {})
         # A multi-attribute RM (num_labels = K): one output per attribute, one score their weighted sum
-        self.attributes = attribute_names(model.config)
-        self.weights = combination(self.attributes, weights or self.metadata.get("weights"))
         head = getattr(model, "score", None)
+        self.attributes = list(getattr(head, "names", None) or attribute_names(model.config))
+        given = weights or self.metadata.get("weights")
+        self.weights = combination(self.attributes, given)
+        self.reweighting = self.weights if given and isinstance(head, MIXED) else None  # else its own mix
         self.is_decoder = isinstance(head, HEADS)
         backbone = model.base_model if self.is_decoder else model
         takes = inspect.signature(backbone.forward).parameters
@@ -127,6 +129,7 @@ class RewardModel(HeldModel):
         self.unmask_right_padding = self.is_decoder
         # Answers after one prompt reuse its keys and values (rmkit.inference); never where a gate reads it
         self.prefix_sharing = not isinstance(head, GatedHead) or head.bind(tokenizer)
+        self.prefix_sharing &= self.reweighting is None
 
     @classmethod
     def from_pretrained(
@@ -228,9 +231,9 @@ class RewardModel(HeldModel):
             positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
             end_index = (positions * attention_mask.ne(0)).argmax(-1)
             at_end = hidden[torch.arange(len(end_index), device=hidden.device), end_index]
-            if isinstance(self.model.score, GatedHead):  # ArmoRM: its gate is read where the prompt ends
-                gate = hidden[torch.arange(len(end_index)), self.model.score.gate_index(input_ids)]
-                return RewardOutput(None, self.model.score.read(at_end, gate)[0], end_index)
+            if isinstance(self.model.score, MIXED):  # ArmoRM's gate is read where the prompt ends
+                out = read_objectives(self.model.score, hidden, at_end, input_ids, self.reweighting)
+                return RewardOutput(None, out[0], end_index, out[1])
             scores = self._head(hidden) if token_scores else None
         # each attribute's output at the end (a multi-attribute RM)
         head = self.model.score
@@ -291,11 +294,7 @@ class RewardModel(HeldModel):
     def _combined(self, outputs: torch.Tensor) -> torch.Tensor:
         """The score of a head's raw outputs (..., K): the one output, or the attributes' weighted sum."""
         outputs = self._rated(outputs)
-        return outputs.squeeze(-1) if not self.attributes else outputs @ self.weights.to(outputs)
-
-    def combine(self, outputs: Sequence[float]) -> float:
-        """The score of one response's attribute outputs (``attribute_scores``): their weighted sum."""
-        return float(torch.tensor(outputs, dtype=torch.float64) @ self.weights.double())
+        return outputs.squeeze(-1) if outputs.shape[-1] == 1 else outputs @ self.weights.to(outputs)
 
     def _rated(self, outputs: torch.Tensor) -> torch.Tensor:
         """Outputs of a head trained on standardised ratings back on the ratings' scale (the metadata's

@@ -68,8 +68,9 @@ class RatedKind(PairwiseKind):
         return "rated_responses"
 
     def values(self, model: Any, raw: Raw) -> list[float]:
-        """Each response's score: the weighted sum of its K outputs."""
-        return [model.combine(outputs) for outputs in raw]
+        """Each response's score, the model's own (the first of its raw outputs): the weighted sum of its K
+        outputs, or a gated head's mix of them."""
+        return [outputs[0] for outputs in raw]
 
     def row(
         self, model: Any, example: Example, raw: Raw, values: list[Any], reading: Reading
@@ -77,7 +78,7 @@ class RatedKind(PairwiseKind):
         """The outcome row plus ``attribute_scores``: one ``{name: value}`` for a response, a list of them
         (one a response) for a pair or best-of-N row."""
         row = super().row(model, example, raw, values, reading)
-        per_response = [dict(zip(model.attributes, outputs, strict=True)) for outputs in raw]
+        per_response = [dict(zip(model.attributes, outputs[1:], strict=True)) for outputs in raw]
         row["attribute_scores"] = per_response if example.is_pair or example.best_of_n else per_response[0]
         return row
 
@@ -124,7 +125,7 @@ class RatedEvaluation:
         outputs, scores = [], []  # each response's outputs (its K, else its one score) and its score
         for _, raw in kind.score(model, examples, reading):
             values = None if raw is None else kind.values(model, raw)
-            outputs.append(None if raw is None else list(raw[0]) if names else values)
+            outputs.append(None if raw is None else list(raw[0][1:]) if names else values)
             scores.append(None if raw is None else values[0])
         self.scored[(label, name)] = (names, rows, list(zip(outputs, scores, strict=True)))
         self.results[label][name] = self._figures(names, rows, outputs, scores)
