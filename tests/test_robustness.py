@@ -274,14 +274,15 @@ def test_a_parquet_file_of_another_schema_names_its_columns(tmp_path):
 
 KILL_IN_MERGE = """
 import os, signal, sys
-import rmkit.jobs.score as job
+import rmkit
+import rmkit.jobs.scorefiles as files
 
 def dying(output, parts):  # the merge has written part of its temporary file when the kill comes
     output.with_name(output.name + ".tmp").write_text('[\\n{"prompt": "half')
     os.kill(os.getpid(), signal.SIGKILL)
 
-job.merge_parts = dying
-job.score(model=sys.argv[1], input=sys.argv[2], output=sys.argv[3], chunk_rows=2)
+files.merge_parts = dying
+rmkit.score(model=sys.argv[1], input=sys.argv[2], output=sys.argv[3], chunk_rows=2)
 """
 
 

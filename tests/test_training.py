@@ -238,6 +238,71 @@ def test_two_process_torchrun_equals_one_process(llama_path, data, tmp_path):
     assert log2 == pytest.approx(log1, rel=1e-4)
 
 
+def two_node_train(model: Path, data: tuple[Path, Path], out: Path, *flags: str) -> list[str]:
+    """``rmkit train`` on two "nodes" of one process each: two torchrun launchers on this machine that meet
+    by static rendezvous on 127.0.0.1 (``--nnodes 2 --node-rank 0|1``), as ``srun torchrun`` starts them on
+    a cluster; each node tokenises into its own cache (a node's local disk). Returns each node's stderr."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    runs = []
+    for node in (0, 1):
+        cmd = [
+            sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+            "--node-rank", str(node), "--master-addr", "127.0.0.1", "--master-port", str(port),
+            "-m", "rmkit.cli", "train", "--model", str(model), "--data", str(data[0]),
+            "--eval-data", str(data[1]), "--output-dir", str(out), "--cache-dir", str(out.parent / f"cache{node}"),
+            "--batch-size", "8", "--learning-rate", "3e-3", "--warmup-ratio", "0", *flags,
+        ]  # fmt: skip
+        runs.append(
+            subprocess.Popen(
+                cmd,
+                env={**env, "OMP_NUM_THREADS": "1"},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    errs = []
+    try:
+        for run in runs:
+            errs.append(run.communicate(timeout=300)[1])
+    finally:
+        for run in runs:
+            if run.poll() is None:
+                run.terminate()  # torchrun stops its workers on SIGTERM
+                run.communicate(timeout=60)
+    for run, err in zip(runs, errs, strict=True):
+        assert run.returncode == 0, err[-3000:]
+    return errs
+
+
+@pytest.mark.slow
+def test_two_node_torchrun_equals_one_process(llama_path, data, tmp_path):
+    args = dict(max_steps=4, batch_size=8, micro_batch_size=2, logging_steps=1, save_steps=2)
+    train(config(llama_path, data, tmp_path / "one", **args))
+    flags = ["--micro-batch-size", "2", "--max-steps", "4", "--logging-steps", "1", "--save-steps", "2"]
+    errs = two_node_train(llama_path, data, tmp_path / "two", *flags)
+
+    assert_same_weights(tmp_path / "one", tmp_path / "two")
+    assert all(err.count("tokenising") == 2 for err in errs)  # train and eval data, once a node
+    assert [len(list((tmp_path / f"cache{n}").glob("pairs-*"))) for n in (0, 1)] == [2, 2]
+    # the output is written once, by the first process of the first node: the files of one process's run,
+    # and the second process's random state in the checkpoint
+    one = {
+        p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if "token-cache" not in p.parts
+    }
+    two = {p.relative_to(tmp_path / "two") for p in (tmp_path / "two").rglob("*")}
+    assert two == one | {Path("checkpoint-2/rng-1.pt")}
+    assert (tmp_path / "two" / "checkpoint-2").is_dir()
+    lines = (tmp_path / "two" / "train_log.jsonl").read_text().splitlines()
+    assert len(lines) == len((tmp_path / "one" / "train_log.jsonl").read_text().splitlines())
+    assert json.loads((tmp_path / "two" / "metrics.json").read_text())["train"]["processes"] == 2
+
+
 # A token budget under which the two processes run different numbers of forward passes: 2 and 1 micro-batches
 # at step 3, 7 and 8 eval batches (checked in the test), so FSDP's equal pass counts are exercised.
 FSDP_ARGS = dict(max_steps=4, micro_batch_tokens=250, eval_batch_tokens=250, logging_steps=1)

@@ -1,7 +1,7 @@
 """How options are declared and read: each command has one dataclass whose fields are its options, each
 with its help text (:func:`option`); groups that several commands share live here (:class:`DataOptions`,
 :class:`PairOptions`, :class:`RuntimeOptions`, :class:`InferenceOptions`,
-:class:`ModelOptions`). For the faces and jobs only: the core (data, modeling,
+:class:`ScaleOptions`, :class:`ModelOptions`). For the faces and jobs only: the core (data, modeling,
 inference, losses, metrics) never imports it.
 
 The same dataclass serves the CLI (``--batch-tokens 8192``), a YAML file (``batch_tokens: 8192`` passed with
@@ -89,6 +89,39 @@ class InferenceOptions:
         help="token budget of a forward pass (rows × longest row); default: 16384 on the CPU, sized from "
         "free memory on a GPU",
     )
+
+
+@dataclasses.dataclass(kw_only=True)
+class ScaleOptions:
+    """Where a scoring command's forward passes run: here (one process, or ``torchrun``'s) or on a pool of
+    actors of a Ray cluster (:mod:`rmkit.ray`, ``pip install rmkit[ray]``)."""
+
+    backend: str = option(
+        "local",
+        help="local: this process (or each process of torchrun); ray: a pool of model replicas on a Ray "
+        "cluster, this process the only writer",
+        choices=["local", "ray"],
+    )
+    ray_address: str = option(
+        "auto",
+        help="--backend ray: the cluster: auto (the one this machine is part of: ray start, RAY_ADDRESS), "
+        "local (start one here for the run) or HOST:PORT of its head",
+    )
+    replicas: str = option("1", help="--backend ray: model replicas (Ray actors): N, or MIN,MAX to autoscale")
+    gpus_per_replica: float = option(0.0, help="--backend ray: GPUs of each replica (fractions share one)")
+    cpus_per_replica: float = option(1.0, help="--backend ray: CPU cores of each replica (its torch threads)")
+
+    def replica_range(self) -> int | tuple[int, int]:
+        """``--replicas`` as Ray Data's ``concurrency``: ``N`` or ``(MIN, MAX)``."""
+        try:
+            counts = [int(x) for x in str(self.replicas).split(",")]
+        except ValueError:
+            counts = []
+        if len(counts) not in (1, 2) or min(counts) < 1 or counts != sorted(counts):
+            raise RMKitError(
+                f"--replicas: expected N or MIN,MAX (whole numbers from 1), got '{self.replicas}'"
+            )
+        return counts[0] if len(counts) == 1 else (counts[0], counts[1])
 
 
 @dataclasses.dataclass(kw_only=True)

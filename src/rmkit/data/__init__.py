@@ -16,7 +16,7 @@ from rmkit.data.formats import (
     iter_examples,
     normalise_records,
 )
-from rmkit.data.readers import BadRecord, first_record, read_records
+from rmkit.data.readers import BadRecord, first_record, jsonl_starts, parquet_groups, read_records
 from rmkit.data.rejects import Rejects
 from rmkit.data.rendering import ExampleTokenizer, RowCounts, Tokenized, render_plain
 from rmkit.data.rows import SUBSET_COLUMNS
@@ -39,6 +39,8 @@ __all__ = [
     "padded_on",
     "BadRecord",
     "first_record",
+    "jsonl_starts",
+    "parquet_groups",
     "read_records",
     "render_plain",
     "token_budget_batches",

@@ -33,12 +33,18 @@ class BadRecord:
     raw: Any = None
 
 
-def read_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | BadRecord]]:
+def read_records(
+    path: str | Path, at: tuple[int, int] | None = None
+) -> Iterator[tuple[int, dict[str, Any] | BadRecord]]:
     """Yield ``(row, record)`` for every record of ``path`` (a :class:`BadRecord` for one that could not be
-    read); the format follows the suffix (or a directory)."""
+    read); the format follows the suffix (or a directory). ``at`` starts reading further in: a JSON-lines
+    file at a record's ``(byte offset, line)`` as :func:`jsonl_starts` gives them, a Parquet file at
+    ``(row group, records before it)`` as :func:`parquet_groups` gives them."""
     path = Path(path)
     if not path.exists():
         raise DataError("no such file or directory", file=str(path))
+    if at is not None:
+        return _read_parquet(path, *at) if path.suffix.lower() == ".parquet" else _read_jsonl(path, *at)
     if path.is_dir():
         return _read_arrow_dir(path)
     suffix = path.suffix.lower()
@@ -56,10 +62,22 @@ def first_record(path: str | Path) -> dict[str, Any] | None:
     return next((r for _, r in read_records(path) if not isinstance(r, BadRecord)), None)
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def jsonl_starts(path: str | Path) -> Iterator[tuple[int, int]]:
+    """``(byte offset, line)`` where each record of a JSON-lines file begins (``line`` counted from 0), found
+    without parsing a record: where :func:`read_records` can start reading (``at``)."""
+    offset = 0
+    with open(path, "rb") as f:
+        for line, raw in enumerate(f):
+            if raw.strip():
+                yield offset, line
+            offset += len(raw)
+
+
+def _read_jsonl(path: Path, offset: int = 0, line: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
     row = 0
     with open(path, "rb") as f:
-        for line_no, raw in enumerate(f, start=1):
+        f.seek(offset)
+        for line_no, raw in enumerate(f, start=line + 1):
             if not raw.strip():
                 continue
             row = line_no
@@ -168,13 +186,25 @@ def _csv_value(value: str | None) -> Any:
     return value
 
 
-def _read_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def parquet_groups(path: str | Path) -> list[tuple[int, int, int]]:
+    """``(row group, records before it, its records)`` of every row group of a Parquet file, from its footer."""
+    import pyarrow.parquet as pq
+
+    meta, before, out = pq.ParquetFile(path).metadata, 0, []
+    for group in range(meta.num_row_groups):
+        out.append((group, before, meta.row_group(group).num_rows))
+        before += out[-1][2]
+    return out
+
+
+def _read_parquet(path: Path, group: int = 0, before: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    row = 0
+    row = before
     try:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+        file = pq.ParquetFile(path)
+        for batch in file.iter_batches(batch_size=1024, row_groups=range(group, file.num_row_groups)):
             for record in batch.to_pylist():
                 row += 1
                 yield row, record

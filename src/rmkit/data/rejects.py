@@ -13,12 +13,14 @@ class Rejects:
     """Counts skipped rows and appends each, with its reason, as one JSON line to ``path``.
 
     Use it as a context manager (``with Rejects(path) as rejects: ...``); the file is created at the first
-    rejected row, so a run without bad rows leaves none. ``path=None`` counts without writing. A line is
+    rejected row, so a run without bad rows leaves none. ``path=None`` counts without writing; ``held`` (a
+    list) receives the lines instead of a file (a Ray actor's rejects, which the driver writes). A line is
     ``{"file", "row", "field", "reason", "record"}``.
     """
 
-    def __init__(self, path: str | Path | None):
+    def __init__(self, path: str | Path | None, held: list[str] | None = None):
         self.path = Path(path) if path else None
+        self.held = held
         self.count = 0
         self._file: IO[str] | None = None
 
@@ -30,11 +32,8 @@ class Rejects:
 
     def add(self, error: DataError, record: Any = None) -> None:
         self.count += 1
-        if self.path is None:
+        if self.path is None and self.held is None:
             return
-        if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
         line = {
             "file": error.file,
             "row": error.row,
@@ -42,7 +41,14 @@ class Rejects:
             "reason": error.reason,
             "record": record,
         }
-        self._file.write(json.dumps(line, ensure_ascii=False, default=str) + "\n")
+        text = json.dumps(line, ensure_ascii=False, default=str) + "\n"
+        if self.held is not None:
+            self.held.append(text)
+            return
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
+        self._file.write(text)
         self._file.flush()
 
     @property

@@ -8,11 +8,19 @@ from dataclasses import dataclass
 from rmkit.data import first_record
 from rmkit.errors import RMKitError
 from rmkit.files import claim_output_dir
-from rmkit.options import InferenceOptions, ModelOptions, PairOptions, RuntimeOptions, StepOptions, option
+from rmkit.options import (
+    InferenceOptions,
+    ModelOptions,
+    PairOptions,
+    RuntimeOptions,
+    ScaleOptions,
+    StepOptions,
+    option,
+)
 
 
 @dataclass(kw_only=True)
-class EvalConfig(PairOptions, RuntimeOptions, InferenceOptions, ModelOptions, StepOptions):
+class EvalConfig(PairOptions, RuntimeOptions, InferenceOptions, ScaleOptions, ModelOptions, StepOptions):
     model: list[str] = option(
         help="reward model(s) to evaluate: a checkpoint directory or hub name; two or more to compare "
         "them on the same pairs (--model A B, or --model A --model B)"
@@ -72,5 +80,6 @@ class EvalConfig(PairOptions, RuntimeOptions, InferenceOptions, ModelOptions, St
         holds another run's files (without ``--overwrite``)."""
         for path in self.data:
             first_record(path)
+        self.replica_range()
         if not self.resume:
             claim_output_dir(self.output_dir, overwrite=self.overwrite, resumable=True)

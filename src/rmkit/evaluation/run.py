@@ -21,8 +21,8 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from rmkit.errors import RMKitError
 from rmkit.evaluation.config import EvalConfig
 from rmkit.evaluation.suite import SuiteEvaluation, cleanup
 from rmkit.files import atomic_write, write_json, write_text
+from rmkit.kinds.pairwise import PairEvaluation
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +78,9 @@ def evaluate(config: EvalConfig | None = None, **options: Any) -> dict[str, Any]
     if suite is not None:
         log.info("eval: %s, scored as %s", suite.title, suite.source)
     out = Path(config.output_dir)
-    with runtime.start(config.device, config.threads) as rt:
+    with runtime.start(config.device, config.threads) as rt, _backend(config, evaluation) as load:
         for k, (label, checkpoint) in enumerate(zip(labels, checkpoints, strict=True)):
-            kind, model = kinds.load(checkpoint, dtype=config.dtype, device=rt.device)
+            kind, model = load(checkpoint, dtype=config.dtype, device=rt.device)
             kinds.check(judge, checkpoint, kind, ", ".join(config.data))
             for name, path in zip(names, config.data, strict=True):
                 log.info("eval: scoring %s with %s", path, label)
@@ -104,6 +105,24 @@ def evaluate(config: EvalConfig | None = None, **options: Any) -> dict[str, Any]
     print("\n".join(evaluation.tables(metrics)))
     print(f"wrote metrics.json, scores.jsonl, report.md{' and plots/' if drawn else ''} to {out}")
     return metrics
+
+
+@contextmanager
+def _backend(config: EvalConfig, evaluation: Any) -> Iterator[Callable[..., tuple[Any, Any]]]:
+    """Inside: how a model is loaded, :func:`rmkit.kinds.load` here or, with ``--backend ray``, on a pool of
+    actors of a Ray cluster (:func:`rmkit.ray.remote_model`; preference pairs' evaluation only, for now)."""
+    if config.backend != "ray":
+        yield kinds.load
+        return
+    if not isinstance(evaluation, PairEvaluation):
+        raise RMKitError(
+            "rmkit eval --backend ray evaluates preference pairs (not a --suite, step labels or ratings) for "
+            "now; score other data with rmkit score --backend ray"
+        )
+    from rmkit.ray import cluster, remote_model  # Ray loads only when asked for
+
+    with cluster(config.ray_address):
+        yield lambda checkpoint, **_: remote_model(checkpoint, config)
 
 
 def _rejects(config: EvalConfig) -> str:

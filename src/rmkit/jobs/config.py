@@ -16,13 +16,14 @@ from rmkit.options import (
     InferenceOptions,
     ModelOptions,
     RuntimeOptions,
+    ScaleOptions,
     StepOptions,
     option,
 )
 
 
 @dataclass(kw_only=True)
-class ScoreConfig(DataOptions, RuntimeOptions, InferenceOptions, ModelOptions, StepOptions):
+class ScoreConfig(DataOptions, RuntimeOptions, InferenceOptions, ScaleOptions, ModelOptions, StepOptions):
     """Options of ``rmkit score``; skipped rows go to ``--rejects``, by default ``{stem}.rejects.jsonl``."""
 
     model: str = option(
@@ -78,6 +79,7 @@ class ScoreConfig(DataOptions, RuntimeOptions, InferenceOptions, ModelOptions, S
         ranking's cut (``--top-k``, ``--min-score``) of rows that have no ranking."""
         if Path(self.output).suffix not in (".json", ".jsonl"):
             raise RMKitError(f"--output must end in .json or .jsonl, got '{self.output}'")
+        self.replica_range()
         fmt = self.row_format()
         if fmt is None or fmt == "responses":
             return

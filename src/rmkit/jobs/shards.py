@@ -5,20 +5,26 @@ appends ``"{k}\\t{json}"`` lines to its part file and makes them durable chunk b
 (:func:`append_lines`); a resumed process cuts its files back to the sizes its state recorded
 (:func:`truncate`, :class:`ShareState`). At the end the parts are merged by record number into one output, written atomically
 (:func:`merge_parts`, :func:`merge_rejects`).
+
+A Ray run (:mod:`rmkit.ray`) cuts the records instead into :class:`Span` s of consecutive records
+(:func:`plan_spans`; a JSON-lines file's spans say at which byte each begins, so a worker reads only its
+own), and its driver writes one part file and state file, as a single process does.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import json
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from itertools import islice
 from pathlib import Path
 from typing import IO
 
-from rmkit.data import Example, RowCounts, read_records
+from rmkit.data import Example, RowCounts, jsonl_starts, parquet_groups, read_records
 from rmkit.errors import RMKitError
 from rmkit.files import atomic_write, write_json
 from rmkit.metrics import BestOfN, Moments, PairStats
@@ -45,17 +51,30 @@ class ShareState:
 
     @classmethod
     def load(cls, path: Path) -> ShareState:
-        raw = json.loads(path.read_text(encoding="utf-8"))
         try:
-            raw["stats"] = RowCounts(**raw["stats"])
-            raw["responses"] = Moments(**raw["responses"])
-            raw["pairs"] = PairStats.from_dict(raw["pairs"])
-            raw["best_of_n"] = BestOfN.from_dict(raw["best_of_n"])
-            return cls(**raw)
+            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
         except (KeyError, TypeError):
             raise RMKitError(
                 f"{path}: written by another version of rmkit; start again without --resume"
             ) from None
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> ShareState:
+        """The state ``asdict`` gave (what :meth:`save` writes, and what a Ray actor sends back)."""
+        raw = dict(raw)
+        raw["stats"] = RowCounts(**raw["stats"])
+        raw["responses"] = Moments(**raw["responses"])
+        raw["pairs"] = PairStats.from_dict(raw["pairs"])
+        raw["best_of_n"] = BestOfN.from_dict(raw["best_of_n"])
+        return cls(**raw)
+
+    def merge(self, other: ShareState) -> None:
+        """Count ``other``'s rows, statistics and tokens in this state (a Ray actor's shard in the driver's)."""
+        self.stats.merge(other.stats)
+        self.responses.merge(other.responses)
+        self.pairs.merge(other.pairs)
+        self.best_of_n.merge(other.best_of_n)
+        self.run_tokens += other.run_tokens
 
     def add(self, scored: list[tuple[Example, list[float]]]) -> None:
         """Count a chunk's scores in the running statistics."""
@@ -152,3 +171,51 @@ def merge_rejects(path: Path, parts: list[Path]) -> None:
             f.close()
     for p in parts:
         p.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Span:
+    """Records ``start`` to ``stop`` (counted from 0, ``stop`` excluded) of a file, and where a reader of it
+    begins: ``at`` for :func:`rmkit.data.read_records` (a JSON-lines file's byte offset and line, a Parquet
+    file's row group and the records before it; ``None``: the file's start), then ``skip`` records passed by."""
+
+    start: int
+    stop: int
+    at: tuple[int, int] | None = None
+    skip: int = 0
+
+
+def plan_spans(path: str, start: int, size: int) -> Iterator[Span]:
+    """The records of ``path`` after the first ``start``, as spans of ``size`` records: a JSON-lines file's
+    from one pass over its line breaks, a Parquet file's from its footer (row groups), another format's
+    from one pass over its records (its spans read from the file's start)."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".jsonl":
+        begun: Span | None = None
+        total = 0
+        for total, at in enumerate(jsonl_starts(path), start=1):
+            k = total - 1
+            if k >= start and (k - start) % size == 0:
+                if begun is not None:
+                    yield replace(begun, stop=k)
+                begun = Span(k, k, at)
+        if begun is not None:
+            yield replace(begun, stop=total)
+        return
+    groups = parquet_groups(path) if suffix == ".parquet" else []
+    total = sum(g[2] for g in groups) if groups else sum(1 for _ in read_records(path))
+    firsts = [before for _, before, _ in groups]
+    for first in range(start, total, size):
+        stop = min(first + size, total)
+        if groups:
+            group, before, _ = groups[bisect.bisect_right(firsts, first) - 1]
+            yield Span(first, stop, (group, before), first - before)
+        else:
+            yield Span(first, stop, None, first)
+
+
+def read_span(path: str, span: Span) -> Iterator[tuple[int, int, dict]]:
+    """``(record number, row, record)`` of the records of ``span``."""
+    records = islice(read_records(path, at=span.at), span.skip, span.skip + span.stop - span.start)
+    for k, (row, record) in enumerate(records, start=span.start):
+        yield k, row, record
