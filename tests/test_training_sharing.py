@@ -205,3 +205,13 @@ def test_fsdp_with_sharing_trains_what_one_process_without_trains(llama_path, mu
     )
     assert_same_weights(tmp_path / "one", tmp_path / "two")
     assert json.loads((tmp_path / "two" / "metrics.json").read_text())["train"]["shared_pairs"] > 0
+
+
+def test_the_option_s_earlier_switch_still_reads_and_a_bad_value_is_refused(multiturn, tmp_path):
+    base = dict(model="-", data=str(multiturn[0]), output_dir=str(tmp_path / "o"))
+    for given, read in ((True, "auto"), (False, "off"), ("on", "on")):
+        config = TrainConfig(**base, prefix_sharing=given)
+        config.validate()
+        assert config.prefix_sharing == read
+    with pytest.raises(RMKitError, match="--prefix-sharing is auto, on or off, got 'sometimes'"):
+        TrainConfig(**base, prefix_sharing="sometimes").validate()

@@ -172,6 +172,10 @@ class TrainConfig(PairOptions, RuntimeOptions, ModelOptions, StepOptions):
             )
         if self.batch_size < 1:
             raise RMKitError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if isinstance(self.prefix_sharing, bool):  # its earlier form, a switch of the held-out eval's sharing
+            self.prefix_sharing = "auto" if self.prefix_sharing else "off"
+        if self.prefix_sharing not in ("auto", "on", "off"):
+            raise RMKitError(f"--prefix-sharing is auto, on or off, got {self.prefix_sharing!r}")
         for name in self.report_to:
             if name not in TRACKERS:
                 raise RMKitError(f"--report-to: unknown tracker '{name}' (expected tensorboard or wandb)")
