@@ -725,6 +725,59 @@ def test_ldl_reward_s_bin_distributions_mixed_by_its_gate_read_from_its_two_tens
         RewardModel.from_pretrained(path)
 
 
+def test_urm_s_uncertainty_aware_head_weighs_each_attribute_s_mean(causal_lm, tmp_path):
+    """URM (``LlamaForSequenceClassificationWithNormal_Weights``): ``score`` gives 5 attributes a (mean,
+    uncertainty) pair each, ``weights.fc`` (Linear, SELU, Linear, SELU, Linear) weighs the means, read at the
+    last real token; without its remote code, equal to the formula by hand under either padding, batched."""
+    config, _, backbone = _parts(causal_lm)
+    h, k, g = config["hidden_size"], 5, torch.Generator().manual_seed(21)
+    head = {"score.weight": torch.randn(2 * k, h, generator=g)}
+    for i, (a, b) in enumerate(((h, h), (h, h), (h, k))):
+        head[f"weights.fc.{2 * i}.weight"] = torch.randn(b, a, generator=g) / a**0.5
+        head[f"weights.fc.{2 * i}.bias"] = torch.randn(b, generator=g)
+    raw = {
+        **config,
+        "architectures": ["LlamaForSequenceClassificationWithNormal_Weights"],
+        "num_labels": 2 * k,
+    }
+    path = _write(tmp_path / "urm", causal_lm, raw, {f"model.{n}": v for n, v in backbone.items()} | head)
+    lm = LlamaForCausalLM.from_pretrained(causal_lm).eval()
+    tok = AutoTokenizer.from_pretrained(causal_lm)
+    expected, means = [], []
+    with torch.no_grad():
+        for text in TEXTS:
+            x = lm.model(torch.tensor([tok(text)["input_ids"]])).last_hidden_state[0, -1]
+            mean = (head["score.weight"] @ x).reshape(k, 2)[:, 0]
+            w = x
+            for i in range(3):
+                w = head[f"weights.fc.{2 * i}.weight"] @ w + head[f"weights.fc.{2 * i}.bias"]
+                w = torch.nn.functional.selu(w) if i < 2 else w
+            expected.append(float(mean @ w))
+            means.append(mean.tolist())
+    rm = RewardModel.from_pretrained(path)
+    assert rm.metadata["converted_from"]["layout"] == "urm"
+    assert rm.score(texts=TEXTS) == pytest.approx(expected, abs=1e-5)
+    assert rm.score(texts=TEXTS[::-1]) == pytest.approx(expected[::-1], abs=1e-5)
+    ids = [tok(t)["input_ids"] for t in TEXTS]
+    width = max(map(len, ids))
+    for side in ("left", "right"):
+        pads = [[0] * (width - len(s)) for s in ids]
+        rows = [p + s if side == "left" else s + p for p, s in zip(pads, ids, strict=True)]
+        mask = [[0] * len(p) + [1] * len(s) if side == "left" else [1] * len(s) + [0] * len(p)
+                for p, s in zip(pads, ids, strict=True)]  # fmt: skip
+        with torch.no_grad():
+            assert rm(torch.tensor(rows), torch.tensor(mask)).end_scores.tolist() == pytest.approx(
+                expected, abs=1e-5
+            )
+    assert rm.attributes == list(
+        ARMO_OBJECTIVES[:5]
+    )  # HelpSteer2's five, each attribute's mean beside the score
+    scored = score_sequences(rm, [tok(t)["input_ids"] for t in TEXTS], attributes=True)
+    assert scored == [pytest.approx([e, *m], abs=1e-5) for e, m in zip(expected, means, strict=True)]
+    with pytest.raises(RMKitError, match="no standard layout"):
+        rm.save_pretrained(tmp_path / "rewritten")
+
+
 def test_grm_s_relu_value_head_reads_as_its_class_does(causal_lm, tmp_path):
     """GRM (``GRewardModel``, its sftreg variant): the causal LM's ``model`` and a value head
     ``v_head.summary`` = Linear(hidden, 12) → ReLU → Linear(12, 1), read at the last real token."""

@@ -87,6 +87,32 @@ class GatedHead(nn.Module):
         return (gate * (rewards @ self.transform.float())).sum(-1), rewards
 
 
+class UncertainHead(nn.Module):
+    """URM's head (``LlamaForSequenceClassificationWithNormal_Weights``), read at the last token: ``score``
+    (bias-free) gives each of K attributes a mean and an uncertainty (2K outputs, in pairs), and ``fc``
+    (Linear, SELU, Linear, SELU, Linear) weighs the K means; the score is their weighted sum."""
+
+    def __init__(self, hidden: int, attributes: int):
+        super().__init__()
+        self.score = nn.Linear(hidden, 2 * attributes, bias=False)
+        self.fc = nn.Sequential(
+            nn.Linear(hidden, hidden),
+            nn.SELU(),
+            nn.Linear(hidden, hidden),
+            nn.SELU(),
+            nn.Linear(hidden, attributes),
+        )
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.read(hidden)[0].unsqueeze(-1)
+
+    def read(self, at_end: torch.Tensor, at_gate: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(score, means)``: the weighted sum of the attributes' means, and the means."""
+        x = at_end.float()
+        means = self.score(x).unflatten(-1, (-1, 2))[..., 0]
+        return (means * self.fc(x)).sum(-1), means
+
+
 # ArmoRM's 19 objectives in its regression layer's order (its model card); QRM-Llama3.1's are the first 5.
 ARMO_OBJECTIVES = (
     "helpsteer-helpfulness", "helpsteer-correctness", "helpsteer-coherence", "helpsteer-complexity",
@@ -175,8 +201,13 @@ HEADS = (
     MLPHead,
     GatedHead,
     DistributionHead,
+    UncertainHead,
 )  # the score heads read at every position of a decoder
-MIXED = (GatedHead, DistributionHead)  # heads whose score is their own mix of their objectives' outputs
+MIXED = (
+    GatedHead,
+    DistributionHead,
+    UncertainHead,
+)  # heads whose score is their own mix of their objectives' outputs
 
 
 def build_head(
@@ -203,6 +234,11 @@ def build_head(
                 raise ValueError(f"its {name} is not a plain state dict of tensors ({e})") from None
         head: Any = DistributionHead(*parts, config.get("temperature", 1.0), bool(config.get("softmax")))
         head.names = objective_names(config, head.regression[-1].out_features // BINS)
+        return head.float()
+    if layout == "urm":  # URM: score (2K outputs: a mean and an uncertainty each), weights.fc.{0,2,4}
+        head = UncertainHead(tensors["score.weight"].shape[1], tensors["score.weight"].shape[0] // 2)
+        head.load_state_dict({k.removeprefix("weights."): v for k, v in tensors.items()})
+        head.names = objective_names(config, head.score.out_features // 2)
         return head.float()
     head = _gated(tensors, config)
     head.names = objective_names(config, head.transform.shape[0])

@@ -59,6 +59,7 @@ LAYOUTS = {
     "mlp-head": "classifier with a two-layer score head (score.0, score.2: INF-ORM)",
     "athene": "Athene-RM (v_head on a LlamaModel, read at a CLS token appended to the conversation)",
     "armo": "ArmoRM or QRM (regression_layer, gating network and reward_transform_matrix on a LlamaModel)",
+    "urm": "URM (score: a mean and an uncertainty for each attribute, the means weighed by weights.fc, on a LlamaModel)",
     "ldl": "LDL-Reward (regression_layer.pt and gating_layer.pt beside the backbone, read as tensors only)",
     "grm": "GRM (a ReLU value head, v_head.summary.0, .2, ..., beside a causal LM's model)",
 }
@@ -203,6 +204,8 @@ def _by_weights(found: Found) -> str | None:
     if "score_head.weight" in keys:
         safe = {"do_normalize", "normalizer_type", "score_type"} & set(config) or "normalizer.mean" in keys
         return "safe-rlhf" if safe else "align-anything"
+    if "weights.fc.0.weight" in keys and "score.weight" in keys:
+        return "urm"
     if all(k in keys for k in MLP_KEYS):
         return "mlp-head"
     if {"regression_layer.weight", "reward_transform_matrix", "gating.logit_scale"} <= keys:
@@ -374,10 +377,10 @@ def load(
     state = dict(found.state) if found.state is not None else read_weights(found.weights, allow_pickle)
     if found.value_head is not None:
         state.update(read_weights([found.value_head], allow_pickle))
-    own = ("score.", "regression_layer.", "gating.", "reward_transform", "v_head.")
+    own = ("score.", "regression_layer.", "gating.", "reward_transform", "v_head.", "weights.fc.")
     head_state = (
         {k: state.pop(k) for k in list(state) if k.startswith(own)}
-        if layout in ("mlp-head", "armo", "ldl", "grm")
+        if layout in ("mlp-head", "armo", "ldl", "grm", "urm")
         else None
     )
     hidden = int((found.config or {}).get("hidden_size", 0))

@@ -154,7 +154,7 @@ class ModelOptions:
     head: str | None = option(
         None,
         help="read the checkpoint in this layout instead of the one recognised from its weights: transformers, "
-        "safe-rlhf, align-anything, trl, llama-factory, deepspeed-chat, openrlhf, mlp-head, athene, armo, ldl, grm",
+        "safe-rlhf, align-anything, trl, llama-factory, deepspeed-chat, openrlhf, mlp-head, athene, armo, ldl, grm, urm",
     )
     weights: dict[str, str] | None = option(
         None,
