@@ -22,6 +22,7 @@ bits of a float, as between any two batch sizes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections import deque
@@ -148,9 +149,12 @@ def _drive(config: ScoreConfig, paths: Paths, state: ShareState) -> ScoreConfig:
     results = data.map_batches(SpanScorer, batch_size=1, **_pool(config))
     waiting: dict[int, dict[str, Any]] = {}  # spans come back in any order; each waits for those before it
     t0 = time.perf_counter()
-    with open(paths.part, "a", encoding="utf-8") as part:
+    # Closed however the loop ends: Ray Data's executor stops now, not when a collector frees the iterator
+    # (after a bad row, possibly once the connection is shut, which would end this process).
+    rows = iter(results.iter_rows())
+    with open(paths.part, "a", encoding="utf-8") as part, contextlib.closing(rows):
         try:
-            for row in results.iter_rows():
+            for row in rows:
                 waiting[int(row["start"])] = row
                 while state.records in waiting:
                     done = waiting.pop(state.records)
