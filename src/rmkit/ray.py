@@ -22,7 +22,7 @@ bits of a float, as between any two batch sizes.
 
 from __future__ import annotations
 
-import contextlib
+import gc
 import json
 import time
 from collections import deque
@@ -131,6 +131,7 @@ def cluster(address: str) -> Iterator[None]:
     try:
         yield
     finally:
+        gc.collect()  # object references left in cycles are freed while connected (after, they end the process)
         ray.shutdown()
 
 
@@ -147,12 +148,25 @@ def _drive(config: ScoreConfig, paths: Paths, state: ShareState) -> ScoreConfig:
     ray.data.DataContext.get_current().enable_progress_bars = config.progress
     data = ray.data.from_items(spans, override_num_blocks=len(spans))
     results = data.map_batches(SpanScorer, batch_size=1, **_pool(config))
+    rows = iter(results.iter_rows())
+    try:
+        dtype = _write_in_order(rows, paths, state)
+    finally:
+        # However the loop ended (a bad row ends it early), the iteration is closed and what it leaves in
+        # reference cycles (object references) freed now, while this process is connected: freed after a
+        # ray.shutdown() by a later collection, an object reference ends the whole process.
+        rows.close()
+        gc.collect()
+    return replace(config, dtype=dtype) if dtype else config
+
+
+def _write_in_order(rows: Iterator[dict[str, Any]], paths: Paths, state: ShareState) -> str | None:
+    """Append the spans of ``rows`` to the part file in input order, checkpointing ``state`` after each;
+    returns the dtype the replicas scored in."""
+    dtype: str | None = None
     waiting: dict[int, dict[str, Any]] = {}  # spans come back in any order; each waits for those before it
     t0 = time.perf_counter()
-    # Closed however the loop ends: Ray Data's executor stops now, not when a collector frees the iterator
-    # (after a bad row, possibly once the connection is shut, which would end this process).
-    rows = iter(results.iter_rows())
-    with open(paths.part, "a", encoding="utf-8") as part, contextlib.closing(rows):
+    with open(paths.part, "a", encoding="utf-8") as part:
         try:
             for row in rows:
                 waiting[int(row["start"])] = row
@@ -170,10 +184,10 @@ def _drive(config: ScoreConfig, paths: Paths, state: ShareState) -> ScoreConfig:
                     state.records += shard.records
                     state.part_bytes, state.run_seconds = part.tell(), time.perf_counter() - t0
                     state.save(paths.state)
-                    config = replace(config, dtype=done["dtype"])
+                    dtype = done["dtype"]
         except ray.exceptions.RayError as e:  # an actor's error, wrapped by Ray: rmkit's own in one line
             raise _user_error(e) or e from None
-    return config
+    return dtype
 
 
 def _user_error(error: BaseException) -> RMKitError | None:
