@@ -207,6 +207,22 @@ def test_data_of_two_kinds_in_one_eval_is_refused_naming_both_files(rm_path, tmp
     assert code == 2 and f"{rated} holds rated responses" in err and f"{pairs} holds preference pairs" in err
 
 
+def face_args(command: str, tmp_path) -> list[str]:
+    """The arguments besides ``--model`` that run ``command`` on data of its own in ``tmp_path``."""
+    data = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    return {
+        "score": ["--input", str(data), "--output", str(tmp_path / "o.jsonl")],
+        "rank": [
+            "--input",
+            str(write_jsonl(tmp_path / "groups.jsonl", GROUPS)),
+            "--output",
+            str(tmp_path / "r.jsonl"),
+        ],
+        "eval": ["--data", str(data), "--output-dir", str(tmp_path / "o")],
+        "serve": ["--port", "0"],
+    }[command]
+
+
 @pytest.mark.parametrize("command", ["score", "rank", "eval", "serve"])
 def test_every_face_refuses_a_checkpoint_of_an_unknown_kind_in_one_line(command, rm_path, tmp_path, capsys):
     path = tmp_path / "quantile"
@@ -214,19 +230,7 @@ def test_every_face_refuses_a_checkpoint_of_an_unknown_kind_in_one_line(command,
     config = json.loads((path / "config.json").read_text())
     config.setdefault("rmkit", {})["kind"] = "quantile"
     (path / "config.json").write_text(json.dumps(config))
-    data = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
-    args = {
-        "score": ["--input", str(data), "--output", str(tmp_path / "o.jsonl")],
-        "rank": [
-            "--input",
-            str(write_jsonl(tmp_path / "groups.jsonl", GROUPS)),
-            "--output",
-            str(tmp_path / "o.jsonl"),
-        ],
-        "eval": ["--data", str(data), "--output-dir", str(tmp_path / "o")],
-        "serve": ["--port", "0"],
-    }[command]
-    assert main([command, "--model", str(path), *args]) == 2
+    assert main([command, "--model", str(path), *face_args(command, tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert str(path) in err and "'quantile'" in err and "LlamaForSequenceClassification" in err
@@ -248,7 +252,6 @@ def test_every_face_that_reads_scores_refuses_a_checkpoint_without_its_head(
 ):
     """A backbone (here a causal LM: its lm_head is no score head) would get a random head: refused in one
     line that names the weights it has and the kinds tried, before anything is scored."""
-    data = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
     if command == "reward_function":
         import rmkit
 
@@ -256,18 +259,7 @@ def test_every_face_that_reads_scores_refuses_a_checkpoint_without_its_head(
             rmkit.reward_function(str(llama_path))
         assert "lm_head.weight" in str(e.value)
         return
-    args = {
-        "score": ["--input", str(data), "--output", str(tmp_path / "o.jsonl")],
-        "rank": [
-            "--input",
-            str(write_jsonl(tmp_path / "g.jsonl", GROUPS)),
-            "--output",
-            str(tmp_path / "r.jsonl"),
-        ],
-        "eval": ["--data", str(data), "--output-dir", str(tmp_path / "e")],
-        "serve": ["--port", "0"],
-    }[command]
-    assert main([command, "--model", str(llama_path), *args]) == 2
+    assert main([command, "--model", str(llama_path), *face_args(command, tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "no trained score head" in err and "lm_head.weight" in err and "pairwise" in err
     assert len(err.splitlines()) == 1

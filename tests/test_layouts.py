@@ -37,6 +37,19 @@ def _parts(causal_lm: Path) -> tuple[dict, dict, dict]:
     return config, state, backbone
 
 
+def assert_either_padding(rm: RewardModel, ids: list[list[int]], expected: list[float]) -> None:
+    """``rm``'s end scores of ``ids`` padded on the left, then on the right, in one batch, are ``expected``."""
+    width = max(map(len, ids))
+    for side in ("left", "right"):
+        pads = [[0] * (width - len(s)) for s in ids]
+        rows = [p + s if side == "left" else s + p for p, s in zip(pads, ids, strict=True)]
+        mask = [[0] * len(p) + [1] * len(s) if side == "left" else [1] * len(s) + [0] * len(p)
+                for p, s in zip(pads, ids, strict=True)]  # fmt: skip
+        with torch.no_grad():
+            got = rm(torch.tensor(rows), torch.tensor(mask)).end_scores.tolist()
+        assert got == pytest.approx(expected, abs=1e-5), side
+
+
 def _write(path: Path, causal_lm: Path, config: dict, weights: dict | None, *, pickle: bool = False) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.json").write_text(json.dumps(config))
@@ -487,18 +500,7 @@ def test_a_two_layer_score_head_reads_as_its_authors_class_does(causal_lm, tmp_p
     rm = RewardModel.from_pretrained(path)
     assert rm.metadata["converted_from"]["layout"] == "mlp-head"
     assert rm.score(texts=TEXTS) == pytest.approx(expected, abs=1e-5)
-    width = max(map(len, ids))
-    for side in ("left", "right"):
-        rows = [([0] * (width - len(s)) + s) if side == "left" else (s + [0] * (width - len(s))) for s in ids]
-        mask = [
-            ([0] * (width - len(s)) + [1] * len(s))
-            if side == "left"
-            else ([1] * len(s) + [0] * (width - len(s)))
-            for s in ids
-        ]
-        with torch.no_grad():
-            got = rm(torch.tensor(rows), torch.tensor(mask)).end_scores.tolist()
-        assert got == pytest.approx(expected, abs=1e-5)
+    assert_either_padding(rm, ids, expected)
     out = tmp_path / "converted"
     assert main(["convert", str(path), str(out)]) == 0
     assert "not linear" in capsys.readouterr().out  # said, not silently written as a plain classifier
@@ -758,17 +760,7 @@ def test_urm_s_uncertainty_aware_head_weighs_each_attribute_s_mean(causal_lm, tm
     assert rm.metadata["converted_from"]["layout"] == "urm"
     assert rm.score(texts=TEXTS) == pytest.approx(expected, abs=1e-5)
     assert rm.score(texts=TEXTS[::-1]) == pytest.approx(expected[::-1], abs=1e-5)
-    ids = [tok(t)["input_ids"] for t in TEXTS]
-    width = max(map(len, ids))
-    for side in ("left", "right"):
-        pads = [[0] * (width - len(s)) for s in ids]
-        rows = [p + s if side == "left" else s + p for p, s in zip(pads, ids, strict=True)]
-        mask = [[0] * len(p) + [1] * len(s) if side == "left" else [1] * len(s) + [0] * len(p)
-                for p, s in zip(pads, ids, strict=True)]  # fmt: skip
-        with torch.no_grad():
-            assert rm(torch.tensor(rows), torch.tensor(mask)).end_scores.tolist() == pytest.approx(
-                expected, abs=1e-5
-            )
+    assert_either_padding(rm, [tok(t)["input_ids"] for t in TEXTS], expected)
     assert rm.attributes == list(
         ARMO_OBJECTIVES[:5]
     )  # HelpSteer2's five, each attribute's mean beside the score

@@ -184,27 +184,17 @@ def test_sharing_on_is_refused_where_it_cannot_be_exact(llama_path, multiturn, t
 
 
 @pytest.mark.slow
-def test_two_processes_with_sharing_train_what_one_process_without_trains(llama_path, multiturn, tmp_path):
+@pytest.mark.parametrize("sharding", [[], ["--fsdp", "full_shard"]], ids=["ddp", "fsdp"])
+def test_two_processes_with_sharing_train_what_one_process_without_trains(
+    llama_path, multiturn, tmp_path, sharding
+):
+    """DDP, and FSDP, where every process runs the same number of passes (a shared micro-batch is one)."""
     run(llama_path, multiturn, tmp_path / "one", prefix_sharing="off", max_steps=4, logging_steps=1)
     flags = ["--max-steps", "4", "--micro-batch-size", "8", "--score-reg", "0.01", "--max-length", "128"]
-    torchrun_train(
-        llama_path, multiturn, tmp_path / "two", *flags, "--prefix-sharing", "on", "--logging-steps", "1"
-    )
+    torchrun_train(llama_path, multiturn, tmp_path / "two", *flags, *sharding, "--prefix-sharing", "on")
     assert_same_weights(tmp_path / "one", tmp_path / "two")
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())["train"]
     assert two["processes"] == 2 and two["shared_pairs"] > 0
-
-
-@pytest.mark.slow
-def test_fsdp_with_sharing_trains_what_one_process_without_trains(llama_path, multiturn, tmp_path):
-    """Under FSDP every process runs the same number of passes; a shared micro-batch is one of them."""
-    run(llama_path, multiturn, tmp_path / "one", prefix_sharing="off", max_steps=4, logging_steps=1)
-    flags = ["--max-steps", "4", "--micro-batch-size", "8", "--score-reg", "0.01", "--max-length", "128"]
-    torchrun_train(
-        llama_path, multiturn, tmp_path / "two", *flags, "--fsdp", "full_shard", "--prefix-sharing", "on"
-    )
-    assert_same_weights(tmp_path / "one", tmp_path / "two")
-    assert json.loads((tmp_path / "two" / "metrics.json").read_text())["train"]["shared_pairs"] > 0
 
 
 def test_the_option_s_earlier_switch_still_reads_and_a_bad_value_is_refused(multiturn, tmp_path):

@@ -154,7 +154,7 @@ def _train_stats(task: Any, items: int, stats: RowCounts, loop: _Loop, step: int
         "tokens_per_s": loop.trained.tokens / max(loop.seconds, 1e-9),
         "processes": d.world,
         "packed": task.packed,
-        "prefix_sharing": getattr(task, "sharing", "off"),
+        "prefix_sharing": task.sharing,
         "shared_pairs": getattr(loop.trained, "shared", 0),
         "prefix_tokens_saved": getattr(loop.trained, "saved", 0),
         "micro_batch_tokens": loop.config.micro_batch_tokens,

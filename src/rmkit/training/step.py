@@ -112,11 +112,10 @@ def forward_pairs(
     with ``packed`` end to end in one row without pads, or with ``shared`` a row a pair whose two answers
     follow one pass over their shared prefix (:mod:`rmkit.packing`; the same scores and gradients).
     """
-    rows = [p.chosen for p in pairs] + [p.rejected for p in pairs]
     if shared:
         inputs: tuple = (share_pairs([(p.chosen, p.rejected) for p in pairs], pad_id).to(device),)
     else:
-        inputs = inputs_on(rows, pad_id, device, packed)
+        inputs = inputs_on([p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id, device, packed)
     margin = torch.tensor([p.margin for p in pairs], device=device) if any(p.margin for p in pairs) else None
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.dtype == "bf16"):
         out = model(*inputs, token_scores=config.loss == "token_wise", right_padded=True)
@@ -185,13 +184,14 @@ class PairTask:
         prefix = self.shares(pair)
         return len(pair.chosen) + len(pair.rejected) - prefix if prefix else 2 * pair.length
 
-    def shares(self, pair: Pair) -> int:
-        """The prefix tokens ``pair`` runs once under ``sharing`` (0: its answers run apart). ``auto`` shares
-        a pair whose prefix is at least ``MIN_SHARED`` tokens and whose row is at least ``MIN_SAVING``
-        shorter than its two padded rows; ``on`` every pair whose answers start alike."""
+    def shares(self, pair: Pair, prefix: int | None = None) -> int:
+        """The prefix tokens ``pair`` runs once under ``sharing`` (0: its answers run apart); ``prefix`` is its
+        :func:`shared_prefix` when already known. ``auto`` shares a pair whose prefix is at least
+        ``MIN_SHARED`` tokens and whose row is at least ``MIN_SAVING`` shorter than its two padded rows;
+        ``on`` every pair whose answers start alike."""
         if self.sharing == "off":
             return 0
-        prefix = shared_prefix(pair.chosen, pair.rejected)
+        prefix = shared_prefix(pair.chosen, pair.rejected) if prefix is None else prefix
         row = len(pair.chosen) + len(pair.rejected) - prefix
         pays = prefix >= MIN_SHARED and row <= (1 - MIN_SAVING) * 2 * pair.length
         return prefix if self.sharing == "on" or pays else 0
@@ -204,14 +204,11 @@ class PairTask:
     ):
         """``(loss per unit, a function counting the chunk into some totals)``. A micro-batch runs a row a
         pair (:func:`rmkit.packing.share_pairs`) when one of its pairs shares its prefix."""
-        prefixes = [self.shares(p) for p in chunk]
-        shared = any(prefixes)
-        if shared and self.sharing == "auto":
-            prefixes = [
-                shared_prefix(p.chosen, p.rejected) for p in chunk
-            ]  # a row a pair: each saves its own
+        prefixes = [shared_prefix(p.chosen, p.rejected) for p in chunk] if self.sharing != "off" else []
+        shared = any(self.shares(p, n) for p, n in zip(chunk, prefixes, strict=False))
         loss, chosen, rejected = forward_pairs(model, chunk, pad_id, config, device, self.packed, shared)
         tokens = sum(len(p.chosen) + len(p.rejected) for p in chunk)
+        # a row a pair: each pair saves its own prefix
         counts = (sum(n > 0 for n in prefixes), sum(prefixes)) if shared else (0, 0)
         return loss, lambda totals: totals.add(loss, chosen, rejected, tokens, *counts)
 
