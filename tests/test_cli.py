@@ -60,7 +60,8 @@ def test_help_version_and_a_wrong_option_load_no_torch(tmp_path):
 
     code = (
         "import sys\nfrom rmkit.cli import main\n"
-        "bad = [['score', '--modle', 'x'], ['score', '--model', 'm', '--input', 'missing.jsonl', '--output', 'o.jsonl']]\n"
+        "model = sys.argv[1].rsplit('/', 1)[0]  # a directory that exists: the input is what is wrong\n"
+        "bad = [['score', '--modle', 'x'], ['score', '--model', model, '--input', 'missing.jsonl', '--output', 'o.jsonl']]\n"
         "bad += [['inspect', '--data', sys.argv[1]]]  # a data tool reads data without the model code\n"
         "for argv in [['--version'], *[[c, '--help'] for c in sys.argv[2:]], *bad]:\n"
         "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"

@@ -225,7 +225,9 @@ CORPUS = [
     ("empty.json", "", "expected a JSON list of objects"),
     ("bom.json", "\ufeff[" + json.dumps(PAIR) + "]", (1, 0)),
     ("bom.jsonl", "\ufeff" + json.dumps(PAIR) + "\n", (1, 0)),
-    ("empty.jsonl", "", (0, 0)),
+    ("empty.jsonl", "", "holds no records"),
+    ("blank_lines.jsonl", "\n\n  \n", "holds no records"),
+    ("empty_list.json", "[]", "holds no records"),
     ("list_row.jsonl", json.dumps(PAIR) + "\n[1, 2]\n", (1, 1)),
     ("nulls.jsonl", json.dumps({**PAIR, "prompt": None}) + "\n" + json.dumps(PAIR) + "\n", (1, 1)),
     ("number_text.jsonl", json.dumps({**PAIR, "chosen": 3}) + "\n", (0, 1)),
@@ -233,7 +235,7 @@ CORPUS = [
     ("undecodable.jsonl", json.dumps(PAIR).encode() + b"\n" + b'{"prompt": "\xff"}\n', (1, 1)),
     ("ragged.csv", "prompt,chosen,rejected\np,a\np,a,b\n", (1, 1)),
     ("latin1.csv", "prompt,chosen,rejected\nné,a,b\n".encode("latin-1"), "file is not UTF-8"),
-    ("header_only.csv", "prompt,chosen,rejected\n", (0, 0)),
+    ("header_only.csv", "prompt,chosen,rejected\n", "holds no records"),
     ("not.parquet", "not parquet at all", "cannot read the Parquet file"),
 ]
 

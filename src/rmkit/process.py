@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
 
-from rmkit.checkpoints import ensure_pad_token, save_model
+from rmkit.checkpoints import ensure_pad_token, require_lm_head, save_model
 from rmkit.data.formats import Message
 from rmkit.data.rendering import RowCounts
 from rmkit.data.steps import (  # aggregate, AGGREGATES and split_steps: also rmkit.process's, as before
@@ -187,7 +187,8 @@ class ProcessRewardModel(HeldModel):
         classifier = any(a.endswith(PRM_CLASSES) for a in (config.architectures or []))
         try:
             if steps.head == "lm":
-                model = AutoModelForCausalLM.from_pretrained(name, **options)
+                model, info = AutoModelForCausalLM.from_pretrained(name, output_loading_info=True, **options)
+                require_lm_head(model, info, name, "a good/bad-token PRM reads its tokens' logits")
             elif classifier:
                 model, info = AutoModelForTokenClassification.from_pretrained(
                     name, output_loading_info=True, **options

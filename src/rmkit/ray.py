@@ -44,7 +44,7 @@ except ImportError:
     raise RMKitError("--backend ray needs Ray: pip install 'rmkit[ray]'") from None
 
 from rmkit.jobs.config import ScoreConfig
-from rmkit.jobs.scorefiles import Paths, finish, left_behind, resume_state
+from rmkit.jobs.scorefiles import Paths, finish, keeping_work, resume_state
 from rmkit.jobs.scorer import Scorer, Shard
 from rmkit.jobs.shards import ShareState, Span, append_lines, plan_spans, read_span
 
@@ -104,12 +104,8 @@ def score_file(config: ScoreConfig, *, rm: Any = None) -> dict[str, Any]:
     paths = Paths.of(config, output, 0, 1)
     output.parent.mkdir(parents=True, exist_ok=True)
     state = resume_state(config, paths, 0, 1)
-    with cluster(config.ray_address):
-        try:
-            config = _drive(config, paths, state)
-        except RMKitError as e:  # the same error, saying what is left behind
-            e.args = (f"{e}{left_behind(paths)}",)
-            raise
+    with cluster(config.ray_address), keeping_work(paths):
+        config = _drive(config, paths, state)
     elapsed = time.perf_counter() - start
     return finish(config, output, 1, elapsed, backend="ray", replicas=config.replicas)
 

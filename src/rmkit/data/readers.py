@@ -46,7 +46,7 @@ def read_records(
     if at is not None:
         return _read_parquet(path, *at) if path.suffix.lower() == ".parquet" else _read_jsonl(path, *at)
     if path.is_dir():
-        return _read_arrow_dir(path)
+        return _not_empty(_read_arrow_dir(path), path)
     suffix = path.suffix.lower()
     readers = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".parquet": _read_parquet}
     if suffix not in readers:
@@ -54,7 +54,18 @@ def read_records(
             f"unknown file type '{suffix}': expected .json, .jsonl, .csv, .parquet or a save_to_disk directory",
             file=str(path),
         )
-    return readers[suffix](path)
+    return _not_empty(readers[suffix](path), path)
+
+
+def _not_empty(records: Iterator[tuple[int, Any]], path: Path) -> Iterator[tuple[int, Any]]:
+    """``records``, or, once they are read, a whole-file :class:`DataError` when there was none: an empty
+    input is a fault of the file, never a run that scores (or trains on) nothing and exits 0."""
+    empty = True
+    for item in records:
+        empty = False
+        yield item
+    if empty:
+        raise DataError("holds no records (an empty input)", file=str(path))
 
 
 def first_record(path: str | Path) -> dict[str, Any] | None:

@@ -22,10 +22,12 @@ from rmkit.options import (
 @dataclass(kw_only=True)
 class EvalConfig(PairOptions, RuntimeOptions, InferenceOptions, ScaleOptions, ModelOptions, StepOptions):
     model: list[str] = option(
+        path="model",
         help="reward model(s) to evaluate: a checkpoint directory or hub name; two or more to compare "
-        "them on the same pairs (--model A B, or --model A --model B)"
+        "them on the same pairs (--model A B, or --model A --model B)",
     )
     data: list[str] = option(
+        path="data",
         help="data file(s), all of one kind: preference pairs, step-labelled solutions (process RMs) or rated "
         "responses; .json, .jsonl, .csv, .parquet or a save_to_disk directory",
         aliases=["--input"],

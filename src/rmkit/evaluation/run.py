@@ -103,7 +103,9 @@ def evaluate(config: EvalConfig | None = None, **options: Any) -> dict[str, Any]
     if suite is not None:
         cleanup(out)
     print("\n".join(evaluation.tables(metrics)))
-    print(f"wrote metrics.json, scores.jsonl, report.md{' and plots/' if drawn else ''} to {out}")
+    print(
+        f"wrote metrics.json, scores.jsonl, report.md{' and plots/' if drawn else ''} to {out}{_skipped(config)}"
+    )
     return metrics
 
 
@@ -128,6 +130,14 @@ def _backend(config: EvalConfig, evaluation: Any) -> Iterator[Callable[..., tupl
 def _rejects(config: EvalConfig) -> str:
     """Where skipped rows go: ``--rejects``, else ``rejects.jsonl`` in the output directory."""
     return config.rejects or str(Path(config.output_dir) / "rejects.jsonl")
+
+
+def _skipped(config: EvalConfig) -> str:
+    """Where the rows that ``--on-error skip`` skipped went, when it skipped any."""
+    path = Path(_rejects(config))
+    if config.on_error != "skip" or not path.is_file() or not path.stat().st_size:
+        return ""
+    return f"; the skipped rows, each with its reason, to {path}"
 
 
 def _write_result(path: Path, content: Any) -> None:

@@ -27,7 +27,7 @@ class ScoreConfig(DataOptions, RuntimeOptions, InferenceOptions, ScaleOptions, M
     """Options of ``rmkit score``; skipped rows go to ``--rejects``, by default ``{stem}.rejects.jsonl``."""
 
     model: str = option(
-        help="reward model: an rmkit or any one-label HF sequence classifier (dir or hub name)"
+        path="model", help="reward model: an rmkit or any one-label HF sequence classifier (dir or hub name)"
     )
     input: str = option(
         help="data file (.json, .jsonl, .csv, .parquet) or save_to_disk directory", aliases=["--data"]
@@ -72,6 +72,7 @@ class ScoreConfig(DataOptions, RuntimeOptions, InferenceOptions, ScaleOptions, M
     )
     resume: bool = option(False, help="continue a killed run from its part files instead of starting over")
     ranks: ClassVar[bool] = False  # rmkit rank: only best-of-N rows
+    command: ClassVar[str] = "score"  # the name its messages speak in
 
     def validate(self) -> None:
         """Refuse, before any model loads, an output that is neither JSON nor JSONL, an input that cannot be
@@ -117,13 +118,16 @@ class RankConfig(ScoreConfig):
     ranking); its input must hold best-of-N rows."""
 
     ranks: ClassVar[bool] = True
+    command: ClassVar[str] = "rank"
 
 
 @dataclass(kw_only=True)
 class ConvertConfig(ModelOptions):
     """Options of ``rmkit convert``."""
 
-    source: str = option(help="checkpoint directory to read (any layout rmkit reads)", positional=True)
+    source: str = option(
+        help="checkpoint directory to read (any layout rmkit reads)", positional=True, path="model"
+    )
     output: str = option(help="directory to write the standard checkpoint to", positional=True)
     dtype: str = option("fp32", help="dtype of the written weights", choices=list(DTYPE_NAMES))
     overwrite: bool = option(False, help="write into an output directory that already holds files")
@@ -144,7 +148,9 @@ class InspectConfig(DataOptions):
         None, help="data file (.json, .jsonl, .csv, .parquet) or save_to_disk directory", aliases=["--input"]
     )
     model: str | None = option(
-        None, help="a checkpoint: say which kind of reward model rmkit reads it as, and why (no weight loads)"
+        None,
+        help="a checkpoint: say which kind of reward model rmkit reads it as, and why (no weight loads)",
+        path="model",
     )
     attributes: list[str] | None = option(
         None, help="rated data: the rating columns (default: HelpSteer2's, or all)"

@@ -1,7 +1,7 @@
 """``rmkit convert SRC DST``: write any reward-model checkpoint rmkit reads as the standard layout.
 
-The source is read as :meth:`rmkit.RewardModel.from_pretrained` reads it (another trainer's layout is
-converted in memory, :mod:`rmkit.layouts`); the result is a one-label ``*ForSequenceClassification``
+The source is read as its kind reads it (:func:`rmkit.kinds.load`; another trainer's layout is converted
+in memory, :mod:`rmkit.layouts`; a kind with no standard layout to write is refused); the result is a one-label ``*ForSequenceClassification``
 checkpoint in safetensors with the tokenizer beside it, which transformers, TRL, vLLM and RewardBench load
 with no missing or unexpected key. What the standard layout has no field for (a head bias, the source's
 normalisation, the layout it came from) is kept in rmkit's metadata in ``config.json``.
@@ -16,10 +16,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from rmkit import kinds
 from rmkit.errors import RMKitError
 from rmkit.files import claim_output_dir
 from rmkit.jobs.config import ConvertConfig
-from rmkit.modeling import RewardModel
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,10 @@ def convert(config: ConvertConfig) -> dict[str, Any]:
     claim_output_dir(out, overwrite=config.overwrite, flag="the output directory")
     if config.judge is not None:
         return _verifier(config, out)
-    rm = RewardModel.from_pretrained(config.source, dtype=config.dtype, **config.loading())
+    kind, rm = kinds.load(kinds.Checkpoint.read(config.source, config.loading()), dtype=config.dtype)
+    why = kind.convertible(rm)
+    if why is not None:
+        raise RMKitError(f"{config.source}: {why}")
     rm.save_pretrained(out)
     source = rm.metadata.get("converted_from", {}).get("layout", "transformers")
     kept = {k: rm.metadata[k] for k in ("score_bias", "score_mean", "score_std") if k in rm.metadata}

@@ -34,10 +34,9 @@ from tqdm import tqdm
 
 from rmkit import kinds, runtime
 from rmkit.data import Rejects, read_records
-from rmkit.errors import RMKitError
 from rmkit.inference import ahead
 from rmkit.jobs.config import ScoreConfig
-from rmkit.jobs.scorefiles import Paths, finish, left_behind, resume_state
+from rmkit.jobs.scorefiles import Paths, finish, keeping_work, resume_state
 from rmkit.jobs.scorer import Scorer, part_lines, scored
 from rmkit.jobs.shards import Share, append_lines, count_records
 from rmkit.modeling import RewardModel
@@ -67,11 +66,8 @@ def score_file(config: ScoreConfig, *, rm: RewardModel | None = None) -> dict[st
     with runtime.start(config.device, config.threads) as rt:
         scorer = Scorer(config=config, rm=rm)
         kind, rm, config = scorer.kind, scorer.rm, scorer.config  # config: with the dtype "auto" became
-        try:
+        with keeping_work(Paths.of(config, output, rt.rank, rt.world)):
             _score_share(kind, rm, config, output, rt)
-        except RMKitError as e:  # the same error (a DataError stays one), saying what is left behind
-            e.args = (f"{e}{left_behind(Paths.of(config, output, rt.rank, rt.world))}",)
-            raise
         elapsed = time.perf_counter() - start
         rt.barrier()
         return rt.broadcast(finish(config, output, rt.world, elapsed) if rt.main else None)
@@ -121,7 +117,7 @@ def _score_share(
             bar.update(state.records - bar.n)
             bar.set_postfix_str(rate)
             if plain and lines:
-                print(f"score: {state.records} records read, {rate}", file=sys.stderr, flush=True)
+                print(f"{config.command}: {state.records} records read, {rate}", file=sys.stderr, flush=True)
 
         examples = kind.examples(records, str(config.input), reading, rejects)
         read_ahead = runtime.reads_ahead(rt.device, config.read_ahead)

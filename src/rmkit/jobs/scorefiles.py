@@ -6,12 +6,14 @@ and ends by merging the parts into the output and writing the summary (:func:`fi
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rmkit.data import RowCounts
-from rmkit.errors import RMKitError
+from rmkit.errors import Interrupted, RMKitError
 from rmkit.files import write_json
 from rmkit.jobs.config import ScoreConfig
 from rmkit.jobs.shards import ShareState, merge_parts, merge_rejects, truncate
@@ -45,14 +47,34 @@ def _summary_path(output: Path) -> Path:
     return Path(str(output.with_suffix("")) + ".summary.json")
 
 
-def left_behind(paths: Paths) -> str:
-    """After a failed run: remove its files if it scored nothing, else say where its work is kept."""
+def _kept(paths: Paths) -> int:
+    """After a failed or interrupted run: the records its part file keeps; its files removed if none."""
     done = ShareState.load(paths.state).records if paths.state.exists() else 0
     if not done:
         for p in (paths.part, paths.state):
             p.unlink(missing_ok=True)
-        return ""
-    return f" ({done} records done are kept in {paths.part}: fix the input and rerun with --resume to go on)"
+    return done
+
+
+@contextmanager
+def keeping_work(paths: Paths) -> Iterator[None]:
+    """Inside: a run that fails on bad input, or is interrupted, says what of its work is kept and how to
+    go on from it (``--resume``); one that scored nothing leaves no part or state file."""
+    try:
+        yield
+    except RMKitError as e:  # the same error (a DataError stays one), saying what is left behind
+        done = _kept(paths)
+        if done:
+            e.args = (
+                f"{e} ({done} records done are kept in {paths.part}: fix the input and rerun with --resume to go on)",
+            )
+        raise
+    except KeyboardInterrupt:
+        done = _kept(paths)
+        kept = (
+            f"{done} records done are kept in {paths.part}" if done else "nothing was scored, no file is left"
+        )
+        raise Interrupted(kept, resumable=bool(done)) from None
 
 
 def resume_state(config: ScoreConfig, paths: Paths, rank: int, world: int) -> ShareState:
@@ -89,7 +111,7 @@ def finish(config: ScoreConfig, output: Path, world: int, elapsed: float, **extr
     for p in shares:
         p.part.unlink(missing_ok=True)
         p.state.unlink(missing_ok=True)
-    print_summary(summary)
+    print_summary(summary, config.command)
     return summary
 
 
@@ -138,9 +160,10 @@ def _summary(config: ScoreConfig, output: Path, states: list[ShareState], elapse
     return summary
 
 
-def print_summary(s: dict[str, Any]) -> None:
+def print_summary(s: dict[str, Any], command: str = "score") -> None:
+    """Print the summary ``s`` of ``rmkit score`` or ``rmkit rank`` (``command``), in that command's name."""
     head = (
-        f"scored {s['rows']} rows ({s['tokens']} tokens) into {s['output']}: skipped {s['skipped']}, "
+        f"{command}: {command.removesuffix('e')}ed {s['rows']} rows ({s['tokens']} tokens) into {s['output']}: skipped {s['skipped']}, "
         f"truncated {s['truncated']} ({s['groups_cut']} with one prompt cut for all their answers), dropped "
         f"{s['dropped']}; {s['tokens_per_s']:,.0f} tokens/s, "
         f"{s['wall_s']:.1f} s"
@@ -149,6 +172,8 @@ def print_summary(s: dict[str, Any]) -> None:
     for name, m in s["scores"].items():
         if m["mean"] is not None:
             print(f"  {name}: mean {m['mean']:.4f} std {m['std']:.4f} min {m['min']:.4f} max {m['max']:.4f}")
+    if s["skipped"] and "rejects" in s:
+        print(f"  the {s['skipped']} skipped rows, each with its reason: {s['rejects']}")
     if "chosen_wins" in s:
         print(f"  chosen scored above rejected: {s['chosen_wins']:.1%}")
     if "best_of_n" in s:

@@ -147,8 +147,18 @@ def require_head(model: Any, path: str) -> None:
         if unused
         else "; its weights hold no head at all (a backbone)"
     )
+    architectures = getattr(getattr(model.model, "config", None), "architectures", None) or []
+    writes = any(a.endswith(("ForCausalLM", "ForConditionalGeneration")) for a in architectures) or any(
+        "lm_head" in w for w in unused
+    )  # a causal LM, with its LM head, can be read as a judge; an encoder (MiniLM) cannot
+    advice = (
+        ", convert it from its trainer's layout (rmkit convert), or read it as a judge (--judge)"
+        if writes
+        else " or convert it from its trainer's layout (rmkit convert); it has no LM head, so it cannot be "
+        "read as a judge"
+    )
     raise RMKitError(
         f"{path}: no trained score head in its weights ({', '.join(fresh)} would start at random){found}; "
-        f"rmkit tried the kinds {', '.join(k.name for k in KINDS)}. Train it first (rmkit train --model {path}), "
-        "convert it from its trainer's layout (rmkit convert), or read it as a judge (--judge)"
+        f"rmkit tried the kinds {', '.join(k.name for k in KINDS)}. Train it first (rmkit train --model "
+        f"{path}){advice}"
     )

@@ -304,6 +304,12 @@ class Kind:
         """Why ``rmkit serve`` cannot serve ``model`` (``None``: it can)."""
         return None
 
+    def convertible(self, model: Any) -> str | None:
+        """Why ``rmkit convert`` cannot write ``model`` as a standard checkpoint (``None``: it can)."""
+        if callable(getattr(model, "save_pretrained", None)):
+            return None
+        return f"a {self.name} reward model has no standard checkpoint layout to write"
+
     # --- evaluation ----------------------------------------------------------------------------------------
 
     def evaluation(self, config: Any, labels: list[str], names: list[str]) -> Any:

@@ -86,7 +86,12 @@ class Scorer:
             warm_up(self.rm)
         if self.batcher.batch_cost is None:
             self.batcher.batch_cost = min(self.batcher.batch_tokens, inference.batch_cost(self.rm))
-        log.info("rmkit serve: a forward pass costs as much as %.0f tokens", self.batcher.batch_cost)
+        log.info(
+            "rmkit serve: batches of up to %d tokens (--batch-tokens); a forward pass's fixed cost, which "
+            "decides when a batch of mixed lengths is split by length, is %.0f tokens' worth (--batch-cost)",
+            self.batcher.batch_tokens,
+            self.batcher.batch_cost,
+        )
 
     async def sequences(self, call: Call) -> kinds.Sequences:
         """A call's items as the kind reads them, by rmkit's rendering and truncation rule (module docstring):

@@ -67,22 +67,44 @@ def reward_function(
     if isinstance(model, str) and model.startswith(("http://", "https://")):
         scorer = _remote(model, api_key or os.environ.get(API_KEY_ENV), timeout)
     else:
-        if isinstance(model, (str, Path)):
-            from rmkit.kinds import require_head
-
-            rm = RewardModel.from_pretrained(model)
-            require_head(rm, str(model))
-        else:
-            rm = model
-
-        def scorer(body: dict[str, Any]) -> list[float]:
-            return rm.score(**body)
+        scorer = _local(model)
 
     def reward(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
         return scorer({**score_request(prompts, completions), "normalize": normalize})
 
     reward.__name__ = reward.__qualname__ = name
     return reward
+
+
+def _local(model: str | Path | Any) -> Callable[[dict[str, Any]], list[float]]:
+    """Score in this process with ``model``: a loaded model, or a checkpoint read as its kind (a process
+    RM, a judge, a multi-attribute head: :func:`rmkit.kinds.load`, which refuses one without a trained head),
+    each completion's score as ``rmkit serve`` answers it."""
+    from rmkit import kinds
+
+    if isinstance(model, (str, Path)):
+        kind, rm = kinds.load(model)
+    else:
+        kind, rm = kinds.of_model(model), model
+    why = kind.servable(rm)
+    if why is not None:
+        raise RMKitError(f"{model}: {why}")
+
+    def scorer(body: dict[str, Any]) -> list[float]:
+        reading = kinds.Reading()
+        if body.get("normalize") and not getattr(rm, "normalizes", False):
+            raise RMKitError("normalize: the model stores no score mean and std to normalise with")
+        if "messages" in body:
+            records = [{"messages": m} for m in body["messages"]]
+        else:
+            records = [
+                {"prompt": p, "response": r} for p, r in zip(body["prompts"], body["responses"], strict=True)
+            ]
+        examples = kind.examples(enumerate(records, 1), "reward_function", reading, None)
+        scores = [kind.values(rm, raw)[0] for _, raw in kind.score(rm, examples, reading)]
+        return rm.normalize(scores) if body.get("normalize") else scores
+
+    return scorer
 
 
 def _remote(url: str, api_key: str | None, timeout: float) -> Callable[[dict[str, Any]], list[float]]:

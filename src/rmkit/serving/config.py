@@ -11,7 +11,7 @@ from rmkit.options import InferenceOptions, ModelOptions, RuntimeOptions, StepOp
 
 @dataclass(kw_only=True)
 class ServeConfig(RuntimeOptions, InferenceOptions, ModelOptions, StepOptions):
-    model: str = option(help="reward model checkpoint (directory or hub name)")
+    model: str = option(help="reward model checkpoint (directory or hub name)", path="model")
     host: str = option("127.0.0.1", help="address to bind; 0.0.0.0 exposes the server to the network")
     port: int = option(8000, help="port to listen on (0 picks a free one)")
     batch_tokens: int | None = option(

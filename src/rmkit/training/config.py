@@ -29,7 +29,7 @@ DATA_ORDER_OPTIONS = (
 class TrainConfig(PairOptions, RuntimeOptions, ModelOptions, StepOptions):
     """Options of ``rmkit train``."""
 
-    model: str = option(help="backbone or reward model to start from (path or hub name)")
+    model: str = option(help="backbone or reward model to start from (path or hub name)", path="model")
     data: str = option(
         help="training data: preference pairs, step-labelled solutions or rated responses (.json, .jsonl, .csv, "
         ".parquet or save_to_disk directory)",
