@@ -1,6 +1,7 @@
 """How long a user waits for rmkit's command line before anything runs: ``--version``, each command's
 ``--help``, a misspelt option, a missing required option and inputs that cannot be used (a missing file, pairs
-given to ``rank``), against ``python -c pass`` (the floor) and
+given to ``rank``, a model directory that does not exist, a hub name that is not cached when the hub is
+offline or cannot be reached), against ``python -c pass`` (the floor) and
 ``python -c 'import torch, transformers'`` (what a command that loads a model pays on top). Each is timed as
 a whole process, the best of ``--repeats`` runs.
 
@@ -10,6 +11,7 @@ a whole process, the best of ``--repeats`` runs.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -22,11 +24,11 @@ PAIRS = Path(tempfile.mkdtemp()) / "pairs.jsonl"
 PAIRS.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
 
 
-def best(argv: list[str], repeats: int) -> float:
+def best(argv: list[str], repeats: int, env: dict[str, str] | None = None) -> float:
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        subprocess.run(argv, capture_output=True, check=False)
+        subprocess.run(argv, capture_output=True, check=False, env={**os.environ, **(env or {})})
         times.append(time.perf_counter() - start)
     return min(times)
 
@@ -49,7 +51,7 @@ def main() -> int:
             *rmkit,
             "score",
             "--model",
-            "m",
+            str(PAIRS.parent),
             "--input",
             "missing.jsonl",
             "--output",
@@ -59,16 +61,26 @@ def main() -> int:
             *rmkit,
             "rank",
             "--model",
-            "m",
+            str(PAIRS.parent),
             "--input",
             str(PAIRS),
             "--output",
             "o.jsonl",
         ],
     }
-    print(f"{'command':44} {'best of ' + str(args.repeats):>12}")
+    score = [*rmkit, "score", "--input", str(PAIRS), "--output", "o.jsonl", "--model"]
+    offline = {"HF_HUB_OFFLINE": "1"}
+    unreachable = {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}  # nothing listens there
+    environments = {
+        "rmkit score --model runs/nothere (no such dir)": ([*score, "runs/nothere"], offline),
+        "rmkit score --model org/unknown (offline)": ([*score, "org/unknown"], offline),
+        "rmkit score --model org/unknown (hub unreachable)": ([*score, "org/unknown"], unreachable),
+    }
+    print(f"{'command':52} {'best of ' + str(args.repeats):>12}")
     for name, argv in cases.items():
-        print(f"{name:44} {best(argv, args.repeats):11.3f}s")
+        print(f"{name:52} {best(argv, args.repeats):11.3f}s")
+    for name, (argv, env) in environments.items():
+        print(f"{name:52} {best(argv, args.repeats, env):11.3f}s")
     return 0
 
 
