@@ -308,8 +308,9 @@ def _head(found: Found, layout: str, state: dict, dimension: int | None) -> tupl
         return weight, {"score_bias": float(bias[0])} if bias is not None else {}
     if layout == "deepspeed-chat":
         return state.pop("v_head.weight"), {}
-    if layout == "athene":
-        return state.pop("v_head.weight"), {"end_token_id": int(config.get("cls_token_id") or ATHENE_CLS)}
+    if layout == "athene":  # its model card's pipeline: the chat template's BOS, and the tokenizer's again
+        cls_id = int(config.get("cls_token_id") or ATHENE_CLS)
+        return state.pop("v_head.weight"), {"end_token_id": cls_id, "double_bos": True}
     name = config.get("value_head_prefix") or ("score" if "score.weight" in state else "value_head")
     if f"{name}.weight" not in state:
         raise unreadable(found, f"its config names an OpenRLHF head '{name}', but no {name}.weight is stored")

@@ -156,6 +156,9 @@ class ModelOptions:
         help="read the checkpoint in this layout instead of the one recognised from its weights: transformers, "
         "safe-rlhf, align-anything, trl, llama-factory, deepspeed-chat, openrlhf, mlp-head, athene, armo, ldl, grm, urm",
     )
+    single_bos: bool = option(
+        False, help="read Athene-RM with one BOS, not the two its authors' pipeline gives (and scored with)"
+    )
     weights: dict[str, str] | None = option(
         None,
         help="a multi-attribute RM's score: the weighted sum of its outputs, e.g. helpfulness=1,verbosity=-0.2 "
@@ -224,6 +227,7 @@ class ModelOptions:
             "tokenizer": self.tokenizer,
             "base_model": self.base_model,
             "weights": self.weights,
+            **({"single_bos": True} if self.single_bos else {}),
             **({"attn_implementation": self.attn_implementation} if self.attn_implementation else {}),
             **({"head": self.head} if self.head else {}),
         }
