@@ -88,3 +88,254 @@ def test_athene_scores_as_its_model_card_with_the_bos_doubled_and_single_bos_giv
     again = RewardModel.from_pretrained(converted)
     assert again.metadata["double_bos"] is True and again.metadata["end_token_id"] == 7
     assert again.score(PROMPTS, ANSWERS) == pytest.approx(card, abs=1e-5)
+
+
+# InternLM2's chat template (its tokenizer_config.json), which writes the BOS itself.
+INTERNLM2_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] "
+    "+ '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+RENAMED = {3: "<|im_start|>", 4: "<|im_end|>"}  # pieces [UNUSED_TOKEN_0], [UNUSED_TOKEN_1] in tokenizer.model
+REWARD_ID = 5  # [UNUSED_TOKEN_2]: the tiny model's reward_token_id (92527 in InternLM2-Reward's)
+MIXED_TEXTS = [
+    "  leading spaces,   repeated   spaces\nand a new line\n\n",
+    "<|im_start|>user\n这是一个中文句子。你好，世界！<|im_end|>\n<|im_start|>assistant\n Paris<|im_end|>",
+    "\tTwo plus two is four.</s><s> Zebra 🙂 é",
+    "   ",
+]
+HEADS, KV_HEADS, HEAD_DIM, LAYERS, HIDDEN, FFN = 4, 2, 8, 2, 32, 64
+
+
+@pytest.fixture(scope="module")
+def internlm2(tmp_path_factory) -> Path:
+    """A tiny InternLM2ForRewardModel checkpoint: a sentencepiece BPE tokenizer.model trained here (byte
+    fallback, dummy prefix), InternLM2's names, fused wqkv, a bias-free v_head, dynamic RoPE scaling."""
+    spm = pytest.importorskip("sentencepiece", reason="sentencepiece trains the test's tokenizer.model")
+    import io
+
+    from conftest import CORPUS
+
+    path = tmp_path_factory.mktemp("internlm2")
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter([*CORPUS, "  spaces   and\nnew lines\n\n  here"] * 3), model_writer=model,
+        vocab_size=420, model_type="bpe", byte_fallback=True, normalization_rule_name="identity",
+        remove_extra_whitespaces=False, add_dummy_prefix=True, allow_whitespace_only_pieces=True,
+        user_defined_symbols=["[UNUSED_TOKEN_0]", "[UNUSED_TOKEN_1]", "[UNUSED_TOKEN_2]"],
+        unk_id=0, bos_id=1, eos_id=2, pad_id=-1, character_coverage=1.0, minloglevel=2, num_threads=1,
+    )  # fmt: skip
+    (path / "tokenizer.model").write_bytes(model.getvalue())
+    settings = {
+        "tokenizer_class": "InternLM2Tokenizer",
+        "auto_map": {"AutoTokenizer": ["tokenization_internlm2.InternLM2Tokenizer", None]},
+        "added_tokens_decoder": {str(i): {"content": c, "special": True} for i, c in RENAMED.items()},
+        "chat_template": INTERNLM2_TEMPLATE,
+        "bos_token": "<s>", "eos_token": "</s>", "pad_token": "</s>", "unk_token": "<unk>",
+    }  # fmt: skip
+    (path / "tokenizer_config.json").write_text(json.dumps(settings))
+    config = {
+        "architectures": ["InternLM2ForRewardModel"], "model_type": "internlm2",
+        "auto_map": {"AutoModel": "modeling_internlm2.InternLM2ForRewardModel"},
+        "vocab_size": 420, "hidden_size": HIDDEN, "intermediate_size": FFN, "num_hidden_layers": LAYERS,
+        "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS, "max_position_embeddings": 48,
+        "rms_norm_eps": 1e-6, "rope_theta": 1000000, "rope_scaling": {"type": "dynamic", "factor": 2.0},
+        "hidden_act": "silu", "bias": False, "reward_token_id": REWARD_ID, "bos_token_id": 1,
+        "eos_token_id": 2, "pad_token_id": 2, "tie_word_embeddings": False, "attn_implementation": "eager",
+    }  # fmt: skip
+    (path / "config.json").write_text(json.dumps(config))
+    g = torch.Generator().manual_seed(17)
+    qkv = (HEADS + 2 * KV_HEADS) * HEAD_DIM
+    state = {"model.tok_embeddings.weight": torch.randn(420, HIDDEN, generator=g),
+             "model.norm.weight": 1 + 0.1 * torch.randn(HIDDEN, generator=g),
+             "v_head.weight": torch.randn(1, HIDDEN, generator=g)}  # fmt: skip
+    for i in range(LAYERS):
+        shapes = {"attention.wqkv": (qkv, HIDDEN), "attention.wo": (HIDDEN, HIDDEN),
+                  "feed_forward.w1": (FFN, HIDDEN), "feed_forward.w3": (FFN, HIDDEN),
+                  "feed_forward.w2": (HIDDEN, FFN)}  # fmt: skip
+        for name, (a, b) in shapes.items():
+            state[f"model.layers.{i}.{name}.weight"] = torch.randn(a, b, generator=g) / b**0.5
+        for name in ("attention_norm", "ffn_norm"):
+            state[f"model.layers.{i}.{name}.weight"] = 1 + 0.1 * torch.randn(HIDDEN, generator=g)
+    save_file(state, path / "model.safetensors")
+    return path
+
+
+def _sentencepiece_ids(path: Path, text: str) -> list[int]:
+    """InternLM2's slow tokenizer's ids of ``text`` (no BOS): the special tokens split out, each piece of text
+    between them encoded by sentencepiece itself."""
+    import re
+
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(path / "tokenizer.model"))
+    specials = {"<s>": 1, "</s>": 2} | {c: i for i, c in RENAMED.items()}
+    ids: list[int] = []
+    for part in re.split("(" + "|".join(map(re.escape, specials)) + ")", text):
+        ids += [specials[part]] if part in specials else sp.encode(part) if part else []
+    return ids
+
+
+def _internlm2_by_hand(path: Path, ids: list[int]) -> float:
+    """InternLM2ForRewardModel's score of ``ids``, computed from the fused weights: RMSNorm, attention with q, k,
+    v cut out of ``wqkv`` per key/value group and RoPE (its dynamic NTK base past max_position_embeddings),
+    SwiGLU, the final norm, ``v_head`` at the last token."""
+    from safetensors.torch import load_file
+
+    w, config = load_file(path / "model.safetensors"), json.loads((path / "config.json").read_text())
+    n, groups = len(ids), HEADS // KV_HEADS
+
+    def norm(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + config["rms_norm_eps"]) * weight
+
+    base, limit, factor = config["rope_theta"], config["max_position_embeddings"], 2.0
+    if n > limit:
+        base *= (factor * n / limit - (factor - 1)) ** (HEAD_DIM / (HEAD_DIM - 2))
+    angles = torch.outer(
+        torch.arange(n).float(), 1 / base ** (torch.arange(0, HEAD_DIM, 2).float() / HEAD_DIM)
+    )
+    cos, sin = torch.cat([angles, angles], -1).cos()[:, None], torch.cat([angles, angles], -1).sin()[:, None]
+
+    def rope(x: torch.Tensor) -> torch.Tensor:
+        half = torch.cat([-x[..., HEAD_DIM // 2 :], x[..., : HEAD_DIM // 2]], -1)
+        return x * cos + half * sin
+
+    x = w["model.tok_embeddings.weight"][ids]
+    causal = torch.full((n, n), float("-inf")).triu(1)
+    for i in range(LAYERS):
+        p = f"model.layers.{i}."
+        qkv = (norm(x, w[p + "attention_norm.weight"]) @ w[p + "attention.wqkv.weight"].T).reshape(
+            n, KV_HEADS, groups + 2, HEAD_DIM
+        )
+        q = rope(qkv[:, :, :groups].reshape(n, HEADS, HEAD_DIM))
+        k = rope(qkv[:, :, groups]).repeat_interleave(groups, 1)
+        v = qkv[:, :, groups + 1].repeat_interleave(groups, 1)
+        att = torch.softmax(torch.einsum("qhd,khd->hqk", q, k) / HEAD_DIM**0.5 + causal, -1)
+        x = x + torch.einsum("hqk,khd->qhd", att, v).reshape(n, -1) @ w[p + "attention.wo.weight"].T
+        h = norm(x, w[p + "ffn_norm.weight"])
+        gate = torch.nn.functional.silu(h @ w[p + "feed_forward.w1.weight"].T)
+        x = x + (gate * (h @ w[p + "feed_forward.w3.weight"].T)) @ w[p + "feed_forward.w2.weight"].T
+    return float(norm(x, w["model.norm.weight"])[-1] @ w["v_head.weight"][0])
+
+
+def _internlm2_ids(path: Path, prompt: str, answer: str) -> list[int]:
+    """Its ``get_score``'s sequence: the chat template's text (which writes the BOS) encoded with
+    sentencepiece, no special tokens added, the reward token appended."""
+    from jinja2 import Template
+
+    text = Template(INTERNLM2_TEMPLATE).render(messages=_conversation(prompt, answer), bos_token="<s>")
+    return _sentencepiece_ids(path, text) + [REWARD_ID]
+
+
+def test_internlm2_s_tokenizer_is_built_from_tokenizer_model_and_equals_sentencepiece(internlm2):
+    from rmkit.internlm2 import tokenizer
+
+    tok = tokenizer(internlm2)
+    for text in MIXED_TEXTS:
+        assert tok(text, add_special_tokens=False)["input_ids"] == _sentencepiece_ids(internlm2, text), text
+        assert tok(text)["input_ids"] == [1, *_sentencepiece_ids(internlm2, text)]  # BOS added, EOS not
+    assert (tok.pad_token, tok.eos_token, tok.bos_token) == ("</s>", "</s>", "<s>")
+    assert tok.convert_ids_to_tokens([3, 4]) == ["<|im_start|>", "<|im_end|>"]  # added_tokens_decoder
+    assert tok.decode(tok("Paris is a city.", add_special_tokens=False)["input_ids"]) == "Paris is a city."
+
+
+def test_internlm2_reward_is_read_without_remote_code_as_its_formula_by_hand(internlm2):
+    """The scores equal the formula by hand on its own sequences (the reward token appended), batched and
+    under either padding; a sequence past max_position_embeddings takes its dynamic RoPE base."""
+    from test_layouts import assert_either_padding
+
+    rm = RewardModel.from_pretrained(internlm2)
+    assert rm.metadata["end_token_id"] == REWARD_ID and rm.metadata["converted_from"]["layout"] == "internlm2"
+    assert rm.tokenizer.chat_template == INTERNLM2_TEMPLATE
+    ids = [_internlm2_ids(internlm2, p, a) for p, a in zip(PROMPTS, ANSWERS, strict=True)]
+    expected = [_internlm2_by_hand(internlm2, row) for row in ids]
+    assert rm.score(PROMPTS, ANSWERS) == pytest.approx(expected, abs=1e-5)
+    assert_either_padding(rm, ids, expected)
+    long = " ".join(["Two plus two is four."] * 12)
+    row = _internlm2_ids(internlm2, "What is two plus two?", long)
+    assert (
+        len(row) > 48
+    )  # past max_position_embeddings (rmkit's length limit, so run as ids): the scaled base
+    with torch.no_grad():
+        got = rm(torch.tensor([row]), torch.ones(1, len(row), dtype=torch.long)).end_scores.tolist()
+    assert got == pytest.approx([_internlm2_by_hand(internlm2, row)], abs=1e-5)
+
+
+def test_every_face_and_convert_read_internlm2_reward(internlm2, tmp_path):
+    """score, rank, eval and serve read the InternLM2 checkpoint directly; convert writes a plain Llama
+    classifier (reward token in rmkit's metadata, a tokenizer.json) that transformers and rmkit score alike."""
+    import urllib.request
+
+    from transformers import AutoModelForSequenceClassification
+
+    from rmkit.serving import ServeConfig, running
+    from rmkit.serving.app import create_app, load
+
+    expected = [
+        _internlm2_by_hand(internlm2, _internlm2_ids(internlm2, p, a))
+        for p, a in zip(PROMPTS, ANSWERS, strict=True)
+    ]
+    rows = write_jsonl(
+        tmp_path / "rows.jsonl", [{"prompt": p, "response": a} for p, a in zip(PROMPTS, ANSWERS, strict=True)]
+    )
+    assert (
+        main(
+            ["score", "--model", str(internlm2), "--input", str(rows), "--output", str(tmp_path / "s.jsonl")]
+        )
+        == 0
+    )
+    scores = [json.loads(line)["score"] for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    assert scores == pytest.approx(expected, abs=1e-5)
+    bon = write_jsonl(tmp_path / "bon.jsonl", [{"prompt": PROMPTS[0], "responses": [ANSWERS[0], ANSWERS[1]]}])
+    assert (
+        main(["rank", "--model", str(internlm2), "--input", str(bon), "--output", str(tmp_path / "r.jsonl")])
+        == 0
+    )
+    ranked = json.loads((tmp_path / "r.jsonl").read_text())["scores"]
+    alone = [_internlm2_by_hand(internlm2, _internlm2_ids(internlm2, PROMPTS[0], a)) for a in ANSWERS]
+    assert ranked == pytest.approx(alone, abs=1e-5)
+    pairs = write_jsonl(
+        tmp_path / "pairs.jsonl", [{"prompt": PROMPTS[0], "chosen": ANSWERS[0], "rejected": ANSWERS[1]}]
+    )
+    ev = [
+        "eval",
+        "--model",
+        str(internlm2),
+        "--data",
+        str(pairs),
+        "--output-dir",
+        str(tmp_path / "ev"),
+        "--no-plots",
+    ]
+    assert main([*ev, "--bootstrap", "0"]) == 0
+    line = json.loads((tmp_path / "ev" / "scores.jsonl").read_text())
+    assert (line["chosen_score"], line["rejected_score"]) == pytest.approx(alone, abs=1e-5)
+    config = ServeConfig(model=str(internlm2))
+    with running(create_app(load(config), config)) as base:
+        body = json.dumps({"prompts": PROMPTS, "responses": ANSWERS}).encode()
+        request = urllib.request.Request(
+            f"{base}/score", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request) as reply:
+            assert json.loads(reply.read())["scores"] == pytest.approx(expected, abs=1e-5)
+    out = tmp_path / "converted"
+    assert main(["convert", str(internlm2), str(out)]) == 0
+    assert (out / "tokenizer.json").is_file() and json.loads((out / "config.json").read_text())["rmkit"][
+        "end_token_id"
+    ] == REWARD_ID
+    assert RewardModel.from_pretrained(out).score(PROMPTS, ANSWERS) == pytest.approx(expected, abs=1e-5)
+    plain = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    with torch.no_grad():
+        logits = plain(torch.tensor([_internlm2_ids(internlm2, PROMPTS[0], ANSWERS[0])])).logits
+    assert float(logits[0, 0]) == pytest.approx(expected[0], abs=1e-5)
+
+
+def test_an_internlm2_checkpoint_without_its_tokenizer_model_is_refused_in_one_line(internlm2, tmp_path):
+    import shutil
+
+    from rmkit import RMKitError
+
+    bare = tmp_path / "bare"
+    shutil.copytree(internlm2, bare)
+    (bare / "tokenizer.model").unlink()
+    with pytest.raises(RMKitError, match="without its tokenizer.model; name a tokenizer with --tokenizer"):
+        RewardModel.from_pretrained(bare)

@@ -27,7 +27,7 @@ from transformers import (
     PreTrainedModel,
 )
 
-from rmkit import layouts
+from rmkit import internlm2, layouts
 from rmkit.defaults import resolve_name
 from rmkit.errors import RMKitError
 from rmkit.version import __version__
@@ -78,6 +78,8 @@ def load(
             raise layouts.unreadable(found, f"it has no {e} that a {layouts.LAYOUTS[layout]} holds") from None
         model, metadata = converted.model, converted.metadata
         log.info("read '%s' as a %s", name, layouts.LAYOUTS[layout])
+        if layout == "internlm2" and tokenizer is None:  # its own is remote code: built from tokenizer.model
+            return model, internlm2.tokenizer(path), metadata
     return model, _load_tokenizer(name, tokenizer, trust_remote_code), metadata
 
 

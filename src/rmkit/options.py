@@ -154,7 +154,8 @@ class ModelOptions:
     head: str | None = option(
         None,
         help="read the checkpoint in this layout instead of the one recognised from its weights: transformers, "
-        "safe-rlhf, align-anything, trl, llama-factory, deepspeed-chat, openrlhf, mlp-head, athene, armo, ldl, grm, urm",
+        "safe-rlhf, align-anything, trl, llama-factory, deepspeed-chat, openrlhf, mlp-head, athene, armo, ldl, grm, urm, "
+        "internlm2",
     )
     single_bos: bool = option(
         False, help="read Athene-RM with one BOS, not the two its authors' pipeline gives (and scored with)"
