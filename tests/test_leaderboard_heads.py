@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import make_llama, write_jsonl
@@ -339,3 +340,140 @@ def test_an_internlm2_checkpoint_without_its_tokenizer_model_is_refused_in_one_l
     (bare / "tokenizer.model").unlink()
     with pytest.raises(RMKitError, match="without its tokenizer.model; name a tokenizer with --tokenizer"):
         RewardModel.from_pretrained(bare)
+
+
+HELPSTEER = ["helpfulness", "correctness", "coherence", "complexity", "verbosity"]
+TREE_FEATURES = ["verbosity", "helpfulness", "correctness", "complexity", "coherence"]  # the pickle's order
+
+
+@pytest.fixture(scope="module")
+def decision_tree(tmp_path_factory) -> tuple[Path, Path, dict, object]:
+    """``(checkpoint, causal LM, head weights, tree)``: a Llama backbone with a 5-attribute ``score`` (with a
+    bias), and beside it a depth-3 scikit-learn tree fitted here on attribute differences given as a
+    DataFrame whose columns are in another order than the head's, pickled as decision_tree.pkl."""
+    pd = pytest.importorskip("pandas")
+    tree_module = pytest.importorskip("sklearn.tree", reason="scikit-learn fits the test's tree")
+    import pickle
+
+    lm_path = make_llama(tmp_path_factory.mktemp("dt_lm"), seed=6)
+    config = json.loads((lm_path / "config.json").read_text())
+    lm = LlamaForCausalLM.from_pretrained(lm_path)
+    g = torch.Generator().manual_seed(23)
+    head = {
+        "score.weight": torch.randn(5, config["hidden_size"], generator=g),
+        "score.bias": torch.randn(5, generator=g),
+    }
+    state = {k: v for k, v in lm.state_dict().items() if k.startswith("model.")} | head
+    path = tmp_path_factory.mktemp("decision_tree")
+    raw = {**config, "architectures": ["LlamaForSequenceClassification"],
+           "id2label": dict(enumerate(HELPSTEER)), "label2id": {n: i for i, n in enumerate(HELPSTEER)}}  # fmt: skip
+    (path / "config.json").write_text(json.dumps(raw))
+    save_file({k: v.contiguous() for k, v in state.items()}, path / "model.safetensors")
+    AutoTokenizer.from_pretrained(lm_path).save_pretrained(path)
+    rng = np.random.default_rng(0)
+    x = pd.DataFrame(rng.normal(size=(400, 5)), columns=TREE_FEATURES)
+    y = ((x["helpfulness"] + 0.5 * x["verbosity"] * x["correctness"]) > 0.1).astype(
+        int
+    )  # not one linear score
+    tree = tree_module.DecisionTreeClassifier(max_depth=3, random_state=0).fit(x, y)
+    (path / "decision_tree.pkl").write_bytes(pickle.dumps(tree))
+    return path, lm_path, head, tree
+
+
+def _attributes_by_hand(lm_path: Path, head: dict, prompt: str, answer: str) -> np.ndarray:
+    """The five attributes at the rendered conversation's last token: ``score.weight @ h + score.bias``."""
+    from rmkit.data import render_plain
+
+    lm = LlamaForCausalLM.from_pretrained(lm_path).eval()
+    tok = AutoTokenizer.from_pretrained(lm_path)
+    ids = tok(render_plain(_conversation(prompt, answer)))["input_ids"] + [tok.eos_token_id]
+    with torch.no_grad():
+        h = lm.model(torch.tensor([ids])).last_hidden_state[0, -1]
+    return (head["score.weight"] @ h + head["score.bias"]).numpy()
+
+
+def _tree_prefers(tree, a: np.ndarray, b: np.ndarray) -> float:
+    """P(a ≻ b) by the fitted tree read in both orders: (f(a - b) + 1 - f(b - a)) / 2, features by name."""
+    import pandas as pd
+
+    def f(d: np.ndarray) -> float:
+        frame = pd.DataFrame([dict(zip(HELPSTEER, d, strict=True))])[TREE_FEATURES]
+        return float(tree.predict_proba(frame)[0, list(tree.classes_).index(1)])
+
+    return (f(a - b) + 1 - f(b - a)) / 2
+
+
+def test_the_decision_tree_rm_s_attributes_are_its_biased_head_by_hand(decision_tree):
+    from rmkit import kinds
+
+    path, lm_path, head, _ = decision_tree
+    kind, rm = kinds.load(str(path), {"allow_pickle": True})
+    assert kind.name == "decision-tree" and rm.attributes == HELPSTEER
+    by_hand = [_attributes_by_hand(lm_path, head, p, a) for p, a in zip(PROMPTS, ANSWERS, strict=True)]
+    reading = kinds.Reading()
+    from rmkit.data import Example
+
+    examples = [
+        Example(i, [{"role": "user", "content": p}], [a], False)
+        for i, (p, a) in enumerate(zip(PROMPTS, ANSWERS, strict=True))
+    ]
+    for (_, raw), attributes in zip(kind.score(rm, examples, reading), by_hand, strict=True):
+        assert raw[0][1:] == pytest.approx(attributes.tolist(), abs=1e-5)
+        assert raw[0][0] == pytest.approx(float(attributes.mean()), abs=1e-5)  # the score: their mean
+    weighted = RewardModel.from_pretrained(path, weights={"helpfulness": 1, "verbosity": -0.5})
+    expected = [float(a[0] - 0.5 * a[4]) for a in by_hand]
+    assert weighted.score(PROMPTS, ANSWERS) == pytest.approx(expected, abs=1e-5)
+
+
+def test_the_decision_tree_s_verdict_is_the_pickled_tree_s_in_both_orders(decision_tree, tmp_path):
+    """eval on pairs and rank on best-of-N use the tree read in both orders (module rmkit.kinds.tree), equal
+    to the scikit-learn tree the test fitted; swapping chosen and rejected gives the complement."""
+    path, lm_path, head, tree = decision_tree
+    answers = ["Four.", "Blue, like the sky.", "The capital of France is Paris."]
+    r = [_attributes_by_hand(lm_path, head, PROMPTS[0], a) for a in answers]
+    pairs = write_jsonl(
+        tmp_path / "pairs.jsonl",
+        [{"prompt": PROMPTS[0], "chosen": answers[0], "rejected": answers[1]},
+         {"prompt": PROMPTS[0], "chosen": answers[1], "rejected": answers[0]},
+         {"prompt": PROMPTS[0], "chosen": answers[2], "rejected": answers[0]}],
+    )  # fmt: skip
+    ev = [
+        "eval",
+        "--model",
+        str(path),
+        "--data",
+        str(pairs),
+        "--output-dir",
+        str(tmp_path / "ev"),
+        "--no-plots",
+    ]
+    assert main([*ev, "--bootstrap", "0", "--allow-pickle"]) == 0
+    lines = [json.loads(line) for line in (tmp_path / "ev" / "scores.jsonl").read_text().splitlines()]
+    for line, (c, w) in zip(lines, [(0, 1), (1, 0), (2, 0)], strict=True):
+        p = _tree_prefers(tree, r[c], r[w])
+        assert (line["chosen_score"], line["rejected_score"]) == pytest.approx((p, 1 - p), abs=1e-6)
+    assert lines[0]["chosen_score"] == pytest.approx(lines[1]["rejected_score"], abs=1e-9)
+    bon = write_jsonl(tmp_path / "bon.jsonl", [{"prompt": PROMPTS[0], "responses": answers}])
+    out = tmp_path / "ranked.jsonl"
+    assert (
+        main(["rank", "--model", str(path), "--input", str(bon), "--output", str(out), "--allow-pickle"]) == 0
+    )
+    ranked = json.loads(out.read_text())
+    expected = [np.mean([_tree_prefers(tree, r[i], r[j]) for j in range(3) if j != i]) for i in range(3)]
+    assert ranked["scores"] == pytest.approx(expected, abs=1e-6)
+    assert ranked["best"] == int(np.argmax(expected))
+
+
+def test_the_decision_tree_is_refused_in_one_line_without_allow_pickle(decision_tree, tmp_path, capsys):
+    path = decision_tree[0]
+    rows = write_jsonl(tmp_path / "rows.jsonl", [{"prompt": PROMPTS[0], "response": ANSWERS[0]}])
+    assert (
+        main(["score", "--model", str(path), "--input", str(rows), "--output", str(tmp_path / "s.jsonl")])
+        != 0
+    )
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and "decision_tree.pkl" in said[0] and "--allow-pickle" in said[0]
+    assert not (tmp_path / "s.jsonl").exists()
+    # A plain classifier has no place for the head's bias: convert refuses, in one line, to write one.
+    assert main(["convert", str(path), str(tmp_path / "converted")]) != 0
+    assert "no standard layout" in capsys.readouterr().err

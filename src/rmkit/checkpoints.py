@@ -239,12 +239,12 @@ def _with_value_head(
 def save_model(model: PreTrainedModel, tokenizer, metadata: dict[str, Any], path: Path) -> None:
     """Save ``model`` and ``tokenizer`` to ``path`` with ``metadata`` under ``"rmkit"`` in ``config.json``:
     written into a temporary directory and renamed into place, ``config.json`` last."""
-    from rmkit.heads import MIXED
+    from rmkit.heads import MIXED, AttributeHead
 
-    if isinstance(getattr(model, "score", None), MIXED):
+    if isinstance(getattr(model, "score", None), (*MIXED, AttributeHead)):
         raise RMKitError(
-            "a gated head (ArmoRM, QRM, LDL-Reward, URM) has no standard layout to write: score, rank, eval and "
-            "serve read the original checkpoint directly"
+            "a gated head (ArmoRM, QRM, LDL-Reward, URM) or the Decision-Tree RM's (attributes with a bias) has no "
+            "standard layout to write: score, rank, eval and serve read the original checkpoint directly"
         )
     metadata["version"] = __version__
     model.config.rmkit = metadata

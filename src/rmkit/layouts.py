@@ -64,6 +64,7 @@ LAYOUTS = {
     "urm": "URM (score: a mean and an uncertainty for each attribute, the means weighed by weights.fc, on a LlamaModel)",
     "ldl": "LDL-Reward (regression_layer.pt and gating_layer.pt beside the backbone, read as tensors only)",
     "grm": "GRM (a ReLU value head, v_head.summary.0, .2, ..., beside a causal LM's model)",
+    "decision-tree": "Decision-Tree RM (score: K attributes with a bias, beside its pickled tree decision_tree.pkl)",
     "internlm2": "InternLM2-Reward (v_head at its reward token; fused wqkv and InternLM2's names: rmkit.internlm2)",
 }
 ATHENE_CLS = (
@@ -201,6 +202,8 @@ def _by_weights(found: Found) -> str | None:
         return "ldl"
     if internlm2.recognises(config, keys):
         return "internlm2"
+    if "decision_tree.pkl" in found.files and {"score.weight", "score.bias"} <= keys:
+        return "decision-tree"
     if "v_head.summary.0.weight" in keys:
         return "grm"
     if any(k.startswith(("v_head.summary.", "pretrained_model.v_head.summary.")) for k in keys):
@@ -395,7 +398,7 @@ def load(
     own = ("score.", "regression_layer.", "gating.", "reward_transform", "v_head.", "weights.fc.")
     head_state = (
         {k: state.pop(k) for k in list(state) if k.startswith(own)}
-        if layout in ("mlp-head", "armo", "ldl", "grm", "urm")
+        if layout in ("mlp-head", "armo", "ldl", "grm", "urm", "decision-tree")
         else None
     )
     hidden = int((found.config or {}).get("hidden_size", 0))

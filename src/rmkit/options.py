@@ -155,7 +155,7 @@ class ModelOptions:
         None,
         help="read the checkpoint in this layout instead of the one recognised from its weights: transformers, "
         "safe-rlhf, align-anything, trl, llama-factory, deepspeed-chat, openrlhf, mlp-head, athene, armo, ldl, grm, urm, "
-        "internlm2",
+        "internlm2, decision-tree",
     )
     single_bos: bool = option(
         False, help="read Athene-RM with one BOS, not the two its authors' pipeline gives (and scored with)"
