@@ -43,14 +43,16 @@ def athene(tmp_path_factory) -> tuple[Path, Path, torch.Tensor]:
     return path, lm_path, weight
 
 
-def _athene_by_hand(lm_path: Path, weight: torch.Tensor, *, doubled: bool) -> list[float]:
+def _athene_by_hand(
+    lm_path: Path, weight: torch.Tensor, *, doubled: bool, prompts: list[str] = PROMPTS
+) -> list[float]:
     """Athene-RM's model card pipeline: the chat template's text, ``tokenizer(text)`` (which adds the BOS the
     template already wrote), the CLS token appended, ``v_head`` at the CLS token. ``doubled=False``: one BOS."""
     lm = LlamaForCausalLM.from_pretrained(lm_path).eval()
     tok = AutoTokenizer.from_pretrained(lm_path)
     out = []
     with torch.no_grad():
-        for p, a in zip(PROMPTS, ANSWERS, strict=True):
+        for p, a in zip(prompts, ANSWERS, strict=True):
             text = tok.apply_chat_template(_conversation(p, a), tokenize=False)
             ids = tok(text)["input_ids"] + [7]
             assert ids[:2] == [tok.bos_token_id] * 2  # the card's sequences begin with two BOS tokens
@@ -83,6 +85,17 @@ def test_athene_scores_as_its_model_card_with_the_bos_doubled_and_single_bos_giv
         assert got == pytest.approx(expected, abs=1e-5)
         said = capsys.readouterr().out
         assert ("2 rows begin with the BOS twice" in said) == (not flags)
+    # Answers to one long prompt (tokenised once for both, and scored after one pass over it) read the same.
+    long = "Please answer briefly and plainly, as a careful teacher would: what is two plus two?"
+    bon = write_jsonl(tmp_path / "bon.jsonl", [{"prompt": long, "responses": ANSWERS}])
+    assert (
+        main(["rank", "--model", str(path), "--input", str(bon), "--output", str(tmp_path / "r.jsonl")]) == 0
+    )
+    ranked = json.loads((tmp_path / "r.jsonl").read_text())["scores"]
+    assert ranked == pytest.approx(
+        _athene_by_hand(lm_path, weight, doubled=True, prompts=[long] * 2), abs=1e-5
+    )
+    assert "prefix sharing: 2 responses shared" in capsys.readouterr().out
     # A converted Athene is a plain classifier that keeps the CLS token and the doubled BOS in its metadata.
     converted = tmp_path / "converted"
     assert main(["convert", str(path), str(converted)]) == 0
