@@ -477,8 +477,24 @@ def test_the_decision_tree_s_verdict_is_the_pickled_tree_s_in_both_orders(decisi
     assert ranked["best"] == int(np.argmax(expected))
 
 
+class _RunsCode:
+    """Unpickling this creates ``marker``: what a malicious decision_tree.pkl would do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
 def test_the_decision_tree_is_refused_in_one_line_without_allow_pickle(decision_tree, tmp_path, capsys):
-    path = decision_tree[0]
+    import pickle
+    import shutil
+
+    path = tmp_path / "malicious"
+    shutil.copytree(decision_tree[0], path)
+    marker = tmp_path / "ran"
+    (path / "decision_tree.pkl").write_bytes(pickle.dumps(_RunsCode(marker)))
     rows = write_jsonl(tmp_path / "rows.jsonl", [{"prompt": PROMPTS[0], "response": ANSWERS[0]}])
     assert (
         main(["score", "--model", str(path), "--input", str(rows), "--output", str(tmp_path / "s.jsonl")])
@@ -487,6 +503,7 @@ def test_the_decision_tree_is_refused_in_one_line_without_allow_pickle(decision_
     said = capsys.readouterr().err.strip().splitlines()
     assert len(said) == 1 and "decision_tree.pkl" in said[0] and "--allow-pickle" in said[0]
     assert not (tmp_path / "s.jsonl").exists()
+    assert not marker.exists(), "the pickle ran"
     # A plain classifier has no place for the head's bias: convert refuses, in one line, to write one.
     assert main(["convert", str(path), str(tmp_path / "converted")]) != 0
     assert "no standard layout" in capsys.readouterr().err

@@ -41,6 +41,7 @@ RENAMES = {
     "ffn_norm.": "post_attention_layernorm.",
     "tok_embeddings.": "embed_tokens.",
 }
+SPECIAL_TOKENS = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "</s>"}
 # InternLM2's config keys that transformers' Llama config has no use for (auto_map: its remote code).
 DROPPED = ("auto_map", "reward_token_id", "bias", "attn_implementation", "pretraining_tp", "tokenizer_class")
 
@@ -50,34 +51,25 @@ def recognises(config: dict[str, Any], keys: set[str]) -> bool:
     return config.get("model_type") == "internlm2" or any(k.endswith(".attention.wqkv.weight") for k in keys)
 
 
-def split_wqkv(
-    wqkv: torch.Tensor, heads: int, kv_heads: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(q, k, v)`` projection weights of a fused ``wqkv`` (``(heads + 2 * kv_heads) * head_dim``, hidden):
+def split_wqkv(wqkv: torch.Tensor, heads: int, kv_heads: int) -> list[torch.Tensor]:
+    """``[q, k, v]`` projection weights of a fused ``wqkv`` (``(heads + 2 * kv_heads) * head_dim``, hidden):
     per key/value group, its query heads, its key head, its value head."""
-    groups = heads // kv_heads
-    grouped = wqkv.reshape(kv_heads, groups + 2, -1, wqkv.shape[-1])
-    q = grouped[:, :groups].reshape(-1, wqkv.shape[-1])
-    return (
-        q,
-        grouped[:, groups].reshape(-1, wqkv.shape[-1]),
-        grouped[:, groups + 1].reshape(-1, wqkv.shape[-1]),
-    )
+    groups, hidden = heads // kv_heads, wqkv.shape[-1]
+    grouped = wqkv.reshape(kv_heads, groups + 2, -1, hidden)
+    parts = (grouped[:, :groups], grouped[:, groups], grouped[:, groups + 1])
+    return [part.reshape(-1, hidden) for part in parts]
 
 
 def llama_state(state: dict[str, torch.Tensor], config: dict[str, Any]) -> dict[str, torch.Tensor]:
     """``state`` under transformers' Llama names (``v_head.weight`` and unknown keys kept as they are)."""
-    heads, kv_heads = (
-        config["num_attention_heads"],
-        config.get("num_key_value_heads") or config["num_attention_heads"],
-    )
+    heads = config["num_attention_heads"]
+    kv_heads = config.get("num_key_value_heads") or heads
     out: dict[str, torch.Tensor] = {}
     for key, tensor in state.items():
         if key.endswith("attention.wqkv.weight"):
             layer = key[: -len("attention.wqkv.weight")]
-            q, k, v = split_wqkv(tensor, heads, kv_heads)
-            out |= {f"{layer}self_attn.q_proj.weight": q, f"{layer}self_attn.k_proj.weight": k}
-            out[f"{layer}self_attn.v_proj.weight"] = v
+            for name, part in zip("qkv", split_wqkv(tensor, heads, kv_heads), strict=True):
+                out[f"{layer}self_attn.{name}_proj.weight"] = part
             continue
         old = next((o for o in RENAMES if f".{o}" in key or key.startswith(o)), None)
         out[key.replace(old, RENAMES[old]) if old else key] = tensor
@@ -101,11 +93,9 @@ def llama_config(config: dict[str, Any]) -> dict[str, Any]:
 def tokenizer(path: Path) -> Any:
     """The fast tokenizer of InternLM2 checkpoint ``path``, built from its ``tokenizer.model`` (module
     docstring) with its ``tokenizer_config.json``'s renamed tokens, special tokens and chat template."""
-    from tokenizers import AddedToken, Tokenizer, decoders, normalizers, processors
-    from tokenizers.models import BPE
+    from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
     from transformers.convert_slow_tokenizer import import_protobuf
-    from transformers.tokenization_utils_base import generate_merges
 
     if not (path / "tokenizer.model").is_file():
         raise RMKitError(
@@ -118,42 +108,49 @@ def tokenizer(path: Path) -> Any:
             "reading InternLM2's tokenizer.model needs protobuf: pip install 'rmkit[internlm2]'"
         ) from None
     proto.ParseFromString((path / "tokenizer.model").read_bytes())
+    if proto.trainer_spec.model_type != 2:  # sentencepiece's 2: BPE
+        raise RMKitError(f"'{path / 'tokenizer.model'}' is not a BPE sentencepiece model, as InternLM2's is")
     settings_file = path / "tokenizer_config.json"
     settings = json.loads(settings_file.read_text(encoding="utf-8")) if settings_file.is_file() else {}
     renamed = {int(i): t["content"] for i, t in (settings.get("added_tokens_decoder") or {}).items()}
+    model, vocab = _bpe(proto, renamed)
+    tokens = {k: settings.get(k) or v for k, v in SPECIAL_TOKENS.items()}
+    tokens = {k: v["content"] if isinstance(v, dict) else v for k, v in tokens.items()}
+    if settings.get("add_bos_token", True):
+        bos = tokens["bos_token"]
+        model.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, vocab[bos])]
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=model,
+        **tokens,
+        chat_template=settings.get("chat_template"),
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def _bpe(proto: Any, renamed: dict[int, str]) -> tuple[Any, dict[str, int]]:
+    """``(tokenizers' Tokenizer, its vocabulary)`` of a sentencepiece BPE ``proto``, pieces ``renamed`` by id:
+    the converter settings of the module docstring, the control and renamed pieces special tokens."""
+    from tokenizers import AddedToken, Tokenizer, decoders, normalizers
+    from tokenizers.models import BPE
+    from transformers.tokenization_utils_base import generate_merges
+
     pieces = [renamed.get(i, p.piece) for i, p in enumerate(proto.pieces)]
     pieces[:3] = ["<unk>", "<s>", "</s>"]
     vocab = {piece: i for i, piece in enumerate(pieces)}
     scores = {piece: p.score for piece, p in zip(pieces, proto.pieces, strict=True)}
-    merges = generate_merges(vocab, scores)
-    model = Tokenizer(BPE(vocab, merges, unk_token="<unk>", fuse_unk=True, byte_fallback=True))
+    model = Tokenizer(
+        BPE(vocab, generate_merges(vocab, scores), unk_token="<unk>", fuse_unk=True, byte_fallback=True)
+    )
     prefix = [normalizers.Prepend("▁")] if proto.normalizer_spec.add_dummy_prefix else []
     model.normalizer = normalizers.Sequence([*prefix, normalizers.Replace(" ", "▁")])
     model.decoder = decoders.Sequence(
         [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
     )
-    control = [
-        pieces[i] for i, p in enumerate(proto.pieces) if i < 3 or p.type == 3 or i in renamed
-    ]  # 3: CONTROL
-    model.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in control])
-    model.add_tokens(
-        [
-            AddedToken(pieces[i], normalized=False)
-            for i, p in enumerate(proto.pieces)
-            if p.type == 4 and i not in renamed
-        ]
-    )  # 4: USER_DEFINED
-    bos = settings.get("bos_token") or "<s>"
-    bos = bos["content"] if isinstance(bos, dict) else bos
-    if settings.get("add_bos_token", True):
-        model.post_processor = processors.TemplateProcessing(
-            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, vocab[bos])]
-        )
-    named = {k: settings.get(k) for k in ("unk_token", "bos_token", "eos_token", "pad_token")}
-    defaults = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "</s>"}
-    return PreTrainedTokenizerFast(
-        tokenizer_object=model,
-        **{k: v or defaults[k] for k, v in named.items()},
-        chat_template=settings.get("chat_template"),
-        clean_up_tokenization_spaces=False,
-    )
+    kinds = {i: p.type for i, p in enumerate(proto.pieces)}  # sentencepiece's 3: CONTROL, 4: USER_DEFINED
+    special = [pieces[i] for i, kind in kinds.items() if i < 3 or kind == 3 or i in renamed]
+    model.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in special])
+    user = [pieces[i] for i, kind in kinds.items() if kind == 4 and i not in renamed]
+    model.add_tokens([AddedToken(t, normalized=False) for t in user])
+    return model, vocab
