@@ -27,7 +27,7 @@ from transformers import (
     PreTrainedModel,
 )
 
-from rmkit import layouts
+from rmkit import internlm2, layouts
 from rmkit.defaults import resolve_name
 from rmkit.errors import RMKitError
 from rmkit.version import __version__
@@ -78,6 +78,8 @@ def load(
             raise layouts.unreadable(found, f"it has no {e} that a {layouts.LAYOUTS[layout]} holds") from None
         model, metadata = converted.model, converted.metadata
         log.info("read '%s' as a %s", name, layouts.LAYOUTS[layout])
+        if layout == "internlm2" and tokenizer is None:  # its own is remote code: built from tokenizer.model
+            return model, internlm2.tokenizer(path), metadata
     return model, _load_tokenizer(name, tokenizer, trust_remote_code), metadata
 
 
@@ -237,12 +239,12 @@ def _with_value_head(
 def save_model(model: PreTrainedModel, tokenizer, metadata: dict[str, Any], path: Path) -> None:
     """Save ``model`` and ``tokenizer`` to ``path`` with ``metadata`` under ``"rmkit"`` in ``config.json``:
     written into a temporary directory and renamed into place, ``config.json`` last."""
-    from rmkit.heads import MIXED
+    from rmkit.heads import MIXED, AttributeHead
 
-    if isinstance(getattr(model, "score", None), MIXED):
+    if isinstance(getattr(model, "score", None), (*MIXED, AttributeHead)):
         raise RMKitError(
-            "a gated head (ArmoRM, QRM, LDL-Reward, URM) has no standard layout to write: score, rank, eval and "
-            "serve read the original checkpoint directly"
+            "a gated head (ArmoRM, QRM, LDL-Reward, URM) or the Decision-Tree RM's (attributes with a bias) has no "
+            "standard layout to write: score, rank, eval and serve read the original checkpoint directly"
         )
     metadata["version"] = __version__
     model.config.rmkit = metadata

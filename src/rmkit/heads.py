@@ -27,6 +27,12 @@ def head_dtype(head: nn.Module) -> torch.dtype:
     return next(head.parameters()).dtype
 
 
+class AttributeHead(nn.Linear):
+    """K attribute outputs of one linear layer with a bias, read at the last token: the Decision-Tree RM's
+    ``score`` (its five HelpSteer2 attributes). The standard classifier's head has no bias, so it is not
+    written as one."""
+
+
 # ArmoRM's gate: the last place the assistant's turn opens, right after the prompt (Llama 3's tokens).
 GATE_TEXT = "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
 
@@ -234,6 +240,12 @@ def build_head(
                 raise ValueError(f"its {name} is not a plain state dict of tensors ({e})") from None
         head: Any = DistributionHead(*parts, config.get("temperature", 1.0), bool(config.get("softmax")))
         head.names = objective_names(config, head.regression[-1].out_features // BINS)
+        return head.float()
+    if layout == "decision-tree":  # score.weight (K, hidden) and score.bias (K,): K attributes
+        weight = tensors["score.weight"]
+        head = AttributeHead(weight.shape[1], weight.shape[0])
+        head.load_state_dict({"weight": weight, "bias": tensors["score.bias"]})
+        head.names = objective_names(config, weight.shape[0])
         return head.float()
     if layout == "urm":  # URM: score (2K outputs: a mean and an uncertainty each), weights.fc.{0,2,4}
         head = UncertainHead(tensors["score.weight"].shape[1], tensors["score.weight"].shape[0] // 2)

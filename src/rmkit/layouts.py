@@ -14,6 +14,7 @@ trl             ``v_head.summary`` (bias) beside a causal LM  causal LM's keys  
 llama-factory   ``v_head.summary`` in ``value_head.*``       causal LM's keys       none
 deepspeed-chat  ``v_head`` (no bias)                         ``rwtransformer.*``    none
 openrlhf        ``score`` or ``value_head`` (no bias)        ``model.*``            config ``mean``/``std``
+internlm2       ``v_head`` (no bias), at its reward token     fused ``wqkv``, ...    none
 ==============  ==========================================  =====================  ==================
 
 :func:`inspect` reads a directory's config and weight names (from safetensors headers, without loading
@@ -30,6 +31,7 @@ Pickle weights (``.bin``) are read only when the caller allows them, and then wi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -43,7 +45,7 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
 
-from rmkit import heads
+from rmkit import heads, internlm2
 from rmkit.errors import RMKitError
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,8 @@ LAYOUTS = {
     "urm": "URM (score: a mean and an uncertainty for each attribute, the means weighed by weights.fc, on a LlamaModel)",
     "ldl": "LDL-Reward (regression_layer.pt and gating_layer.pt beside the backbone, read as tensors only)",
     "grm": "GRM (a ReLU value head, v_head.summary.0, .2, ..., beside a causal LM's model)",
+    "decision-tree": "Decision-Tree RM (score: K attributes with a bias, beside its pickled tree decision_tree.pkl)",
+    "internlm2": "InternLM2-Reward (v_head at its reward token; fused wqkv and InternLM2's names: rmkit.internlm2)",
 }
 ATHENE_CLS = (
     128003  # Athene-RM's CLS_ID (<|reserved_special_token_1|> of Llama 3), unless its config names one
@@ -88,6 +92,7 @@ FOREIGN_CONFIG_KEYS = {
     "normalize_reward",
     "value_head_prefix",
     "end_token_id",
+    "reward_token_id",
 }
 # Buffers derived from the config that old checkpoints saved (rotary frequencies, GPT-2's causal mask).
 DERIVED_SUFFIXES = (".rotary_emb.inv_freq", ".attn.bias", ".attn.masked_bias")
@@ -195,6 +200,10 @@ def _by_weights(found: Found) -> str | None:
         return "llama-factory"
     if all(f in found.files for f in heads.LDL_FILES):
         return "ldl"
+    if internlm2.recognises(config, keys):
+        return "internlm2"
+    if "decision_tree.pkl" in found.files and {"score.weight", "score.bias"} <= keys:
+        return "decision-tree"
     if "v_head.summary.0.weight" in keys:
         return "grm"
     if any(k.startswith(("v_head.summary.", "pretrained_model.v_head.summary.")) for k in keys):
@@ -308,8 +317,11 @@ def _head(found: Found, layout: str, state: dict, dimension: int | None) -> tupl
         return weight, {"score_bias": float(bias[0])} if bias is not None else {}
     if layout == "deepspeed-chat":
         return state.pop("v_head.weight"), {}
-    if layout == "athene":
-        return state.pop("v_head.weight"), {"end_token_id": int(config.get("cls_token_id") or ATHENE_CLS)}
+    if layout == "internlm2":
+        return state.pop("v_head.weight"), {"end_token_id": config["reward_token_id"]}
+    if layout == "athene":  # its model card's pipeline: the chat template's BOS, and the tokenizer's again
+        cls_id = int(config.get("cls_token_id") or ATHENE_CLS)
+        return state.pop("v_head.weight"), {"end_token_id": cls_id, "double_bos": True}
     name = config.get("value_head_prefix") or ("score" if "score.weight" in state else "value_head")
     if f"{name}.weight" not in state:
         raise unreadable(found, f"its config names an OpenRLHF head '{name}', but no {name}.weight is stored")
@@ -377,10 +389,16 @@ def load(
     state = dict(found.state) if found.state is not None else read_weights(found.weights, allow_pickle)
     if found.value_head is not None:
         state.update(read_weights([found.value_head], allow_pickle))
+    if layout == "internlm2":  # transformers' Llama under InternLM2's names (rmkit.internlm2)
+        try:
+            config = internlm2.llama_config(found.config or {})
+        except ValueError as e:
+            raise unreadable(found, str(e)) from None
+        found, state = dataclasses.replace(found, config=config), internlm2.llama_state(state, config)
     own = ("score.", "regression_layer.", "gating.", "reward_transform", "v_head.", "weights.fc.")
     head_state = (
         {k: state.pop(k) for k in list(state) if k.startswith(own)}
-        if layout in ("mlp-head", "armo", "ldl", "grm", "urm")
+        if layout in ("mlp-head", "armo", "ldl", "grm", "urm", "decision-tree")
         else None
     )
     hidden = int((found.config or {}).get("hidden_size", 0))

@@ -144,6 +144,7 @@ class RewardModel(HeldModel):
         tokenizer: str | Path | None = None,
         base_model: str | Path | None = None,
         weights: dict[str, float] | None = None,
+        single_bos: bool = False,
         **model_kwargs: Any,
     ) -> RewardModel:
         """Load an RM or a backbone.
@@ -157,6 +158,7 @@ class RewardModel(HeldModel):
         directory is merged into its base model (``base_model``, else the one its adapter config names). Weights load
         from safetensors only unless ``allow_pickle``; custom model code runs only with ``trust_remote_code``.
         ``dtype`` ``"auto"``: bf16 weights on a GPU, fp32 on the CPU (:func:`rmkit.runtime.resolve_dtype`).
+        ``single_bos`` reads a layout whose authors score with the BOS doubled (Athene-RM) with one BOS.
         """
         target = resolve_device(device) if device is not None else torch.device("cpu")
         model, tok, metadata = load_checkpoint(
@@ -169,6 +171,8 @@ class RewardModel(HeldModel):
             base_model=base_model,
             kwargs=model_kwargs,
         )
+        if single_bos and metadata:
+            metadata.pop("double_bos", None)
         rm = cls(model, tok, metadata, weights)
         # A bf16 score head rounds every score to 3 significant digits and flips near-tied pairs
         head = model.score if rm.is_decoder else getattr(model, "classifier", None)

@@ -162,7 +162,11 @@ class ModelOptions:
     head: str | None = option(
         None,
         help="read the checkpoint in this layout instead of the one recognised from its weights: transformers, "
-        "safe-rlhf, align-anything, trl, llama-factory, deepspeed-chat, openrlhf, mlp-head, athene, armo, ldl, grm, urm",
+        "safe-rlhf, align-anything, trl, llama-factory, deepspeed-chat, openrlhf, mlp-head, athene, armo, ldl, grm, urm, "
+        "internlm2, decision-tree",
+    )
+    single_bos: bool = option(
+        False, help="read Athene-RM with one BOS, not the two its authors' pipeline gives (and scored with)"
     )
     weights: dict[str, str] | None = option(
         None,
@@ -232,6 +236,7 @@ class ModelOptions:
             "tokenizer": self.tokenizer,
             "base_model": self.base_model,
             "weights": self.weights,
+            **({"single_bos": True} if self.single_bos else {}),
             **({"attn_implementation": self.attn_implementation} if self.attn_implementation else {}),
             **({"head": self.head} if self.head else {}),
         }

@@ -439,10 +439,12 @@ def example_tokenizer(
     tokenizer: Any, metadata: dict[str, Any], max_length: int | None, template: str, truncation: str
 ) -> ExampleTokenizer:
     """The tokenizer of a model whose rmkit settings are ``metadata``: a judge's (they hold ``"judge"``), else
-    an :class:`ExampleTokenizer` with the settings' ``add_eos`` and ``end_token_id`` (the token appended to a
-    conversation, where its score is read: EOS unless a layout says otherwise)."""
+    an :class:`ExampleTokenizer` with the settings' ``add_eos``, ``end_token_id`` (the token appended to a
+    conversation, where its score is read: EOS unless a layout says otherwise) and ``double_bos`` (Athene-RM)."""
     options = {"max_length": max_length, "template": template, "truncation": truncation}
     if JUDGE_KEY in metadata:
         return JudgeTokenizer(tokenizer, Judge.of(metadata[JUDGE_KEY]), **options)
-    end = metadata.get("end_token_id")
-    return ExampleTokenizer(tokenizer, add_eos=metadata.get("add_eos", True), end_id=end, **options)
+    end, double = metadata.get("end_token_id"), bool(metadata.get("double_bos"))
+    return ExampleTokenizer(
+        tokenizer, add_eos=metadata.get("add_eos", True), end_id=end, double_bos=double, **options
+    )

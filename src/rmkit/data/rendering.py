@@ -15,7 +15,9 @@ Tokenising. Pre-rendered text is tokenised as ``tokenizer(text)`` does by defaul
 the text already begins or ends with are not doubled: ``"<s>Hi"`` gives one BOS, not two (a text decoded
 with its special tokens, as OpenRLHF sends, keeps them; one without, as verl sends, gets them). Chat-template
 output carries its own special tokens, so it is tokenised with ``add_special_tokens=False``; the plain
-template uses the tokenizer's defaults. A rendered conversation gets the tokenizer's EOS token appended
+template uses the tokenizer's defaults. ``double_bos`` reproduces the pipeline some RMs' authors score with
+(Athene-RM's model card: the chat template's text tokenised by ``tokenizer(text)``, which adds its BOS
+again): every text takes the tokenizer's special tokens, so a template that writes the BOS gives two. A rendered conversation gets the tokenizer's EOS token appended
 when it does not already end with it (``add_eos``), so every answer ends on the same token and the score is
 read there; with pad = eos this token is still read, because the end is found from the attention mask.
 
@@ -66,6 +68,7 @@ class Tokenized:
     truncated: bool = False
     group_cut: bool = False  # its prompt was cut once for all the answers of its example
     undoubled: bool = False  # its text began (or ended) with the special tokens the tokenizer adds: kept once
+    doubled: bool = False  # it begins with the tokenizer's BOS twice, as its authors' pipeline gives it
 
 
 @dataclass
@@ -87,6 +90,7 @@ class RowCounts:
     prefix_tokens: int = 0  # prompt tokens not run again because their answers shared one pass over them
     parse_failures: int = 0  # a generating judge's judgments whose verdict could not be read
     undoubled: int = 0  # rows whose text already held the tokenizer's BOS (or EOS): kept once, not doubled
+    doubled: int = 0  # rows that begin with the BOS twice, as their model's authors score them (double_bos)
 
     def add(self, row: list[Tokenized] | None, notes: frozenset[str] = frozenset()) -> None:
         """Count one example's tokenised responses (``None``: dropped) and its normaliser's ``notes``."""
@@ -99,12 +103,14 @@ class RowCounts:
         self.truncated += any(t.truncated for t in row)
         self.groups_cut += any(t.group_cut for t in row)
         self.undoubled += any(t.undoubled for t in row)
+        self.doubled += any(t.doubled for t in row)
         self.tokens += sum(len(t.ids) for t in row)
 
     def merge(self, other: RowCounts) -> RowCounts:
         for name in (
             "rows", "skipped", "truncated", "dropped", "tokens", "shared", "unshared", "empty_replies",
             "split_histories", "non_finite", "groups_cut", "prefix_tokens", "parse_failures", "undoubled",
+            "doubled",
         ):  # fmt: skip
             setattr(self, name, getattr(self, name) + getattr(other, name))
         return self
@@ -153,6 +159,7 @@ class ExampleTokenizer:
         add_eos: bool = True,
         truncation: str = "left",
         end_id: int | None = None,
+        double_bos: bool = False,
     ):
         if template not in TEMPLATES:
             raise ValueError(f"template must be one of {TEMPLATES}, got {template!r}")
@@ -169,6 +176,7 @@ class ExampleTokenizer:
         self.truncation = truncation
         self._special = set(tokenizer.all_special_ids)
         self._added = _added_special_tokens(tokenizer)
+        self.double_bos = double_bos  # the module docstring: the authors' pipeline, BOS written and added
 
     def render(self, prompt: Sequence[Message], response: str) -> str:
         """The text of a conversation ending with ``response`` as the assistant's answer."""
@@ -207,6 +215,7 @@ class ExampleTokenizer:
             encs = self.truncate_group(full) if one_prompt else [self.truncate(f) for f in full]
             for enc, flag in zip(encs, undoubled, strict=True):
                 enc.undoubled = flag
+                enc.doubled = self.double_bos and self._begins_twice(enc.ids)
             dropped = self.truncation == "drop" and any(e.truncated for e in encs)
             out.append(None if dropped else encs)
         return out
@@ -272,7 +281,7 @@ class ExampleTokenizer:
     def _takes_specials(self, verbatim: bool) -> bool:
         """Whether a whole text is tokenised with the tokenizer's special tokens: chat-template text holds
         its own; plain and verbatim text take the defaults."""
-        return verbatim or not self.use_chat
+        return verbatim or not self.use_chat or self.double_bos
 
     def _joined(self, prefix: list[int], rest: list[int], verbatim: bool) -> list[int]:
         """A text's ids from its two pieces' ids, with the special tokens ``tokenizer(text)`` adds."""
@@ -285,12 +294,17 @@ class ExampleTokenizer:
         """A response's whole sequence: a conversation ends on EOS; verbatim text keeps no doubled specials."""
         if conversation and self.add_eos and (not ids or ids[-1] != self.end_id):
             return [*ids, self.end_id]
-        return ids if conversation else self._undouble(ids)
+        return ids if conversation or self.double_bos else self._undouble(ids)
+
+    def _begins_twice(self, ids: list[int]) -> bool:
+        """Whether ``ids`` begin with the special tokens ``tokenizer(text)`` puts first (BOS) twice."""
+        head = self._added[0]
+        return bool(head) and ids[: 2 * len(head)] == head + head
 
     def _undouble(self, ids: list[int]) -> list[int]:
         """Drop the copy of the special tokens ``tokenizer(text)`` added where the text already had them."""
         head, tail = self._added
-        if head and ids[: 2 * len(head)] == head + head:
+        if self._begins_twice(ids):
             ids = ids[len(head) :]
         if tail and len(ids) >= 2 * len(tail) and ids[-2 * len(tail) :] == tail + tail:
             ids = ids[: -len(tail)]

@@ -147,6 +147,7 @@ def _summary(config: ScoreConfig, output: Path, states: list[ShareState], elapse
         "prefix_tokens_saved": stats.prefix_tokens,
         "parse_failures": stats.parse_failures,
         "undoubled_specials": stats.undoubled,
+        "doubled_bos": stats.doubled,
         "scores": scores,
         "tokens_per_s": sum(s.run_tokens for s in states) / max(max(s.run_seconds for s in states), 1e-9),
         "wall_s": elapsed,
@@ -186,6 +187,11 @@ def print_summary(s: dict[str, Any], command: str = "score") -> None:
         print(
             f"  {s['undoubled_specials']} rows' texts already began (or ended) with the tokenizer's special tokens "
             "(a chat template's BOS): kept once, not doubled"
+        )
+    if s.get("doubled_bos"):
+        print(
+            f"  {s['doubled_bos']} rows begin with the BOS twice, as the model's authors score them (its layout "
+            "says so: Athene-RM's chat template writes it and its tokenizer adds it again; --single-bos: one)"
         )
     if s["parse_failures"]:
         print(

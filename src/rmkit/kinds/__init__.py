@@ -7,6 +7,8 @@ judge      a causal LM given ``--judge``, or rmkit  preference pairs
            judge settings (a converted verifier)
 process    token classifier, rmkit step settings,   step-labelled solutions
            or ``--good-token``/``--bad-token``
+decision-  a rated RM with ``decision_tree.pkl``    rated responses; its pairs and best-of-N
+tree       beside it (:mod:`rmkit.kinds.tree`)      rows judged by the tree
 rated      sequence classifier with K > 1 labels    rated responses
 pairwise   anything else (one score a response)     preference pairs
 =========  =======================================  ==========================================
@@ -30,8 +32,9 @@ from rmkit.kinds.judge import JudgeKind
 from rmkit.kinds.pairwise import PairwiseKind
 from rmkit.kinds.process import ProcessKind
 from rmkit.kinds.rated import RatedKind
+from rmkit.kinds.tree import TreeKind
 
-KINDS: list[Kind] = [JudgeKind(), ProcessKind(), RatedKind(), PairwiseKind()]
+KINDS: list[Kind] = [JudgeKind(), ProcessKind(), TreeKind(), RatedKind(), PairwiseKind()]
 
 __all__ = [
     "KINDS",
