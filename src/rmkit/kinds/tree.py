@@ -128,6 +128,12 @@ class TreeKind(RatedKind):
     def owns(self, model: Any) -> bool:
         return RatedKind.owns(self, model) and getattr(model, "tree", None) is not None
 
+    def convertible(self, model: Any) -> str | None:
+        return (
+            f"the Decision-Tree RM (its attributes' head with a bias, and {TREE_FILE}) has no standard "
+            "layout to write: score, rank, eval and serve read the original checkpoint directly"
+        )
+
     def values(self, model: Any, raw: Raw) -> list[float]:
         """A response's score (the attributes' weighted sum); for several answers to one prompt, each one's
         mean probability, by the tree in both orders, of being better than each other answer."""
