@@ -119,6 +119,13 @@ def test_a_model_path_that_is_not_there_is_one_line_at_once(tmp_path, command, m
     assert not (tmp_path / "ev").exists() and not (tmp_path / "tr").exists()
 
 
+def test_a_misspelt_data_file_is_named_with_the_nearest_one(rm_path, tmp_path, capsys):
+    write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    assert main(["score", "--model", str(rm_path), "--input", str(tmp_path / "pair.jsonl"), "--output", "o.jsonl"]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert err == f"rmkit score: error: {tmp_path / 'pair.jsonl'}: no such file or directory; did you mean {tmp_path / 'pairs.jsonl'}?"  # fmt: skip
+
+
 def test_the_python_api_says_the_same_of_a_missing_directory(tmp_path, monkeypatch):
     from rmkit import RewardModel
     from rmkit.errors import RMKitError

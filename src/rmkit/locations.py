@@ -41,11 +41,12 @@ def looks_local(name: str) -> bool:
     )
 
 
-def near_miss(path: Path) -> str | None:
-    """The directory beside ``path`` whose name is closest to its name, if one is close."""
+def near_miss(path: Path, directories: bool = True) -> str | None:
+    """The directory (or, not ``directories``, the file or directory) beside ``path`` whose name is closest to
+    its name, if one is close."""
     parent = path.parent
     try:
-        names = [p.name for p in parent.iterdir() if p.is_dir()] if parent.is_dir() else []
+        names = [p.name for p in parent.iterdir() if p.is_dir() or not directories] if parent.is_dir() else []
     except OSError:
         return None
     near = difflib.get_close_matches(path.name, names, n=1, cutoff=0.6)

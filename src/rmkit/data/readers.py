@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rmkit.errors import DataError
+from rmkit.locations import near_miss
 
 _CHUNK = 1 << 20
 
@@ -42,7 +43,10 @@ def read_records(
     ``(row group, records before it)`` as :func:`parquet_groups` gives them."""
     path = Path(path)
     if not path.exists():
-        raise DataError("no such file or directory", file=str(path))
+        near = near_miss(path, directories=False)
+        raise DataError(
+            "no such file or directory" + (f"; did you mean {near}?" if near else ""), file=str(path)
+        )
     if at is not None:
         return _read_parquet(path, *at) if path.suffix.lower() == ".parquet" else _read_jsonl(path, *at)
     if path.is_dir():
