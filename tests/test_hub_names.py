@@ -7,7 +7,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pytest
 import torch
@@ -185,3 +188,83 @@ def test_a_decision_tree_on_the_hub_is_its_kind_and_its_pickle_stays_refused(
     )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "decision_tree.pkl" in err and "--allow-pickle" in err, err
+
+
+class Hub(ThreadingHTTPServer):
+    """A model hub on loopback, answering what the hub client asks (a revision's commit, the tree listing, a
+    file's HEAD and GET) for the repositories in ``repos`` (name -> {file name: bytes}), all at one commit;
+    ``sent`` holds each file sent."""
+
+    commit = "c0ffee" * 6 + "c0ff"
+
+    def __init__(self, repos: dict[str, dict[str, bytes]]):
+        super().__init__(("127.0.0.1", 0), HubHandler)
+        self.repos, self.sent = repos, []
+
+
+class HubHandler(BaseHTTPRequestHandler):
+    server: Hub
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_HEAD(self) -> None:
+        self.answer(body=False)
+
+    def do_GET(self) -> None:
+        self.answer(body=True)
+
+    def answer(self, body: bool) -> None:
+        parts = unquote(urlsplit(self.path).path).strip("/").split("/")
+        if parts[:2] == ["api", "models"] and "/".join(parts[2:4]) in self.server.repos:
+            files = self.server.repos["/".join(parts[2:4])]
+            if parts[4] == "revision":
+                return self.send(json.dumps({"id": "/".join(parts[2:4]), "sha": Hub.commit}).encode(), body)
+            tree = [{"type": "file", "path": n, "size": len(b), "oid": hashlib.sha1(b).hexdigest()}
+                    for n, b in files.items()]  # fmt: skip
+            return self.send(json.dumps(tree).encode(), body)
+        if len(parts) > 4 and parts[2] == "resolve" and "/".join(parts[:2]) in self.server.repos:
+            name, data = "/".join(parts[4:]), self.server.repos["/".join(parts[:2])].get("/".join(parts[4:]))
+            if data is not None:
+                self.server.sent += [name] if body else []
+                etag = f'"{hashlib.sha256(data).hexdigest()}"'
+                return self.send(data, body, {"X-Repo-Commit": Hub.commit, "ETag": etag})
+        self.send(b"{}", body, status=404 if parts != [""] else 200)
+
+    def send(self, data: bytes, body: bool, headers: dict | None = None, status: int = 200) -> None:
+        self.send_response(status)
+        for key, value in {"Content-Length": str(len(data)), **(headers or {})}.items():
+            self.send_header(key, value)
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
+
+
+def test_online_only_the_files_rmkit_reads_are_downloaded_and_score_as_the_directory(
+    causal_lm, tmp_path, monkeypatch
+):
+    """Against a hub on loopback, through the hub client: the shards, their index, the configs and the
+    tokenizer are downloaded once; a second copy of the weights, the trainer's pickles, an original/ folder and
+    the generation config never are; the scores are the directory's."""
+    import huggingface_hub.constants
+
+    path = trl_sharded(tmp_path, causal_lm)[0]
+    extra = ["consolidated.safetensors", "pytorch_model.bin", "training_args.bin", "optimizer.pt",
+             "original/params.json", "original/tokenizer.model", "README.md"]  # fmt: skip
+    files = {f.name: f.read_bytes() for f in path.iterdir()} | {n: b"never read" for n in extra}
+    hub = Hub({"org/rm": files})
+    threading.Thread(target=hub.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{hub.server_address[1]}")
+        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+        got = scores(tmp_path, "org/rm")
+        wanted = sorted(f.name for f in path.iterdir() if f.name != "generation_config.json")
+        assert sorted(hub.sent) == wanted
+        assert got == pytest.approx(scores(tmp_path, str(path)), abs=1e-6)
+        scores(tmp_path, "org/rm")
+        assert sorted(hub.sent) == wanted  # the second run reads the cache
+    finally:
+        hub.shutdown()
+        hub.server_close()

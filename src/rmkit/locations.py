@@ -191,6 +191,7 @@ def _download(name: str, revision: str | None, allow: list[str]) -> str:
             name,
             revision=revision,
             cache_dir=cache_root(),
+            endpoint=os.environ.get("HF_ENDPOINT") or None,  # read when asked, as offline_reason reads it
             allow_patterns=allow,
             local_files_only=offline_reason() is not None,
         )
