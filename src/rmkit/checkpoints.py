@@ -30,6 +30,7 @@ from transformers import (
 from rmkit import internlm2, layouts
 from rmkit.defaults import resolve_name
 from rmkit.errors import RMKitError
+from rmkit.locations import snapshot
 from rmkit.version import __version__
 
 log = logging.getLogger(__name__)
@@ -49,16 +50,19 @@ def load(
     base_model: str | Path | None,
     kwargs: dict[str, Any],
 ) -> tuple[PreTrainedModel, Any, dict[str, Any] | None]:
-    """``(classifier, tokenizer, metadata of a conversion or None)`` of checkpoint ``name``."""
-    name = resolve_name(name)
-    path = Path(name)
+    """``(classifier, tokenizer, metadata of a conversion or None)`` of checkpoint ``name``: a directory, or a
+    hub name read as its snapshot directory at ``kwargs``' ``revision`` (:func:`rmkit.locations.snapshot`)."""
     kwargs = dict(kwargs)
+    revision = kwargs.pop("revision", None)  # --revision: which snapshot of a hub name
+    name = snapshot(
+        resolve_name(name), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, revision=revision
+    )
+    path = Path(name)
     head = kwargs.pop("head", None)  # --head: the layout to read, where recognising it is not wanted
     if head is not None and head not in (layouts.STANDARD, *layouts.LAYOUTS):
         raise RMKitError(f"--head {head}: rmkit reads {', '.join((layouts.STANDARD, *layouts.LAYOUTS))}")
-    if not path.is_dir():  # a hub name
-        model = _load_standard(name, dtype, trust_remote_code, allow_pickle, kwargs)
-        return model, _load_tokenizer(name, tokenizer, trust_remote_code), None
+    if not path.is_dir():
+        raise RMKitError(f"{name}: a file, not a checkpoint directory (config.json and weights)")
     found = layouts.inspect(path, allow_pickle)
     if found.config is None and (path / "adapter_config.json").is_file():
         model, metadata, base = _load_adapter(

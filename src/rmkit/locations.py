@@ -12,6 +12,10 @@ answers at once, in one line:
 - a hub name is taken when the local hub cache holds it, or when the hub can be reached (a connection to it
   within :data:`PROBE_SECONDS`, asked once a process); else one line says it is not cached and how to get it.
 
+:func:`snapshot` then turns a hub name into a local snapshot directory (downloaded where the hub can be
+reached, else read from the cache), holding only the files rmkit reads, so that what recognises a kind or a
+layout by the files beside ``config.json`` sees a hub model exactly as the same directory given here.
+
 This module imports neither torch nor transformers, so the configs' checks run it before a model loads.
 """
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import json
 import os
 import re
 from pathlib import Path
@@ -83,12 +88,19 @@ def _unreachable(endpoint: str) -> str | None:
     return None
 
 
+def cache_root() -> Path:
+    """The local hub cache (``HF_HUB_CACHE``, else ``HF_HOME/hub``), read from the environment when asked."""
+    return Path(
+        os.environ.get("HF_HUB_CACHE")
+        or os.path.join(
+            os.environ.get("HF_HOME") or os.path.join(Path.home(), ".cache", "huggingface"), "hub"
+        )
+    )
+
+
 def cached(name: str) -> bool:
     """Whether the local hub cache holds a snapshot of the model ``name``."""
-    root = os.environ.get("HF_HUB_CACHE") or os.path.join(
-        os.environ.get("HF_HOME") or os.path.join(Path.home(), ".cache", "huggingface"), "hub"
-    )
-    snapshots = Path(root) / f"models--{name.replace('/', '--')}" / "snapshots"
+    snapshots = cache_root() / f"models--{name.replace('/', '--')}" / "snapshots"
     return snapshots.is_dir() and any(snapshots.iterdir())
 
 
@@ -109,3 +121,116 @@ def locate(name: str | os.PathLike, option: str = "--model") -> None:
             f"{option} a directory, or download it where the hub can be reached (hf download {text}) and "
             "copy the cache or the directory here"
         )
+
+
+# What rmkit reads of a hub model, besides its weights (top-level names; the hub matches them whole): the
+# configs, every tokenizer file transformers looks for, chat templates, and the files other layouts and kinds
+# keep beside config.json. LDL-Reward's two .pt files are read as tensors only (no code runs), and the
+# Decision-Tree RM's pickle is never unpickled without --allow-pickle (its kind refuses it in one line), so
+# both come without the flag, as they would in a directory.
+READ_FIRST = (
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "vocab.txt",
+    "tokenizer.model",
+    "tokenizer.model.v*",
+    "tekken.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "*.tiktoken",
+    "chat_template.jinja",
+    "chat_template.json",
+    "additional_chat_templates/*.jinja",
+    "model.safetensors.index.json",
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "value_head.safetensors",
+    "regression_layer.pt",
+    "gating_layer.pt",
+    "decision_tree.pkl",
+)
+PICKLED = ("pytorch_model.bin.index.json", "adapter_model.bin", "value_head.bin")  # with --allow-pickle
+REMOTE_CODE = ("*.py",)  # a checkpoint's own model and tokenizer code, with --trust-remote-code
+# The model's weights, as transformers picks them: an index's shards, else the one file (safetensors first).
+WEIGHTS = (
+    ("model.safetensors.index.json", "model.safetensors"),
+    ("pytorch_model.bin.index.json", "pytorch_model.bin"),
+)
+
+
+def patterns(allow_pickle: bool, trust_remote_code: bool) -> list[str]:
+    """The names of a hub model's files fetched before its weights (:data:`READ_FIRST` and the flags')."""
+    return [*READ_FIRST, *(PICKLED if allow_pickle else ()), *(REMOTE_CODE if trust_remote_code else ())]
+
+
+def snapshot(
+    name: str, *, allow_pickle: bool = False, trust_remote_code: bool = False, revision: str | None = None
+) -> str:
+    """The local directory of the model ``name``: ``name`` itself when it is a path here; for a hub name, its
+    snapshot in the local hub cache at ``revision`` (default ``main``), holding :func:`patterns`' files and the
+    weights transformers would read (:data:`WEIGHTS`; pickle ones only with ``allow_pickle``, else refused in
+    one line). Downloaded where the hub can be reached, else read from the cache; a hub error is one line."""
+    if Path(name).expanduser().exists() or looks_local(name):
+        return name
+    folder = Path(_download(name, revision, patterns(allow_pickle, trust_remote_code)))
+    # snapshots/<commit>: the weights come from the same commit, whatever the branch moved to meanwhile
+    commit = folder.name
+    weights = _weights(name, folder, _listing(name, commit, folder), allow_pickle)
+    return _download(name, commit, weights) if weights else str(folder)
+
+
+def _download(name: str, revision: str | None, allow: list[str]) -> str:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(
+            name,
+            revision=revision,
+            cache_dir=cache_root(),
+            endpoint=os.environ.get("HF_ENDPOINT") or None,  # read when asked, as offline_reason reads it
+            allow_patterns=allow,
+            local_files_only=offline_reason() is not None,
+        )
+    except (OSError, ValueError) as e:  # the hub's errors (not found, gated, offline and not cached) included
+        at = f" at revision {revision}" if revision else ""
+        said = " ".join(str(e).split()) or type(e).__name__
+        raise RMKitError(f"{name}: cannot get this model from the hub{at}: {said}") from None
+
+
+def _listing(name: str, revision: str | None, folder: Path) -> set[str]:
+    """The files of the hub model ``name``: the listing its download cached, else those of its snapshot."""
+    from huggingface_hub import get_cached_repo_tree
+    from huggingface_hub.errors import CachedRepoTreeNotFoundError
+
+    try:
+        return {f.path for f in get_cached_repo_tree(name, revision=revision, cache_dir=cache_root())}
+    except CachedRepoTreeNotFoundError:
+        return {p.name for p in folder.iterdir()}
+
+
+def _weights(name: str, folder: Path, listing: set[str], allow_pickle: bool) -> list[str]:
+    """The weight files of ``listing`` that transformers would read (an index's shards, else the one file);
+    pickle weights refused in one line without ``allow_pickle``; ``[]`` for none (a LoRA adapter)."""
+    for index, single in WEIGHTS:
+        if index not in listing and single not in listing:
+            continue
+        if single.endswith(".bin") and not allow_pickle:
+            raise RMKitError(
+                f"{name}: its weights are pickle files ({index if index in listing else single}); rmkit loads "
+                "them only with --allow-pickle (allow_pickle=True in Python), and then with "
+                "torch.load(weights_only=True): only from a source you trust"
+            )
+        if index not in listing:
+            return [single]
+        try:
+            return sorted(
+                set(json.loads((folder / index).read_text(encoding="utf-8"))["weight_map"].values())
+            )
+        except (OSError, ValueError, KeyError, AttributeError) as e:
+            raise RMKitError(f"{name}: cannot read its weights' index {index}: {e}") from None
+    return []

@@ -149,16 +149,16 @@ class RewardModel(HeldModel):
     ) -> RewardModel:
         """Load an RM or a backbone.
 
-        ``name_or_path`` is a one-label ``*ForSequenceClassification`` checkpoint (any RM, rmkit's or not), a
-        plain backbone (causal LM or encoder), which gets a fresh score head, or a directory another trainer
-        saved (safe-rlhf, align-anything, TRL value head, LLaMA-Factory, DeepSpeed-Chat, OpenRLHF:
-        :mod:`rmkit.layouts`), converted in memory; ``dimension`` picks the output of a multi-output head.
-        A classifier with K > 1 labels is a multi-attribute RM whose score is the ``weights``' sum of its
-        outputs (:mod:`rmkit.attributes`). ``tokenizer`` loads the tokenizer from elsewhere (for a checkpoint saved without one). A LoRA adapter
-        directory is merged into its base model (``base_model``, else the one its adapter config names). Weights load
-        from safetensors only unless ``allow_pickle``; custom model code runs only with ``trust_remote_code``.
-        ``dtype`` ``"auto"``: bf16 weights on a GPU, fp32 on the CPU (:func:`rmkit.runtime.resolve_dtype`).
-        ``single_bos`` reads a layout whose authors score with the BOS doubled (Athene-RM) with one BOS.
+        ``name_or_path`` (a directory, or a hub name read as its snapshot at ``revision=``, default main:
+        :func:`rmkit.locations.snapshot`) is a one-label ``*ForSequenceClassification`` RM (rmkit's or not), a
+        backbone (causal LM or encoder), which gets a fresh score head, or another trainer's checkpoint
+        (:mod:`rmkit.layouts`), converted in memory; ``dimension`` picks the output of a multi-output head. A
+        classifier with K > 1 labels is a multi-attribute RM whose score is the ``weights``' sum of its outputs
+        (:mod:`rmkit.attributes`). ``tokenizer`` loads the tokenizer from elsewhere. A LoRA adapter is merged into
+        its base model (``base_model``, else its adapter config's). Weights load from safetensors only unless
+        ``allow_pickle``; custom model code runs only with ``trust_remote_code``. ``dtype`` ``"auto"``: bf16 on
+        a GPU, fp32 on the CPU (:func:`rmkit.runtime.resolve_dtype`). ``single_bos`` reads a layout whose
+        authors score with the BOS doubled (Athene-RM) with one BOS.
         """
         target = resolve_device(device) if device is not None else torch.device("cpu")
         model, tok, metadata = load_checkpoint(

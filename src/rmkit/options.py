@@ -138,6 +138,9 @@ class ModelOptions:
         help="also load pickle weights (.bin), with torch.load(weights_only=True); only from sources you trust",
     )
     trust_remote_code: bool = option(False, help="run custom model code shipped with the checkpoint")
+    revision: str | None = option(
+        None, help="a hub model's branch, tag or commit (default: main); a directory is read as it is"
+    )
     dimension: int | None = option(
         None, help="which output of a multi-output score head is the score (safe-rlhf score_dim > 1)"
     )
@@ -232,6 +235,7 @@ class ModelOptions:
             **({"judge": self.judging()} if self.judge else {}),
             "allow_pickle": self.allow_pickle,
             "trust_remote_code": self.trust_remote_code,
+            **({"revision": self.revision} if self.revision else {}),
             "dimension": self.dimension,
             "tokenizer": self.tokenizer,
             "base_model": self.base_model,

@@ -44,6 +44,7 @@ from rmkit.defaults import PRM_KEY, resolve_name
 from rmkit.errors import RMKitError
 from rmkit.heads import HEADS
 from rmkit.inference import score_sequences
+from rmkit.locations import snapshot
 from rmkit.modeling import (
     METADATA_KEY,
     HeldModel,
@@ -166,12 +167,19 @@ class ProcessRewardModel(HeldModel):
         device: str | torch.device | None = None,
         trust_remote_code: bool = False,
         allow_pickle: bool = False,
+        revision: str | None = None,
         **step_format: Any,
     ) -> ProcessRewardModel:
         """Load a PRM: a token classifier (rmkit's, or two-class as Qwen2.5-Math-PRM), a causal LM read by
         its good/bad tokens (``good_token``, ``bad_token``, ``step_tag``, ``separator``: Math-Shepherd), or a
-        backbone, which gets a fresh one-label token head (to train)."""
-        name = resolve_name(path)
+        backbone, which gets a fresh one-label token head (to train). A hub name is read as its snapshot
+        directory at ``revision`` (:func:`rmkit.locations.snapshot`)."""
+        name = snapshot(
+            resolve_name(path),
+            allow_pickle=allow_pickle,
+            trust_remote_code=trust_remote_code,
+            revision=revision,
+        )
         try:
             config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as e:

@@ -26,6 +26,7 @@ from typing import Any
 from rmkit.data import Example, RowCounts, detect_format, iter_examples, normalise_records
 from rmkit.defaults import CHUNK_ROWS, METADATA_KEY, resolve_name
 from rmkit.errors import RMKitError
+from rmkit.locations import snapshot
 from rmkit.metrics import ranking
 
 # The model code (torch, transformers) is imported where a model is loaded or scored, so that what reads
@@ -80,8 +81,16 @@ class Checkpoint:
     def read(
         cls, path: str | Path, options: dict[str, Any] | None = None, steps: dict[str, Any] | None = None
     ) -> Checkpoint:
-        """The checkpoint at ``path``: a directory's ``config.json``, or a hub name's where it is cached."""
-        path = resolve_name(path)
+        """The checkpoint at ``path``: a directory, or a hub name's snapshot directory (downloaded, or read from
+        the cache, with the files the ``options`` allow: :func:`rmkit.locations.snapshot`, at the option
+        ``revision``, which is used up here), and its ``config.json``."""
+        options = dict(options or {})
+        path = snapshot(
+            resolve_name(path),
+            allow_pickle=bool(options.get("allow_pickle")),
+            trust_remote_code=bool(options.get("trust_remote_code")),
+            revision=options.pop("revision", None),
+        )
         local = Path(path) / "config.json"
         config: dict[str, Any] = {}
         if local.is_file():
@@ -89,15 +98,8 @@ class Checkpoint:
                 config = json.loads(local.read_text(encoding="utf-8"))
             except (OSError, ValueError) as e:
                 raise RMKitError(f"{local}: cannot read the model config: {e}") from None
-        elif not Path(path).exists():
-            from transformers import PretrainedConfig
-
-            try:  # reads no code and downloads nothing offline; unknown here: the loader says why
-                config, _ = PretrainedConfig.get_config_dict(str(path))
-            except Exception:  # noqa: BLE001 (any failure means: nothing to recognise it by)
-                config = {}
         config = config if isinstance(config, dict) else {}
-        return cls(str(path), config, dict(options or {}), dict(steps or {}))
+        return cls(str(path), config, options, dict(steps or {}))
 
     @property
     def metadata(self) -> dict[str, Any]:

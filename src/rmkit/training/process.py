@@ -158,6 +158,7 @@ class StepTask:
             config.model,
             allow_pickle=config.allow_pickle,
             trust_remote_code=config.trust_remote_code,
+            revision=config.revision,
             **config.step_format(),
         )
         if prm.steps.head != "classifier" or prm.labels != 1:
