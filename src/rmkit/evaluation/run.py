@@ -9,6 +9,8 @@ model through the inference core, then writes what the evaluation makes of the s
     scores.jsonl   one line per scored row, in input order
     plots/*.png    the evaluation's plots (--no-plots skips them)
     report.md      the tables and the plots, readable on GitHub
+    report.html    one self-contained page: the figures, the rows to filter and sort, length bias, flipped
+                   pairs (:mod:`rmkit.evaluation.page`; ``rmkit report DIR`` builds it again)
 
 What each kind writes: :mod:`rmkit.kinds.pairwise` (accuracy with intervals, length bias, model against
 model), :mod:`rmkit.kinds.process` (step and ProcessBench figures), :mod:`rmkit.kinds.rated` (correlations,
@@ -30,8 +32,10 @@ from rmkit import kinds, runtime, suites
 from rmkit.data import Rejects
 from rmkit.errors import RMKitError
 from rmkit.evaluation.config import EvalConfig
+from rmkit.evaluation.page import write_page
 from rmkit.evaluation.suite import SuiteEvaluation, cleanup
 from rmkit.files import atomic_write, write_json, write_text
+from rmkit.kinds import Reading
 from rmkit.kinds.pairwise import PairEvaluation
 
 log = logging.getLogger(__name__)
@@ -100,10 +104,13 @@ def evaluate(config: EvalConfig | None = None, **options: Any) -> dict[str, Any]
     drawn = evaluation.plots(out, metrics) if config.plots else {}
     write_json(out / "metrics.json", metrics)
     write_text(out / "report.md", evaluation.report(metrics, drawn))
+    write_page(out, Reading.of(config))
     if suite is not None:
         cleanup(out)
     print("\n".join(evaluation.tables(metrics)))
-    print(f"wrote metrics.json, scores.jsonl, report.md{' and plots/' if drawn else ''} to {out}")
+    print(
+        f"wrote metrics.json, scores.jsonl, report.md, report.html{' and plots/' if drawn else ''} to {out}"
+    )
     return metrics
 
 
