@@ -20,7 +20,9 @@ def embedded_json(value: Any) -> str:
     """``value`` as JSON that can sit inside ``<script type="application/json">`` whatever its strings hold
     (``JSON.parse`` of the element's text gives ``value`` back)."""
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    return "".join(_ESCAPES.get(c, c) for c in text) if any(c in text for c in _ESCAPES) else text
+    for c, escaped in _ESCAPES.items():
+        text = text.replace(c, escaped)
+    return text
 
 
 def columns(lines: Iterable[dict[str, Any]]) -> dict[str, Any]:

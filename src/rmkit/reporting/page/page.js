@@ -3,6 +3,7 @@
 "use strict";
 (function () {
   const D = JSON.parse(document.getElementById("rmkit-data").textContent);
+  const parsed = performance.now();
   const M = D.metrics;
   const models = Object.keys(M.models || {});
   const page = document.getElementById("page");
@@ -256,8 +257,8 @@
     const fig = el("div", { class: "fig" }, el("h3", { text: title }));
     const c = el("canvas", { width: W, height: H, "data-points": pts.length });
     fig.append(c, el("div", { class: "note", text: `${xlabel} →, ${ylabel} ↑; ${pts.length} points (click one to open its row)` }));
-    const xs = pts.map((p) => p[0]), ys = pts.map((p) => p[1]);
-    const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
+    let [x0, x1, y0, y1] = [Infinity, -Infinity, Infinity, -Infinity]; // no spread: 10^5 points overflow it
+    for (const [x, y] of pts) { x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y); }
     const sx = (x) => P + ((x - x0) / (x1 - x0 || 1)) * (W - P - 10), sy = (y) => H - P - ((y - y0) / (y1 - y0 || 1)) * (H - P - 10);
     const g = c.getContext("2d");
     g.strokeStyle = "#57606a"; g.strokeRect(P, 10, W - P - 10, H - P - 10);
@@ -350,6 +351,8 @@
     parts.push(...rowsSection());
     page.append(...parts);
     render();
+    document.body.dataset.parseMs = parsed.toFixed(0); // since navigation began: the data read
+    document.body.dataset.renderMs = performance.now().toFixed(0); // and the page drawn
     document.body.setAttribute("data-ready", "1");
   }
   build();
