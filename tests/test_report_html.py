@@ -8,6 +8,7 @@ docs/images (otherwise into the test's temporary directory).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -171,9 +172,14 @@ def open_page(driver, out: Path) -> None:
 
 
 def screenshot(driver, name: str, tmp_path: Path) -> None:
+    """The page as shown, a PNG of 64 colours (small enough for the docs)."""
+    from PIL import Image
+
     folder = DOCS_IMAGES if os.environ.get("RMKIT_DOC_SCREENSHOTS") else tmp_path
     folder.mkdir(parents=True, exist_ok=True)
-    driver.save_screenshot(str(folder / f"report-{name}.png"))
+    with Image.open(io.BytesIO(driver.get_screenshot_as_png())) as shot:
+        assert shot.size[0] >= 1000 and len(set(shot.resize((64, 64)).getdata())) > 5
+        shot.convert("RGB").quantize(64).save(folder / f"report-{name}.png", optimize=True)
 
 
 def assert_figures_equal_metrics(driver, out: Path) -> int:
@@ -223,6 +229,10 @@ def test_pairs_page_shows_metrics_and_filters_and_sorts_rows(browser, pairs_dir,
     assert ["comparisons", "rm-2 vs rm", "pairs", "difference_ci"] in keys
     assert metrics["results"]["rm"]["pairs"]["all"]["pairs"] == 30
     screenshot(browser, "pairs", tmp_path)
+    choose(browser, "verdict", "wrong")
+    browser.execute_script("document.querySelector('.controls').scrollIntoView()")
+    screenshot(browser, "pairs-rows", tmp_path)
+    choose(browser, "verdict", "all")
 
     lines = read_lines(pairs_dir)
     choose(browser, "size", "1000")

@@ -191,11 +191,11 @@
     tr.append(td(v.i + 1, "num"), td(v.data), td(v.row, "num"));
     if (shape === "pairs") {
       tr.append(td(v.subset));
-      for (const m of models) tr.append(td(v.margin[m], "num margin"), td(v.ok[m] === null ? "–" : v.ok[m] ? "yes" : "no", "ok"));
+      for (const m of models) tr.append(td(v.margin[m], "num margin"), td(v.ok[m] === null ? "–" : v.ok[m] ? "yes" : "no", `ok ok-${v.ok[m]}`));
       const m = v.margin[S.model];
       tr.append(td(isNum(m) ? 1 / (1 + Math.exp(m)) : null, "num"), td(v.ld, "num"));
     } else if (shape === "steps") {
-      tr.append(td(v.subset), td(v.model || models[0]), td(v.get("first_error")), td(v.get("predicted_error")), td(ok ? "yes" : "no", "ok"));
+      tr.append(td(v.subset), td(v.model || models[0]), td(v.get("first_error")), td(v.get("predicted_error")), td(ok ? "yes" : "no", `ok ok-${ok}`));
     } else if (shape === "rated") {
       tr.append(td(v.model), td(v.get("ratings")), td(v.get("outputs")));
     } else {
@@ -265,6 +265,7 @@
     g.fillStyle = "#1b1f24"; g.font = "11px sans-serif";
     if (pts.length) { g.fillText(fmt(x0), P, H - P + 14); g.fillText(fmt(x1), W - 50, H - P + 14); g.fillText(fmt(y1), 2, 18); g.fillText(fmt(y0), 2, H - P); }
     g.fillText(xlabel, W / 2 - 40, H - 8);
+    if (y0 < 0 && y1 > 0) { g.setLineDash([4, 4]); g.beginPath(); g.moveTo(P, sy(0)); g.lineTo(W - 10, sy(0)); g.stroke(); g.setLineDash([]); }
     g.globalAlpha = pts.length > 2000 ? 0.35 : 0.75;
     for (const [x, y, , colour] of pts) { g.fillStyle = colour; g.fillRect(sx(x) - 2, sy(y) - 2, 4, 4); }
     c.addEventListener("click", (e) => {
@@ -282,29 +283,33 @@
   }
   const GOOD = "#1a7f37", BAD = "#cf222e", GREY = "#8c959f";
   function plots() {
+    // each model's figures in a column of their own, the same figure of every model on one line
+    const columns = models.map((label) => modelPlots(label));
+    const lines = Math.max(0, ...columns.map((c) => c.length));
+    return Array.from({ length: lines }, (_, j) => columns.map((c) => c[j])).flat().filter(Boolean);
+  }
+  function modelPlots(label) {
     const out = [];
-    for (const label of models) {
-      const mine = views.filter((v) => v.model === null || v.model === label);
-      if (shape === "pairs") {
-        const c = key("chosen_score", label), r = key("rejected_score", label), pts = [];
-        for (const v of mine) {
-          if (isNum(v.get(c))) pts.push([v.get("chosen_length"), v.get(c), v.i, GOOD]);
-          if (isNum(v.get(r))) pts.push([v.get("rejected_length"), v.get(r), v.i, BAD]);
-        }
-        out.push(scatter(`${label}: score against length (chosen green, rejected red)`, "length", "score", pts));
-        out.push(scatter(`${label}: margin against length difference`, "chosen − rejected length", "margin",
-          mine.filter((v) => isNum(v.margin[label])).map((v) => [v.ld, v.margin[label], v.i, v.ok[label] ? GOOD : BAD])));
-      } else if (shape === "steps") {
+    const mine = views.filter((v) => v.model === null || v.model === label);
+    if (shape === "pairs") {
+      const c = key("chosen_score", label), r = key("rejected_score", label), pts = [];
+      for (const v of mine) {
+        if (isNum(v.get(c))) pts.push([v.get("chosen_length"), v.get(c), v.i, GOOD]);
+        if (isNum(v.get(r))) pts.push([v.get("rejected_length"), v.get(r), v.i, BAD]);
+      }
+      out.push(scatter(`${label}: score against length (chosen green, rejected red)`, "length", "score", pts));
+      out.push(scatter(`${label}: margin against length difference`, "chosen − rejected length", "margin",
+        mine.filter((v) => isNum(v.margin[label])).map((v) => [v.ld, v.margin[label], v.i, v.ok[label] ? GOOD : BAD])));
+    } else if (shape === "steps") {
+      const pts = [];
+      for (const v of mine) (v.get("step_scores") || []).forEach((s, j) => { const l = (v.get("labels") || [])[j]; if (isNum(s)) pts.push([j + 1 + (((v.i * 7919) % 100) / 100 - 0.5) * 0.6, s, v.i, l === true ? GOOD : l === false ? BAD : GREY]); });
+      out.push(scatter(`${label}: step scores by position (right steps green, wrong red)`, "step", "step score", pts));
+    } else if (shape === "rated") {
+      const attrs = [...new Set(mine.flatMap((v) => Object.keys(v.get("ratings") || {})))];
+      for (const a of attrs) {
         const pts = [];
-        for (const v of mine) (v.get("step_scores") || []).forEach((s, j) => { const l = (v.get("labels") || [])[j]; if (isNum(s)) pts.push([j + 1 + (((v.i * 7919) % 100) / 100 - 0.5) * 0.6, s, v.i, l === true ? GOOD : l === false ? BAD : GREY]); });
-        out.push(scatter(`${label}: step scores by position (right steps green, wrong red)`, "step", "step score", pts));
-      } else if (shape === "rated") {
-        const attrs = [...new Set(mine.flatMap((v) => Object.keys(v.get("ratings") || {})))];
-        for (const a of attrs) {
-          const pts = [];
-          for (const v of mine) { const o = v.get("outputs"), r = (v.get("ratings") || {})[a]; if (o && isNum(r)) { const y = a in o ? o[a] : o.score; if (isNum(y)) pts.push([r, y, v.i, "#0969da"]); } }
-          out.push(scatter(`${label}: predicted against rated, ${a}`, `rated ${a}`, "predicted", pts));
-        }
+        for (const v of mine) { const o = v.get("outputs"), r = (v.get("ratings") || {})[a]; if (o && isNum(r)) { const y = a in o ? o[a] : o.score; if (isNum(y)) pts.push([r, y, v.i, "#0969da"]); } }
+        out.push(scatter(`${label}: predicted against rated, ${a}`, `rated ${a}`, "predicted", pts));
       }
     }
     return out;
