@@ -68,7 +68,7 @@ def eval_dir(root: Path, pairs: int, chars: int, subsets: int) -> Path:
             row.update(chosen=text(rng, chars), rejected=text(rng, chars))
             f.write(json.dumps(row) + "\n")
             rows.append(row)
-    config = SimpleNamespace(model=["a", "b"], data=[str(data)], bootstrap=200, seed=0)
+    config = SimpleNamespace(model=["a", "b"], data=[str(data)], bootstrap=50, seed=0)
     evaluation = PairEvaluation(config, ["a", "b"], ["pairs"])
     ds = evaluation.datasets["pairs"]
     ds.rows, ds.subsets, ds.has_subset_column = list(range(1, pairs + 1)), [r["subset"] for r in rows], True

@@ -121,6 +121,20 @@ def test_rmkit_report_builds_the_same_page_again_and_refuses_other_directories(p
     )
 
 
+def test_a_broken_eval_directory_is_named_in_one_line(pairs_dir, tmp_path, capsys):
+    out = tmp_path / "broken"
+    out.mkdir()
+    shutil.copy(pairs_dir / "metrics.json", out / "metrics.json")
+    lines = (pairs_dir / "scores.jsonl").read_text().splitlines()
+    (out / "scores.jsonl").write_text("\n".join([lines[0], lines[1][:20], *lines[2:]]) + "\n")
+    assert main(["report", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith(f"rmkit report: error: {out / 'scores.jsonl'}, line 2: not JSON")
+        and err.count("\n") == 1
+    )
+
+
 def test_a_page_whose_data_file_has_gone_says_so(pairs_dir, tmp_path):
     out = tmp_path / "copy"
     out.mkdir()

@@ -38,8 +38,7 @@ def _rows(metrics: dict[str, Any], name: str, path: str, reading: Reading) -> It
         for item in suites.choose(suite["name"], [path]).items(path, name, reading.columns, rejects):
             yield item.row, item.example
         return
-    kind = kinds.for_data(list(_paths(metrics).values()), reading)
-    for row in kind.rows(path, reading, rejects):
+    for row in kinds.for_data([path], reading).rows(path, reading, rejects):
         yield row.row, row
 
 
@@ -62,9 +61,19 @@ def texts(metrics: dict[str, Any], reading: Reading) -> tuple[dict[str, list[Any
 def write_page(out: str | Path, reading: Reading) -> Path:
     """Write ``out/report.html`` from ``out``'s ``metrics.json`` and ``scores.jsonl``; returns its path."""
     out = Path(out)
-    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    try:
+        metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise RMKitError(f"{out / 'metrics.json'}: not JSON ({e})") from None
+    lines = []
     with open(out / "scores.jsonl", encoding="utf-8") as f:
-        lines = [json.loads(line) for line in f if line.strip()]
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                lines.append(json.loads(line))
+            except ValueError as e:
+                raise RMKitError(f"{out / 'scores.jsonl'}, line {number}: not JSON ({e})") from None
     found, note = texts(metrics, reading)
     write_text(out / "report.html", page(metrics, lines, found, note))
     return out / "report.html"
