@@ -267,7 +267,13 @@
     g.fillText(xlabel, W / 2 - 40, H - 8);
     if (y0 < 0 && y1 > 0) { g.setLineDash([4, 4]); g.beginPath(); g.moveTo(P, sy(0)); g.lineTo(W - 10, sy(0)); g.stroke(); g.setLineDash([]); }
     g.globalAlpha = pts.length > 2000 ? 0.35 : 0.75;
-    for (const [x, y, , colour] of pts) { g.fillStyle = colour; g.fillRect(sx(x) - 2, sy(y) - 2, 4, 4); }
+    const byColour = {}; // one path a colour: a fill style set per point costs more than the points
+    for (const [x, y, , colour] of pts) (byColour[colour] ||= []).push(sx(x) - 2, sy(y) - 2);
+    for (const [colour, xy] of Object.entries(byColour)) {
+      g.fillStyle = colour; g.beginPath();
+      for (let k = 0; k < xy.length; k += 2) g.rect(xy[k], xy[k + 1], 4, 4);
+      g.fill();
+    }
     c.addEventListener("click", (e) => {
       const r = c.getBoundingClientRect(), mx = e.clientX - r.left, my = e.clientY - r.top;
       let best = null, bd = 64;
