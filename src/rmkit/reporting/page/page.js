@@ -59,7 +59,8 @@
     for (const [model, byData] of Object.entries(results || {}))
       for (const [data, node] of Object.entries(byData))
         for (const [group, g] of groups(node)) {
-          const path = node.all && node.subsets ? (group === "all" ? ["results", model, data, "all"] : ["results", model, data, "subsets", group]) : ["results", model, data, group];
+          const nested = node.all && node.subsets; // pairs, steps: "all" and "subsets"; ratings: attributes
+          const path = ["results", model, data, ...(nested && group !== "all" ? ["subsets"] : []), group];
           rows.push([model, data, group, path, g]);
         }
     return rows;
@@ -104,11 +105,13 @@
   // ---- rows: one view per line of scores.jsonl ---------------------------------------------------------
   const K = D.lines.keys, IDX = Object.fromEntries(K.map((k, i) => [k, i]));
   const has = (k) => k in IDX;
-  const shape = has("step_scores") ? "steps" : has("outputs") ? "rated" : has("scores") || K.some((k) => k.startsWith("scores_")) ? "suite" : "pairs";
+  const suiteRows = has("scores") || K.some((k) => k.startsWith("scores_"));
+  const shape = has("step_scores") ? "steps" : has("outputs") ? "rated" : suiteRows ? "suite" : "pairs";
   const key = (name, label) => (models.length === 1 || !has(`${name}_${label}`) ? name : `${name}_${label}`);
   const views = D.lines.rows.map((line, i) => {
     const get = (k) => (k in IDX ? line[IDX[k]] : undefined);
-    const v = { i, line, get, data: get("data"), row: get("row"), subset: get("subset") ?? "", model: get("model") ?? null, margin: {}, ok: {}, len: null, ld: null };
+    const v = { i, line, get, data: get("data"), row: get("row"), subset: get("subset") ?? "" };
+    Object.assign(v, { model: get("model") ?? null, margin: {}, ok: {}, len: null, ld: null });
     if (shape === "pairs") {
       for (const label of models) {
         const m = get(key("margin", label));
@@ -127,16 +130,22 @@
   const textOf = (v) => D.texts[`${v.data}#${v.row}`];
   let searchText = null;
   function haystack(v) {
-    if (!searchText) searchText = views.map((w) => { const t = textOf(w); return t ? (t[0] + "\n" + t[1].join("\n")).toLowerCase() : ""; });
+    if (!searchText)
+      searchText = views.map((w) => {
+        const t = textOf(w);
+        return t ? (t[0] + "\n" + t[1].join("\n")).toLowerCase() : "";
+      });
     return searchText[v.i];
   }
 
   // the state of the table: filters, sort, page
-  const S = { group: "", model: models[0] || "", verdict: "all", mmin: "", mmax: "", lmin: "", lmax: "", q: "", sort: "errors", size: 50, page: 0, only: null };
+  const S = { group: "", model: models[0] || "", verdict: "all", mmin: "", mmax: "", lmin: "", lmax: "", q: "" };
+  Object.assign(S, { sort: "errors", size: 50, page: 0, only: null });
+  // "flipped" rows compare the chosen model with the first one (the first with the second)
   function filtered() {
     const num = (s) => (s === "" ? null : Number(s));
     const [mmin, mmax, lmin, lmax] = [S.mmin, S.mmax, S.lmin, S.lmax].map(num);
-    const q = S.q.trim().toLowerCase(), other = models.find((m) => m !== S.model);
+    const q = S.q.trim().toLowerCase(), other = S.model === models[0] ? models[1] : models[0];
     let out = views.filter((v) => {
       if (S.only !== null) return v.i === S.only;
       if (S.group && `${v.data} / ${v.subset}` !== S.group) return false;
@@ -163,7 +172,8 @@
   function textBlock(label, text) {
     const long = text.length > 400 || text.split("\n").length > 8;
     if (!long) return el("div", { class: "texts" }, el("b", { text: label + ": " }), text);
-    return el("details", { class: "text" }, el("summary", { text: `${label}: ${text.slice(0, 120).replace(/\s+/g, " ")}… (${text.length} characters)` }), el("div", { class: "texts", text }));
+    const summary = `${label}: ${text.slice(0, 120).replace(/\s+/g, " ")}… (${text.length} characters)`;
+    return el("details", { class: "text" }, el("summary", { text: summary }), el("div", { class: "texts", text }));
   }
   function detail(v) {
     const t = textOf(v), cell = el("td", { class: "texts" });
@@ -171,7 +181,8 @@
     cell.append(textBlock("prompt", t[0]));
     if (shape === "steps") {
       const s = v.get("step_scores") || [], lab = v.get("labels") || [];
-      t[1].forEach((step, j) => cell.append(textBlock(`step ${j + 1} (score ${fmt(s[j])}, label ${lab[j] === null || lab[j] === undefined ? "–" : lab[j] ? "right" : "wrong"})`, step)));
+      const verdict = (l) => (l === null || l === undefined ? "–" : l ? "right" : "wrong");
+      t[1].forEach((step, j) => cell.append(textBlock(`step ${j + 1} (score ${fmt(s[j])}, label ${verdict(lab[j])})`, step)));
     } else {
       const names = shape === "pairs" ? ["chosen", "rejected"] : t[1].map((_, j) => `answer ${j + 1}`);
       t[1].forEach((a, j) => cell.append(textBlock(names[j] || `answer ${j + 1}`, a)));
@@ -179,7 +190,8 @@
     return cell;
   }
   const COLS = {
-    pairs: ["#", "data", "row", "subset", ...models.flatMap((m) => [`margin ${m}`, `right ${m}`]), "P(rejected better)", "length difference", "texts"],
+    pairs: ["#", "data", "row", "subset", ...models.flatMap((m) => [`margin ${m}`, `right ${m}`])].concat(
+      ["P(rejected better)", "length difference", "texts"]),
     steps: ["#", "data", "row", "subset", "model", "first error", "predicted error", "right", "texts"],
     rated: ["#", "data", "row", "model", "ratings", "outputs", "texts"],
     suite: ["#", "data", "row", "id", "subset", ...models.map((m) => `scores ${m}`), "texts"],
@@ -187,7 +199,9 @@
   function tableRow(v) {
     const ok = v.ok[S.model];
     const tr = el("tr", { class: ok === true ? "right" : ok === false ? "wrong" : "", "data-i": v.i });
-    const td = (x, cls) => el("td", cls ? { class: cls } : {}, x === null || x === undefined ? "–" : typeof x === "number" ? fmt(x) : typeof x === "object" ? JSON.stringify(x) : String(x));
+    const shownAs = (x) =>
+      x === null || x === undefined ? "–" : typeof x === "number" ? fmt(x) : typeof x === "object" ? JSON.stringify(x) : String(x);
+    const td = (x, cls) => el("td", cls ? { class: cls } : {}, shownAs(x));
     tr.append(td(v.i + 1, "num"), td(v.data), td(v.row, "num"));
     if (shape === "pairs") {
       tr.append(td(v.subset));
@@ -212,11 +226,17 @@
     S.page = Math.min(S.page, pages - 1);
     const shown = rows.slice(S.page * S.size, (S.page + 1) * S.size);
     body.replaceChildren(...shown.map(tableRow));
-    info.textContent = `${rows.length} rows` + (rows.length ? `, showing ${S.page * S.size + 1}–${S.page * S.size + shown.length}` : "") + (S.only !== null ? " (one row picked from a plot)" : "");
+    const first = S.page * S.size;
+    info.textContent = `${rows.length} rows` + (rows.length ? `, showing ${first + 1}–${first + shown.length}` : "") +
+      (S.only !== null ? " (one row picked from a plot)" : "");
   }
   function control(label, input, field, event) {
     input.id = "f-" + field;
-    input.addEventListener(event || "change", () => { S[field] = input.type === "checkbox" ? input.checked : input.value; if (field === "size") S.size = Number(input.value); S.page = 0; S.only = null; render(); });
+    input.addEventListener(event || "change", () => {
+      S[field] = field === "size" ? Number(input.value) : input.value;
+      Object.assign(S, { page: 0, only: null });
+      render();
+    });
     return el("label", {}, label + " ", input);
   }
   function select(options, value) {
@@ -225,11 +245,23 @@
     s.value = value;
     return s;
   }
+  const FOLDED = "Texts over 400 characters or 8 lines are folded behind their first words, never cut.";
+  const ROWS_NOTE =
+    "A row is right when the RM scores the chosen answer above the rejected one (a tie is wrong). " +
+    "P(rejected better) is σ(−margin), the probability the RM's scores give the rejected answer under " +
+    "Bradley-Terry: the confidence of an error. Length is the longer answer's, in characters. " +
+    FOLDED + " The other model of \"right here, wrong for the other\" is the first " +
+    "model (for the first, the second).";
   function rowsSection() {
     const groupsSeen = [...new Set(views.map((v) => `${v.data} / ${v.subset}`))];
     const verdicts = [["all", "all"], ["right", "right"], ["wrong", "wrong"]];
-    if (shape === "pairs" && models.length > 1) verdicts.push(["gained", "right here, wrong for the other"], ["lost", "wrong here, right for the other"]);
-    const sorts = [["errors", "most confident errors first"], ["margin_desc", "margin, largest first"], ["ld", "length difference, ascending"], ["ld_desc", "length difference, descending"], ["abs_ld", "largest length difference"], ["input", "input order"]];
+    if (shape === "pairs" && models.length > 1)
+      verdicts.push(["gained", "right here, wrong for the other"], ["lost", "wrong here, right for the other"]);
+    const sorts = [
+      ["errors", "most confident errors first"], ["margin_desc", "margin, largest first"],
+      ["ld", "length difference, ascending"], ["ld_desc", "length difference, descending"],
+      ["abs_ld", "largest length difference"], ["input", "input order"],
+    ];
     const num = () => el("input", { type: "number", step: "any" });
     const controls = el("div", { class: "controls" },
       control("data / subset", select([["", "all"], ...groupsSeen.map((g) => [g, g])], "")  , "group"),
@@ -246,7 +278,7 @@
       el("button", { id: "all-rows", text: "clear the picked row", onclick: () => { S.only = null; render(); } }), info);
     const head = el("tr", {}, ...COLS.map((c) => el("th", { text: c })));
     return [el("h2", { text: "Rows" }),
-      el("p", { class: "note", text: "A row is right when the RM scores the chosen answer above the rejected one (a tie is wrong). P(rejected better) is σ(−margin), the probability the RM's scores give the rejected answer under Bradley-Terry: the confidence of an error. Length is the longer answer's, in characters; texts over 400 characters are folded, never cut." }),
+      el("p", { class: "note", text: shape === "pairs" ? ROWS_NOTE : FOLDED }),
       controls, pager, el("table", { id: "rows" }, el("thead", {}, head), body)];
   }
 
@@ -263,7 +295,10 @@
     const g = c.getContext("2d");
     g.strokeStyle = "#57606a"; g.strokeRect(P, 10, W - P - 10, H - P - 10);
     g.fillStyle = "#1b1f24"; g.font = "11px sans-serif";
-    if (pts.length) { g.fillText(fmt(x0), P, H - P + 14); g.fillText(fmt(x1), W - 50, H - P + 14); g.fillText(fmt(y1), 2, 18); g.fillText(fmt(y0), 2, H - P); }
+    if (pts.length) {
+      g.fillText(fmt(x0), P, H - P + 14); g.fillText(fmt(x1), W - 50, H - P + 14);
+      g.fillText(fmt(y1), 2, 18); g.fillText(fmt(y0), 2, H - P);
+    }
     g.fillText(xlabel, W / 2 - 40, H - 8);
     if (y0 < 0 && y1 > 0) { g.setLineDash([4, 4]); g.beginPath(); g.moveTo(P, sy(0)); g.lineTo(W - 10, sy(0)); g.stroke(); g.setLineDash([]); }
     g.globalAlpha = pts.length > 2000 ? 0.35 : 0.75;
@@ -308,13 +343,22 @@
         mine.filter((v) => isNum(v.margin[label])).map((v) => [v.ld, v.margin[label], v.i, v.ok[label] ? GOOD : BAD])));
     } else if (shape === "steps") {
       const pts = [];
-      for (const v of mine) (v.get("step_scores") || []).forEach((s, j) => { const l = (v.get("labels") || [])[j]; if (isNum(s)) pts.push([j + 1 + (((v.i * 7919) % 100) / 100 - 0.5) * 0.6, s, v.i, l === true ? GOOD : l === false ? BAD : GREY]); });
+      for (const v of mine) {
+        const labels = v.get("labels") || [], jitter = (((v.i * 7919) % 100) / 100 - 0.5) * 0.6; // fixed per row
+        (v.get("step_scores") || []).forEach((s, j) => {
+          if (isNum(s)) pts.push([j + 1 + jitter, s, v.i, labels[j] === true ? GOOD : labels[j] === false ? BAD : GREY]);
+        });
+      }
       out.push(scatter(`${label}: step scores by position (right steps green, wrong red)`, "step", "step score", pts));
     } else if (shape === "rated") {
       const attrs = [...new Set(mine.flatMap((v) => Object.keys(v.get("ratings") || {})))];
       for (const a of attrs) {
         const pts = [];
-        for (const v of mine) { const o = v.get("outputs"), r = (v.get("ratings") || {})[a]; if (o && isNum(r)) { const y = a in o ? o[a] : o.score; if (isNum(y)) pts.push([r, y, v.i, "#0969da"]); } }
+        for (const v of mine) {
+          const o = v.get("outputs") || {}, rated = (v.get("ratings") || {})[a];
+          const predicted = a in o ? o[a] : o.score; // the attribute's own output, else the one score
+          if (isNum(rated) && isNum(predicted)) pts.push([rated, predicted, v.i, "#0969da"]);
+        }
         out.push(scatter(`${label}: predicted against rated, ${a}`, `rated ${a}`, "predicted", pts));
       }
     }
@@ -322,42 +366,57 @@
   }
 
   // ---- the page -------------------------------------------------------------------------------------------
+  function evaluated() {
+    const table = el("table", { id: "model-list" }, el("tr", {}, el("th", { text: "model" }), el("th", { text: "checkpoint" })));
+    for (const [m, p] of Object.entries(M.models || {})) table.append(el("tr", {}, el("td", { text: m }), el("td", { text: String(p) })));
+    return [el("h2", { text: "What was evaluated" }), table];
+  }
+  function suiteSection() {
+    const entries = Object.entries(M.suite.models);
+    const inSuite = (m, g) => (k) => ["suite", "models", m, ...(k in g.leaderboard ? ["leaderboard"] : []), k];
+    const leaderboard = entries.map(([m, g]) => [m, inSuite(m, g), { score: g.score, score_ci: g.score_ci, ...g.leaderboard }]);
+    const subsets = entries.flatMap(([m, g]) =>
+      Object.entries(g.subsets).map(([s, f]) => [m, s, ["suite", "models", m, "subsets", s], f]));
+    const figs = entries.map(([m, g]) => bars(m, Object.entries(g.subsets).map(([s, f]) => [s, f.score, f.score_ci])));
+    return [el("h2", { text: "Leaderboard" }), figureTable("leaderboard", ["model"], leaderboard),
+      el("h2", { text: "Subsets" }), el("div", { class: "figs", id: "bars" }, ...figs),
+      figureTable("figures", ["model", "subset"], subsets)];
+  }
+  function resultsSection() {
+    const boot = M.bootstrap ? ` (${M.bootstrap.samples} resamples, seed ${M.bootstrap.seed})` : "";
+    const figs = [];
+    for (const [model, byData] of Object.entries(M.results || {}))
+      for (const [data, node] of Object.entries(byData)) {
+        const items = groups(node).map(([n, g]) => {
+          const k = mainFigure(g);
+          return [n, k ? g[k] : null, k ? g[k + "_ci"] || null : null, k];
+        });
+        figs.push(bars(`${model} on ${data}: ${items.find((x) => x[3])?.[3] || ""}`, items));
+      }
+    return [el("h2", { text: "Figures" }), figureTable("figures", ["model", "data", "subset"], resultRows(M.results)),
+      el("p", { class: "note", text: `Every number is metrics.json's. Intervals: 95% bootstrap${boot}.` }),
+      el("div", { class: "figs", id: "bars" }, ...figs)];
+  }
+  function comparisonSection() {
+    const rows = [];
+    for (const [pair, byData] of Object.entries(M.comparisons))
+      for (const [data, c] of Object.entries(byData)) rows.push([pair, data, ["comparisons", pair, data], c]);
+    const a = models[0], flips = [];
+    for (const b of models.slice(1)) {
+      const gained = views.filter((v) => v.ok[b] === true && v.ok[a] === false).length;
+      const lost = views.filter((v) => v.ok[b] === false && v.ok[a] === true).length;
+      flips.push(`${b} gets ${gained} pairs right that ${a} gets wrong, and ${lost} wrong that ${a} gets right.`);
+    }
+    const how = ' To list them, pick a model and "right here, wrong for the other" in the rows below.';
+    return [el("h2", { text: "Comparison" }), figureTable("comparison", ["models", "data"], rows),
+      el("p", { id: "flips", text: flips.join(" ") + how })];
+  }
+  const PLOTS_TITLE = { pairs: "Length bias", steps: "Step scores against labels", rated: "Predicted against rated" };
   function build() {
-    const parts = [];
-    parts.push(el("h2", { text: "What was evaluated" }));
-    const mt = el("table", { id: "model-list" }, el("tr", {}, el("th", { text: "model" }), el("th", { text: "checkpoint" })));
-    for (const [m, p] of Object.entries(M.models || {})) mt.append(el("tr", {}, el("td", { text: m }), el("td", { text: String(p) })));
-    parts.push(mt);
-    if (M.suite) {
-      parts.push(el("h2", { text: "Leaderboard" }));
-      parts.push(figureTable("leaderboard", ["model"], Object.entries(M.suite.models).map(([m, g]) => [m, (k) => ["suite", "models", m, ...(k in g.leaderboard ? ["leaderboard"] : []), k], { score: g.score, score_ci: g.score_ci, ...g.leaderboard }])));
-      parts.push(el("h2", { text: "Subsets" }));
-      parts.push(el("div", { class: "figs" }, ...Object.entries(M.suite.models).map(([m, g]) => bars(m, Object.entries(g.subsets).map(([s, f]) => [s, f.score, f.score_ci])))));
-      parts.push(figureTable("figures", ["model", "subset"], Object.entries(M.suite.models).flatMap(([m, g]) => Object.entries(g.subsets).map(([s, f]) => [m, s, ["suite", "models", m, "subsets", s], f]))));
-    } else {
-      parts.push(el("h2", { text: "Figures" }));
-      parts.push(figureTable("figures", ["model", "data", "subset"], resultRows(M.results)));
-      parts.push(el("p", { class: "note", text: `Every number is metrics.json's. Intervals: 95% bootstrap${M.bootstrap ? ` (${M.bootstrap.samples} resamples, seed ${M.bootstrap.seed})` : ""}.` }));
-      const figs = [];
-      for (const [model, byData] of Object.entries(M.results || {}))
-        for (const [data, node] of Object.entries(byData)) {
-          const items = groups(node).map(([n, g]) => { const k = mainFigure(g); return [n, k ? g[k] : null, k ? g[k + "_ci"] || null : null, k]; });
-          const k = items.find((x) => x[3])?.[3];
-          figs.push(bars(`${model} on ${data}: ${k || ""}`, items));
-        }
-      parts.push(el("div", { class: "figs", id: "bars" }, ...figs));
-    }
-    if (M.comparisons && Object.keys(M.comparisons).length) {
-      parts.push(el("h2", { text: "Comparison" }));
-      const rows = [];
-      for (const [pair, byData] of Object.entries(M.comparisons)) for (const [data, c] of Object.entries(byData)) rows.push([pair, data, ["comparisons", pair, data], c]);
-      parts.push(figureTable("comparison", ["models", "data"], rows));
-      const [a, b] = models;
-      const gained = views.filter((v) => v.ok[b] === true && v.ok[a] === false).length, lost = views.filter((v) => v.ok[b] === false && v.ok[a] === true).length;
-      parts.push(el("p", { id: "flips", text: `${b} gets ${gained} pairs right that ${a} gets wrong, and ${lost} wrong that ${a} gets right (pick a model and "right here, wrong for the other" in the rows below to list them).` }));
-    }
+    const parts = [...evaluated(), ...(M.suite ? suiteSection() : resultsSection())];
+    if (M.comparisons && Object.keys(M.comparisons).length) parts.push(...comparisonSection());
     const ps = plots();
-    if (ps.length) parts.push(el("h2", { text: shape === "pairs" ? "Length bias" : shape === "steps" ? "Step scores against labels" : "Predicted against rated" }), el("div", { class: "figs", id: "plots" }, ...ps));
+    if (ps.length) parts.push(el("h2", { text: PLOTS_TITLE[shape] }), el("div", { class: "figs", id: "plots" }, ...ps));
     if (D.note) parts.push(el("p", { class: "note", text: D.note }));
     parts.push(...rowsSection());
     page.append(...parts);
