@@ -92,8 +92,18 @@ def kind_dirs(pair_models, tmp_path_factory) -> dict[str, Path]:
         "rated": (root / "attr", write_jsonl(root / "rated.jsonl", rated_rows(12, 3))),
         "suite": (pair_models[0], write_jsonl(root / "reward-bench-2.jsonl", rb2_rows())),
     }
+    # this random PRM scores every step about 0.483: a threshold there makes some solutions right, some wrong
+    options = {"process": {"threshold": 0.4825}}
     for kind, (model, data) in runs.items():
-        evaluate(model=str(model), data=str(data), output_dir=str(root / kind), bootstrap=50, plots=False)
+        out = str(root / kind)
+        evaluate(
+            model=str(model),
+            data=str(data),
+            output_dir=out,
+            bootstrap=50,
+            plots=False,
+            **options.get(kind, {}),
+        )
     return {kind: root / kind for kind in runs}
 
 
@@ -332,6 +342,14 @@ def test_each_kind_page_opens_with_its_figures(browser, kind_dirs, kind, tmp_pat
     lines = read_lines(out)
     choose(browser, "size", "1000")
     assert sorted(shown(browser)) == list(range(len(lines)))
+    if kind == "process":  # a solution is right when the PRM finds its first wrong step (or none) exactly
+        choose(browser, "verdict", "wrong")
+        wrong = [i for i, x in enumerate(lines) if x["predicted_error"] != x["first_error"]]
+        assert sorted(shown(browser)) == wrong and 0 < len(wrong) < len(lines)
+        choose(browser, "verdict", "right")
+        assert sorted(shown(browser)) == sorted(set(range(len(lines))) - set(wrong))
+    else:  # no verdict a row of ratings or of a suite's candidates would have
+        assert browser.execute_script("return document.getElementById('f-verdict')") is None
     if kind != "suite":
         assert browser.execute_script("return document.querySelectorAll('#plots canvas').length") >= 1
     else:

@@ -140,7 +140,7 @@
 
   // the state of the table: filters, sort, page
   const S = { group: "", model: models[0] || "", verdict: "all", mmin: "", mmax: "", lmin: "", lmax: "", q: "" };
-  Object.assign(S, { sort: "errors", size: 50, page: 0, only: null });
+  Object.assign(S, { sort: shape === "pairs" ? "errors" : "input", size: 50, page: 0, only: null });
   // "flipped" rows compare the chosen model with the first one (the first with the second)
   function filtered() {
     const num = (s) => (s === "" ? null : Number(s));
@@ -263,14 +263,16 @@
       ["abs_ld", "largest length difference"], ["input", "input order"],
     ];
     const num = () => el("input", { type: "number", step: "any" });
+    const pairs = shape === "pairs", steps = shape === "steps";
     const controls = el("div", { class: "controls" },
-      control("data / subset", select([["", "all"], ...groupsSeen.map((g) => [g, g])], "")  , "group"),
+      control("data / subset", select([["", "all"], ...groupsSeen.map((g) => [g, g])], ""), "group"),
       models.length > 1 ? control("model", select(models.map((m) => [m, m]), S.model), "model") : null,
-      control("rows", select(verdicts, "all"), "verdict"),
-      control("margin ≥", num(), "mmin", "input"), control("≤", num(), "mmax", "input"),
-      control("length ≥", num(), "lmin", "input"), control("≤", num(), "lmax", "input"),
+      // what a row of this kind has: a verdict (pairs, solutions), a margin (pairs), a length (steps: their number)
+      pairs || steps ? control("rows", select(verdicts, "all"), "verdict") : null,
+      ...(pairs ? [control("margin ≥", num(), "mmin", "input"), control("≤", num(), "mmax", "input")] : []),
+      ...(pairs || steps ? [control(pairs ? "length ≥" : "steps ≥", num(), "lmin", "input"), control("≤", num(), "lmax", "input")] : []),
       control("text", el("input", { type: "search" }), "q", "input"),
-      control("sort", select(sorts, "errors"), "sort"),
+      control("sort", select(pairs ? sorts : sorts.slice(-1), S.sort), "sort"),
       control("per page", select(PAGE_SIZES.map((n) => [n, n]), "50"), "size"));
     const pager = el("div", { class: "pager" },
       el("button", { id: "prev", text: "◀ previous", onclick: () => { S.page = Math.max(0, S.page - 1); render(); } }),
