@@ -19,7 +19,7 @@ import torch
 from conftest import make_llama, write_jsonl
 from test_process import solutions, tiny
 from test_ratings import rated_rows
-from test_suites import rb2_rows
+from test_suites import rb1_rows, rb2_rows
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, LlamaForCausalLM
 
 from rmkit import RewardModel, evaluate
@@ -75,7 +75,8 @@ def pairs_dir(pair_models, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def kind_dirs(pair_models, tmp_path_factory) -> dict[str, Path]:
-    """One eval directory of each other kind: a process RM, a multi-attribute RM on ratings, a suite."""
+    """One eval directory of each other kind: a process RM, a multi-attribute RM on ratings, two suites
+    (RewardBench 2's subsets, RewardBench's sections)."""
     root = tmp_path_factory.mktemp("page_kinds")
     torch.manual_seed(4)
     prm = ProcessRewardModel.from_pretrained(tiny(root / "lm", LlamaForCausalLM))
@@ -91,6 +92,7 @@ def kind_dirs(pair_models, tmp_path_factory) -> dict[str, Path]:
         "process": (root / "prm", write_jsonl(root / "labelled.jsonl", solutions(12))),
         "rated": (root / "attr", write_jsonl(root / "rated.jsonl", rated_rows(12, 3))),
         "suite": (pair_models[0], write_jsonl(root / "reward-bench-2.jsonl", rb2_rows())),
+        "rewardbench": (pair_models[0], write_jsonl(root / "filtered.jsonl", rb1_rows())),
     }
     # this random PRM scores every step about 0.483: a threshold there makes some solutions right, some wrong
     options = {"process": {"threshold": 0.4825}}
@@ -334,7 +336,7 @@ def test_a_point_of_a_plot_opens_its_row(browser, pairs_dir):
 
 
 @pytest.mark.browser
-@pytest.mark.parametrize("kind", ["process", "rated", "suite"])
+@pytest.mark.parametrize("kind", ["process", "rated", "suite", "rewardbench"])
 def test_each_kind_page_opens_with_its_figures(browser, kind_dirs, kind, tmp_path):
     out = kind_dirs[kind]
     open_page(browser, out)
@@ -350,10 +352,10 @@ def test_each_kind_page_opens_with_its_figures(browser, kind_dirs, kind, tmp_pat
         assert sorted(shown(browser)) == sorted(set(range(len(lines))) - set(wrong))
     else:  # no verdict a row of ratings or of a suite's candidates would have
         assert browser.execute_script("return document.getElementById('f-verdict')") is None
-    if kind != "suite":
-        assert browser.execute_script("return document.querySelectorAll('#plots canvas').length") >= 1
+    count = "return document.querySelectorAll(arguments[0]).length"
+    if kind in ("process", "rated"):
+        assert browser.execute_script(count, "#plots canvas") >= 1
     else:
-        assert (
-            browser.execute_script("return document.querySelectorAll('#leaderboard td[data-key]').length") > 1
-        )
+        assert browser.execute_script(count, "#leaderboard td[data-key]") > 1
+        assert browser.execute_script(count, "#sections td[data-key]") == (8 if kind == "rewardbench" else 0)
     screenshot(browser, kind, tmp_path)

@@ -377,12 +377,16 @@
     const entries = Object.entries(M.suite.models);
     const inSuite = (m, g) => (k) => ["suite", "models", m, ...(k in g.leaderboard ? ["leaderboard"] : []), k];
     const leaderboard = entries.map(([m, g]) => [m, inSuite(m, g), { score: g.score, score_ci: g.score_ci, ...g.leaderboard }]);
-    const subsets = entries.flatMap(([m, g]) =>
-      Object.entries(g.subsets).map(([s, f]) => [m, s, ["suite", "models", m, "subsets", s], f]));
-    const figs = entries.map(([m, g]) => bars(m, Object.entries(g.subsets).map(([s, f]) => [s, f.score, f.score_ci])));
+    const part = (key) => entries.flatMap(([m, g]) =>
+      Object.entries(g[key] || {}).map(([s, f]) => [m, s, ["suite", "models", m, key, s], f]));
+    const figs = (key) => entries.filter(([, g]) => Object.keys(g[key] || {}).length)
+      .map(([m, g]) => bars(`${m}: ${key}`, Object.entries(g[key]).map(([s, f]) => [s, f.score, f.score_ci])));
+    const sections = part("sections");
     return [el("h2", { text: "Leaderboard" }), figureTable("leaderboard", ["model"], leaderboard),
-      el("h2", { text: "Subsets" }), el("div", { class: "figs", id: "bars" }, ...figs),
-      figureTable("figures", ["model", "subset"], subsets)];
+      ...(sections.length ? [el("h2", { text: "Sections" }), el("div", { class: "figs" }, ...figs("sections")),
+        figureTable("sections", ["model", "section"], sections)] : []),
+      el("h2", { text: "Subsets" }), el("div", { class: "figs", id: "bars" }, ...figs("subsets")),
+      figureTable("figures", ["model", "subset"], part("subsets"))];
   }
   function resultsSection() {
     const boot = M.bootstrap ? ` (${M.bootstrap.samples} resamples, seed ${M.bootstrap.seed})` : "";
