@@ -120,6 +120,17 @@ def test_every_eval_writes_one_self_contained_page(pairs_dir, kind_dirs):
         assert "default-src 'none'" in text  # the page may load nothing, even if a script asked
 
 
+def test_no_page_writes_none(pair_models, tmp_path, capsys):
+    data = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(3))
+    evaluate(
+        model=str(pair_models[0]), data=str(data), output_dir=str(tmp_path / "out"), page=False, plots=False
+    )
+    assert not (tmp_path / "out" / "report.html").exists() and (tmp_path / "out" / "report.md").exists()
+    assert capsys.readouterr().out.endswith(
+        f"wrote metrics.json, scores.jsonl and report.md to {tmp_path / 'out'}\n"
+    )
+
+
 def test_rmkit_report_builds_the_same_page_again_and_refuses_other_directories(pairs_dir, tmp_path, capsys):
     before = (pairs_dir / "report.html").read_text()
     (pairs_dir / "report.html").unlink()

@@ -50,6 +50,14 @@ class EvalConfig(PairOptions, RuntimeOptions, InferenceOptions, ScaleOptions, Mo
     )
     seed: int = option(0, help="seed of the bootstrap")
     plots: bool = option(True, help="draw the PNG plots (--no-plots skips them)")
+    page: bool = option(
+        True,
+        help="write report.html, the page to look at (--no-page skips it; rmkit report DIR writes it later)",
+    )
+    page: bool = option(
+        True,
+        help="write report.html, the page to look at (--no-page skips it; rmkit report DIR writes it later)",
+    )
     attributes: list[str] | None = option(
         None, help="rated data: the rating columns (default: HelpSteer2's, or all)"
     )

@@ -94,6 +94,14 @@ def evaluate(config: EvalConfig | None = None, **options: Any) -> dict[str, Any]
                     evaluation.add(kind, model, label, name, rejects)
             del model
     metrics = evaluation.metrics()
+    _write(config, evaluation, metrics, out)
+    if suite is not None:
+        cleanup(out)
+    return metrics
+
+
+def _write(config: EvalConfig, evaluation: Any, metrics: dict[str, Any], out: Path) -> None:
+    """Write what the evaluation makes of the scores (module docstring) to ``out``, and say so."""
     out.mkdir(
         parents=True, exist_ok=True
     )  # only now (a suite's partial scores aside): a failed run leaves none
@@ -104,14 +112,12 @@ def evaluate(config: EvalConfig | None = None, **options: Any) -> dict[str, Any]
     drawn = evaluation.plots(out, metrics) if config.plots else {}
     write_json(out / "metrics.json", metrics)
     write_text(out / "report.md", evaluation.report(metrics, drawn))
-    write_page(out, Reading.of(config))
-    if suite is not None:
-        cleanup(out)
+    if config.page:
+        write_page(out, Reading.of(config))  # from the files just written, as rmkit report DIR does
     print("\n".join(evaluation.tables(metrics)))
-    print(
-        f"wrote metrics.json, scores.jsonl, report.md, report.html{' and plots/' if drawn else ''} to {out}"
-    )
-    return metrics
+    written = ["metrics.json", "scores.jsonl", "report.md"] + ["report.html"] * config.page
+    written += ["plots/"] if drawn else []
+    print(f"wrote {', '.join(written[:-1])} and {written[-1]} to {out}")
 
 
 @contextmanager
