@@ -90,7 +90,7 @@
       const y = 8 + i * row;
       add("text", { x: left - 6, y: y + 12, "text-anchor": "end" }, name.length > 24 ? name.slice(0, 23) + "…" : name);
       if (!isNum(v)) return;
-      add("rect", { x: x(lo), y: y + 2, width: Math.max(0, x(v) - x(lo)), height: row - 6, fill: "#8cb4e8" });
+      add("rect", { x: x(Math.min(0, v)), y: y + 2, width: x(Math.max(0, v)) - x(Math.min(0, v)), height: row - 6, fill: "#8cb4e8" });
       if (ci) {
         add("line", { x1: x(ci[0]), x2: x(ci[1]), y1: y + row / 2 - 1, y2: y + row / 2 - 1, stroke: "#1b1f24" });
         for (const c of ci) add("line", { x1: x(c), x2: x(c), y1: y + 5, y2: y + row - 7, stroke: "#1b1f24" });
@@ -399,7 +399,7 @@
         });
         figs.push(bars(`${model} on ${data}: ${items.find((x) => x[3])?.[3] || ""}`, items));
       }
-    return [el("h2", { text: "Figures" }), figureTable("figures", ["model", "data", "subset"], resultRows(M.results)),
+    return [el("h2", { text: "Figures" }), figureTable("figures", ["model", "data", shape === "rated" ? "attribute" : "subset"], resultRows(M.results)),
       el("p", { class: "note", text: `Every number is metrics.json's. Intervals: 95% bootstrap${boot}.` }),
       el("div", { class: "figs", id: "bars" }, ...figs)];
   }
