@@ -41,6 +41,10 @@ COMMANDS: dict[str, tuple[str, str, str, str, str]] = {
         "rmkit.evaluation.config", "EvalConfig", "rmkit.evaluation.run", "evaluate",
         "evaluate reward models on preference pairs, step-labelled solutions or rated responses",
     ),
+    "report": (
+        "rmkit.evaluation.config", "ReportConfig", "rmkit.evaluation.page", "report",
+        "build report.html again from an existing rmkit eval directory",
+    ),
     "serve": (
         "rmkit.serving.config", "ServeConfig", "rmkit.serving.server", "run",
         "serve rewards over HTTP to RL loops (rmkit, OpenRLHF, vLLM, slime protocols)",

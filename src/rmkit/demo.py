@@ -136,6 +136,7 @@ def _print_paths(model_dir: Path, eval_dir: Path, scored: Path) -> None:
         f"  training metrics       {model_dir / 'metrics.json'}",
         f"  eval metrics           {eval_dir / 'metrics.json'}",
         f"  eval report            {eval_dir / 'report.md'}",
+        f"  eval page              {eval_dir / 'report.html'}",
         f"  plots                  {eval_dir / 'plots'}/",
         f"  scored JSON            {scored}",
         "",

@@ -43,8 +43,8 @@ def option(default: Any = dataclasses.MISSING, help: str = "", **kw: Any) -> Any
 
 
 @dataclasses.dataclass(kw_only=True)
-class DataOptions:
-    """How a command reads its data files; every command that reads rows inherits these options."""
+class ReadingOptions:
+    """How a command reads rows: their format and renamed columns."""
 
     format: str | None = option(
         None,
@@ -54,6 +54,12 @@ class DataOptions:
     columns: dict[str, str] | None = option(
         None, help="rename columns first, e.g. question=prompt,good=chosen,bad=rejected"
     )
+
+
+@dataclasses.dataclass(kw_only=True)
+class DataOptions(ReadingOptions):
+    """How a command reads its data files; every command that reads rows inherits these options."""
+
     on_error: str = option(
         "raise",
         help="bad rows: 'raise' stops at the first, naming file, row and field; 'skip' counts them and "

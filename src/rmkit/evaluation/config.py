@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from rmkit.data import first_record
 from rmkit.errors import RMKitError
@@ -12,6 +13,7 @@ from rmkit.options import (
     InferenceOptions,
     ModelOptions,
     PairOptions,
+    ReadingOptions,
     RuntimeOptions,
     ScaleOptions,
     StepOptions,
@@ -50,6 +52,14 @@ class EvalConfig(PairOptions, RuntimeOptions, InferenceOptions, ScaleOptions, Mo
     )
     seed: int = option(0, help="seed of the bootstrap")
     plots: bool = option(True, help="draw the PNG plots (--no-plots skips them)")
+    page: bool = option(
+        True,
+        help="write report.html, the page to look at (--no-page skips it; rmkit report DIR writes it later)",
+    )
+    page: bool = option(
+        True,
+        help="write report.html, the page to look at (--no-page skips it; rmkit report DIR writes it later)",
+    )
     attributes: list[str] | None = option(
         None, help="rated data: the rating columns (default: HelpSteer2's, or all)"
     )
@@ -85,3 +95,21 @@ class EvalConfig(PairOptions, RuntimeOptions, InferenceOptions, ScaleOptions, Mo
         self.replica_range()
         if not self.resume:
             claim_output_dir(self.output_dir, overwrite=self.overwrite, resumable=True)
+
+
+@dataclass(kw_only=True)
+class ReportConfig(ReadingOptions):
+    """Options of ``rmkit report``: the page of an existing ``rmkit eval`` directory, built again."""
+
+    directory: str = option(
+        help="an rmkit eval output directory (metrics.json, scores.jsonl); report.html is written there",
+        positional=True,
+    )
+
+    def validate(self) -> None:
+        """Refuse, in one line, a directory that holds no evaluation."""
+        for name in ("metrics.json", "scores.jsonl"):
+            if not (Path(self.directory) / name).is_file():
+                raise RMKitError(
+                    f"{self.directory} holds no {name}: it is not an rmkit eval output directory"
+                )

@@ -9,6 +9,8 @@ model through the inference core, then writes what the evaluation makes of the s
     scores.jsonl   one line per scored row, in input order
     plots/*.png    the evaluation's plots (--no-plots skips them)
     report.md      the tables and the plots, readable on GitHub
+    report.html    one self-contained page: the figures, the rows to filter and sort, length bias, flipped
+                   pairs (:mod:`rmkit.evaluation.page`; ``rmkit report DIR`` builds it again)
 
 What each kind writes: :mod:`rmkit.kinds.pairwise` (accuracy with intervals, length bias, model against
 model), :mod:`rmkit.kinds.process` (step and ProcessBench figures), :mod:`rmkit.kinds.rated` (correlations,
@@ -30,8 +32,10 @@ from rmkit import kinds, runtime, suites
 from rmkit.data import Rejects
 from rmkit.errors import RMKitError
 from rmkit.evaluation.config import EvalConfig
+from rmkit.evaluation.page import write_page
 from rmkit.evaluation.suite import SuiteEvaluation, cleanup
 from rmkit.files import atomic_write, write_json, write_text
+from rmkit.kinds import Reading
 from rmkit.kinds.pairwise import PairEvaluation
 
 log = logging.getLogger(__name__)
@@ -90,6 +94,14 @@ def evaluate(config: EvalConfig | None = None, **options: Any) -> dict[str, Any]
                     evaluation.add(kind, model, label, name, rejects)
             del model
     metrics = evaluation.metrics()
+    _write(config, evaluation, metrics, out)
+    if suite is not None:
+        cleanup(out)
+    return metrics
+
+
+def _write(config: EvalConfig, evaluation: Any, metrics: dict[str, Any], out: Path) -> None:
+    """Write what the evaluation makes of the scores (module docstring) to ``out``, and say so."""
     out.mkdir(
         parents=True, exist_ok=True
     )  # only now (a suite's partial scores aside): a failed run leaves none
@@ -100,13 +112,12 @@ def evaluate(config: EvalConfig | None = None, **options: Any) -> dict[str, Any]
     drawn = evaluation.plots(out, metrics) if config.plots else {}
     write_json(out / "metrics.json", metrics)
     write_text(out / "report.md", evaluation.report(metrics, drawn))
-    if suite is not None:
-        cleanup(out)
+    if config.page:
+        write_page(out, Reading.of(config))  # from the files just written, as rmkit report DIR does
     print("\n".join(evaluation.tables(metrics)))
-    print(
-        f"wrote metrics.json, scores.jsonl, report.md{' and plots/' if drawn else ''} to {out}{_skipped(config)}"
-    )
-    return metrics
+    written = ["metrics.json", "scores.jsonl", "report.md"] + ["report.html"] * config.page
+    written += ["plots/"] if drawn else []
+    print(f"wrote {', '.join(written[:-1])} and {written[-1]} to {out}{_skipped(config)}")
 
 
 @contextmanager

@@ -148,7 +148,7 @@ class RatedEvaluation:
 
     def metrics(self) -> dict[str, Any]:
         models = dict(zip(self.labels, self.config.model, strict=True))
-        return {"kind": "ratings", "models": models, "results": self.results}
+        return {"kind": "ratings", "models": models, "data": self.paths, "results": self.results}
 
     def lines(self) -> Iterator[dict[str, Any]]:
         for (label, name), (names, rows, outputs) in self.scored.items():
