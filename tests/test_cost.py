@@ -60,3 +60,209 @@ def test_token_wise_cost_loss_is_safe_rlhfs_loop():
         for i in range(2)
     ]
     assert loss.tolist() == pytest.approx(expected, abs=1e-6)
+
+
+# --- safety-labelled data ------------------------------------------------------------------------------------
+
+import json  # noqa: E402
+
+from conftest import SHARED_DATA, write_jsonl  # noqa: E402
+
+from rmkit.cli import main  # noqa: E402
+from rmkit.data.safety import iter_safety  # noqa: E402
+from rmkit.errors import DataError  # noqa: E402
+
+
+def pku(safer: int, safe0: bool, safe1: bool, better: int = 0, **extra) -> dict:
+    return {
+        "prompt": "How can I help you today?", "response_0": "two plus two is four",
+        "response_1": "the capital of France is Paris", "is_response_0_safe": safe0,
+        "is_response_1_safe": safe1, "better_response_id": better, "safer_response_id": safer, **extra,
+    }  # fmt: skip
+
+
+def test_pku_rows_keep_their_safety_labels_safer_answer_first(tmp_path):
+    rows = [pku(1, False, True, better=0), pku(0, True, True, better=1), pku(0, False, False)]
+    rows.append({k: v for k, v in pku(0, True, False).items() if k != "better_response_id"})
+    read = list(iter_safety(write_jsonl(tmp_path / "pku.jsonl", rows)))
+    assert [ex.responses[0] for ex in read] == ["the capital of France is Paris"] + [
+        "two plus two is four"
+    ] * 3
+    assert [ex.signs for ex in read] == [[1.0, -1.0], [1.0, 1.0], [-1.0, -1.0], [1.0, -1.0]]
+    assert [ex.preferred for ex in read] == [1, 1, 0, None]  # the more helpful answer's place, safer first
+
+
+def test_an_inconsistent_pair_is_a_named_error_or_skipped_counted_and_written(tmp_path, llama_path):
+    rows = [pku(0, True, False), pku(0, False, True), pku(1, True, False)]
+    data = write_jsonl(tmp_path / "pku.jsonl", rows)
+    with pytest.raises(DataError, match=r"pku.jsonl, row 2, field 'safer_response_id'.*inconsistent"):
+        list(iter_safety(data))
+    out, rejects = tmp_path / "out", tmp_path / "rejects.jsonl"
+    args = ["train", "--model", str(llama_path), "--data", str(data), "--output-dir", str(out)]
+    args += ["--objective", "cost", "--batch-size", "2", "--max-steps", "1", "--no-progress"]
+    assert main([*args, "--on-error", "skip", "--rejects", str(rejects)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["train"]["skipped"] == 2
+    rejected = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert [(r["row"], r["field"]) for r in rejected] == [(2, "safer_response_id"), (3, "safer_response_id")]
+    assert "inconsistent" in rejected[0]["reason"]
+
+
+def test_beavertails_rows_are_lone_responses_with_a_sign(tmp_path):
+    rows = [
+        {"prompt": "How can I help?", "response": "two plus two", "is_safe": True, "category": {"a": False}},
+        {
+            "prompt": "How can I help?",
+            "response": "it could hurt",
+            "is_safe": "false",
+            "category": {"a": True},
+        },
+        {"prompt": "How can I help?", "response": "Paris", "safety_sign": -0.4},
+    ]
+    read = list(iter_safety(write_jsonl(tmp_path / "bt.jsonl", rows)))
+    assert [(ex.is_pair, ex.signs) for ex in read] == [(False, [1.0]), (False, [-1.0]), (False, [-0.4])]
+    assert read[1].extra == {"category": {"a": True}}
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{**rows[0], "is_safe": "maybe"}])
+    with pytest.raises(DataError, match=r"row 1, field 'is_safe'"):
+        list(iter_safety(bad))
+
+
+# --- the training task on a tiny model -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loss_type", ["bt", "token_wise"])
+def test_the_task_loss_on_a_tiny_model_is_the_formula_by_hand(llama_path, loss_type, tmp_path):
+    from rmkit import RewardModel
+    from rmkit.training import TrainConfig
+    from rmkit.training.cost import CostItem, CostTask
+
+    torch.manual_seed(0)
+    rm = RewardModel.from_pretrained(llama_path).eval()
+    pad = rm.pad_token_id
+    items = [
+        CostItem([[1, 40, 41, 42, 43], [1, 40, 41, 50]], [1.0, -1.0]),
+        CostItem([[1, 60, 61], [1, 60, 62, 63, 64, 65]], [-1.0, -0.5]),
+        CostItem([[1, 70, 71, 72]], [1.0]),
+    ]
+    config = TrainConfig(
+        model="m", data="d", output_dir=str(tmp_path), loss=loss_type, score_reg=0.1, cost_scale=0.7
+    )
+    with torch.no_grad():
+        loss, _ = CostTask().forward(rm, items, pad, config, torch.device("cpu"))
+        token_costs = [
+            [rm(torch.tensor([ids]), torch.ones(1, len(ids))).scores[0].tolist() for ids in it.ids]
+            for it in items
+        ]
+    expected = []
+    for it, costs in zip(items, token_costs, strict=True):
+        if len(costs) == 1:
+            c = costs[0][-1]
+            expected.append(0.7 * nls(-it.signs[0] * c) + 0.1 * c * c)
+            continue
+        (s_ids, u_ids), (s, u), (sign_s, sign_u) = it.ids, costs, it.signs
+        if loss_type == "bt":
+            cs, cu = s[-1], u[-1]
+            expected.append(
+                nls(cu - cs) + 0.7 * (nls(-sign_s * cs) + nls(-sign_u * cu)) + 0.1 * (cs * cs + cu * cu) / 2
+            )
+            continue
+        start = next(i for i, (a, b) in enumerate(zip(s_ids, u_ids, strict=False)) if a != b)
+        end = max(len(s), len(u)) - 1
+        s = s + [s[-1]] * (end + 1 - len(s))  # past its end an answer keeps its final cost
+        u = u + [u[-1]] * (end + 1 - len(u))
+        window = range(start, end + 1)
+        mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+        value = mean([nls(u[t] - s[t]) for t in window])
+        value += 0.7 * (
+            mean([nls(-sign_s * s[t]) for t in window]) + mean([nls(-sign_u * u[t]) for t in window])
+        )
+        expected.append(
+            value + 0.1 * (mean([s[t] ** 2 for t in window]) + mean([u[t] ** 2 for t in window])) / 2
+        )
+    assert loss.tolist() == pytest.approx(expected, abs=1e-5)
+
+
+# --- a cost model trained, scored and evaluated --------------------------------------------------------------
+
+PKU_SAMPLE = SHARED_DATA / "pku_saferlhf_sample.json"
+
+
+@pytest.fixture(scope="module")
+def cost_model(llama_path, tmp_path_factory) -> tuple:
+    """A cost model trained on the PKU-SafeRLHF sample (skipped without it): ``(checkpoint, metrics)``."""
+    if not PKU_SAMPLE.is_file():
+        pytest.skip(f"{PKU_SAMPLE} is absent (the shared data clone)")
+    out = tmp_path_factory.mktemp("cost") / "cm"
+    args = ["train", "--model", str(llama_path), "--data", str(PKU_SAMPLE), "--eval-data", str(PKU_SAMPLE)]
+    args += ["--output-dir", str(out), "--objective", "cost", "--batch-size", "8", "--lr", "3e-3"]
+    assert main([*args, "--warmup-ratio", "0", "--epochs", "8", "--max-length", "128", "--no-progress"]) == 0
+    return out, json.loads((out / "metrics.json").read_text())
+
+
+def test_a_cost_model_learns_the_signs_of_its_training_rows(cost_model):
+    from transformers import AutoModelForSequenceClassification
+
+    out, metrics = cost_model
+    rows = json.loads(PKU_SAMPLE.read_text())
+    safe = sum(r[f"is_response_{i}_safe"] for r in rows for i in (0, 1)) / (2 * len(rows))
+    final = metrics["eval"]
+    assert final["responses"] == 64 and final["pairs"] == 32
+    assert final["sign_accuracy"] > max(safe, 1 - safe) + 0.1  # above the majority label's share
+    assert final["sign_accuracy_ci"][0] <= final["sign_accuracy"] <= final["sign_accuracy_ci"][1]
+    assert final["safe_mean"] < 0 < final["unsafe_mean"]
+    assert json.loads((out / "config.json").read_text())["rmkit"]["kind"] == "cost"
+    plain = AutoModelForSequenceClassification.from_pretrained(out)  # the standard one-label classifier
+    assert plain.config.num_labels == 1
+
+
+def test_score_writes_costs_and_says_lower_is_safer(cost_model, tmp_path, capsys):
+    out, _ = cost_model
+    rows = [{"prompt": "How can I help?", "response": "two plus two is four", "is_safe": True}]
+    data = write_jsonl(tmp_path / "bt.jsonl", rows)
+    assert (
+        main(["score", "--model", str(out), "--input", str(data), "--output", str(tmp_path / "s.jsonl")]) == 0
+    )
+    written = json.loads((tmp_path / "s.jsonl").read_text())
+    assert set(written) == {"prompt", "response", "cost", "is_safe"}
+    assert "lower is safer" in capsys.readouterr().out
+    pairs = tmp_path / "pairs.jsonl"
+    assert main(["score", "--model", str(out), "--input", str(PKU_SAMPLE), "--output", str(pairs)]) == 0
+    first = json.loads(pairs.read_text().splitlines()[0])
+    assert {"cost_chosen", "cost_rejected"} <= set(first) and "score_chosen" not in first
+    summary = json.loads((tmp_path / "pairs.summary.json").read_text())
+    assert summary["meaning"].startswith("costs: lower is safer")
+
+
+def test_eval_figures_by_hand_on_every_label_combination(cost_model, tmp_path):
+    out, _ = cost_model
+    rows = [pku(0, True, True), pku(0, True, False), pku(1, False, True), pku(0, False, False)]
+    rows += [{"prompt": "How can I help?", "response": text, "is_safe": safe} for text, safe in
+             (("two plus two is four", True), ("it could hurt someone", False), ("Paris", True))]  # fmt: skip
+    data = write_jsonl(tmp_path / "mixed.jsonl", rows)
+    result = tmp_path / "eval"
+    args = [
+        "eval",
+        "--model",
+        str(out),
+        "--data",
+        str(data),
+        "--output-dir",
+        str(result),
+        "--objective",
+        "cost",
+    ]
+    assert main(args) == 0
+    lines = [json.loads(line) for line in (result / "scores.jsonl").read_text().splitlines()]
+    pairs = [x["costs"] for x in lines if len(x["costs"]) == 2]
+    flat = [(s, c) for x in lines for s, c in zip(x["signs"], x["costs"], strict=True)]
+    m = json.loads((result / "metrics.json").read_text())["results"]["cm"]["mixed"]
+    assert m["pairs"] == 4 and m["responses"] == 11
+    assert m["pair_accuracy"] == pytest.approx(sum(u > s for s, u in pairs) / 4)
+    assert m["sign_accuracy"] == pytest.approx(
+        sum(s * c < 0 for s, c in flat) / 11
+    )  # every labelled response
+    safe = [c for s, c in flat if s > 0]
+    assert m["safe_mean"] == pytest.approx(sum(safe) / len(safe))
+    wrong = sorted((s * c for s, c in flat if s * c > 0), reverse=True)
+    assert [w["sign"] * w["cost"] for w in m["most_wrong"]] == pytest.approx(wrong)
+    report = (result / "report.md").read_text()
+    assert "most confidently wrong" in report and (result / "plots" / "costs_cm.png").is_file()

@@ -47,6 +47,12 @@ class EvalConfig(PairOptions, RuntimeOptions, InferenceOptions, ScaleOptions, Mo
         1000, help="bootstrap resamples for the 95 percent confidence interval of accuracy"
     )
     seed: int = option(0, help="seed of the bootstrap")
+    objective: str = option(
+        "reward",
+        help="which labels of data that carries two kinds: 'reward', the preferences; 'cost', the safety labels "
+        "(PKU-SafeRLHF), judged on cost models (BeaverTails rows are safety labels either way)",
+        choices=["reward", "cost"],
+    )
     plots: bool = option(True, help="draw the PNG plots (--no-plots skips them)")
     attributes: list[str] | None = option(
         None, help="rated data: the rating columns (default: HelpSteer2's, or all)"

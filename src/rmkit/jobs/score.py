@@ -74,7 +74,8 @@ def score_file(config: ScoreConfig, *, rm: RewardModel | None = None) -> dict[st
             raise
         elapsed = time.perf_counter() - start
         rt.barrier()
-        return rt.broadcast(finish(config, output, rt.world, elapsed) if rt.main else None)
+        meaning = {"meaning": kind.meaning} if kind.meaning else {}
+        return rt.broadcast(finish(config, output, rt.world, elapsed, **meaning) if rt.main else None)
 
 
 def _score_share(

@@ -146,6 +146,8 @@ def print_summary(s: dict[str, Any]) -> None:
         f"{s['wall_s']:.1f} s"
     )
     print(head)
+    if "meaning" in s:
+        print(f"  {s['meaning']}")
     for name, m in s["scores"].items():
         if m["mean"] is not None:
             print(f"  {name}: mean {m['mean']:.4f} std {m['std']:.4f} min {m['min']:.4f} max {m['max']:.4f}")

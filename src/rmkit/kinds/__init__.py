@@ -8,6 +8,9 @@ judge      a causal LM given ``--judge``, or rmkit  preference pairs
 process    token classifier, rmkit step settings,   step-labelled solutions
            or ``--good-token``/``--bad-token``
 rated      sequence classifier with K > 1 labels    rated responses
+cost       one-label classifier whose rmkit         safety-labelled responses (BeaverTails;
+           settings say cost, or safe-rlhf's        PKU-SafeRLHF with ``--objective cost``)
+           ``score_type: cost``
 pairwise   anything else (one score a response)     preference pairs
 =========  =======================================  ==========================================
 
@@ -26,12 +29,13 @@ from typing import Any
 
 from rmkit.errors import RMKitError
 from rmkit.kinds.base import Checkpoint, Kind, Reading, Sequences
+from rmkit.kinds.cost import CostKind
 from rmkit.kinds.judge import JudgeKind
 from rmkit.kinds.pairwise import PairwiseKind
 from rmkit.kinds.process import ProcessKind
 from rmkit.kinds.rated import RatedKind
 
-KINDS: list[Kind] = [JudgeKind(), ProcessKind(), RatedKind(), PairwiseKind()]
+KINDS: list[Kind] = [JudgeKind(), ProcessKind(), RatedKind(), CostKind(), PairwiseKind()]
 
 __all__ = [
     "KINDS",

@@ -56,6 +56,7 @@ class Reading:
     top_k: int | None = None  # best-of-N rows: the ranking's length
     min_score: float | None = None  # best-of-N rows: the ranking's floor
     subset_column: str | None = None  # eval: the column naming each row's subset
+    objective: str = "reward"  # which labels of data that has two: "reward" (preferences) or "cost" (safety)
 
     @classmethod
     def of(cls, config: Any, **given: Any) -> Reading:
@@ -141,6 +142,7 @@ class Kind:
     unit = "responses"  # what its models score: responses (one score each) or "steps"
     data = "preference pairs"  # what its evaluation and training read, for messages
     attributes = False  # the core reads K attribute outputs a response (a rated RM), not one score
+    meaning: str | None = None  # what its numbers mean where not "higher is better" (summaries say it)
 
     # --- the checkpoint ------------------------------------------------------------------------------------
 
