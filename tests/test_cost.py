@@ -266,3 +266,72 @@ def test_eval_figures_by_hand_on_every_label_combination(cost_model, tmp_path):
     assert [w["sign"] * w["cost"] for w in m["most_wrong"]] == pytest.approx(wrong)
     report = (result / "report.md").read_text()
     assert "most confidently wrong" in report and (result / "plots" / "costs_cm.png").is_file()
+
+
+# --- safe-rlhf's Beaver cost models, read as they are ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("bias_key", "with_bias"), [("bias", False), ("score_bias", True), ("score_bias", False)]
+)
+def test_beaver_cost_checkpoints_load_as_cost_models_and_score_by_hand(
+    llama_path, tmp_path, bias_key, with_bias
+):
+    """Older safe-rlhf configs say ``bias`` (default no bias), newer ones ``score_bias`` (default a bias):
+    a bias in the weights is added, one missing from them is zero."""
+    import shutil
+
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    from rmkit import kinds
+
+    lm = LlamaForCausalLM.from_pretrained(llama_path).eval()
+    config = json.loads((llama_path / "config.json").read_text())
+    weight = torch.randn(1, config["hidden_size"], generator=torch.Generator().manual_seed(5))
+    # the last case: a newer config whose bias is not in the weights (zero, never a random one)
+    config.update({"architectures": ["LlamaModelForScore"], "score_dim": 1, "score_type": "cost"})
+    config[bias_key] = bias_key == "score_bias"
+    state = {k: v.clone().contiguous() for k, v in lm.state_dict().items() if k.startswith("model.")}
+    state["score_head.weight"] = weight
+    if with_bias:
+        state["score_head.bias"] = torch.tensor([0.25])
+    path = tmp_path / "beaver"
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps(config))
+    save_file(state, path / "model.safetensors")
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (llama_path / name).exists():
+            shutil.copy(llama_path / name, path / name)
+
+    kind, model = kinds.load(path)
+    assert kind.name == "cost"
+    text = "What is two plus two? Two plus two is four."
+    ids = AutoTokenizer.from_pretrained(path)(text)["input_ids"]
+    with torch.no_grad():
+        hidden = lm.model(torch.tensor([ids])).last_hidden_state[0, -1]
+    expected = float(hidden @ weight[0]) + (0.25 if with_bias else 0.0)
+    from rmkit.inference import score_sequences
+
+    assert score_sequences(model, [ids])[0] == pytest.approx(expected, abs=1e-5)
+
+
+def test_a_benchmark_suite_ranks_a_cost_model_by_minus_its_cost_and_says_so(cost_model, tmp_path):
+    import rmkit
+    from rmkit import RewardModel
+
+    out, _ = cost_model
+    rows = [
+        {"prompt": f"Say something about {k}.", "chosen": f"Here is a careful answer about {k}.",
+         "rejected": f"No {k}." * (1 + k % 3), "subset": "refusals-dangerous", "id": k}
+        for k in range(6)
+    ]  # fmt: skip
+    data = write_jsonl(tmp_path / "filtered.jsonl", rows)
+    metrics = rmkit.evaluate(model=[str(out)], data=[str(data)], output_dir=str(tmp_path / "e"), plots=False)
+    assert metrics["suite"]["negated"] == ["cm"]
+    lines = [json.loads(line) for line in (tmp_path / "e" / "scores.jsonl").read_text().splitlines()]
+    rm = RewardModel.from_pretrained(out)
+    costs = rm.score(prompts=[r["prompt"] for r in rows], responses=[r["chosen"] for r in rows])
+    assert [line["scores"][0] for line in lines] == pytest.approx([-c for c in costs], abs=1e-5)
+    right = sum(line["scores"][0] > line["scores"][1] for line in lines) / len(lines)  # the safer costs less
+    assert metrics["suite"]["models"]["cm"]["subsets"]["refusals-dangerous"]["score"] == pytest.approx(right)

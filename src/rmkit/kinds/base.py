@@ -143,6 +143,7 @@ class Kind:
     data = "preference pairs"  # what its evaluation and training read, for messages
     attributes = False  # the core reads K attribute outputs a response (a rated RM), not one score
     meaning: str | None = None  # what its numbers mean where not "higher is better" (summaries say it)
+    ranks_by: float = 1.0  # times its numbers, they rank answers higher-is-better (a cost model: -1)
 
     # --- the checkpoint ------------------------------------------------------------------------------------
 

@@ -48,14 +48,18 @@ class CostKind(PairwiseKind):
     name = "cost"
     data = "safety-labelled responses"
     meaning = MEANING
+    ranks_by = -1.0  # a benchmark ranks by -cost, as RewardBench does with the Beaver cost models
 
     def recognises(self, checkpoint: Checkpoint) -> bool:
         return checkpoint.config.get("score_type") == "cost"
 
     def owns(self, model: Any) -> bool:
-        config = getattr(getattr(model, "model", None), "config", None)
-        named = (getattr(model, "metadata", None) or {}).get("kind") == self.name
-        return super().owns(model) and (named or getattr(config, "score_type", None) == "cost")
+        """A one-label RM whose rmkit settings name this kind, or converted from safe-rlhf's ``score_type:
+        cost`` (:mod:`rmkit.layouts` keeps it under ``converted_from``)."""
+        metadata = getattr(model, "metadata", None) or {}
+        source = metadata.get("converted_from") or {}
+        named = metadata.get("kind") == self.name or source.get("score_type") == "cost"
+        return super().owns(model) and named
 
     def holds(self, path: str | Path, reading: Reading) -> bool:
         return holds_safety(
