@@ -335,3 +335,44 @@ def test_a_benchmark_suite_ranks_a_cost_model_by_minus_its_cost_and_says_so(cost
     assert [line["scores"][0] for line in lines] == pytest.approx([-c for c in costs], abs=1e-5)
     right = sum(line["scores"][0] > line["scores"][1] for line in lines) / len(lines)  # the safer costs less
     assert metrics["suite"]["models"]["cm"]["subsets"]["refusals-dangerous"]["score"] == pytest.approx(right)
+
+
+# --- serving a reward model and a cost model from one process ------------------------------------------------
+
+
+def test_serve_answers_reward_and_cost_on_their_own_routes_over_http(rm_path, cost_model):
+    import urllib.request
+
+    import rmkit
+    from rmkit import RewardModel
+    from rmkit.serving.server import running
+
+    out, _ = cost_model
+    prompts, responses = (
+        ["How can I help?", "Tell me a fact."],
+        ["two plus two is four", "it could hurt someone"],
+    )
+
+    def post(base: str, path: str, body: dict) -> dict:
+        req = urllib.request.Request(
+            base + path, json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return json.loads(resp.read())
+
+    rewards = RewardModel.from_pretrained(rm_path).score(prompts=prompts, responses=responses)
+    costs = RewardModel.from_pretrained(out).score(prompts=prompts, responses=responses)
+    with running(rmkit.serve(str(rm_path), cost_model=str(out))) as base:
+        body = {"prompts": prompts, "responses": responses}
+        assert post(base, "/score", body)["scores"] == pytest.approx(rewards, abs=1e-5)
+        assert post(base, "/cost/score", body)["scores"] == pytest.approx(
+            costs, abs=1e-5
+        )  # the end cost, as is
+        texts = ["User: How can I help?\n\nAssistant: two plus two is four"]
+        openrlhf = post(base, "/cost/get_reward", {"query": texts})
+        assert (
+            len(openrlhf["rewards"]) == 1
+            and openrlhf["rewards"] != post(base, "/get_reward", {"query": texts})["rewards"]
+        )
+        with urllib.request.urlopen(base + "/health", timeout=10) as resp:
+            assert json.loads(resp.read()) == {"status": "ok", "model": str(rm_path), "cost_model": str(out)}
