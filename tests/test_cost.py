@@ -376,3 +376,24 @@ def test_serve_answers_reward_and_cost_on_their_own_routes_over_http(rm_path, co
         )
         with urllib.request.urlopen(base + "/health", timeout=10) as resp:
             assert json.loads(resp.read()) == {"status": "ok", "model": str(rm_path), "cost_model": str(out)}
+
+
+def test_score_with_a_cost_model_writes_both_numbers_and_the_share_chosen_also_safer(
+    rm_path, cost_model, tmp_path
+):
+    out, _ = cost_model
+    output = tmp_path / "both.jsonl"
+    args = ["score", "--model", str(rm_path), "--cost-model", str(out), "--input", str(PKU_SAMPLE)]
+    assert main([*args, "--output", str(output)]) == 0
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert len(rows) == 32 and all(
+        {"score_chosen", "score_rejected", "cost_chosen", "cost_rejected"} <= set(r) for r in rows
+    )
+    alone = tmp_path / "cost.jsonl"
+    assert main(["score", "--model", str(out), "--input", str(PKU_SAMPLE), "--output", str(alone)]) == 0
+    costs = [json.loads(line) for line in alone.read_text().splitlines()]
+    assert [r["cost_chosen"] for r in rows] == pytest.approx([r["cost_chosen"] for r in costs], abs=1e-6)
+    summary = json.loads((tmp_path / "both.summary.json").read_text())
+    assert summary["chosen_safer"] == pytest.approx(
+        sum(r["cost_chosen"] < r["cost_rejected"] for r in rows) / 32
+    )

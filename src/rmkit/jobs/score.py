@@ -26,6 +26,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import nullcontext
+from dataclasses import replace
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from rmkit.errors import RMKitError
 from rmkit.inference import ahead
 from rmkit.jobs.config import ScoreConfig
 from rmkit.jobs.scorefiles import Paths, finish, left_behind, resume_state
-from rmkit.jobs.scorer import Scorer, part_lines, scored
+from rmkit.jobs.scorer import Scorer, cost_columns, part_lines, scored
 from rmkit.jobs.shards import Share, append_lines, count_records
 from rmkit.modeling import RewardModel
 from rmkit.options import configured
@@ -67,8 +68,13 @@ def score_file(config: ScoreConfig, *, rm: RewardModel | None = None) -> dict[st
     with runtime.start(config.device, config.threads) as rt:
         scorer = Scorer(config=config, rm=rm)
         kind, rm, config = scorer.kind, scorer.rm, scorer.config  # config: with the dtype "auto" became
+        cost = (
+            Scorer(config=replace(config, model=config.cost_model, cost_model=None))
+            if config.cost_model
+            else None
+        )
         try:
-            _score_share(kind, rm, config, output, rt)
+            _score_share(kind, rm, config, output, rt, cost)
         except RMKitError as e:  # the same error (a DataError stays one), saying what is left behind
             e.args = (f"{e}{left_behind(Paths.of(config, output, rt.rank, rt.world))}",)
             raise
@@ -79,9 +85,15 @@ def score_file(config: ScoreConfig, *, rm: RewardModel | None = None) -> dict[st
 
 
 def _score_share(
-    kind: kinds.Kind, rm: RewardModel, config: ScoreConfig, output: Path, rt: runtime.Runtime
+    kind: kinds.Kind,
+    rm: RewardModel,
+    config: ScoreConfig,
+    output: Path,
+    rt: runtime.Runtime,
+    cost: Scorer | None = None,
 ) -> None:
-    """Score this process's share of the records into its part file, checkpointing after every chunk."""
+    """Score this process's share of the records into its part file, checkpointing after every chunk; with
+    ``cost`` (``--cost-model``) each row gets the cost model's columns too."""
     paths = Paths.of(config, output, rt.rank, rt.world)
     output.parent.mkdir(parents=True, exist_ok=True)
     state = resume_state(config, paths, rt.rank, rt.world)
@@ -129,8 +141,9 @@ def _score_share(
         for chunk, tokenized, where in ahead(
             _chunks(examples, tokenizer, config, records, rejects), read_ahead
         ):
+            costs = cost_columns(cost, chunk, state) if cost is not None else None
             results = scored(kind, rm, chunk, tokenized, reading, str(config.input), state)
-            lines = part_lines(kind, rm, results, reading, seen)
+            lines = part_lines(kind, rm, results, reading, seen, costs)
             checkpoint(lines, where)
             runtime.release_memory(rt.device)  # a long job's memory stays flat (chunks of every shape)
         checkpoint([], _where(records, rejects))  # rejected records after the last scored one
