@@ -397,3 +397,35 @@ def test_score_with_a_cost_model_writes_both_numbers_and_the_share_chosen_also_s
     assert summary["chosen_safer"] == pytest.approx(
         sum(r["cost_chosen"] < r["cost_rejected"] for r in rows) / 32
     )
+
+
+def test_eval_with_a_cost_model_writes_both_numbers_and_the_share_preferred_also_safer(
+    rm_path, cost_model, tmp_path
+):
+    import rmkit
+
+    out, _ = cost_model
+    metrics = rmkit.evaluate(
+        model=[str(rm_path)],
+        cost_model=str(out),
+        data=[str(PKU_SAMPLE)],
+        output_dir=str(tmp_path / "e"),
+        bootstrap=50,
+    )
+    assert list(metrics["models"]) == [rm_path.name] and metrics["cost_models"] == {"cm": str(out)}
+    lines = [json.loads(line) for line in (tmp_path / "e" / "scores.jsonl").read_text().splitlines()]
+    assert len(lines) == 32 and {"chosen_score_" + rm_path.name, "chosen_cost_cm", "rejected_cost_cm"} <= set(
+        lines[0]
+    )
+    m = metrics["safety"]["cm"]["pku_saferlhf_sample"]
+    assert m["chosen_safer"] == pytest.approx(
+        sum(x["chosen_cost_cm"] < x["rejected_cost_cm"] for x in lines) / 32
+    )
+    r = rm_path.name
+    preferred = [
+        (x[f"chosen_cost_{'cm'}"] < x["rejected_cost_cm"]) if x[f"chosen_score_{r}"] > x[f"rejected_score_{r}"]
+        else (x["rejected_cost_cm"] < x["chosen_cost_cm"])
+        for x in lines
+    ]  # fmt: skip
+    assert m["preferred_safer"][r] == pytest.approx(sum(preferred) / 32)
+    assert "## Cost models" in (tmp_path / "e" / "report.md").read_text()

@@ -74,7 +74,7 @@ def score_file(config: ScoreConfig, *, rm: RewardModel | None = None) -> dict[st
             else None
         )
         try:
-            _score_share(kind, rm, config, output, rt, cost)
+            _score_share(scorer, config, output, rt, cost)
         except RMKitError as e:  # the same error (a DataError stays one), saying what is left behind
             e.args = (f"{e}{left_behind(Paths.of(config, output, rt.rank, rt.world))}",)
             raise
@@ -85,15 +85,11 @@ def score_file(config: ScoreConfig, *, rm: RewardModel | None = None) -> dict[st
 
 
 def _score_share(
-    kind: kinds.Kind,
-    rm: RewardModel,
-    config: ScoreConfig,
-    output: Path,
-    rt: runtime.Runtime,
-    cost: Scorer | None = None,
+    scorer: Scorer, config: ScoreConfig, output: Path, rt: runtime.Runtime, cost: Scorer | None
 ) -> None:
     """Score this process's share of the records into its part file, checkpointing after every chunk; with
     ``cost`` (``--cost-model``) each row gets the cost model's columns too."""
+    kind, rm = scorer.kind, scorer.rm
     paths = Paths.of(config, output, rt.rank, rt.world)
     output.parent.mkdir(parents=True, exist_ok=True)
     state = resume_state(config, paths, rt.rank, rt.world)

@@ -86,3 +86,32 @@ def most_wrong(costs: ArrayLike, signs: ArrayLike, k: int = 10) -> list[int]:
     wrongness = _array(costs) * _array(signs)
     order = np.argsort(-wrongness, kind="stable")
     return [int(i) for i in order[:k] if wrongness[i] > 0]
+
+
+def safer_metrics(
+    cost_chosen: ArrayLike,
+    cost_rejected: ArrayLike,
+    rewards: dict[str, tuple[ArrayLike, ArrayLike]] | None = None,
+    *,
+    bootstrap: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """A cost model on preference pairs: ``chosen_safer``, the share of pairs whose chosen (preferred) answer
+    costs less (a tie counts as not), with its interval; the mean costs of chosen and rejected answers; and
+    for each reward model of ``rewards`` (``{label: (chosen scores, rejected scores)}``)
+    ``preferred_safer[label]``, the share of pairs whose answer that model scores higher also costs less."""
+    cc, cr = _array(cost_chosen), _array(cost_rejected)
+    n, safer = len(cc), int((cc < cr).sum())
+    preferred = {}
+    for label, (sc, sr) in (rewards or {}).items():
+        sc, sr = _array(sc), _array(sr)
+        cheaper = np.where(sc > sr, cc < cr, np.where(sc < sr, cr < cc, False))
+        preferred[label] = float(cheaper.mean()) if n else None
+    return {
+        "pairs": n,
+        "chosen_safer": safer / n if n else None,
+        "chosen_safer_ci": accuracy_interval(safer, n, samples=bootstrap, seed=seed),
+        "cost_chosen_mean": float(cc.mean()) if n else None,
+        "cost_rejected_mean": float(cr.mean()) if n else None,
+        "preferred_safer": preferred,
+    }
