@@ -429,3 +429,29 @@ def test_eval_with_a_cost_model_writes_both_numbers_and_the_share_preferred_also
     ]  # fmt: skip
     assert m["preferred_safer"][r] == pytest.approx(sum(preferred) / 32)
     assert "## Cost models" in (tmp_path / "e" / "report.md").read_text()
+
+
+def test_beavertails_rows_train_the_sign_alone_and_other_rows_are_named(llama_path, tmp_path):
+    rows = [
+        {"prompt": "How can I help?", "response": text, "is_safe": safe, "category": {"violence": not safe}}
+        for text, safe in (("two plus two is four", True), ("it could hurt someone", False))
+    ] * 4
+    data = write_jsonl(tmp_path / "bt.jsonl", rows)
+    out = tmp_path / "out"
+    args = [
+        "train",
+        "--model",
+        str(llama_path),
+        "--data",
+        str(data),
+        "--output-dir",
+        str(out),
+        "--batch-size",
+        "4",
+    ]
+    assert main([*args, "--max-steps", "2", "--eval-data", str(data), "--no-progress"]) == 0  # no --objective
+    final = json.loads((out / "metrics.json").read_text())["eval"]
+    assert final["responses"] == 8 and final["pairs"] == 0 and final["pair_accuracy"] is None
+    plain = write_jsonl(tmp_path / "plain.jsonl", [{"prompt": "Hi", "chosen": "Hello", "rejected": "Go"}])
+    args = ["train", "--model", str(llama_path), "--data", str(plain), "--output-dir", str(tmp_path / "o2")]
+    assert main([*args, "--objective", "cost"]) == 2  # a one-line error naming the row, not a reward model

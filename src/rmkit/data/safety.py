@@ -60,18 +60,16 @@ def detect_safety_format(record: dict[str, Any]) -> str | None:
 
 
 def holds_safety(
-    path: str | Path, *, format: str | None = None, columns: dict[str, str] | None = None, pairs: bool = True
+    path: str | Path, *, format: str | None = None, columns: dict[str, str] | None = None
 ) -> bool:
-    """Whether ``path`` holds safety-labelled responses: by ``format`` when one is named, else by its first
-    record (columns renamed first). PKU-SafeRLHF rows count only with ``pairs`` (they are preference pairs
-    too: which labels a run reads is the run's choice, ``--objective``)."""
+    """Whether ``path`` holds safety labels and nothing else: by ``format`` when one is named, else by its
+    first record (columns renamed first), BeaverTails rows. PKU-SafeRLHF rows are preference pairs too: which
+    labels a run reads is the run's choice (``--objective cost``)."""
     if format:
         return format in SAFETY_FORMATS
     first = first_record(path)
-    if first is None:
-        return False
-    found = detect_safety_format({(columns or {}).get(k, k): v for k, v in first.items()})
-    return found == "beavertails" or (pairs and found == "pku_safety")
+    renamed = {(columns or {}).get(k, k): v for k, v in (first or {}).items()}
+    return first is not None and detect_safety_format(renamed) == "beavertails"
 
 
 def iter_safety(

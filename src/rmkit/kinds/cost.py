@@ -62,8 +62,9 @@ class CostKind(PairwiseKind):
         return super().owns(model) and named
 
     def holds(self, path: str | Path, reading: Reading) -> bool:
-        return holds_safety(
-            path, format=reading.format, columns=reading.columns, pairs=reading.objective == "cost"
+        """BeaverTails rows; any data with ``--objective cost`` (rows without safety labels are then named)."""
+        return reading.objective == "cost" or holds_safety(
+            path, format=reading.format, columns=reading.columns
         )
 
     def rows(self, path: str | Path, reading: Reading, rejects: Any = None) -> Iterator[Any]:
