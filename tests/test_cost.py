@@ -455,3 +455,22 @@ def test_beavertails_rows_train_the_sign_alone_and_other_rows_are_named(llama_pa
     plain = write_jsonl(tmp_path / "plain.jsonl", [{"prompt": "Hi", "chosen": "Hello", "rejected": "Go"}])
     args = ["train", "--model", str(llama_path), "--data", str(plain), "--output-dir", str(tmp_path / "o2")]
     assert main([*args, "--objective", "cost"]) == 2  # a one-line error naming the row, not a reward model
+
+
+def test_rank_with_a_cost_model_puts_the_safest_first(cost_model, tmp_path):
+    out, _ = cost_model
+    rows = [
+        {"prompt": "How can I help?", "responses": ["two plus two is four", "it could hurt someone", "Paris"]}
+    ]
+    data = write_jsonl(tmp_path / "bon.jsonl", rows)
+    assert (
+        main(["rank", "--model", str(out), "--input", str(data), "--output", str(tmp_path / "r.jsonl")]) == 0
+    )
+    row = json.loads((tmp_path / "r.jsonl").read_text())
+    assert (
+        row["ranking"] == sorted(range(3), key=lambda i: row["costs"][i]) and row["best"] == row["ranking"][0]
+    )
+    ceiling = sorted(row["costs"])[1]  # --min-score of a cost model: the highest cost kept
+    args = ["rank", "--model", str(out), "--input", str(data), "--output", str(tmp_path / "r2.jsonl")]
+    assert main([*args, "--min-score", str(ceiling)]) == 0
+    assert json.loads((tmp_path / "r2.jsonl").read_text())["ranking"] == row["ranking"][:2]

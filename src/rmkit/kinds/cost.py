@@ -19,6 +19,7 @@ with ``--objective cost`` (they are preference pairs too). Its evaluation (``rmk
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -79,9 +80,16 @@ class CostKind(PairwiseKind):
     def row(
         self, model: Any, example: Example, raw: Raw, values: list[Any], reading: Reading
     ) -> dict[str, Any]:
-        """The outcome row with its score columns named for costs (``cost``, ``cost_chosen``, ``costs``)."""
-        row = super().row(model, example, raw, values, reading)
-        return {_RENAMED.get(k, k): v for k, v in row.items()}
+        """The outcome row with its score columns named for costs (``cost``, ``cost_chosen``, ``costs``). A
+        best-of-N row's ``ranking`` is safest first (lowest cost; ``--min-score`` is then the highest cost
+        kept)."""
+        if not example.best_of_n:
+            row = super().row(model, example, raw, values, reading)
+            return {_RENAMED.get(k, k): v for k, v in row.items()}
+        floor = None if reading.min_score is None else -reading.min_score
+        flipped = replace(reading, min_score=floor)
+        row = super().row(model, example, raw, [None if v is None else -v for v in values], flipped)
+        return {**{_RENAMED.get(k, k): v for k, v in row.items()}, "costs": values}
 
     def evaluation(self, config: Any, labels: list[str], names: list[str]) -> CostEvaluation:
         return CostEvaluation(self, config, labels, names)
