@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
+from conftest import SHARED_DATA, write_jsonl
 
+from rmkit.cli import main
+from rmkit.data.safety import iter_safety
+from rmkit.errors import DataError
 from rmkit.losses import safety_cost, safety_cost_token_wise, sign_cost
 
 
@@ -63,14 +68,6 @@ def test_token_wise_cost_loss_is_safe_rlhfs_loop():
 
 
 # --- safety-labelled data ------------------------------------------------------------------------------------
-
-import json  # noqa: E402
-
-from conftest import SHARED_DATA, write_jsonl  # noqa: E402
-
-from rmkit.cli import main  # noqa: E402
-from rmkit.data.safety import iter_safety  # noqa: E402
-from rmkit.errors import DataError  # noqa: E402
 
 
 def pku(safer: int, safe0: bool, safe1: bool, better: int = 0, **extra) -> dict:
@@ -423,7 +420,7 @@ def test_eval_with_a_cost_model_writes_both_numbers_and_the_share_preferred_also
     )
     r = rm_path.name
     preferred = [
-        (x[f"chosen_cost_{'cm'}"] < x["rejected_cost_cm"]) if x[f"chosen_score_{r}"] > x[f"rejected_score_{r}"]
+        (x["chosen_cost_cm"] < x["rejected_cost_cm"]) if x[f"chosen_score_{r}"] > x[f"rejected_score_{r}"]
         else (x["rejected_cost_cm"] < x["chosen_cost_cm"])
         for x in lines
     ]  # fmt: skip
