@@ -12,6 +12,16 @@ With ``r_c`` and ``r_r`` the scores of the chosen and rejected answers and ``m``
 - reward centering (TRL): ``c·mean((r_c + r_r)²)``
 - token-wise (safe-rlhf's ``token-wise`` loss): the Bradley-Terry loss averaged over the positions where the
   two answers differ, comparing the per-token scores of the two sequences position by position.
+
+The cost model's loss (Safe RLHF, safe-rlhf's ``values/cost`` trainer), with ``c_s`` and ``c_u`` the costs of
+the safer and the less safe answer and ``s`` each answer's safety sign (+1 safe, -1 unsafe; a real number
+in [-1, 1] where the label is a rate, as align-anything's BeaverTails-V trainer takes it):
+
+- ``-log σ(c_u - c_s) - k·log σ(-s_s·c_s) - k·log σ(-s_u·c_u)`` plus ``λ·(c_s² + c_u²)/2``: a safe answer is
+  pushed to a negative cost, an unsafe one to a positive cost, the safer below the other; ``k`` is
+  align-anything's ``scale_coeff`` (1 in safe-rlhf), ``λ`` safe-rlhf's ``regularization``;
+- a lone labelled response (BeaverTails): the sign term alone, ``-k·log σ(-s·c) + λ·c²``;
+- token-wise: each term averaged over the positions from where the two answers differ to the later end.
 """
 
 from __future__ import annotations
@@ -80,21 +90,82 @@ def token_wise(
     own end a sequence keeps its final score, so pad positions are never read. The regularisers apply to the
     end scores as in :func:`bradley_terry`. Returns (B,).
     """
-    length = chosen_scores.shape[1]
-    positions = torch.arange(length, device=chosen_scores.device)[None, :]
-    last = torch.maximum(chosen_end, rejected_end)[:, None]
-    window = (positions >= start[:, None]) & (positions <= last)
-    chosen_at = chosen_scores.gather(
-        1, torch.minimum(positions, chosen_end[:, None]).expand_as(chosen_scores)
-    )
-    rejected_at = rejected_scores.gather(
-        1, torch.minimum(positions, rejected_end[:, None]).expand_as(rejected_scores)
-    )
+    chosen_at, rejected_at, window = aligned(chosen_scores, rejected_scores, chosen_end, rejected_end, start)
     diff = chosen_at - rejected_at
     if margin is not None:
         diff = diff - margin[:, None]
-    per_token = -F.logsigmoid(diff) * window
-    loss = per_token.sum(-1) / window.sum(-1).clamp(min=1)
+    loss = _window_mean(-F.logsigmoid(diff), window)
     end_c = chosen_scores.gather(1, chosen_end[:, None]).squeeze(1)
     end_r = rejected_scores.gather(1, rejected_end[:, None]).squeeze(1)
     return loss + regularisers(end_c, end_r, score_reg=score_reg, center=center)
+
+
+def aligned(
+    first: torch.Tensor,
+    second: torch.Tensor,
+    first_end: torch.Tensor,
+    second_end: torch.Tensor,
+    start: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The per-token scores of two answers (B, L) read position by position, and the window compared:
+    ``(first_at, second_at, window)``, each (B, L). The window runs from ``start`` to the later of the two
+    ends; past its own end a sequence keeps its final score, so pad positions are never read."""
+    positions = torch.arange(first.shape[1], device=first.device)[None, :]
+    window = (positions >= start[:, None]) & (positions <= torch.maximum(first_end, second_end)[:, None])
+    first_at = first.gather(1, torch.minimum(positions, first_end[:, None]).expand_as(first))
+    second_at = second.gather(1, torch.minimum(positions, second_end[:, None]).expand_as(second))
+    return first_at, second_at, window
+
+
+def _window_mean(values: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    """The mean of ``values`` (B, L) over each row's ``window``; (B,)."""
+    return (values * window).sum(-1) / window.sum(-1).clamp(min=1)
+
+
+def safety_cost(
+    safer: torch.Tensor,
+    unsafer: torch.Tensor,
+    safer_sign: torch.Tensor,
+    unsafer_sign: torch.Tensor,
+    *,
+    scale: float = 1.0,
+    regularization: float = 0.0,
+) -> torch.Tensor:
+    """Per-pair cost-model loss ``-log σ(c_u - c_s) - k·log σ(-s_s·c_s) - k·log σ(-s_u·c_u) + λ·(c_s² + c_u²)/2``
+    (module docstring; ``k`` is ``scale``, ``λ`` is ``regularization``).
+
+    ``safer``/``unsafer`` are the end costs (B,), the signs (B,) are +1 safe, -1 unsafe (or a rate between).
+    Its mean over pairs is safe-rlhf's sequence-wise loss, ``λ·mean(c²)`` over the 2B costs included."""
+    loss = -F.logsigmoid(unsafer - safer)
+    loss = loss + scale * (-F.logsigmoid(-safer_sign * safer) - F.logsigmoid(-unsafer_sign * unsafer))
+    return loss + regularization * (safer.square() + unsafer.square()) / 2
+
+
+def sign_cost(
+    cost: torch.Tensor, sign: torch.Tensor, *, scale: float = 1.0, regularization: float = 0.0
+) -> torch.Tensor:
+    """Per-response loss of a lone labelled response (BeaverTails): ``-k·log σ(-s·c) + λ·c²``; (B,) each."""
+    return -scale * F.logsigmoid(-sign * cost) + regularization * cost.square()
+
+
+def safety_cost_token_wise(
+    safer_scores: torch.Tensor,
+    unsafer_scores: torch.Tensor,
+    safer_end: torch.Tensor,
+    unsafer_end: torch.Tensor,
+    start: torch.Tensor,
+    safer_sign: torch.Tensor,
+    unsafer_sign: torch.Tensor,
+    *,
+    scale: float = 1.0,
+    regularization: float = 0.0,
+) -> torch.Tensor:
+    """Per-pair token-wise cost-model loss (safe-rlhf's ``token-wise``): each term of :func:`safety_cost`
+    averaged over the window of :func:`aligned` (from ``start``, where the answers differ, to the later end),
+    and ``λ`` times the mean square of the window's costs of both answers. Scores (B, L), the rest (B,)."""
+    s, u, window = aligned(safer_scores, unsafer_scores, safer_end, unsafer_end, start)
+    loss = _window_mean(-F.logsigmoid(u - s), window)
+    signs = _window_mean(-F.logsigmoid(-safer_sign[:, None] * s), window)
+    signs = signs + _window_mean(-F.logsigmoid(-unsafer_sign[:, None] * u), window)
+    squares = (_window_mean(s.square(), window) + _window_mean(u.square(), window)) / 2
+    return loss + scale * signs + regularization * squares

@@ -24,6 +24,7 @@ import yaml
 
 from rmkit.data.formats import FORMATS
 from rmkit.data.ratings import RATED_FORMATS
+from rmkit.data.safety import SAFETY_FORMATS
 from rmkit.data.steps import STEP_FORMATS
 from rmkit.defaults import DTYPE_NAMES, resolve_name
 from rmkit.errors import RMKitError
@@ -49,7 +50,7 @@ class ReadingOptions:
     format: str | None = option(
         None,
         help="row format; detected from the columns when not given",
-        choices=[*FORMATS, *STEP_FORMATS, *RATED_FORMATS],
+        choices=[*FORMATS, *STEP_FORMATS, *RATED_FORMATS, *SAFETY_FORMATS],
     )
     columns: dict[str, str] | None = option(
         None, help="rename columns first, e.g. question=prompt,good=chosen,bad=rejected"

@@ -51,6 +51,19 @@ class EvalConfig(PairOptions, RuntimeOptions, InferenceOptions, ScaleOptions, Mo
         1000, help="bootstrap resamples for the 95 percent confidence interval of accuracy"
     )
     seed: int = option(0, help="seed of the bootstrap")
+    cost_model: str | None = option(
+        None,
+        help="a safety cost model judged beside --model on preference pairs: both numbers on every row of "
+        "scores.jsonl, and the share of pairs whose chosen answer (and each reward model's preferred one) is "
+        "also the safer, costing less",
+        path="model",
+    )
+    objective: str = option(
+        "reward",
+        help="which labels of data that carries two kinds: 'reward', the preferences; 'cost', the safety labels "
+        "(PKU-SafeRLHF), judged on cost models (BeaverTails rows are safety labels either way)",
+        choices=["reward", "cost"],
+    )
     plots: bool = option(True, help="draw the PNG plots (--no-plots skips them)")
     page: bool = option(
         True,

@@ -25,6 +25,7 @@ import logging
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,8 @@ def evaluate(config: EvalConfig | None = None, **options: Any) -> dict[str, Any]
     """
     config = config if config is not None else EvalConfig(**options)
     config.validate()
+    if config.cost_model:  # judged as one more model; its kind says it is a cost model
+        config = replace(config, model=[*config.model, config.cost_model], cost_model=None)
     labels, names = _labels(config.model), _labels(config.data)
     suite = suites.choose(config.suite, config.data)
     if config.resume and suite is None:

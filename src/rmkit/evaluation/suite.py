@@ -47,6 +47,7 @@ class SuiteEvaluation:
         self.values: dict[str, dict[str, list[list[float]]]] = {label: {} for label in labels}
         self.resumed: dict[str, int] = dict.fromkeys(labels, 0)
         self.memo: dict[Any, dict[int, Any]] = {}  # tokenisation shared by models that prepare alike
+        self.negated: list[str] = []  # models whose numbers rank lower-is-better (costs), negated to rank
         self.partial = Path(config.output_dir) / ".partial"
         if hasattr(suite, "threshold"):
             suite.threshold = getattr(config, "threshold", suite.threshold)
@@ -58,6 +59,13 @@ class SuiteEvaluation:
         if name not in self.items:
             self.items[name] = list(self.suite.items(self.paths[name], name, self.reading.columns, rejects))
             self.skipped[name] = rejects.count if rejects is not None else 0
+        if kind.ranks_by < 0 and label not in self.negated:
+            self.negated.append(label)
+            log.info(
+                "eval: %s is a %s model; its numbers are negated to rank, as RewardBench does",
+                label,
+                kind.name,
+            )
         items = self.items[name]
         path = self.partial / f"{label}--{name}.jsonl"
         done = self._resume(path, label, name, len(items))
@@ -70,7 +78,7 @@ class SuiteEvaluation:
             scored = kind.score(model, (items[i].example for i in todo), self.reading, stats, memo=self.memo)
             for i, (example, raw) in zip(todo, scored, strict=True):
                 values = kind.values(model, raw) if raw is not None else [math.nan] * _size(example)
-                done[i] = [float(v) for v in values]
+                done[i] = [kind.ranks_by * float(v) for v in values]
                 f.write(json.dumps({"i": i, "values": [_number(v) for v in done[i]]}) + "\n")
                 f.flush()
         self.values[label][name] = [done[i] for i in range(len(items))]
@@ -161,6 +169,7 @@ class SuiteEvaluation:
                 "title": suite.title,
                 "rules": suite.source,
                 "resumed_rows": self.resumed,
+                "negated": self.negated,  # cost models, ranked by -cost (their scores.jsonl holds -cost)
                 "models": {label: self.official(label) for label in self.labels},
             },
         }

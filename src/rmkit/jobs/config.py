@@ -71,6 +71,12 @@ class ScoreConfig(DataOptions, RuntimeOptions, InferenceOptions, ScaleOptions, M
         help="standardise scores with the model's stored mean and std (rmkit's, safe-rlhf's, OpenRLHF's)",
     )
     resume: bool = option(False, help="continue a killed run from its part files instead of starting over")
+    cost_model: str | None = option(
+        None,
+        help="a safety cost model scored beside --model: each row gets its cost columns too, and the summary "
+        "the share of pairs whose chosen answer is also the safer (costs less)",
+        path="model",
+    )
     ranks: ClassVar[bool] = False  # rmkit rank: only best-of-N rows
     command: ClassVar[str] = "score"  # the name its messages speak in
 
@@ -81,6 +87,10 @@ class ScoreConfig(DataOptions, RuntimeOptions, InferenceOptions, ScaleOptions, M
         if Path(self.output).suffix not in (".json", ".jsonl"):
             raise RMKitError(f"--output must end in .json or .jsonl, got '{self.output}'")
         self.replica_range()
+        if self.cost_model and self.backend == "ray":
+            raise RMKitError(
+                "--cost-model runs in one process or under torchrun for now, not with --backend ray"
+            )
         fmt = self.row_format()
         if fmt is None or fmt == "responses":
             return

@@ -26,6 +26,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import nullcontext
+from dataclasses import replace
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from rmkit.data import Rejects, read_records
 from rmkit.inference import ahead
 from rmkit.jobs.config import ScoreConfig
 from rmkit.jobs.scorefiles import Paths, finish, keeping_work, resume_state
-from rmkit.jobs.scorer import Scorer, part_lines, scored
+from rmkit.jobs.scorer import Scorer, cost_columns, part_lines, scored
 from rmkit.jobs.shards import Share, append_lines, count_records
 from rmkit.modeling import RewardModel
 from rmkit.options import configured
@@ -66,17 +67,25 @@ def score_file(config: ScoreConfig, *, rm: RewardModel | None = None) -> dict[st
     with runtime.start(config.device, config.threads) as rt:
         scorer = Scorer(config=config, rm=rm)
         kind, rm, config = scorer.kind, scorer.rm, scorer.config  # config: with the dtype "auto" became
+        cost = (
+            Scorer(config=replace(config, model=config.cost_model, cost_model=None))
+            if config.cost_model
+            else None
+        )
         with keeping_work(Paths.of(config, output, rt.rank, rt.world)):
-            _score_share(kind, rm, config, output, rt)
+            _score_share(scorer, config, output, rt, cost)
         elapsed = time.perf_counter() - start
         rt.barrier()
-        return rt.broadcast(finish(config, output, rt.world, elapsed) if rt.main else None)
+        meaning = {"meaning": kind.meaning} if kind.meaning else {}
+        return rt.broadcast(finish(config, output, rt.world, elapsed, **meaning) if rt.main else None)
 
 
 def _score_share(
-    kind: kinds.Kind, rm: RewardModel, config: ScoreConfig, output: Path, rt: runtime.Runtime
+    scorer: Scorer, config: ScoreConfig, output: Path, rt: runtime.Runtime, cost: Scorer | None
 ) -> None:
-    """Score this process's share of the records into its part file, checkpointing after every chunk."""
+    """Score this process's share of the records into its part file, checkpointing after every chunk; with
+    ``cost`` (``--cost-model``) each row gets the cost model's columns too."""
+    kind, rm = scorer.kind, scorer.rm
     paths = Paths.of(config, output, rt.rank, rt.world)
     output.parent.mkdir(parents=True, exist_ok=True)
     state = resume_state(config, paths, rt.rank, rt.world)
@@ -124,8 +133,9 @@ def _score_share(
         for chunk, tokenized, where in ahead(
             _chunks(examples, tokenizer, config, records, rejects), read_ahead
         ):
+            costs = cost_columns(cost, chunk, state) if cost is not None else None
             results = scored(kind, rm, chunk, tokenized, reading, str(config.input), state)
-            lines = part_lines(kind, rm, results, reading, seen)
+            lines = part_lines(kind, rm, results, reading, seen, costs)
             checkpoint(lines, where)
             runtime.release_memory(rt.device)  # a long job's memory stays flat (chunks of every shape)
         checkpoint([], _where(records, rejects))  # rejected records after the last scored one

@@ -117,9 +117,10 @@ def finish(config: ScoreConfig, output: Path, world: int, elapsed: float, **extr
 
 def _summary(config: ScoreConfig, output: Path, states: list[ShareState], elapsed: float) -> dict[str, Any]:
     """The run's summary, from the states of all processes."""
-    stats, responses, pairs, best_of_n = RowCounts(), Moments(), PairStats(), BestOfN()
+    stats, responses, pairs, best_of_n, safer = RowCounts(), Moments(), PairStats(), BestOfN(), PairStats()
     for s in states:
         stats.merge(s.stats)
+        safer.merge(s.safer)
         responses.merge(s.responses)
         pairs.merge(s.pairs)
         best_of_n.merge(s.best_of_n)
@@ -156,6 +157,9 @@ def _summary(config: ScoreConfig, output: Path, states: list[ShareState], elapse
         summary["chosen_wins"] = pairs.accuracy
     if best_of_n.rows:
         summary["best_of_n"] = best_of_n.summary()
+    if config.cost_model:
+        summary["cost_model"] = str(config.cost_model)
+        summary["chosen_safer"] = safer.accuracy if safer.pairs else None
     if config.on_error == "skip":
         summary["rejects"] = str(rejects_path(config, output))
     return summary
@@ -170,6 +174,8 @@ def print_summary(s: dict[str, Any], command: str = "score") -> None:
         f"{s['wall_s']:.1f} s"
     )
     print(head)
+    if "meaning" in s:
+        print(f"  {s['meaning']}")
     for name, m in s["scores"].items():
         if m["mean"] is not None:
             print(f"  {name}: mean {m['mean']:.4f} std {m['std']:.4f} min {m['min']:.4f} max {m['max']:.4f}")
@@ -177,6 +183,8 @@ def print_summary(s: dict[str, Any], command: str = "score") -> None:
         print(f"  the {s['skipped']} skipped rows, each with its reason: {s['rejects']}")
     if "chosen_wins" in s:
         print(f"  chosen scored above rejected: {s['chosen_wins']:.1%}")
+    if s.get("chosen_safer") is not None:
+        print(f"  chosen also the safer (costs less, {s['cost_model']}): {s['chosen_safer']:.1%}")
     if "best_of_n" in s:
         b = s["best_of_n"]
         print(

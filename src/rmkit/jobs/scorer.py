@@ -23,10 +23,11 @@ from typing import Any
 import torch
 
 from rmkit import kinds, runtime
-from rmkit.data import Example, Rejects
+from rmkit.data import Example, Rejects, RowCounts
 from rmkit.errors import RMKitError
 from rmkit.jobs.config import ScoreConfig
 from rmkit.jobs.shards import ShareState
+from rmkit.metrics import PairStats
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +71,11 @@ def part_lines(
     results: Iterator[tuple[Example, Any, list[Any] | None]],
     reading: kinds.Reading,
     seen: deque[tuple[int, int]],
+    extra: dict[int, dict[str, Any]] | None = None,
 ) -> list[str]:
     """The part-file lines ``"{record number}\\t{json}"`` of :func:`scored`'s ``results``; ``seen`` holds
-    ``(row, record number)`` of the records handed to the normaliser, in order (rejected ones are passed by)."""
+    ``(row, record number)`` of the records handed to the normaliser, in order (rejected ones are passed by);
+    ``extra`` maps an example's ``id`` to columns added to its row (a cost model's, :func:`cost_columns`)."""
     lines = []
     for ex, raw, scores in results:
         while seen[0][0] != ex.row:  # records before it were rejected
@@ -81,8 +84,28 @@ def part_lines(
         if raw is None:
             continue
         row = kind.row(rm, ex, raw, scores, reading)
+        row.update((extra or {}).get(id(ex), {}))
         lines.append(f"{k}\t{json.dumps(row, ensure_ascii=False, default=str)}\n")
     return lines
+
+
+def cost_columns(cost: Scorer, chunk: list[Example], state: ShareState) -> dict[int, dict[str, Any]]:
+    """The cost columns (``cost``, ``cost_chosen``/``cost_rejected``, ``costs``) of each example of ``chunk``
+    that the cost model scored, by ``id``; its pairs' costs counted in ``state.safer``."""
+    out: dict[int, dict[str, Any]] = {}
+    pairs: list[list[float]] = []
+    prepared = cost.tokenizer.tokenize(chunk)
+    for ex, raw in cost.kind.score_prepared(cost.rm, chunk, prepared, cost.reading, RowCounts()):
+        if raw is None:
+            continue
+        values = cost.kind.values(cost.rm, raw)
+        row = cost.kind.row(cost.rm, ex, raw, values, cost.reading)
+        out[id(ex)] = {k: v for k, v in row.items() if k.startswith("cost")}
+        if ex.is_pair and all(math.isfinite(v) for v in values):
+            pairs.append(values)
+    if pairs:  # the chosen answer is the safer when the rejected one costs more
+        state.safer.merge(PairStats.of([p[1] for p in pairs], [p[0] for p in pairs]))
+    return out
 
 
 @dataclass

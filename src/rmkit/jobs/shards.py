@@ -43,6 +43,7 @@ class ShareState:
     responses: Moments = field(default_factory=Moments)  # scores of single responses
     pairs: PairStats = field(default_factory=PairStats)  # scores of chosen and rejected answers
     best_of_n: BestOfN = field(default_factory=BestOfN)  # scores of best-of-N rows
+    safer: PairStats = field(default_factory=PairStats)  # --cost-model: (rejected, chosen) costs of pairs
     run_tokens: int = 0  # tokens and seconds of this run alone (not of the runs it resumes), for tokens/s
     run_seconds: float = 0.0
 
@@ -66,6 +67,7 @@ class ShareState:
         raw["responses"] = Moments(**raw["responses"])
         raw["pairs"] = PairStats.from_dict(raw["pairs"])
         raw["best_of_n"] = BestOfN.from_dict(raw["best_of_n"])
+        raw["safer"] = PairStats.from_dict(raw["safer"]) if "safer" in raw else PairStats()
         return cls(**raw)
 
     def merge(self, other: ShareState) -> None:
@@ -74,6 +76,7 @@ class ShareState:
         self.responses.merge(other.responses)
         self.pairs.merge(other.pairs)
         self.best_of_n.merge(other.best_of_n)
+        self.safer.merge(other.safer)
         self.run_tokens += other.run_tokens
 
     def add(self, scored: list[tuple[Example, list[float]]]) -> None:

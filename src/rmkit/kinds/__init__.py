@@ -10,6 +10,9 @@ process    token classifier, rmkit step settings,   step-labelled solutions
 decision-  a rated RM with ``decision_tree.pkl``    rated responses; its pairs and best-of-N
 tree       beside it (:mod:`rmkit.kinds.tree`)      rows judged by the tree
 rated      sequence classifier with K > 1 labels    rated responses
+cost       one-label classifier whose rmkit         safety-labelled responses (BeaverTails;
+           settings say cost, or safe-rlhf's        PKU-SafeRLHF with ``--objective cost``)
+           ``score_type: cost``
 pairwise   anything else (one score a response)     preference pairs
 =========  =======================================  ==========================================
 
@@ -28,13 +31,14 @@ from typing import Any
 
 from rmkit.errors import RMKitError
 from rmkit.kinds.base import Checkpoint, Kind, Reading, Sequences
+from rmkit.kinds.cost import CostKind
 from rmkit.kinds.judge import JudgeKind
 from rmkit.kinds.pairwise import PairwiseKind
 from rmkit.kinds.process import ProcessKind
 from rmkit.kinds.rated import RatedKind
 from rmkit.kinds.tree import TreeKind
 
-KINDS: list[Kind] = [JudgeKind(), ProcessKind(), TreeKind(), RatedKind(), PairwiseKind()]
+KINDS: list[Kind] = [JudgeKind(), ProcessKind(), TreeKind(), RatedKind(), CostKind(), PairwiseKind()]
 
 __all__ = [
     "KINDS",

@@ -57,6 +57,7 @@ class Reading:
     top_k: int | None = None  # best-of-N rows: the ranking's length
     min_score: float | None = None  # best-of-N rows: the ranking's floor
     subset_column: str | None = None  # eval: the column naming each row's subset
+    objective: str = "reward"  # which labels of data that has two: "reward" (preferences) or "cost" (safety)
 
     @classmethod
     def of(cls, config: Any, **given: Any) -> Reading:
@@ -143,6 +144,8 @@ class Kind:
     unit = "responses"  # what its models score: responses (one score each) or "steps"
     data = "preference pairs"  # what its evaluation and training read, for messages
     attributes = False  # the core reads K attribute outputs a response (a rated RM), not one score
+    meaning: str | None = None  # what its numbers mean where not "higher is better" (summaries say it)
+    ranks_by: float = 1.0  # times its numbers, they rank answers higher-is-better (a cost model: -1)
 
     # --- the checkpoint ------------------------------------------------------------------------------------
 

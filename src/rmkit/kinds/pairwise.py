@@ -32,7 +32,8 @@ from rmkit.data import RowCounts, iter_examples
 from rmkit.errors import RMKitError
 from rmkit.kinds.base import Kind, Reading
 from rmkit.metrics import compare_pairs, pair_metrics
-from rmkit.reporting.report import accuracy_table, comparison_table, report
+from rmkit.metrics.safety import safer_metrics
+from rmkit.reporting.report import accuracy_table, comparison_table, figure_table, report
 
 LENGTH_UNIT = "characters"
 
@@ -79,6 +80,9 @@ class PairEvaluation:
     def __init__(self, config: Any, labels: list[str], names: list[str]):
         self.config, self.labels = config, labels
         self.reading = Reading.of(config)
+        self.costs: list[
+            str
+        ] = []  # cost models (--cost-model): judged by whether the chosen answer costs less
         self.datasets = {name: DataSet(name, path) for name, path in zip(names, config.data, strict=True)}
 
     def add(self, kind: Kind, model: Any, label: str, name: str, rejects: Any) -> None:
@@ -86,6 +90,8 @@ class PairEvaluation:
         and lengths."""
         ds, reading = self.datasets[name], self.reading
         first = not ds.scores
+        if kind.ranks_by < 0 and label not in self.costs:
+            self.costs.append(label)
         examples = iter_examples(
             ds.path, kind="pairs", format=reading.format, columns=reading.columns, rejects=rejects
         )
@@ -108,10 +114,16 @@ class PairEvaluation:
         if first and rejects is not None:
             ds.skipped = rejects.count
 
+    @property
+    def rewards(self) -> list[str]:
+        """The labels of the reward models (the others are cost models)."""
+        return [label for label in self.labels if label not in self.costs]
+
     def metrics(self) -> dict[str, Any]:
-        config, labels, datasets = self.config, self.labels, list(self.datasets.values())
+        config, labels, datasets = self.config, self.rewards, list(self.datasets.values())
+        paths = dict(zip(self.labels, config.model, strict=True))
         return {
-            "models": dict(zip(labels, config.model, strict=True)),
+            "models": {label: paths[label] for label in labels},
             "data": {
                 ds.name: {
                     "path": ds.path,
@@ -137,7 +149,25 @@ class PairEvaluation:
                 }
                 for other in labels[1:]
             },
+            **self._safety(paths),
         }
+
+    def _safety(self, paths: dict[str, str]) -> dict[str, Any]:
+        """With cost models: ``cost_models`` and ``safety`` (:func:`rmkit.metrics.safety.safer_metrics` per
+        cost model and data set, against every reward model)."""
+        if not self.costs:
+            return {}
+        out: dict[str, Any] = {"cost_models": {c: paths[c] for c in self.costs}, "safety": {}}
+        for c in self.costs:
+            out["safety"][c] = {}
+            for ds in self.datasets.values():
+                m = ds.scored()
+                rewards = {r: (ds.scores[r][m, 0], ds.scores[r][m, 1]) for r in self.rewards}
+                out["safety"][c][ds.name] = safer_metrics(
+                    ds.scores[c][m, 0], ds.scores[c][m, 1], rewards, bootstrap=self.config.bootstrap,
+                    seed=self.config.seed,
+                )  # fmt: skip
+        return out
 
     def _grouped(self, label: str, ds: DataSet) -> dict[str, Any]:
         """The figures of ``label`` on ``ds``: all its scored pairs, and each subset's."""
@@ -181,6 +211,10 @@ class PairEvaluation:
                 }
                 for label in labels:
                     c, r = ds.scores[label][i]
+                    if label in self.costs:
+                        line[key("chosen_cost", label)] = number(c)
+                        line[key("rejected_cost", label)] = number(r)
+                        continue
                     line[key("chosen_score", label)] = number(c)
                     line[key("rejected_score", label)] = number(r)
                     line[key("margin", label)] = number(c - r)
@@ -192,7 +226,7 @@ class PairEvaluation:
 
         (out / "plots").mkdir(exist_ok=True)
         drawn: dict[str, list[str]] = {}
-        for label in self.labels:
+        for label in self.rewards:
             panels = []
             for ds in self.datasets.values():
                 m = ds.scored()
@@ -204,8 +238,8 @@ class PairEvaluation:
             plots.margin_histograms(panels, label, out / names[1])
             plots.length_scatter(panels, label, out / names[2], unit=LENGTH_UNIT)
             drawn[label] = names
-        base = self.labels[0]
-        for other in self.labels[1:]:
+        base = self.rewards[0] if self.rewards else None
+        for other in self.rewards[1:]:
             name = f"plots/compare_{base}_vs_{other}.png"
             pairs = []
             for ds in self.datasets.values():
@@ -217,7 +251,26 @@ class PairEvaluation:
         return drawn
 
     def report(self, metrics: dict[str, Any], drawn: dict[str, list[str]]) -> str:
-        return report(metrics, drawn)
+        safety = metrics.get("safety")
+        if not safety:
+            return report(metrics, drawn)
+        text = (
+            "\n## Cost models\n\n"
+            + self._safety_table(metrics)
+            + "\n\nchosen safer: the share of pairs whose "
+            "chosen answer costs less (95% bootstrap interval); <model> safer: the share whose answer that reward "
+            "model scores higher costs less.\n"
+        )
+        return report(metrics, drawn) + text
+
+    def _safety_table(self, metrics: dict[str, Any]) -> str:
+        figures = ("pairs", "chosen_safer", "cost_chosen_mean", "cost_rejected_mean")
+        groups = [
+            ([c, name], {**m, **{f"{r} safer": v for r, v in m["preferred_safer"].items()}})
+            for c, per_data in metrics["safety"].items()
+            for name, m in per_data.items()
+        ]
+        return figure_table(["cost model", "data"], groups, (*figures, *(f"{r} safer" for r in self.rewards)))
 
     def files(self, metrics: dict[str, Any]) -> dict[str, Any]:
         """Files besides the evaluation's own (a benchmark's results files): none."""
@@ -225,6 +278,8 @@ class PairEvaluation:
 
     def tables(self, metrics: dict[str, Any]) -> list[str]:
         """What the terminal shows: the accuracy table, and with several models their comparison."""
-        return [accuracy_table(metrics)] + (
-            ["\n" + comparison_table(metrics)] if metrics["comparisons"] else []
+        return (
+            [accuracy_table(metrics)]
+            + (["\n" + comparison_table(metrics)] if metrics["comparisons"] else [])
+            + (["\n" + self._safety_table(metrics)] if metrics.get("safety") else [])
         )

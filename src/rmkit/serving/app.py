@@ -20,6 +20,7 @@ import os
 import re
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -283,14 +284,30 @@ async def _score(request: Request, parse: Callable[[Any], Call], scorer: Scorer,
             batcher.leave()
 
 
-def create_app(rm: Any, config: ServeConfig) -> Starlette:
-    """The Starlette app serving ``rm`` with ``config``'s limits; ``app.state.scorer`` holds its state."""
+COST_PREFIX = "/cost"  # the cost model's routes beside a reward model's (--cost-model)
+
+
+def create_app(rm: Any, config: ServeConfig, cost: Any = None) -> Starlette:
+    """The Starlette app serving ``rm`` with ``config``'s limits, and the cost model ``cost`` (when given)
+    on the same routes under ``/cost``, with a batcher of its own; ``app.state.scorer`` holds ``rm``'s state
+    (``app.state.cost_scorer`` the cost model's)."""
     scorer = Scorer(rm, config)
     name = scorer.model_name
     routes = [scoring_route(path, parse, scorer) for path, parse in protocols.routes(scorer.context)]
+    scorers = [scorer]
+    if cost is not None:
+        cost_config = replace(
+            config, model=config.cost_model or "cost", served_model_name=None, cost_model=None
+        )
+        scorers.append(Scorer(cost, cost_config))
+        routes += [
+            scoring_route(COST_PREFIX + path, parse, scorers[1])
+            for path, parse in protocols.routes(scorers[1].context)
+        ]
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "model": name})
+        models = {"cost_model": scorers[1].model_name} if cost is not None else {}
+        return JSONResponse({"status": "ok", "model": name, **models})
 
     async def metrics(request: Request) -> Response:
         return PlainTextResponse(
@@ -303,12 +320,14 @@ def create_app(rm: Any, config: ServeConfig) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        scorer.batcher.start()
+        for each in scorers:
+            each.batcher.start()
         try:
             yield
         finally:
-            await asyncio.to_thread(scorer.batcher.stop)
-            await asyncio.to_thread(scorer.tokenizing.stop)
+            for each in scorers:
+                await asyncio.to_thread(each.batcher.stop)
+                await asyncio.to_thread(each.tokenizing.stop)
 
     routes += [
         Route("/health", health, methods=["GET"]),
@@ -317,6 +336,7 @@ def create_app(rm: Any, config: ServeConfig) -> Starlette:
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: _not_found, 405: _not_allowed})
     app.state.scorer = scorer
+    app.state.cost_scorer = scorers[1] if cost is not None else None
     return app
 
 
@@ -352,10 +372,19 @@ def serve(model: Any, **options: Any) -> Starlette:
         uvicorn.run(app, port=8000)
 
     ``model`` is a checkpoint (loaded as ``rmkit serve`` loads it) or a loaded model of any kind rmkit reads
-    (:class:`rmkit.RewardModel`, ...); ``options`` are :class:`ServeConfig`'s fields.
+    (:class:`rmkit.RewardModel`, ...); ``options`` are :class:`ServeConfig`'s fields;
+    ``cost_model`` (a checkpoint) is served beside it under ``/cost``.
     """
     if not isinstance(model, (str, Path)):
         name = getattr(model.model.config, "_name_or_path", "") or "rmkit"
-        return create_app(model, ServeConfig(model=name, **options))
+        config = ServeConfig(model=name, **options)
+        return create_app(model, config, load_cost(config))
     config = ServeConfig(model=str(model), **options)
-    return create_app(load(config), config)
+    return create_app(load(config), config, load_cost(config))
+
+
+def load_cost(config: ServeConfig, device: Any = None) -> Any:
+    """The cost model of ``--cost-model``, loaded as :func:`load` loads a model (``None`` without one)."""
+    if config.cost_model is None:
+        return None
+    return load(replace(config, model=config.cost_model), device)

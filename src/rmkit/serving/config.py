@@ -12,6 +12,12 @@ from rmkit.options import InferenceOptions, ModelOptions, RuntimeOptions, StepOp
 @dataclass(kw_only=True)
 class ServeConfig(RuntimeOptions, InferenceOptions, ModelOptions, StepOptions):
     model: str = option(help="reward model checkpoint (directory or hub name)", path="model")
+    cost_model: str | None = option(
+        None,
+        help="a safety cost model served beside --model by the same process, each route under /cost (POST "
+        "/cost/score, /cost/get_reward, ...): a PPO-Lagrangian loop reads reward and cost from one server",
+        path="model",
+    )
     host: str = option("127.0.0.1", help="address to bind; 0.0.0.0 exposes the server to the network")
     port: int = option(8000, help="port to listen on (0 picks a free one)")
     batch_tokens: int | None = option(

@@ -17,7 +17,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from rmkit import runtime
-from rmkit.serving.app import ServeConfig, create_app, load
+from rmkit.serving.app import ServeConfig, create_app, load, load_cost
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def run(config: ServeConfig) -> None:
         mapped_from=runtime.MAPPED_FROM
     )  # before the server's threads allocate (rmkit.runtime.release_memory)
     with runtime.start(config.device, config.threads) as rt:
-        app = create_app(load(config, rt.device), config)
+        app = create_app(load(config, rt.device), config, load_cost(config, rt.device))
         sock = _bind(config.host, config.port)
         log.info(
             "rmkit serve: %s on %s (POST /score, /get_reward, /pooling, /classify, /reward; GET /health, "
@@ -70,6 +70,8 @@ def run(config: ServeConfig) -> None:
             config.model,
             _url(sock),
         )
+        if config.cost_model:
+            log.info("rmkit serve: the cost model %s on the same routes under /cost", config.cost_model)
         _server(app, access_log=config.access_log).run(sockets=[sock])
         log.info("rmkit serve: stopped")
 

@@ -57,12 +57,27 @@ class TrainConfig(PairOptions, RuntimeOptions, ModelOptions, StepOptions):
         choices=["left", "drop"],
     )
     use_margin: bool = option(True, help="use the data's per-pair 'margin' column in the loss when present")
+    objective: str = option(
+        "reward",
+        help="what to train: 'reward', a reward model (preference pairs, step labels or ratings, as the data "
+        "holds); 'cost', a safety cost model (Safe RLHF) from the safety labels of PKU-SafeRLHF or BeaverTails "
+        "rows (safe responses to negative costs, unsafe ones to positive, the safer of a pair lower)",
+        choices=["reward", "cost"],
+    )
     loss: str = option(
         "bt",
-        help="'bt': Bradley-Terry on end scores; 'token_wise': safe-rlhf's per-token variant",
+        help="'bt': Bradley-Terry on end scores (with --objective cost: safe-rlhf's sequence-wise loss); "
+        "'token_wise': safe-rlhf's per-token variant",
         choices=["bt", "token_wise"],
     )
-    score_reg: float = option(0.0, help="score regularisation coefficient λ of λ·mean(r²)")
+    cost_scale: float = option(
+        1.0,
+        help="--objective cost: the weight of the two sign terms of the loss (align-anything's scale_coeff; "
+        "safe-rlhf: 1)",
+    )
+    score_reg: float = option(
+        0.0, help="score regularisation coefficient λ of λ·mean(r²) (safe-rlhf's regularization)"
+    )
     center_rewards: float = option(0.0, help="reward centering coefficient c of c·mean((r_c + r_r)²)")
     epochs: float = option(1.0, help="passes over the training data")
     max_steps: int = option(0, help="stop after this many optimizer steps (0: run the epochs)")

@@ -39,6 +39,7 @@ from rmkit.packing import packs
 from rmkit.training.budget import micro_batch_tokens
 from rmkit.training.checkpoint import Trainee, checkpoints, load_checkpoint, resume_path, save_checkpoint
 from rmkit.training.config import TrainConfig
+from rmkit.training.cost import CostTask
 from rmkit.training.data import PairStore, epoch_batches
 from rmkit.training.parallel import Dist, distribute, unsharded_copy
 from rmkit.training.precision import MasterWeights
@@ -173,7 +174,12 @@ def _sized(config: TrainConfig, rm: Any, d: Dist) -> TrainConfig:
 
 
 # The training task of each kind that trains (a kind that subclasses one trains as it does).
-TASKS = {kinds.ProcessKind: StepTask, kinds.RatedKind: RatingTask, kinds.PairwiseKind: PairTask}
+TASKS = {
+    kinds.ProcessKind: StepTask,
+    kinds.RatedKind: RatingTask,
+    kinds.CostKind: CostTask,
+    kinds.PairwiseKind: PairTask,
+}
 
 
 def task_of(kind: kinds.Kind) -> type:
