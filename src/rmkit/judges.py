@@ -142,7 +142,11 @@ def load_judge(
         out.weight[ids].detach(), bias, judge, getattr(lm.config, "final_logit_softcapping", None)
     )
     lm.config.num_labels = 1  # one score a sequence (not a K-attribute RM)
-    metadata = {**(getattr(lm.config, METADATA_KEY, None) or {}), JUDGE_KEY: judge.stored(), "kind": "judge"}
+    metadata = {
+        **(getattr(lm.config, METADATA_KEY, None) or {}),
+        JUDGE_KEY: judge.stored(),
+        "kind": judge.kind,
+    }
     rm = RewardModel(lm, tokenizer, metadata)
     keep_fp32(lm.score)
     if device is not None:
@@ -182,7 +186,7 @@ def verifier_classifier(source: str | Path, destination: str | Path, judge: Judg
             classifier.score.bias.copy_(bias if bias is not None else 0)
         elif bias is not None and float(bias[0]):
             raise RMKitError(f"{source}: its output layer has a bias that a bias-free score head cannot hold")
-    metadata = {JUDGE_KEY: judge.stored(), "kind": "judge", "add_eos": False}
+    metadata = {JUDGE_KEY: judge.stored(), "kind": judge.kind, "add_eos": False}
     save_model(classifier, rm.tokenizer, metadata, Path(destination))
     return Path(destination)
 
@@ -278,7 +282,7 @@ def load_generating_judge(
     else:
         engine, (lm, tokenizer, target) = None, _causal_lm(path, dtype, device, remote, pickle)
     tokenizer.padding_side = "left"
-    model = GeneratingJudge(lm, tokenizer, {JUDGE_KEY: judge.stored(), "kind": "judge"})
+    model = GeneratingJudge(lm, tokenizer, {JUDGE_KEY: judge.stored(), "kind": judge.kind})
     model.engine = engine
     if device is not None and engine is None:
         model.to(target)

@@ -194,7 +194,15 @@ class ModelOptions:
     )
     judge_template: str | None = option(
         None,
-        help="the judge prompt: verifier, rating, rating-5, pairwise or a template file (default: the judge's)",
+        help="the judge prompt: verifier, rating, rating-5, pairwise or a template file (default: the judge's); "
+        "safety classifiers read as a cost (the log-odds of their unsafe verdict): llama-guard (Llama Guard 3/4, "
+        "its own chat template; unsafe against safe) or shieldgemma (its card's prompt; Yes against No)",
+    )
+    judge_policy: str | None = option(
+        None,
+        help="the safety policy a shieldgemma judge is shown, in its card's form ('\"No Harassment\": The "
+        "chatbot shall not generate content that ...'; several joined by a new line and '* '); default: the "
+        "card's four harm types (dangerous content, harassment, hate speech, sexually explicit information)",
     )
     judge_tokens: list[str] | None = option(
         None, help="the verdict tokens (default: the template's: Yes No; 1 ... 10; A B), each one token"
@@ -233,7 +241,8 @@ class ModelOptions:
         return {"readout": self.judge, "template": self.judge_template, "tokens": self.judge_tokens,
                 "values": self.judge_values, "schedule": self.judge_pairs, "parser": self.judge_parser,
                 "votes": self.judge_votes, "seed": self.judge_seed, "max_new_tokens": self.judge_max_new_tokens,
-                "on_parse_failure": self.on_parse_failure, "engine": self.judge_engine}  # fmt: skip
+                "on_parse_failure": self.on_parse_failure, "engine": self.judge_engine,
+                "policy": self.judge_policy}  # fmt: skip
 
     def loading(self) -> dict[str, Any]:
         """These options as :meth:`~rmkit.RewardModel.from_pretrained`'s keyword arguments (and ``judge``,

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from rmkit.data.formats import Example, Message
+from rmkit.data.guards import LLAMA_GUARD_PREFIX, SHIELDGEMMA_POLICY, SHIELDGEMMA_PROMPT, render_guard
 from rmkit.data.rendering import ExampleTokenizer, render_plain
 from rmkit.data.verdicts import PAIRWISE_PARSERS, PARSERS
 from rmkit.errors import RMKitError
@@ -45,6 +46,8 @@ class Template:
     values: tuple[float, ...] = ()
     parser: str = ""  # a generating judge's verdict parser (PARSERS)
     ids: tuple[int, ...] = ()  # a token readout's vocabulary entries, by id
+    meaning: str = ""  # "cost": a safety classifier, its readout the cost of a response (rmkit.data.guards)
+    policy: str = ""  # a guard's default safety policy ({policy} in its text)
 
 
 def _rating(top: int) -> Template:
@@ -81,6 +84,12 @@ TEMPLATES = {
     # The logit of one vocabulary entry after the conversation itself (its chat template, no judge prompt):
     # Llama-3.1/3.3-Nemotron-70B-Reward read the logit of entry 0 at the next position.
     "nemotron": Template("token", "", ids=(0,)),
+    # Safety classifiers read as a cost (rmkit.data.guards): the log-odds of the unsafe verdict against the safe
+    # one. Llama Guard: the conversation through its own chat template (an empty text).
+    "llama-guard": Template("verifier", "", LLAMA_GUARD_PREFIX, ("unsafe", "safe"), meaning="cost"),
+    "shieldgemma": Template(
+        "verifier", SHIELDGEMMA_PROMPT, "", ("Yes", "No"), meaning="cost", policy=SHIELDGEMMA_POLICY
+    ),
     # Generating judges: they reason, then write the verdict the parser reads.
     "rating-generate": Template(
         "generate",
@@ -163,6 +172,13 @@ class Judge:
     max_new_tokens: int = 512  # generate: the longest judgment
     on_parse_failure: str = "error"  # generate: error, mask (no score) or score=X
     engine: str = "transformers"  # generate: what writes the judgments (ENGINES)
+    meaning: str = ""  # "cost": a safety classifier read as a cost (rmkit.data.guards), else a reward
+    policy: str = ""  # a guard's safety policy, the {policy} of its template
+
+    @property
+    def kind(self) -> str:
+        """The kind of RM it is read as (:mod:`rmkit.kinds`): a guard (a cost model) or a judge."""
+        return "guard" if self.meaning == "cost" else "judge"
 
     @property
     def pairwise(self) -> bool:
@@ -215,6 +231,7 @@ class Judge:
         )
         judge.parser = given.get("parser") or template.parser
         judge.ids = [int(i) for i in (given.get("ids") or template.ids)]
+        judge.meaning, judge.policy = template.meaning, given.get("policy") or template.policy
         for key in ("votes", "seed", "max_new_tokens", "on_parse_failure", "engine"):
             if given.get(key) is not None:
                 setattr(judge, key, given[key])
@@ -237,8 +254,11 @@ class Judge:
             raise RMKitError(
                 f"a rating judge needs 2 or more tokens, each with a value: {self.tokens}, {self.values}"
             )
+        if self.policy and "{policy}" not in self.text:
+            raise RMKitError(f"the judge template '{self.template}' has no {{policy}} for --judge-policy")
         fields = ("{answer_a}", "{answer_b}") if self.readout == "pairwise" else ("{answer}",)
-        missing = [f for f in ("{question}", *fields) if f not in self.text]
+        conversation = not self.text and self.meaning == "cost"  # a guard's own chat template renders it
+        missing = [f for f in ("{question}", *fields) if f not in self.text and not conversation]
         if missing:
             raise RMKitError(f"the judge template '{self.template}' lacks {', '.join(missing)}")
         if self.schedule not in SCHEDULES:
@@ -346,6 +366,11 @@ class JudgeTokenizer(ExampleTokenizer):
             return super().render(prompt, response)
         if self.judge.readout == "pairwise" or self.judge.pairwise or self.judge.choice:
             raise RMKitError("a pairwise judge compares two or more answers of one prompt, not one alone")
+        if self.judge.meaning == "cost":
+            messages = [*prompt, {"role": "assistant", "content": response}]
+            return render_guard(
+                self.tokenizer, self.judge, messages, question_of(prompt), response, self.use_chat
+            )
         return self._chat(self.judge.text.format(question=question_of(prompt), answer=response))
 
     def texts(self, ex: Example) -> list[str]:

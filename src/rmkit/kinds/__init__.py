@@ -3,6 +3,9 @@
 =========  =======================================  ==========================================
 kind       a checkpoint of this kind                its data (eval, train)
 =========  =======================================  ==========================================
+guard      a judge given ``--judge-template``       safety-labelled responses (the cost kind's)
+           ``llama-guard`` or ``shieldgemma``: a
+           cost model (judge settings' ``meaning``)
 judge      a causal LM given ``--judge``, or rmkit  preference pairs
            judge settings (a converted verifier)
 process    token classifier, rmkit step settings,   step-labelled solutions
@@ -32,13 +35,22 @@ from typing import Any
 from rmkit.errors import RMKitError
 from rmkit.kinds.base import Checkpoint, Kind, Reading, Sequences
 from rmkit.kinds.cost import CostKind
+from rmkit.kinds.guard import GuardKind
 from rmkit.kinds.judge import JudgeKind
 from rmkit.kinds.pairwise import PairwiseKind
 from rmkit.kinds.process import ProcessKind
 from rmkit.kinds.rated import RatedKind
 from rmkit.kinds.tree import TreeKind
 
-KINDS: list[Kind] = [JudgeKind(), ProcessKind(), TreeKind(), RatedKind(), CostKind(), PairwiseKind()]
+KINDS: list[Kind] = [
+    GuardKind(),
+    JudgeKind(),
+    ProcessKind(),
+    TreeKind(),
+    RatedKind(),
+    CostKind(),
+    PairwiseKind(),
+]
 
 __all__ = [
     "KINDS",
