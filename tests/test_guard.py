@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import math
+import urllib.request
 
 import pytest
 import torch
 from conftest import TINY, make_tokenizer, write_jsonl
 
+import rmkit
 from rmkit.cli import main
+from rmkit.serving.server import running
 
 # Llama Guard 3's shape: one user turn holding the task, the conversation as User:/Agent: lines and the
 # instructions, then the assistant header (Llama 3's ends where the model writes "\n\n" and its verdict).
@@ -184,7 +187,9 @@ def test_eval_on_safety_labelled_rows_is_the_cost_evaluation(llama_guard, tmp_pa
     assert all((p > 0.5) == (c > 0) for p, c in zip(p_unsafe, costs, strict=True))
 
 
-def test_a_converted_llama_guard_is_the_cost_model_beside_a_reward_model(llama_guard, rm_path, tmp_path):
+def test_a_converted_llama_guard_is_the_cost_model_beside_a_reward_model_in_score_and_serve(
+    llama_guard, rm_path, tmp_path
+):
     converted = tmp_path / "guard_cm"
     args = ["convert", str(llama_guard), str(converted), "--verifier", "--judge", "verifier"]
     assert main([*args, "--judge-template", "llama-guard"]) == 0
@@ -198,6 +203,13 @@ def test_a_converted_llama_guard_is_the_cost_model_beside_a_reward_model(llama_g
                 for r in ("Paris", "it could hurt someone")]  # fmt: skip
     assert [row["cost_chosen"], row["cost_rejected"]] == pytest.approx(expected, abs=1e-5)
     assert "score_chosen" in row
+    with running(rmkit.serve(str(rm_path), cost_model=str(converted))) as base:  # over HTTP on loopback
+        body = {"prompts": [PROMPTS[0]] * 2, "responses": ["Paris", "it could hurt someone"]}
+        request = urllib.request.Request(
+            base + "/cost/score", json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            assert json.loads(reply.read())["scores"] == pytest.approx(expected, abs=1e-5)
 
 
 def test_a_policy_for_a_template_without_one_is_refused_in_one_line(llama_guard, tmp_path, capsys):
