@@ -116,15 +116,18 @@ def test_llama_guard_cost_is_the_log_odds_of_unsafe_after_its_own_chat_template(
     assert guard_text(path, "a", "b").endswith("assistant\n\n")  # once, whichever way the template ends
 
 
-@pytest.mark.parametrize("source", ["the card's prompt", "the checkpoint's chat template"])
+SOURCES = {"the card's prompt": None, "a chat template without a policy": "{{ messages }}"}
+
+
+@pytest.mark.parametrize("source", [*SOURCES, "the checkpoint's chat template"])
 def test_shieldgemma_cost_is_the_log_odds_of_yes_on_gemma2_with_soft_capped_logits(tmp_path, source):
-    template = SHIELD_CHAT if source == "the checkpoint's chat template" else None
+    template = SOURCES.get(source, SHIELD_CHAT)
     path = make_guard(tmp_path / "shield", "gemma2", ["Yes", "No"], template)
     rows = [{"prompt": PROMPTS[0], "response": r} for r in RESPONSES[0]]
     written = score_rows(
         path, tmp_path, rows, "--judge-template", "shieldgemma", "--judge-policy", HARASSMENT
     )
-    if template is None:  # the card's prompt, tokenised with BOS as the card does
+    if source in SOURCES:  # the card's prompt, tokenised with BOS as the card does
         texts = [CARD.format(q=r["prompt"], a=r["response"], p=HARASSMENT) for r in rows]
         expected = [by_hand(path, t, ("Yes", "No"), True) for t in texts]
     else:
@@ -210,6 +213,16 @@ def test_a_converted_llama_guard_is_the_cost_model_beside_a_reward_model_in_scor
         )
         with urllib.request.urlopen(request, timeout=60) as reply:
             assert json.loads(reply.read())["scores"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_llama_guard_without_a_chat_template_is_refused_in_one_line(tmp_path, capsys):
+    path = make_guard(tmp_path / "bare", "llama", ["safe", "unsafe"], None)
+    rows = [{"prompt": PROMPTS[0], "response": "Paris"}]
+    data = write_jsonl(tmp_path / "in.jsonl", rows)
+    args = ["score", "--model", str(path), "--input", str(data), "--output", str(tmp_path / "o.jsonl")]
+    assert main([*args, "--judge", "verifier", "--judge-template", "llama-guard"]) != 0
+    err = capsys.readouterr().err
+    assert "own chat template" in err and "Traceback" not in err
 
 
 def test_a_policy_for_a_template_without_one_is_refused_in_one_line(llama_guard, tmp_path, capsys):
