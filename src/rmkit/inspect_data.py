@@ -42,9 +42,9 @@ def inspect(config: InspectConfig) -> dict[str, object]:
     counts: Counter[str] = Counter()
     with Rejects(config.rejects) if config.on_error == "skip" else nullcontext() as rejects:
         for row in kind.rows(config.data, reading, rejects):
-            counts[kind.tally(row)] += 1
+            counts.update(kind.tallies(row))
     summary = {"file": config.data, "kind": kind.name, "format": fmt, **counts}
-    summary["skipped"] = rejects.count if rejects else 0
+    summary.update(skipped=rejects.count if rejects else 0, modality=kind.modality)
     print(" ".join(f"{k}={v}" for k, v in summary.items()))
     return summary
 

@@ -162,6 +162,8 @@ class ModelOptions:
         "(default: the checkpoint's weights, else the mean)",
     )
 
+    min_pixels: int | None = option(None, help="a vision-language RM's least pixels an image (resized)")
+    max_pixels: int | None = option(None, help="a vision-language RM's most pixels an image (resized)")
     judge: str | None = option(
         None,
         help="read a causal LM as a judge, its verdict token's logits in one pass: verifier (log-odds of yes "
@@ -226,7 +228,9 @@ class ModelOptions:
             "weights": self.weights,
             **({"attn_implementation": self.attn_implementation} if self.attn_implementation else {}),
             **({"head": self.head} if self.head else {}),
-        }
+            **({"images": {"min_pixels": self.min_pixels, "max_pixels": self.max_pixels}}
+               if self.min_pixels or self.max_pixels else {}),
+        }  # fmt: skip
 
 
 @dataclasses.dataclass(kw_only=True)

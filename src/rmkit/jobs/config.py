@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from rmkit.data import detect_format, first_record
+from rmkit.data.vision import detect_vision
 from rmkit.defaults import CHUNK_ROWS, DTYPE_NAMES
 from rmkit.errors import RMKitError
 from rmkit.options import (
@@ -103,8 +104,9 @@ class ScoreConfig(DataOptions, RuntimeOptions, InferenceOptions, ScaleOptions, M
         first = first_record(self.input)
         if first is None:
             return None
+        record = {(self.columns or {}).get(k, k): v for k, v in first.items()}
         try:
-            return detect_format({(self.columns or {}).get(k, k): v for k, v in first.items()})
+            return detect_vision(record) or detect_format(record)
         except ValueError:
             return None
 

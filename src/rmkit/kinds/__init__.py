@@ -3,6 +3,8 @@
 =========  =======================================  ==========================================
 kind       a checkpoint of this kind                its data (eval, train)
 =========  =======================================  ==========================================
+vision     a Qwen2-VL or Qwen2.5-VL model (a VLM    preference pairs with images
+           and its value head)
 judge      a causal LM given ``--judge``, or rmkit  preference pairs
            judge settings (a converted verifier)
 process    token classifier, rmkit step settings,   step-labelled solutions
@@ -30,8 +32,9 @@ from rmkit.kinds.judge import JudgeKind
 from rmkit.kinds.pairwise import PairwiseKind
 from rmkit.kinds.process import ProcessKind
 from rmkit.kinds.rated import RatedKind
+from rmkit.kinds.vision import VisionKind
 
-KINDS: list[Kind] = [JudgeKind(), ProcessKind(), RatedKind(), PairwiseKind()]
+KINDS: list[Kind] = [VisionKind(), JudgeKind(), ProcessKind(), RatedKind(), PairwiseKind()]
 
 __all__ = [
     "KINDS",
