@@ -31,9 +31,19 @@ def picture(colour: str, size: tuple[int, int] = (56, 56), seed: int = 0):
     return Image.fromarray(pixels)
 
 
-def make_vlm(path: Path, family: str = "qwen2_vl", *, seed: int = 0, template: bool = True) -> Path:
-    """A tiny VLM of ``family`` (qwen2_vl, qwen2_5_vl) saved to ``path`` with its tokenizer and a PIL image
-    processor (images resized to 56x56 .. 112x112 pixels): no value head (a backbone)."""
+def make_vlm(
+    path: Path,
+    family: str = "qwen2_vl",
+    *,
+    seed: int = 0,
+    template: bool = True,
+    hidden: int = 32,
+    layers: int = 2,
+    max_pixels: int = 112 * 112,
+) -> Path:
+    """A VLM of ``family`` (qwen2_vl, qwen2_5_vl; hidden size ``hidden``, ``layers`` layers in the language
+    model and in the vision encoder) saved to ``path`` with its tokenizer and a PIL image processor (images
+    resized to 56x56 .. ``max_pixels``): no value head (a backbone)."""
     from conftest import make_tokenizer
     from transformers import (
         Qwen2_5_VLConfig,
@@ -47,21 +57,31 @@ def make_vlm(path: Path, family: str = "qwen2_vl", *, seed: int = 0, template: b
     tok.add_special_tokens({"additional_special_tokens": QWEN_SPECIALS})
     tok.save_pretrained(str(path))
     ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
+    half = hidden // 4 // 2  # M-RoPE's sections (temporal, height, width) share half a head's dimensions
+    mrope = [half - 2 * (half // 4), half // 4, half // 4]
     text = dict(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+        num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=512,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]},
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope},
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
     )  # fmt: skip
     vision = dict(
-        depth=2, hidden_size=32, num_heads=4, patch_size=14, spatial_merge_size=2, temporal_patch_size=2
+        depth=layers,
+        hidden_size=hidden,
+        num_heads=4,
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
     )
     if family == "qwen2_vl":
         config_cls, model_cls = Qwen2VLConfig, Qwen2VLForConditionalGeneration
-        vision.update(embed_dim=32, mlp_ratio=2)
+        vision.update(embed_dim=hidden, mlp_ratio=2)
     else:
         config_cls, model_cls = Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-        vision.update(intermediate_size=64, out_hidden_size=32, window_size=56, fullatt_block_indexes=[1])
+        vision.update(
+            intermediate_size=2 * hidden, out_hidden_size=hidden, window_size=56, fullatt_block_indexes=[1]
+        )
     config = config_cls(
         text_config=text,
         vision_config=vision,
@@ -72,5 +92,5 @@ def make_vlm(path: Path, family: str = "qwen2_vl", *, seed: int = 0, template: b
     )
     torch.manual_seed(seed)
     model_cls(config).save_pretrained(str(path))
-    Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=112 * 112).save_pretrained(str(path))
+    Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=max_pixels).save_pretrained(str(path))
     return path

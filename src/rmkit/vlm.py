@@ -14,8 +14,10 @@ under ``"rmkit"`` in ``config.json`` and the image processor's ``preprocessor_co
 ``value_head.bin`` is read only with ``allow_pickle``.
 
 Scoring takes rows of :class:`rmkit.data.processing.VisionRow` (ids with each image's tokens expanded, the
-images' patches and grids) in token-budget batches, longest first; a row's cost in the budget is its tokens
-plus its images' patches (what the vision encoder runs over), so a batch of large images stays small.
+images' patches and grids). The images of each example run through the vision encoder once, in batches of
+at most the token budget's count of patches, so a pair's two answers (and best-of-N's N) share that pass;
+then the rows run through the language model in token-budget batches, longest first, the encoder's features
+put at their image tokens.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoTokenizer, PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from rmkit.checkpoints import ensure_pad_token, save_model
 from rmkit.data import padded_on, token_budget_batches
@@ -155,16 +158,22 @@ class VisionRewardModel(HeldModel):
         image_grid_thw: torch.Tensor | None = None,
         token_scores: bool = False,
         right_padded: bool | None = None,
+        image_features: Sequence[torch.Tensor] | None = None,
     ) -> RewardOutput:
         """End scores (B,) of a padded batch (either side), its images' ``pixel_values`` (P, D) and
-        ``image_grid_thw`` (N, 3) in the order their tokens come; ``scores`` (B, L) with ``token_scores``."""
+        ``image_grid_thw`` (N, 3) in the order their tokens come; ``scores`` (B, L) with ``token_scores``.
+        ``image_features`` (one (tokens, H) tensor an image, from :meth:`encode`) stand for ``pixel_values``:
+        the vision encoder then does not run."""
         kwargs: dict[str, Any] = {}
-        if pixel_values is None:  # text only: positions from the mask, as the VLM's M-RoPE gives them
+        if image_grid_thw is None:  # text only: positions from the mask, as the VLM's M-RoPE gives them
             kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        elif image_features is not None:
+            kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=image_features)}
+        else:
+            kwargs["pixel_values"] = pixel_values
         hidden = self.model.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            pixel_values=pixel_values,
             image_grid_thw=image_grid_thw,
             mm_token_type_ids=(input_ids == self.tokens.image_id).int(),
             use_cache=False,
@@ -180,25 +189,53 @@ class VisionRewardModel(HeldModel):
     def score_rows(
         self, rows: Sequence[VisionRow], batch_tokens: int | None = None, max_rows: int | None = MAX_ROWS
     ) -> list[float]:
-        """End scores of prepared rows, in the order given (module docstring: the budget's cost a row)."""
-        costs = [len(r.ids) + sum(t * h * w for t, h, w in r.grids) for r in rows]
+        """End scores of prepared rows, in the order given: each example's images through the vision encoder
+        once (the answers of a pair or a best-of-N row share them), then the rows in token-budget batches."""
+        budget = batch_tokens or BATCH_TOKENS
+        features = self.encode(rows, budget)
         scores = [0.0] * len(rows)
-        for batch in token_budget_batches(costs, batch_tokens or BATCH_TOKENS, max_rows):
-            out = self(**self.batch([rows[i] for i in batch]))
+        for batch in token_budget_batches([len(r.ids) for r in rows], budget, max_rows):
+            out = self(**self.batch([rows[i] for i in batch], features))
             for i, value in zip(batch, out.end_scores.tolist(), strict=True):
                 scores[i] = value
         return scores
 
-    def batch(self, rows: Sequence[VisionRow]) -> dict[str, torch.Tensor]:
-        """The model's input of ``rows``: ids right-padded, and their images' patches and grids in row order."""
+    def encode(self, rows: Sequence[VisionRow], budget: int) -> dict[int, tuple[torch.Tensor, ...]]:
+        """The vision encoder's features of each distinct image set of ``rows`` (by the ``id`` of its patches),
+        one (tokens, H) tensor an image; sets batched up to ``budget`` patches a pass."""
+        sets = list({id(r.patches): r for r in rows if r.patches is not None}.values())
+        costs = [len(r.patches) for r in sets]
+        features: dict[int, tuple[torch.Tensor, ...]] = {}
+        for group in token_budget_batches(costs, budget, None):
+            batch = self.batch([sets[i] for i in group])
+            out = self.model.model.get_image_features(
+                batch["pixel_values"], batch["image_grid_thw"]
+            ).pooler_output
+            start = 0
+            for i in group:
+                features[id(sets[i].patches)] = tuple(out[start : start + len(sets[i].grids)])
+                start += len(sets[i].grids)
+        return features
+
+    def batch(
+        self, rows: Sequence[VisionRow], features: dict[int, tuple[torch.Tensor, ...]] | None = None
+    ) -> dict[str, Any]:
+        """The model's input of ``rows``: ids right-padded, and their images (patches, or the ``features`` of
+        :meth:`encode`) and grids in row order. A set of images shared by several rows is given once in its
+        patches, and each row's features."""
         ids, mask = padded_on([r.ids for r in rows], self.pad_token_id, self.device)
-        batch = {"input_ids": ids, "attention_mask": mask, "right_padded": True}
-        patches = [r.patches for r in rows if r.patches is not None]
-        if patches:
+        batch: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "right_padded": True}
+        with_images = [r for r in rows if r.patches is not None]
+        if not with_images:
+            return batch
+        grids = [g for r in with_images for g in r.grids]
+        batch["image_grid_thw"] = torch.tensor(grids, dtype=torch.long, device=self.device)
+        if features is not None:
+            batch["image_features"] = [f for r in with_images for f in features[id(r.patches)]]
+        else:
             dtype = next(self.model.model.visual.parameters()).dtype
-            batch["pixel_values"] = torch.from_numpy(np.concatenate(patches)).to(self.device, dtype)
-            grids = [g for r in rows for g in r.grids]
-            batch["image_grid_thw"] = torch.tensor(grids, dtype=torch.long, device=self.device)
+            patches = np.concatenate([r.patches for r in with_images])
+            batch["pixel_values"] = torch.from_numpy(patches).to(self.device, dtype)
         return batch
 
     def save_pretrained(self, path: str | Path, metadata: dict[str, Any] | None = None) -> None:

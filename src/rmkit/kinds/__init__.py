@@ -3,10 +3,10 @@
 =========  =======================================  ==========================================
 kind       a checkpoint of this kind                its data (eval, train)
 =========  =======================================  ==========================================
-vision     a Qwen2-VL or Qwen2.5-VL model (a VLM    preference pairs with images
-           and its value head)
 judge      a causal LM given ``--judge``, or rmkit  preference pairs
            judge settings (a converted verifier)
+vision     a Qwen2-VL or Qwen2.5-VL model (a VLM    preference pairs with images
+           and its value head)
 process    token classifier, rmkit step settings,   step-labelled solutions
            or ``--good-token``/``--bad-token``
 rated      sequence classifier with K > 1 labels    rated responses
@@ -34,7 +34,7 @@ from rmkit.kinds.process import ProcessKind
 from rmkit.kinds.rated import RatedKind
 from rmkit.kinds.vision import VisionKind
 
-KINDS: list[Kind] = [VisionKind(), JudgeKind(), ProcessKind(), RatedKind(), PairwiseKind()]
+KINDS: list[Kind] = [JudgeKind(), VisionKind(), ProcessKind(), RatedKind(), PairwiseKind()]
 
 __all__ = [
     "KINDS",
