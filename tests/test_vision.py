@@ -202,3 +202,59 @@ def test_score_rank_eval_inspect_on_image_rows(vlm_rm, tmp_path):
     (ranked,) = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert sorted(ranked["ranking"]) == [0, 1, 2] and ranked["images"] == ["red.png"]
     assert ranked["scores"][ranked["best"]] == max(ranked["scores"])
+
+
+def test_the_server_scores_image_url_parts_as_offline(vlm_rm):
+    """rmkit serve: OpenAI-style messages whose user turn holds an image_url part with a data URL score as the
+    same conversation does offline; a remote URL is refused naming the part, and the server goes on."""
+    import base64
+    import io
+    import urllib.error
+    import urllib.request
+
+    import rmkit
+    from rmkit.serving import running
+
+    rm, _ = vlm_rm
+    buffer = io.BytesIO()
+    picture("red").save(buffer, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    user = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                        {"type": "text", "text": "What colour is it?"}]}  # fmt: skip
+    answers = ["red", "It is blue, the colour of the sky today"]
+    body = {"messages": [[user, {"role": "assistant", "content": a}] for a in answers]}
+    offline = [
+        rm.score_rows(row)[0]
+        for a in answers
+        for row in rm.example_tokenizer().tokenize(
+            [
+                VisionExample(
+                    0, question("What colour is it?"), [a], False, images=[Picture(picture("red"), "")]
+                )
+            ]
+        )
+    ]
+
+    def post(path, payload):
+        req = urllib.request.Request(
+            base + path, json.dumps(payload).encode(), {"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    with running(rmkit.serve(rm, max_wait_ms=10)) as base:
+        status, reply = post("/score", body)
+        assert status == 200 and reply["scores"] == pytest.approx(offline, abs=1e-5)
+        status, reply = post("/v1/classify", {"messages": body["messages"][0], "use_activation": False})
+        assert status == 200 and reply["data"][0]["probs"][0] == pytest.approx(offline[0], abs=1e-5)
+        remote = {
+            "role": "user",
+            "content": [{"type": "image_url", "image_url": {"url": "https://x.org/a.png"}}],
+        }
+        status, reply = post("/score", {"messages": [[remote, {"role": "assistant", "content": "a"}]]})
+        assert status == 422 and "data URL" in reply["error"]["message"]
+        assert reply["error"]["param"] == "messages[0].content[0]"
+        assert post("/score", body)[0] == 200

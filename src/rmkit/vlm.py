@@ -73,6 +73,7 @@ class VisionRewardModel(HeldModel):
     """A VLM with a value head (module docstring), its tokenizer, image processor and rmkit metadata."""
 
     auto_class = AutoModelForImageTextToText
+    reads_images = True  # the inference core hands it rows with their images (rmkit.inference)
 
     def __init__(
         self,
@@ -192,6 +193,7 @@ class VisionRewardModel(HeldModel):
         """End scores of prepared rows, in the order given: each example's images through the vision encoder
         once (the answers of a pair or a best-of-N row share them), then the rows in token-budget batches."""
         budget = batch_tokens or BATCH_TOKENS
+        rows = [r if isinstance(r, VisionRow) else VisionRow(list(r)) for r in rows]  # ids alone: text
         features = self.encode(rows, budget)
         scores = [0.0] * len(rows)
         for batch in token_budget_batches([len(r.ids) for r in rows], budget, max_rows):

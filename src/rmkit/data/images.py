@@ -24,10 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from rmkit.data.rows import RowReader
+from rmkit.errors import DataError
 
 # The most pixels an image may have (PIL warns at about 89 million and refuses at twice that: a
 # decompression bomb). A vision encoder resizes to far fewer, so anything this large is refused.
 MAX_IMAGE_PIXELS = 50_000_000
+
+
+class ImageTooLarge(DataError):
+    """An image over the pixel limit (a server answers it 413)."""
 
 
 @dataclass
@@ -53,14 +58,23 @@ def describe(value: Any) -> str:
 
 
 def open_image(
-    value: Any, reader: RowReader, field: str, *, base: Path | None, max_pixels: int = MAX_IMAGE_PIXELS
+    value: Any,
+    reader: RowReader,
+    field: str,
+    *,
+    base: Path | None,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+    files: bool = True,
 ) -> Picture:
     """The image ``value`` (module docstring) of field ``field`` of the row ``reader`` reads, decoded whole
-    and in RGB; paths are read relative to ``base`` (the data file's folder)."""
+    and in RGB; paths are read relative to ``base`` (the data file's folder), and refused without ``files``
+    (a request to a server names no file of the server's)."""
     from PIL import Image
 
     if isinstance(value, Image.Image):
         return Picture(_checked(value, reader, field, max_pixels), describe(value))
+    if not files and not (isinstance(value, str) and value.startswith("data:")):
+        raise reader.error(field, "a request's image must be a data URL (data:image/...;base64,...)")
     raw = _bytes(value, reader, field, base)
     try:
         with Image.open(io.BytesIO(raw)) as opened:
@@ -68,7 +82,9 @@ def open_image(
             opened.load()
             image = opened.convert("RGB")
     except Image.DecompressionBombError as e:
-        raise reader.error(field, f"image refused as a decompression bomb: {e}") from None
+        raise ImageTooLarge(
+            f"image refused as a decompression bomb: {e}", file=reader.source, row=reader.row, field=field
+        ) from None
     except (OSError, ValueError, SyntaxError) as e:  # PIL's word for bytes it cannot decode or that end early
         raise reader.error(field, f"cannot decode the image {describe(value)}: {e}") from None
     return Picture(image, describe(value))
@@ -82,9 +98,8 @@ def _checked(image: Any, reader: RowReader, field: str, max_pixels: int) -> Any:
 def _check_size(size: tuple[int, int], reader: RowReader, field: str, max_pixels: int) -> None:
     width, height = size
     if width * height > max_pixels:
-        raise reader.error(
-            field, f"image of {width}x{height} = {width * height} pixels, over the limit of {max_pixels}"
-        )
+        message = f"image of {width}x{height} = {width * height} pixels, over the limit of {max_pixels}"
+        raise ImageTooLarge(message, file=reader.source, row=reader.row, field=field)
     if width == 0 or height == 0:
         raise reader.error(field, f"empty image ({width}x{height})")
 

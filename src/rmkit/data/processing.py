@@ -34,6 +34,9 @@ class VisionRow(Tokenized):
     patches: Any = None
     grids: list[tuple[int, int, int]] = field(default_factory=list)
 
+    def __len__(self) -> int:  # its tokens, as a row of ids counts in a token budget (the server's queue)
+        return len(self.ids)
+
 
 @dataclass(frozen=True)
 class ImageTokens:
@@ -74,6 +77,10 @@ class VisionTokenizer(ExampleTokenizer):
             seqs = [self._expanded(ex, t.ids, grids, patches) for t in row or []]
             out.append(None if any(s is None for s in seqs) else seqs)
         return out
+
+    def truncate(self, ids: list[int]) -> VisionRow:
+        """A row of token ids alone (a server's pre-tokenised input: no images) cut by the rule above."""
+        return self._cut(list(ids), None, []) or VisionRow(ids[-self.limit :], truncated=True)
 
     def _images(self, images: list[Any]) -> tuple[Any, list[tuple[int, int, int]]]:
         """Every image of one example through the image processor: ``(patches, grids)``."""

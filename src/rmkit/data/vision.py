@@ -38,7 +38,6 @@ from rmkit.data.images import MAX_IMAGE_PIXELS, Picture, open_image
 from rmkit.data.readers import read_records
 from rmkit.data.rejects import Rejects
 from rmkit.data.rows import RowReader, each_record
-from rmkit.errors import DataError
 
 IMAGE_MARK = "<image>"  # LLaMA-Factory's and rmkit's mark of where an image goes in a text
 VISION_FORMATS = ("aa_ti2t", "rlaif_v", "trl_vision")
@@ -222,11 +221,27 @@ def _parts(message: dict[str, Any], leading: int) -> dict[str, Any]:
     return {"role": message["role"], "content": parts}
 
 
-def checked(example: Example, where: str) -> Example:
-    """``example`` when its image parts and images agree (a row built in Python); else a DataError."""
-    images = getattr(example, "images", [])
-    if image_count(example.prompt) != len(images):
-        raise DataError(
-            f"{len(images)} images for {image_count(example.prompt)} image parts", file=where, row=example.row
-        )
-    return example
+def opened(example: Example, source: str = "<request>", max_pixels: int = MAX_IMAGE_PIXELS) -> Example:
+    """``example`` (a request's) whose image parts carry their images (``{"type": "image", "image": data
+    URL}``: OpenAI's ``image_url`` parts) as a :class:`VisionExample`, the images opened and the parts bare;
+    an example without image parts as it is. Only data URLs are read (never a file or a remote URL)."""
+    if not image_count(example.prompt):
+        return example
+    reader, images, prompt = RowReader(source, example.row), [], []
+    for j, message in enumerate(example.prompt):
+        if isinstance(message["content"], str):
+            prompt.append(message)
+            continue
+        parts = []
+        for k, part in enumerate(message["content"]):
+            if part.get("type") == "image":
+                where = f"messages[{j}].content[{k}]"
+                images.append(
+                    open_image(
+                        part.get("image"), reader, where, base=None, max_pixels=max_pixels, files=False
+                    )
+                )
+                part = {"type": "image"}
+            parts.append(part)
+        prompt.append({**message, "content": parts})
+    return VisionExample(example.row, prompt, example.responses, example.is_pair, images=images)

@@ -7,8 +7,9 @@ format, LLaMA-Factory's sharegpt with ``<image>``, rmkit's own with an ``images`
 (no images). ``score``, ``rank`` and ``eval`` run as for a pairwise RM: the rows written carry each row's
 ``images`` as the data file named them; ``eval`` reports the usual pair figures.
 
-Not yet: ``rmkit serve`` (refused in one line), prefix sharing of an image prompt between the answers of a
-pair (each answer runs its image again), and ``rmkit train``.
+``rmkit serve`` reads OpenAI-style ``image_url`` parts holding data URLs (:mod:`rmkit.serving.protocols`).
+Each example's images run through the vision encoder once for all its answers (:mod:`rmkit.vlm`); the prompt's
+text tokens still run once an answer. Not yet: ``rmkit train``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from rmkit.data import Example, RowCounts, first_record
 from rmkit.data.vision import detect_vision, iter_vision_examples, normalise_vision
-from rmkit.kinds.base import Checkpoint, Kind, Raw, Reading
+from rmkit.kinds.base import Checkpoint, Kind, Raw, Reading, Sequences
 from rmkit.kinds.pairwise import PairwiseKind
 
 MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")  # rmkit.vlm.FAMILIES, named here without importing torch
@@ -94,8 +95,10 @@ class VisionKind(PairwiseKind):
         refs = getattr(example, "image_refs", [])
         return {**out, "images": refs} if refs else out
 
-    def servable(self, model: Any) -> str | None:
-        return "rmkit serve does not read images yet: score vision-language RMs with rmkit score"
+    def sequences(self, prepared: list[Any]) -> Sequences:
+        """A request's rows with their images (:class:`rmkit.data.processing.VisionRow`), one an item."""
+        rows = [t for row in prepared if row is not None for t in row]
+        return Sequences(rows, None, [t.truncated for t in rows])
 
 
 def _flat(prompt: list[dict[str, Any]]) -> Any:
