@@ -53,6 +53,7 @@ from rmkit.training.step import (
     train_step,
 )
 from rmkit.training.tracking import TrainLog
+from rmkit.training.vision import VisionPairTask
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,7 @@ def _train_stats(task: Any, items: int, stats: RowCounts, loop: _Loop, step: int
         "shared_pairs": getattr(loop.trained, "shared", 0),
         "prefix_tokens_saved": getattr(loop.trained, "saved", 0),
         "micro_batch_tokens": loop.config.micro_batch_tokens,
+        **({"frozen": task.frozen} if getattr(task, "frozen", None) else {}),
     }
 
 
@@ -173,7 +175,12 @@ def _sized(config: TrainConfig, rm: Any, d: Dist) -> TrainConfig:
 
 
 # The training task of each kind that trains (a kind that subclasses one trains as it does).
-TASKS = {kinds.ProcessKind: StepTask, kinds.RatedKind: RatingTask, kinds.PairwiseKind: PairTask}
+TASKS = {
+    kinds.ProcessKind: StepTask,
+    kinds.RatedKind: RatingTask,
+    kinds.VisionKind: VisionPairTask,
+    kinds.PairwiseKind: PairTask,
+}
 
 
 def task_of(kind: kinds.Kind) -> type:
@@ -203,6 +210,7 @@ def _shares_pairs(rm: RewardModel, config: TrainConfig, task: Any) -> str:
     window = getattr(config_, "sliding_window", None) and getattr(config_, "use_sliding_window", True)
     why = (
         f"training on {task.unit} shares no prefix" if not hasattr(task, "shares")
+        else "a vision-language RM's pairs share their images' pass only" if getattr(rm, "reads_images", False)
         else "it needs a causal decoder" if not (rm.is_decoder and rm.unmask_right_padding and rm.prefix_sharing)
         else "--loss token_wise reads each answer's padded score row" if config.loss == "token_wise"
         else "packed micro-batches (--packing) already drop the pads" if task.packed
