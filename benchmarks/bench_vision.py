@@ -14,9 +14,16 @@ value head, saved and read as rmkit reads a Skywork-VL-Reward-style checkpoint.
   last real token (align-anything reads ``[:, -1]``, which scores the shorter answer at a pad token; the
   loop here reads the right token so that the scores can be compared).
 
-Each runs ``--repeats`` times (3), alternated, and its best time counts. Printed: pairs/s of each, their ratio, and the largest score difference between the two (fp32).
+Each runs ``--repeats`` times (3), alternated, and its best time counts. Printed: pairs/s of each, their ratio,
+and the largest score difference between the two (fp32).
+
+Training (``--train-pairs``, default 32): the forward and backward passes of a training step over the same
+pairs in micro-batches of ``--batch`` pairs, each pair's image encoded once (rmkit's step) and once a row
+(the unshared step), alternated, best of ``--repeats``: pairs/s of each, their ratio, the largest difference
+of loss.
 
     python benchmarks/bench_vision.py [--pairs 96] [--batch 8] [--hidden 256] [--layers 4] [--repeats 3]
+        [--train-pairs 32]
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ from rmkit.data.images import Picture  # noqa: E402
 from rmkit.data.vision import VisionExample  # noqa: E402
 from rmkit.kinds import Reading  # noqa: E402
 from rmkit.kinds.vision import VisionKind  # noqa: E402
+from rmkit.training.config import TrainConfig  # noqa: E402
+from rmkit.training.vision import VisionPair, pair_scores  # noqa: E402
 from rmkit.vlm import VisionRewardModel  # noqa: E402
 
 
@@ -99,6 +108,38 @@ def plain_loop(rm: VisionRewardModel, examples: list[VisionExample], batch: int)
     return scores
 
 
+def train_pass(rm: VisionRewardModel, pairs: list, batch: int, shared: bool) -> float:
+    """Forward and backward over ``pairs`` in micro-batches of ``batch`` (gradients summed); the summed loss."""
+    config = TrainConfig(model="-", data="-", output_dir="-")
+    rm.zero_grad()
+    total = 0.0
+    for start in range(0, len(pairs), batch):
+        loss, _, _ = pair_scores(rm, pairs[start : start + batch], config, shared=shared)
+        loss.sum().backward()
+        total += float(loss.detach().sum())
+    return total
+
+
+def bench_training(rm: VisionRewardModel, examples: list[VisionExample], batch: int, repeats: int) -> None:
+    pairs = [VisionPair(*rows) for rows in rm.example_tokenizer().tokenize(examples)]
+    rm.train()
+    times = {True: float("inf"), False: float("inf")}
+    losses = {}
+    for _ in range(repeats):
+        for shared in (True, False):
+            t0 = time.perf_counter()
+            losses[shared] = train_pass(rm, pairs, batch, shared)
+            times[shared] = min(times[shared], time.perf_counter() - t0)
+    rm.eval()
+    n = len(pairs)
+    print(f"training, {n} pairs in micro-batches of {batch}:")
+    print(f"  image encoded once a pair: {n / times[True]:8.2f} pairs/s ({times[True]:.2f} s)")
+    print(f"  image encoded once a row:  {n / times[False]:8.2f} pairs/s ({times[False]:.2f} s)")
+    print(
+        f"  ratio: {times[False] / times[True]:.2f}x; loss difference {abs(losses[True] - losses[False]):.2e}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pairs", type=int, default=96)
@@ -106,6 +147,9 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3, help="runs of each, alternated; the best counts")
+    parser.add_argument(
+        "--train-pairs", type=int, default=32, help="pairs of the training comparison (0: none)"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -134,6 +178,8 @@ def main() -> None:
     print(f"plain loop: {args.pairs / t_plain:8.2f} pairs/s ({t_plain:.2f} s), batch {args.batch} pairs")
     print(f"throughput ratio rmkit / plain: {t_plain / t_rmkit:.2f}x")
     print(f"largest score difference: {diff:.2e}")
+    if args.train_pairs:
+        bench_training(rm, examples[: args.train_pairs], args.batch, args.repeats)
 
 
 if __name__ == "__main__":

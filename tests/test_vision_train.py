@@ -63,7 +63,7 @@ def test_train_with_frozen_vision_then_score(backbone, tmp_path):
     data = write_jsonl(tmp_path / "pairs.jsonl", rows)
     out = tmp_path / "rm"
     args = ["train", "--model", str(backbone), "--data", str(data), "--output-dir", str(out), "--max-steps", "2",
-            "--batch-size", "4", "--eval-split", "0.25", "--freeze", "vision", "projector", "--learning-rate", "1e-3"]  # fmt: skip
+            "--batch-size", "4", "--eval-split", "0.25", "--freeze", "vision,projector", "--learning-rate", "1e-3"]  # fmt: skip
     assert main(args) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     before, after = load_file(str(backbone / "model.safetensors")), load_file(str(out / "model.safetensors"))

@@ -9,7 +9,7 @@ format, LLaMA-Factory's sharegpt with ``<image>``, rmkit's own with an ``images`
 
 ``rmkit serve`` reads OpenAI-style ``image_url`` parts holding data URLs (:mod:`rmkit.serving.protocols`).
 Each example's images run through the vision encoder once for all its answers (:mod:`rmkit.vlm`); the prompt's
-text tokens still run once an answer. Not yet: ``rmkit train``.
+text tokens still run once an answer. ``rmkit train`` on image pairs: :mod:`rmkit.training.vision`.
 """
 
 from __future__ import annotations
