@@ -258,3 +258,30 @@ def test_the_server_scores_image_url_parts_as_offline(vlm_rm):
         assert status == 422 and "data URL" in reply["error"]["message"]
         assert reply["error"]["param"] == "messages[0].content[0]"
         assert post("/score", body)[0] == 200
+
+
+def test_truncation_cuts_the_shared_prompt_once_and_never_an_image(vlm_rm):
+    """Over the limit, the prompt is cut from the left once for both answers, after the images are expanded;
+    where the cut would reach an image the pair is dropped (and counted)."""
+    from conftest import WORDS
+
+    from rmkit.data import RowCounts
+
+    rm, _ = vlm_rm
+    long_text = " ".join(WORDS * 3)
+    text_first = [{"role": "user", "content": [{"type": "text", "text": long_text}, {"type": "image"},
+                                               {"type": "text", "text": "What colour?"}]}]  # fmt: skip
+    red = [Picture(picture("red"), "r.png")]
+    ex = VisionExample(1, text_first, ["red", "It is blue, the colour of the sky"], True, images=red)
+    (full,) = rm.example_tokenizer().tokenize([ex])
+    limit = max(len(r.ids) for r in full) - 20
+    (cut,) = rm.example_tokenizer(max_length=limit).tokenize([ex])
+    image_id = rm.model.config.image_token_id
+    assert max(len(r.ids) for r in cut) == limit and all(r.truncated for r in cut)
+    assert [r.ids.count(image_id) for r in cut] == [r.ids.count(image_id) for r in full]
+    assert [len(f.ids) - len(c.ids) for f, c in zip(full, cut, strict=True)] == [20, 20]  # one cut for both
+    image_first = VisionExample(2, question(long_text + "What colour?"), ex.responses, True, images=red)
+    stats = RowCounts()
+    for row in rm.example_tokenizer(max_length=limit).tokenize([image_first]):
+        stats.add(row)
+    assert stats.dropped == 1

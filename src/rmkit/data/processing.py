@@ -12,11 +12,13 @@ writes for an image becomes ``t·h·w / merge²`` of them, the count of the visi
 The model's ``mm_token_type_ids`` (1 at image tokens, 0 elsewhere) are read from the ids when a batch runs
 (:meth:`rmkit.vlm.VisionRewardModel.forward`). Without a chat template an image part is written as the model's
 ``<|vision_start|><|image_pad|><|vision_end|>`` text. Truncation cuts the prompt from the left as for text,
-but never into an image: a row too long to keep its images whole is dropped and counted.
+once for all the answers of an example, after the images are expanded; never into an image or an answer:
+an example too long to keep its images whole is dropped and counted.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,8 +55,7 @@ class VisionTokenizer(ExampleTokenizer):
     :class:`VisionRow`, one a response, for each example (``None``: dropped)."""
 
     def __init__(self, tokenizer: Any, processor: Any, tokens: ImageTokens, **options: Any):
-        self.limit = options.pop("max_length", None)
-        super().__init__(tokenizer, max_length=None, **options)
+        super().__init__(tokenizer, **options)
         self.processor, self.tokens = processor, tokens
 
     def render(self, prompt: Sequence[Message], response: str) -> str:
@@ -72,15 +73,18 @@ class VisionTokenizer(ExampleTokenizer):
         rows = super().tokenize(examples)
         out: list[list[Tokenized] | None] = []
         for ex, row in zip(examples, rows, strict=True):
-            images = [p.image for p in getattr(ex, "images", [])]
-            patches, grids = self._images(images)
-            seqs = [self._expanded(ex, t.ids, grids, patches) for t in row or []]
-            out.append(None if any(s is None for s in seqs) else seqs)
+            patches, grids = self._images([p.image for p in getattr(ex, "images", [])])
+            seqs = [self._expanded(ex, t.ids, grids) for t in row or []]
+            out.append(self._cut(seqs, patches, grids) if row is not None else None)
         return out
+
+    def _truncated(self, rows: list[list[int]], one_prompt: bool) -> list[Tokenized]:
+        return [Tokenized(r) for r in rows]  # cut once the images are expanded (_cut)
 
     def truncate(self, ids: list[int]) -> VisionRow:
         """A row of token ids alone (a server's pre-tokenised input: no images) cut by the rule above."""
-        return self._cut(list(ids), None, []) or VisionRow(ids[-self.limit :], truncated=True)
+        cut = self._cut([list(ids)], None, [])
+        return cut[0] if cut else VisionRow(list(ids[-self.max_length :]), truncated=True)
 
     def _images(self, images: list[Any]) -> tuple[Any, list[tuple[int, int, int]]]:
         """Every image of one example through the image processor: ``(patches, grids)``."""
@@ -89,8 +93,8 @@ class VisionTokenizer(ExampleTokenizer):
         done = self.processor(images=images, return_tensors="np")
         return done["pixel_values"], [tuple(int(x) for x in g) for g in done["image_grid_thw"]]
 
-    def _expanded(self, ex: Example, ids: list[int], grids: list, patches: Any) -> VisionRow | None:
-        """``ids`` with each image token expanded to its image's count, then cut to ``max_length``."""
+    def _expanded(self, ex: Example, ids: list[int], grids: list) -> list[int]:
+        """``ids`` with each image token expanded to its image's count of features."""
         image_id, merge = self.tokens.image_id, self.tokens.merge
         places = [i for i, t in enumerate(ids) if t == image_id]
         if len(places) != len(grids):
@@ -105,20 +109,27 @@ class VisionTokenizer(ExampleTokenizer):
         for at, (t, h, w) in zip(places, grids, strict=True):
             out += ids[start:at] + [image_id] * (t * h * w // (merge * merge))
             start = at + 1
-        out += ids[start:]
-        return self._cut(out, patches, grids)
+        return out + ids[start:]
 
-    def _cut(self, ids: list[int], patches: Any, grids: list) -> VisionRow | None:
-        """The truncation rule (module docstring): the prompt cut from the left, never into an image."""
-        if self.limit is None or len(ids) <= self.limit:
-            return VisionRow(ids, patches=patches, grids=grids)
+    def _cut(self, rows: list[list[int]], patches: Any, grids: list) -> list[Tokenized] | None:
+        """One example's rows cut to ``max_length`` (module docstring): one cut of the prompt they share, from
+        the left after the leading special tokens, for all; ``None`` (dropped) where that would reach an image
+        or an answer, or with ``truncation="drop"``."""
+        longest = max(map(len, rows))
+        if self.max_length is None or longest <= self.max_length:
+            return [VisionRow(r, patches=patches, grids=grids) for r in rows]
         if self.truncation == "drop":
             return None
         head = 0
-        while head < len(ids) and ids[head] in self._special and head < self.limit // 2:
+        while head < len(rows[0]) and rows[0][head] in self._special and head < self.max_length // 2:
             head += 1
-        cut = ids[:head] + ids[len(ids) - (self.limit - head) :]
-        kept = sum(1 for t in cut if t == self.tokens.image_id)
-        if kept != sum(1 for t in ids if t == self.tokens.image_id):
+        cut = longest - self.max_length
+        image_id, out = self.tokens.image_id, []
+        for row in rows:
+            kept = row[:head] + row[head + cut :]
+            if len(kept) > self.max_length or kept.count(image_id) != row.count(image_id):
+                return None
+            out.append(VisionRow(kept, truncated=True, group_cut=len(rows) > 1, patches=patches, grids=grids))
+        if len(rows) > 1 and len(os.path.commonprefix(rows)) < head + cut:  # the cut would reach an answer
             return None
-        return VisionRow(cut, truncated=True, patches=patches, grids=grids)
+        return out
