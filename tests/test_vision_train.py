@@ -86,3 +86,32 @@ def test_train_with_frozen_vision_then_score(backbone, tmp_path):
         main(["score", "--model", str(out), "--input", str(data), "--output", str(tmp_path / "s.jsonl")]) == 0
     )
     assert len((tmp_path / "s.jsonl").read_text().splitlines()) == len(rows)
+
+
+def test_text_pairs_train_a_vlm_and_inspect_names_what_it_wrote(backbone, tmp_path):
+    """A VLM trains on text pairs too (the vision task reads them without images); rmkit inspect --model
+    names the kind, the modality and the value-head file, and a backbone as one that cannot score yet."""
+    from rmkit.cli import main
+    from rmkit.inspect_data import inspect_model
+
+    data = write_jsonl(
+        tmp_path / "text.jsonl", [{"prompt": "hello", "chosen": "Paris", "rejected": "two"}] * 2
+    )
+    out = tmp_path / "rm"
+    args = [
+        "train",
+        "--model",
+        str(backbone),
+        "--data",
+        str(data),
+        "--output-dir",
+        str(out),
+        "--max-steps",
+        "1",
+    ]
+    assert main([*args, "--batch-size", "2"]) == 0
+    summary = inspect_model(str(out))
+    assert (summary["kind"], summary["modality"], summary["head"], summary["scores"]) == (
+        "vision", "image+text", "value_head.safetensors", True,
+    )  # fmt: skip
+    assert inspect_model(str(backbone))["scores"] is False
