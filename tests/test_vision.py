@@ -176,7 +176,20 @@ def test_score_rank_eval_inspect_on_image_rows(vlm_rm, tmp_path):
     )
 
     assert (
-        main(["eval", "--model", str(path), "--data", str(pairs), "--output-dir", str(tmp_path / "ev")]) == 0
+        main(
+            [
+                "eval",
+                "--model",
+                str(path),
+                "--data",
+                str(pairs),
+                "--format",
+                "rlaif_v",
+                "--output-dir",
+                str(tmp_path / "ev"),
+            ]
+        )
+        == 0
     )
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     figures = next(iter(metrics["results"].values()))["pairs"]["all"]

@@ -23,6 +23,7 @@ import yaml
 from rmkit.data.formats import FORMATS
 from rmkit.data.ratings import RATED_FORMATS
 from rmkit.data.steps import STEP_FORMATS
+from rmkit.data.vision import VISION_FORMATS
 from rmkit.defaults import DTYPE_NAMES
 from rmkit.errors import RMKitError
 
@@ -45,7 +46,7 @@ class DataOptions:
     format: str | None = option(
         None,
         help="row format; detected from the columns when not given",
-        choices=[*FORMATS, *STEP_FORMATS, *RATED_FORMATS],
+        choices=[*FORMATS, *STEP_FORMATS, *RATED_FORMATS, *VISION_FORMATS],
     )
     columns: dict[str, str] | None = option(
         None, help="rename columns first, e.g. question=prompt,good=chosen,bad=rejected"

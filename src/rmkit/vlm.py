@@ -22,7 +22,6 @@ put at their image tokens.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,8 +43,6 @@ from rmkit.layouts import VALUE_HEAD_FILES, pickle_refused
 from rmkit.modeling import HeldModel, RewardOutput
 from rmkit.runtime import keep_fp32, resolve_device, resolve_dtype
 
-log = logging.getLogger(__name__)
-
 HEAD = "v_head.summary"
 
 
@@ -62,11 +59,6 @@ class Family:
 
 _QWEN = Family("<|vision_start|><|image_pad|><|vision_end|>", "model.visual.", "model.visual.merger.")
 FAMILIES = {"qwen2_vl": _QWEN, "qwen2_5_vl": _QWEN}
-
-
-def family_of(config: dict[str, Any]) -> Family | None:
-    """The family of a checkpoint's ``config.json``, ``None`` for one rmkit does not read as a VLM RM."""
-    return FAMILIES.get(str(config.get("model_type")))
 
 
 class VisionRewardModel(HeldModel):
@@ -94,7 +86,6 @@ class VisionRewardModel(HeldModel):
         self.tokens = ImageTokens(
             int(model.config.image_token_id), self.family.image_text, int(processor.merge_size)
         )
-        self.attributes: list[str] = []
 
     @classmethod
     def from_pretrained(
@@ -133,10 +124,6 @@ class VisionRewardModel(HeldModel):
         if device is not None:
             rm.to(target)
         return rm.eval()
-
-    @property
-    def pad_token_id(self) -> int:
-        return self.tokenizer.pad_token_id
 
     def example_tokenizer(
         self, *, max_length: int | None = None, template: str | None = None, truncation: str = "left"
