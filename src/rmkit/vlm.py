@@ -14,14 +14,15 @@ under ``"rmkit"`` in ``config.json`` and the image processor's ``preprocessor_co
 ``value_head.bin`` is read only with ``allow_pickle``.
 
 Scoring takes rows of :class:`rmkit.data.processing.VisionRow` (ids with each image's tokens expanded, the
-images' patches and grids). The images of each example run through the vision encoder once, in batches of
-at most the token budget's count of patches, so a pair's two answers (and best-of-N's N) share that pass;
-then the rows run through the language model in token-budget batches, longest first, the encoder's features
-put at their image tokens.
+images' patches and grids) through the language model in token-budget batches, longest first. The images of
+each example run through the vision encoder once, when the first batch that needs them comes (in passes of
+at most the budget's count of patches), and their features stay until its last row has run: a pair's two
+answers (and best-of-N's N) share that pass.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,16 +178,25 @@ class VisionRewardModel(HeldModel):
     def score_rows(
         self, rows: Sequence[VisionRow], batch_tokens: int | None = None, max_rows: int | None = MAX_ROWS
     ) -> list[float]:
-        """End scores of prepared rows, in the order given: each example's images through the vision encoder
-        once (the answers of a pair or a best-of-N row share them), then the rows in token-budget batches."""
+        """End scores of prepared rows, in the order given, in token-budget batches. Each example's images
+        run through the vision encoder once (the answers of a pair or a best-of-N row share them): encoded
+        when the first batch that needs them comes, kept until the last one has run, so the features held
+        are those of the rows still waiting that were encoded already, never a whole chunk's."""
         budget = batch_tokens or BATCH_TOKENS
         rows = [r if isinstance(r, VisionRow) else VisionRow(list(r)) for r in rows]  # ids alone: text
-        features = self.encode(rows, budget)
+        waiting = Counter(id(r.patches) for r in rows if r.patches is not None)
+        features: dict[int, tuple[torch.Tensor, ...]] = {}
         scores = [0.0] * len(rows)
         for batch in token_budget_batches([len(r.ids) for r in rows], budget, max_rows):
-            out = self(**self.batch([rows[i] for i in batch], features))
+            part = [rows[i] for i in batch]
+            features.update(self.encode([r for r in part if id(r.patches) not in features], budget))
+            out = self(**self.batch(part, features))
             for i, value in zip(batch, out.end_scores.tolist(), strict=True):
                 scores[i] = value
+            for r in part:
+                waiting[id(r.patches)] -= 1
+                if r.patches is not None and not waiting[id(r.patches)]:
+                    del features[id(r.patches)]
         return scores
 
     def encode(self, rows: Sequence[VisionRow], budget: int) -> dict[int, tuple[torch.Tensor, ...]]:
