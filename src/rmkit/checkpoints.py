@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -240,9 +241,16 @@ def _with_value_head(
     return converted.model, converted.metadata
 
 
-def save_model(model: PreTrainedModel, tokenizer, metadata: dict[str, Any], path: Path) -> None:
+def save_model(
+    model: PreTrainedModel,
+    tokenizer,
+    metadata: dict[str, Any],
+    path: Path,
+    extra: Callable[[Path], None] | None = None,
+) -> None:
     """Save ``model`` and ``tokenizer`` to ``path`` with ``metadata`` under ``"rmkit"`` in ``config.json``:
-    written into a temporary directory and renamed into place, ``config.json`` last."""
+    written into a temporary directory and renamed into place, ``config.json`` last. ``extra`` writes more
+    files into the temporary directory (a VLM's value head and image processor) before the renames."""
     from rmkit.heads import MIXED, AttributeHead
 
     if isinstance(getattr(model, "score", None), (*MIXED, AttributeHead)):
@@ -258,6 +266,8 @@ def save_model(model: PreTrainedModel, tokenizer, metadata: dict[str, Any], path
     try:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
+        if extra is not None:
+            extra(tmp)
         for f in sorted(tmp.iterdir(), key=lambda f: f.name == "config.json"):
             os.replace(f, path / f.name)
     finally:

@@ -92,16 +92,17 @@ def score_sequences(
     (see :func:`batch_cost`) makes a few rows of mixed lengths split by length where that pays
     (:func:`rmkit.data.token_budget_batches`); without it batches fill the token budget.
 
-    ``groups`` (lists of indices of sequences that answer one prompt) turn on prefix sharing for a model
-    that ``shares_prefixes``: see :func:`plan_sharing`. ``stats`` counts the sequences scored after a
-    shared prefix (``shared``), those of groups that fell back to full sequences (``unshared``) and the prompt
-    tokens that sharing did not run again (``prefix_tokens``).
+    ``groups`` (indices of sequences answering one prompt) turn on prefix sharing (:func:`plan_sharing`) where
+    the model ``shares_prefixes``; ``stats`` counts sequences after a shared prefix (``shared``), those that fell
+    back (``unshared``), prompt tokens not run again (``prefix_tokens``). A VLM RM scores its rows itself.
 
     On a GPU the batches go in from pinned memory without waiting, and the scores stay on the device
     until the last batch is queued: one copy back, so the host never waits for the GPU inside the loop.
     """
     if getattr(model, "generates", False):  # a generating judge writes, then its verdict is read
         return model.verdicts(list(sequences), batch_tokens, stats)
+    if getattr(model, "reads_images", False):  # its rows carry their images
+        return model.score_rows(list(sequences), batch_tokens, max_rows)
     batch_tokens = batch_tokens or token_budget(model)
     results = _Results(model.device)
     shared: list[tuple[Sequence[int], list[int]]] = []

@@ -97,6 +97,23 @@ class HeldModel(nn.Module):
         limits = [n for n in limits if isinstance(n, int) and 0 < n < 1_000_000]
         return min(limits) if limits else None
 
+    @property
+    def normalizes(self) -> bool:
+        """Whether the metadata holds the score statistics :meth:`normalize` needs."""
+        return "score_std" in self.metadata
+
+    def normalize(self, values: Sequence[float]) -> list[float]:
+        """Standardise scores with the mean and std of the metadata: measured on the eval data by rmkit's
+        training, or the source trainer's (safe-rlhf, OpenRLHF). An error when the metadata has none."""
+        if not self.normalizes:
+            raise RMKitError(
+                "this model stores no score mean and std to normalise with (rmkit training measures them; "
+                "safe-rlhf and OpenRLHF checkpoints carry theirs)"
+            )
+        mean = float(self.metadata.get("score_mean", 0.0))
+        std = float(self.metadata.get("score_std", 1.0)) or 1.0
+        return [(v - mean) / std for v in values]
+
 
 class RewardModel(HeldModel):
     """A one-label sequence classifier used as a reward model, with its tokenizer and rmkit metadata."""
@@ -417,23 +434,6 @@ class RewardModel(HeldModel):
         scores = self.score(prompts=[prompt] * len(responses), responses=list(responses))
         order = ranking(scores, top_k=top_k, min_score=min_score)
         return Ranked(scores, order[0] if order else None, order)
-
-    @property
-    def normalizes(self) -> bool:
-        """Whether the metadata holds the score statistics :meth:`normalize` needs."""
-        return "score_std" in self.metadata
-
-    def normalize(self, values: Sequence[float]) -> list[float]:
-        """Standardise scores with the mean and std of the metadata: measured on the eval data by rmkit's
-        training, or the source trainer's (safe-rlhf, OpenRLHF). An error when the metadata has none."""
-        if not self.normalizes:
-            raise RMKitError(
-                "this model stores no score mean and std to normalise with (rmkit training measures them; "
-                "safe-rlhf and OpenRLHF checkpoints carry theirs)"
-            )
-        mean = float(self.metadata.get("score_mean", 0.0))
-        std = float(self.metadata.get("score_std", 1.0)) or 1.0
-        return [(v - mean) / std for v in values]
 
     def save_pretrained(self, path: str | Path, metadata: dict[str, Any] | None = None) -> None:
         """Write a standard ``AutoModelForSequenceClassification`` checkpoint plus tokenizer to ``path``.

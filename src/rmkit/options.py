@@ -26,6 +26,7 @@ from rmkit.data.formats import FORMATS
 from rmkit.data.ratings import RATED_FORMATS
 from rmkit.data.safety import SAFETY_FORMATS
 from rmkit.data.steps import STEP_FORMATS
+from rmkit.data.vision import VISION_FORMATS
 from rmkit.defaults import DTYPE_NAMES, resolve_name
 from rmkit.errors import RMKitError
 from rmkit.option_values import Items, MappingAction, items, mapping
@@ -50,7 +51,7 @@ class ReadingOptions:
     format: str | None = option(
         None,
         help="row format; detected from the columns when not given",
-        choices=[*FORMATS, *STEP_FORMATS, *RATED_FORMATS, *SAFETY_FORMATS],
+        choices=[*FORMATS, *STEP_FORMATS, *RATED_FORMATS, *SAFETY_FORMATS, *VISION_FORMATS],
     )
     columns: dict[str, str] | None = option(
         None, help="rename columns first, e.g. question=prompt,good=chosen,bad=rejected"
@@ -184,6 +185,8 @@ class ModelOptions:
         "(default: the checkpoint's weights, else the mean)",
     )
 
+    min_pixels: int | None = option(None, help="a vision-language RM's least pixels an image (resized)")
+    max_pixels: int | None = option(None, help="a vision-language RM's most pixels an image (resized)")
     judge: str | None = option(
         None,
         help="read a causal LM as a judge, its verdict token's logits in one pass: verifier (log-odds of yes "
@@ -259,7 +262,9 @@ class ModelOptions:
             **({"single_bos": True} if self.single_bos else {}),
             **({"attn_implementation": self.attn_implementation} if self.attn_implementation else {}),
             **({"head": self.head} if self.head else {}),
-        }
+            **({"images": {"min_pixels": self.min_pixels, "max_pixels": self.max_pixels}}
+               if self.min_pixels or self.max_pixels else {}),
+        }  # fmt: skip
 
 
 @dataclasses.dataclass(kw_only=True)

@@ -120,7 +120,9 @@ def is_right_padded(attention_mask: torch.Tensor) -> bool:
 def packs(rm: Any, packing: str) -> bool:
     """Whether training ``rm`` runs packed batches: ``packing`` ``"on"`` for any causal decoder, ``"off"``
     never, ``"auto"`` when its attention implementation skips the blocks between sequences."""
-    if packing == "off" or not (rm.is_decoder and getattr(rm, "unmask_right_padding", True)):
+    if packing == "off" or getattr(rm, "reads_images", False):  # a VLM's rows carry images: never packed
+        return False
+    if not (rm.is_decoder and getattr(rm, "unmask_right_padding", True)):
         return False
     implementation = getattr(rm.model.config, "_attn_implementation", None)
     return packing == "on" or implementation in PACKED_ATTENTION

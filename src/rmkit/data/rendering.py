@@ -211,14 +211,17 @@ class ExampleTokenizer:
             full = [self._complete(row, conversation=not ex.rendered) for row in given]
             undoubled = [ex.rendered and len(f) < len(g) for f, g in zip(full, given, strict=True)]
             pos += count
-            one_prompt = len(full) > 1 and not ex.rendered and ex.rejected_prompt is None
-            encs = self.truncate_group(full) if one_prompt else [self.truncate(f) for f in full]
+            encs = self._truncated(full, len(full) > 1 and not ex.rendered and ex.rejected_prompt is None)
             for enc, flag in zip(encs, undoubled, strict=True):
                 enc.undoubled = flag
                 enc.doubled = self.double_bos and self._begins_twice(enc.ids)
             dropped = self.truncation == "drop" and any(e.truncated for e in encs)
             out.append(None if dropped else encs)
         return out
+
+    def _truncated(self, rows: list[list[int]], one_prompt: bool) -> list[Tokenized]:
+        """One example's rows cut by the truncation rule: as a group when they answer ``one_prompt``."""
+        return self.truncate_group(rows) if one_prompt else [self.truncate(r) for r in rows]
 
     def _ids(self, jobs: list[tuple[str, bool]], groups: Sequence[list[int]] = ()) -> list[list[int]]:
         """The token ids of every job's text, as one ``tokenizer(text)`` call each would give them.

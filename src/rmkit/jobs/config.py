@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from rmkit.data import detect_format, first_record
+from rmkit.data.vision import detect_vision
 from rmkit.defaults import CHUNK_ROWS, DTYPE_NAMES
 from rmkit.errors import RMKitError
 from rmkit.options import (
@@ -114,8 +115,9 @@ class ScoreConfig(DataOptions, RuntimeOptions, InferenceOptions, ScaleOptions, M
         first = first_record(self.input)
         if first is None:
             return None
+        record = {(self.columns or {}).get(k, k): v for k, v in first.items()}
         try:
-            return detect_format({(self.columns or {}).get(k, k): v for k, v in first.items()})
+            return detect_vision(record) or detect_format(record)
         except ValueError:
             return None
 
@@ -183,3 +185,19 @@ class DemoConfig:
     learning_rate: float = option(5e-5, help="peak learning rate")
     max_length: int = option(128, help="longest sequence in tokens")
     seed: int = option(0, help="seed of the data and the training")
+
+
+@dataclass
+class VisionDemoConfig:
+    """Options of ``rmkit demo-vision`` (:mod:`rmkit.demo_vision`)."""
+
+    output_dir: str = option(
+        "rmkit-demo-vision", help="directory for the drawn data, the model and the evaluation"
+    )
+    train_pairs: int = option(200, help="drawn training pairs")
+    test_pairs: int = option(100, help="drawn test pairs (other draws than train)")
+    epochs: float = option(8.0, help="passes over the training pairs")
+    max_steps: int = option(0, help="stop training after this many steps (0: run the epochs)")
+    batch_size: int = option(8, help="pairs per optimizer step")
+    learning_rate: float = option(3e-4, help="peak learning rate")
+    seed: int = option(0, help="seed of the data, the model's weights and the training")

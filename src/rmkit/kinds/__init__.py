@@ -8,6 +8,8 @@ guard      a judge given ``--judge-template``       safety-labelled responses (t
            cost model (judge settings' ``meaning``)
 judge      a causal LM given ``--judge``, or rmkit  preference pairs
            judge settings (a converted verifier)
+vision     a Qwen2-VL or Qwen2.5-VL model (a VLM    preference pairs with images
+           and its value head)
 process    token classifier, rmkit step settings,   step-labelled solutions
            or ``--good-token``/``--bad-token``
 decision-  a rated RM with ``decision_tree.pkl``    rated responses; its pairs and best-of-N
@@ -41,10 +43,12 @@ from rmkit.kinds.pairwise import PairwiseKind
 from rmkit.kinds.process import ProcessKind
 from rmkit.kinds.rated import RatedKind
 from rmkit.kinds.tree import TreeKind
+from rmkit.kinds.vision import VisionKind
 
 KINDS: list[Kind] = [
     GuardKind(),
     JudgeKind(),
+    VisionKind(),
     ProcessKind(),
     TreeKind(),
     RatedKind(),

@@ -146,6 +146,7 @@ class Kind:
     attributes = False  # the core reads K attribute outputs a response (a rated RM), not one score
     meaning: str | None = None  # what its numbers mean where not "higher is better" (summaries say it)
     ranks_by: float = 1.0  # times its numbers, they rank answers higher-is-better (a cost model: -1)
+    modality = "text"  # what its models read: text, or image+text (rmkit inspect names it)
 
     # --- the checkpoint ------------------------------------------------------------------------------------
 
@@ -158,7 +159,8 @@ class Kind:
         """The model of ``checkpoint`` (its ``options`` are the loading options) in ``dtype`` on ``device``."""
         from rmkit.modeling import RewardModel
 
-        return RewardModel.from_pretrained(checkpoint.path, dtype=dtype, device=device, **checkpoint.options)
+        options = {k: v for k, v in checkpoint.options.items() if k != "images"}  # a VLM's image sizes
+        return RewardModel.from_pretrained(checkpoint.path, dtype=dtype, device=device, **options)
 
     def owns(self, model: Any) -> bool:
         """Whether the loaded ``model`` is of this kind."""
@@ -181,6 +183,12 @@ class Kind:
         """The rows of the data file ``path`` as this kind's data reads them (what ``rmkit inspect`` counts)."""
         return iter_examples(path, format=reading.format, columns=reading.columns, rejects=rejects)
 
+    def pairs(self, path: str | Path, reading: Reading, rejects: Any = None) -> Iterator[Any]:
+        """The preference pairs of the data file ``path`` as this kind's models read them (``rmkit eval``)."""
+        return iter_examples(
+            path, kind="pairs", format=reading.format, columns=reading.columns, rejects=rejects
+        )
+
     def detect(self, record: dict[str, Any], reading: Reading) -> str | None:
         """The format this kind's data reader sees in ``record`` (columns renamed), ``None`` when none."""
         try:
@@ -191,6 +199,10 @@ class Kind:
     def tally(self, row: Any) -> str:
         """What one row of :meth:`rows` counts as (``rmkit inspect``'s counts)."""
         return "pairs" if row.is_pair else "responses"
+
+    def tallies(self, row: Any) -> dict[str, int]:
+        """What one row of :meth:`rows` adds to ``rmkit inspect``'s counts: one :meth:`tally`."""
+        return {self.tally(row): 1}
 
     def evaluates(self, kind: Kind) -> bool:
         """Whether this kind's evaluation can judge models of ``kind``: those that score what it reads."""

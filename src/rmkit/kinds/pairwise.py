@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from rmkit.data import RowCounts, iter_examples
+from rmkit.data import RowCounts
 from rmkit.errors import RMKitError
 from rmkit.kinds.base import Kind, Reading
 from rmkit.metrics import compare_pairs, pair_metrics
@@ -92,9 +92,7 @@ class PairEvaluation:
         first = not ds.scores
         if kind.ranks_by < 0 and label not in self.costs:
             self.costs.append(label)
-        examples = iter_examples(
-            ds.path, kind="pairs", format=reading.format, columns=reading.columns, rejects=rejects
-        )
+        examples = kind.pairs(ds.path, reading, rejects)
         stats = RowCounts()
         values: list[list[float]] = []
         for i, (ex, raw) in enumerate(kind.score(model, examples, reading, stats)):

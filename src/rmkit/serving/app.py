@@ -108,6 +108,10 @@ class Scorer:
                         f"item {i} holds a token id outside 0..{self.vocab - 1}", field="input"
                     )
         else:
+            if self.kind.modality == "text" and any(
+                getattr(ex, "images", None) for ex in call.examples or []
+            ):
+                raise RequestError("this model reads text only: send no image parts", field="messages")
             try:
                 rows = await self.tokenizing.submit(call.examples or [])
             except Exception as e:  # a chat template that refuses the conversation, say: the input's fault

@@ -74,14 +74,22 @@ def _flag(body: dict[str, Any], name: str, default: bool) -> bool:
     return value
 
 
-def _conversation(value: Any, name: str) -> list[dict[str, str]]:
-    """A list of ``{"role", "content"}`` messages with string content, ending with the scored answer."""
+def _conversation(value: Any, name: str) -> list[dict[str, Any]]:
+    """A list of ``{"role", "content"}`` messages ending with the scored answer. Content is a string, or (not
+    the answer's) OpenAI's list of parts: ``{"type": "text", "text"}`` and ``{"type": "image_url",
+    "image_url": {"url": data URL}}``, kept as rmkit's ``{"type": "image", "image": url}`` parts."""
     if not isinstance(value, list) or not value:
         raise RequestError(f"'{name}' must be a non-empty list of messages", field=name)
+    out = []
     for j, m in enumerate(value):
-        if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
+        content = m.get("content") if isinstance(m, dict) else None
+        parts = isinstance(content, list) and j < len(value) - 1
+        if not (
+            isinstance(m, dict) and isinstance(m.get("role"), str) and (isinstance(content, str) or parts)
+        ):
             raise RequestError(
-                f"'{name}' message {j} must be an object with string 'role' and 'content'",
+                f"'{name}' message {j} must be an object with string 'role' and 'content' (a list of parts "
+                "for a message before the answer)",
                 field=f"{name}[{j}]",
             )
         if m["role"] not in ROLES:
@@ -89,7 +97,43 @@ def _conversation(value: Any, name: str) -> list[dict[str, str]]:
                 f"'{name}' message {j} has role {m['role']!r}; expected one of {', '.join(ROLES)}",
                 field=f"{name}[{j}].role",
             )
-    return [{"role": m["role"], "content": m["content"]} for m in value]
+        out.append(
+            {"role": m["role"], "content": _parts(content, f"{name}[{j}].content") if parts else content}
+        )
+    return out
+
+
+def _parts(content: list[Any], name: str) -> list[dict[str, Any]]:
+    """OpenAI's content parts as rmkit's (:func:`_conversation`)."""
+    out: list[dict[str, Any]] = []
+    for k, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            out.append({"type": "text", "text": part["text"]})
+        elif kind == "image_url":
+            url = part.get("image_url")
+            url = url.get("url") if isinstance(url, dict) else url
+            if not isinstance(url, str):
+                raise RequestError("an image_url part needs 'image_url': {'url': ...}", field=f"{name}[{k}]")
+            out.append({"type": "image", "image": url})
+        else:
+            raise RequestError("a part must be {type: text, text} or {type: image_url, image_url: {url}}",
+                               field=f"{name}[{k}]")  # fmt: skip
+    return out
+
+
+def with_images(examples: list[Example]) -> list[Example]:
+    """``examples`` whose image parts are opened (:func:`rmkit.data.vision.opened`); a bad image is a
+    :class:`RequestError` naming its part (413 over the pixel limit)."""
+    from rmkit.data.images import ImageTooLarge
+    from rmkit.data.vision import opened
+    from rmkit.errors import DataError
+
+    try:
+        return [opened(ex) for ex in examples]
+    except DataError as e:
+        status = 413 if isinstance(e, ImageTooLarge) else 422
+        raise RequestError(f"item {e.row}: {e.reason}", field=e.field, status=status) from None
 
 
 ROLES = ("system", "user", "assistant")
@@ -121,11 +165,11 @@ def parse_score(body: Any) -> Call:
         prompts = [
             p if isinstance(p, str) else _conversation(p, f"prompts[{i}]") for i, p in enumerate(prompts)
         ]
-        examples = examples_from(prompts, responses)
+        examples = with_images(examples_from(prompts, responses))
     elif given == ["messages"]:
         conversations = _list(body, "messages", of=list)
-        examples = examples_from(
-            messages=[_conversation(c, f"messages[{i}]") for i, c in enumerate(conversations)]
+        examples = with_images(
+            examples_from(messages=[_conversation(c, f"messages[{i}]") for i, c in enumerate(conversations)])
         )
     else:
         examples = examples_from(texts=_list(body, "texts"))
@@ -166,7 +210,7 @@ def _vllm_items(body: dict[str, Any]) -> tuple[list[Example] | None, list[list[i
     """vLLM's inputs: ``input`` as a text, texts, token ids or lists of token ids, or ``messages``, one
     conversation ending with the answer to score."""
     if "messages" in body:
-        return examples_from(messages=[_conversation(body["messages"], "messages")]), None
+        return with_images(examples_from(messages=[_conversation(body["messages"], "messages")])), None
     if "input" not in body:
         raise RequestError("send 'input' (text, texts or token ids) or 'messages'", field="input")
     value = body["input"]
@@ -277,7 +321,7 @@ def parse_slime(body: Any, ctx: Context) -> Call:
     if not isinstance(response, str):
         raise RequestError(f"'response' must be a string, got {type(response).__name__}", field="response")
     if isinstance(prompt, list):
-        examples = examples_from([_conversation(prompt, "prompt")], [response])
+        examples = with_images(examples_from([_conversation(prompt, "prompt")], [response]))
     elif not isinstance(prompt, str):
         raise RequestError(
             f"'prompt' must be a string or a list of messages, got {type(prompt).__name__}", field="prompt"

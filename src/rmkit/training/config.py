@@ -91,6 +91,11 @@ class TrainConfig(PairOptions, RuntimeOptions, ModelOptions, StepOptions):
         "the CPU; on a GPU what its free memory allows)",
     )
     group_by_length: bool = option(True, help="batch pairs of similar length together (less padding)")
+    freeze: list[str] | None = option(
+        None,
+        help="vision-language RMs: parts not trained, 'vision' (the vision encoder) and 'projector' (its merger "
+        "into the language model), matched by each family's module names",
+    )
     attributes: list[str] | None = option(
         None,
         help="rated data: the rating columns to train one output each on (default: HelpSteer2's, or all)",

@@ -54,6 +54,7 @@ from rmkit.training.step import (
     train_step,
 )
 from rmkit.training.tracking import TrainLog
+from rmkit.training.vision import VisionPairTask
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +160,7 @@ def _train_stats(task: Any, items: int, stats: RowCounts, loop: _Loop, step: int
         "shared_pairs": getattr(loop.trained, "shared", 0),
         "prefix_tokens_saved": getattr(loop.trained, "saved", 0),
         "micro_batch_tokens": loop.config.micro_batch_tokens,
+        **({"frozen": task.frozen} if getattr(task, "frozen", None) else {}),
     }
 
 
@@ -178,6 +180,7 @@ TASKS = {
     kinds.ProcessKind: StepTask,
     kinds.RatedKind: RatingTask,
     kinds.CostKind: CostTask,
+    kinds.VisionKind: VisionPairTask,
     kinds.PairwiseKind: PairTask,
 }
 
@@ -194,7 +197,9 @@ def _task_and_data(config: TrainConfig, stats: RowCounts, d: Dist) -> tuple:
     """``(task, model, tokenizer, training data, eval data, where the eval data came from)``: the task of the
     kind whose data ``--data`` holds (:func:`rmkit.kinds.for_data`): preference pairs, step-labelled
     solutions for a process RM (:mod:`rmkit.training.process`), rated responses for a regression RM."""
-    task = task_of(kinds.for_data([config.data], kinds.Reading.of(config)))()
+    model = kinds.recognise(kinds.Checkpoint.read(config.model, config.loading()))
+    data = kinds.for_data([config.data], kinds.Reading.of(config))
+    task = task_of(model if model.modality != "text" else data)()  # a VLM reads text pairs as image pairs
     rm, items, eval_items, source = task.prepare(config, stats, d)
     task.packed = _packs(rm, config)
     task.sharing = _shares_pairs(rm, config, task)
@@ -209,6 +214,7 @@ def _shares_pairs(rm: RewardModel, config: TrainConfig, task: Any) -> str:
     window = getattr(config_, "sliding_window", None) and getattr(config_, "use_sliding_window", True)
     why = (
         f"training on {task.unit} shares no prefix" if not hasattr(task, "shares")
+        else "a vision-language RM's pairs share their images' pass only" if getattr(rm, "reads_images", False)
         else "it needs a causal decoder" if not (rm.is_decoder and rm.unmask_right_padding and rm.prefix_sharing)
         else "--loss token_wise reads each answer's padded score row" if config.loss == "token_wise"
         else "packed micro-batches (--packing) already drop the pads" if task.packed

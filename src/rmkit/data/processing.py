@@ -1,0 +1,135 @@
+"""Multimodal examples to a vision-language model's input: text rendered and tokenised as for a text RM,
+images through the model's image processor, each image's placeholder token expanded to its features' count.
+
+rmkit does what transformers' ``Qwen2VLProcessor`` does, without building it (it cannot be built without a
+video processor, which needs torchvision): the image processor (a PIL one, ``Qwen2VLImageProcessorPil``)
+gives each image's patches and ``(t, h, w)`` grid, and the one ``<|image_pad|>`` token the chat template
+writes for an image becomes ``t·h·w / merge²`` of them, the count of the vision encoder's merged features::
+
+    rendered text ─ tokenizer ─> ids with one image token an image ─ expand ─> ids with t·h·w/merge² each
+    images ─ image processor (min/max pixels) ─> patches (P, C·T·14·14) and grids (N, 3)
+
+The model's ``mm_token_type_ids`` (1 at image tokens, 0 elsewhere) are read from the ids when a batch runs
+(:meth:`rmkit.vlm.VisionRewardModel.forward`). Without a chat template an image part is written as the model's
+``<|vision_start|><|image_pad|><|vision_end|>`` text. Truncation cuts the prompt from the left as for text,
+once for all the answers of an example, after the images are expanded; never into an image or an answer:
+an example too long to keep its images whole is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rmkit.data.formats import Example, Message
+from rmkit.data.rendering import ExampleTokenizer, Tokenized, render_plain
+from rmkit.errors import DataError
+
+
+@dataclass
+class VisionRow(Tokenized):
+    """One sequence of a multimodal example: its ``ids`` (image tokens expanded), its images' ``patches``
+    (P, D) and ``grids`` (one ``(t, h, w)`` an image); ``patches`` is ``None`` for a row without images."""
+
+    patches: Any = None
+    grids: list[tuple[int, int, int]] = field(default_factory=list)
+
+    def __len__(self) -> int:  # its tokens, as a row of ids counts in a token budget (the server's queue)
+        return len(self.ids)
+
+
+@dataclass(frozen=True)
+class ImageTokens:
+    """What a vision-language model's text marks an image with: the placeholder token expanded per image,
+    the text an image part renders as without a chat template, and the merge of the encoder's patches."""
+
+    image_id: int
+    text: str
+    merge: int
+
+
+class VisionTokenizer(ExampleTokenizer):
+    """An :class:`ExampleTokenizer` for multimodal examples (module docstring); ``tokenize`` gives a list of
+    :class:`VisionRow`, one a response, for each example (``None``: dropped)."""
+
+    def __init__(self, tokenizer: Any, processor: Any, tokens: ImageTokens, **options: Any):
+        super().__init__(tokenizer, **options)
+        self.processor, self.tokens = processor, tokens
+
+    def render(self, prompt: Sequence[Message], response: str) -> str:
+        if self.use_chat:
+            return super().render(prompt, response)
+        flat = [{**m, "content": self._plain(m["content"])} for m in prompt]
+        return render_plain([*flat, {"role": "assistant", "content": response}])
+
+    def _plain(self, content: Any) -> str:
+        if isinstance(content, str):
+            return content
+        return "".join(self.tokens.text if p.get("type") == "image" else p.get("text", "") for p in content)
+
+    def tokenize(self, examples: Sequence[Example]) -> list[list[Tokenized] | None]:  # type: ignore[override]
+        rows = super().tokenize(examples)
+        out: list[list[Tokenized] | None] = []
+        for ex, row in zip(examples, rows, strict=True):
+            patches, grids = self._images([p.image for p in getattr(ex, "images", [])])
+            seqs = [self._expanded(ex, t.ids, grids) for t in row or []]
+            out.append(self._cut(seqs, patches, grids) if row is not None else None)
+        return out
+
+    def _truncated(self, rows: list[list[int]], one_prompt: bool) -> list[Tokenized]:
+        return [Tokenized(r) for r in rows]  # cut once the images are expanded (_cut)
+
+    def truncate(self, ids: list[int]) -> VisionRow:
+        """A row of token ids alone (a server's pre-tokenised input: no images) cut by the rule above."""
+        cut = self._cut([list(ids)], None, [])
+        return cut[0] if cut else VisionRow(list(ids[-self.max_length :]), truncated=True)
+
+    def _images(self, images: list[Any]) -> tuple[Any, list[tuple[int, int, int]]]:
+        """Every image of one example through the image processor: ``(patches, grids)``."""
+        if not images:
+            return None, []
+        done = self.processor(images=images, return_tensors="np")
+        return done["pixel_values"], [tuple(int(x) for x in g) for g in done["image_grid_thw"]]
+
+    def _expanded(self, ex: Example, ids: list[int], grids: list) -> list[int]:
+        """``ids`` with each image token expanded to its image's count of features."""
+        image_id, merge = self.tokens.image_id, self.tokens.merge
+        places = [i for i, t in enumerate(ids) if t == image_id]
+        if len(places) != len(grids):
+            raise DataError(
+                f"the rendered text has {len(places)} image tokens for {len(grids)} images (the model's "
+                "chat template must write one image token an image part)",
+                row=ex.row,
+                field="images",
+            )
+        out: list[int] = []
+        start = 0
+        for at, (t, h, w) in zip(places, grids, strict=True):
+            out += ids[start:at] + [image_id] * (t * h * w // (merge * merge))
+            start = at + 1
+        return out + ids[start:]
+
+    def _cut(self, rows: list[list[int]], patches: Any, grids: list) -> list[Tokenized] | None:
+        """One example's rows cut to ``max_length`` (module docstring): one cut of the prompt they share, from
+        the left after the leading special tokens, for all; ``None`` (dropped) where that would reach an image
+        or an answer, or with ``truncation="drop"``."""
+        longest = max(map(len, rows))
+        if self.max_length is None or longest <= self.max_length:
+            return [VisionRow(r, patches=patches, grids=grids) for r in rows]
+        if self.truncation == "drop":
+            return None
+        head = 0
+        while head < len(rows[0]) and rows[0][head] in self._special and head < self.max_length // 2:
+            head += 1
+        cut = longest - self.max_length
+        image_id, out = self.tokens.image_id, []
+        for row in rows:
+            kept = row[:head] + row[head + cut :]
+            if len(kept) > self.max_length or kept.count(image_id) != row.count(image_id):
+                return None
+            out.append(VisionRow(kept, truncated=True, group_cut=len(rows) > 1, patches=patches, grids=grids))
+        if len(rows) > 1 and len(os.path.commonprefix(rows)) < head + cut:  # the cut would reach an answer
+            return None
+        return out

@@ -1,0 +1,278 @@
+"""VisionRewardModel: a vision-language model (Qwen2-VL, Qwen2.5-VL) read as a reward model.
+
+The model is the checkpoint's own transformers VLM (``Qwen2VLForConditionalGeneration``, unmodified, its LM
+head unused) plus a linear value head on the language model's last hidden state, read at each sequence's
+last real token (found from the attention mask, so either padding gives the same score)::
+
+    score = v_head.summary.weight · h[last real token] + v_head.summary.bias
+
+That is the layout of Skywork-VL-Reward and LLaMA-Factory's reward models (and what align-anything's VLM
+RMs compute, which read ``[:, -1]`` instead: with right padding the shorter answer of a pair is scored at a
+pad token). A checkpoint is the VLM's directory plus ``value_head.safetensors`` holding
+``v_head.summary.weight`` (1, H) and ``v_head.summary.bias`` (1,); rmkit writes the same, with its settings
+under ``"rmkit"`` in ``config.json`` and the image processor's ``preprocessor_config.json``. A
+``value_head.bin`` is read only with ``allow_pickle``.
+
+Scoring takes rows of :class:`rmkit.data.processing.VisionRow` (ids with each image's tokens expanded, the
+images' patches and grids) through the language model in token-budget batches, longest first. The images of
+each example run through the vision encoder once, when the first batch that needs them comes (in passes of
+at most the budget's count of patches), and their features stay until its last row has run: a pair's two
+answers (and best-of-N's N) share that pass.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoTokenizer, PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+from rmkit.checkpoints import ensure_pad_token, save_model
+from rmkit.data import padded_on, token_budget_batches
+from rmkit.data.processing import ImageTokens, VisionRow, VisionTokenizer
+from rmkit.defaults import BATCH_TOKENS, MAX_ROWS, METADATA_KEY
+from rmkit.errors import RMKitError
+from rmkit.layouts import VALUE_HEAD_FILES, pickle_refused
+from rmkit.modeling import HeldModel, RewardOutput
+from rmkit.runtime import keep_fp32, resolve_device, resolve_dtype
+
+HEAD = "v_head.summary"
+
+
+@dataclass(frozen=True)
+class Family:
+    """What differs between the vision-language families rmkit reads: the text an image part renders as
+    without a chat template, and the module names of the vision encoder and of its projector into the
+    language model (for ``--freeze``)."""
+
+    image_text: str
+    vision: str
+    projector: str
+
+
+_QWEN = Family("<|vision_start|><|image_pad|><|vision_end|>", "model.visual.", "model.visual.merger.")
+FAMILIES = {"qwen2_vl": _QWEN, "qwen2_5_vl": _QWEN}
+
+
+class VisionRewardModel(HeldModel):
+    """A VLM with a value head (module docstring), its tokenizer, image processor and rmkit metadata."""
+
+    auto_class = AutoModelForImageTextToText
+    reads_images = True  # the inference core hands it rows with their images (rmkit.inference)
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: Any,
+        processor: Any,
+        metadata: dict[str, Any] | None = None,
+        head: nn.Linear | None = None,
+    ):
+        super().__init__()
+        ensure_pad_token(tokenizer)
+        self.model, self.tokenizer, self.processor = model, tokenizer, processor
+        self.metadata: dict[str, Any] = dict(metadata or getattr(model.config, METADATA_KEY, None) or {})
+        self.family = FAMILIES[model.config.model_type]
+        hidden = model.config.get_text_config().hidden_size
+        self.head = head if head is not None else nn.Linear(hidden, 1)
+        keep_fp32(self.head)
+        self.tokens = ImageTokens(
+            int(model.config.image_token_id), self.family.image_text, int(processor.merge_size)
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        dtype: str | torch.dtype = "auto",
+        device: str | torch.device | None = None,
+        allow_pickle: bool = False,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        **_: Any,
+    ) -> VisionRewardModel:
+        """The VLM RM at ``path`` (module docstring); a VLM without a value head gets a fresh one (to train).
+        ``min_pixels``/``max_pixels`` bound each image's size after the image processor's resize."""
+        from transformers import AutoImageProcessor
+
+        target = resolve_device(device) if device is not None else torch.device("cpu")
+        config = AutoConfig.from_pretrained(str(path))
+        if config.model_type not in FAMILIES:
+            raise RMKitError(
+                f"{path}: rmkit reads {', '.join(FAMILIES)} as vision-language RMs, not {config.model_type}"
+            )
+        model = AutoModelForImageTextToText.from_pretrained(str(path), dtype=resolve_dtype(dtype, target))
+        sizes = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v}
+        processor = AutoImageProcessor.from_pretrained(str(path), backend="pil", **sizes)
+        head = _read_head(Path(path), allow_pickle)
+        hidden = config.get_text_config().hidden_size
+        if head is None:  # a VLM without a value head: rmkit train starts from it, the scorers refuse it
+            model.fresh_head = [HEAD]
+        elif head.weight.shape[1] != hidden:
+            raise RMKitError(
+                f"{path}: its value head reads {head.weight.shape[1]} features, its model has {hidden}"
+            )
+        rm = cls(model, AutoTokenizer.from_pretrained(str(path)), processor, head=head)
+        if device is not None:
+            rm.to(target)
+        return rm.eval()
+
+    def example_tokenizer(
+        self, *, max_length: int | None = None, template: str | None = None, truncation: str = "left"
+    ) -> VisionTokenizer:
+        """The :class:`VisionTokenizer` of this model, defaulting to the settings it was trained with."""
+        return VisionTokenizer(
+            self.tokenizer,
+            self.processor,
+            self.tokens,
+            max_length=max_length or self.max_length,
+            template=template or self.metadata.get("template", "auto"),
+            truncation=truncation,
+        )
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        image_grid_thw: torch.Tensor | None = None,
+        token_scores: bool = False,
+        right_padded: bool | None = None,
+        image_features: Sequence[torch.Tensor] | None = None,
+    ) -> RewardOutput:
+        """End scores (B,) of a padded batch (either side), its images' ``pixel_values`` (P, D) and
+        ``image_grid_thw`` (N, 3) in the order their tokens come; ``scores`` (B, L) with ``token_scores``.
+        ``image_features`` (one (tokens, H) tensor an image, from :meth:`encode`) stand for ``pixel_values``:
+        the vision encoder then does not run."""
+        kwargs: dict[str, Any] = {}
+        if image_grid_thw is None:  # text only: positions from the mask, as the VLM's M-RoPE gives them
+            kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        elif image_features is not None:
+            kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=image_features)}
+        else:
+            kwargs["pixel_values"] = pixel_values
+        hidden = self.model.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            image_grid_thw=image_grid_thw,
+            mm_token_type_ids=(input_ids == self.tokens.image_id).int(),
+            use_cache=False,
+            **kwargs,
+        ).last_hidden_state
+        positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+        end_index = (positions * attention_mask.ne(0)).argmax(-1)
+        at_end = hidden[torch.arange(len(end_index), device=hidden.device), end_index]
+        scores = self.head(hidden.float()).squeeze(-1) if token_scores else None
+        return RewardOutput(scores, self.head(at_end.float()).squeeze(-1), end_index)
+
+    @torch.inference_mode()
+    def score_rows(
+        self, rows: Sequence[VisionRow], batch_tokens: int | None = None, max_rows: int | None = MAX_ROWS
+    ) -> list[float]:
+        """End scores of prepared rows, in the order given, in token-budget batches. Each example's images
+        run through the vision encoder once (the answers of a pair or a best-of-N row share them): encoded
+        when the first batch that needs them comes, kept until the last one has run, so the features held
+        are those of the rows still waiting that were encoded already, never a whole chunk's."""
+        budget = batch_tokens or BATCH_TOKENS
+        rows = [r if isinstance(r, VisionRow) else VisionRow(list(r)) for r in rows]  # ids alone: text
+        waiting = Counter(id(r.patches) for r in rows if r.patches is not None)
+        features: dict[int, tuple[torch.Tensor, ...]] = {}
+        scores = [0.0] * len(rows)
+        for batch in token_budget_batches([len(r.ids) for r in rows], budget, max_rows):
+            part = [rows[i] for i in batch]
+            features.update(self.encode([r for r in part if id(r.patches) not in features], budget))
+            out = self(**self.batch(part, features))
+            for i, value in zip(batch, out.end_scores.tolist(), strict=True):
+                scores[i] = value
+            for r in part:
+                waiting[id(r.patches)] -= 1
+                if r.patches is not None and not waiting[id(r.patches)]:
+                    del features[id(r.patches)]
+        return scores
+
+    def encode(self, rows: Sequence[VisionRow], budget: int) -> dict[int, tuple[torch.Tensor, ...]]:
+        """The vision encoder's features of each distinct image set of ``rows`` (by the ``id`` of its patches),
+        one (tokens, H) tensor an image; sets batched up to ``budget`` patches a pass."""
+        sets = list({id(r.patches): r for r in rows if r.patches is not None}.values())
+        costs = [len(r.patches) for r in sets]
+        features: dict[int, tuple[torch.Tensor, ...]] = {}
+        for group in token_budget_batches(costs, budget, None):
+            batch = self.batch([sets[i] for i in group])
+            out = self.model.model.get_image_features(
+                batch["pixel_values"], batch["image_grid_thw"]
+            ).pooler_output
+            start = 0
+            for i in group:
+                features[id(sets[i].patches)] = tuple(out[start : start + len(sets[i].grids)])
+                start += len(sets[i].grids)
+        return features
+
+    def batch(
+        self, rows: Sequence[VisionRow], features: dict[int, tuple[torch.Tensor, ...]] | None = None
+    ) -> dict[str, Any]:
+        """The model's input of ``rows``: ids right-padded, and their images (patches, or the ``features`` of
+        :meth:`encode`) and grids in row order. A set of images shared by several rows is given once in its
+        patches, and each row's features."""
+        ids, mask = padded_on([r.ids for r in rows], self.pad_token_id, self.device)
+        batch: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "right_padded": True}
+        with_images = [r for r in rows if r.patches is not None]
+        if not with_images:
+            return batch
+        grids = [g for r in with_images for g in r.grids]
+        batch["image_grid_thw"] = torch.tensor(grids, dtype=torch.long, device=self.device)
+        if features is not None:
+            batch["image_features"] = [f for r in with_images for f in features[id(r.patches)]]
+        else:
+            dtype = next(self.model.model.visual.parameters()).dtype
+            patches = np.concatenate([r.patches for r in with_images])
+            batch["pixel_values"] = torch.from_numpy(patches).to(self.device, dtype)
+        return batch
+
+    def save_pretrained(self, path: str | Path, metadata: dict[str, Any] | None = None) -> None:
+        """Write the VLM's checkpoint, its tokenizer and image processor, and ``value_head.safetensors``."""
+        self.metadata.update(metadata or {})
+        self.metadata["kind"] = "vision"
+
+        def extra(folder: Path) -> None:
+            self.processor.save_pretrained(str(folder))
+            head = {f"{HEAD}.weight": self.head.weight, f"{HEAD}.bias": self.head.bias}
+            save_file(
+                {k: v.detach().float().cpu().contiguous() for k, v in head.items()},
+                str(folder / VALUE_HEAD_FILES[0]),
+            )
+
+        save_model(self.model, self.tokenizer, self.metadata, Path(path), extra=extra)
+
+
+def _read_head(path: Path, allow_pickle: bool) -> nn.Linear | None:
+    """The value head stored beside the VLM at ``path``, ``None`` when there is none."""
+    for name in VALUE_HEAD_FILES:
+        f = path / name
+        if not f.is_file():
+            continue
+        if f.suffix != ".safetensors" and not allow_pickle:
+            raise RMKitError(pickle_refused(f))
+        state = (
+            load_file(str(f))
+            if f.suffix == ".safetensors"
+            else torch.load(str(f), map_location="cpu", weights_only=True)
+        )
+        weight, bias = state.get(f"{HEAD}.weight"), state.get(f"{HEAD}.bias")
+        if weight is None:
+            raise RMKitError(f"{f}: no {HEAD}.weight in it (it holds {', '.join(sorted(state)[:6])})")
+        head = nn.Linear(weight.shape[1], 1, bias=bias is not None)
+        with torch.no_grad():
+            head.weight.copy_(weight.reshape(1, -1))
+            if bias is not None:
+                head.bias.copy_(bias.reshape(1))
+        return head
+    return None

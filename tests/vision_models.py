@@ -1,0 +1,18 @@
+"""Tiny vision-language models for the tests and the benchmark (:func:`rmkit.demo_vision.tiny_vlm`: hidden size
+32, 2 layers, random weights, a tokenizer trained on the test corpus) and small images drawn in code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import CORPUS
+
+from rmkit.data.synthetic import COLOURS, picture
+from rmkit.demo_vision import tiny_vlm
+
+__all__ = ["COLOURS", "make_vlm", "picture"]
+
+
+def make_vlm(path: Path, family: str = "qwen2_vl", **options) -> Path:
+    """A tiny VLM of ``family`` saved to ``path`` (options: :func:`rmkit.demo_vision.tiny_vlm`'s)."""
+    return tiny_vlm(path, family, corpus=CORPUS, **options)
