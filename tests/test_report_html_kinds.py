@@ -5,7 +5,6 @@ tests/test_report_html.py (whose fixtures and helpers these tests use)."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from test_report_html import (
     screenshot,
     shown,
 )
+from vision_models import make_vlm, picture
 
 from rmkit import RewardModel, evaluate
 from rmkit.cli import main
@@ -194,9 +194,6 @@ def test_cost_model_beside_a_reward_model_shows_both_numbers_and_the_preferred_s
 def vision_dir(tmp_path_factory) -> Path:
     """A tiny Qwen2-VL RM evaluated on image pairs (RLAIF-V rows): three images over six rows, one of them
     larger than a thumbnail."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    from vision_models import make_vlm, picture
-
     from rmkit.vlm import VisionRewardModel
 
     root = tmp_path_factory.mktemp("page_vision")
@@ -223,9 +220,6 @@ def test_images_are_embedded_once_as_thumbnails_and_the_page_loads_nothing(visio
 
 
 def test_thumbnails_over_the_budget_are_named_and_counted(tmp_path):
-    sys.path.insert(0, str(Path(__file__).parent))
-    from vision_models import picture
-
     thumbnails = Thumbnails(budget=6000)
     indices = [
         thumbnails.add(picture(c, (300, 200), seed=k)) for k, c in enumerate(["red", "blue", "green", "red"])
