@@ -228,6 +228,8 @@ def test_thumbnails_over_the_budget_are_named_and_counted(tmp_path):
     assert sum(len(u) for u in thumbnails.urls) <= 6000
     assert thumbnails.note().startswith(f"{indices.count(None)} images not shown")
     assert thumbnails.add(picture("red", (300, 200), seed=0)) == 0  # the same image: the same thumbnail
+    assert thumbnails.add(picture("red", (300, 200), seed=3)) is None  # left out once, counted once
+    assert thumbnails.left_out == indices.count(None)
 
 
 @pytest.mark.browser

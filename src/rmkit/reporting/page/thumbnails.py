@@ -23,23 +23,28 @@ class Thumbnails:
     """Thumbnails of a page's images: :meth:`add` one, :attr:`urls` the data URLs, :meth:`note` what was left out."""
 
     def __init__(self, budget: int = BUDGET):
-        self.budget, self.urls, self.left_out = budget, [], 0
-        self._seen: dict[str, int] = {}
+        self.budget, self.urls = budget, []
+        self._seen: dict[str, int | None] = {}  # an image's pixels' digest -> its index (None: left out)
         self._size = 0
+
+    @property
+    def left_out(self) -> int:
+        """How many distinct images the budget left out."""
+        return sum(k is None for k in self._seen.values())
 
     def add(self, image: Any) -> int | None:
         """The index in :attr:`urls` of the thumbnail of ``image`` (a PIL image), or ``None`` over the budget."""
+        # the pixels' digest first: a picture shown by many rows is downscaled and encoded once
+        digest = hashlib.sha1(f"{image.mode}{image.size}".encode() + image.tobytes()).hexdigest()
+        if digest in self._seen:
+            return self._seen[digest]
         small = image.convert("RGB")
         small.thumbnail((SIDE, SIDE))  # keeps the aspect ratio, never enlarges
         buffer = io.BytesIO()
         small.save(buffer, format="JPEG", quality=QUALITY)
-        data = buffer.getvalue()
-        digest = hashlib.sha1(data).hexdigest()
-        if digest in self._seen:
-            return self._seen[digest]
-        url = "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
+        url = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
         if self._size + len(url) > self.budget:
-            self.left_out += 1
+            self._seen[digest] = None
             return None
         self._size += len(url)
         self._seen[digest] = len(self.urls)
