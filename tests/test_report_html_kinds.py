@@ -125,6 +125,10 @@ def test_cost_page_shows_metrics_and_the_most_confidently_wrong_first(browser, c
     choose(browser, "verdict", "all")
     assert sorted(shown_responses(browser)) == [(n, j) for n, j, x in every if x["signs"][j] < 0]
     choose(browser, "label", "")
+    middle = sorted(x["costs"][j] for _, j, x in every)[len(every) // 2]
+    choose(browser, "mmin", str(middle))
+    assert sorted(shown_responses(browser)) == [(n, j) for n, j, x in every if x["costs"][j] >= middle]
+    choose(browser, "mmin", "")
     choose(browser, "sort", "cost")
     costs = [read_lines(out)[n]["costs"][j] for n, j in shown_responses(browser)]
     assert costs == sorted(costs)
