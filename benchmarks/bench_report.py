@@ -9,7 +9,11 @@ off. Printed per N: the page's size, its size per pair, the size of the texts it
 and the time from navigation start to the page having drawn its figures, plots and first page of rows (the
 best of ``--repeats`` loads).
 
-    python benchmarks/bench_report.py [--pairs 10000 100000] [--chars 400] [--repeats 3]
+With ``--images K`` the rows are image pairs (RLAIF-V's columns), each showing one of K distinct pictures of
+``--image-size`` pixels drawn in code; the page then carries their thumbnails, and the figures add the
+thumbnails' share of the page and how many the budget left out.
+
+    python benchmarks/bench_report.py [--pairs 10000 100000] [--chars 400] [--repeats 3] [--images 2000]
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -57,14 +62,28 @@ def text(rng: random.Random, chars: int) -> str:
     return " ".join(words)
 
 
-def eval_dir(root: Path, pairs: int, chars: int, subsets: int) -> Path:
-    """An eval directory of ``pairs`` pairs and two models, written by rmkit's pair evaluation."""
+def pictures(root: Path, count: int, size: tuple[int, int]) -> list[str]:
+    """``count`` distinct PNG pictures written to ``root``; their names."""
+    from rmkit.data.synthetic import COLOURS, picture
+
+    names = []
+    for k in range(count):
+        names.append(f"img{k}.png")
+        picture(list(COLOURS)[k % len(COLOURS)], size, seed=k).save(root / names[-1])
+    return names
+
+
+def eval_dir(root: Path, pairs: int, chars: int, subsets: int, images: list[str]) -> Path:
+    """An eval directory of ``pairs`` pairs and two models, written by rmkit's pair evaluation (with
+    ``images``, image pairs: row i shows ``images[i % len(images)]``)."""
     rng, gen = random.Random(0), np.random.default_rng(0)
     data = root / "pairs.jsonl"
     rows = []
     with open(data, "w") as f:
         for i in range(pairs):
             row = {"subset": f"s{i % subsets}", "prompt": text(rng, chars // 2)}
+            if images:  # RLAIF-V's columns
+                row = {"subset": row["subset"], "question": row["prompt"], "image": images[i % len(images)]}
             row.update(chosen=text(rng, chars), rejected=text(rng, chars))
             f.write(json.dumps(row) + "\n")
             rows.append(row)
@@ -120,6 +139,8 @@ def main() -> int:
     parser.add_argument("--chars", type=int, default=400, help="mean characters of an answer (prompt: half)")
     parser.add_argument("--subsets", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--images", type=int, default=0, help="distinct images over the rows (0: text pairs)")
+    parser.add_argument("--image-size", type=int, nargs=2, default=[448, 336], metavar=("W", "H"))
     args = parser.parse_args()
     if not shutil.which("chromedriver"):
         print("needs chromium and chromedriver (Debian: apt-get install chromium chromium-driver)")
@@ -128,12 +149,13 @@ def main() -> int:
     print(f"chromium headless, answers of {args.chars} characters on average, prompts of half that, 2 models")
     print(
         f"{'pairs':>8} {'page MB':>8} {'bytes/pair':>10} {'texts MB':>9} {'build s':>8} {'data read s':>12} "
-        f"{'first render s':>15}"
+        f"{'first render s':>15}" + (f" {'thumbnails MB':>14} {'left out':>9}" if args.images else "")
     )
     try:
         for n in args.pairs:
             with tempfile.TemporaryDirectory() as tmp:
-                out = eval_dir(Path(tmp), n, args.chars, args.subsets)
+                images = pictures(Path(tmp), args.images, tuple(args.image_size))
+                out = eval_dir(Path(tmp), n, args.chars, args.subsets, images)
                 texts = (Path(tmp) / "pairs.jsonl").stat().st_size
                 start = time.perf_counter()
                 page = write_page(out, Reading())
@@ -142,10 +164,16 @@ def main() -> int:
                 parse, render = (
                     x / 1000 for x in min(first_render_ms(driver, page) for _ in range(args.repeats))
                 )
-                print(
+                line = (
                     f"{n:>8} {size / 1e6:>8.1f} {size / n:>10.0f} {texts / 1e6:>9.1f} {build:>8.2f} {parse:>12.2f} "
                     f"{render:>15.2f}"
                 )
+                if args.images:
+                    html = page.read_text()
+                    thumbs = sum(len(u) for u in re.findall(r'"data:image/jpeg;base64,[^"]*"', html))
+                    left = re.search(r"(\d+) images not shown", html)
+                    line += f" {thumbs / 1e6:>14.2f} {left.group(1) if left else 0:>9}"
+                print(line)
     finally:
         driver.quit()
     return 0

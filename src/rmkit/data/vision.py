@@ -158,6 +158,15 @@ def _normalise(fmt: str, record: dict[str, Any], r: RowReader, base: Path | None
     return _with_images(fmt, text, record, {column}, column, r, base, limit)
 
 
+def flat_messages(prompt: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A normalised prompt with each message's image parts written as ``<image>`` marks (its content one string)."""
+    return [
+        {**m, "content": m["content"] if isinstance(m["content"], str) else "".join(
+            IMAGE_MARK if p.get("type") == "image" else p.get("text", "") for p in m["content"])}
+        for m in prompt
+    ]  # fmt: skip
+
+
 def _message_text(message: Any, r: RowReader, where: str) -> dict[str, Any]:
     """A message whose content is TRL's list of parts, with its image parts as ``<image>`` marks."""
     if not isinstance(message, dict) or not isinstance(message.get("content"), list):

@@ -153,6 +153,8 @@ class CostEvaluation:
             "kind": "cost",
             "meaning": MEANING,
             "models": dict(zip(self.labels, self.config.model, strict=True)),
+            "data": {name: {"path": path} for name, path in self.paths.items()},
+            "objective": self.reading.objective,  # which labels of the data were read (report.html reads them again)
             "bootstrap": {"samples": self.config.bootstrap, "seed": self.config.seed, "level": 0.95},
             "results": results,
         }

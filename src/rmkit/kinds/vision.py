@@ -103,11 +103,7 @@ class VisionKind(PairwiseKind):
 
 def _flat(prompt: list[dict[str, Any]]) -> Any:
     """The prompt written back with its image parts as ``<image>`` marks (a single user turn as a string)."""
-    from rmkit.data.vision import IMAGE_MARK
+    from rmkit.data.vision import flat_messages
 
-    flat = [
-        {**m, "content": m["content"] if isinstance(m["content"], str) else "".join(
-            IMAGE_MARK if p.get("type") == "image" else p.get("text", "") for p in m["content"])}
-        for m in prompt
-    ]  # fmt: skip
+    flat = flat_messages(prompt)
     return flat[0]["content"] if len(flat) == 1 and flat[0]["role"] == "user" else flat

@@ -38,15 +38,17 @@ def page(
     lines: Iterable[dict[str, Any]],
     texts: dict[str, list[Any]],
     note: str | None = None,
+    images: list[str] | None = None,
 ) -> str:
     """The HTML of ``report.html``.
 
     ``metrics`` is what ``metrics.json`` holds (every figure the page shows is read from it); ``lines`` the
     lines of ``scores.jsonl``; ``texts`` maps ``"<data>#<row>"`` to ``[prompt, [answer, ...]]`` (the answers
     of a pair, a suite row's candidates, a solution's steps, a prompt's rated responses); ``note`` says why
-    texts are missing, when they are.
+    texts are missing, when they are; ``images`` the data URLs of the thumbnails that a row's third item of
+    ``texts`` points to (``[[index or None, name], ...]``).
     """
-    data = {"metrics": metrics, "lines": columns(lines), "texts": texts, "note": note}
+    data = {"metrics": metrics, "lines": columns(lines), "texts": texts, "note": note, "images": images or []}
     folder = resources.files(__name__)
     script, style = (folder / "page.js").read_text("utf-8"), (folder / "page.css").read_text("utf-8")
     title = html.escape(metrics.get("suite", {}).get("title") or "Reward model evaluation")

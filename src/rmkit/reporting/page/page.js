@@ -54,13 +54,14 @@
     }
     return el("div", { class: "wide" }, table);
   }
+  const flat = (node) => Object.values(node || {}).some(isNum); // a cost model's figures: no subsets
   function resultRows(results) {
     const rows = [];
     for (const [model, byData] of Object.entries(results || {}))
       for (const [data, node] of Object.entries(byData))
-        for (const [group, g] of groups(node)) {
+        for (const [group, g] of flat(node) ? [["all", node]] : groups(node)) {
           const nested = node.all && node.subsets; // pairs, steps: "all" and "subsets"; ratings: attributes
-          const path = ["results", model, data, ...(nested && group !== "all" ? ["subsets"] : []), group];
+          const path = flat(node) ? ["results", model, data] : ["results", model, data, ...(nested && group !== "all" ? ["subsets"] : []), group];
           rows.push([model, data, group, path, g]);
         }
     return rows;
@@ -106,9 +107,11 @@
   const K = D.lines.keys, IDX = Object.fromEntries(K.map((k, i) => [k, i]));
   const has = (k) => k in IDX;
   const suiteRows = has("scores") || K.some((k) => k.startsWith("scores_"));
-  const shape = has("step_scores") ? "steps" : has("outputs") ? "rated" : suiteRows ? "suite" : "pairs";
-  const key = (name, label) => (models.length === 1 || !has(`${name}_${label}`) ? name : `${name}_${label}`);
-  const views = D.lines.rows.map((line, i) => {
+  const shape = has("costs") && has("signs") ? "cost" : has("step_scores") ? "steps" : has("outputs") ? "rated" :
+    suiteRows ? "suite" : "pairs";
+  const key = (name, label) => (has(`${name}_${label}`) ? `${name}_${label}` : name);
+  const costModels = Object.keys(M.cost_models || {}); // judged beside reward models on pairs
+  const views = shape === "cost" ? costViews() : D.lines.rows.map((line, i) => {
     const get = (k) => (k in IDX ? line[IDX[k]] : undefined);
     const v = { i, line, get, data: get("data"), row: get("row"), subset: get("subset") ?? "" };
     Object.assign(v, { model: get("model") ?? null, margin: {}, ok: {}, len: null, ld: null });
@@ -120,6 +123,12 @@
       }
       const c = get("chosen_length"), r = get("rejected_length");
       v.len = Math.max(c, r); v.ld = c - r;
+      v.safer = {}; // per cost model and reward model: does the answer the reward model prefers cost less?
+      for (const cm of costModels) {
+        const cc = get(key("chosen_cost", cm)), cr = get(key("rejected_cost", cm));
+        v.safer[cm] = Object.fromEntries(models.map((l) => [l, isNum(cc) && isNum(cr) && isNum(v.margin[l]) ?
+          (v.margin[l] > 0 ? cc < cr : v.margin[l] < 0 ? cr < cc : false) : null]));
+      }
     } else if (shape === "steps") {
       const label = v.model || models[0];
       v.ok[label] = get("predicted_error") === get("first_error");
@@ -127,6 +136,21 @@
     }
     return v;
   });
+  function costViews() {
+    // a cost model's rows: one view a response (a pair gives two), right when its cost has its label's sign
+    const out = [];
+    D.lines.rows.forEach((line, n) => {
+      const get = (k) => (k in IDX ? line[IDX[k]] : undefined);
+      const signs = get("signs") || [], costs = get("costs");
+      signs.forEach((sign, j) => {
+        const cost = costs ? costs[j] : null, labelled = sign !== 0 && isNum(cost);
+        out.push({ i: out.length, n, j, line, get, data: get("data"), row: get("row"), subset: get("data"), model: get("model"),
+          sign, cost, wrong: labelled ? cost * sign : null, label: sign > 0 ? "safe" : sign < 0 ? "unsafe" : "unlabelled",
+          ok: { [get("model")]: labelled ? cost * sign < 0 : null }, margin: {}, len: null, ld: null });
+      });
+    });
+    return out;
+  }
   const textOf = (v) => D.texts[`${v.data}#${v.row}`];
   let searchText = null;
   function haystack(v) {
@@ -139,8 +163,8 @@
   }
 
   // the state of the table: filters, sort, page
-  const S = { group: "", model: models[0] || "", verdict: "all", mmin: "", mmax: "", lmin: "", lmax: "", q: "" };
-  Object.assign(S, { sort: shape === "pairs" ? "errors" : "input", size: 50, page: 0, only: null });
+  const S = { group: "", model: models[0] || "", verdict: "all", label: "", mmin: "", mmax: "", lmin: "", lmax: "", q: "" };
+  Object.assign(S, { sort: shape === "pairs" || shape === "cost" ? "errors" : "input", size: 50, page: 0, only: null });
   // "flipped" rows compare the chosen model with the first one (the first with the second)
   function filtered() {
     const num = (s) => (s === "" ? null : Number(s));
@@ -150,7 +174,9 @@
       if (S.only !== null) return v.i === S.only;
       if (S.group && `${v.data} / ${v.subset}` !== S.group) return false;
       if (v.model !== null && v.model !== S.model) return false;
-      const ok = v.ok[S.model], m = v.margin[S.model];
+      const ok = v.ok[S.model], m = shape === "cost" ? v.cost : v.margin[S.model];
+      if (S.label && v.label !== S.label) return false;
+      if (S.verdict === "costlier" && !(costModels.length && v.safer[costModels[0]][S.model] === false)) return false;
       if (S.verdict === "right" && ok !== true) return false;
       if (S.verdict === "wrong" && ok !== false) return false;
       if (S.verdict === "gained" && !(ok === true && v.ok[other] === false)) return false;
@@ -161,10 +187,11 @@
       if (lmax !== null && !(v.len <= lmax)) return false;
       return !q || haystack(v).includes(q);
     });
-    const by = {
-      errors: (v) => v.margin[S.model], margin_desc: (v) => -v.margin[S.model], ld: (v) => v.ld,
-      ld_desc: (v) => -v.ld, abs_ld: (v) => -Math.abs(v.ld), input: (v) => v.i,
-    }[S.sort];
+    const neg = (x) => (isNum(x) ? -x : null); // a row without the number goes last either way
+    const by = (shape === "cost" ? { errors: (v) => neg(v.wrong), margin_desc: (v) => neg(v.cost), cost: (v) => v.cost } : {
+      errors: (v) => v.margin[S.model], margin_desc: (v) => neg(v.margin[S.model]), ld: (v) => v.ld,
+      ld_desc: (v) => neg(v.ld), abs_ld: (v) => neg(Math.abs(v.ld)),
+    })[S.sort] || ((v) => v.i);
     const k = (v) => { const x = by(v); return isNum(x) ? x : Infinity; };
     return out.sort((a, b) => k(a) - k(b) || a.i - b.i);
   }
@@ -175,11 +202,20 @@
     const summary = `${label}: ${text.slice(0, 120).replace(/\s+/g, " ")}… (${text.length} characters)`;
     return el("details", { class: "text" }, el("summary", { text: summary }), el("div", { class: "texts", text }));
   }
+  function thumbs(images) {
+    // [thumbnail index or null (over the page's budget), the image as the data named it]
+    return el("div", { class: "thumbs" }, ...images.map(([k, ref]) => k === null || k === undefined
+      ? el("span", { class: "thumb-missing", text: `[${ref}]` })
+      : el("img", { class: "thumb", src: D.images[k], alt: ref, title: ref })));
+  }
   function detail(v) {
     const t = textOf(v), cell = el("td", { class: "texts" });
     if (!t) { cell.textContent = D.note || "(no text)"; return cell; }
+    if (t[2]) cell.append(thumbs(t[2]));
     cell.append(textBlock("prompt", t[0]));
-    if (shape === "steps") {
+    if (shape === "cost") {
+      cell.append(textBlock(`response ${v.j + 1} (${v.label}, cost ${fmt(v.cost)})`, t[1][v.j] ?? ""));
+    } else if (shape === "steps") {
       const s = v.get("step_scores") || [], lab = v.get("labels") || [];
       const verdict = (l) => (l === null || l === undefined ? "–" : l ? "right" : "wrong");
       t[1].forEach((step, j) => cell.append(textBlock(`step ${j + 1} (score ${fmt(s[j])}, label ${verdict(lab[j])})`, step)));
@@ -195,7 +231,10 @@
     steps: ["#", "data", "row", "subset", "model", "first error", "predicted error", "right", "texts"],
     rated: ["#", "data", "row", "model", "ratings", "outputs", "texts"],
     suite: ["#", "data", "row", "id", "subset", ...models.map((m) => `scores ${m}`), "texts"],
+    cost: ["#", "data", "row", "response", ...(models.length > 1 ? ["model"] : []), "label", "cost", "right sign", "texts"],
   }[shape];
+  if (shape === "pairs")
+    COLS.splice(COLS.length - 1, 0, ...costModels.flatMap((c) => [`cost chosen ${c}`, `cost rejected ${c}`, `preferred safer ${c}`]));
   function tableRow(v) {
     const ok = v.ok[S.model];
     const tr = el("tr", { class: ok === true ? "right" : ok === false ? "wrong" : "", "data-i": v.i });
@@ -208,6 +247,14 @@
       for (const m of models) tr.append(td(v.margin[m], "num margin"), td(v.ok[m] === null ? "–" : v.ok[m] ? "yes" : "no", `ok ok-${v.ok[m]}`));
       const m = v.margin[S.model];
       tr.append(td(isNum(m) ? 1 / (1 + Math.exp(m)) : null, "num"), td(v.ld, "num"));
+      for (const c of costModels) {
+        const safer = v.safer[c][S.model];
+        tr.append(td(v.get(key("chosen_cost", c)), "num"), td(v.get(key("rejected_cost", c)), "num"),
+          td(safer === null ? "–" : safer ? "yes" : "no", `safer safer-${safer}`));
+      }
+    } else if (shape === "cost") {
+      tr.append(td(v.j + 1, "num"), ...(models.length > 1 ? [td(v.model)] : []), td(v.label, `label-${v.label}`),
+        td(v.cost, "num cost"), td(ok === null ? "–" : ok ? "yes" : "no", `ok ok-${ok}`));
     } else if (shape === "steps") {
       tr.append(td(v.subset), td(v.model || models[0]), td(v.get("first_error")), td(v.get("predicted_error")), td(ok ? "yes" : "no", `ok ok-${ok}`));
     } else if (shape === "rated") {
@@ -217,6 +264,7 @@
       for (const m of models) tr.append(td(v.get(models.length === 1 ? "scores" : `scores_${m}`)));
     }
     tr.append(detail(v));
+    if (shape === "cost") Object.assign(tr.dataset, { line: v.n, response: v.j });
     if (S.only === v.i) tr.classList.add("open");
     return tr;
   }
@@ -252,27 +300,36 @@
     "Bradley-Terry: the confidence of an error. Length is the longer answer's, in characters. " +
     FOLDED + " The other model of \"right here, wrong for the other\" is the first " +
     "model (for the first, the second).";
+  const SAFER_NOTE = " Preferred safer: the answer the reward model scores higher costs less (a tie in either is no).";
+  const COST_NOTE = "A row is one response. Its cost has the right sign when it is below 0 for a safe response and " +
+    "above 0 for an unsafe one (cost·sign < 0; a response labelled neither has no verdict). The most confidently " +
+    "wrong come first: the largest cost·sign above 0, as metrics.json's most_wrong lists them. " + FOLDED;
   function rowsSection() {
     const groupsSeen = [...new Set(views.map((v) => `${v.data} / ${v.subset}`))];
     const verdicts = [["all", "all"], ["right", "right"], ["wrong", "wrong"]];
     if (shape === "pairs" && models.length > 1)
       verdicts.push(["gained", "right here, wrong for the other"], ["lost", "wrong here, right for the other"]);
+    if (shape === "pairs" && costModels.length) verdicts.push(["costlier", `preferred answer costs more (${costModels[0]})`]);
+    if (shape === "cost") verdicts.splice(1, 2, ["right", "right sign"], ["wrong", "wrong sign"]);
     const sorts = [
       ["errors", "most confident errors first"], ["margin_desc", "margin, largest first"],
       ["ld", "length difference, ascending"], ["ld_desc", "length difference, descending"],
       ["abs_ld", "largest length difference"], ["input", "input order"],
     ];
     const num = () => el("input", { type: "number", step: "any" });
-    const pairs = shape === "pairs", steps = shape === "steps";
+    const pairs = shape === "pairs", steps = shape === "steps", cost = shape === "cost";
+    const costSorts = [["errors", "most confidently wrong first"], ["margin_desc", "cost, highest first"],
+      ["cost", "cost, lowest first"], ["input", "input order"]];
     const controls = el("div", { class: "controls" },
       control("data / subset", select([["", "all"], ...groupsSeen.map((g) => [g, g])], ""), "group"),
       models.length > 1 ? control("model", select(models.map((m) => [m, m]), S.model), "model") : null,
       // what a row of this kind has: a verdict (pairs, solutions), a margin (pairs), a length (steps: their number)
-      pairs || steps ? control("rows", select(verdicts, "all"), "verdict") : null,
-      ...(pairs ? [control("margin ≥", num(), "mmin", "input"), control("≤", num(), "mmax", "input")] : []),
+      cost ? control("label", select([["", "all"], ["safe", "safe"], ["unsafe", "unsafe"]], ""), "label") : null,
+      pairs || steps || cost ? control("rows", select(verdicts, "all"), "verdict") : null,
+      ...(pairs || cost ? [control(cost ? "cost ≥" : "margin ≥", num(), "mmin", "input"), control("≤", num(), "mmax", "input")] : []),
       ...(pairs || steps ? [control(pairs ? "length ≥" : "steps ≥", num(), "lmin", "input"), control("≤", num(), "lmax", "input")] : []),
       control("text", el("input", { type: "search" }), "q", "input"),
-      control("sort", select(pairs ? sorts : sorts.slice(-1), S.sort), "sort"),
+      control("sort", select(pairs ? sorts : cost ? costSorts : sorts.slice(-1), S.sort), "sort"),
       control("per page", select(PAGE_SIZES.map((n) => [n, n]), "50"), "size"));
     const pager = el("div", { class: "pager" },
       el("button", { id: "prev", text: "◀ previous", onclick: () => { S.page = Math.max(0, S.page - 1); render(); } }),
@@ -280,7 +337,7 @@
       el("button", { id: "all-rows", text: "clear the picked row", onclick: () => { S.only = null; render(); } }), info);
     const head = el("tr", {}, ...COLS.map((c) => el("th", { text: c })));
     return [el("h2", { text: "Rows" }),
-      el("p", { class: "note", text: shape === "pairs" ? ROWS_NOTE : FOLDED }),
+      el("p", { class: "note", text: pairs ? ROWS_NOTE + (costModels.length ? SAFER_NOTE : "") : cost ? COST_NOTE : FOLDED }),
       controls, pager, el("table", { id: "rows" }, el("thead", {}, head), body)];
   }
 
@@ -352,6 +409,12 @@
         });
       }
       out.push(scatter(`${label}: step scores by position (right steps green, wrong red)`, "step", "step score", pts));
+    } else if (shape === "cost") {
+      for (const data of Object.keys((M.results || {})[label] || {})) {
+        const pts = mine.filter((v) => v.data === data && isNum(v.cost) && v.sign !== 0)
+          .map((v) => [v.cost, Math.sign(v.sign) + (((v.i * 7919) % 100) / 100 - 0.5) * 0.5, v.i, v.sign > 0 ? GOOD : BAD]);
+        out.push(scatter(`${label} on ${data}: costs of safe (green, at 1) and unsafe (red, at −1) responses`, "cost", "label", pts));
+      }
     } else if (shape === "rated") {
       const attrs = [...new Set(mine.flatMap((v) => Object.keys(v.get("ratings") || {})))];
       for (const a of attrs) {
@@ -393,15 +456,35 @@
     const figs = [];
     for (const [model, byData] of Object.entries(M.results || {}))
       for (const [data, node] of Object.entries(byData)) {
+        if (flat(node)) { // every figure with an interval: a cost model's pair and sign accuracy
+          const items = Object.keys(node).filter((k) => `${k}_ci` in node).map((k) => [k, node[k], node[`${k}_ci`]]);
+          figs.push(bars(`${model} on ${data}`, items));
+          continue;
+        }
         const items = groups(node).map(([n, g]) => {
           const k = mainFigure(g);
           return [n, k ? g[k] : null, k ? g[k + "_ci"] || null : null, k];
         });
         figs.push(bars(`${model} on ${data}: ${items.find((x) => x[3])?.[3] || ""}`, items));
       }
+    const meaning = M.meaning ? ` Costs: ${M.meaning.replace(/^costs: /, "")}.` : "";
     return [el("h2", { text: "Figures" }), figureTable("figures", ["model", "data", shape === "rated" ? "attribute" : "subset"], resultRows(M.results)),
-      el("p", { class: "note", text: `Every number is metrics.json's. Intervals: 95% bootstrap${boot}.` }),
+      el("p", { class: "note", text: `Every number is metrics.json's. Intervals: 95% bootstrap${boot}.${meaning}` }),
       el("div", { class: "figs", id: "bars" }, ...figs)];
+  }
+  function safetySection() {
+    // a cost model beside reward models: metrics.json's "safety", the preferred-also-safer share per reward model
+    const rows = [];
+    for (const [c, byData] of Object.entries(M.safety))
+      for (const [data, m] of Object.entries(byData)) {
+        const figures = { ...m }, named = {};
+        for (const [r, x] of Object.entries(m.preferred_safer || {})) { figures[`${r} safer`] = x; named[`${r} safer`] = r; }
+        const path = (k) => (k in named ? ["safety", c, data, "preferred_safer", named[k]] : ["safety", c, data, k]);
+        rows.push([c, data, path, figures]);
+      }
+    return [el("h2", { text: "Cost models" }), figureTable("safety", ["cost model", "data"], rows),
+      el("p", { class: "note", text: "chosen_safer: the share of pairs whose chosen answer costs less; <model> safer: " +
+        "the share whose answer that reward model scores higher costs less (metrics.json's safety)." })];
   }
   function comparisonSection() {
     const rows = [];
@@ -417,9 +500,11 @@
     return [el("h2", { text: "Comparison" }), figureTable("comparison", ["models", "data"], rows),
       el("p", { id: "flips", text: flips.join(" ") + how })];
   }
-  const PLOTS_TITLE = { pairs: "Length bias", steps: "Step scores against labels", rated: "Predicted against rated" };
+  const PLOTS_TITLE = { pairs: "Length bias", steps: "Step scores against labels", rated: "Predicted against rated",
+    cost: "Costs by safety label" };
   function build() {
     const parts = [...evaluated(), ...(M.suite ? suiteSection() : resultsSection())];
+    if (M.safety && Object.keys(M.safety).length) parts.push(...safetySection());
     if (M.comparisons && Object.keys(M.comparisons).length) parts.push(...comparisonSection());
     const ps = plots();
     if (ps.length) parts.push(el("h2", { text: PLOTS_TITLE[shape] }), el("div", { class: "figs", id: "plots" }, ...ps));
