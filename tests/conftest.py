@@ -64,6 +64,22 @@ def write_jsonl(path: Path, rows: list) -> Path:
     return path
 
 
+def judgebench_rows(n: int = 6) -> list[dict]:
+    """``n`` rows of JudgeBench's data file: sources cycling over three, labels alternating."""
+    return [
+        {
+            "pair_id": f"p{k}",
+            "original_id": k,
+            "source": ["mmlu-pro-law", "livebench-math", "livecodebench"][k % 3],
+            "question": f"Which is right about {k}?",
+            "response_A": f"Answer {k} is right.",
+            "response_B": f"No {k}.",
+            "label": "A>B" if k % 2 else "B>A",
+        }  # fmt: skip
+        for k in range(n)
+    ]
+
+
 def make_tokenizer(path: Path, *, pad: bool = True, chat_template: str | None = None):
     """A byte-level BPE tokenizer trained on a tiny corpus, saved to ``path`` as a fast HF tokenizer."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

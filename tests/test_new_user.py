@@ -12,28 +12,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import write_jsonl
+from conftest import judgebench_rows, write_jsonl
 
 from rmkit.cli import main
 from rmkit.options import build
 
 JUDGEBENCH_NAME = "dataset=judgebench,response_model=gpt-4o-2024-05-13.jsonl"
 PAIRS = [{"prompt": f"two plus {k}", "chosen": "four", "rejected": "five is the answer"} for k in range(6)]
-
-
-def judgebench_rows(n: int = 6) -> list[dict]:
-    return [
-        {
-            "pair_id": f"p{k}",
-            "original_id": k,
-            "source": ["mmlu-pro-law", "livebench-math", "livecodebench"][k % 3],
-            "question": f"Which is right about {k}?",
-            "response_A": f"Answer {k} is right.",
-            "response_B": f"No {k}.",
-            "label": "A>B" if k % 2 else "B>A",
-        }  # fmt: skip
-        for k in range(n)
-    ]
 
 
 def test_a_benchmark_file_named_with_a_comma_is_read_whole(rm_path, tmp_path, capsys):

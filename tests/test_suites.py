@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import write_jsonl
+from conftest import judgebench_rows, write_jsonl
 
 from rmkit.errors import DataError, RMKitError
 from rmkit.metrics.benchmarks import (
@@ -271,18 +271,7 @@ def test_rewardbench_end_to_end_and_suite_none_gives_plain_pairs(rm_path, tmp_pa
 
 
 def test_judgebench_and_rm_bench_files_are_detected_and_scored_by_their_rules(rm_path, tmp_path):
-    pairs = [
-        {
-            "pair_id": f"p{k}",
-            "original_id": k,
-            "source": ["mmlu-pro-law", "livebench-math", "livecodebench"][k % 3],
-            "question": f"Which is right about {k}?",
-            "response_A": f"Answer {k} is right.",
-            "response_B": f"No {k}.",
-            "label": "A>B" if k % 2 else "B>A",
-        }  # fmt: skip
-        for k in range(9)
-    ]
+    pairs = judgebench_rows(9)
     data = write_jsonl(tmp_path / "judgebench.jsonl", pairs)
     metrics, out = evaluate(tmp_path, [rm_path], [data])
     (official,) = metrics["suite"]["models"].values()
