@@ -184,3 +184,38 @@ def test_gemma3_sequence_classification_checkpoint(tmp_path):
             logits = classifier(input_ids=ids, **pixels, **family_inputs(rm, ids)).logits
             expected.append(float(logits[0, 0]))
     assert rm.score_rows(rows, batch_tokens=64) == pytest.approx(expected, abs=1e-5)
+
+
+def test_align_anything_checkpoint_scores_by_the_formula(tmp_path):
+    """align-anything's VLM RM layout (its class subclasses the VLM: the VLM's weights plus score_head.weight,
+    no bias, an architecture transformers does not know) is read without remote code, and scores
+    score_head.weight · h[last token], h the VLM's last hidden state, computed by hand."""
+    from safetensors.torch import load_file
+    from torch import nn
+    from transformers import AutoModelForImageTextToText
+
+    from rmkit import kinds
+
+    backbone = make_vlm(tmp_path / "vlm", "qwen2_vl")
+    vlm = AutoModelForImageTextToText.from_pretrained(backbone)
+    torch.manual_seed(3)
+    vlm.score_head = nn.Linear(vlm.config.text_config.hidden_size, 1, bias=False)
+    vlm.config.architectures = ["AccustomedQwen2VLRewardModel"]
+    out = tmp_path / "aa"
+    vlm.save_pretrained(out)
+    assert "score_head.weight" in load_file(str(out / "model.safetensors"))
+    for name in ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json"):
+        (out / name).write_bytes((backbone / name).read_bytes())
+    kind, rm = kinds.load(out)
+    assert kind.name == "vision" and rm.head.bias is None
+    (row,) = rm.example_tokenizer().tokenize([examples()[0]])[0][:1]
+    ids = torch.tensor([row.ids])
+    with torch.no_grad():
+        h = vlm.model(
+            input_ids=ids,
+            pixel_values=torch.from_numpy(row.patches),
+            image_grid_thw=torch.tensor(row.grids),
+            mm_token_type_ids=(ids == vlm.config.image_token_id).int(),
+        ).last_hidden_state[0, -1]
+        by_hand = float(vlm.score_head.weight[0] @ h)
+    assert rm.score_rows([row]) == pytest.approx([by_hand], abs=1e-5)

@@ -10,8 +10,9 @@ padding gives the same score)::
 That is the layout of Skywork-VL-Reward and LLaMA-Factory's reward models (and what align-anything's VLM
 RMs compute, which read ``[:, -1]`` instead: with right padding the shorter answer of a pair is scored at a
 pad token). A checkpoint is the VLM's directory plus ``value_head.safetensors`` holding
-``v_head.summary.weight`` (1, H) and ``v_head.summary.bias`` (1,), or transformers' own
-``Gemma3ForSequenceClassification`` checkpoint (its ``score.weight`` the head); rmkit writes the former, with
+``v_head.summary.weight`` (1, H) and ``v_head.summary.bias`` (1,); also read: transformers' own
+``Gemma3ForSequenceClassification`` checkpoint (its ``score.weight`` the head) and align-anything's (the VLM's
+weights with ``score_head.weight`` among them, no bias), both without remote code. rmkit writes the first, with
 its settings under ``"rmkit"`` in ``config.json`` and the image processor's ``preprocessor_config.json``. A
 ``value_head.bin`` is read only with ``allow_pickle``.
 
@@ -31,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoTokenizer, PreTrainedModel
@@ -199,7 +201,9 @@ class VisionRewardModel(HeldModel):
         model = _backbone(config).from_pretrained(str(path), dtype=resolve_dtype(dtype, target))
         sizes = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v}
         processor = AutoImageProcessor.from_pretrained(str(path), backend="pil", **sizes)
-        head = _read_head(Path(path), allow_pickle) or getattr(model, "score", None)
+        head = (
+            _read_head(Path(path), allow_pickle) or _score_head(Path(path)) or getattr(model, "score", None)
+        )
         hidden = config.get_text_config().hidden_size
         if head is None:  # a VLM without a value head: rmkit train starts from it, the scorers refuse it
             model.fresh_head = [HEAD]
@@ -343,6 +347,23 @@ def _backbone(config: Any) -> Any:
             raise RMKitError(f"{names[0]} with {config.num_labels} labels: a reward model has one")
         return getattr(transformers, names[0])
     return AutoModelForImageTextToText
+
+
+def _score_head(path: Path) -> nn.Linear | None:
+    """align-anything's VLM RM head: ``score_head.weight`` (1, H), no bias, saved among the VLM's own weights
+    (its class subclasses the VLM; the rest of its weights are the VLM's, read by transformers as they are)."""
+    for f in sorted(path.glob("*.safetensors")):
+        with safe_open(str(f), "pt") as weights:
+            if "score_head.weight" not in weights.keys():  # noqa: SIM118 (a safetensors file is no dict)
+                continue
+            weight = weights.get_tensor("score_head.weight")
+        if weight.shape[0] != 1:
+            raise RMKitError(f"{f}: its score_head has {weight.shape[0]} outputs; a reward model has one")
+        head = nn.Linear(weight.shape[1], 1, bias=False)
+        with torch.no_grad():
+            head.weight.copy_(weight)
+        return head
+    return None
 
 
 def _read_head(path: Path, allow_pickle: bool) -> nn.Linear | None:
