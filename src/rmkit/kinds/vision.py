@@ -7,7 +7,8 @@ format, LLaMA-Factory's sharegpt with ``<image>``, rmkit's own with an ``images`
 (no images). ``score``, ``rank`` and ``eval`` run as for a pairwise RM: the rows written carry each row's
 ``images`` as the data file named them; ``eval`` reports the usual pair figures.
 
-``rmkit serve`` reads OpenAI-style ``image_url`` parts holding data URLs (:mod:`rmkit.serving.protocols`).
+``rmkit serve`` reads OpenAI-style ``image_url`` parts holding data URLs (:mod:`rmkit.serving.protocols`),
+and ``http(s)`` URLs with ``--allow-remote-images`` (:mod:`rmkit.serving.remote_images`).
 Each example's images run through the vision encoder once for all its answers (:mod:`rmkit.vlm`); the prompt's
 text tokens still run once an answer. ``rmkit train`` on image pairs: :mod:`rmkit.training.vision`.
 """
