@@ -219,3 +219,29 @@ def test_align_anything_checkpoint_scores_by_the_formula(tmp_path):
         ).last_hidden_state[0, -1]
         by_hand = float(vlm.score_head.weight[0] @ h)
     assert rm.score_rows([row]) == pytest.approx([by_hand], abs=1e-5)
+
+
+def test_a_training_step_sharing_each_pairs_image_equals_the_unshared_step(family_rm):
+    """LLaVA's and Gemma3's training step: each pair's image encoded once gives the loss and every gradient
+    (the vision tower's too) of encoding it once a row."""
+    from rmkit.training.config import TrainConfig
+    from rmkit.training.vision import VisionPair, pair_scores
+    from rmkit.vlm import VisionRewardModel
+
+    _, path = family_rm
+    rm = VisionRewardModel.from_pretrained(path).train()
+    pairs = [VisionPair(*rows) for rows in rm.example_tokenizer().tokenize(examples()[:1])]
+    config = TrainConfig(model=str(path), data="x", output_dir="y", score_reg=0.01)
+    results = []
+    for shared in (True, False):
+        rm.zero_grad()
+        loss, _, _ = pair_scores(rm, pairs, config, shared=shared)
+        loss.sum().backward()
+        results.append(
+            (loss.detach(), {n: p.grad.clone() for n, p in rm.named_parameters() if p.grad is not None})
+        )
+    (loss_s, grads_s), (loss_u, grads_u) = results
+    assert torch.allclose(loss_s, loss_u, atol=1e-6)
+    assert grads_s.keys() == grads_u.keys() and any(".vision_tower." in n for n in grads_s)
+    for name, grad in grads_s.items():
+        assert torch.allclose(grad, grads_u[name], atol=1e-5), name
