@@ -10,6 +10,7 @@ import torch
 from vision_models import make_vlm, picture
 
 from rmkit.data.images import Picture
+from rmkit.data.rendering import ExampleTokenizer
 from rmkit.data.vision import VisionExample
 
 
@@ -86,10 +87,13 @@ def test_image_tokens_equal_the_family_processor(family_rm):
     token_type_ids."""
     rm, _ = family_rm
     tokenizer = rm.example_tokenizer()
-    for ex in examples()[:2]:
+    newline = VisionExample(4, [{"role": "user", "content": [{"type": "text", "text": "Look:\n"}, {"type": "image"},
+                                                           {"type": "text", "text": "\nWhat colour?"}]}],
+                            ["red"], False, images=[Picture(picture("red"), "r.png")])  # fmt: skip
+    for ex in [*examples()[:2], newline]:
         images = [p.image for p in ex.images]
         (row, *_) = tokenizer.tokenize([ex])[0]
-        text = tokenizer.render(ex.prompt, ex.responses[0])
+        text = ExampleTokenizer.render(tokenizer, ex.prompt, ex.responses[0])  # the chat template's text
         theirs = transformers_processor(rm)(
             text=[text], images=[images], return_tensors="pt", add_special_tokens=False
         )

@@ -114,23 +114,21 @@ class Llava(Family):
 
 class Gemma3(Llava):
     """Gemma3: the template's ``<start_of_image>`` becomes ``\\n\\n<start_of_image>``, ``mm_tokens_per_image``
-    image tokens, ``<end_of_image>\\n\\n`` (processing_gemma3's rule); ``token_type_ids`` mark the image
-    tokens, which attend to each other both ways."""
+    image tokens, ``<end_of_image>\\n\\n`` (processing_gemma3's rule: the text around the image tokens is
+    written before tokenising, so its newlines merge with the text beside them as the processor's do);
+    ``token_type_ids`` mark the image tokens, which attend to each other both ways."""
 
     image_text = "<start_of_image>"
 
     def tokens(self, config: Any, processor: Any, tokenizer: Any) -> ImageTokens:
-        count, breaks = (
-            int(config.mm_tokens_per_image),
-            tuple(tokenizer.encode("\n\n", add_special_tokens=False)),
-        )
+        boi, count = int(config.boi_token_id), int(config.mm_tokens_per_image)
         return ImageTokens(
             int(config.image_token_id),
             self.image_text,
             lambda g: count,
-            placeholder=int(config.boi_token_id),
-            before=(*breaks, int(config.boi_token_id)),
-            after=(int(config.eoi_token_id), *breaks),
+            placeholder=boi,
+            before=(boi,),
+            wrap=("\n\n", "<end_of_image>\n\n"),
         )
 
     def inputs(

@@ -47,16 +47,17 @@ class ImageTokens:
     """What a vision-language model's text marks an image with: the token its features take the place of
     (``image_id``), the text an image part renders as without a chat template, the count of an image's
     tokens from its grid (``(t, h, w)``: Qwen's patch grid, else ``(1, height, width)`` of its pixels), the
-    token the chat template writes for an image when it is not ``image_id`` (Gemma3's ``<start_of_image>``)
-    and the ids written before and after an image's tokens (Gemma3's ``\\n\\n<start_of_image>`` and
-    ``<end_of_image>\\n\\n``)."""
+    token the chat template writes for an image when it is not ``image_id`` (Gemma3's ``<start_of_image>``),
+    the ids written before an image's tokens in its place (Gemma3's ``<start_of_image>`` again),
+    and the text written around an image's text before tokenising (Gemma3's ``\\n\\n`` before and
+    ``<end_of_image>\\n\\n`` after: tokenised with the text beside them, as its processor does)."""
 
     image_id: int
     text: str
     count: Callable[[tuple[int, int, int]], int]
     placeholder: int | None = None
     before: tuple[int, ...] = ()
-    after: tuple[int, ...] = ()
+    wrap: tuple[str, str] = ("", "")
 
 
 class VisionTokenizer(ExampleTokenizer):
@@ -69,9 +70,12 @@ class VisionTokenizer(ExampleTokenizer):
 
     def render(self, prompt: Sequence[Message], response: str) -> str:
         if self.use_chat:
-            return super().render(prompt, response)
-        flat = [{**m, "content": self._plain(m["content"])} for m in prompt]
-        return render_plain([*flat, {"role": "assistant", "content": response}])
+            text = super().render(prompt, response)
+        else:
+            flat = [{**m, "content": self._plain(m["content"])} for m in prompt]
+            text = render_plain([*flat, {"role": "assistant", "content": response}])
+        before, after = self.tokens.wrap
+        return text.replace(self.tokens.text, before + self.tokens.text + after) if before or after else text
 
     def _plain(self, content: Any) -> str:
         if isinstance(content, str):
@@ -120,7 +124,7 @@ class VisionTokenizer(ExampleTokenizer):
         out: list[int] = []
         start = 0
         for at, grid in zip(places, grids, strict=True):
-            out += ids[start:at] + [*tokens.before, *[tokens.image_id] * tokens.count(grid), *tokens.after]
+            out += ids[start:at] + [*tokens.before, *[tokens.image_id] * tokens.count(grid)]
             start = at + 1
         return out + ids[start:]
 
