@@ -77,7 +77,7 @@ def pairs(n: int) -> list[VisionExample]:
 @torch.inference_mode()
 def plain_loop(rm: VisionRewardModel, examples: list[VisionExample], batch: int) -> list[float]:
     """The model cards' loop (module docstring): input order, fixed batches, padded to the longest."""
-    tokenizer, image_id, merge = rm.tokenizer, rm.tokens.image_id, rm.tokens.merge
+    tokenizer, image_id, merge = rm.tokenizer, rm.tokens.image_id, rm.processor.merge_size
     scores: list[float] = []
     for start in range(0, len(examples), batch):
         part = examples[start : start + batch]

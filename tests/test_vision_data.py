@@ -54,6 +54,16 @@ FORMATS = {
          "chosen": {"from": "gpt", "value": "red"}, "rejected": {"from": "gpt", "value": "blue"}, "id": 7},
         IMAGE_FIRST, ["red", "blue"],
     ),
+    "mm_rlhf": (
+        {"prompt": "<image>What colour?", "image": "img/red.png", "chosen": "red", "rejected": "blue", "id": 7},
+        IMAGE_FIRST, ["red", "blue"],
+    ),
+    "vlfeedback": (
+        {"prompt": "What colour?", "img_path": "img/red.png", "id": 7,
+         "completions": [{"response": a, "model": "m", "annotations": {"Helpfulness": {"Rating": "3"}}}
+                         for a in ("red", "blue", "green")]},
+        IMAGE_FIRST, ["red", "blue", "green"],
+    ),
     "prompt_response": (
         {"prompt": "Compare <image> with <image>.", "response": "red, then blue",
          "images": ["img/red.png", "img/blue.png"], "id": 7},
@@ -177,3 +187,53 @@ def test_a_requests_oversized_image_is_413_from_its_header(folder):
         )
     assert e.value.status == 413 and e.value.field == "messages[0].content[0]"
     assert "10000x8000 = 80000000 pixels, over the limit of 50000000" in e.value.message
+
+
+def vlfeedback_row(ratings: list[tuple[str, str, str]]) -> dict:
+    """A VLFeedback row (its published columns) whose answers are rated ``(helpfulness, faithfulness,
+    ethics)``, answer i being ``"answer i"``."""
+    aspects = ("Helpfulness", "Visual Faithfulness", "Ethical Considerations")
+    completions = [
+        {"annotations": {a: {"Rating": r, "Rationale": "because"} for a, r in zip(aspects, rated, strict=True)},
+         "model": f"model-{i}", "response": f"answer {i}"}
+        for i, rated in enumerate(ratings)
+    ]  # fmt: skip
+    return {"id": "v1", "prompt": "Describe it.", "models": [c["model"] for c in completions],
+            "completions": completions, "img_path": "img/red.png"}  # fmt: skip
+
+
+def test_vlfeedback_is_binarised_by_rmkit_pairs_and_read_with_its_image(folder):
+    """VLFeedback's completions binarised as rated data is (rmkit pairs, here by the sum of the three
+    aspects, best against the rest, the tie left out): each pair keeps img_path and is read with the image."""
+    from rmkit.cli import main
+
+    data = write_jsonl(
+        folder / "vlf.jsonl", [vlfeedback_row([("4", "5", "5"), ("2", "3", "5"), ("5", "4", "5")])]
+    )
+    weights = "Helpfulness=1,Visual Faithfulness=1,Ethical Considerations=1"
+    out = folder / "pairs.jsonl"
+    assert main(["pairs", "--data", str(data), "--output", str(out), "--weights", weights]) == 0
+    pairs = list(iter_vision_examples(out, pairs=True))
+    assert [ex.responses for ex in pairs] == [["answer 0", "answer 1"]]  # answer 2 ties answer 0 for best
+    assert pairs[0].prompt == [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe it."}]}
+    ]
+    assert pairs[0].images[0].image.getpixel((28, 28)) == (220, 30, 30)
+    assert pairs[0].margin == 4
+
+
+def test_mm_rlhf_rows_and_their_video_rows(folder):
+    """MM-RLHF's pairs (prompt, chosen, rejected, image, has_image) read with the image at its <image> mark;
+    a video row is refused naming its field, or skipped and counted with --on-error skip."""
+    rows = [
+        {"id": "a", "prompt": "<image>\nWhat colour?", "chosen": "red", "rejected": "blue", "image": "img/red.png",
+         "has_image": True},
+        {"id": "b", "prompt": "What happens?", "chosen": "x", "rejected": "y", "video": "v/clip.mp4"},
+    ]  # fmt: skip
+    path = write_jsonl(folder / "mm.jsonl", rows)
+    with pytest.raises(DataError, match=r"row 2.*video.*not read yet"):
+        list(iter_vision_examples(path, pairs=True))
+    with Rejects(folder / "rejects.jsonl") as rejects:
+        (ex,) = iter_vision_examples(path, pairs=True, rejects=rejects)
+    assert rejects.count == 1
+    assert ex.prompt[0]["content"][0] == {"type": "image"} and ex.responses == ["red", "blue"]

@@ -27,11 +27,20 @@ from rmkit.jobs.config import VisionDemoConfig
 from rmkit.training import TrainConfig, train
 
 QWEN_SPECIALS = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>"]
-# The Qwen2-VL chat template's shape: an image part is <|vision_start|><|image_pad|><|vision_end|>.
-QWEN_TEMPLATE = (
+# The tokens of the other families' images: LLaVA's, and Gemma3's begin, soft and end of image.
+SPECIALS = [*QWEN_SPECIALS, "<image>", "<start_of_image>", "<image_soft_token>", "<end_of_image>"]
+# What each family's chat template writes for an image part.
+IMAGE_TEXT = {
+    "qwen2_vl": "<|vision_start|><|image_pad|><|vision_end|>",
+    "qwen2_5_vl": "<|vision_start|><|image_pad|><|vision_end|>",
+    "llava": "<image>",
+    "gemma3": "<start_of_image>",
+}
+# The Qwen2-VL chat template's shape, its image part the family's (Qwen: <|vision_start|><|image_pad|>...).
+TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m.role }}\n"
     "{% if m.content is string %}{{ m.content }}{% else %}{% for p in m.content %}"
-    "{% if p.type == 'image' %}<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ p.text }}{% endif %}"
+    "{% if p.type == 'image' %}IMAGE{% else %}{{ p.text }}{% endif %}"
     "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
 )
 QUESTION = "What colour is the square?"
@@ -62,10 +71,10 @@ def tiny_vlm(
     layers: int = 2,
     max_pixels: int = 112 * 112,
 ) -> Path:
-    """A Qwen2-VL (``family`` qwen2_vl) or Qwen2.5-VL (qwen2_5_vl) of hidden size ``hidden`` and ``layers``
-    layers (language model and vision encoder), random weights seeded by ``seed``, saved to ``path`` with a
-    byte-level BPE tokenizer trained on ``corpus`` (Qwen's image tokens and, with ``template``, a Qwen-shaped
-    chat template) and a PIL image processor (images resized to 56x56 .. ``max_pixels``); no value head."""
+    """A tiny VLM of ``family`` (qwen2_vl, qwen2_5_vl, llava: CLIP and Llama on 28x28 images, gemma3: SigLIP on
+    56x56 images, 4 tokens each) of hidden size ``hidden``, ``layers`` layers, random weights seeded by ``seed``,
+    saved to ``path`` with a BPE tokenizer trained on ``corpus`` (the image tokens; with ``template``, a
+    Qwen-shaped chat template) and a PIL image processor (Qwen's: 56x56 .. ``max_pixels``); no value head."""
     import torch
     from transformers import (
         Qwen2_5_VLConfig,
@@ -75,8 +84,12 @@ def tiny_vlm(
     )
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    tok = _tokenizer(corpus, QWEN_TEMPLATE if template else None)
+    tok = _tokenizer(corpus, TEMPLATE.replace("IMAGE", IMAGE_TEXT[family]) if template else None)
     tok.save_pretrained(str(path))
+    if family in ("llava", "gemma3"):
+        for part in _other_vlm(family, tok, hidden, layers, seed):
+            part.save_pretrained(str(path))
+        return path
     ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
     half = hidden // 4 // 2  # M-RoPE's sections (temporal, height, width) share half a head's dimensions
     text = dict(
@@ -109,8 +122,50 @@ def tiny_vlm(
     return path
 
 
+def _other_vlm(family: str, tok: Any, hidden: int, layers: int, seed: int) -> tuple[Any, Any]:
+    """A tiny LLaVA or Gemma3 (:func:`tiny_vlm`), its weights seeded by ``seed``, and its PIL image processor."""
+    import torch
+    from transformers import (
+        Gemma3Config,
+        Gemma3ForConditionalGeneration,
+        Gemma3ImageProcessorPil,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaImageProcessorPil,
+    )
+
+    ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIALS}
+    text = dict(
+        vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+    )  # fmt: skip
+    vision = dict(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers, num_attention_heads=4,
+                  patch_size=14)  # fmt: skip
+    torch.manual_seed(seed)
+    if family == "llava":
+        config = LlavaConfig(
+            text_config={**text, "model_type": "llama"},
+            vision_config={**vision, "model_type": "clip_vision_model", "image_size": 28},
+            image_token_id=ids["<image>"],
+        )
+        crop = {"height": 28, "width": 28}
+        return LlavaForConditionalGeneration(config), LlavaImageProcessorPil(
+            size={"shortest_edge": 28}, crop_size=crop
+        )
+    config = Gemma3Config(
+        text_config={**text, "model_type": "gemma3_text", "head_dim": hidden // 4, "sliding_window": 512},
+        vision_config={**vision, "model_type": "siglip_vision_model", "image_size": 56},
+        mm_tokens_per_image=4,
+        image_token_index=ids["<image_soft_token>"],
+        boi_token_index=ids["<start_of_image>"],
+        eoi_token_index=ids["<end_of_image>"],
+    )
+    return Gemma3ForConditionalGeneration(config), Gemma3ImageProcessorPil(size={"height": 56, "width": 56})
+
+
 def _tokenizer(corpus: list[str], chat_template: str | None) -> Any:
-    """A byte-level BPE tokenizer (400 pieces) trained on ``corpus``, with Qwen's image tokens."""
+    """A byte-level BPE tokenizer (400 pieces) trained on ``corpus``, with the families' image tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from tokenizers.processors import TemplateProcessing
     from transformers import PreTrainedTokenizerFast
@@ -129,7 +184,7 @@ def _tokenizer(corpus: list[str], chat_template: str | None) -> Any:
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>"
     )
-    fast.add_special_tokens({"additional_special_tokens": QWEN_SPECIALS})
+    fast.add_special_tokens({"additional_special_tokens": SPECIALS})
     fast.chat_template = chat_template
     return fast
 

@@ -1,16 +1,19 @@
-"""VisionRewardModel: a vision-language model (Qwen2-VL, Qwen2.5-VL) read as a reward model.
+"""VisionRewardModel: a vision-language model (Qwen2-VL, Qwen2.5-VL, LLaVA, Gemma3) read as a reward model.
 
 The model is the checkpoint's own transformers VLM (``Qwen2VLForConditionalGeneration``, unmodified, its LM
-head unused) plus a linear value head on the language model's last hidden state, read at each sequence's
-last real token (found from the attention mask, so either padding gives the same score)::
+head unused; what differs between the families is a :class:`Family`) plus a linear value head on the language
+model's last hidden state, read at each sequence's last real token (found from the attention mask, so either
+padding gives the same score)::
 
     score = v_head.summary.weight · h[last real token] + v_head.summary.bias
 
 That is the layout of Skywork-VL-Reward and LLaMA-Factory's reward models (and what align-anything's VLM
 RMs compute, which read ``[:, -1]`` instead: with right padding the shorter answer of a pair is scored at a
 pad token). A checkpoint is the VLM's directory plus ``value_head.safetensors`` holding
-``v_head.summary.weight`` (1, H) and ``v_head.summary.bias`` (1,); rmkit writes the same, with its settings
-under ``"rmkit"`` in ``config.json`` and the image processor's ``preprocessor_config.json``. A
+``v_head.summary.weight`` (1, H) and ``v_head.summary.bias`` (1,); also read: transformers' own
+``Gemma3ForSequenceClassification`` checkpoint (its ``score.weight`` the head) and align-anything's (the VLM's
+weights with ``score_head.weight`` among them, no bias), both without remote code. rmkit writes the first, with
+its settings under ``"rmkit"`` in ``config.json`` and the image processor's ``preprocessor_config.json``. A
 ``value_head.bin`` is read only with ``allow_pickle``.
 
 Scoring takes rows of :class:`rmkit.data.processing.VisionRow` (ids with each image's tokens expanded, the
@@ -24,12 +27,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoTokenizer, PreTrainedModel
@@ -47,19 +50,104 @@ from rmkit.runtime import keep_fp32, resolve_device, resolve_dtype
 HEAD = "v_head.summary"
 
 
-@dataclass(frozen=True)
 class Family:
     """What differs between the vision-language families rmkit reads: the text an image part renders as
-    without a chat template, and the module names of the vision encoder and of its projector into the
-    language model (for ``--freeze``)."""
+    without a chat template, the module names of the vision encoder and of its projector into the language
+    model (for ``--freeze``), how an image's tokens are counted and marked (:meth:`tokens`, transformers'
+    processor rule of the family) and what else the model's forward takes (:meth:`inputs`)."""
 
-    image_text: str
-    vision: str
-    projector: str
+    image_text = "<|vision_start|><|image_pad|><|vision_end|>"
+    vision, projector = "model.visual.", "model.visual.merger."
+
+    def tokens(self, config: Any, processor: Any, tokenizer: Any) -> ImageTokens:
+        """Qwen2-VL's rule: an image's ``<|image_pad|>`` becomes ``t·h·w / merge²`` tokens."""
+        merge = int(processor.merge_size)
+        return ImageTokens(
+            int(config.image_token_id), self.image_text, lambda g: g[0] * g[1] * g[2] // merge**2
+        )
+
+    def inputs(
+        self, ids: torch.Tensor, mask: torch.Tensor, image_id: int, grids: torch.Tensor | None
+    ) -> dict[str, Any]:
+        """The forward's inputs beside ids and mask: Qwen's M-RoPE positions come from the mask and the
+        ``image_grid_thw`` with images, from the mask alone without."""
+        out: dict[str, Any] = {"mm_token_type_ids": (ids == image_id).int()}
+        if grids is None:
+            out["position_ids"] = _positions(mask)
+        else:
+            out["image_grid_thw"] = grids
+        return out
+
+    def features(self, model: Any, pixel_values: torch.Tensor, grids: torch.Tensor) -> list[torch.Tensor]:
+        """One (tokens, H) tensor an image from the vision encoder and projector."""
+        return list(model.get_image_features(pixel_values, grids).pooler_output)
+
+    def encoder_outputs(self, features: list[torch.Tensor]) -> Any:
+        return features
 
 
-_QWEN = Family("<|vision_start|><|image_pad|><|vision_end|>", "model.visual.", "model.visual.merger.")
-FAMILIES = {"qwen2_vl": _QWEN, "qwen2_5_vl": _QWEN}
+class Llava(Family):
+    """LLaVA: each ``<image>`` becomes ``(H/patch)·(W/patch)`` tokens, plus the CLIP encoder's class token,
+    less one with the ``default`` feature selection (processing_llava's rule, read from the model's config)."""
+
+    image_text = "<image>"
+    vision, projector = "model.vision_tower.", "model.multi_modal_projector."
+
+    def tokens(self, config: Any, processor: Any, tokenizer: Any) -> ImageTokens:
+        vision = config.vision_config
+        patch = int(vision.patch_size)
+        extra = int(vision.model_type == "clip_vision_model") - int(
+            config.vision_feature_select_strategy == "default"
+        )
+        return ImageTokens(
+            int(config.image_token_id), self.image_text, lambda g: (g[1] // patch) * (g[2] // patch) + extra
+        )
+
+    def inputs(
+        self, ids: torch.Tensor, mask: torch.Tensor, image_id: int, grids: torch.Tensor | None
+    ) -> dict[str, Any]:
+        return {"position_ids": _positions(mask)}
+
+    def features(self, model: Any, pixel_values: torch.Tensor, grids: torch.Tensor) -> list[torch.Tensor]:
+        return list(model.get_image_features(pixel_values).pooler_output)
+
+
+class Gemma3(Llava):
+    """Gemma3: the template's ``<start_of_image>`` becomes ``\\n\\n<start_of_image>``, ``mm_tokens_per_image``
+    image tokens, ``<end_of_image>\\n\\n`` (processing_gemma3's rule: the text around the image tokens is
+    written before tokenising, so its newlines merge with the text beside them as the processor's do);
+    ``token_type_ids`` mark the image tokens, which attend to each other both ways."""
+
+    image_text = "<start_of_image>"
+
+    def tokens(self, config: Any, processor: Any, tokenizer: Any) -> ImageTokens:
+        boi, count = int(config.boi_token_id), int(config.mm_tokens_per_image)
+        return ImageTokens(
+            int(config.image_token_id),
+            self.image_text,
+            lambda g: count,
+            placeholder=boi,
+            before=(boi,),
+            wrap=("\n\n", "<end_of_image>\n\n"),
+        )
+
+    def inputs(
+        self, ids: torch.Tensor, mask: torch.Tensor, image_id: int, grids: torch.Tensor | None
+    ) -> dict[str, Any]:
+        return {"position_ids": _positions(mask), "token_type_ids": (ids == image_id).long()}
+
+    def encoder_outputs(self, features: list[torch.Tensor]) -> Any:
+        return torch.stack(features)
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    """Each token's position among the real tokens of its row (so either padding gives the same positions)."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+FAMILIES: dict[str, Family] = {
+    "qwen2_vl": Family(), "qwen2_5_vl": Family(), "llava": Llava(), "gemma3": Gemma3()
+}  # fmt: skip
 
 
 class VisionRewardModel(HeldModel):
@@ -84,9 +172,7 @@ class VisionRewardModel(HeldModel):
         hidden = model.config.get_text_config().hidden_size
         self.head = head if head is not None else nn.Linear(hidden, 1)
         keep_fp32(self.head)
-        self.tokens = ImageTokens(
-            int(model.config.image_token_id), self.family.image_text, int(processor.merge_size)
-        )
+        self.tokens = self.family.tokens(model.config, processor, tokenizer)
 
     @classmethod
     def from_pretrained(
@@ -110,10 +196,12 @@ class VisionRewardModel(HeldModel):
             raise RMKitError(
                 f"{path}: rmkit reads {', '.join(FAMILIES)} as vision-language RMs, not {config.model_type}"
             )
-        model = AutoModelForImageTextToText.from_pretrained(str(path), dtype=resolve_dtype(dtype, target))
+        model = _backbone(config).from_pretrained(str(path), dtype=resolve_dtype(dtype, target))
         sizes = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v}
         processor = AutoImageProcessor.from_pretrained(str(path), backend="pil", **sizes)
-        head = _read_head(Path(path), allow_pickle)
+        head = (
+            _read_head(Path(path), allow_pickle) or _score_head(Path(path)) or getattr(model, "score", None)
+        )
         hidden = config.get_text_config().hidden_size
         if head is None:  # a VLM without a value head: rmkit train starts from it, the scorers refuse it
             model.fresh_head = [HEAD]
@@ -153,20 +241,15 @@ class VisionRewardModel(HeldModel):
         ``image_grid_thw`` (N, 3) in the order their tokens come; ``scores`` (B, L) with ``token_scores``.
         ``image_features`` (one (tokens, H) tensor an image, from :meth:`encode`) stand for ``pixel_values``:
         the vision encoder then does not run."""
-        kwargs: dict[str, Any] = {}
-        if image_grid_thw is None:  # text only: positions from the mask, as the VLM's M-RoPE gives them
-            kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        elif image_features is not None:
-            kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=image_features)}
-        else:
+        images = image_grid_thw is not None
+        kwargs = self.family.inputs(input_ids, attention_mask, self.tokens.image_id, image_grid_thw)
+        if images and image_features is not None:
+            pooled = self.family.encoder_outputs(list(image_features))
+            kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=pooled)}
+        elif images:
             kwargs["pixel_values"] = pixel_values
         hidden = self.model.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            image_grid_thw=image_grid_thw,
-            mm_token_type_ids=(input_ids == self.tokens.image_id).int(),
-            use_cache=False,
-            **kwargs,
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs
         ).last_hidden_state
         positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
         end_index = (positions * attention_mask.ne(0)).argmax(-1)
@@ -207,9 +290,7 @@ class VisionRewardModel(HeldModel):
         features: dict[int, tuple[torch.Tensor, ...]] = {}
         for group in token_budget_batches(costs, budget, None):
             batch = self.batch([sets[i] for i in group])
-            out = self.model.model.get_image_features(
-                batch["pixel_values"], batch["image_grid_thw"]
-            ).pooler_output
+            out = self.family.features(self.model.model, batch["pixel_values"], batch["image_grid_thw"])
             start = 0
             for i in group:
                 features[id(sets[i].patches)] = tuple(out[start : start + len(sets[i].grids)])
@@ -232,7 +313,7 @@ class VisionRewardModel(HeldModel):
         if features is not None:
             batch["image_features"] = [f for r in with_images for f in features[id(r.patches)]]
         else:
-            dtype = next(self.model.model.visual.parameters()).dtype
+            dtype = next(self.model.get_submodule(self.family.vision.rstrip(".")).parameters()).dtype
             patches = np.concatenate([r.patches for r in with_images])
             batch["pixel_values"] = torch.from_numpy(patches).to(self.device, dtype)
         return batch
@@ -251,6 +332,36 @@ class VisionRewardModel(HeldModel):
             )
 
         save_model(self.model, self.tokenizer, self.metadata, Path(path), extra=extra)
+
+
+def _backbone(config: Any) -> Any:
+    """The transformers class of the checkpoint: its own ``...ForSequenceClassification`` (Gemma3's standard
+    RM checkpoint, whose ``score`` is the head: the VLM's ``model`` plus ``score.weight``), else the VLM."""
+    import transformers
+
+    names = [a for a in config.architectures or [] if a.endswith("ForSequenceClassification")]
+    if names and hasattr(transformers, names[0]):
+        if getattr(config, "num_labels", 1) != 1:
+            raise RMKitError(f"{names[0]} with {config.num_labels} labels: a reward model has one")
+        return getattr(transformers, names[0])
+    return AutoModelForImageTextToText
+
+
+def _score_head(path: Path) -> nn.Linear | None:
+    """align-anything's VLM RM head: ``score_head.weight`` (1, H), no bias, saved among the VLM's own weights
+    (its class subclasses the VLM; the rest of its weights are the VLM's, read by transformers as they are)."""
+    for f in sorted(path.glob("*.safetensors")):
+        with safe_open(str(f), "pt") as weights:
+            if "score_head.weight" not in weights.keys():  # noqa: SIM118 (a safetensors file is no dict)
+                continue
+            weight = weights.get_tensor("score_head.weight")
+        if weight.shape[0] != 1:
+            raise RMKitError(f"{f}: its score_head has {weight.shape[0]} outputs; a reward model has one")
+        head = nn.Linear(weight.shape[1], 1, bias=False)
+        with torch.no_grad():
+            head.weight.copy_(weight)
+        return head
+    return None
 
 
 def _read_head(path: Path, allow_pickle: bool) -> nn.Linear | None:

@@ -9,9 +9,11 @@ writes for an image becomes ``t·h·w / merge²`` of them, the count of the visi
     rendered text ─ tokenizer ─> ids with one image token an image ─ expand ─> ids with t·h·w/merge² each
     images ─ image processor (min/max pixels) ─> patches (P, C·T·14·14) and grids (N, 3)
 
-The model's ``mm_token_type_ids`` (1 at image tokens, 0 elsewhere) are read from the ids when a batch runs
-(:meth:`rmkit.vlm.VisionRewardModel.forward`). Without a chat template an image part is written as the model's
-``<|vision_start|><|image_pad|><|vision_end|>`` text. Truncation cuts the prompt from the left as for text,
+LLaVA's ``<image>`` and Gemma3's ``<start_of_image>`` are expanded by their processors' rules the same way
+(:class:`ImageTokens`, :class:`rmkit.vlm.Family`). The model's ``mm_token_type_ids`` (Gemma3's
+``token_type_ids``: 1 at image tokens, 0 elsewhere) are read from the ids when a batch runs
+(:meth:`rmkit.vlm.VisionRewardModel.forward`). Without a chat template an image part is written as the
+family's image text (Qwen's ``<|vision_start|><|image_pad|><|vision_end|>``). Truncation cuts the prompt from the left as for text,
 once for all the answers of an example, after the images are expanded; never into an image or an answer:
 an example too long to keep its images whole is dropped and counted.
 """
@@ -19,7 +21,7 @@ an example too long to keep its images whole is dropped and counted.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,12 +44,20 @@ class VisionRow(Tokenized):
 
 @dataclass(frozen=True)
 class ImageTokens:
-    """What a vision-language model's text marks an image with: the placeholder token expanded per image,
-    the text an image part renders as without a chat template, and the merge of the encoder's patches."""
+    """What a vision-language model's text marks an image with: the token its features take the place of
+    (``image_id``), the text an image part renders as without a chat template, the count of an image's
+    tokens from its grid (``(t, h, w)``: Qwen's patch grid, else ``(1, height, width)`` of its pixels), the
+    token the chat template writes for an image when it is not ``image_id`` (Gemma3's ``<start_of_image>``),
+    the ids written before an image's tokens in its place (Gemma3's ``<start_of_image>`` again),
+    and the text written around an image's text before tokenising (Gemma3's ``\\n\\n`` before and
+    ``<end_of_image>\\n\\n`` after: tokenised with the text beside them, as its processor does)."""
 
     image_id: int
     text: str
-    merge: int
+    count: Callable[[tuple[int, int, int]], int]
+    placeholder: int | None = None
+    before: tuple[int, ...] = ()
+    wrap: tuple[str, str] = ("", "")
 
 
 class VisionTokenizer(ExampleTokenizer):
@@ -60,9 +70,12 @@ class VisionTokenizer(ExampleTokenizer):
 
     def render(self, prompt: Sequence[Message], response: str) -> str:
         if self.use_chat:
-            return super().render(prompt, response)
-        flat = [{**m, "content": self._plain(m["content"])} for m in prompt]
-        return render_plain([*flat, {"role": "assistant", "content": response}])
+            text = super().render(prompt, response)
+        else:
+            flat = [{**m, "content": self._plain(m["content"])} for m in prompt]
+            text = render_plain([*flat, {"role": "assistant", "content": response}])
+        before, after = self.tokens.wrap
+        return text.replace(self.tokens.text, before + self.tokens.text + after) if before or after else text
 
     def _plain(self, content: Any) -> str:
         if isinstance(content, str):
@@ -91,12 +104,16 @@ class VisionTokenizer(ExampleTokenizer):
         if not images:
             return None, []
         done = self.processor(images=images, return_tensors="np")
-        return done["pixel_values"], [tuple(int(x) for x in g) for g in done["image_grid_thw"]]
+        patches = done["pixel_values"]
+        if "image_grid_thw" not in done:  # one (C, H, W) array an image (LLaVA, Gemma3)
+            return patches, [(1, int(p.shape[-2]), int(p.shape[-1])) for p in patches]
+        return patches, [tuple(int(x) for x in g) for g in done["image_grid_thw"]]
 
     def _expanded(self, ex: Example, ids: list[int], grids: list) -> list[int]:
-        """``ids`` with each image token expanded to its image's count of features."""
-        image_id, merge = self.tokens.image_id, self.tokens.merge
-        places = [i for i, t in enumerate(ids) if t == image_id]
+        """``ids`` with each image token expanded to its image's count of features (and the ids around them)."""
+        tokens = self.tokens
+        mark = tokens.image_id if tokens.placeholder is None else tokens.placeholder
+        places = [i for i, t in enumerate(ids) if t == mark]
         if len(places) != len(grids):
             raise DataError(
                 f"the rendered text has {len(places)} image tokens for {len(grids)} images (the model's "
@@ -106,8 +123,8 @@ class VisionTokenizer(ExampleTokenizer):
             )
         out: list[int] = []
         start = 0
-        for at, (t, h, w) in zip(places, grids, strict=True):
-            out += ids[start:at] + [image_id] * (t * h * w // (merge * merge))
+        for at, grid in zip(places, grids, strict=True):
+            out += ids[start:at] + [*tokens.before, *[tokens.image_id] * tokens.count(grid)]
             start = at + 1
         return out + ids[start:]
 

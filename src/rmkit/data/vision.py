@@ -15,11 +15,19 @@ format            columns                                                     th
 ``rlaif_v``       RLAIF-V: ``question``, ``image``, ``chosen``, ``rejected``    one, before the question
 ``trl_vision``    TRL: ``images`` and ``prompt`` messages with                  at the image parts
                   ``{"type": "image"}`` parts, ``chosen``, ``rejected``
+``vlfeedback``    VLFeedback: ``prompt``, ``completions`` (each a ``response``   one, before the prompt
+                  with its ratings), ``img_path`` (or ``image``): best-of-N
 ``sharegpt``      LLaMA-Factory: ``conversations`` (or ``messages``) with       at the ``<image>`` marks
                   ``<image>`` marks, ``chosen``, ``rejected``, ``images``
 ``prompt_response``, ``responses``, ``trl``: rmkit's own with an ``images``   at ``<image>`` marks, else
-                  column (or ``image``)                                       before the first user text
+                  column (or ``image``, ``img_path``)                         before the first user text
 ================  ==========================================================  ==========================
+
+MM-RLHF's pairs (``prompt``, ``chosen``, ``rejected``, ``image``) are the ``trl`` rows with an ``image``; its
+video rows (a ``video`` field) are refused, named, until video is read. VLFeedback's rows (their
+``completions`` rated on helpfulness, visual faithfulness and ethical considerations) are scored as
+best-of-N rows, and binarised by ``rmkit pairs`` as any rated data is (its
+``completions`` are UltraFeedback's shape): the pairs it writes keep ``img_path``, read here as the image.
 
 Rows without images are read as their text format is (:mod:`rmkit.data.formats`), with no images.
 Images are opened as :mod:`rmkit.data.images` says; a count of image parts or ``<image>`` marks that
@@ -40,8 +48,8 @@ from rmkit.data.rejects import Rejects
 from rmkit.data.rows import RowReader, each_record
 
 IMAGE_MARK = "<image>"  # LLaMA-Factory's and rmkit's mark of where an image goes in a text
-VISION_FORMATS = ("aa_ti2t", "rlaif_v", "trl_vision")
-IMAGE_COLUMNS = ("images", "image")
+VISION_FORMATS = ("aa_ti2t", "rlaif_v", "trl_vision", "vlfeedback")
+IMAGE_COLUMNS = ("images", "image", "img_path")  # img_path: VLFeedback's
 
 
 @dataclass
@@ -77,6 +85,8 @@ def detect_vision(record: dict[str, Any]) -> str | None:
         return "rlaif_v"
     if "images" in keys and isinstance(record.get("prompt"), list) and image_count(record["prompt"]):
         return "trl_vision"
+    if {"prompt", "completions"} <= keys and keys & set(IMAGE_COLUMNS):
+        return "vlfeedback"
     if keys & set(IMAGE_COLUMNS):
         try:
             return detect_format({k: v for k, v in record.items() if k not in IMAGE_COLUMNS})
@@ -117,6 +127,8 @@ def normalise_vision(
     base = Path(source).parent if source != "<input>" else None
 
     def convert(record: dict[str, Any], reader: RowReader) -> Example:
+        if record.get("video"):  # MM-RLHF's video rows: never read as their text alone
+            raise reader.error("video", "video rows are not read yet (only images)")
         fmt = format or detect_vision(record)
         if fmt is None:
             try:
@@ -150,6 +162,14 @@ def _normalise(fmt: str, record: dict[str, Any], r: RowReader, base: Path | None
         text = {k: v for k, v in record.items() if k != "images"} | {"prompt": prompt}
         return _with_images("trl", text, record, {"images"}, "images", r, base, limit)
     column = next((c for c in IMAGE_COLUMNS if c in record), None)
+    if fmt == "vlfeedback" and column is not None:  # its completions' answers as a best-of-N row
+        completions = r.get(record, "completions")
+        if not isinstance(completions, list) or not all(isinstance(c, dict) for c in completions):
+            raise r.error("completions", "expected a list of completion objects")
+        answers = [r.text({f"completions[{i}].response": c.get("response")}, f"completions[{i}].response")
+                   for i, c in enumerate(completions)]  # fmt: skip
+        text = {k: v for k, v in record.items() if k not in ("completions", column)} | {"responses": answers}
+        return _with_images("responses", text, record, {"completions", column}, column, r, base, limit)
     if fmt not in _NORMALISERS:
         raise r.error(None, f"unknown format '{fmt}'")
     if column is None:

@@ -1,13 +1,14 @@
 """Vision-language reward models: one score a response to a prompt that may hold images.
 
-Recognised by a checkpoint's ``model_type`` (Qwen2-VL, Qwen2.5-VL: :data:`rmkit.vlm.FAMILIES`), or rmkit's
+Recognised by a checkpoint's ``model_type`` (Qwen2-VL, Qwen2.5-VL, LLaVA, Gemma3: :data:`rmkit.vlm.FAMILIES`), or rmkit's
 settings naming the kind ``vision``; loaded as :class:`rmkit.vlm.VisionRewardModel` (the VLM plus a value
 head). Its data is multimodal rows (:mod:`rmkit.data.vision`: align-anything TI2T, RLAIF-V, TRL's vision
 format, LLaMA-Factory's sharegpt with ``<image>``, rmkit's own with an ``images`` column), and text rows too
 (no images). ``score``, ``rank`` and ``eval`` run as for a pairwise RM: the rows written carry each row's
 ``images`` as the data file named them; ``eval`` reports the usual pair figures.
 
-``rmkit serve`` reads OpenAI-style ``image_url`` parts holding data URLs (:mod:`rmkit.serving.protocols`).
+``rmkit serve`` reads OpenAI-style ``image_url`` parts holding data URLs (:mod:`rmkit.serving.protocols`),
+and ``http(s)`` URLs with ``--allow-remote-images`` (:mod:`rmkit.serving.remote_images`).
 Each example's images run through the vision encoder once for all its answers (:mod:`rmkit.vlm`); the prompt's
 text tokens still run once an answer. ``rmkit train`` on image pairs: :mod:`rmkit.training.vision`.
 """
@@ -23,7 +24,8 @@ from rmkit.data.vision import detect_vision, iter_vision_examples, normalise_vis
 from rmkit.kinds.base import Checkpoint, Kind, Raw, Reading, Sequences
 from rmkit.kinds.pairwise import PairwiseKind
 
-MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")  # rmkit.vlm.FAMILIES, named here without importing torch
+# rmkit.vlm.FAMILIES, named here without importing torch
+MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl", "llava", "gemma3")
 
 
 class VisionKind(PairwiseKind):

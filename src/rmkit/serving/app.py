@@ -37,6 +37,7 @@ from rmkit.serving import protocols
 from rmkit.serving.batcher import Batcher, QueueFull
 from rmkit.serving.config import ServeConfig
 from rmkit.serving.protocols import Call, RequestError
+from rmkit.serving.remote_images import RemoteImages
 from rmkit.serving.telemetry import Telemetry
 from rmkit.serving.tokenizing import TokenizerThread
 
@@ -71,6 +72,11 @@ class Scorer:
         self.tokenizer = self.kind.tokenizer(rm, self.reading)
         self.tokenizing = TokenizerThread(self.tokenizer.tokenize)
         self.model_name = config.served_model_name or config.model
+        self.remote_images = (
+            RemoteImages(int(config.remote_image_mb * (1 << 20)), config.remote_image_timeout)
+            if config.allow_remote_images
+            else None
+        )
         self.vocab = rm.model.get_input_embeddings().num_embeddings
         self.context = protocols.Context(
             self.model_name,
@@ -240,6 +246,8 @@ async def _score(request: Request, parse: Callable[[Any], Call], scorer: Scorer,
     batcher = scorer.batcher
     try:
         body = await read_json(request, limit)
+        if scorer.remote_images is not None:  # before the batcher waits for this request
+            body = await asyncio.to_thread(scorer.remote_images.fetched, body)
     except RequestError as e:
         return error(e.status, e.message, field=e.field)
     except ClientDisconnect:  # the client hung up mid-body: counted and said once, not an error of ours

@@ -54,6 +54,12 @@ class ServeConfig(RuntimeOptions, InferenceOptions, ModelOptions, StepOptions):
         choices=["left", "refuse"],
     )
     max_body_mb: float = option(64.0, help="largest request body in MiB (more: 413)")
+    allow_remote_images: bool = option(
+        False,
+        help="fetch the http(s) URLs of image_url parts (off: only data URLs; a URL is refused with 422)",
+    )
+    remote_image_mb: float = option(10.0, help="largest remote image in MiB (more: 413)")
+    remote_image_timeout: float = option(10.0, help="seconds to connect to a remote image and for each read")
     max_queue: int = option(65536, help="most items waiting for a batch; more get 503 with Retry-After")
     request_timeout: float = option(
         120.0, help="seconds a request may wait for its scores before a 503 (its items are dropped)"
