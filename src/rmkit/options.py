@@ -169,12 +169,14 @@ class ModelOptions:
         help="read a causal LM as a judge, its verdict token's logits in one pass: verifier (log-odds of yes "
         "against no), rating (the expected rating) or pairwise (A against B, both orders, one score a "
         "candidate by a Bradley-Terry fit); token (one vocabulary entry's logit after the conversation: "
-        "--judge-template nemotron); generate: it writes a judgment, whose verdict a parser reads",
+        "--judge-template nemotron); generate: it writes a judgment, whose verdict a parser reads. A Qwen2-VL "
+        "or Qwen2.5-VL model is read so with the images in its prompt (verifier, rating, pairwise)",
         choices=["verifier", "rating", "pairwise", "token", "generate"],
     )
     judge_template: str | None = option(
         None,
-        help="the judge prompt: verifier, rating, rating-5, pairwise or a template file (default: the judge's)",
+        help="the judge prompt: verifier, rating, rating-5, pairwise or a template file (default: the judge's); "
+        "for a vision-language judge (pairwise) also llava-critic, unified-reward, vl-rewardbench, mmrb",
     )
     judge_tokens: list[str] | None = option(
         None, help="the verdict tokens (default: the template's: Yes No; 1 ... 10; A B), each one token"

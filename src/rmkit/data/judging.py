@@ -29,6 +29,7 @@ from typing import Any
 
 from rmkit.data.formats import Example, Message
 from rmkit.data.rendering import ExampleTokenizer, render_plain
+from rmkit.data.vision_templates import VISION_TEMPLATES
 from rmkit.errors import RMKitError
 
 JUDGE_KEY = "judge"  # where a checkpoint's rmkit settings keep its judge
@@ -130,6 +131,7 @@ TEMPLATES = {
         parser="abcd",
     ),
 }
+TEMPLATES |= {name: Template(**fields) for name, fields in VISION_TEMPLATES.items()}  # the image judges'
 DEFAULT_TEMPLATE = {
     "verifier": "verifier",
     "rating": "rating",

@@ -1,17 +1,19 @@
 """The kinds of reward model rmkit reads, and the one place every command asks which kind it holds.
 
-=========  =======================================  ==========================================
-kind       a checkpoint of this kind                its data (eval, train)
-=========  =======================================  ==========================================
-judge      a causal LM given ``--judge``, or rmkit  preference pairs
-           judge settings (a converted verifier)
-vision     a Qwen2-VL or Qwen2.5-VL model (a VLM    preference pairs with images
-           and its value head)
-process    token classifier, rmkit step settings,   step-labelled solutions
-           or ``--good-token``/``--bad-token``
-rated      sequence classifier with K > 1 labels    rated responses
-pairwise   anything else (one score a response)     preference pairs
-=========  =======================================  ==========================================
+============  =======================================  ==========================================
+kind          a checkpoint of this kind                its data (eval, train)
+============  =======================================  ==========================================
+vision-judge  a Qwen2-VL or Qwen2.5-VL model given     preference pairs with images
+              ``--judge`` (a VLM read at its verdict)
+judge         a causal LM given ``--judge``, or rmkit  preference pairs
+              judge settings (a converted verifier)
+vision        a Qwen2-VL or Qwen2.5-VL model (a VLM    preference pairs with images
+              and its value head)
+process       token classifier, rmkit step settings,   step-labelled solutions
+              or ``--good-token``/``--bad-token``
+rated         sequence classifier with K > 1 labels    rated responses
+pairwise      anything else (one score a response)     preference pairs
+============  =======================================  ==========================================
 
 :data:`KINDS` lists them most specific first; the first that recognises a checkpoint (:func:`load`), owns a
 loaded model (:func:`of_model`) or holds a data file (:func:`for_data`) is the one, and the last, pairwise, is
@@ -33,8 +35,9 @@ from rmkit.kinds.pairwise import PairwiseKind
 from rmkit.kinds.process import ProcessKind
 from rmkit.kinds.rated import RatedKind
 from rmkit.kinds.vision import VisionKind
+from rmkit.kinds.vision_judge import VisionJudgeKind
 
-KINDS: list[Kind] = [JudgeKind(), VisionKind(), ProcessKind(), RatedKind(), PairwiseKind()]
+KINDS: list[Kind] = [VisionJudgeKind(), JudgeKind(), VisionKind(), ProcessKind(), RatedKind(), PairwiseKind()]
 
 __all__ = [
     "KINDS",
