@@ -88,7 +88,26 @@ def recognise(checkpoint: Checkpoint) -> Kind:
                 f"know (it knows {', '.join(k.name for k in KINDS)}); it looks like: {checkpoint.describe()}"
             )
         return kind
+    refuse_remote_code(checkpoint)
     return next((k for k in KINDS if k.recognises(checkpoint)), KINDS[-1])
+
+
+def refuse_remote_code(checkpoint: Checkpoint) -> None:
+    """Refuse, in one line and before any weight loads, a checkpoint that only its own code reads (its config's
+    ``auto_map`` names classes for a model type transformers does not have: IXC-2.5-Reward's
+    ``internlmxcomposer2``) unless ``--trust-remote-code`` was given."""
+    auto_map, model_type = checkpoint.config.get("auto_map"), checkpoint.config.get("model_type")
+    if not auto_map or checkpoint.options.get("trust_remote_code"):
+        return
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    if model_type in CONFIG_MAPPING_NAMES:
+        return
+    classes = ", ".join(sorted({str(v).split(".")[-1] for v in dict(auto_map).values()}))
+    raise RMKitError(
+        f"{checkpoint.path}: model type '{model_type}' is read only by the checkpoint's own code ({classes}); "
+        "rmkit runs that code only with --trust-remote-code (read it first)"
+    )
 
 
 def load(
