@@ -176,7 +176,20 @@ def test_score_rank_eval_inspect_on_image_rows(vlm_rm, tmp_path):
     )
 
     assert (
-        main(["eval", "--model", str(path), "--data", str(pairs), "--output-dir", str(tmp_path / "ev")]) == 0
+        main(
+            [
+                "eval",
+                "--model",
+                str(path),
+                "--data",
+                str(pairs),
+                "--format",
+                "rlaif_v",
+                "--output-dir",
+                str(tmp_path / "ev"),
+            ]
+        )
+        == 0
     )
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     figures = next(iter(metrics["results"].values()))["pairs"]["all"]
@@ -285,3 +298,18 @@ def test_truncation_cuts_the_shared_prompt_once_and_never_an_image(vlm_rm):
     for row in rm.example_tokenizer(max_length=limit).tokenize([image_first]):
         stats.add(row)
     assert stats.dropped == 1
+
+
+@pytest.mark.parametrize("budget", [16, 10_000])
+def test_each_examples_images_run_through_the_encoder_once(vlm_rm, budget):
+    """A pair's two rows (and a row a batch, budget 16) read one pass of the vision encoder over their image."""
+    rm, _ = vlm_rm
+    prepared = rm.example_tokenizer().tokenize(examples())
+    rows = [r for row in prepared for r in row]
+    seen = []
+    hook = rm.model.model.visual.register_forward_hook(lambda module, args, out: seen.append(len(args[0])))
+    try:
+        rm.score_rows(rows, batch_tokens=budget)
+    finally:
+        hook.remove()
+    assert sum(seen) == sum(len(row[0].patches) for row in prepared if row[0].patches is not None)

@@ -152,3 +152,28 @@ def test_text_rows_read_without_images(folder):
     path = write_jsonl(folder / "rows.jsonl", [{"prompt": "Hi", "chosen": "Hello", "rejected": "Go"}])
     (ex,) = iter_vision_examples(path, pairs=True)
     assert ex.prompt == [{"role": "user", "content": "Hi"}] and not getattr(ex, "images", [])
+
+
+def test_a_requests_oversized_image_is_413_from_its_header(folder):
+    """A PNG whose header claims 10000x8000 pixels is refused from the header, before any pixel is decoded:
+    a data error in a file, a 413 in a server request naming the part."""
+    import struct
+    import zlib
+
+    from rmkit.data.formats import examples_from
+    from rmkit.serving.protocols import RequestError, with_images
+
+    raw = bytearray(png())
+    ihdr = raw.index(b"IHDR")
+    raw[ihdr + 4 : ihdr + 12] = struct.pack(">II", 10000, 8000)
+    raw[ihdr + 17 : ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(raw[ihdr : ihdr + 17])))
+    url = "data:image/png;base64," + base64.b64encode(bytes(raw)).decode()
+    parts = [{"type": "image", "image": url}, {"type": "text", "text": "What colour?"}]
+    with pytest.raises(RequestError) as e:
+        with_images(
+            examples_from(
+                messages=[[{"role": "user", "content": parts}, {"role": "assistant", "content": "red"}]]
+            )
+        )
+    assert e.value.status == 413 and e.value.field == "messages[0].content[0]"
+    assert "10000x8000 = 80000000 pixels, over the limit of 50000000" in e.value.message

@@ -24,6 +24,10 @@ COMMANDS: dict[str, tuple[str, str, str, str, str]] = {
         "rmkit.jobs.config", "DemoConfig", "rmkit.demo", "demo",
         "train, evaluate and score on built-in data, in minutes",
     ),
+    "demo-vision": (
+        "rmkit.jobs.config", "VisionDemoConfig", "rmkit.demo_vision", "demo_vision",
+        "a vision-language RM learns a visual preference task drawn in code, in minutes",
+    ),
     "train": (
         "rmkit.training.config", "TrainConfig", "rmkit.training.loop", "train",
         "train a reward model: from preference pairs, step labels (a process RM) or ratings (regression)",

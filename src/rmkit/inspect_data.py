@@ -74,6 +74,7 @@ def inspect_model(path: str) -> dict[str, object]:
     checkpoint = kinds.Checkpoint.read(path)
     kind = kinds.recognise(checkpoint)
     summary: dict[str, object] = {"model": checkpoint.path, "kind": kind.name, "looks": checkpoint.describe()}
+    summary["modality"] = kind.modality
     local = Path(checkpoint.path)
     if local.is_dir() and (local / "config.json").is_file():
         found = layouts.inspect(local)
@@ -83,6 +84,7 @@ def inspect_model(path: str) -> dict[str, object]:
         # are the keys it converts
         standard = layout == layouts.STANDARD
         heads = sorted(k for k in keys if k.startswith(HEAD_NAMES)) if standard else layouts._head_keys(keys)
+        heads = [found.value_head.name] if found.value_head is not None else heads
         summary.update(layout=layout, head=", ".join(heads[:4]) or None)
         backbone = standard and found.keys is not None and not heads
         summary["scores"] = not backbone

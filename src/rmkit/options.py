@@ -23,6 +23,7 @@ import yaml
 from rmkit.data.formats import FORMATS
 from rmkit.data.ratings import RATED_FORMATS
 from rmkit.data.steps import STEP_FORMATS
+from rmkit.data.vision import VISION_FORMATS
 from rmkit.defaults import DTYPE_NAMES
 from rmkit.errors import RMKitError
 
@@ -45,7 +46,7 @@ class DataOptions:
     format: str | None = option(
         None,
         help="row format; detected from the columns when not given",
-        choices=[*FORMATS, *STEP_FORMATS, *RATED_FORMATS],
+        choices=[*FORMATS, *STEP_FORMATS, *RATED_FORMATS, *VISION_FORMATS],
     )
     columns: dict[str, str] | None = option(
         None, help="rename columns first, e.g. question=prompt,good=chosen,bad=rejected"
@@ -169,14 +170,13 @@ class ModelOptions:
         help="read a causal LM as a judge, its verdict token's logits in one pass: verifier (log-odds of yes "
         "against no), rating (the expected rating) or pairwise (A against B, both orders, one score a "
         "candidate by a Bradley-Terry fit); token (one vocabulary entry's logit after the conversation: "
-        "--judge-template nemotron); generate: it writes a judgment, whose verdict a parser reads. A Qwen2-VL "
-        "or Qwen2.5-VL model is read so with the images in its prompt (verifier, rating, pairwise)",
+        "--judge-template nemotron); generate: it writes a judgment, whose verdict a parser reads (a VLM: one pass)",
         choices=["verifier", "rating", "pairwise", "token", "generate"],
     )
     judge_template: str | None = option(
         None,
-        help="the judge prompt: verifier, rating, rating-5, pairwise or a template file (default: the judge's); "
-        "for a vision-language judge (pairwise) also llava-critic, unified-reward, vl-rewardbench, mmrb",
+        help="the judge prompt: verifier, rating, rating-5, pairwise, llava-critic, unified-reward, vl-rewardbench, "
+        "mmrb (image judges' pairwise prompts) or a template file (default: the judge's)",
     )
     judge_tokens: list[str] | None = option(
         None, help="the verdict tokens (default: the template's: Yes No; 1 ... 10; A B), each one token"

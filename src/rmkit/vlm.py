@@ -14,15 +14,15 @@ under ``"rmkit"`` in ``config.json`` and the image processor's ``preprocessor_co
 ``value_head.bin`` is read only with ``allow_pickle``.
 
 Scoring takes rows of :class:`rmkit.data.processing.VisionRow` (ids with each image's tokens expanded, the
-images' patches and grids). The images of each example run through the vision encoder once, in batches of
-at most the token budget's count of patches, so a pair's two answers (and best-of-N's N) share that pass;
-then the rows run through the language model in token-budget batches, longest first, the encoder's features
-put at their image tokens.
+images' patches and grids) through the language model in token-budget batches, longest first. The images of
+each example run through the vision encoder once, when the first batch that needs them comes (in passes of
+at most the budget's count of patches), and their features stay until its last row has run: a pair's two
+answers (and best-of-N's N) share that pass.
 """
 
 from __future__ import annotations
 
-import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,8 +44,6 @@ from rmkit.layouts import VALUE_HEAD_FILES, pickle_refused
 from rmkit.modeling import HeldModel, RewardOutput
 from rmkit.runtime import keep_fp32, resolve_device, resolve_dtype
 
-log = logging.getLogger(__name__)
-
 HEAD = "v_head.summary"
 REGRESSION_TOKEN = "<|regression|>"  # DocReward: appended to each conversation, its state read
 
@@ -63,11 +61,6 @@ class Family:
 
 _QWEN = Family("<|vision_start|><|image_pad|><|vision_end|>", "model.visual.", "model.visual.merger.")
 FAMILIES = {"qwen2_vl": _QWEN, "qwen2_5_vl": _QWEN}
-
-
-def family_of(config: dict[str, Any]) -> Family | None:
-    """The family of a checkpoint's ``config.json``, ``None`` for one rmkit does not read as a VLM RM."""
-    return FAMILIES.get(str(config.get("model_type")))
 
 
 class VisionRewardModel(HeldModel):
@@ -95,7 +88,6 @@ class VisionRewardModel(HeldModel):
         self.tokens = ImageTokens(
             int(model.config.image_token_id), self.family.image_text, int(processor.merge_size)
         )
-        self.attributes: list[str] = []
 
     @classmethod
     def from_pretrained(
@@ -134,10 +126,6 @@ class VisionRewardModel(HeldModel):
         if device is not None:
             rm.to(target)
         return rm.eval()
-
-    @property
-    def pad_token_id(self) -> int:
-        return self.tokenizer.pad_token_id
 
     def example_tokenizer(
         self, *, max_length: int | None = None, template: str | None = None, truncation: str = "left"
@@ -196,16 +184,25 @@ class VisionRewardModel(HeldModel):
     def score_rows(
         self, rows: Sequence[VisionRow], batch_tokens: int | None = None, max_rows: int | None = MAX_ROWS
     ) -> list[float]:
-        """End scores of prepared rows, in the order given: each example's images through the vision encoder
-        once (the answers of a pair or a best-of-N row share them), then the rows in token-budget batches."""
+        """End scores of prepared rows, in the order given, in token-budget batches. Each example's images
+        run through the vision encoder once (the answers of a pair or a best-of-N row share them): encoded
+        when the first batch that needs them comes, kept until the last one has run, so the features held
+        are those of the rows still waiting that were encoded already, never a whole chunk's."""
         budget = batch_tokens or BATCH_TOKENS
         rows = [r if isinstance(r, VisionRow) else VisionRow(list(r)) for r in rows]  # ids alone: text
-        features = self.encode(rows, budget)
+        waiting = Counter(id(r.patches) for r in rows if r.patches is not None)
+        features: dict[int, tuple[torch.Tensor, ...]] = {}
         scores = [0.0] * len(rows)
         for batch in token_budget_batches([len(r.ids) for r in rows], budget, max_rows):
-            out = self(**self.batch([rows[i] for i in batch], features))
+            part = [rows[i] for i in batch]
+            features.update(self.encode([r for r in part if id(r.patches) not in features], budget))
+            out = self(**self.batch(part, features))
             for i, value in zip(batch, out.end_scores.tolist(), strict=True):
                 scores[i] = value
+            for r in part:
+                waiting[id(r.patches)] -= 1
+                if r.patches is not None and not waiting[id(r.patches)]:
+                    del features[id(r.patches)]
         return scores
 
     def encode(self, rows: Sequence[VisionRow], budget: int) -> dict[int, tuple[torch.Tensor, ...]]:

@@ -325,3 +325,19 @@ def write_jsonl(rows: list[dict[str, Any]], path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return path
+
+
+# The vision demo's colours (rmkit.demo_vision) and the images it draws.
+COLOURS = {"red": (220, 30, 30), "green": (30, 180, 40), "blue": (30, 60, 220), "yellow": (230, 220, 40)}
+
+
+def picture(colour: str, size: tuple[int, int] = (56, 56), seed: int = 0) -> Any:
+    """A PIL image of ``size`` (width, height): a ``colour`` square on a noisy grey ground."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    pixels = rng.integers(90, 160, (h, w, 3), dtype=np.uint8)
+    pixels[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = COLOURS[colour]
+    return Image.fromarray(pixels)

@@ -169,3 +169,19 @@ class DemoConfig:
     learning_rate: float = option(5e-5, help="peak learning rate")
     max_length: int = option(128, help="longest sequence in tokens")
     seed: int = option(0, help="seed of the data and the training")
+
+
+@dataclass
+class VisionDemoConfig:
+    """Options of ``rmkit demo-vision`` (:mod:`rmkit.demo_vision`)."""
+
+    output_dir: str = option(
+        "rmkit-demo-vision", help="directory for the drawn data, the model and the evaluation"
+    )
+    train_pairs: int = option(200, help="drawn training pairs")
+    test_pairs: int = option(100, help="drawn test pairs (other draws than train)")
+    epochs: float = option(8.0, help="passes over the training pairs")
+    max_steps: int = option(0, help="stop training after this many steps (0: run the epochs)")
+    batch_size: int = option(8, help="pairs per optimizer step")
+    learning_rate: float = option(3e-4, help="peak learning rate")
+    seed: int = option(0, help="seed of the data, the model's weights and the training")

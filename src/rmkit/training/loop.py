@@ -195,7 +195,9 @@ def _task_and_data(config: TrainConfig, stats: RowCounts, d: Dist) -> tuple:
     """``(task, model, tokenizer, training data, eval data, where the eval data came from)``: the task of the
     kind whose data ``--data`` holds (:func:`rmkit.kinds.for_data`): preference pairs, step-labelled
     solutions for a process RM (:mod:`rmkit.training.process`), rated responses for a regression RM."""
-    task = task_of(kinds.for_data([config.data], kinds.Reading.of(config)))()
+    model = kinds.recognise(kinds.Checkpoint.read(config.model, config.loading()))
+    data = kinds.for_data([config.data], kinds.Reading.of(config))
+    task = task_of(model if model.modality != "text" else data)()  # a VLM reads text pairs as image pairs
     rm, items, eval_items, source = task.prepare(config, stats, d)
     task.packed = _packs(rm, config)
     task.sharing = _shares_pairs(rm, config, task)
