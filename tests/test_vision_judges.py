@@ -125,3 +125,15 @@ def test_a_pairwise_judge_on_vl_rewardbench_through_the_suite(backbone, tmp_path
     )
     (official,) = json.loads((out / "metrics.json").read_text())["suite"]["models"].values()
     assert official["subsets"]["hallucination"]["score"] == pytest.approx(sum(right) / 3)
+
+
+def test_a_generating_vision_judge_is_refused_in_one_line(backbone, tmp_path, capsys):
+    from rmkit.cli import main
+
+    row = {"question": "Q?", "image": "x.png", "chosen": "a", "rejected": "b"}
+    picture("red").save(tmp_path / "x.png")
+    data = write_jsonl(tmp_path / "pairs.jsonl", [row])
+    args = ["score", "--model", str(backbone), "--judge", "generate", "--data", str(data)]
+    assert main([*args, "--output", str(tmp_path / "o.jsonl")]) == 2
+    (said,) = capsys.readouterr().err.strip().splitlines()
+    assert "--judge generate is not built for images yet" in said
