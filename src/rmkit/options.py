@@ -192,12 +192,13 @@ class ModelOptions:
         help="read a causal LM as a judge, its verdict token's logits in one pass: verifier (log-odds of yes "
         "against no), rating (the expected rating) or pairwise (A against B, both orders, one score a "
         "candidate by a Bradley-Terry fit); token (one vocabulary entry's logit after the conversation: "
-        "--judge-template nemotron); generate: it writes a judgment, whose verdict a parser reads",
+        "--judge-template nemotron); generate: it writes a judgment, whose verdict a parser reads (a VLM: one pass)",
         choices=["verifier", "rating", "pairwise", "token", "generate"],
     )
     judge_template: str | None = option(
         None,
-        help="the judge prompt: verifier, rating, rating-5, pairwise or a template file (default: the judge's); "
+        help="the judge prompt: verifier, rating, rating-5, pairwise, llava-critic, unified-reward, vl-rewardbench, "
+        "mmrb (image judges' pairwise prompts) or a template file (default: the judge's); "
         "safety classifiers read as a cost (the log-odds of their unsafe verdict): llama-guard (Llama Guard 3/4, "
         "its own chat template; unsafe against safe) or shieldgemma (its card's prompt; Yes against No)",
     )

@@ -48,6 +48,7 @@ from rmkit.modeling import HeldModel, RewardOutput
 from rmkit.runtime import keep_fp32, resolve_device, resolve_dtype
 
 HEAD = "v_head.summary"
+REGRESSION_TOKEN = "<|regression|>"  # DocReward: appended to each conversation, its state read
 
 
 class Family:
@@ -217,7 +218,10 @@ class VisionRewardModel(HeldModel):
     def example_tokenizer(
         self, *, max_length: int | None = None, template: str | None = None, truncation: str = "left"
     ) -> VisionTokenizer:
-        """The :class:`VisionTokenizer` of this model, defaulting to the settings it was trained with."""
+        """The :class:`VisionTokenizer` of this model, defaulting to the settings it was trained with. A
+        conversation ends on the token whose state the head reads: the settings' ``end_token_id``, else a
+        ``<|regression|>`` token where the tokenizer has one (DocReward's special-token head), else EOS."""
+        end = self.metadata.get("end_token_id", self.tokenizer.get_added_vocab().get(REGRESSION_TOKEN))
         return VisionTokenizer(
             self.tokenizer,
             self.processor,
@@ -225,6 +229,8 @@ class VisionRewardModel(HeldModel):
             max_length=max_length or self.max_length,
             template=template or self.metadata.get("template", "auto"),
             truncation=truncation,
+            add_eos=self.metadata.get("add_eos", True),
+            end_id=end,
         )
 
     def forward(

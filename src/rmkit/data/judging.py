@@ -31,6 +31,7 @@ from rmkit.data.formats import Example, Message
 from rmkit.data.guards import LLAMA_GUARD_PREFIX, SHIELDGEMMA_POLICY, SHIELDGEMMA_PROMPT, render_guard
 from rmkit.data.rendering import ExampleTokenizer, render_plain
 from rmkit.data.verdicts import PAIRWISE_PARSERS, PARSERS
+from rmkit.data.vision_templates import VISION_TEMPLATES
 from rmkit.errors import RMKitError
 
 JUDGE_KEY = "judge"  # where a checkpoint's rmkit settings keep its judge
@@ -140,6 +141,7 @@ TEMPLATES = {
         parser="abcd",
     ),
 }
+TEMPLATES |= {name: Template(**fields) for name, fields in VISION_TEMPLATES.items()}  # the image judges'
 DEFAULT_TEMPLATE = {
     "verifier": "verifier",
     "rating": "rating",

@@ -84,9 +84,21 @@ class EvalConfig(PairOptions, RuntimeOptions, InferenceOptions, ScaleOptions, Mo
     )
     suite: str = option(
         "auto",
-        help="score the data as a public benchmark does: rewardbench, rewardbench2, rm-bench, judgebench or "
-        "processbench; auto (default) when the files are unmistakably one; none for plain pairs",
-        choices=["auto", "none", "rewardbench", "rewardbench2", "rm-bench", "judgebench", "processbench"],
+        help="score the data as a public benchmark does: rewardbench, rewardbench2, rm-bench, judgebench, "
+        "processbench, or with images vl-rewardbench, multimodal-rewardbench, mm-rlhf-rewardbench; auto "
+        "(default) when the files are unmistakably one; none for plain pairs",
+        choices=[
+            "auto",
+            "none",
+            "rewardbench",
+            "rewardbench2",
+            "rm-bench",
+            "judgebench",
+            "processbench",
+            "vl-rewardbench",
+            "multimodal-rewardbench",
+            "mm-rlhf-rewardbench",
+        ],
     )
     resume: bool = option(
         False,

@@ -1,25 +1,27 @@
 """The kinds of reward model rmkit reads, and the one place every command asks which kind it holds.
 
-=========  =======================================  ==========================================
-kind       a checkpoint of this kind                its data (eval, train)
-=========  =======================================  ==========================================
-guard      a judge given ``--judge-template``       safety-labelled responses (the cost kind's)
-           ``llama-guard`` or ``shieldgemma``: a
-           cost model (judge settings' ``meaning``)
-judge      a causal LM given ``--judge``, or rmkit  preference pairs
-           judge settings (a converted verifier)
-vision     a Qwen2-VL or Qwen2.5-VL model (a VLM    preference pairs with images
-           and its value head)
-process    token classifier, rmkit step settings,   step-labelled solutions
-           or ``--good-token``/``--bad-token``
-decision-  a rated RM with ``decision_tree.pkl``    rated responses; its pairs and best-of-N
-tree       beside it (:mod:`rmkit.kinds.tree`)      rows judged by the tree
-rated      sequence classifier with K > 1 labels    rated responses
-cost       one-label classifier whose rmkit         safety-labelled responses (BeaverTails;
-           settings say cost, or safe-rlhf's        PKU-SafeRLHF with ``--objective cost``)
-           ``score_type: cost``
-pairwise   anything else (one score a response)     preference pairs
-=========  =======================================  ==========================================
+============  =======================================  ==========================================
+kind          a checkpoint of this kind                its data (eval, train)
+============  =======================================  ==========================================
+guard         a judge given ``--judge-template``       safety-labelled responses (the cost kind's)
+              ``llama-guard`` or ``shieldgemma``: a
+              cost model (judge settings' ``meaning``)
+vision-judge  a Qwen2-VL or Qwen2.5-VL model given     preference pairs with images
+              ``--judge`` (a VLM read at its verdict)
+judge         a causal LM given ``--judge``, or rmkit  preference pairs
+              judge settings (a converted verifier)
+vision        a Qwen2-VL, Qwen2.5-VL, LLaVA or Gemma3  preference pairs with images
+              VLM and its value head
+process       token classifier, rmkit step settings,   step-labelled solutions
+              or ``--good-token``/``--bad-token``
+decision-     a rated RM with ``decision_tree.pkl``    rated responses; its pairs and best-of-N
+tree          beside it (:mod:`rmkit.kinds.tree`)      rows judged by the tree
+rated         sequence classifier with K > 1 labels    rated responses
+cost          one-label classifier whose rmkit         safety-labelled responses (BeaverTails;
+              settings say cost, or safe-rlhf's        PKU-SafeRLHF with ``--objective cost``)
+              ``score_type: cost``
+pairwise      anything else (one score a response)     preference pairs
+============  =======================================  ==========================================
 
 :data:`KINDS` lists them most specific first; the first that recognises a checkpoint (:func:`load`), owns a
 loaded model (:func:`of_model`) or holds a data file (:func:`for_data`) is the one, and the last, pairwise, is
@@ -44,9 +46,11 @@ from rmkit.kinds.process import ProcessKind
 from rmkit.kinds.rated import RatedKind
 from rmkit.kinds.tree import TreeKind
 from rmkit.kinds.vision import VisionKind
+from rmkit.kinds.vision_judge import VisionJudgeKind
 
 KINDS: list[Kind] = [
     GuardKind(),
+    VisionJudgeKind(),
     JudgeKind(),
     VisionKind(),
     ProcessKind(),
@@ -105,7 +109,26 @@ def recognise(checkpoint: Checkpoint) -> Kind:
                 f"know (it knows {', '.join(k.name for k in KINDS)}); it looks like: {checkpoint.describe()}"
             )
         return kind
+    refuse_remote_code(checkpoint)
     return next((k for k in KINDS if k.recognises(checkpoint)), KINDS[-1])
+
+
+def refuse_remote_code(checkpoint: Checkpoint) -> None:
+    """Refuse, in one line and before any weight loads, a checkpoint that only its own code reads (its config's
+    ``auto_map`` names classes for a model type transformers does not have: IXC-2.5-Reward's
+    ``internlmxcomposer2``) unless ``--trust-remote-code`` was given."""
+    auto_map, model_type = checkpoint.config.get("auto_map"), checkpoint.config.get("model_type")
+    if not auto_map or checkpoint.options.get("trust_remote_code"):
+        return
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    if model_type in CONFIG_MAPPING_NAMES:
+        return
+    classes = ", ".join(sorted({str(v).split(".")[-1] for v in dict(auto_map).values()}))
+    raise RMKitError(
+        f"{checkpoint.path}: model type '{model_type}' is read only by the checkpoint's own code ({classes}); "
+        "rmkit runs that code only with --trust-remote-code (read it first)"
+    )
 
 
 def load(

@@ -54,7 +54,7 @@ class VisionKind(PairwiseKind):
         return type(model).__name__ == "VisionRewardModel"
 
     def evaluates(self, kind: Kind) -> bool:
-        return kind.name == self.name
+        return kind.modality == self.modality  # a vision RM, or a vision judge
 
     def holds(self, path: str | Path, reading: Reading) -> bool:
         record = first_record(path)

@@ -14,9 +14,12 @@ from rmkit.errors import RMKitError
 from rmkit.suites.base import Item, Suite
 from rmkit.suites.others import JudgeBench, ProcessBench, RMBench
 from rmkit.suites.rewardbench import RewardBench, RewardBench2
+from rmkit.suites.vision import MMRLHFRewardBench, MultimodalRewardBench, VLRewardBench
 
 SUITES: dict[str, type[Suite]] = {
-    s.name: s for s in (RewardBench, RewardBench2, RMBench, JudgeBench, ProcessBench)
+    s.name: s
+    for s in (RewardBench, RewardBench2, RMBench, JudgeBench, ProcessBench)
+    + (VLRewardBench, MultimodalRewardBench, MMRLHFRewardBench)
 }
 CHOICES = ("auto", "none", *SUITES)
 
