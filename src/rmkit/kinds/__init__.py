@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rmkit.defaults import NATIVE_MODEL_TYPES
 from rmkit.errors import RMKitError
 from rmkit.kinds.base import Checkpoint, Kind, Reading, Sequences
 from rmkit.kinds.cost import CostKind
@@ -116,13 +117,14 @@ def recognise(checkpoint: Checkpoint) -> Kind:
 def refuse_remote_code(checkpoint: Checkpoint) -> None:
     """Refuse, in one line and before any weight loads, a checkpoint that only its own code reads (its config's
     ``auto_map`` names classes for a model type transformers does not have: IXC-2.5-Reward's
-    ``internlmxcomposer2``) unless ``--trust-remote-code`` was given."""
+    ``internlmxcomposer2``) unless ``--trust-remote-code`` was given; one rmkit reads natively
+    (:data:`rmkit.defaults.NATIVE_MODEL_TYPES`: InternLM2-Reward) passes."""
     auto_map, model_type = checkpoint.config.get("auto_map"), checkpoint.config.get("model_type")
     if not auto_map or checkpoint.options.get("trust_remote_code"):
         return
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
-    if model_type in CONFIG_MAPPING_NAMES:
+    if model_type in CONFIG_MAPPING_NAMES or model_type in NATIVE_MODEL_TYPES:
         return
     classes = ", ".join(sorted({str(v).split(".")[-1] for v in dict(auto_map).values()}))
     raise RMKitError(
