@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from vision_models import make_vlm, picture
+from vision_models import make_vlm, picture, saved_rm
 
 from rmkit.data.images import Picture
 from rmkit.data.rendering import ExampleTokenizer
@@ -17,13 +17,7 @@ from rmkit.data.vision import VisionExample
 @pytest.fixture(scope="module", params=["llava", "gemma3"])
 def family_rm(request, tmp_path_factory):
     """``(rm, path)``: a tiny VLM of each family given a seeded value head, saved by rmkit and read back."""
-    from rmkit.vlm import VisionRewardModel
-
-    backbone = make_vlm(tmp_path_factory.mktemp(request.param), request.param)
-    torch.manual_seed(1)
-    out = tmp_path_factory.mktemp(f"{request.param}_rm")
-    VisionRewardModel.from_pretrained(backbone).save_pretrained(out)
-    return VisionRewardModel.from_pretrained(out), out
+    return saved_rm(tmp_path_factory, request.param, seed=1)
 
 
 def question(text: str, images: int = 1) -> list[dict]:

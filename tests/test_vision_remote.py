@@ -17,8 +17,7 @@ import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-import torch
-from vision_models import make_vlm, picture
+from vision_models import picture, saved_rm
 
 
 def png(image) -> bytes:
@@ -67,13 +66,7 @@ def image_server():
 
 @pytest.fixture(scope="module")
 def rm(tmp_path_factory):
-    from rmkit.vlm import VisionRewardModel
-
-    backbone = make_vlm(tmp_path_factory.mktemp("vlm"))
-    torch.manual_seed(1)
-    out = tmp_path_factory.mktemp("rm")
-    VisionRewardModel.from_pretrained(backbone).save_pretrained(out)
-    return VisionRewardModel.from_pretrained(out)
+    return saved_rm(tmp_path_factory, "qwen2_vl", seed=1)[0]
 
 
 def request(url: str) -> dict:

@@ -6,8 +6,7 @@ arguments), in this process and through ``rmkit serve`` on loopback; the rewards
 from __future__ import annotations
 
 import pytest
-import torch
-from vision_models import make_vlm, picture
+from vision_models import picture, saved_rm
 
 from rmkit.data.images import Picture
 from rmkit.data.vision import VisionExample
@@ -18,13 +17,7 @@ COMPLETIONS = ["It is red.", "Blue, I think, like the sky", "red", "A green squa
 
 @pytest.fixture(scope="module")
 def vlm(tmp_path_factory):
-    from rmkit.vlm import VisionRewardModel
-
-    backbone = make_vlm(tmp_path_factory.mktemp("qwen2_vl_rl"), "qwen2_vl")
-    torch.manual_seed(2)
-    out = tmp_path_factory.mktemp("rl_rm")
-    VisionRewardModel.from_pretrained(backbone).save_pretrained(out)
-    return VisionRewardModel.from_pretrained(out), out
+    return saved_rm(tmp_path_factory, "qwen2_vl", seed=2)
 
 
 def grpo_batch():

@@ -11,10 +11,9 @@ import random
 import re
 
 import pytest
-import torch
 from conftest import write_jsonl
 from PIL import Image
-from vision_models import make_vlm, picture
+from vision_models import picture, saved_rm
 
 from rmkit.data.images import Picture
 from rmkit.data.vision import VisionExample
@@ -23,13 +22,7 @@ from rmkit.data.vision import VisionExample
 @pytest.fixture(scope="module")
 def vlm(tmp_path_factory):
     """``(rm, path)``: a tiny Qwen2-VL with a seeded value head, saved by rmkit."""
-    from rmkit.vlm import VisionRewardModel
-
-    backbone = make_vlm(tmp_path_factory.mktemp("qwen2_vl"), "qwen2_vl")
-    torch.manual_seed(1)
-    out = tmp_path_factory.mktemp("vl_rm")
-    VisionRewardModel.from_pretrained(backbone).save_pretrained(out)
-    return VisionRewardModel.from_pretrained(out), out
+    return saved_rm(tmp_path_factory, "qwen2_vl", seed=1)
 
 
 def scored(rm, question: str, image, answers: list[str]) -> list[float]:

@@ -10,9 +10,23 @@ from conftest import CORPUS
 from rmkit.data.synthetic import COLOURS, picture
 from rmkit.demo_vision import tiny_vlm
 
-__all__ = ["COLOURS", "make_vlm", "picture"]
+__all__ = ["COLOURS", "make_vlm", "picture", "saved_rm"]
 
 
 def make_vlm(path: Path, family: str = "qwen2_vl", **options) -> Path:
     """A tiny VLM of ``family`` saved to ``path`` (options: :func:`rmkit.demo_vision.tiny_vlm`'s)."""
     return tiny_vlm(path, family, corpus=CORPUS, **options)
+
+
+def saved_rm(tmp_path_factory, family: str = "qwen2_vl", seed: int = 1):
+    """``(rm, path)``: a tiny VLM of ``family`` given a value head seeded by ``seed``, saved by rmkit and read
+    back (as a user's trained checkpoint is)."""
+    import torch
+
+    from rmkit.vlm import VisionRewardModel
+
+    backbone = make_vlm(tmp_path_factory.mktemp(family), family)
+    torch.manual_seed(seed)
+    out = tmp_path_factory.mktemp(f"{family}_rm")
+    VisionRewardModel.from_pretrained(backbone).save_pretrained(out)
+    return VisionRewardModel.from_pretrained(out), out
