@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from vision_models import make_vlm, picture, saved_rm
+from vision_models import make_vlm, mixed_examples, picture, saved_rm
 
 from rmkit.data.images import Picture
 from rmkit.data.rendering import ExampleTokenizer
@@ -26,16 +26,7 @@ def question(text: str, images: int = 1) -> list[dict]:
 
 
 def examples() -> list[VisionExample]:
-    """Rows of different lengths: one and two images (of different sizes: the processor resizes them), and a
-    text-only row."""
-    red, blue = picture("red"), picture("blue", (84, 56), seed=1)
-    return [
-        VisionExample(1, question("What colour is it?"), ["red", "It is blue, the colour of the sky today"],
-                      True, images=[Picture(red, "r.png")]),
-        VisionExample(2, question("Which two?", 2), ["red and blue"], False,
-                      images=[Picture(red, "r.png"), Picture(blue, "b.png")]),
-        VisionExample(3, [{"role": "user", "content": "hello how can I help"}], ["Paris"], False),
-    ]  # fmt: skip
+    return mixed_examples(question)
 
 
 def family_inputs(rm, ids: torch.Tensor) -> dict:
