@@ -1,7 +1,7 @@
 """VisionRewardModel: a vision-language model (Qwen2-VL, Qwen2.5-VL, LLaVA, Gemma3) read as a reward model.
 
 The model is the checkpoint's own transformers VLM (``Qwen2VLForConditionalGeneration``, unmodified, its LM
-head unused; what differs between the families is a :class:`Family`) plus a linear value head on the language
+head unused; what differs between the families is a :class:`rmkit.vlm_families.Family`) plus a linear value head on the language
 model's last hidden state, read at each sequence's last real token (found from the attention mask, so either
 padding gives the same score)::
 
@@ -40,115 +40,16 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from rmkit.checkpoints import ensure_pad_token, save_model
 from rmkit.data import padded_on, token_budget_batches
-from rmkit.data.processing import ImageTokens, VisionRow, VisionTokenizer
+from rmkit.data.processing import VisionRow, VisionTokenizer
 from rmkit.defaults import BATCH_TOKENS, MAX_ROWS, METADATA_KEY
 from rmkit.errors import RMKitError
 from rmkit.layouts import VALUE_HEAD_FILES, pickle_refused
 from rmkit.modeling import HeldModel, RewardOutput
 from rmkit.runtime import keep_fp32, resolve_device, resolve_dtype
+from rmkit.vlm_families import FAMILIES
 
 HEAD = "v_head.summary"
 REGRESSION_TOKEN = "<|regression|>"  # DocReward: appended to each conversation, its state read
-
-
-class Family:
-    """What differs between the vision-language families rmkit reads: the text an image part renders as
-    without a chat template, the module names of the vision encoder and of its projector into the language
-    model (for ``--freeze``), how an image's tokens are counted and marked (:meth:`tokens`, transformers'
-    processor rule of the family) and what else the model's forward takes (:meth:`inputs`)."""
-
-    image_text = "<|vision_start|><|image_pad|><|vision_end|>"
-    vision, projector = "model.visual.", "model.visual.merger."
-
-    def tokens(self, config: Any, processor: Any, tokenizer: Any) -> ImageTokens:
-        """Qwen2-VL's rule: an image's ``<|image_pad|>`` becomes ``t·h·w / merge²`` tokens."""
-        merge = int(processor.merge_size)
-        return ImageTokens(
-            int(config.image_token_id), self.image_text, lambda g: g[0] * g[1] * g[2] // merge**2
-        )
-
-    def inputs(
-        self, ids: torch.Tensor, mask: torch.Tensor, image_id: int, grids: torch.Tensor | None
-    ) -> dict[str, Any]:
-        """The forward's inputs beside ids and mask: Qwen's M-RoPE positions come from the mask and the
-        ``image_grid_thw`` with images, from the mask alone without."""
-        out: dict[str, Any] = {"mm_token_type_ids": (ids == image_id).int()}
-        if grids is None:
-            out["position_ids"] = _positions(mask)
-        else:
-            out["image_grid_thw"] = grids
-        return out
-
-    def features(self, model: Any, pixel_values: torch.Tensor, grids: torch.Tensor) -> list[torch.Tensor]:
-        """One (tokens, H) tensor an image from the vision encoder and projector."""
-        return list(model.get_image_features(pixel_values, grids).pooler_output)
-
-    def encoder_outputs(self, features: list[torch.Tensor]) -> Any:
-        return features
-
-
-class Llava(Family):
-    """LLaVA: each ``<image>`` becomes ``(H/patch)·(W/patch)`` tokens, plus the CLIP encoder's class token,
-    less one with the ``default`` feature selection (processing_llava's rule, read from the model's config)."""
-
-    image_text = "<image>"
-    vision, projector = "model.vision_tower.", "model.multi_modal_projector."
-
-    def tokens(self, config: Any, processor: Any, tokenizer: Any) -> ImageTokens:
-        vision = config.vision_config
-        patch = int(vision.patch_size)
-        extra = int(vision.model_type == "clip_vision_model") - int(
-            config.vision_feature_select_strategy == "default"
-        )
-        return ImageTokens(
-            int(config.image_token_id), self.image_text, lambda g: (g[1] // patch) * (g[2] // patch) + extra
-        )
-
-    def inputs(
-        self, ids: torch.Tensor, mask: torch.Tensor, image_id: int, grids: torch.Tensor | None
-    ) -> dict[str, Any]:
-        return {"position_ids": _positions(mask)}
-
-    def features(self, model: Any, pixel_values: torch.Tensor, grids: torch.Tensor) -> list[torch.Tensor]:
-        return list(model.get_image_features(pixel_values).pooler_output)
-
-
-class Gemma3(Llava):
-    """Gemma3: the template's ``<start_of_image>`` becomes ``\\n\\n<start_of_image>``, ``mm_tokens_per_image``
-    image tokens, ``<end_of_image>\\n\\n`` (processing_gemma3's rule: the text around the image tokens is
-    written before tokenising, so its newlines merge with the text beside them as the processor's do);
-    ``token_type_ids`` mark the image tokens, which attend to each other both ways."""
-
-    image_text = "<start_of_image>"
-
-    def tokens(self, config: Any, processor: Any, tokenizer: Any) -> ImageTokens:
-        boi, count = int(config.boi_token_id), int(config.mm_tokens_per_image)
-        return ImageTokens(
-            int(config.image_token_id),
-            self.image_text,
-            lambda g: count,
-            placeholder=boi,
-            before=(boi,),
-            wrap=("\n\n", "<end_of_image>\n\n"),
-        )
-
-    def inputs(
-        self, ids: torch.Tensor, mask: torch.Tensor, image_id: int, grids: torch.Tensor | None
-    ) -> dict[str, Any]:
-        return {"position_ids": _positions(mask), "token_type_ids": (ids == image_id).long()}
-
-    def encoder_outputs(self, features: list[torch.Tensor]) -> Any:
-        return torch.stack(features)
-
-
-def _positions(mask: torch.Tensor) -> torch.Tensor:
-    """Each token's position among the real tokens of its row (so either padding gives the same positions)."""
-    return (mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
-FAMILIES: dict[str, Family] = {
-    "qwen2_vl": Family(), "qwen2_5_vl": Family(), "llava": Llava(), "gemma3": Gemma3()
-}  # fmt: skip
 
 
 class VisionRewardModel(HeldModel):

@@ -10,7 +10,7 @@ writes for an image becomes ``t·h·w / merge²`` of them, the count of the visi
     images ─ image processor (min/max pixels) ─> patches (P, C·T·14·14) and grids (N, 3)
 
 LLaVA's ``<image>`` and Gemma3's ``<start_of_image>`` are expanded by their processors' rules the same way
-(:class:`ImageTokens`, :class:`rmkit.vlm.Family`). The model's ``mm_token_type_ids`` (Gemma3's
+(:class:`ImageTokens`, :class:`rmkit.vlm_families.Family`). The model's ``mm_token_type_ids`` (Gemma3's
 ``token_type_ids``: 1 at image tokens, 0 elsewhere) are read from the ids when a batch runs
 (:meth:`rmkit.vlm.VisionRewardModel.forward`). Without a chat template an image part is written as the
 family's image text (Qwen's ``<|vision_start|><|image_pad|><|vision_end|>``). Truncation cuts the prompt from the left as for text,

@@ -7,7 +7,7 @@ micro-batch runs each pair's images through the vision encoder once, the chosen 
 reading the same features: the same loss and gradients as running the images once a row (a test checks
 it), for half the encoder's work. The prompt's text tokens run once an answer (text prefix sharing is not
 applied to VLMs). ``--freeze vision,projector`` stops the gradients of the vision encoder and of its
-projector into the language model, matched by each family's module names (:data:`rmkit.vlm.FAMILIES`); the
+projector into the language model, matched by each family's module names (:data:`rmkit.vlm_families.FAMILIES`); the
 parameters frozen are counted by module in the log and in ``metrics.json`` (``train.frozen``).
 
 Not yet: LoRA, several processes (DDP, FSDP), ``--loss token_wise`` and ``--packing`` (refused in one line).
