@@ -27,7 +27,7 @@ from typing import Any
 
 from rmkit.data.formats import Example, Message
 from rmkit.data.rendering import ExampleTokenizer, Tokenized, render_plain
-from rmkit.errors import DataError
+from rmkit.errors import DataError, RMKitError
 
 
 @dataclass
@@ -95,7 +95,14 @@ class VisionTokenizer(ExampleTokenizer):
         return [Tokenized(r) for r in rows]  # cut once the images are expanded (_cut)
 
     def truncate(self, ids: list[int]) -> VisionRow:
-        """A row of token ids alone (a server's pre-tokenised input: no images) cut by the rule above."""
+        """A row of token ids alone (a server's pre-tokenised input: no images) cut by the rule above. Ids that
+        hold an image's token are refused: the image they stand for did not come with them."""
+        marks = {self.tokens.image_id, self.tokens.placeholder} - {None}
+        if any(t in marks for t in ids):
+            raise RMKitError(
+                "the token ids hold an image's placeholder and no image came with them: token ids cannot carry "
+                "an image; send the conversation as messages whose user turn holds image_url parts"
+            )
         cut = self._cut([list(ids)], None, [])
         return cut[0] if cut else VisionRow(list(ids[-self.max_length :]), truncated=True)
 
@@ -114,6 +121,14 @@ class VisionTokenizer(ExampleTokenizer):
         tokens = self.tokens
         mark = tokens.image_id if tokens.placeholder is None else tokens.placeholder
         places = [i for i, t in enumerate(ids) if t == mark]
+        if places and not grids:
+            raise DataError(
+                f"the text holds {len(places)} image placeholder(s) and no image came with it: a text (or token "
+                "ids) cannot carry an image; send the conversation with its images (messages whose user turn "
+                "holds image_url parts, or the row's images column)",
+                row=ex.row,
+                field="images",
+            )
         if len(places) != len(grids):
             raise DataError(
                 f"the rendered text has {len(places)} image tokens for {len(grids)} images (the model's "
