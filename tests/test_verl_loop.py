@@ -1,6 +1,6 @@
 """verl's own reward-loop client code against ``rmkit serve`` on loopback, unchanged on verl's side.
 
-verl 0.8's ``RewardLoopWorker`` (``verl.experimental.reward_loop``) is driven as verl's trainer drives it, with
+verl's ``RewardLoopWorker`` (0.9.1, the newest; its request is 0.8's) (``verl.experimental.reward_loop``) is driven as verl's trainer drives it, with
 its own config keys: its reward-model request (a chat-templated text to ``/classify``, the reward read from
 ``data[-1]["probs"][-1]``) and its custom reward function path (``examples/verl_reward.py``, which sends a
 vision-language RM the images as ``image_url`` parts). .ci/run installs verl's client code without its
