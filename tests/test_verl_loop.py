@@ -1,10 +1,11 @@
 """verl's own reward-loop client code against ``rmkit serve`` on loopback, unchanged on verl's side.
 
-verl's ``RewardLoopWorker`` (0.9.1, the newest; its request is 0.8's) (``verl.experimental.reward_loop``) is driven as verl's trainer drives it, with
-its own config keys: its reward-model request (a chat-templated text to ``/classify``, the reward read from
-``data[-1]["probs"][-1]``) and its custom reward function path (``examples/verl_reward.py``, which sends a
-vision-language RM the images as ``image_url`` parts). .ci/run installs verl's client code without its
-dependencies' pins (.ci/verl-client.txt: verl pins numpy<2); without it these tests skip."""
+verl's ``RewardLoopWorker`` (``verl.experimental.reward_loop``; 0.9.1, the newest release, whose request is
+0.8's) is driven as verl's trainer drives it, with its own config keys: its reward-model request (a
+chat-templated text to ``/classify``, the reward read from ``data[-1]["probs"][-1]``) and its custom reward
+function path (``examples/verl_reward.py``, which sends a vision-language RM the images as ``image_url``
+parts). .ci/run installs verl's client code without its dependencies (.ci/verl-client.txt: verl's own pins
+bring its whole training stack); without it these tests skip."""
 
 from __future__ import annotations
 
