@@ -338,7 +338,7 @@ class JudgeTokenizer(ExampleTokenizer):
         super().__init__(tokenizer, **{**options, "add_eos": False})
         self.judge = judge
 
-    def _complete(self, ids: list[int], *, conversation: bool) -> list[int]:
+    def _complete(self, ids: list[int], *, conversation: bool, verbatim: bool = False) -> list[int]:
         """A judge prompt ends where the verdict goes: without the special tokens a tokenizer adds after a
         text (BERT's ``[SEP]``), and without EOS."""
         tail = self._added[1]
