@@ -350,6 +350,9 @@ def test_the_server_scores_input_audio_parts_as_offline(alm_rm):
         }
         status, reply = post({"messages": [[too_long, {"role": "assistant", "content": "a"}]]})
         assert status == 413 and reply["error"]["param"] == "messages[0].content[0]"
+        a_file = {**user, "content": [{"type": "input_audio", "input_audio": {"path": "/etc/hostname"}}]}
+        status, reply = post({"messages": [[a_file, {"role": "assistant", "content": "a"}]]})
+        assert status == 422 and "must be input_audio data" in reply["error"]["message"]
         png = io.BytesIO()
         Image.new("RGB", (8, 8)).save(png, format="PNG")
         url = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()

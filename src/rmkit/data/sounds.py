@@ -104,7 +104,11 @@ def open_audio(
     if isinstance(value, dict) and "array" in value:
         samples, rate = _array(value, reader, field)
     else:
-        if not files and not isinstance(value, dict) and not str(value).startswith("data:"):
+        if (
+            not files
+            and not (isinstance(value, dict) and value.get("data"))
+            and not str(value).startswith("data:")
+        ):
             raise reader.error(field, "a request's audio must be input_audio data or a data URL")
         samples, rate = _decode(_bytes(value, reader, field, base), value, reader, field)
     if len(samples) == 0:
