@@ -14,9 +14,12 @@ from conftest import CORPUS
 AUDIO_SPECIALS = ["<|audio_bos|>", "<|AUDIO|>", "<|audio_eos|>"]
 
 
-def make_alm(path: Path, *, seed: int = 0) -> Path:
-    """A tiny Qwen2-Audio saved to ``path`` (module docstring), no value head and no chat template of its own
-    (the processor's default, Qwen2-Audio's, is used)."""
+def make_alm(
+    path: Path, *, seed: int = 0, hidden: int = 32, layers: int = 2, mel: int = 16, seconds: int = 1
+) -> Path:
+    """A tiny Qwen2-Audio saved to ``path`` (module docstring; the benchmark's is larger: ``hidden`` in both
+    parts, ``layers`` in each, ``mel`` bins, a window of ``seconds``), no value head and no chat template of
+    its own (the processor's default, Qwen2-Audio's, is used)."""
     import torch
     from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, WhisperFeatureExtractor
 
@@ -25,13 +28,15 @@ def make_alm(path: Path, *, seed: int = 0) -> Path:
     tok = _tokenizer(CORPUS, None)
     tok.add_tokens(AUDIO_SPECIALS, special_tokens=True)
     tok.save_pretrained(str(path))
-    extractor = WhisperFeatureExtractor(feature_size=16, sampling_rate=16000, hop_length=160, chunk_length=1)
+    extractor = WhisperFeatureExtractor(
+        feature_size=mel, sampling_rate=16000, hop_length=160, chunk_length=seconds
+    )
     extractor.save_pretrained(str(path))
     config = Qwen2AudioConfig(
-        audio_config=dict(num_mel_bins=16, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=64,
-                          d_model=32, max_source_positions=50),
-        text_config=dict(model_type="qwen2", vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        audio_config=dict(num_mel_bins=mel, encoder_layers=layers, encoder_attention_heads=4,
+                          encoder_ffn_dim=2 * hidden, d_model=hidden, max_source_positions=50 * seconds),
+        text_config=dict(model_type="qwen2", vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=512, bos_token_id=tok.bos_token_id,
                          eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
         audio_token_index=tok.convert_tokens_to_ids("<|AUDIO|>"),

@@ -243,12 +243,24 @@ def test_bad_audio_is_named_or_skipped_and_counted(tmp_path):
     assert rejects.count == 6 and [w["row"] for w in written] == [1, 2, 3, 4, 5, 6]
 
 
-def test_a_clip_longer_than_the_models_window_is_named(alm_rm):
+def test_a_clip_longer_than_the_models_window_or_an_image_is_named(alm_rm):
+    """The processor would cut a clip longer than its window, and the chat template drop an image part: both
+    are named instead (an image row of a vision benchmark given to an audio RM, say)."""
+    from PIL import Image
+
+    from rmkit.data.images import Picture
+    from rmkit.data.vision import VisionExample
+
     rm, _ = alm_rm
     ex = AudioExample(7, question("What?"), ["x"], False, audios=[Sound(sine(1.5), 16000, "long.wav")])
     with pytest.raises(DataError, match="audio 1 lasts 1.5 s; the model hears 1 s") as caught:
         rm.example_tokenizer().tokenize([ex])
     assert (caught.value.row, caught.value.field) == (7, "audios")
+    image = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What?"}]}]
+    pictured = VisionExample(8, image, ["x"], False, images=[Picture(Image.new("RGB", (8, 8)), "a.png")])
+    with pytest.raises(DataError, match="an audio RM reads no images") as caught:
+        rm.example_tokenizer().tokenize([pictured])
+    assert (caught.value.row, caught.value.field) == (8, "images")
 
 
 def test_score_rank_eval_inspect_on_audio_rows(alm_rm, tmp_path):

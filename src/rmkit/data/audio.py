@@ -161,7 +161,7 @@ def _aa_ta2t(record: dict[str, Any], r: RowReader) -> dict[str, Any]:
 def _flattened(record: dict[str, Any], r: RowReader) -> tuple[dict[str, Any], list[tuple[Any, str]]]:
     """``record`` for its text format (message parts as text with ``<audio>`` marks, the audio column out)
     and its clips' values with their fields: the parts' own, else the audio column's."""
-    text, inline, bare = dict(record), [], 0
+    text, inline = dict(record), []
     for column in MESSAGE_COLUMNS:
         if isinstance(record.get(column), list):
             text[column] = [_message(m, r, f"{column}[{j}]", inline) for j, m in enumerate(record[column])]

@@ -50,6 +50,8 @@ class AudioTokenizer(VisionTokenizer):
     part = "audio"
 
     def _media(self, ex: Example) -> tuple[Any, list[int]]:
+        if getattr(ex, "images", None):  # its chat template would drop them without a word
+            raise DataError("an audio RM reads no images: this row holds some", row=ex.row, field="images")
         sounds = getattr(ex, "audios", [])
         if not sounds:
             return None, []
