@@ -138,6 +138,26 @@ def test_each_examples_clips_run_through_the_encoder_once(alm_rm):
     assert sum(seen) == 3  # the pair's one clip, the second row's two: not once a row
 
 
+def test_audio_examples_are_prepared_a_small_chunk_at_a_time(alm_rm, monkeypatch):
+    """AudioKind.score prepares at most CHUNK_ROWS examples at a time (each holds its clips' features until
+    scored), whatever the reading's chunk_rows; the scores are those of one chunk."""
+    from rmkit.kinds import Reading
+    from rmkit.kinds import audio as audio_kind
+
+    rm, _ = alm_rm
+    reading = Reading(batch_tokens=10**6)
+    whole = [raw for _, raw in audio_kind.AudioKind().score(rm, examples() * 2, reading)]
+    monkeypatch.setattr(audio_kind, "CHUNK_ROWS", 2)
+    seen = []
+    hook = rm.model.model.audio_tower.register_forward_hook(lambda m, args, out: seen.append(len(args[0])))
+    try:
+        chunked = [raw for _, raw in audio_kind.AudioKind().score(rm, examples() * 2, reading)]
+    finally:
+        hook.remove()
+    assert seen == [3, 1, 2]  # the clips of examples 1-2, 3-4 (a text row), 5-6
+    assert chunked == [pytest.approx(w, abs=1e-5) for w in whole]
+
+
 def test_value_head_checkpoint_scores_by_the_formula(alm_rm):
     """An unmodified Qwen2-Audio checkpoint plus value_head.safetensors: weight · h[last token] + bias, h the
     last hidden state of Qwen2AudioForConditionalGeneration loaded by transformers, computed by hand."""
