@@ -77,7 +77,8 @@ class VisionPairTask(PairTask):
     def prepare(self, config: TrainConfig, stats: RowCounts, d: Dist) -> tuple[Any, Any, Any, str | None]:
         if config.lora or d.world > 1 or config.loss != "bt" or config.packing == "on":
             raise RMKitError(
-                "rmkit train on images runs in one process with the bt loss, without LoRA or --packing on (not yet)"
+                "rmkit train on images or audio runs in one process with the bt loss, without LoRA or "
+                "--packing on (not yet)"
             )
         rm = self.load(config)
         rm.model.fresh_head = None
