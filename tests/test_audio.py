@@ -431,3 +431,22 @@ def test_train_with_frozen_audio_encoder_then_score(backbone, tmp_path):
         main(["score", "--model", str(out), "--input", str(data), "--output", str(tmp_path / "s.jsonl")]) == 0
     )
     assert len((tmp_path / "s.jsonl").read_text().splitlines()) == len(rows)
+
+
+def test_audio_that_is_not_pcm_wav_without_soundfile_says_how_to_install_it(tmp_path, monkeypatch):
+    """Integer PCM WAV needs nothing; other audio needs the optional soundfile, named in one line."""
+    import sys
+
+    from rmkit.errors import RMKitError
+
+    monkeypatch.setitem(sys.modules, "soundfile", None)  # as if it were not installed
+    write_wav(tmp_path / "ok.wav", 0.1)
+    (tmp_path / "b.flac").write_bytes(b"fLaC" + b"\0" * 64)
+    rows = write_jsonl(tmp_path / "rows.jsonl", [
+        {"prompt": "What?", "audios": ["ok.wav"], "response": "x"},
+        {"prompt": "What?", "audios": ["b.flac"], "response": "x"},
+    ])  # fmt: skip
+    read = iter_audio_examples(rows)
+    assert len(next(read).audios[0].samples) == 1600
+    with pytest.raises(RMKitError, match=r'b.flac is not integer PCM WAV; .* pip install "rmkit\[audio\]"'):
+        next(read)
