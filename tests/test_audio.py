@@ -450,3 +450,27 @@ def test_audio_that_is_not_pcm_wav_without_soundfile_says_how_to_install_it(tmp_
     assert len(next(read).audios[0].samples) == 1600
     with pytest.raises(RMKitError, match=r'b.flac is not integer PCM WAV; .* pip install "rmkit\[audio\]"'):
         next(read)
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 4])
+def test_integer_pcm_wav_of_each_width_is_scaled_to_its_full_range(width):
+    """8-bit WAV is unsigned (128 the zero), 16/24/32-bit signed little-endian: each divided by 2^(bits-1)."""
+    import io
+    import wave
+
+    from rmkit.data.sounds import _wav
+
+    bits = 8 * width
+    values = [0, 1, -1, 2 ** (bits - 1) - 1, -(2 ** (bits - 1))]
+    raw = b"".join(
+        (v + 128).to_bytes(1, "little") if width == 1 else v.to_bytes(width, "little", signed=True)
+        for v in values
+    )
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(width)
+        w.setframerate(8000)
+        w.writeframes(raw)
+    samples, rate = _wav(buffer.getvalue())
+    assert rate == 8000 and samples.tolist() == pytest.approx([v / 2 ** (bits - 1) for v in values])
