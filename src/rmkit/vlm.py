@@ -57,6 +57,8 @@ class VisionRewardModel(HeldModel):
 
     auto_class = AutoModelForImageTextToText
     reads_images = True  # the inference core hands it rows with their images (rmkit.inference)
+    families: dict[str, Any] = FAMILIES  # what differs by model type (rmkit.alm's model has its own)
+    kind, preparer = "vision", VisionTokenizer  # its kind's name in the settings; its example tokenizer
 
     def __init__(
         self,
@@ -70,7 +72,7 @@ class VisionRewardModel(HeldModel):
         ensure_pad_token(tokenizer)
         self.model, self.tokenizer, self.processor = model, tokenizer, processor
         self.metadata: dict[str, Any] = dict(metadata or getattr(model.config, METADATA_KEY, None) or {})
-        self.family = FAMILIES[model.config.model_type]
+        self.family = self.families[model.config.model_type]
         hidden = model.config.get_text_config().hidden_size
         self.head = head if head is not None else nn.Linear(hidden, 1)
         keep_fp32(self.head)
@@ -101,19 +103,35 @@ class VisionRewardModel(HeldModel):
         model = _backbone(config).from_pretrained(str(path), dtype=resolve_dtype(dtype, target))
         sizes = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v}
         processor = AutoImageProcessor.from_pretrained(str(path), backend="pil", **sizes)
-        head = (
-            _read_head(Path(path), allow_pickle) or _score_head(Path(path)) or getattr(model, "score", None)
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        return cls.assembled(
+            Path(path), model, tokenizer, processor, allow_pickle=allow_pickle, device=device
         )
-        hidden = config.get_text_config().hidden_size
+
+    @classmethod
+    def assembled(
+        cls,
+        path: Path,
+        model: PreTrainedModel,
+        tokenizer: Any,
+        processor: Any,
+        *,
+        allow_pickle: bool,
+        device: Any,
+    ) -> VisionRewardModel:
+        """The RM of a loaded ``model`` and the value head stored beside it at ``path`` (a fresh one, marked
+        ``fresh_head``, where there is none), on ``device``, in eval mode."""
+        head = _read_head(path, allow_pickle) or _score_head(path) or getattr(model, "score", None)
+        hidden = model.config.get_text_config().hidden_size
         if head is None:  # a VLM without a value head: rmkit train starts from it, the scorers refuse it
             model.fresh_head = [HEAD]
         elif head.weight.shape[1] != hidden:
             raise RMKitError(
                 f"{path}: its value head reads {head.weight.shape[1]} features, its model has {hidden}"
             )
-        rm = cls(model, AutoTokenizer.from_pretrained(str(path)), processor, head=head)
+        rm = cls(model, tokenizer, processor, head=head)
         if device is not None:
-            rm.to(target)
+            rm.to(resolve_device(device))
         return rm.eval()
 
     def example_tokenizer(
@@ -123,7 +141,7 @@ class VisionRewardModel(HeldModel):
         conversation ends on the token whose state the head reads: the settings' ``end_token_id``, else a
         ``<|regression|>`` token where the tokenizer has one (DocReward's special-token head), else EOS."""
         end = self.metadata.get("end_token_id", self.tokenizer.get_added_vocab().get(REGRESSION_TOKEN))
-        return VisionTokenizer(
+        return self.preparer(
             self.tokenizer,
             self.processor,
             self.tokens,
@@ -158,6 +176,13 @@ class VisionRewardModel(HeldModel):
         hidden = self.model.model(
             input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs
         ).last_hidden_state
+        return self.read_out(hidden, attention_mask, token_scores)
+
+    def read_out(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor, token_scores: bool
+    ) -> RewardOutput:
+        """The head on ``hidden`` (B, L, H): at each row's last real token (the mask's last 1), everywhere
+        with ``token_scores``."""
         positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
         end_index = (positions * attention_mask.ne(0)).argmax(-1)
         at_end = hidden[torch.arange(len(end_index), device=hidden.device), end_index]
@@ -228,7 +253,7 @@ class VisionRewardModel(HeldModel):
     def save_pretrained(self, path: str | Path, metadata: dict[str, Any] | None = None) -> None:
         """Write the VLM's checkpoint, its tokenizer and image processor, and ``value_head.safetensors``."""
         self.metadata.update(metadata or {})
-        self.metadata["kind"] = "vision"
+        self.metadata["kind"] = self.kind
 
         def extra(folder: Path) -> None:
             self.processor.save_pretrained(str(folder))

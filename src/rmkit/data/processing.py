@@ -62,7 +62,10 @@ class ImageTokens:
 
 class VisionTokenizer(ExampleTokenizer):
     """An :class:`ExampleTokenizer` for multimodal examples (module docstring); ``tokenize`` gives a list of
-    :class:`VisionRow`, one a response, for each example (``None``: dropped)."""
+    :class:`VisionRow`, one a response, for each example (``None``: dropped). ``part`` is the type of the
+    message parts its media take (a subclass reads other media: :mod:`rmkit.data.audio_processing`)."""
+
+    part = "image"
 
     def __init__(self, tokenizer: Any, processor: Any, tokens: ImageTokens, **options: Any):
         super().__init__(tokenizer, **options)
@@ -80,13 +83,13 @@ class VisionTokenizer(ExampleTokenizer):
     def _plain(self, content: Any) -> str:
         if isinstance(content, str):
             return content
-        return "".join(self.tokens.text if p.get("type") == "image" else p.get("text", "") for p in content)
+        return "".join(self.tokens.text if p.get("type") == self.part else p.get("text", "") for p in content)
 
     def tokenize(self, examples: Sequence[Example]) -> list[list[Tokenized] | None]:  # type: ignore[override]
         rows = super().tokenize(examples)
         out: list[list[Tokenized] | None] = []
         for ex, row in zip(examples, rows, strict=True):
-            patches, grids = self._images([p.image for p in getattr(ex, "images", [])])
+            patches, grids = self._media(ex)
             seqs = [self._expanded(ex, t.ids, grids) for t in row or []]
             out.append(self._cut(seqs, patches, grids) if row is not None else None)
         return out
@@ -105,6 +108,10 @@ class VisionTokenizer(ExampleTokenizer):
             )
         cut = self._cut([list(ids)], None, [])
         return cut[0] if cut else VisionRow(list(ids[-self.max_length :]), truncated=True)
+
+    def _media(self, ex: Example) -> tuple[Any, list]:
+        """One example's media through the model's processor: ``(patches, grids)``."""
+        return self._images([p.image for p in getattr(ex, "images", [])])
 
     def _images(self, images: list[Any]) -> tuple[Any, list[tuple[int, int, int]]]:
         """Every image of one example through the image processor: ``(patches, grids)``."""
@@ -131,10 +138,10 @@ class VisionTokenizer(ExampleTokenizer):
             )
         if len(places) != len(grids):
             raise DataError(
-                f"the rendered text has {len(places)} image tokens for {len(grids)} images (the model's "
-                "chat template must write one image token an image part)",
+                f"the rendered text has {len(places)} {self.part} tokens for {len(grids)} {self.part}s (the "
+                f"model's chat template must write one {self.part} token an {self.part} part)",
                 row=ex.row,
-                field="images",
+                field=f"{self.part}s",
             )
         out: list[int] = []
         start = 0

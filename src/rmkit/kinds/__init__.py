@@ -10,6 +10,7 @@ vision-judge  a Qwen2-VL or Qwen2.5-VL model given     preference pairs with ima
               ``--judge`` (a VLM read at its verdict)
 judge         a causal LM given ``--judge``, or rmkit  preference pairs
               judge settings (a converted verifier)
+audio         a Qwen2-Audio model and its value head   preference pairs with audio
 vision        a Qwen2-VL, Qwen2.5-VL, LLaVA or Gemma3  preference pairs with images
               VLM and its value head
 process       token classifier, rmkit step settings,   step-labelled solutions
@@ -38,6 +39,7 @@ from typing import Any
 
 from rmkit.defaults import NATIVE_MODEL_TYPES
 from rmkit.errors import RMKitError
+from rmkit.kinds.audio import AudioKind
 from rmkit.kinds.base import Checkpoint, Kind, Reading, Sequences
 from rmkit.kinds.cost import CostKind
 from rmkit.kinds.guard import GuardKind
@@ -53,6 +55,7 @@ KINDS: list[Kind] = [
     GuardKind(),
     VisionJudgeKind(),
     JudgeKind(),
+    AudioKind(),
     VisionKind(),
     ProcessKind(),
     TreeKind(),

@@ -114,10 +114,14 @@ class Scorer:
                         f"item {i} holds a token id outside 0..{self.vocab - 1}", field="input"
                     )
         else:
-            if self.kind.modality == "text" and any(
-                getattr(ex, "images", None) for ex in call.examples or []
-            ):
-                raise RequestError("this model reads text only: send no image parts", field="messages")
+            for media, part in (("images", "image"), ("audios", "audio")):
+                if part not in self.kind.modality and any(
+                    getattr(ex, media, None) for ex in call.examples or []
+                ):
+                    reads = self.kind.modality.replace("+", " and ")
+                    raise RequestError(
+                        f"this model reads {reads} only: send no {part} parts", field="messages"
+                    )
             try:
                 rows = await self.tokenizing.submit(call.examples or [])
             except Exception as e:  # a chat template that refuses the conversation, say: the input's fault

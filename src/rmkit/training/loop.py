@@ -36,6 +36,7 @@ from rmkit.errors import RMKitError
 from rmkit.files import write_json
 from rmkit.modeling import RewardModel
 from rmkit.packing import packs
+from rmkit.training.audio import AudioPairTask
 from rmkit.training.budget import micro_batch_tokens
 from rmkit.training.checkpoint import Trainee, checkpoints, load_checkpoint, resume_path, save_checkpoint
 from rmkit.training.config import TrainConfig
@@ -180,6 +181,7 @@ TASKS = {
     kinds.ProcessKind: StepTask,
     kinds.RatedKind: RatingTask,
     kinds.CostKind: CostTask,
+    kinds.AudioKind: AudioPairTask,
     kinds.VisionKind: VisionPairTask,
     kinds.PairwiseKind: PairTask,
 }

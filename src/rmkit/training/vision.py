@@ -10,6 +10,9 @@ applied to VLMs). ``--freeze vision,projector`` stops the gradients of the visio
 projector into the language model, matched by each family's module names (:data:`rmkit.vlm_families.FAMILIES`); the
 parameters frozen are counted by module in the log and in ``metrics.json`` (``train.frozen``).
 
+:class:`rmkit.training.audio.AudioPairTask` trains an audio RM (:mod:`rmkit.alm`) the same way, its clips in
+place of images (``--freeze audio,projector``).
+
 Not yet: LoRA, several processes (DDP, FSDP), ``--loss token_wise`` and ``--packing`` (refused in one line).
 """
 
@@ -32,7 +35,6 @@ from rmkit.training.parallel import Dist
 from rmkit.training.step import PairTask, Totals
 
 log = logging.getLogger(__name__)
-FREEZABLE = ("vision", "projector")
 
 
 class VisionPair:
@@ -59,19 +61,26 @@ class VisionPairs(list):
 class VisionPairTask(PairTask):
     """Preference pairs with images (module docstring)."""
 
-    def prepare(self, config: TrainConfig, stats: RowCounts, d: Dist) -> tuple[Any, Any, Any, str | None]:
+    kind: kinds.Kind = kinds.VisionKind()  # whose data reader reads the pairs
+
+    def load(self, config: TrainConfig) -> Any:
+        """The model to train, a value head on it (a fresh one where it has none)."""
         from rmkit.vlm import VisionRewardModel
 
-        if config.lora or d.world > 1 or config.loss != "bt" or config.packing == "on":
-            raise RMKitError(
-                "rmkit train on images runs in one process with the bt loss, without LoRA or --packing on (not yet)"
-            )
-        rm = VisionRewardModel.from_pretrained(
+        return VisionRewardModel.from_pretrained(
             config.model,
             allow_pickle=config.allow_pickle,
             min_pixels=config.min_pixels,
             max_pixels=config.max_pixels,
         )
+
+    def prepare(self, config: TrainConfig, stats: RowCounts, d: Dist) -> tuple[Any, Any, Any, str | None]:
+        if config.lora or d.world > 1 or config.loss != "bt" or config.packing == "on":
+            raise RMKitError(
+                "rmkit train on images or audio runs in one process with the bt loss, without LoRA or "
+                "--packing on (not yet)"
+            )
+        rm = self.load(config)
         rm.model.fresh_head = None
         self.frozen = freeze(rm, config.freeze or [])
         self.tokenizer = rm.example_tokenizer(
@@ -96,7 +105,7 @@ class VisionPairTask(PairTask):
     def read(self, path: str, config: TrainConfig, stats: RowCounts) -> VisionPairs:
         """The tokenised pairs of the data file ``path`` (dropped ones counted in ``stats``)."""
         reading = kinds.Reading.of(config)
-        examples = list(kinds.VisionKind().pairs(path, reading))
+        examples = list(self.kind.pairs(path, reading))
         out = VisionPairs()
         for ex, rows in zip(examples, self.tokenizer.tokenize(examples), strict=True):
             stats.add(rows, ex.notes)
@@ -157,21 +166,17 @@ def pair_scores(
 
 
 def freeze(rm: Any, parts: list[str]) -> dict[str, int]:
-    """Stop the gradients of the ``parts`` (vision, projector) of ``rm``'s family; the parameters frozen by
-    part. An unknown part is an error."""
-    unknown = sorted(set(parts) - set(FREEZABLE))
-    if unknown:
-        raise RMKitError(f"--freeze {','.join(unknown)}: a vision-language RM freezes {', '.join(FREEZABLE)}")
-    frozen = dict.fromkeys(parts, 0)
+    """Stop the gradients of the ``parts`` (vision, projector; an audio RM's audio, projector) of ``rm``'s
+    family; the parameters frozen by part. An unknown part is an error."""
     family = rm.family
+    prefixes = getattr(family, "parts", {"vision": family.vision, "projector": family.projector})
+    unknown = sorted(set(parts) - set(prefixes))
+    if unknown:
+        raise RMKitError(f"--freeze {','.join(unknown)}: this RM freezes {', '.join(prefixes)}")
+    frozen = dict.fromkeys(parts, 0)
+    order = sorted(prefixes, key=lambda p: p != "projector")  # first: Qwen2-VL's sits in its encoder
     for name, param in rm.model.named_parameters():
-        part = (
-            "projector"
-            if name.startswith(family.projector)
-            else "vision"
-            if name.startswith(family.vision)
-            else None
-        )
+        part = next((p for p in order if name.startswith(prefixes[p])), None)
         if part in frozen:
             param.requires_grad_(False)
             frozen[part] += param.numel()
