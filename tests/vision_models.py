@@ -1,5 +1,6 @@
 """Tiny vision-language models for the tests and the benchmark (:func:`rmkit.demo_vision.tiny_vlm`: hidden size
-32, 2 layers, random weights, a tokenizer trained on the test corpus) and small images drawn in code."""
+32, 2 layers, random weights, a tokenizer trained on the test corpus; Qwen3-VL, LLaVA-OneVision and Idefics3
+built here the same way) and small images drawn in code."""
 
 from __future__ import annotations
 
@@ -8,14 +9,58 @@ from pathlib import Path
 from conftest import CORPUS
 
 from rmkit.data.synthetic import COLOURS, picture
-from rmkit.demo_vision import tiny_vlm
+from rmkit.demo_vision import QWEN_SPECIALS, TEMPLATE, _tokenizer, tiny_vlm
 
 __all__ = ["COLOURS", "make_vlm", "mixed_examples", "picture", "saved_rm"]
 
 
 def make_vlm(path: Path, family: str = "qwen2_vl", **options) -> Path:
-    """A tiny VLM of ``family`` saved to ``path`` (options: :func:`rmkit.demo_vision.tiny_vlm`'s)."""
-    return tiny_vlm(path, family, corpus=CORPUS, **options)
+    """A tiny VLM of ``family`` saved to ``path`` (options: :func:`rmkit.demo_vision.tiny_vlm`'s; the families
+    of :data:`BUILDERS` take none)."""
+    if family not in BUILDERS:
+        return tiny_vlm(path, family, corpus=CORPUS, **options)
+    import torch
+
+    image_text, build = BUILDERS[family]
+    tok = _tokenizer(CORPUS, TEMPLATE.replace("IMAGE", image_text))
+    torch.manual_seed(0)
+    for part in (tok, *build(tok)):
+        part.save_pretrained(str(path))
+    return path
+
+
+TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=512)  # fmt: skip
+
+
+def _qwen3_vl(tok):
+    """Qwen3-VL: 16-pixel patches merged 2x2, M-RoPE interleaved, DeepStack features from vision layer 0."""
+    from transformers import Qwen2VLImageProcessorPil, Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
+    rope = {
+        "rope_type": "default",
+        "rope_theta": 10000.0,
+        "mrope_section": [2, 1, 1],
+        "mrope_interleaved": True,
+    }
+    config = Qwen3VLConfig(
+        text_config={**TEXT, "vocab_size": len(tok), "head_dim": 8, "rope_parameters": rope,
+                     "pad_token_id": tok.pad_token_id},
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, patch_size=16,
+                           out_hidden_size=32, num_position_embeddings=16, deepstack_visual_indexes=[0]),
+        image_token_id=ids["<|image_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"], video_token_id=tok.unk_token_id,
+    )  # fmt: skip
+    processor = Qwen2VLImageProcessorPil(
+        patch_size=16, merge_size=2, min_pixels=64 * 64, max_pixels=128 * 128, image_mean=[0.5] * 3,
+        image_std=[0.5] * 3,
+    )  # fmt: skip
+    return Qwen3VLForConditionalGeneration(config), processor
+
+
+# family: (what its chat template writes for an image part, its model and image processor from the tokenizer)
+BUILDERS = {"qwen3_vl": ("<|vision_start|><|image_pad|><|vision_end|>", _qwen3_vl)}
 
 
 def saved_rm(tmp_path_factory, family: str = "qwen2_vl", seed: int = 1):

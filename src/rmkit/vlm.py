@@ -1,4 +1,4 @@
-"""VisionRewardModel: a vision-language model (Qwen2-VL, Qwen2.5-VL, LLaVA, Gemma3) read as a reward model.
+"""VisionRewardModel: a vision-language model (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, LLaVA, Gemma3) read as a reward model.
 
 The model is the checkpoint's own transformers VLM (``Qwen2VLForConditionalGeneration``, unmodified, its LM
 head unused; what differs between the families is a :class:`rmkit.vlm_families.Family`) plus a linear value head on the language
@@ -36,7 +36,6 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoTokenizer, PreTrainedModel
-from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from rmkit.checkpoints import ensure_pad_token, save_model
 from rmkit.data import padded_on, token_budget_batches
@@ -151,8 +150,7 @@ class VisionRewardModel(HeldModel):
         images = image_grid_thw is not None
         kwargs = self.family.inputs(input_ids, attention_mask, self.tokens.image_id, image_grid_thw)
         if images and image_features is not None:
-            pooled = self.family.encoder_outputs(list(image_features))
-            kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=pooled)}
+            kwargs["mm_encoder_outputs"] = {"image": self.family.encoder_outputs(list(image_features))}
         elif images:
             kwargs["pixel_values"] = pixel_values
         hidden = self.model.model(

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from rmkit.data.processing import ImageTokens
 
@@ -49,7 +50,31 @@ class Family:
         return list(model.get_image_features(pixel_values, grids).pooler_output)
 
     def encoder_outputs(self, features: list[torch.Tensor]) -> Any:
-        return features
+        """What the model's ``mm_encoder_outputs["image"]`` takes for the features of :meth:`features`."""
+        return BaseModelOutputWithPooling(pooler_output=features)
+
+
+class Qwen3VL(Family):
+    """Qwen3-VL: Qwen2-VL's image rule (its image processor with 16-pixel patches), and DeepStack: beside the
+    merged features, the vision encoder's ``deepstack_merger_list`` gives features of some of its layers that
+    are added to the language model's first layers' states at the image tokens (modeling_qwen3_vl). An
+    image's features are kept as one (1 + layers, tokens, H) tensor: the merged ones, then each layer's."""
+
+    projector = ("model.visual.merger.", "model.visual.deepstack_merger_list.")  # type: ignore[assignment]
+
+    def features(self, model: Any, pixel_values: torch.Tensor, grids: torch.Tensor) -> list[torch.Tensor]:
+        out = model.get_image_features(pixel_values, grids)
+        deep = out.deepstack_features
+        return [torch.stack([f, *(layer[i] for layer in deep)]) for i, f in enumerate(out.pooler_output)]
+
+    def encoder_outputs(self, features: list[torch.Tensor]) -> Any:
+        from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
+
+        layers = range(1, len(features[0]))
+        return BaseModelOutputWithDeepstackFeatures(
+            pooler_output=[f[0] for f in features],
+            deepstack_features=[[f[j] for f in features] for j in layers],
+        )
 
 
 class Llava(Family):
@@ -103,7 +128,7 @@ class Gemma3(Llava):
         return {"position_ids": _positions(mask), "token_type_ids": (ids == image_id).long()}
 
     def encoder_outputs(self, features: list[torch.Tensor]) -> Any:
-        return torch.stack(features)
+        return BaseModelOutputWithPooling(pooler_output=torch.stack(features))
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:
@@ -112,5 +137,5 @@ def _positions(mask: torch.Tensor) -> torch.Tensor:
 
 
 FAMILIES: dict[str, Family] = {
-    "qwen2_vl": Family(), "qwen2_5_vl": Family(), "llava": Llava(), "gemma3": Gemma3()
+    "qwen2_vl": Family(), "qwen2_5_vl": Family(), "qwen3_vl": Qwen3VL(), "llava": Llava(), "gemma3": Gemma3()
 }  # fmt: skip

@@ -1,0 +1,161 @@
+"""The backbones read after the first four (Qwen3-VL, LLaVA-OneVision, Idefics3), on tiny random models: the
+image tokens as each family's processor gives them (its processor class where one builds without torchvision,
+else its rule by hand), end scores equal to a plain transformers forward at the last real token under either
+padding and two batch budgets, --freeze by the family's module names, and a training step sharing each pair's
+image equal to the unshared one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from vision_models import mixed_examples, saved_rm
+
+FAMILIES = ["qwen3_vl"]
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def family_rm(request, tmp_path_factory):
+    """``(rm, path)``: a tiny VLM of each family given a seeded value head, saved by rmkit and read back."""
+    return saved_rm(tmp_path_factory, request.param, seed=1)
+
+
+def question(text: str, images: int = 1) -> list[dict]:
+    return [{"role": "user", "content": [{"type": "text", "text": "Look:"}, *[{"type": "image"}] * images,
+                                         {"type": "text", "text": text}]}]  # fmt: skip
+
+
+def examples():
+    return mixed_examples(question)
+
+
+def plain_inputs(rm, row) -> dict:
+    """One row's inputs as the family's transformers processor gives them to its forward."""
+    ids = torch.tensor([row.ids])
+    out = {"input_ids": ids}
+    if rm.model.config.model_type == "qwen3_vl":
+        out["mm_token_type_ids"] = (ids == rm.model.config.image_token_id).int()
+    if row.patches is not None:
+        out["pixel_values"] = torch.from_numpy(row.patches)
+        if rm.model.config.model_type == "qwen3_vl":
+            out["image_grid_thw"] = torch.tensor(row.grids)
+    return out
+
+
+@torch.no_grad()
+def plain_forward(rm, row) -> float:
+    """The score transformers gives one sequence alone: the VLM's forward, the value head at the last token."""
+    hidden = rm.model.model(**plain_inputs(rm, row)).last_hidden_state
+    return float(rm.head(hidden[0, -1]))
+
+
+def test_qwen3_vl_image_tokens_follow_its_processor_rule(tmp_path_factory):
+    """Qwen3VLProcessor cannot be built without torchvision (its video processor), so its rule by hand: the
+    image processor resizes each side to a multiple of patch·merge = 32 (56 -> 64, 84 -> 96), the grid is
+    (1, h/16, w/16), and the one <|image_pad|> between <|vision_start|> and <|vision_end|> becomes
+    h·w/16²/2² tokens, marked 1 in mm_token_type_ids; the pixel values are the image processor's."""
+    rm, _ = saved_rm(tmp_path_factory, "qwen3_vl", seed=1)
+    ex = examples()[1]  # a 56x56 and an 84x56 (width x height) image
+    assert [p.image.size for p in ex.images] == [(56, 56), (84, 56)]
+    (row,) = rm.example_tokenizer().tokenize([ex])[0]
+    assert row.grids == [(1, 4, 4), (1, 4, 6)]
+    config, tok = rm.model.config, rm.tokenizer
+    image_id, start, end = config.image_token_id, config.vision_start_token_id, config.vision_end_token_id
+    marks = "".join(
+        "I" if t == image_id else "<" if t == start else ">" if t == end else "." for t in row.ids
+    )
+    assert [run for run in marks.split(".") if run] == ["<" + "I" * 4 + "><" + "I" * 6 + ">"]
+    types = rm.family.inputs(torch.tensor([row.ids]), torch.ones(1, len(row.ids)), image_id, None)
+    assert types["mm_token_type_ids"][0].tolist() == [int(t == image_id) for t in row.ids]
+    direct = rm.processor(images=[p.image for p in ex.images], return_tensors="np")
+    assert row.patches.shape == (4 * 4 + 4 * 6, 3 * 2 * 16 * 16)
+    assert (row.patches == direct["pixel_values"]).all()
+    assert tok.decode(row.ids[-1:]) == tok.eos_token
+
+
+@pytest.mark.parametrize("budget", [16, 10_000])
+def test_end_scores_equal_plain_transformers(family_rm, budget):
+    """Every row's score equals the plain forward of that row alone, one row a batch or all in one; the rows
+    of one example read one pass of the vision encoder."""
+    rm, _ = family_rm
+    prepared = rm.example_tokenizer().tokenize(examples())
+    rows = [r for row in prepared for r in row]
+    assert len({len(r.ids) for r in rows}) == len(rows)  # different lengths: padding is exercised
+    seen = []
+    tower = rm.model.get_submodule(rm.family.vision.rstrip("."))
+    hook = tower.register_forward_hook(lambda *args: seen.append(1))
+    try:
+        scores = rm.score_rows(rows, batch_tokens=budget)
+    finally:
+        hook.remove()
+    assert scores == pytest.approx([plain_forward(rm, r) for r in rows], abs=1e-5)
+    assert len(seen) <= sum(row[0].patches is not None for row in prepared)
+
+
+def test_either_padding_gives_the_rows_alone(family_rm):
+    """A pair of different lengths padded on the right and on the left: each read at its last real token, at
+    its own positions, equal to the row alone."""
+    rm, _ = family_rm
+    pair = rm.example_tokenizer().tokenize(examples()[:1])[0]
+    alone = [plain_forward(rm, r) for r in pair]
+    batch = rm.batch(pair)
+    ids, mask = batch.pop("input_ids"), batch.pop("attention_mask")
+    batch.pop("right_padded")
+    left_ids, left_mask = torch.full_like(ids, rm.pad_token_id), torch.zeros_like(mask)
+    for i, r in enumerate(pair):
+        left_ids[i, ids.shape[1] - len(r.ids) :] = torch.tensor(r.ids)
+        left_mask[i, ids.shape[1] - len(r.ids) :] = 1
+    assert not torch.equal(mask, left_mask)
+    with torch.inference_mode():
+        right = rm(ids, mask, **batch).end_scores.tolist()
+        left = rm(left_ids, left_mask, **batch).end_scores.tolist()
+    assert right == pytest.approx(alone, abs=1e-5) and left == pytest.approx(alone, abs=1e-5)
+
+
+# family: (the vision encoder's module, its projector's modules into the language model)
+MODULES = {"qwen3_vl": ("model.visual", ["model.visual.merger", "model.visual.deepstack_merger_list"])}
+
+
+def test_freeze_matches_the_family_modules(family_rm):
+    """--freeze vision,projector stops exactly the family's vision encoder (less its projector) and projector
+    parameters and counts them; the language model still trains."""
+    from rmkit.training.vision import freeze
+    from rmkit.vlm import VisionRewardModel
+
+    _, path = family_rm
+    rm = VisionRewardModel.from_pretrained(path)
+    tower, projectors = MODULES[rm.model.config.model_type]
+    count = lambda name: sum(p.numel() for p in rm.model.get_submodule(name).parameters())  # noqa: E731
+    frozen = freeze(rm, ["vision", "projector"])
+    projector = sum(count(name) for name in projectors)
+    assert projector > 0 and frozen == {"vision": count(tower) - projector, "projector": projector}
+    assert not any(p.requires_grad for p in rm.model.get_submodule(tower).parameters())
+    language = rm.model.model.language_model.parameters()
+    assert all(p.requires_grad for p in language) and rm.head.weight.requires_grad
+
+
+def test_a_training_step_sharing_each_pairs_image_equals_the_unshared_step(family_rm):
+    """Each pair's image encoded once (its features, DeepStack's too, kept and given to both rows) gives the
+    loss and every gradient of encoding it once a row."""
+    from rmkit.training.config import TrainConfig
+    from rmkit.training.vision import VisionPair, pair_scores
+    from rmkit.vlm import VisionRewardModel
+
+    _, path = family_rm
+    rm = VisionRewardModel.from_pretrained(path).train()
+    pairs = [VisionPair(*rows) for rows in rm.example_tokenizer().tokenize(examples()[:1])]
+    config = TrainConfig(model=str(path), data="x", output_dir="y", score_reg=0.01)
+    results = []
+    for shared in (True, False):
+        rm.zero_grad()
+        loss, _, _ = pair_scores(rm, pairs, config, shared=shared)
+        loss.sum().backward()
+        results.append(
+            (loss.detach(), {n: p.grad.clone() for n, p in rm.named_parameters() if p.grad is not None})
+        )
+    (loss_s, grads_s), (loss_u, grads_u) = results
+    assert torch.allclose(loss_s, loss_u, atol=1e-6)
+    assert grads_s.keys() == grads_u.keys()
+    _, projectors = MODULES[rm.model.config.model_type]
+    assert all(any(n.startswith(f"model.{p}.") for n in grads_s) for p in projectors)
+    for name, grad in grads_s.items():
+        assert torch.allclose(grad, grads_u[name], atol=1e-5), name
