@@ -159,3 +159,80 @@ def test_a_training_step_sharing_each_pairs_image_equals_the_unshared_step(famil
     assert all(any(n.startswith(f"model.{p}.") for n in grads_s) for p in projectors)
     for name, grad in grads_s.items():
         assert torch.allclose(grad, grads_u[name], atol=1e-5), name
+
+
+@pytest.fixture(scope="module")
+def skywork_layout(tmp_path_factory):
+    """An external checkpoint in Skywork-VL-Reward's layout, without rmkit's settings: a tiny Qwen2.5-VL (its
+    base) whose tokenizer adds no BOS (as Qwen's), ``value_head.safetensors`` beside it. ``(path, W, b)``."""
+    from safetensors.torch import save_file
+    from tokenizers import processors
+    from transformers import AutoTokenizer
+    from vision_models import make_vlm
+
+    path = make_vlm(tmp_path_factory.mktemp("skywork"), "qwen2_5_vl", seed=4)
+    tok = AutoTokenizer.from_pretrained(str(path))
+    tok.backend_tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    tok.save_pretrained(str(path))
+    torch.manual_seed(8)
+    weight, bias = torch.randn(1, 32), torch.randn(1)
+    save_file(
+        {"v_head.summary.weight": weight, "v_head.summary.bias": bias}, str(path / "value_head.safetensors")
+    )
+    return path, weight, bias
+
+
+@torch.no_grad()
+def test_an_external_checkpoint_is_read_where_its_model_card_reads(skywork_layout, tmp_path):
+    """Skywork-VL-Reward's model card (and LLaMA-Factory's pairwise data, which trained such heads): the chat
+    template's text of the conversation (add_generation_prompt=False), through the processor (each
+    <|image_pad|> expanded, the tokenizer's defaults), the value head read at attention_mask.sum() - 1, the
+    template's last token ('\\n' after <|im_end|>). rmkit reads an external checkpoint there, one token before
+    where it would with EOS appended; the same model saved by rmkit keeps rmkit's end (EOS appended)."""
+    from transformers import AutoModelForImageTextToText, AutoTokenizer, Qwen2VLImageProcessorPil
+
+    from rmkit import kinds
+    from rmkit.vlm import VisionRewardModel
+
+    path, weight, bias = skywork_layout
+    kind, rm = kinds.load(path)
+    assert kind.name == "vision" and not rm.metadata
+    ex = examples()[0]
+    rows = rm.example_tokenizer().tokenize([ex])[0]
+
+    tok = AutoTokenizer.from_pretrained(str(path))
+    images = Qwen2VLImageProcessorPil.from_pretrained(str(path))(
+        images=[p.image for p in ex.images], return_tensors="pt"
+    )
+    model = AutoModelForImageTextToText.from_pretrained(str(path)).eval()
+    pad = model.config.image_token_id
+    count = int(images["image_grid_thw"].prod() // 4)
+    card = []
+    for row, answer in zip(rows, ex.responses, strict=True):
+        text = tok.apply_chat_template(
+            [*ex.prompt, {"role": "assistant", "content": answer}],
+            tokenize=False,
+            add_generation_prompt=False,
+        )
+        assert text.endswith("<|im_end|>\n")
+        text = text.replace("<|image_pad|>", "<|image_pad|>" * count)  # the processor's expansion
+        inputs = tok([text], return_tensors="pt")
+        ids = inputs["input_ids"]
+        hidden = model.model(
+            input_ids=ids,
+            attention_mask=inputs["attention_mask"],
+            pixel_values=images["pixel_values"],
+            image_grid_thw=images["image_grid_thw"],
+            mm_token_type_ids=(ids == pad).int(),
+        ).last_hidden_state
+        last = int(inputs["attention_mask"].sum()) - 1
+        assert tok.decode(ids[0, last]) == "\n"
+        assert row.ids == ids[0].tolist()
+        card.append(float(weight[0] @ hidden[0, last] + bias[0]))
+    assert rm.score_rows(rows, batch_tokens=64) == pytest.approx(card, abs=1e-5)
+
+    VisionRewardModel.from_pretrained(path).save_pretrained(tmp_path / "own")
+    own = VisionRewardModel.from_pretrained(tmp_path / "own")
+    assert own.metadata["kind"] == "vision"
+    mine = own.example_tokenizer().tokenize([ex])[0]
+    assert [r.ids for r in mine] == [[*r.ids, tok.eos_token_id] for r in rows]

@@ -74,6 +74,7 @@ class VisionRewardModel(HeldModel):
         self.head = head if head is not None else nn.Linear(hidden, 1)
         keep_fp32(self.head)
         self.tokens = self.family.tokens(model.config, processor, tokenizer)
+        self.external = False  # a checkpoint with a head and without rmkit's settings (example_tokenizer)
 
     @classmethod
     def from_pretrained(
@@ -111,6 +112,7 @@ class VisionRewardModel(HeldModel):
                 f"{path}: its value head reads {head.weight.shape[1]} features, its model has {hidden}"
             )
         rm = cls(model, AutoTokenizer.from_pretrained(str(path)), processor, head=head)
+        rm.external = head is not None and not rm.metadata
         if device is not None:
             rm.to(target)
         return rm.eval()
@@ -120,7 +122,14 @@ class VisionRewardModel(HeldModel):
     ) -> VisionTokenizer:
         """The :class:`VisionTokenizer` of this model, defaulting to the settings it was trained with. A
         conversation ends on the token whose state the head reads: the settings' ``end_token_id``, else a
-        ``<|regression|>`` token where the tokenizer has one (DocReward's special-token head), else EOS."""
+        ``<|regression|>`` token where the tokenizer has one (DocReward's special-token head), else EOS.
+
+        Whether it is appended: as rmkit's settings say (``add_eos``; rmkit's own checkpoints, and a backbone
+        without a head that rmkit trains, append EOS). A checkpoint with a head and without rmkit's settings
+        (``external``) gets DocReward's token appended and nothing else: its head reads the rendered
+        conversation's last token, where its authors' code reads it (Skywork-VL-Reward's model card and
+        LLaMA-Factory's pairwise data: the chat template's text, ``...<|im_end|>\n`` for Qwen, read at the
+        last real token; DocReward: that text, then ``<|regression|>``)."""
         end = self.metadata.get("end_token_id", self.tokenizer.get_added_vocab().get(REGRESSION_TOKEN))
         return VisionTokenizer(
             self.tokenizer,
@@ -129,7 +138,7 @@ class VisionRewardModel(HeldModel):
             max_length=max_length or self.max_length,
             template=template or self.metadata.get("template", "auto"),
             truncation=truncation,
-            add_eos=self.metadata.get("add_eos", True),
+            add_eos=self.metadata.get("add_eos", end is not None if self.external else True),
             end_id=end,
         )
 
