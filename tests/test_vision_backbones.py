@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from vision_models import mixed_examples, saved_rm
+from vision_models import mixed_examples, picture, saved_rm
 
-FAMILIES = ["qwen3_vl"]
+FAMILIES = ["qwen3_vl", "llava_onevision"]
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -30,14 +30,17 @@ def examples():
 
 def plain_inputs(rm, row) -> dict:
     """One row's inputs as the family's transformers processor gives them to its forward."""
-    ids = torch.tensor([row.ids])
+    ids, family = torch.tensor([row.ids]), rm.model.config.model_type
     out = {"input_ids": ids}
-    if rm.model.config.model_type == "qwen3_vl":
+    if family == "qwen3_vl":
         out["mm_token_type_ids"] = (ids == rm.model.config.image_token_id).int()
     if row.patches is not None:
         out["pixel_values"] = torch.from_numpy(row.patches)
-        if rm.model.config.model_type == "qwen3_vl":
-            out["image_grid_thw"] = torch.tensor(row.grids)
+    if row.patches is not None and family == "qwen3_vl":
+        out["image_grid_thw"] = torch.tensor(row.grids)
+    if row.patches is not None and family == "llava_onevision":  # one sample: its images' sizes and count
+        out["image_sizes"] = torch.tensor([g[1:] for g in row.grids])
+        out["batch_num_images"] = torch.tensor([len(row.grids)])
     return out
 
 
@@ -70,6 +73,59 @@ def test_qwen3_vl_image_tokens_follow_its_processor_rule(tmp_path_factory):
     assert row.patches.shape == (4 * 4 + 4 * 6, 3 * 2 * 16 * 16)
     assert (row.patches == direct["pixel_values"]).all()
     assert tok.decode(row.ids[-1:]) == tok.eos_token
+
+
+def onevision_processor(rm):
+    """transformers' LlavaOnevisionProcessor over rmkit's tokenizer and PIL image processor, with no video
+    processor (its class needs torchvision, so the class check is skipped for it alone)."""
+    import transformers
+
+    class Processor(transformers.LlavaOnevisionProcessor):
+        def check_argument_for_proper_class(self, name, argument):
+            return None if argument is None else super().check_argument_for_proper_class(name, argument)
+
+    config = rm.model.config
+    return Processor(
+        image_processor=rm.processor,
+        tokenizer=rm.tokenizer,
+        video_processor=None,
+        num_image_tokens=(config.vision_config.image_size // config.vision_config.patch_size) ** 2,
+        vision_feature_select_strategy=config.vision_feature_select_strategy,
+        vision_aspect_ratio=config.vision_aspect_ratio,
+    )
+
+
+def test_llava_onevision_inputs_equal_its_processor(tmp_path_factory):
+    """The ids rmkit expands itself equal LlavaOnevisionProcessor's for the same rendered text and the example's
+    images as one sample (rmkit then appends EOS), and so do the pixel values (images, tiles, C, H, W), the
+    image sizes and batch_num_images; cases: a square image (2x2 tiles, scaled down past anyres_max_1), a wide
+    one (its padding rows removed), a very wide one (another grid), two images (base tile and newline each);
+    each row scores as the plain forward does."""
+    from rmkit.data.images import Picture
+    from rmkit.data.rendering import ExampleTokenizer
+    from rmkit.data.vision import VisionExample
+
+    rm, _ = saved_rm(tmp_path_factory, "llava_onevision", seed=1)
+    tokenizer, processor = rm.example_tokenizer(), onevision_processor(rm)
+    sizes = [[(56, 56)], [(84, 56)], [(200, 40)], [(56, 56), (84, 56)]]
+    counts = []
+    for i, size in enumerate(sizes):
+        images = [picture("red", s, seed=j) for j, s in enumerate(size)]
+        ex = VisionExample(i, question("Which?", len(images)), ["red"], False,
+                           images=[Picture(im, f"{j}.png") for j, im in enumerate(images)])  # fmt: skip
+        (row,) = tokenizer.tokenize([ex])[0]
+        text = ExampleTokenizer.render(tokenizer, ex.prompt, ex.responses[0])
+        theirs = processor(text=[text], images=[images], return_tensors="np", add_special_tokens=False)
+        assert row.ids[:-1] == theirs["input_ids"][0].tolist() and row.ids[-1] == rm.tokenizer.eos_token_id
+        assert row.patches.shape == theirs["pixel_values"].shape
+        assert (row.patches == theirs["pixel_values"]).all()
+        ids = torch.tensor([row.ids])
+        inputs = rm.family.inputs(ids, torch.ones_like(ids), 0, torch.tensor(row.grids))
+        assert inputs["image_sizes"].tolist() == theirs["image_sizes"].tolist()
+        assert inputs["batch_num_images"].tolist() == theirs["batch_num_images"].tolist()
+        counts.append(row.ids.count(rm.model.config.image_token_id))
+        assert rm.score_rows([row]) == pytest.approx([plain_forward(rm, row)], abs=1e-5)
+    assert len(set(counts[:3])) == 3 and counts[3] == 2 * (4 + 1)
 
 
 @pytest.mark.parametrize("budget", [16, 10_000])
@@ -111,8 +167,11 @@ def test_either_padding_gives_the_rows_alone(family_rm):
     assert right == pytest.approx(alone, abs=1e-5) and left == pytest.approx(alone, abs=1e-5)
 
 
-# family: (the vision encoder's module, its projector's modules into the language model)
-MODULES = {"qwen3_vl": ("model.visual", ["model.visual.merger", "model.visual.deepstack_merger_list"])}
+# family: (the vision encoder's module, its projector's modules and parameters into the language model)
+MODULES = {
+    "qwen3_vl": ("model.visual", ["model.visual.merger", "model.visual.deepstack_merger_list"]),
+    "llava_onevision": ("model.vision_tower", ["model.multi_modal_projector", "model.image_newline"]),
+}
 
 
 def test_freeze_matches_the_family_modules(family_rm):
@@ -124,11 +183,17 @@ def test_freeze_matches_the_family_modules(family_rm):
     _, path = family_rm
     rm = VisionRewardModel.from_pretrained(path)
     tower, projectors = MODULES[rm.model.config.model_type]
-    count = lambda name: sum(p.numel() for p in rm.model.get_submodule(name).parameters())  # noqa: E731
+    params = dict(rm.model.named_parameters())
+    under = lambda prefix: {n for n in params if n == prefix or n.startswith(prefix + ".")}  # noqa: E731
+    projector = set().union(*map(under, projectors))
+    vision = under(tower) - projector
     frozen = freeze(rm, ["vision", "projector"])
-    projector = sum(count(name) for name in projectors)
-    assert projector > 0 and frozen == {"vision": count(tower) - projector, "projector": projector}
-    assert not any(p.requires_grad for p in rm.model.get_submodule(tower).parameters())
+    assert projector and vision
+    assert frozen == {
+        "vision": sum(params[n].numel() for n in vision),
+        "projector": sum(params[n].numel() for n in projector),
+    }
+    assert not any(params[n].requires_grad for n in vision | projector)
     language = rm.model.model.language_model.parameters()
     assert all(p.requires_grad for p in language) and rm.head.weight.requires_grad
 
@@ -156,7 +221,7 @@ def test_a_training_step_sharing_each_pairs_image_equals_the_unshared_step(famil
     assert torch.allclose(loss_s, loss_u, atol=1e-6)
     assert grads_s.keys() == grads_u.keys()
     _, projectors = MODULES[rm.model.config.model_type]
-    assert all(any(n.startswith(f"model.{p}.") for n in grads_s) for p in projectors)
+    assert all(any(n.startswith(f"model.{p}") for n in grads_s) for p in projectors)
     for name, grad in grads_s.items():
         assert torch.allclose(grad, grads_u[name], atol=1e-5), name
 

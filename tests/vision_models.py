@@ -59,8 +59,34 @@ def _qwen3_vl(tok):
     return Qwen3VLForConditionalGeneration(config), processor
 
 
+def _llava_onevision(tok):
+    """LLaVA-OneVision: SigLIP on 28x28 tiles (2x2 features each), any-resolution grids up to 2x2 tiles (more
+    than one tile's features scaled down: anyres_max_1), a Qwen2 language model."""
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionImageProcessorPil,
+    )
+
+    pinpoints = [[28, 28], [28, 56], [56, 28], [56, 56]]
+    config = LlavaOnevisionConfig(
+        text_config={**TEXT, "model_type": "qwen2", "vocab_size": len(tok), "pad_token_id": tok.pad_token_id},
+        vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=2, num_attention_heads=4, patch_size=14, image_size=28),
+        image_token_index=tok.convert_tokens_to_ids("<image>"), video_token_index=tok.unk_token_id,
+        image_grid_pinpoints=pinpoints, vision_aspect_ratio="anyres_max_1",
+    )  # fmt: skip
+    processor = LlavaOnevisionImageProcessorPil(
+        size={"height": 28, "width": 28}, image_grid_pinpoints=pinpoints
+    )
+    return LlavaOnevisionForConditionalGeneration(config), processor
+
+
 # family: (what its chat template writes for an image part, its model and image processor from the tokenizer)
-BUILDERS = {"qwen3_vl": ("<|vision_start|><|image_pad|><|vision_end|>", _qwen3_vl)}
+BUILDERS = {
+    "qwen3_vl": ("<|vision_start|><|image_pad|><|vision_end|>", _qwen3_vl),
+    "llava_onevision": ("<image>", _llava_onevision),
+}
 
 
 def saved_rm(tmp_path_factory, family: str = "qwen2_vl", seed: int = 1):

@@ -1,4 +1,4 @@
-"""VisionRewardModel: a vision-language model (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, LLaVA, Gemma3) read as a reward model.
+"""VisionRewardModel: a vision-language model (Qwen2-VL/2.5-VL/3-VL, LLaVA, LLaVA-OneVision, Gemma3) read as an RM.
 
 The model is the checkpoint's own transformers VLM (``Qwen2VLForConditionalGeneration``, unmodified, its LM
 head unused; what differs between the families is a :class:`rmkit.vlm_families.Family`) plus a linear value head on the language
@@ -30,7 +30,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -228,7 +227,7 @@ class VisionRewardModel(HeldModel):
             batch["image_features"] = [f for r in with_images for f in features[id(r.patches)]]
         else:
             dtype = next(self.model.get_submodule(self.family.vision.rstrip(".")).parameters()).dtype
-            patches = np.concatenate([r.patches for r in with_images])
+            patches = self.family.pixels([r.patches for r in with_images])
             batch["pixel_values"] = torch.from_numpy(patches).to(self.device, dtype)
         return batch
 

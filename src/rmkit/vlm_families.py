@@ -9,8 +9,10 @@ the model type.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import numpy as np
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
@@ -52,6 +54,10 @@ class Family:
     def encoder_outputs(self, features: list[torch.Tensor]) -> Any:
         """What the model's ``mm_encoder_outputs["image"]`` takes for the features of :meth:`features`."""
         return BaseModelOutputWithPooling(pooler_output=features)
+
+    def pixels(self, patches: list[np.ndarray]) -> np.ndarray:
+        """The pixel values of a batch from each row's (its images' patches, one array a row)."""
+        return np.concatenate(patches)
 
 
 class Qwen3VL(Family):
@@ -131,11 +137,94 @@ class Gemma3(Llava):
         return BaseModelOutputWithPooling(pooler_output=torch.stack(features))
 
 
+class LlavaOnevision(Llava):
+    """LLaVA-OneVision (processing_llava_onevision's rule): an example with one image has it cut into tiles of
+    the image processor's size on the best of the ``image_grid_pinpoints`` grids, and its ``<image>`` becomes
+    the base tile's features, then the tiles' unpadded to the image's aspect ratio (scaled down past
+    ``vision_aspect_ratio``'s tile count) with one newline a row; an example with several images has each read
+    as its base tile alone, plus one newline. rmkit gives the image processor one example's images as one
+    sample (so the model's ``batch_num_images`` is its count) and keeps each image's grid as
+    ``(images in its example, height, width)`` of the image as given. Its projector is the multi-modal
+    projector and the learned newline feature."""
+
+    projector = ("model.multi_modal_projector.", "model.image_newline")  # type: ignore[assignment]
+
+    def tokens(self, config: Any, processor: Any, tokenizer: Any) -> ImageTokens:
+        vision = config.vision_config
+        side = int(vision.image_size) // int(vision.patch_size)
+        tile = (int(processor.size["height"]), int(processor.size["width"]))
+        most = int(config.vision_aspect_ratio.removeprefix("anyres_max_"))
+        less = int(config.vision_feature_select_strategy == "default")
+
+        def count(grid: tuple[int, int, int]) -> int:
+            images, height, width = grid
+            extra = (
+                1 if images != 1 else _anyres(height, width, side, tile, processor.image_grid_pinpoints, most)
+            )
+            return side * side + extra - less
+
+        return ImageTokens(int(config.image_token_id), self.image_text, count, images=_one_sample)
+
+    def inputs(
+        self, ids: torch.Tensor, mask: torch.Tensor, image_id: int, grids: torch.Tensor | None
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {"position_ids": _positions(mask)}
+        if grids is not None:
+            out.update(image_sizes=grids[:, 1:], batch_num_images=_per_example(grids[:, 0]))
+        return out
+
+    def features(self, model: Any, pixel_values: torch.Tensor, grids: torch.Tensor) -> list[torch.Tensor]:
+        out = model.get_image_features(pixel_values, grids[:, 1:], batch_num_images=_per_example(grids[:, 0]))
+        return list(out.pooler_output)
+
+    def pixels(self, patches: list[np.ndarray]) -> np.ndarray:
+        """Each row's (images, tiles, C, H, W) padded with zero tiles to the batch's most (the model reads
+        each image's own count of tiles, from its size)."""
+        most = max(p.shape[1] for p in patches)
+        return np.concatenate([np.pad(p, [(0, 0), (0, most - p.shape[1])] + [(0, 0)] * 3) for p in patches])
+
+
+def _one_sample(processor: Any, images: list[Any]) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """One example's images through LLaVA-OneVision's image processor as one sample: (images, tiles, C, H, W)
+    and each image's ``(images, height, width)``."""
+    done = processor(images=[images], return_tensors="np")
+    return done["pixel_values"], [(len(images), int(h), int(w)) for h, w in done["image_sizes"]]
+
+
+def _per_example(counts: torch.Tensor) -> torch.Tensor:
+    """``batch_num_images`` from each image's count of images in its example (an example's images come
+    together): ``[1, 2, 2, 1]`` -> ``[1, 2, 1]``."""
+    out, i, counts_ = [], 0, counts.tolist()
+    while i < len(counts_):
+        out.append(counts_[i])
+        i += counts_[i]
+    return torch.tensor(out, device=counts.device)
+
+
+def _anyres(height: int, width: int, side: int, tile: tuple[int, int], pinpoints: Any, most: int) -> int:
+    """The features of an image's tiles past the base one (processing_llava_onevision): the best grid for its
+    size, ``side`` features a tile side, the padding of the image's aspect ratio removed, one newline a row,
+    scaled down by ``ratio`` where the tiles hold more than ``most`` tiles' features by over 1.1."""
+    from transformers.image_processing_utils import select_best_resolution
+
+    best_h, best_w = select_best_resolution([height, width], pinpoints)
+    rows, cols = side * (best_h // tile[0]), side * (best_w // tile[1])
+    if width / height > cols / rows:
+        rows -= 2 * ((rows - int(round(height * (cols / width), 7))) // 2)
+    else:
+        cols -= 2 * ((cols - int(round(width * (rows / height), 7))) // 2)
+    ratio = math.sqrt(rows * cols / (most * side * side))
+    if ratio > 1.1:
+        return int(rows // ratio) * int(cols // ratio) + int(rows // ratio)
+    return rows * cols + rows
+
+
 def _positions(mask: torch.Tensor) -> torch.Tensor:
     """Each token's position among the real tokens of its row (so either padding gives the same positions)."""
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 FAMILIES: dict[str, Family] = {
-    "qwen2_vl": Family(), "qwen2_5_vl": Family(), "qwen3_vl": Qwen3VL(), "llava": Llava(), "gemma3": Gemma3()
+    "qwen2_vl": Family(), "qwen2_5_vl": Family(), "qwen3_vl": Qwen3VL(), "llava": Llava(),
+    "llava_onevision": LlavaOnevision(), "gemma3": Gemma3(),
 }  # fmt: skip

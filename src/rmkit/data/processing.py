@@ -50,7 +50,9 @@ class ImageTokens:
     token the chat template writes for an image when it is not ``image_id`` (Gemma3's ``<start_of_image>``),
     the ids written before an image's tokens in its place (Gemma3's ``<start_of_image>`` again),
     and the text written around an image's text before tokenising (Gemma3's ``\\n\\n`` before and
-    ``<end_of_image>\\n\\n`` after: tokenised with the text beside them, as its processor does)."""
+    ``<end_of_image>\\n\\n`` after: tokenised with the text beside them, as its processor does); ``images``:
+    how one example's images go through the image processor to ``(patches, grids)``, where the family's
+    differs from one call on the list (LLaVA-OneVision's)."""
 
     image_id: int
     text: str
@@ -58,6 +60,7 @@ class ImageTokens:
     placeholder: int | None = None
     before: tuple[int, ...] = ()
     wrap: tuple[str, str] = ("", "")
+    images: Callable[[Any, list[Any]], tuple[Any, list[tuple[int, int, int]]]] | None = None
 
 
 class VisionTokenizer(ExampleTokenizer):
@@ -103,6 +106,8 @@ class VisionTokenizer(ExampleTokenizer):
         """Every image of one example through the image processor: ``(patches, grids)``."""
         if not images:
             return None, []
+        if self.tokens.images is not None:
+            return self.tokens.images(self.processor, images)
         done = self.processor(images=images, return_tensors="np")
         patches = done["pixel_values"]
         if "image_grid_thw" not in done:  # one (C, H, W) array an image (LLaVA, Gemma3)
