@@ -10,7 +10,7 @@ import pytest
 import torch
 from vision_models import mixed_examples, picture, saved_rm
 
-FAMILIES = ["qwen3_vl", "llava_onevision"]
+FAMILIES = ["qwen3_vl", "llava_onevision", "idefics3"]
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -36,6 +36,11 @@ def plain_inputs(rm, row) -> dict:
         out["mm_token_type_ids"] = (ids == rm.model.config.image_token_id).int()
     if row.patches is not None:
         out["pixel_values"] = torch.from_numpy(row.patches)
+    if row.patches is not None and family == "idefics3":  # one sample of tiles, its pixel mask all ones
+        out["pixel_values"] = out["pixel_values"][None]
+        out["pixel_attention_mask"] = torch.ones(
+            1, *row.patches.shape[:1], *row.patches.shape[2:], dtype=torch.long
+        )
     if row.patches is not None and family == "qwen3_vl":
         out["image_grid_thw"] = torch.tensor(row.grids)
     if row.patches is not None and family == "llava_onevision":  # one sample: its images' sizes and count
@@ -128,6 +133,37 @@ def test_llava_onevision_inputs_equal_its_processor(tmp_path_factory):
     assert len(set(counts[:3])) == 3 and counts[3] == 2 * (4 + 1)
 
 
+@pytest.mark.parametrize("splitting", [True, False])
+def test_idefics3_inputs_equal_its_processor(tmp_path_factory, splitting):
+    """The ids rmkit writes itself equal Idefics3Processor's for the same rendered text and images (rmkit then
+    appends EOS): each tile's <fake_token_around_image><row_i_col_j> and image tokens, the newlines, the global
+    tile's <global-img> run; without image splitting, the global run alone. The pixel values are the
+    processor's tiles in order (its pixel attention mask all ones); each row scores as the plain forward."""
+    import transformers
+
+    from rmkit.data.images import Picture
+    from rmkit.data.rendering import ExampleTokenizer
+    from rmkit.data.vision import VisionExample
+
+    rm, _ = saved_rm(tmp_path_factory, "idefics3", seed=1)
+    rm.processor.do_image_splitting = splitting
+    tokenizer = rm.example_tokenizer()
+    processor = transformers.Idefics3Processor(
+        image_processor=rm.processor, tokenizer=rm.tokenizer, image_seq_len=4
+    )
+    for i, size in enumerate([[(56, 56)], [(84, 56)], [(200, 40), (56, 56)]]):
+        images = [picture("red", s, seed=j) for j, s in enumerate(size)]
+        ex = VisionExample(i, question("Which?", len(images)), ["red"], False,
+                           images=[Picture(im, f"{j}.png") for j, im in enumerate(images)])  # fmt: skip
+        (row,) = tokenizer.tokenize([ex])[0]
+        text = ExampleTokenizer.render(tokenizer, ex.prompt, ex.responses[0])
+        theirs = processor(text=[text], images=[images], return_tensors="np", add_special_tokens=False)
+        assert row.ids[:-1] == theirs["input_ids"][0].tolist() and row.ids[-1] == rm.tokenizer.eos_token_id
+        assert (row.patches == theirs["pixel_values"][0]).all() and theirs["pixel_attention_mask"].all()
+        assert all((rows > 0) == splitting for _, rows, _ in row.grids)
+        assert rm.score_rows([row]) == pytest.approx([plain_forward(rm, row)], abs=1e-5)
+
+
 @pytest.mark.parametrize("budget", [16, 10_000])
 def test_end_scores_equal_plain_transformers(family_rm, budget):
     """Every row's score equals the plain forward of that row alone, one row a batch or all in one; the rows
@@ -171,6 +207,7 @@ def test_either_padding_gives_the_rows_alone(family_rm):
 MODULES = {
     "qwen3_vl": ("model.visual", ["model.visual.merger", "model.visual.deepstack_merger_list"]),
     "llava_onevision": ("model.vision_tower", ["model.multi_modal_projector", "model.image_newline"]),
+    "idefics3": ("model.vision_model", ["model.connector"]),
 }
 
 
@@ -194,8 +231,8 @@ def test_freeze_matches_the_family_modules(family_rm):
         "projector": sum(params[n].numel() for n in projector),
     }
     assert not any(params[n].requires_grad for n in vision | projector)
-    language = rm.model.model.language_model.parameters()
-    assert all(p.requires_grad for p in language) and rm.head.weight.requires_grad
+    rest = [p for n, p in params.items() if n not in vision | projector]  # the language model
+    assert all(p.requires_grad for p in rest) and rm.head.weight.requires_grad
 
 
 def test_a_training_step_sharing_each_pairs_image_equals_the_unshared_step(family_rm):

@@ -82,10 +82,30 @@ def _llava_onevision(tok):
     return LlavaOnevisionForConditionalGeneration(config), processor
 
 
+def _idefics3(tok):
+    """Idefics3: SigLIP on 56x56 tiles (4 image tokens each after the 2x pixel shuffle), images resized to at
+    most 112 pixels a side and cut into tiles, a Llama language model."""
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessorPil
+
+    tags = [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)]
+    tok.add_tokens(
+        ["<fake_token_around_image>", "<global-img>", "<end_of_utterance>", *tags], special_tokens=True
+    )
+    config = Idefics3Config(
+        text_config={**TEXT, "model_type": "llama", "vocab_size": len(tok), "pad_token_id": tok.pad_token_id},
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           patch_size=14, image_size=56),
+        image_token_id=tok.convert_tokens_to_ids("<image>"), scale_factor=2,
+    )  # fmt: skip
+    processor = Idefics3ImageProcessorPil(size={"longest_edge": 112}, max_image_size={"longest_edge": 56})
+    return Idefics3ForConditionalGeneration(config), processor
+
+
 # family: (what its chat template writes for an image part, its model and image processor from the tokenizer)
 BUILDERS = {
     "qwen3_vl": ("<|vision_start|><|image_pad|><|vision_end|>", _qwen3_vl),
     "llava_onevision": ("<image>", _llava_onevision),
+    "idefics3": ("<image>", _idefics3),
 }
 
 

@@ -9,6 +9,7 @@ the model type.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -184,6 +185,61 @@ class LlavaOnevision(Llava):
         return np.concatenate([np.pad(p, [(0, 0), (0, most - p.shape[1])] + [(0, 0)] * 3) for p in patches])
 
 
+class Idefics3(Llava):
+    """Idefics3 (processing_idefics3's rule): the image processor cuts an image larger than its tile size into
+    ``rows x cols`` tiles plus the whole image as a global tile (all tiles square, so the pixel attention mask
+    of the real tiles is all ones and is not passed), and its ``<image>`` becomes, for each tile,
+    ``<fake_token_around_image><row_i_col_j>`` then ``image_seq_len`` image tokens, a newline after each row,
+    then ``\\n<fake_token_around_image><global-img>``, the global tile's image tokens and
+    ``<fake_token_around_image>`` (an image not cut: that last part alone, without the newline). The text is
+    tokenised alone: it begins and ends on special tokens, so its ids are those it has in the processor's text.
+    An image's grid is ``(1, rows, cols)``."""
+
+    vision, projector = "model.vision_model.", "model.connector."
+
+    def tokens(self, config: Any, processor: Any, tokenizer: Any) -> ImageTokens:
+        seq = _idefics3_seq_len(config)
+        fake, image = "<fake_token_around_image>", "<image>" * seq
+
+        @functools.cache
+        def run(grid: tuple[int, int, int]) -> list[int]:
+            _, rows, cols = grid
+            tiles = "".join(
+                "".join(f"{fake}<row_{r + 1}_col_{c + 1}>{image}" for c in range(cols)) + "\n"
+                for r in range(rows)
+            )
+            text = f"{tiles}{chr(10) if rows else ''}{fake}<global-img>{image}{fake}"
+            return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+        count = lambda grid: (grid[1] * grid[2] + 1 if grid[1] else 1) * seq  # noqa: E731
+        return ImageTokens(int(config.image_token_id), self.image_text, count, images=_split, run=run)
+
+    def features(self, model: Any, pixel_values: torch.Tensor, grids: torch.Tensor) -> list[torch.Tensor]:
+        """One (tokens, H) tensor an image: its tiles' features, the global tile's last."""
+        seq = _idefics3_seq_len(model.config)
+        (out,) = model.get_image_features(pixel_values).pooler_output
+        sizes = [(rows * cols + 1 if rows else 1) * seq for _, rows, cols in grids.tolist()]
+        return list(torch.split(out, sizes))
+
+    def pixels(self, patches: list[np.ndarray]) -> np.ndarray:
+        """Every row's tiles (T, C, H, W) as one sample's (1, T, C, H, W): the model reads them in order."""
+        return np.concatenate(patches)[None]
+
+
+def _idefics3_seq_len(config: Any) -> int:
+    """Image tokens a tile: its patches, over scale_factor² (the connector's pixel shuffle)."""
+    vision = config.vision_config
+    return (int(vision.image_size) // int(vision.patch_size)) ** 2 // int(config.scale_factor) ** 2
+
+
+def _split(processor: Any, images: list[Any]) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """One example's images through Idefics3's image processor as one sample: all their tiles (T, C, H, W)
+    in order and each image's ``(1, rows, cols)``."""
+    done = processor(images=[images], return_tensors="np", return_row_col_info=True)
+    (rows,), (cols,) = done["rows"], done["cols"]
+    return done["pixel_values"][0], [(1, int(r), int(c)) for r, c in zip(rows, cols, strict=True)]
+
+
 def _one_sample(processor: Any, images: list[Any]) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
     """One example's images through LLaVA-OneVision's image processor as one sample: (images, tiles, C, H, W)
     and each image's ``(images, height, width)``."""
@@ -226,5 +282,5 @@ def _positions(mask: torch.Tensor) -> torch.Tensor:
 
 FAMILIES: dict[str, Family] = {
     "qwen2_vl": Family(), "qwen2_5_vl": Family(), "qwen3_vl": Qwen3VL(), "llava": Llava(),
-    "llava_onevision": LlavaOnevision(), "gemma3": Gemma3(),
+    "llava_onevision": LlavaOnevision(), "idefics3": Idefics3(), "gemma3": Gemma3(),
 }  # fmt: skip

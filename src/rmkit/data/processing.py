@@ -52,7 +52,8 @@ class ImageTokens:
     and the text written around an image's text before tokenising (Gemma3's ``\\n\\n`` before and
     ``<end_of_image>\\n\\n`` after: tokenised with the text beside them, as its processor does); ``images``:
     how one example's images go through the image processor to ``(patches, grids)``, where the family's
-    differs from one call on the list (LLaVA-OneVision's)."""
+    differs from one call on the list (LLaVA-OneVision's, Idefics3's); ``run``: the ids an image's placeholder
+    becomes, where they are more than ``before`` and ``count`` image tokens (Idefics3's tiles)."""
 
     image_id: int
     text: str
@@ -61,6 +62,7 @@ class ImageTokens:
     before: tuple[int, ...] = ()
     wrap: tuple[str, str] = ("", "")
     images: Callable[[Any, list[Any]], tuple[Any, list[tuple[int, int, int]]]] | None = None
+    run: Callable[[tuple[int, int, int]], list[int]] | None = None
 
 
 class VisionTokenizer(ExampleTokenizer):
@@ -129,7 +131,10 @@ class VisionTokenizer(ExampleTokenizer):
         out: list[int] = []
         start = 0
         for at, grid in zip(places, grids, strict=True):
-            out += ids[start:at] + [*tokens.before, *[tokens.image_id] * tokens.count(grid)]
+            run = (
+                tokens.run(grid) if tokens.run else [*tokens.before, *[tokens.image_id] * tokens.count(grid)]
+            )
+            out += ids[start:at] + run
             start = at + 1
         return out + ids[start:]
 
