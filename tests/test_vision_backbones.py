@@ -338,3 +338,19 @@ def test_an_external_checkpoint_is_read_where_its_model_card_reads(skywork_layou
     assert own.metadata["kind"] == "vision"
     mine = own.example_tokenizer().tokenize([ex])[0]
     assert [r.ids for r in mine] == [[*r.ids, tok.eos_token_id] for r in rows]
+
+
+def test_pixel_bounds_are_refused_where_the_image_processor_has_none(family_rm):
+    """--min-pixels/--max-pixels bound Qwen's image processors (Qwen3-VL's too); for the others, whose image
+    processors would ignore them silently, they are refused in one line naming the model type."""
+    from rmkit.errors import RMKitError
+    from rmkit.vlm import VisionRewardModel
+
+    rm, path = family_rm
+    family = rm.model.config.model_type
+    if family == "qwen3_vl":
+        bounded = VisionRewardModel.from_pretrained(path, max_pixels=64 * 64)
+        assert bounded.processor.size["longest_edge"] == 64 * 64
+        return
+    with pytest.raises(RMKitError, match=f"--min-pixels/--max-pixels.*{family}"):
+        VisionRewardModel.from_pretrained(path, max_pixels=64 * 64)

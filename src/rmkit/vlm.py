@@ -97,8 +97,13 @@ class VisionRewardModel(HeldModel):
             raise RMKitError(
                 f"{path}: rmkit reads {', '.join(FAMILIES)} as vision-language RMs, not {config.model_type}"
             )
-        model = _backbone(config).from_pretrained(str(path), dtype=resolve_dtype(dtype, target))
         sizes = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v}
+        if sizes and not FAMILIES[config.model_type].pixel_bounds:
+            raise RMKitError(
+                f"{path}: --min-pixels/--max-pixels bound Qwen's image processors; {config.model_type}'s image "
+                "sizes are its image processor's own settings (preprocessor_config.json)"
+            )
+        model = _backbone(config).from_pretrained(str(path), dtype=resolve_dtype(dtype, target))
         processor = AutoImageProcessor.from_pretrained(str(path), backend="pil", **sizes)
         head = (
             _read_head(Path(path), allow_pickle) or _score_head(Path(path)) or getattr(model, "score", None)

@@ -28,6 +28,7 @@ class Family:
 
     image_text = "<|vision_start|><|image_pad|><|vision_end|>"
     vision, projector = "model.visual.", "model.visual.merger."
+    pixel_bounds = True  # its image processor reads min_pixels/max_pixels (--min-pixels, --max-pixels)
 
     def tokens(self, config: Any, processor: Any, tokenizer: Any) -> ImageTokens:
         """Qwen2-VL's rule: an image's ``<|image_pad|>`` becomes ``t·h·w / merge²`` tokens."""
@@ -90,6 +91,7 @@ class Llava(Family):
 
     image_text = "<image>"
     vision, projector = "model.vision_tower.", "model.multi_modal_projector."
+    pixel_bounds = False
 
     def tokens(self, config: Any, processor: Any, tokenizer: Any) -> ImageTokens:
         vision = config.vision_config
