@@ -354,3 +354,11 @@ def test_pixel_bounds_are_refused_where_the_image_processor_has_none(family_rm):
         return
     with pytest.raises(RMKitError, match=f"--min-pixels/--max-pixels.*{family}"):
         VisionRewardModel.from_pretrained(path, max_pixels=64 * 64)
+
+
+def test_the_kind_recognises_every_family():
+    """The model types the vision kind recognises without importing torch are the families rmkit reads."""
+    from rmkit.kinds.vision import MODEL_TYPES
+    from rmkit.vlm_families import FAMILIES
+
+    assert sorted(MODEL_TYPES) == sorted(FAMILIES)

@@ -210,22 +210,29 @@ class Idefics3(Llava):
                 "".join(f"{fake}<row_{r + 1}_col_{c + 1}>{image}" for c in range(cols)) + "\n"
                 for r in range(rows)
             )
-            text = f"{tiles}{chr(10) if rows else ''}{fake}<global-img>{image}{fake}"
+            lead = "\n" if rows else ""
+            text = f"{tiles}{lead}{fake}<global-img>{image}{fake}"
             return tokenizer(text, add_special_tokens=False)["input_ids"]
 
-        count = lambda grid: (grid[1] * grid[2] + 1 if grid[1] else 1) * seq  # noqa: E731
+        count = lambda grid: _idefics3_tiles(grid) * seq  # noqa: E731
         return ImageTokens(int(config.image_token_id), self.image_text, count, images=_split, run=run)
 
     def features(self, model: Any, pixel_values: torch.Tensor, grids: torch.Tensor) -> list[torch.Tensor]:
         """One (tokens, H) tensor an image: its tiles' features, the global tile's last."""
         seq = _idefics3_seq_len(model.config)
         (out,) = model.get_image_features(pixel_values).pooler_output
-        sizes = [(rows * cols + 1 if rows else 1) * seq for _, rows, cols in grids.tolist()]
+        sizes = [_idefics3_tiles(grid) * seq for grid in grids.tolist()]
         return list(torch.split(out, sizes))
 
     def pixels(self, patches: list[np.ndarray]) -> np.ndarray:
         """Every row's tiles (T, C, H, W) as one sample's (1, T, C, H, W): the model reads them in order."""
         return np.concatenate(patches)[None]
+
+
+def _idefics3_tiles(grid: Any) -> int:
+    """An image's tiles from its ``(1, rows, cols)``: each cut tile and the global one, or the image alone."""
+    _, rows, cols = grid
+    return rows * cols + 1 if rows else 1
 
 
 def _idefics3_seq_len(config: Any) -> int:
@@ -252,10 +259,10 @@ def _one_sample(processor: Any, images: list[Any]) -> tuple[np.ndarray, list[tup
 def _per_example(counts: torch.Tensor) -> torch.Tensor:
     """``batch_num_images`` from each image's count of images in its example (an example's images come
     together): ``[1, 2, 2, 1]`` -> ``[1, 2, 1]``."""
-    out, i, counts_ = [], 0, counts.tolist()
-    while i < len(counts_):
-        out.append(counts_[i])
-        i += counts_[i]
+    out, i, each = [], 0, counts.tolist()
+    while i < len(each):
+        out.append(each[i])
+        i += each[i]
     return torch.tensor(out, device=counts.device)
 
 
