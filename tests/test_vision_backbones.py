@@ -290,7 +290,8 @@ def test_an_external_checkpoint_is_read_where_its_model_card_reads(skywork_layou
     template's text of the conversation (add_generation_prompt=False), through the processor (each
     <|image_pad|> expanded, the tokenizer's defaults), the value head read at attention_mask.sum() - 1, the
     template's last token ('\\n' after <|im_end|>). rmkit reads an external checkpoint there, one token before
-    where it would with EOS appended; the same model saved by rmkit keeps rmkit's end (EOS appended)."""
+    where it would with EOS appended; the same model saved by rmkit keeps rmkit's end (EOS appended), and
+    align-anything's score_head layout is read at the EOS its preference data appends."""
     from transformers import AutoModelForImageTextToText, AutoTokenizer, Qwen2VLImageProcessorPil
 
     from rmkit import kinds
@@ -338,6 +339,15 @@ def test_an_external_checkpoint_is_read_where_its_model_card_reads(skywork_layou
     assert own.metadata["kind"] == "vision"
     mine = own.example_tokenizer().tokenize([ex])[0]
     assert [r.ids for r in mine] == [[*r.ids, tok.eos_token_id] for r in rows]
+
+    # align-anything's layout (score_head among the VLM's weights): its preference data appends eos_token
+    model.score_head = torch.nn.Linear(32, 1, bias=False)
+    model.save_pretrained(tmp_path / "aa")
+    for f in path.iterdir():  # the tokenizer, its chat template and the image processor
+        if f.suffix != ".safetensors" and not (tmp_path / "aa" / f.name).exists():
+            (tmp_path / "aa" / f.name).write_bytes(f.read_bytes())
+    theirs = VisionRewardModel.from_pretrained(tmp_path / "aa").example_tokenizer().tokenize([ex])[0]
+    assert [r.ids for r in theirs] == [[*r.ids, tok.eos_token_id] for r in rows]
 
 
 def test_pixel_bounds_are_refused_where_the_image_processor_has_none(family_rm):

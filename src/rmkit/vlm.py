@@ -73,7 +73,7 @@ class VisionRewardModel(HeldModel):
         self.head = head if head is not None else nn.Linear(hidden, 1)
         keep_fp32(self.head)
         self.tokens = self.family.tokens(model.config, processor, tokenizer)
-        self.external = False  # a checkpoint with a head and without rmkit's settings (example_tokenizer)
+        self.external = False  # the value-head layout without rmkit's settings (example_tokenizer)
 
     @classmethod
     def from_pretrained(
@@ -105,9 +105,8 @@ class VisionRewardModel(HeldModel):
             )
         model = _backbone(config).from_pretrained(str(path), dtype=resolve_dtype(dtype, target))
         processor = AutoImageProcessor.from_pretrained(str(path), backend="pil", **sizes)
-        head = (
-            _read_head(Path(path), allow_pickle) or _score_head(Path(path)) or getattr(model, "score", None)
-        )
+        value_head = _read_head(Path(path), allow_pickle)
+        head = value_head or _score_head(Path(path)) or getattr(model, "score", None)
         hidden = config.get_text_config().hidden_size
         if head is None:  # a VLM without a value head: rmkit train starts from it, the scorers refuse it
             model.fresh_head = [HEAD]
@@ -116,7 +115,7 @@ class VisionRewardModel(HeldModel):
                 f"{path}: its value head reads {head.weight.shape[1]} features, its model has {hidden}"
             )
         rm = cls(model, AutoTokenizer.from_pretrained(str(path)), processor, head=head)
-        rm.external = head is not None and not rm.metadata
+        rm.external = value_head is not None and not rm.metadata
         if device is not None:
             rm.to(target)
         return rm.eval()
@@ -129,11 +128,12 @@ class VisionRewardModel(HeldModel):
         ``<|regression|>`` token where the tokenizer has one (DocReward's special-token head), else EOS.
 
         Whether it is appended: as rmkit's settings say (``add_eos``; rmkit's own checkpoints, and a backbone
-        without a head that rmkit trains, append EOS). A checkpoint with a head and without rmkit's settings
+        without a head that rmkit trains, append EOS). A ``value_head`` checkpoint without rmkit's settings
         (``external``) gets DocReward's token appended and nothing else: its head reads the rendered
         conversation's last token, where its authors' code reads it (Skywork-VL-Reward's model card and
         LLaMA-Factory's pairwise data: the chat template's text, ``...<|im_end|>\n`` for Qwen, read at the
-        last real token; DocReward: that text, then ``<|regression|>``)."""
+        last real token; DocReward: that text, then ``<|regression|>``). align-anything's ``score_head``
+        checkpoints get EOS, as its preference data appends ``eos_token`` to each conversation."""
         end = self.metadata.get("end_token_id", self.tokenizer.get_added_vocab().get(REGRESSION_TOKEN))
         return VisionTokenizer(
             self.tokenizer,
