@@ -10,7 +10,7 @@ import pytest
 import torch
 from vision_models import mixed_examples, picture, saved_rm
 
-FAMILIES = ["qwen3_vl", "llava_onevision", "idefics3"]
+FAMILIES = ["qwen3_vl", "qwen3_vl_moe", "llava_onevision", "idefics3"]
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -32,7 +32,7 @@ def plain_inputs(rm, row) -> dict:
     """One row's inputs as the family's transformers processor gives them to its forward."""
     ids, family = torch.tensor([row.ids]), rm.model.config.model_type
     out = {"input_ids": ids}
-    if family == "qwen3_vl":
+    if family.startswith("qwen3_vl"):
         out["mm_token_type_ids"] = (ids == rm.model.config.image_token_id).int()
     if row.patches is not None:
         out["pixel_values"] = torch.from_numpy(row.patches)
@@ -41,7 +41,7 @@ def plain_inputs(rm, row) -> dict:
         out["pixel_attention_mask"] = torch.ones(
             1, *row.patches.shape[:1], *row.patches.shape[2:], dtype=torch.long
         )
-    if row.patches is not None and family == "qwen3_vl":
+    if row.patches is not None and family.startswith("qwen3_vl"):
         out["image_grid_thw"] = torch.tensor(row.grids)
     if row.patches is not None and family == "llava_onevision":  # one sample: its images' sizes and count
         out["image_sizes"] = torch.tensor([g[1:] for g in row.grids])
@@ -206,6 +206,7 @@ def test_either_padding_gives_the_rows_alone(family_rm):
 # family: (the vision encoder's module, its projector's modules and parameters into the language model)
 MODULES = {
     "qwen3_vl": ("model.visual", ["model.visual.merger", "model.visual.deepstack_merger_list"]),
+    "qwen3_vl_moe": ("model.visual", ["model.visual.merger", "model.visual.deepstack_merger_list"]),
     "llava_onevision": ("model.vision_tower", ["model.multi_modal_projector", "model.image_newline"]),
     "idefics3": ("model.vision_model", ["model.connector"]),
 }
@@ -358,7 +359,7 @@ def test_pixel_bounds_are_refused_where_the_image_processor_has_none(family_rm):
 
     rm, path = family_rm
     family = rm.model.config.model_type
-    if family == "qwen3_vl":
+    if family.startswith("qwen3_vl"):
         bounded = VisionRewardModel.from_pretrained(path, max_pixels=64 * 64)
         assert bounded.processor.size["longest_edge"] == 64 * 64
         return

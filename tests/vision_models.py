@@ -4,6 +4,7 @@ built here the same way) and small images drawn in code."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from conftest import CORPUS
@@ -33,9 +34,11 @@ TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_atten
             num_key_value_heads=2, max_position_embeddings=512)  # fmt: skip
 
 
-def _qwen3_vl(tok):
-    """Qwen3-VL: 16-pixel patches merged 2x2, M-RoPE interleaved, DeepStack features from vision layer 0."""
-    from transformers import Qwen2VLImageProcessorPil, Qwen3VLConfig, Qwen3VLForConditionalGeneration
+def _qwen3_vl(tok, moe: bool = False):
+    """Qwen3-VL: 16-pixel patches merged 2x2, M-RoPE interleaved, DeepStack features from vision layer 0;
+    with ``moe``, Qwen3-VL-MoE (4 experts, 2 a token)."""
+    import transformers
+    from transformers import Qwen2VLImageProcessorPil
 
     ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
     rope = {
@@ -44,9 +47,11 @@ def _qwen3_vl(tok):
         "mrope_section": [2, 1, 1],
         "mrope_interleaved": True,
     }
-    config = Qwen3VLConfig(
+    experts = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32) if moe else {}
+    name = "Qwen3VLMoe" if moe else "Qwen3VL"
+    config = getattr(transformers, f"{name}Config")(
         text_config={**TEXT, "vocab_size": len(tok), "head_dim": 8, "rope_parameters": rope,
-                     "pad_token_id": tok.pad_token_id},
+                     "pad_token_id": tok.pad_token_id, **experts},
         vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, patch_size=16,
                            out_hidden_size=32, num_position_embeddings=16, deepstack_visual_indexes=[0]),
         image_token_id=ids["<|image_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
@@ -56,7 +61,7 @@ def _qwen3_vl(tok):
         patch_size=16, merge_size=2, min_pixels=64 * 64, max_pixels=128 * 128, image_mean=[0.5] * 3,
         image_std=[0.5] * 3,
     )  # fmt: skip
-    return Qwen3VLForConditionalGeneration(config), processor
+    return getattr(transformers, f"{name}ForConditionalGeneration")(config), processor
 
 
 def _llava_onevision(tok):
@@ -104,6 +109,7 @@ def _idefics3(tok):
 # family: (what its chat template writes for an image part, its model and image processor from the tokenizer)
 BUILDERS = {
     "qwen3_vl": ("<|vision_start|><|image_pad|><|vision_end|>", _qwen3_vl),
+    "qwen3_vl_moe": ("<|vision_start|><|image_pad|><|vision_end|>", functools.partial(_qwen3_vl, moe=True)),
     "llava_onevision": ("<image>", _llava_onevision),
     "idefics3": ("<image>", _idefics3),
 }

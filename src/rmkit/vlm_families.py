@@ -290,6 +290,7 @@ def _positions(mask: torch.Tensor) -> torch.Tensor:
 
 
 FAMILIES: dict[str, Family] = {
-    "qwen2_vl": Family(), "qwen2_5_vl": Family(), "qwen3_vl": Qwen3VL(), "llava": Llava(),
+    "qwen2_vl": Family(), "qwen2_5_vl": Family(), "qwen3_vl": Qwen3VL(),
+    "qwen3_vl_moe": Qwen3VL(), "llava": Llava(),
     "llava_onevision": LlavaOnevision(), "idefics3": Idefics3(), "gemma3": Gemma3(),
 }  # fmt: skip

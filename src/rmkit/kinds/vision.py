@@ -25,7 +25,16 @@ from rmkit.kinds.base import Checkpoint, Kind, Raw, Reading, Sequences
 from rmkit.kinds.pairwise import PairwiseKind
 
 # rmkit.vlm_families.FAMILIES, named here without importing torch
-MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava", "llava_onevision", "idefics3", "gemma3")
+MODEL_TYPES = (
+    "qwen2_vl",
+    "qwen2_5_vl",
+    "qwen3_vl",
+    "qwen3_vl_moe",
+    "llava",
+    "llava_onevision",
+    "idefics3",
+    "gemma3",
+)
 
 
 class VisionKind(PairwiseKind):
