@@ -373,3 +373,26 @@ def test_the_kind_recognises_every_family():
     from rmkit.vlm_families import FAMILIES
 
     assert sorted(MODEL_TYPES) == sorted(FAMILIES)
+
+
+def test_truncation_never_cuts_into_an_images_tags(tmp_path_factory):
+    """A prompt cut from the left keeps each image whole, its ids before the image tokens included: Idefics3's
+    <fake_token_around_image><row_1_col_1> of the first tile. The shortest cut that keeps them keeps the
+    example (its row then begins <|im_start|>, the image's run); one token more drops it, named and counted
+    as for any image the cut would reach."""
+    from rmkit.data.images import Picture
+    from rmkit.data.vision import VisionExample
+
+    rm, _ = saved_rm(tmp_path_factory, "idefics3", seed=1)
+    words = " ".join(["the capital of France is Paris"] * 6)
+    prompt = [{"role": "user", "content": [{"type": "text", "text": words}, {"type": "image"},
+                                           {"type": "text", "text": "Which?"}]}]  # fmt: skip
+    ex = VisionExample(1, prompt, ["red"], False, images=[Picture(picture("red"), "r.png")])
+    (full,) = rm.example_tokenizer().tokenize([ex])[0]
+    fake = rm.tokenizer.convert_tokens_to_ids("<fake_token_around_image>")
+    first = full.ids.index(fake)
+    assert full.ids[0] == rm.tokenizer.convert_tokens_to_ids("<|im_start|>") and first > 2
+    shortest = len(full.ids) - (first - 1)  # the cut removes the text between <|im_start|> and the image
+    (kept,) = rm.example_tokenizer(max_length=shortest).tokenize([ex])[0]
+    assert kept.truncated and kept.ids == full.ids[:1] + full.ids[first:]
+    assert rm.example_tokenizer(max_length=shortest - 1).tokenize([ex]) == [None]

@@ -93,7 +93,7 @@ class VisionTokenizer(ExampleTokenizer):
         for ex, row in zip(examples, rows, strict=True):
             patches, grids = self._images([p.image for p in getattr(ex, "images", [])])
             seqs = [self._expanded(ex, t.ids, grids) for t in row or []]
-            out.append(self._cut(seqs, patches, grids) if row is not None else None)
+            out.append(self._cut(seqs, patches, grids, self._first_image(row)) if row is not None else None)
         return out
 
     def _truncated(self, rows: list[list[int]], one_prompt: bool) -> list[Tokenized]:
@@ -115,6 +115,13 @@ class VisionTokenizer(ExampleTokenizer):
         if "image_grid_thw" not in done:  # one (C, H, W) array an image (LLaVA, Gemma3)
             return patches, [(1, int(p.shape[-2]), int(p.shape[-1])) for p in patches]
         return patches, [tuple(int(x) for x in g) for g in done["image_grid_thw"]]
+
+    def _first_image(self, row: Sequence[Tokenized] | None) -> int | None:
+        """Where the first image's ids begin in an example's rows (its placeholder's place: nothing before it
+        is expanded), ``None`` without images."""
+        mark = self.tokens.image_id if self.tokens.placeholder is None else self.tokens.placeholder
+        ids = row[0].ids if row else []
+        return ids.index(mark) if mark in ids else None
 
     def _expanded(self, ex: Example, ids: list[int], grids: list) -> list[int]:
         """``ids`` with each image token expanded to its image's count of features (and the ids around them)."""
@@ -138,10 +145,13 @@ class VisionTokenizer(ExampleTokenizer):
             start = at + 1
         return out + ids[start:]
 
-    def _cut(self, rows: list[list[int]], patches: Any, grids: list) -> list[Tokenized] | None:
+    def _cut(
+        self, rows: list[list[int]], patches: Any, grids: list, first: int | None = None
+    ) -> list[Tokenized] | None:
         """One example's rows cut to ``max_length`` (module docstring): one cut of the prompt they share, from
         the left after the leading special tokens, for all; ``None`` (dropped) where that would reach an image
-        or an answer, or with ``truncation="drop"``."""
+        (its tokens, or the ids written with them from ``first`` on: Idefics3's tile tags) or an answer, or
+        with ``truncation="drop"``."""
         longest = max(map(len, rows))
         if self.max_length is None or longest <= self.max_length:
             return [VisionRow(r, patches=patches, grids=grids) for r in rows]
@@ -151,6 +161,8 @@ class VisionTokenizer(ExampleTokenizer):
         while head < len(rows[0]) and rows[0][head] in self._special and head < self.max_length // 2:
             head += 1
         cut = longest - self.max_length
+        if first is not None and head + cut > first:
+            return None
         image_id, out = self.tokens.image_id, []
         for row in rows:
             kept = row[:head] + row[head + cut :]
