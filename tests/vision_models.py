@@ -87,6 +87,24 @@ def _llava_onevision(tok):
     return LlavaOnevisionForConditionalGeneration(config), processor
 
 
+def _llava_next(tok):
+    """LLaVA-NeXT: CLIP on 28x28 tiles (2x2 features and its class token), any-resolution grids up to 2x2 tiles,
+    the default feature selection (the class token dropped), a Llama language model."""
+    from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextImageProcessorPil
+
+    pinpoints = [[28, 56], [56, 28], [56, 56]]
+    config = LlavaNextConfig(
+        text_config={**TEXT, "model_type": "llama", "vocab_size": len(tok), "pad_token_id": tok.pad_token_id},
+        vision_config=dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=2, num_attention_heads=4, patch_size=14, image_size=28),
+        image_token_index=tok.convert_tokens_to_ids("<image>"), image_grid_pinpoints=pinpoints,
+    )  # fmt: skip
+    processor = LlavaNextImageProcessorPil(
+        size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28}, image_grid_pinpoints=pinpoints
+    )
+    return LlavaNextForConditionalGeneration(config), processor
+
+
 def _idefics3(tok):
     """Idefics3: SigLIP on 56x56 tiles (4 image tokens each after the 2x pixel shuffle), images resized to at
     most 112 pixels a side and cut into tiles, a Llama language model."""
@@ -110,6 +128,7 @@ def _idefics3(tok):
 BUILDERS = {
     "qwen3_vl": ("<|vision_start|><|image_pad|><|vision_end|>", _qwen3_vl),
     "qwen3_vl_moe": ("<|vision_start|><|image_pad|><|vision_end|>", functools.partial(_qwen3_vl, moe=True)),
+    "llava_next": ("<image>", _llava_next),
     "llava_onevision": ("<image>", _llava_onevision),
     "idefics3": ("<image>", _idefics3),
 }

@@ -1,4 +1,4 @@
-"""VisionRewardModel: a vision-language model (Qwen2-VL/2.5-VL/3-VL, LLaVA(-OneVision), Idefics3, Gemma3) as an RM.
+"""VisionRewardModel: a vision-language model (Qwen-VL, LLaVA, Idefics3, Gemma3 families) read as a reward model.
 
 The model is the checkpoint's own transformers VLM (``Qwen2VLForConditionalGeneration``, unmodified, its LM
 head unused; what differs between the families is a :class:`rmkit.vlm_families.Family`) plus a linear value head on the language

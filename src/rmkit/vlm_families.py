@@ -187,6 +187,42 @@ class LlavaOnevision(Llava):
         return np.concatenate([np.pad(p, [(0, 0), (0, most - p.shape[1])] + [(0, 0)] * 3) for p in patches])
 
 
+class LlavaNext(LlavaOnevision):
+    """LLaVA-NeXT (processing_llava_next's rule): every image is cut into tiles of the image processor's crop
+    size on the best ``image_grid_pinpoints`` grid, and its ``<image>`` becomes the base tile's features (plus
+    CLIP's class token, less one with the ``default`` feature selection), then the tiles' with the padding of
+    the image's aspect ratio removed and one newline a row (no several-image mode, no scaling down). Its
+    grid is ``(images in its example, height, width)`` as LLaVA-OneVision's; the forward takes
+    ``image_sizes``."""
+
+    def tokens(self, config: Any, processor: Any, tokenizer: Any) -> ImageTokens:
+        vision = config.vision_config
+        tile = (int(processor.crop_size["height"]), int(processor.crop_size["width"]))
+        side = tile[0] // int(vision.patch_size)  # square tiles (the processor counts each side alike)
+        extra = int(vision.model_type == "clip_vision_model") - int(
+            config.vision_feature_select_strategy == "default"
+        )
+
+        def count(grid: tuple[int, int, int]) -> int:
+            _, height, width = grid
+            return (
+                side * side + extra + _anyres(height, width, side, tile, processor.image_grid_pinpoints, None)
+            )
+
+        return ImageTokens(int(config.image_token_id), self.image_text, count, images=_one_sample)
+
+    def inputs(
+        self, ids: torch.Tensor, mask: torch.Tensor, image_id: int, grids: torch.Tensor | None
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {"position_ids": _positions(mask)}
+        if grids is not None:
+            out["image_sizes"] = grids[:, 1:]
+        return out
+
+    def features(self, model: Any, pixel_values: torch.Tensor, grids: torch.Tensor) -> list[torch.Tensor]:
+        return list(model.get_image_features(pixel_values, grids[:, 1:]).pooler_output)
+
+
 class Idefics3(Llava):
     """Idefics3 (processing_idefics3's rule): the image processor cuts an image larger than its tile size into
     ``rows x cols`` tiles plus the whole image as a global tile (all tiles square, so the pixel attention mask
@@ -266,10 +302,13 @@ def _per_example(counts: torch.Tensor) -> torch.Tensor:
     return torch.tensor(out, device=counts.device)
 
 
-def _anyres(height: int, width: int, side: int, tile: tuple[int, int], pinpoints: Any, most: int) -> int:
-    """The features of an image's tiles past the base one (processing_llava_onevision): the best grid for its
-    size, ``side`` features a tile side, the padding of the image's aspect ratio removed, one newline a row,
-    scaled down by ``ratio`` where the tiles hold more than ``most`` tiles' features by over 1.1."""
+def _anyres(
+    height: int, width: int, side: int, tile: tuple[int, int], pinpoints: Any, most: int | None
+) -> int:
+    """The features of an image's tiles past the base one (processing_llava_next, processing_llava_onevision):
+    the best grid for its size, ``side`` features a tile side, the padding of the image's aspect ratio
+    removed, one newline a row; with ``most`` (LLaVA-OneVision), scaled down by ``ratio`` where the tiles hold
+    more than ``most`` tiles' features by over 1.1."""
     from transformers.image_processing_utils import select_best_resolution
 
     best_h, best_w = select_best_resolution([height, width], pinpoints)
@@ -278,7 +317,7 @@ def _anyres(height: int, width: int, side: int, tile: tuple[int, int], pinpoints
         rows -= 2 * ((rows - int(round(height * (cols / width), 7))) // 2)
     else:
         cols -= 2 * ((cols - int(round(width * (rows / height), 7))) // 2)
-    ratio = math.sqrt(rows * cols / (most * side * side))
+    ratio = math.sqrt(rows * cols / (most * side * side)) if most else 0.0
     if ratio > 1.1:
         return int(rows // ratio) * int(cols // ratio) + int(rows // ratio)
     return rows * cols + rows
@@ -292,5 +331,5 @@ def _positions(mask: torch.Tensor) -> torch.Tensor:
 FAMILIES: dict[str, Family] = {
     "qwen2_vl": Family(), "qwen2_5_vl": Family(), "qwen3_vl": Qwen3VL(),
     "qwen3_vl_moe": Qwen3VL(), "llava": Llava(),
-    "llava_onevision": LlavaOnevision(), "idefics3": Idefics3(), "gemma3": Gemma3(),
+    "llava_next": LlavaNext(), "llava_onevision": LlavaOnevision(), "idefics3": Idefics3(), "gemma3": Gemma3(),
 }  # fmt: skip
