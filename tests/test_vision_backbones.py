@@ -1,8 +1,9 @@
-"""The backbones read after the first four (Qwen3-VL, LLaVA-OneVision, Idefics3), on tiny random models: the
-image tokens as each family's processor gives them (its processor class where one builds without torchvision,
-else its rule by hand), end scores equal to a plain transformers forward at the last real token under either
-padding and two batch budgets, --freeze by the family's module names, and a training step sharing each pair's
-image equal to the unshared one."""
+"""The backbones read after the first four (Qwen3-VL and Qwen3-VL-MoE, LLaVA-NeXT, LLaVA-OneVision, Idefics3),
+on tiny random models: the image tokens as each family's processor gives them (its processor class where one
+builds without torchvision, else its rule by hand), end scores equal to a plain transformers forward at the
+last real token under either padding and two batch budgets, --freeze by the family's module names, a training
+step sharing each pair's image equal to the unshared one, truncation that never cuts into an image's ids; and
+where an external value-head checkpoint is read (its model card's token, not one past it)."""
 
 from __future__ import annotations
 
