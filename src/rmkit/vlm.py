@@ -1,4 +1,4 @@
-"""VisionRewardModel: a vision-language model (Qwen2-VL, Qwen2.5-VL, LLaVA, Gemma3) read as a reward model.
+"""VisionRewardModel: a vision-language model (Qwen-VL, LLaVA, Idefics3, Gemma3 families) read as a reward model.
 
 The model is the checkpoint's own transformers VLM (``Qwen2VLForConditionalGeneration``, unmodified, its LM
 head unused; what differs between the families is a :class:`rmkit.vlm_families.Family`) plus a linear value head on the language
@@ -30,13 +30,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoTokenizer, PreTrainedModel
-from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from rmkit.checkpoints import ensure_pad_token, save_model
 from rmkit.data import padded_on, token_budget_batches
@@ -77,6 +75,7 @@ class VisionRewardModel(HeldModel):
         self.head = head if head is not None else nn.Linear(hidden, 1)
         keep_fp32(self.head)
         self.tokens = self.family.tokens(model.config, processor, tokenizer)
+        self.external = False  # the value-head layout without rmkit's settings (example_tokenizer)
 
     @classmethod
     def from_pretrained(
@@ -100,8 +99,13 @@ class VisionRewardModel(HeldModel):
             raise RMKitError(
                 f"{path}: rmkit reads {', '.join(FAMILIES)} as vision-language RMs, not {config.model_type}"
             )
-        model = _backbone(config).from_pretrained(str(path), dtype=resolve_dtype(dtype, target))
         sizes = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v}
+        if sizes and not FAMILIES[config.model_type].pixel_bounds:
+            raise RMKitError(
+                f"{path}: --min-pixels/--max-pixels bound Qwen's image processors; {config.model_type}'s image "
+                "sizes are its image processor's own settings (preprocessor_config.json)"
+            )
+        model = _backbone(config).from_pretrained(str(path), dtype=resolve_dtype(dtype, target))
         processor = AutoImageProcessor.from_pretrained(str(path), backend="pil", **sizes)
         tokenizer = AutoTokenizer.from_pretrained(str(path))
         return cls.assembled(
@@ -121,7 +125,8 @@ class VisionRewardModel(HeldModel):
     ) -> VisionRewardModel:
         """The RM of a loaded ``model`` and the value head stored beside it at ``path`` (a fresh one, marked
         ``fresh_head``, where there is none), on ``device``, in eval mode."""
-        head = _read_head(path, allow_pickle) or _score_head(path) or getattr(model, "score", None)
+        value_head = _read_head(path, allow_pickle)
+        head = value_head or _score_head(path) or getattr(model, "score", None)
         hidden = model.config.get_text_config().hidden_size
         if head is None:  # a VLM without a value head: rmkit train starts from it, the scorers refuse it
             model.fresh_head = [HEAD]
@@ -130,6 +135,7 @@ class VisionRewardModel(HeldModel):
                 f"{path}: its value head reads {head.weight.shape[1]} features, its model has {hidden}"
             )
         rm = cls(model, tokenizer, processor, head=head)
+        rm.external = value_head is not None and not rm.metadata
         if device is not None:
             rm.to(resolve_device(device))
         return rm.eval()
@@ -139,7 +145,15 @@ class VisionRewardModel(HeldModel):
     ) -> VisionTokenizer:
         """The :class:`VisionTokenizer` of this model, defaulting to the settings it was trained with. A
         conversation ends on the token whose state the head reads: the settings' ``end_token_id``, else a
-        ``<|regression|>`` token where the tokenizer has one (DocReward's special-token head), else EOS."""
+        ``<|regression|>`` token where the tokenizer has one (DocReward's special-token head), else EOS.
+
+        Whether it is appended: as rmkit's settings say (``add_eos``; rmkit's own checkpoints, and a backbone
+        without a head that rmkit trains, append EOS). A ``value_head`` checkpoint without rmkit's settings
+        (``external``) gets DocReward's token appended and nothing else: its head reads the rendered
+        conversation's last token, where its authors' code reads it (Skywork-VL-Reward's model card and
+        LLaMA-Factory's pairwise data: the chat template's text, ``...<|im_end|>\n`` for Qwen, read at the
+        last real token; DocReward: that text, then ``<|regression|>``). align-anything's ``score_head``
+        checkpoints get EOS, as its preference data appends ``eos_token`` to each conversation."""
         end = self.metadata.get("end_token_id", self.tokenizer.get_added_vocab().get(REGRESSION_TOKEN))
         return self.preparer(
             self.tokenizer,
@@ -148,7 +162,7 @@ class VisionRewardModel(HeldModel):
             max_length=max_length or self.max_length,
             template=template or self.metadata.get("template", "auto"),
             truncation=truncation,
-            add_eos=self.metadata.get("add_eos", True),
+            add_eos=self.metadata.get("add_eos", end is not None if self.external else True),
             end_id=end,
         )
 
@@ -169,8 +183,7 @@ class VisionRewardModel(HeldModel):
         images = image_grid_thw is not None
         kwargs = self.family.inputs(input_ids, attention_mask, self.tokens.image_id, image_grid_thw)
         if images and image_features is not None:
-            pooled = self.family.encoder_outputs(list(image_features))
-            kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=pooled)}
+            kwargs["mm_encoder_outputs"] = {"image": self.family.encoder_outputs(list(image_features))}
         elif images:
             kwargs["pixel_values"] = pixel_values
         hidden = self.model.model(
@@ -246,7 +259,7 @@ class VisionRewardModel(HeldModel):
             batch["image_features"] = [f for r in with_images for f in features[id(r.patches)]]
         else:
             dtype = next(self.model.get_submodule(self.family.vision.rstrip(".")).parameters()).dtype
-            patches = np.concatenate([r.patches for r in with_images])
+            patches = self.family.pixels([r.patches for r in with_images])
             batch["pixel_values"] = torch.from_numpy(patches).to(self.device, dtype)
         return batch
 

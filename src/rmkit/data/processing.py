@@ -50,7 +50,10 @@ class ImageTokens:
     token the chat template writes for an image when it is not ``image_id`` (Gemma3's ``<start_of_image>``),
     the ids written before an image's tokens in its place (Gemma3's ``<start_of_image>`` again),
     and the text written around an image's text before tokenising (Gemma3's ``\\n\\n`` before and
-    ``<end_of_image>\\n\\n`` after: tokenised with the text beside them, as its processor does)."""
+    ``<end_of_image>\\n\\n`` after: tokenised with the text beside them, as its processor does); ``images``:
+    how one example's images go through the image processor to ``(patches, grids)``, where the family's
+    differs from one call on the list (LLaVA-OneVision's, Idefics3's); ``run``: the ids an image's placeholder
+    becomes, where they are more than ``before`` and ``count`` image tokens (Idefics3's tiles)."""
 
     image_id: int
     text: str
@@ -58,6 +61,8 @@ class ImageTokens:
     placeholder: int | None = None
     before: tuple[int, ...] = ()
     wrap: tuple[str, str] = ("", "")
+    images: Callable[[Any, list[Any]], tuple[Any, list[tuple[int, int, int]]]] | None = None
+    run: Callable[[tuple[int, int, int]], list[int]] | None = None
 
 
 class VisionTokenizer(ExampleTokenizer):
@@ -91,7 +96,7 @@ class VisionTokenizer(ExampleTokenizer):
         for ex, row in zip(examples, rows, strict=True):
             patches, grids = self._media(ex)
             seqs = [self._expanded(ex, t.ids, grids) for t in row or []]
-            out.append(self._cut(seqs, patches, grids) if row is not None else None)
+            out.append(self._cut(seqs, patches, grids, self._first_image(row)) if row is not None else None)
         return out
 
     def _truncated(self, rows: list[list[int]], one_prompt: bool) -> list[Tokenized]:
@@ -117,11 +122,20 @@ class VisionTokenizer(ExampleTokenizer):
         """Every image of one example through the image processor: ``(patches, grids)``."""
         if not images:
             return None, []
+        if self.tokens.images is not None:
+            return self.tokens.images(self.processor, images)
         done = self.processor(images=images, return_tensors="np")
         patches = done["pixel_values"]
         if "image_grid_thw" not in done:  # one (C, H, W) array an image (LLaVA, Gemma3)
             return patches, [(1, int(p.shape[-2]), int(p.shape[-1])) for p in patches]
         return patches, [tuple(int(x) for x in g) for g in done["image_grid_thw"]]
+
+    def _first_image(self, row: Sequence[Tokenized] | None) -> int | None:
+        """Where the first image's ids begin in an example's rows (its placeholder's place: nothing before it
+        is expanded), ``None`` without images."""
+        mark = self.tokens.image_id if self.tokens.placeholder is None else self.tokens.placeholder
+        ids = row[0].ids if row else []
+        return ids.index(mark) if mark in ids else None
 
     def _expanded(self, ex: Example, ids: list[int], grids: list) -> list[int]:
         """``ids`` with each image token expanded to its image's count of features (and the ids around them)."""
@@ -146,14 +160,20 @@ class VisionTokenizer(ExampleTokenizer):
         out: list[int] = []
         start = 0
         for at, grid in zip(places, grids, strict=True):
-            out += ids[start:at] + [*tokens.before, *[tokens.image_id] * tokens.count(grid)]
+            run = (
+                tokens.run(grid) if tokens.run else [*tokens.before, *[tokens.image_id] * tokens.count(grid)]
+            )
+            out += ids[start:at] + run
             start = at + 1
         return out + ids[start:]
 
-    def _cut(self, rows: list[list[int]], patches: Any, grids: list) -> list[Tokenized] | None:
+    def _cut(
+        self, rows: list[list[int]], patches: Any, grids: list, first: int | None = None
+    ) -> list[Tokenized] | None:
         """One example's rows cut to ``max_length`` (module docstring): one cut of the prompt they share, from
         the left after the leading special tokens, for all; ``None`` (dropped) where that would reach an image
-        or an answer, or with ``truncation="drop"``."""
+        (its tokens, or the ids written with them from ``first`` on: Idefics3's tile tags) or an answer, or
+        with ``truncation="drop"``."""
         longest = max(map(len, rows))
         if self.max_length is None or longest <= self.max_length:
             return [VisionRow(r, patches=patches, grids=grids) for r in rows]
@@ -163,6 +183,8 @@ class VisionTokenizer(ExampleTokenizer):
         while head < len(rows[0]) and rows[0][head] in self._special and head < self.max_length // 2:
             head += 1
         cut = longest - self.max_length
+        if first is not None and head + cut > first:
+            return None
         image_id, out = self.tokens.image_id, []
         for row in rows:
             kept = row[:head] + row[head + cut :]

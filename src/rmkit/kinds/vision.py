@@ -1,6 +1,6 @@
 """Vision-language reward models: one score a response to a prompt that may hold images.
 
-Recognised by a checkpoint's ``model_type`` (Qwen2-VL, Qwen2.5-VL, LLaVA, Gemma3: :data:`rmkit.vlm_families.FAMILIES`), or rmkit's
+Recognised by a checkpoint's ``model_type`` (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, LLaVA, LLaVA-NeXT, LLaVA-OneVision, Idefics3, Gemma3: :data:`rmkit.vlm_families.FAMILIES`), or rmkit's
 settings naming the kind ``vision``; loaded as :class:`rmkit.vlm.VisionRewardModel` (the VLM plus a value
 head). Its data is multimodal rows (:mod:`rmkit.data.vision`: align-anything TI2T, RLAIF-V, TRL's vision
 format, LLaMA-Factory's sharegpt with ``<image>``, rmkit's own with an ``images`` column), and text rows too
@@ -25,7 +25,17 @@ from rmkit.kinds.base import Checkpoint, Kind, Raw, Reading, Sequences
 from rmkit.kinds.pairwise import PairwiseKind
 
 # rmkit.vlm_families.FAMILIES, named here without importing torch
-MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl", "llava", "gemma3")
+MODEL_TYPES = (
+    "qwen2_vl",
+    "qwen2_5_vl",
+    "qwen3_vl",
+    "qwen3_vl_moe",
+    "llava",
+    "llava_next",
+    "llava_onevision",
+    "idefics3",
+    "gemma3",
+)
 
 
 class VisionKind(PairwiseKind):
