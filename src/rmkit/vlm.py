@@ -116,6 +116,11 @@ class VisionRewardModel(HeldModel):
             rm.to(target)
         return rm.eval()
 
+    def with_model(self, model: PreTrainedModel) -> VisionRewardModel:
+        """The same reward model around another ``model`` of the same config (FSDP's gathered copy); its head
+        is a fresh one, for the caller's state dict to fill."""
+        return type(self)(model, self.tokenizer, self.processor, self.metadata)
+
     def example_tokenizer(
         self, *, max_length: int | None = None, template: str | None = None, truncation: str = "left"
     ) -> VisionTokenizer:

@@ -67,7 +67,10 @@ def distribute(rm: RewardModel, config: TrainConfig, d: Dist) -> nn.Module:
         return rm
     if d.world > 1:
         return nn.parallel.DistributedDataParallel(
-            rm, device_ids=[d.device.index] if d.device.type == "cuda" else None
+            rm,
+            device_ids=[d.device.index] if d.device.type == "cuda" else None,
+            # a VLM's vision encoder gets no gradient from a micro-batch without images
+            find_unused_parameters=getattr(rm, "reads_images", False),
         )
     return rm
 
@@ -88,9 +91,13 @@ def _shard(rm: RewardModel, config: TrainConfig) -> None:
     policy = MixedPrecisionPolicy()
     if config.dtype == "bf16-weights":
         policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-        for head in (getattr(rm.model, name, None) for name in ("score", "classifier")):
-            if isinstance(head, nn.Module):
-                fully_shard(head, reshard_after_forward=reshard)
+        heads = [getattr(rm.model, name, None) for name in ("score", "classifier")] + [
+            getattr(rm, "head", None)
+        ]
+        for head in {
+            id(h): h for h in heads if isinstance(h, nn.Module)
+        }.values():  # a VLM's head may be score
+            fully_shard(head, reshard_after_forward=reshard)
     for block in reversed(blocks):  # innermost first: a unit takes the parameters no inner unit holds
         fully_shard(block, reshard_after_forward=reshard, mp_policy=policy)
     fully_shard(rm, reshard_after_forward=reshard, mp_policy=policy)

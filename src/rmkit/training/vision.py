@@ -10,7 +10,15 @@ applied to VLMs). ``--freeze vision,projector`` stops the gradients of the visio
 projector into the language model, matched by each family's module names (:data:`rmkit.vlm_families.FAMILIES`); the
 parameters frozen are counted by module in the log and in ``metrics.json`` (``train.frozen``).
 
-Not yet: LoRA, several processes (DDP, FSDP), ``--loss token_wise`` and ``--packing`` (refused in one line).
+The loop's other options hold as for text pairs: the loss variants (``--score-reg``, ``--center-rewards``, the
+data's margins), ``--dtype bf16`` and ``bf16-weights`` (the value head stays fp32), ``--resume``, and several
+processes under ``torchrun``: DDP (whose unused parameters, the vision encoder on a batch without images, are
+found each step), and FSDP (``--fsdp``), under which each row runs its images through the encoder inside the
+sharded model's forward (the same numbers; an encoder pass outside it would read unsharded weights). ``--lora``
+puts adapters on the language model's linear layers (:func:`lora_modules`), never the vision encoder's or its
+projector's unless ``--lora-target-modules`` names them; the value head trains whole, the unused LM head not at
+all; the adapters are merged at save, so the checkpoint is the plain VLM plus its value head. ``--packing on``
+is refused (a row's images and M-RoPE positions are its own), and so is ``--loss token_wise``.
 """
 
 from __future__ import annotations
@@ -59,13 +67,14 @@ class VisionPairs(list):
 class VisionPairTask(PairTask):
     """Preference pairs with images (module docstring)."""
 
+    lora_task = None  # peft's plain LoRA model: the value head is rmkit's module, outside the VLM
+    sharded = False  # FSDP: each row's images run inside the sharded model's forward
+
     def prepare(self, config: TrainConfig, stats: RowCounts, d: Dist) -> tuple[Any, Any, Any, str | None]:
         from rmkit.vlm import VisionRewardModel
 
-        if config.lora or d.world > 1 or config.loss != "bt" or config.packing == "on":
-            raise RMKitError(
-                "rmkit train on images runs in one process with the bt loss, without LoRA or --packing on (not yet)"
-            )
+        refused(config)
+        self.sharded = d.sharded
         rm = VisionRewardModel.from_pretrained(
             config.model,
             allow_pickle=config.allow_pickle,
@@ -73,6 +82,9 @@ class VisionPairTask(PairTask):
             max_pixels=config.max_pixels,
         )
         rm.model.fresh_head = None
+        output = rm.model.get_output_embeddings()
+        if output is not None and output.weight is not rm.model.get_input_embeddings().weight:
+            output.requires_grad_(False)  # the LM head: no score reads it (tied, it is the embeddings)
         self.frozen = freeze(rm, config.freeze or [])
         self.tokenizer = rm.example_tokenizer(
             max_length=config.max_length, template=config.template, truncation=config.truncation
@@ -92,6 +104,9 @@ class VisionPairTask(PairTask):
             VisionPairs(p for i, p in enumerate(pairs) if i in held),
             f"--eval-split {config.eval_split}",
         )
+
+    def lora_modules(self, rm: Any) -> list[str]:
+        return lora_modules(rm)
 
     def read(self, path: str, config: TrainConfig, stats: RowCounts) -> VisionPairs:
         """The tokenised pairs of the data file ``path`` (dropped ones counted in ``stats``)."""
@@ -125,7 +140,8 @@ class VisionPairTask(PairTask):
     ):
         """``(loss per pair, a function counting the chunk into some totals)``: each pair's images encoded
         once (:meth:`rmkit.vlm.VisionRewardModel.encode`), its two rows in one forward pass."""
-        loss, chosen, rejected = pair_scores(model, chunk, config, shared=True)
+        with autocast(config, device):
+            loss, chosen, rejected = pair_scores(model, chunk, config, shared=not self.sharded)
         tokens = sum(len(p.chosen.ids) + len(p.rejected.ids) for p in chunk)
         return loss, lambda totals: totals.add(loss, chosen, rejected, tokens)
 
@@ -136,7 +152,8 @@ class VisionPairTask(PairTask):
         totals, budget = Totals(), config.eval_batch_tokens
         for idx in token_budget_batches(self.lengths(items), budget, None):
             batch = [items[i] for i in idx]
-            totals.add(*pair_scores(rm, batch, config, shared=True), 0)
+            with autocast(config, d.device):
+                totals.add(*pair_scores(rm, batch, config, shared=not self.sharded), 0)
         rm.train(was_training)
         return totals.metrics()
 
@@ -147,13 +164,48 @@ def pair_scores(
     """Per-pair loss (B,) and the chosen and rejected end scores (B,) of ``pairs`` in one forward pass: the
     rows ``[chosen_1 .. chosen_B, rejected_1 .. rejected_B]``, each pair's images encoded once with
     ``shared``, else once a row (the unshared step, which gives the same numbers)."""
+    rm = getattr(model, "module", model)  # DDP wraps the model (and is what the forward must go through)
     rows = [p.chosen for p in pairs] + [p.rejected for p in pairs]
-    features = model.encode(rows, 1 << 62) if shared else None
+    features = rm.encode(rows, 1 << 62) if shared else None
     margin = torch.tensor([p.margin for p in pairs]) if any(p.margin for p in pairs) else None
-    out = model(**model.batch(rows, features))
+    out = model(**rm.batch(rows, features))
     chosen, rejected = out.end_scores.float().chunk(2)
     loss = bradley_terry(chosen, rejected, margin, score_reg=config.score_reg, center=config.center_rewards)
     return loss, chosen, rejected
+
+
+def refused(config: TrainConfig) -> None:
+    """Refuse, in one line with the reason, the training options that do not apply to a vision-language RM."""
+    if config.packing == "on":
+        raise RMKitError(
+            "--packing on: a vision-language RM's rows are not packed (each row carries its images, and Qwen's "
+            "M-RoPE positions follow them); use --packing auto or off"
+        )
+    if config.loss == "token_wise":
+        raise RMKitError(
+            "--loss token_wise is not available for vision-language RMs: use --loss bt (with --score-reg, "
+            "--center-rewards or the data's margins)"
+        )
+
+
+def autocast(config: TrainConfig, device: torch.device) -> Any:
+    """``--dtype bf16``'s autocast over the fp32 weights (off for the other dtypes); the head reads fp32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.dtype == "bf16")
+
+
+def lora_modules(rm: Any) -> list[str]:
+    """What ``--lora`` adapts in ``rm.model`` for ``--lora-target-modules all-linear`` (the default): every
+    linear layer of the language model, by full name; not the vision encoder, its projector, the LM head or a
+    score layer. Names given instead are matched by peft anywhere in the VLM, the vision encoder too."""
+    family, output = rm.family, rm.model.get_output_embeddings()
+    return [
+        name
+        for name, module in rm.model.named_modules()
+        if isinstance(module, nn.Linear)
+        and module is not output
+        and not name.startswith((family.vision, family.projector))
+        and name.split(".")[-1] not in ("score", "classifier")
+    ]
 
 
 def freeze(rm: Any, parts: list[str]) -> dict[str, int]:
