@@ -1,6 +1,6 @@
 """``rmkit train`` on image pairs as on text pairs: LoRA merged at save, several processes under a real
-torchrun (DDP, FSDP on gloo) equal to one process, bf16, ``--resume`` to the same final weights, and the
-options that do not apply refused in one line."""
+torchrun (DDP, FSDP on gloo) equal to one process, bf16, ``--resume`` to the same final weights,
+``--loss token_wise`` by its formula, and ``--packing on`` refused in one line."""
 
 from __future__ import annotations
 
@@ -123,16 +123,45 @@ def test_bf16_trains_as_fp32_does(backbone, pairs, tmp_path):
     assert runs["bf16-weights"] == pytest.approx(runs["fp32"], abs=2e-2)
 
 
-@pytest.mark.parametrize(
-    ("flags", "message"),
-    [
-        (dict(packing="on"), "--packing on: a vision-language RM's rows are not packed"),
-        (dict(loss="token_wise"), "--loss token_wise is not available for vision-language RMs"),
-    ],
-)
-def test_options_that_do_not_apply_are_refused_in_one_line(backbone, pairs, tmp_path, flags, message):
-    with pytest.raises(RMKitError, match=message):
-        train(TrainConfig(**options(backbone, pairs, tmp_path / "out", **flags)))
+def test_packing_on_is_refused_in_one_line(backbone, pairs, tmp_path):
+    with pytest.raises(RMKitError, match="--packing on: a vision-language RM's rows are not packed"):
+        train(TrainConfig(**options(backbone, pairs, tmp_path / "out", packing="on")))
+
+
+def test_token_wise_loss_equals_the_formula_on_each_row_alone(backbone, pairs, tmp_path):
+    """``--loss token_wise``: the mean of -log σ(s_c[t] - s_r[t] - m) over the positions from where the two
+    rows part to the later end (a row past its end keeping its last score), from one padded forward pass,
+    equals the same sum over each row scored alone; and a run trains with it."""
+    import torch.nn.functional as F
+
+    from rmkit import kinds
+    from rmkit.training.vision import VisionPair, pair_scores
+    from rmkit.vlm import VisionRewardModel
+
+    rm = VisionRewardModel.from_pretrained(backbone)
+    examples = list(kinds.VisionKind().pairs(pairs, kinds.Reading()))[3:6]  # answers of different lengths
+    chunk = [
+        VisionPair(*rows, margin=0.5 * i) for i, rows in enumerate(rm.example_tokenizer().tokenize(examples))
+    ]
+    config = TrainConfig(model=str(backbone), data="x", output_dir="y", loss="token_wise")
+    with torch.no_grad():
+        loss, _, _ = pair_scores(rm, chunk, config, shared=True)
+        by_hand = []
+        for p in chunk:
+            alone = [rm(**rm.batch([row]), token_scores=True).scores[0] for row in (p.chosen, p.rejected)]
+            start = next(
+                t for t, (a, b) in enumerate(zip(p.chosen.ids, p.rejected.ids, strict=False)) if a != b
+            )
+            end = max(len(p.chosen.ids), len(p.rejected.ids))
+            diffs = [
+                alone[0][min(t, len(alone[0]) - 1)] - alone[1][min(t, len(alone[1]) - 1)]
+                for t in range(start, end)
+            ]
+            by_hand.append(float(torch.stack([-F.logsigmoid(d - p.margin) for d in diffs]).mean()))
+    assert len({len(p.chosen.ids) for p in chunk} | {len(p.rejected.ids) for p in chunk}) > 2
+    assert loss.tolist() == pytest.approx(by_hand, abs=1e-5)
+    train(TrainConfig(**options(backbone, pairs, tmp_path / "tw", loss="token_wise")))
+    assert len(losses(tmp_path / "tw")) == 2
 
 
 def torchrun(backbone: Path, pairs: Path, out: Path, *flags: str) -> None:

@@ -18,7 +18,8 @@ sharded model's forward (the same numbers; an encoder pass outside it would read
 puts adapters on the language model's linear layers (:func:`lora_modules`), never the vision encoder's or its
 projector's unless ``--lora-target-modules`` names them; the value head trains whole, the unused LM head not at
 all; the adapters are merged at save, so the checkpoint is the plain VLM plus its value head. ``--packing on``
-is refused (a row's images and M-RoPE positions are its own), and so is ``--loss token_wise``.
+is refused (a row's images and M-RoPE positions are its own). ``--loss token_wise`` reads each position's score
+of the same forward pass, from where a pair's two rows part (their prompt and images are the same tokens).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from rmkit import kinds
 from rmkit.data import RowCounts, token_budget_batches
 from rmkit.data.processing import VisionRow
 from rmkit.errors import RMKitError
-from rmkit.losses import bradley_terry
+from rmkit.losses import bradley_terry, divergence_index, token_wise
 from rmkit.training.config import TrainConfig
 from rmkit.training.parallel import Dist
 from rmkit.training.step import PairTask, Totals
@@ -163,15 +164,36 @@ def pair_scores(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-pair loss (B,) and the chosen and rejected end scores (B,) of ``pairs`` in one forward pass: the
     rows ``[chosen_1 .. chosen_B, rejected_1 .. rejected_B]``, each pair's images encoded once with
-    ``shared``, else once a row (the unshared step, which gives the same numbers)."""
+    ``shared``, else once a row (the unshared step, which gives the same numbers). ``--loss token_wise``
+    reads every position's score of the same pass (:func:`pair_loss`)."""
     rm = getattr(model, "module", model)  # DDP wraps the model (and is what the forward must go through)
     rows = [p.chosen for p in pairs] + [p.rejected for p in pairs]
     features = rm.encode(rows, 1 << 62) if shared else None
-    margin = torch.tensor([p.margin for p in pairs]) if any(p.margin for p in pairs) else None
-    out = model(**rm.batch(rows, features))
+    batch = rm.batch(rows, features)
+    out = model(**batch, token_scores=config.loss == "token_wise")
     chosen, rejected = out.end_scores.float().chunk(2)
-    loss = bradley_terry(chosen, rejected, margin, score_reg=config.score_reg, center=config.center_rewards)
-    return loss, chosen, rejected
+    return pair_loss(out, batch["input_ids"], pairs, config), chosen, rejected
+
+
+def pair_loss(out: Any, ids: torch.Tensor, pairs: list[VisionPair], config: TrainConfig) -> torch.Tensor:
+    """The per-pair loss (B,) of a forward's output ``out`` over the rows ``[chosen.., rejected..]`` (ids (2B, L),
+    right-padded): Bradley-Terry on the end scores, or safe-rlhf's token-wise loss over the positions from
+    where the two rows part to the later end; both with the pairs' margins and the regularisers."""
+    chosen, rejected = out.end_scores.float().chunk(2)
+    margin = None
+    if any(p.margin for p in pairs):
+        margin = torch.tensor([p.margin for p in pairs], device=chosen.device)
+    if config.loss == "bt":
+        return bradley_terry(
+            chosen, rejected, margin, score_reg=config.score_reg, center=config.center_rewards
+        )
+    scores_c, scores_r = out.scores.float().chunk(2)
+    end_c, end_r = out.end_index.chunk(2)
+    ids_c, ids_r = ids.chunk(2)
+    return token_wise(
+        scores_c, scores_r, end_c, end_r, divergence_index(ids_c, ids_r), margin,
+        score_reg=config.score_reg, center=config.center_rewards,
+    )  # fmt: skip
 
 
 def refused(config: TrainConfig) -> None:
@@ -180,11 +202,6 @@ def refused(config: TrainConfig) -> None:
         raise RMKitError(
             "--packing on: a vision-language RM's rows are not packed (each row carries its images, and Qwen's "
             "M-RoPE positions follow them); use --packing auto or off"
-        )
-    if config.loss == "token_wise":
-        raise RMKitError(
-            "--loss token_wise is not available for vision-language RMs: use --loss bt (with --score-reg, "
-            "--center-rewards or the data's margins)"
         )
 
 
