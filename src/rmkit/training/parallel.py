@@ -80,7 +80,14 @@ def _shard(rm: RewardModel, config: TrainConfig) -> None:
     ``_no_split_modules``) is one unit gathered for its own forward and backward, the rest (embeddings,
     final norm, score head) is the root unit."""
     names = set(getattr(rm.model, "_no_split_modules", None) or [])
-    blocks = [m for m in rm.modules() if type(m).__name__ in names]
+    # A VLM's vision encoder runs only where a micro-batch has images: its blocks stay in the root unit, which
+    # every process gathers in each forward, so no process waits on a gather the others never call.
+    encoder = f"model.{rm.family.vision}" if getattr(rm, "reads_images", False) else None
+    blocks = [
+        m
+        for name, m in rm.named_modules()
+        if type(m).__name__ in names and not (encoder and name.startswith(encoder))
+    ]
     if not blocks:
         raise RMKitError(
             f"--fsdp: {type(rm.model).__name__} names no transformer block class (_no_split_modules) to shard"

@@ -90,6 +90,8 @@ class VisionPairTask(PairTask):
         self.tokenizer = rm.example_tokenizer(
             max_length=config.max_length, template=config.template, truncation=config.truncation
         )
+        if self.sharded:
+            self.blank = blank_pair(self.tokenizer)
         pairs = self.read(config.data, config, stats)
         if config.eval_data:
             return rm, pairs, self.read(config.eval_data, config, RowCounts()), config.eval_data
@@ -129,7 +131,9 @@ class VisionPairTask(PairTask):
         return [2 * p.length for p in items]
 
     def stand_in(self, pad_id: int) -> VisionPair:
-        return VisionPair(VisionRow([pad_id]), VisionRow([pad_id]))
+        """The pair a process runs, its loss not counted, where it has none: FSDP's lockstep passes. It holds
+        an image, so that every process's pass reaches the vision encoder, whose gradients are reduced together."""
+        return self.blank if self.sharded else VisionPair(VisionRow([pad_id]), VisionRow([pad_id]))
 
     def forward(
         self,
@@ -141,8 +145,14 @@ class VisionPairTask(PairTask):
     ):
         """``(loss per pair, a function counting the chunk into some totals)``: each pair's images encoded
         once (:meth:`rmkit.vlm.VisionRewardModel.encode`), its two rows in one forward pass."""
+        # FSDP: a chunk without images takes the stand-in along (its loss left out; see stand_in)
+        blank = self.sharded and all(p.chosen.patches is None and p.rejected.patches is None for p in chunk)
         with autocast(config, device):
-            loss, chosen, rejected = pair_scores(model, chunk, config, shared=not self.sharded)
+            loss, chosen, rejected = pair_scores(
+                model, [*chunk, self.blank] if blank else chunk, config, shared=not self.sharded
+            )
+        if blank:
+            loss, chosen, rejected = loss[:-1], chosen[:-1], rejected[:-1]
         tokens = sum(len(p.chosen.ids) + len(p.rejected.ids) for p in chunk)
         return loss, lambda totals: totals.add(loss, chosen, rejected, tokens)
 
@@ -194,6 +204,18 @@ def pair_loss(out: Any, ids: torch.Tensor, pairs: list[VisionPair], config: Trai
         scores_c, scores_r, end_c, end_r, divergence_index(ids_c, ids_r), margin,
         score_reg=config.score_reg, center=config.center_rewards,
     )  # fmt: skip
+
+
+def blank_pair(tokenizer: Any) -> VisionPair:
+    """A pair of one-letter answers about one blank image (FSDP's stand-in, :meth:`VisionPairTask.stand_in`)."""
+    from PIL import Image
+
+    from rmkit.data.images import Picture
+    from rmkit.data.vision import VisionExample
+
+    prompt = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "?"}]}]
+    image = Picture(Image.new("RGB", (56, 56)), "<blank>")
+    return VisionPair(*tokenizer.tokenize([VisionExample(0, prompt, ["a", "b"], True, images=[image])])[0])
 
 
 def refused(config: TrainConfig) -> None:
