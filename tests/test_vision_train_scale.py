@@ -99,6 +99,28 @@ def test_lora_adapts_the_language_model_and_its_merged_checkpoint_scores_as_in_m
     assert sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(chosen) == metrics["accuracy"]
 
 
+def test_lora_trains_the_score_layer_of_a_gemma3_sequence_classifier(pairs, tmp_path):
+    """A head without bias inside the model (Gemma3ForSequenceClassification's ``score``) trains whole beside
+    the adapters, and is written as the value head with a zero bias."""
+    from transformers import AutoConfig, Gemma3ForSequenceClassification
+
+    backbone = make_vlm(tmp_path / "vlm", "gemma3")
+    config = AutoConfig.from_pretrained(backbone)
+    config.num_labels = 1
+    source = tmp_path / "cls"
+    Gemma3ForSequenceClassification(config).save_pretrained(source)
+    for name in ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json"):
+        (source / name).write_bytes((backbone / name).read_bytes())
+    out = tmp_path / "lora"
+    train(TrainConfig(**options(source, pairs, out, lora=True, lora_r=4, learning_rate=1e-2)))
+    before, head = (
+        load_file(str(source / "model.safetensors")),
+        load_file(str(out / "value_head.safetensors")),
+    )
+    assert not torch.equal(before["score.weight"], head["v_head.summary.weight"])
+    assert head["v_head.summary.bias"].tolist() == [0.0]
+
+
 @pytest.mark.parametrize("dtype", ["fp32", "bf16-weights"])
 def test_resume_after_a_stop_gives_the_same_final_weights(backbone, pairs, tmp_path, dtype):
     full, stopped = tmp_path / "full", tmp_path / "stopped"

@@ -237,7 +237,8 @@ class VisionRewardModel(HeldModel):
 
         def extra(folder: Path) -> None:
             self.processor.save_pretrained(str(folder))
-            head = {f"{HEAD}.weight": self.head.weight, f"{HEAD}.bias": self.head.bias}
+            bias = self.head.bias if self.head.bias is not None else torch.zeros(1)  # a bias-free head's: 0
+            head = {f"{HEAD}.weight": self.head.weight, f"{HEAD}.bias": bias}
             save_file(
                 {k: v.detach().float().cpu().contiguous() for k, v in head.items()},
                 str(folder / VALUE_HEAD_FILES[0]),
