@@ -236,4 +236,5 @@ def test_two_processes_equal_one_on_the_same_global_batch(backbone, mixed, tmp_p
         torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-4, msg=name)
     m1, m2 = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
     assert m2["train"]["processes"] == 2 and m2["train"]["tokens"] == m1["train"]["tokens"]
+    assert m2["eval"]["pairs"] == m1["eval"]["pairs"] == 8  # each held-out pair scored once, by one process
     assert m2["eval"]["loss"] == pytest.approx(m1["eval"]["loss"], rel=1e-5)

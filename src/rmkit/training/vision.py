@@ -38,7 +38,7 @@ from rmkit.errors import RMKitError
 from rmkit.losses import bradley_terry, divergence_index, token_wise
 from rmkit.training.config import TrainConfig
 from rmkit.training.parallel import Dist
-from rmkit.training.step import PairTask, Totals
+from rmkit.training.step import PairTask, Totals, merged
 
 log = logging.getLogger(__name__)
 FREEZABLE = ("vision", "projector")
@@ -158,15 +158,18 @@ class VisionPairTask(PairTask):
 
     @torch.no_grad()
     def heldout(self, rm: Any, items: Any, config: TrainConfig, d: Dist) -> dict[str, Any]:
+        """The held-out figures of ``items``, each process scoring its share (``items[rank::world]``)."""
         was_training = rm.training
         rm.eval()
-        totals, budget = Totals(), config.eval_batch_tokens
-        for idx in token_budget_batches(self.lengths(items), budget, None):
-            batch = [items[i] for i in idx]
+        totals, mine = Totals(), items[d.rank :: d.world]
+        for idx in d.same_count(token_budget_batches(self.lengths(mine), config.eval_batch_tokens, None)):
+            batch = [mine[i] for i in idx] or [self.stand_in(rm.pad_token_id)]
             with autocast(config, d.device):
-                totals.add(*pair_scores(rm, batch, config, shared=not self.sharded), 0)
+                loss, chosen, rejected = pair_scores(rm, batch, config, shared=not self.sharded)
+            if idx:
+                totals.add(loss, chosen, rejected, 0)
         rm.train(was_training)
-        return totals.metrics()
+        return merged(d.gather(totals)).metrics()
 
 
 def pair_scores(
