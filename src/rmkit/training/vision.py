@@ -10,16 +10,18 @@ applied to VLMs). ``--freeze vision,projector`` stops the gradients of the visio
 projector into the language model, matched by each family's module names (:data:`rmkit.vlm_families.FAMILIES`); the
 parameters frozen are counted by module in the log and in ``metrics.json`` (``train.frozen``).
 
-The loop's other options hold as for text pairs: the loss variants (``--score-reg``, ``--center-rewards``, the
-data's margins), ``--dtype bf16`` and ``bf16-weights`` (the value head stays fp32), ``--resume``, and several
-processes under ``torchrun``: DDP (whose unused parameters, the vision encoder on a batch without images, are
-found each step), and FSDP (``--fsdp``), under which each row runs its images through the encoder inside the
-sharded model's forward (the same numbers; an encoder pass outside it would read unsharded weights). ``--lora``
-puts adapters on the language model's linear layers (:func:`lora_modules`), never the vision encoder's or its
-projector's unless ``--lora-target-modules`` names them; the value head trains whole, the unused LM head not at
-all; the adapters are merged at save, so the checkpoint is the plain VLM plus its value head. ``--packing on``
-is refused (a row's images and M-RoPE positions are its own). ``--loss token_wise`` reads each position's score
-of the same forward pass, from where a pair's two rows part (their prompt and images are the same tokens).
+The loop's other options hold as for text pairs: the loss variants (``--score-reg``, ``--center-rewards``,
+the data's margins, ``--loss token_wise``, read from the same forward pass where a pair's rows part),
+``--dtype bf16`` and ``bf16-weights`` (the value head stays fp32), ``--resume``, and several processes under
+``torchrun``, each taking its share of every batch and of the held-out pairs. DDP finds each step's unused
+parameters (the vision encoder on a batch without images). Under FSDP (``--fsdp``) the vision encoder stays
+in the root unit, each row runs its images through it inside the sharded forward (the same numbers; a pass
+outside it would read unsharded weights), and a pass without images carries a blank-image stand-in pair,
+its loss left out, so that every process reduces the encoder's gradients together (:meth:`VisionPairTask.stand_in`).
+``--lora`` puts adapters on the language model's linear layers (:func:`lora_modules`), not the vision
+encoder's or its projector's unless ``--lora-target-modules`` names them; the value head trains whole, the
+unused LM head not at all; the adapters are merged at save, so the checkpoint is the plain VLM plus its value
+head. ``--packing on`` is refused (a row's images and M-RoPE positions are its own).
 """
 
 from __future__ import annotations
