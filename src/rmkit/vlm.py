@@ -140,6 +140,11 @@ class VisionRewardModel(HeldModel):
             rm.to(resolve_device(device))
         return rm.eval()
 
+    def with_model(self, model: PreTrainedModel) -> VisionRewardModel:
+        """The same reward model around another ``model`` of the same config (FSDP's gathered copy); its head
+        is a fresh one, for the caller's state dict to fill."""
+        return type(self)(model, self.tokenizer, self.processor, self.metadata)
+
     def example_tokenizer(
         self, *, max_length: int | None = None, template: str | None = None, truncation: str = "left"
     ) -> VisionTokenizer:
@@ -270,7 +275,8 @@ class VisionRewardModel(HeldModel):
 
         def extra(folder: Path) -> None:
             self.processor.save_pretrained(str(folder))
-            head = {f"{HEAD}.weight": self.head.weight, f"{HEAD}.bias": self.head.bias}
+            bias = self.head.bias if self.head.bias is not None else torch.zeros(1)  # a bias-free head's: 0
+            head = {f"{HEAD}.weight": self.head.weight, f"{HEAD}.bias": bias}
             save_file(
                 {k: v.detach().float().cpu().contiguous() for k, v in head.items()},
                 str(folder / VALUE_HEAD_FILES[0]),

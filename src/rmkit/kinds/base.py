@@ -327,6 +327,18 @@ class Kind:
             return None
         return f"a {self.name} reward model has no standard checkpoint layout to write"
 
+    def convert(self, model: Any, out: Path, layout: str = "auto") -> dict[str, str]:
+        """Write ``model`` (:meth:`convertible`) to ``out`` in ``layout`` (``auto``: the kind's standard one):
+        ``{"layout": the layout it was read from, "architecture": what was written}``. A layout the kind cannot
+        write exactly is an error saying why, raised before anything is written."""
+        if layout not in ("auto", "sequence-classification"):
+            raise RMKitError(
+                f"--layout {layout}: a {self.name} reward model is written as a one-label sequence classifier only"
+            )
+        model.save_pretrained(out)
+        source = model.metadata.get("converted_from", {}).get("layout", "transformers")
+        return {"layout": source, "architecture": model.model.config.architectures[0]}
+
     # --- evaluation ----------------------------------------------------------------------------------------
 
     def evaluation(self, config: Any, labels: list[str], names: list[str]) -> Any:

@@ -21,6 +21,7 @@ from typing import Any
 
 from rmkit.data import Example, RowCounts, first_record
 from rmkit.data.vision import detect_vision, iter_vision_examples, normalise_vision
+from rmkit.errors import RMKitError
 from rmkit.kinds.base import Checkpoint, Kind, Raw, Reading, Sequences
 from rmkit.kinds.pairwise import PairwiseKind
 
@@ -106,6 +107,18 @@ class VisionKind(PairwiseKind):
             out["prompt"] = _flat(example.prompt)
         refs = getattr(example, "image_refs", [])
         return {**out, "images": refs} if refs else out
+
+    def convert(self, model: Any, out: Path, layout: str = "auto") -> dict[str, str]:
+        """The VLM with ``value_head.safetensors`` (``auto``), align-anything's ``score_head`` or transformers'
+        sequence classifier, where exact (:mod:`rmkit.vlm_layouts`)."""
+        from rmkit.vlm_layouts import layout_of, why_not, write
+
+        layout = "value-head" if layout == "auto" else layout
+        why = why_not(model, layout)
+        if why is not None:
+            raise RMKitError(why)
+        source = layout_of(model)
+        return {"layout": source, "architecture": write(model, out, layout)}
 
     def sequences(self, prepared: list[Any]) -> Sequences:
         """A request's rows with their images (:class:`rmkit.data.processing.VisionRow`), one an item."""
