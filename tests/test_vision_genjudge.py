@@ -203,6 +203,8 @@ def test_vl_rewardbench_votes_decide_by_majority_as_cal_py(forced, tmp_path):
     for group, hits in agree.items():
         assert official["subsets"][group]["score"] == pytest.approx(sum(hits) / len(hits))
         assert official["subsets"][group]["judged"] == 2
+    assert official["judge"]["votes"] == 3 and official["judge"]["seed"] == 5  # recorded in metrics.json
+    assert official["parse_failures"] == 0
 
 
 def test_unreadable_verdicts_leave_vl_rewardbench_and_get_mmrbs_coin(plain, tmp_path):
@@ -214,6 +216,8 @@ def test_unreadable_verdicts_leave_vl_rewardbench_and_get_mmrbs_coin(plain, tmp_
     for group in ("hallucination", "general"):
         assert official["subsets"][group]["judged"] == 0 and official["subsets"][group]["unjudged"] == 2
         assert official["subsets"][group]["score"] is None
+    assert official["parse_failures"] == len(QUESTIONS)  # one judgment a pair, none read
+    assert official["judge"]["pair_order"] == "shuffled" and official["judge"]["seed"] == 0
     rows = [{"ID": f"{k}", "Text": q, "Image": f"{k}.png", "Output1": a[0], "Output2": a[1],
              "Better": "Output1" if k % 2 else "Output2", "Category": "general"}
             for k, (q, a) in enumerate(zip(QUESTIONS, ANSWERS, strict=True))]  # fmt: skip
@@ -239,6 +243,17 @@ def test_mmrb_judge_shows_the_pair_as_given_and_its_verdict_picks_output1(forced
     official = run_suite(forced, data, tmp_path / "ev", "--judge-template", "mmrb")
     assert official["subsets"]["general"]["coins"] == 0
     assert official["subsets"]["general"]["score"] == pytest.approx(0.5)  # Output1 better in half the rows
+
+
+def test_the_pair_order_is_the_templates_unless_given():
+    from rmkit.errors import RMKitError
+
+    given = {"readout": "generate", "template": "vl-rewardbench", "votes": 8}
+    assert {o for r in range(4) for o in Judge.of(given).orders(r)} == {(0, 1), (1, 0)}
+    assert {o for r in range(4) for o in Judge.of({**given, "pair_order": "given"}).orders(r)} == {(0, 1)}
+    assert Judge.of({"readout": "generate", "template": "mmrb"}).pair_order == "given"
+    with pytest.raises(RMKitError, match="generating judge's"):
+        Judge.of({"readout": "pairwise", "template": "mmrb", "pair_order": "shuffled"})
 
 
 def test_votes_without_a_majority_are_a_tie_and_unread_ones_count_for_neither():

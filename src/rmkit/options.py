@@ -192,13 +192,13 @@ class ModelOptions:
         help="read a causal LM as a judge, its verdict token's logits in one pass: verifier (log-odds of yes "
         "against no), rating (the expected rating) or pairwise (A against B, both orders, one score a "
         "candidate by a Bradley-Terry fit); token (one vocabulary entry's logit after the conversation: "
-        "--judge-template nemotron); generate: it writes a judgment, whose verdict a parser reads (a VLM: one pass)",
+        "--judge-template nemotron); generate: it writes a judgment, whose verdict a parser reads",
         choices=["verifier", "rating", "pairwise", "token", "generate"],
     )
     judge_template: str | None = option(
         None,
         help="the judge prompt: verifier, rating, rating-5, pairwise, llava-critic, unified-reward, vl-rewardbench, "
-        "mmrb (image judges' pairwise prompts) or a template file (default: the judge's); "
+        "mmrb (image judges' pairwise prompts, read in one pass or, with --judge generate, by their parsers) or a template file (default: the judge's); "
         "safety classifiers read as a cost (the log-odds of their unsafe verdict): llama-guard (Llama Guard 3/4, "
         "its own chat template; unsafe against safe) or shieldgemma (its card's prompt; Yes against No)",
     )
@@ -222,7 +222,8 @@ class ModelOptions:
 
     judge_parser: str | None = option(
         None,
-        help="a generating judge's verdict parser: rating, boxed, yes-no, ab, abcd or scores-json (default: the template's)",
+        help="a generating judge's verdict parser: rating, boxed, yes-no, ab, abcd, scores-json, overall-judgment "
+        "(VL-RewardBench's), mmrb or first-second (LLaVA-Critic's) (default: the template's)",
     )
     judge_votes: int = option(
         1, help="a generating judge's judgments a sequence: 1 greedy, more sampled and averaged"
@@ -237,6 +238,13 @@ class ModelOptions:
         help="what writes a generating judge's judgments: transformers, or vllm (GPU, where installed)",
         choices=["transformers", "vllm"],
     )
+    judge_order: str | None = option(
+        None,
+        help="how a generating image judge shows each pair, one order a judgment: shuffled (a coin seeded by "
+        "--judge-seed and the row, VL-RewardBench's protocol) or given (Multimodal RewardBench's); a text judge "
+        "shows both (default: the template's)",
+        choices=["both", "shuffled", "given"],
+    )
 
     def judging(self) -> dict[str, Any] | None:
         """The judge settings given (``None`` without ``--judge``)."""
@@ -246,7 +254,7 @@ class ModelOptions:
                 "values": self.judge_values, "schedule": self.judge_pairs, "parser": self.judge_parser,
                 "votes": self.judge_votes, "seed": self.judge_seed, "max_new_tokens": self.judge_max_new_tokens,
                 "on_parse_failure": self.on_parse_failure, "engine": self.judge_engine,
-                "policy": self.judge_policy}  # fmt: skip
+                "policy": self.judge_policy, "pair_order": self.judge_order}  # fmt: skip
 
     def loading(self) -> dict[str, Any]:
         """These options as :meth:`~rmkit.RewardModel.from_pretrained`'s keyword arguments (and ``judge``,

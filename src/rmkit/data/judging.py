@@ -257,6 +257,10 @@ class Judge:
         if readout == "generate":  # a one-pass template's prefix and verdict tokens are not a judgment's
             judge.prefix, judge.tokens = "", []
             judge.pair_order = given.get("pair_order") or template.pair_order or "both"
+        elif given.get("pair_order"):
+            raise RMKitError(
+                "--judge-order is a generating judge's (a one-pass pairwise judge reads both orders)"
+            )
         for key in ("votes", "seed", "max_new_tokens", "on_parse_failure", "engine"):
             if given.get(key) is not None:
                 setattr(judge, key, given[key])

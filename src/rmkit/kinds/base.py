@@ -321,6 +321,11 @@ class Kind:
         """Why ``rmkit serve`` cannot serve ``model`` (``None``: it can)."""
         return None
 
+    def recorded(self, model: Any) -> dict[str, Any]:
+        """What an evaluation records of ``model`` beside its numbers, to rerun it alike (a generating judge's
+        settings: its template, votes and seed)."""
+        return {}
+
     def convertible(self, model: Any) -> str | None:
         """Why ``rmkit convert`` cannot write ``model`` as a standard checkpoint (``None``: it can)."""
         if callable(getattr(model, "save_pretrained", None)):

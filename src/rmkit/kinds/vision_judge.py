@@ -103,6 +103,7 @@ class VisionJudgeKind(VisionKind):
         return out
 
     servable = JudgeKind.servable
+    recorded = JudgeKind.recorded
 
 
 class Read(Judgment):
