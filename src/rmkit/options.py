@@ -187,6 +187,7 @@ class ModelOptions:
 
     min_pixels: int | None = option(None, help="a vision-language RM's least pixels an image (resized)")
     max_pixels: int | None = option(None, help="a vision-language RM's most pixels an image (resized)")
+    critique_max_new_tokens: int | None = option(None, help="a critique-then-score RM's longest critique, in tokens (default: MM-RLHF's 4096)")  # fmt: skip
     judge: str | None = option(
         None,
         help="read a causal LM as a judge, its verdict token's logits in one pass: verifier (log-odds of yes "
@@ -222,8 +223,7 @@ class ModelOptions:
 
     judge_parser: str | None = option(
         None,
-        help="a generating judge's verdict parser: rating, boxed, yes-no, ab, abcd, scores-json, overall-judgment "
-        "(VL-RewardBench's), mmrb or first-second (LLaVA-Critic's) (default: the template's)",
+        help="a generating judge's verdict parser: rating, boxed, yes-no, ab, abcd, scores-json, overall-judgment, mmrb or first-second (default: the template's)",
     )
     judge_votes: int = option(
         1, help="a generating judge's judgments a sequence: 1 greedy, more sampled and averaged"
@@ -238,13 +238,6 @@ class ModelOptions:
         help="what writes a generating judge's judgments: transformers, or vllm (GPU, where installed)",
         choices=["transformers", "vllm"],
     )
-    judge_order: str | None = option(
-        None,
-        help="how a generating image judge shows each pair, one order a judgment: shuffled (a coin seeded by "
-        "--judge-seed and the row, VL-RewardBench's protocol) or given (Multimodal RewardBench's); a text judge "
-        "shows both (default: the template's)",
-        choices=["both", "shuffled", "given"],
-    )
 
     def judging(self) -> dict[str, Any] | None:
         """The judge settings given (``None`` without ``--judge``)."""
@@ -254,7 +247,7 @@ class ModelOptions:
                 "values": self.judge_values, "schedule": self.judge_pairs, "parser": self.judge_parser,
                 "votes": self.judge_votes, "seed": self.judge_seed, "max_new_tokens": self.judge_max_new_tokens,
                 "on_parse_failure": self.on_parse_failure, "engine": self.judge_engine,
-                "policy": self.judge_policy, "pair_order": self.judge_order}  # fmt: skip
+                "policy": self.judge_policy}  # fmt: skip
 
     def loading(self) -> dict[str, Any]:
         """These options as :meth:`~rmkit.RewardModel.from_pretrained`'s keyword arguments (and ``judge``,
@@ -273,6 +266,7 @@ class ModelOptions:
             **({"head": self.head} if self.head else {}),
             **({"images": {"min_pixels": self.min_pixels, "max_pixels": self.max_pixels}}
                if self.min_pixels or self.max_pixels else {}),
+            **({"critique": {"max_new_tokens": self.critique_max_new_tokens}} if self.critique_max_new_tokens else {}),
         }  # fmt: skip
 
 

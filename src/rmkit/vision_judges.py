@@ -69,62 +69,75 @@ class VisionGeneratingJudge(VisionJudge):
         limit = max_length or (self.max_length and max(self.max_length - self.judge.max_new_tokens, 1))
         return super().example_tokenizer(max_length=limit, template=template, truncation=truncation)
 
-    @torch.inference_mode()
     def judgments(self, rows: Sequence[VisionRow], batch_tokens: int | None = None) -> list[str]:
-        """One judgment of each prompt row, in order: left-padded batches of similar length (prompt and
-        ``max_new_tokens`` within the token budget); images encoded when their first row runs, kept until their
-        last has."""
-        judge, pad, budget = self.judge, self.pad_token_id, batch_tokens or BATCH_TOKENS
-        waiting = Counter(id(r.patches) for r in rows if r.patches is not None)
-        features: dict[int, tuple[torch.Tensor, ...]] = {}
-        out = [""] * len(rows)
-        lengths = [len(r.ids) + judge.max_new_tokens for r in rows]
-        for batch in token_budget_batches(lengths, budget, MAX_ROWS):
-            part = [rows[i] for i in batch]
-            features.update(self.encode([r for r in part if id(r.patches) not in features], budget))
-            width = max(len(r.ids) for r in part)
-            ids = torch.tensor([[pad] * (width - len(r.ids)) + list(r.ids) for r in part], device=self.device)
-            mask = torch.tensor(
-                [[0] * (width - len(r.ids)) + [1] * len(r.ids) for r in part], device=self.device
-            )
-            if judge.votes > 1:
-                torch.manual_seed(judge.seed)
-            generated = self.model.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                max_new_tokens=judge.max_new_tokens,
-                do_sample=judge.votes > 1,
-                pad_token_id=pad,
-                **self._images(ids, part, features),
-                **({} if judge.votes > 1 else {"temperature": None, "top_p": None, "top_k": None}),
-            )
-            for i, text in zip(
-                batch,
-                self.tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True),
-                strict=True,
-            ):
-                out[i] = text
-            for r in part:
-                waiting[id(r.patches)] -= 1
-                if r.patches is not None and not waiting[id(r.patches)]:
-                    del features[id(r.patches)]
-        return out
+        """One judgment of each prompt row, in order (:func:`write`: greedy, or sampled with several votes)."""
+        judge = self.judge
+        return write(self, rows, batch_tokens, judge.max_new_tokens, judge.seed if judge.votes > 1 else None)
 
-    def _images(
-        self, ids: torch.Tensor, part: Sequence[VisionRow], features: dict[int, tuple[torch.Tensor, ...]]
-    ) -> dict[str, Any]:
-        """``generate``'s inputs of a batch beside ids and mask: the family's (Qwen's image tokens' marks,
-        ``mm_token_type_ids``, and grids, from which transformers computes the M-RoPE positions) and the
-        images' features, encoded already."""
-        with_images = [r for r in part if r.patches is not None]
-        grids = [g for r in with_images for g in r.grids]
-        grid = torch.tensor(grids, dtype=torch.long, device=self.device) if grids else None
-        out = self.family.inputs(ids, ids.ne(self.pad_token_id), self.tokens.image_id, grid)
-        out.pop("position_ids", None)  # generate counts positions itself, from the mask
-        if with_images:
-            pooled = self.family.encoder_outputs([f for r in with_images for f in features[id(r.patches)]])
-            out["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=pooled)}
-        return out
+
+@torch.inference_mode()
+def write(
+    model: VisionRewardModel,
+    rows: Sequence[VisionRow],
+    batch_tokens: int | None,
+    max_new_tokens: int,
+    seed: int | None = None,
+) -> list[str]:
+    """What ``model`` (its LM head) writes after each prompt row, in order, decoded without special tokens:
+    transformers' ``generate``, greedy, or sampled after seeding torch with ``seed``; left-padded batches of
+    similar length (prompt and ``max_new_tokens`` within the token budget); each set of images through the vision
+    encoder once, when its first row runs, its features kept for ``generate`` until its last row has run."""
+    pad, budget = model.pad_token_id, batch_tokens or BATCH_TOKENS
+    waiting = Counter(id(r.patches) for r in rows if r.patches is not None)
+    features: dict[int, tuple[torch.Tensor, ...]] = {}
+    out = [""] * len(rows)
+    for batch in token_budget_batches([len(r.ids) + max_new_tokens for r in rows], budget, MAX_ROWS):
+        part = [rows[i] for i in batch]
+        features.update(model.encode([r for r in part if id(r.patches) not in features], budget))
+        width = max(len(r.ids) for r in part)
+        ids = torch.tensor([[pad] * (width - len(r.ids)) + list(r.ids) for r in part], device=model.device)
+        mask = torch.tensor(
+            [[0] * (width - len(r.ids)) + [1] * len(r.ids) for r in part], device=model.device
+        )
+        if seed is not None:
+            torch.manual_seed(seed)
+        generated = model.model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=seed is not None,
+            pad_token_id=pad,
+            **_images(model, ids, part, features),
+            **({} if seed is not None else {"temperature": None, "top_p": None, "top_k": None}),
+        )
+        texts = model.tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)
+        for i, text in zip(batch, texts, strict=True):
+            out[i] = text
+        for r in part:
+            waiting[id(r.patches)] -= 1
+            if r.patches is not None and not waiting[id(r.patches)]:
+                del features[id(r.patches)]
+    return out
+
+
+def _images(
+    model: VisionRewardModel,
+    ids: torch.Tensor,
+    part: Sequence[VisionRow],
+    features: dict[int, tuple[torch.Tensor, ...]],
+) -> dict[str, Any]:
+    """``generate``'s inputs of a batch beside ids and mask: the family's (Qwen's image tokens' marks,
+    ``mm_token_type_ids``, and grids, from which transformers computes the M-RoPE positions) and the images'
+    features, encoded already."""
+    with_images = [r for r in part if r.patches is not None]
+    grids = [g for r in with_images for g in r.grids]
+    grid = torch.tensor(grids, dtype=torch.long, device=model.device) if grids else None
+    out = model.family.inputs(ids, ids.ne(model.pad_token_id), model.tokens.image_id, grid)
+    out.pop("position_ids", None)  # generate counts positions itself, from the mask
+    if with_images:
+        pooled = model.family.encoder_outputs([f for r in with_images for f in features[id(r.patches)]])
+        out["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=pooled)}
+    return out
 
 
 def load_vision_judge(

@@ -259,7 +259,7 @@ class Judge:
             judge.pair_order = given.get("pair_order") or template.pair_order or "both"
         elif given.get("pair_order"):
             raise RMKitError(
-                "--judge-order is a generating judge's (a one-pass pairwise judge reads both orders)"
+                "a pair order (pair_order) is a generating judge's setting: a one-pass pairwise judge reads both orders"
             )
         for key in ("votes", "seed", "max_new_tokens", "on_parse_failure", "engine"):
             if given.get(key) is not None:

@@ -10,6 +10,9 @@ vision-judge  a Qwen2-VL or Qwen2.5-VL model given     preference pairs with ima
               ``--judge`` (a VLM read at its verdict)
 judge         a causal LM given ``--judge``, or rmkit  preference pairs
               judge settings (a converted verifier)
+vision-       a Qwen2-VL or Qwen2.5-VL model with      preference pairs with images
+critique      MM-RLHF's ``rm_head``: it writes a
+              critique, then scores (MM-RLHF-Reward)
 vision        a Qwen2-VL, Qwen2.5-VL, LLaVA or Gemma3  preference pairs with images
               VLM and its value head
 process       token classifier, rmkit step settings,   step-labelled solutions
@@ -40,6 +43,7 @@ from rmkit.defaults import NATIVE_MODEL_TYPES
 from rmkit.errors import RMKitError
 from rmkit.kinds.base import Checkpoint, Kind, Reading, Sequences
 from rmkit.kinds.cost import CostKind
+from rmkit.kinds.critique import CritiqueKind
 from rmkit.kinds.guard import GuardKind
 from rmkit.kinds.judge import JudgeKind
 from rmkit.kinds.pairwise import PairwiseKind
@@ -53,6 +57,7 @@ KINDS: list[Kind] = [
     GuardKind(),
     VisionJudgeKind(),
     JudgeKind(),
+    CritiqueKind(),
     VisionKind(),
     ProcessKind(),
     TreeKind(),

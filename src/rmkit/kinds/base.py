@@ -159,7 +159,7 @@ class Kind:
         """The model of ``checkpoint`` (its ``options`` are the loading options) in ``dtype`` on ``device``."""
         from rmkit.modeling import RewardModel
 
-        options = {k: v for k, v in checkpoint.options.items() if k != "images"}  # a VLM's image sizes
+        options = {k: v for k, v in checkpoint.options.items() if k not in ("images", "critique")}  # VLMs'
         return RewardModel.from_pretrained(checkpoint.path, dtype=dtype, device=device, **options)
 
     def owns(self, model: Any) -> bool:
