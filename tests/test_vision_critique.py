@@ -119,3 +119,31 @@ def test_a_critique_rm_is_recognised_by_its_head_and_not_served(critic):
 
     kind, model = kinds.load(str(critic), {})
     assert kind.name == "vision-critique" and "critique first" in kind.servable(model)
+
+
+def test_mm_rlhf_rewardbench_reads_the_critique_rms_scores(critic, tmp_path):
+    """rmkit eval --suite mm-rlhf-rewardbench with the critique RM: ACC is the share of pairs whose chosen
+    answer the RM scores higher, from the scores rmkit score writes for the same pairs (critiques and all)."""
+    from rmkit.cli import main
+
+    bench, pairs = [], []
+    for k, (question, chosen, rejected) in enumerate(ROWS):
+        (tmp_path / "mcq").mkdir(exist_ok=True)
+        picture(["red", "blue"][k], seed=k).save(tmp_path / "mcq" / f"{k}.png")
+        bench.append({"id": str(k), "prompt": question, "image": f"mcq/{k}.png", "chosen": chosen,
+                      "rejected": rejected, "chosen_reason": "", "rejected_reason": ""})  # fmt: skip
+        pairs.append({"question": question, "image": f"mcq/{k}.png", "chosen": chosen, "rejected": rejected})
+    tokens = ["--critique-max-new-tokens", str(NEW_TOKENS)]
+    out = tmp_path / "scores.jsonl"
+    data = write_jsonl(tmp_path / "pairs.jsonl", pairs)
+    assert main(["score", "--model", str(critic), "--data", str(data), "--output", str(out), *tokens]) == 0
+    right = [
+        line["score_chosen"] > line["score_rejected"]
+        for line in map(json.loads, out.read_text().splitlines())
+    ]
+    data = write_jsonl(tmp_path / "bench.jsonl", bench)
+    ev = tmp_path / "ev"
+    args = ["eval", "--model", str(critic), "--data", str(data), "--output-dir", str(ev), "--no-plots"]
+    assert main([*args, "--bootstrap", "10", *tokens]) == 0
+    (official,) = json.loads((ev / "metrics.json").read_text())["suite"]["models"].values()
+    assert official["subsets"]["mcq"]["score"] == pytest.approx(sum(right) / len(right))

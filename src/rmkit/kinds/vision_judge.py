@@ -102,7 +102,12 @@ class VisionJudgeKind(VisionKind):
                 out["shown_first"] = [j.order[0] for j in raw]
         return out
 
-    servable = JudgeKind.servable
+    def servable(self, model: Any) -> str | None:
+        """A one-pass image judge as a text judge is served; a generating one is not (it is scored offline)."""
+        if getattr(model, "generates", False):
+            return "rmkit serve reads an image judge in one pass; a generating image judge is scored offline"
+        return JudgeKind.servable(self, model)
+
     recorded = JudgeKind.recorded
 
 
