@@ -291,3 +291,10 @@ def test_a_generating_vision_judge_with_more_than_two_answers_is_refused_in_one_
     assert main([*args, "--output", str(tmp_path / "o.jsonl")]) == 2
     (said,) = capsys.readouterr().err.strip().splitlines()
     assert "compares the two answers of a pair" in said
+
+
+def test_a_generating_vision_judge_is_not_served(forced):
+    from rmkit import kinds
+
+    kind, model = kinds.load(str(forced), {"judge": {"readout": "generate", "template": "mmrb"}})
+    assert kind.name == "vision-judge" and "scored offline" in kind.servable(model)
