@@ -298,3 +298,16 @@ def test_a_generating_vision_judge_is_not_served(forced):
 
     kind, model = kinds.load(str(forced), {"judge": {"readout": "generate", "template": "mmrb"}})
     assert kind.name == "vision-judge" and "scored offline" in kind.servable(model)
+
+
+def test_an_unread_verdict_stops_the_run_by_default_naming_the_row(plain, tmp_path, capsys):
+    from rmkit.cli import main
+
+    picture("red").save(tmp_path / "x.png")
+    row = {"question": "Q?", "image": "x.png", "chosen": "a", "rejected": "b"}
+    data = write_jsonl(tmp_path / "pairs.jsonl", [row])
+    args = ["score", "--model", str(plain), "--judge", "generate", "--judge-template", "mmrb", "--data",
+            str(data), "--judge-max-new-tokens", "2", "--output", str(tmp_path / "o.jsonl")]  # fmt: skip
+    assert main(args) == 2
+    (said,) = capsys.readouterr().err.strip().splitlines()
+    assert "row 1: the judge's verdict could not be read by the 'mmrb' parser" in said

@@ -10,8 +10,9 @@ A generating judge writes ``votes`` judgments of each pair, each showing the pai
 protocol: a seeded coin a judgment; Multimodal RewardBench's: as given), and the majority decides as
 VL-RewardBench's ``cal.py`` does: the answer picked by more than half the votes scores 1 and the other 0; with
 no majority (unreadable verdicts counting for neither) both score 0.5, a tie, which VL-RewardBench leaves out of
-its denominators and Multimodal RewardBench decides by its seeded coin; when no verdict could be read at all,
-the failure policy (``--on-parse-failure``: error, mask or score=X). A pointwise generating judge's answers
+its denominators and Multimodal RewardBench decides by its seeded coin. An unreadable verdict stops the run under
+``--on-parse-failure error`` (the default); under ``mask`` or ``score=X`` it counts for neither answer, and a
+pair of which none could be read has no score (``mask``) or X for both. A pointwise generating judge's answers
 each get the mean of their parsed verdicts, as a text judge's do.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,9 +77,8 @@ class VisionJudgeKind(VisionKind):
                 continue
             texts = [next(written) for _ in row]
             raw = votes(judge, example.row, texts) if judge.pairwise else rated(judge, texts)
-            unread = sum(len(j.texts) - j.read for j in raw)
-            stats.parse_failures += unread
-            if unread == len(texts) and judge.on_parse_failure == "error":
+            stats.parse_failures += sum(len(j.texts) - j.read for j in raw)
+            if judge.on_parse_failure == "error" and any(not j.read for j in raw):
                 raise RMKitError(
                     f"row {example.row}: the judge's verdict could not be read by the '{judge.parser}' parser "
                     f"(it wrote {texts[-1][-200:]!r}); --on-parse-failure mask or score=X to go on"
@@ -111,13 +112,12 @@ class VisionJudgeKind(VisionKind):
     recorded = JudgeKind.recorded
 
 
+@dataclass
 class Read(Judgment):
     """A generating judge's reading (:class:`rmkit.kinds.judge.Judgment`) and how many of its texts had a
     verdict the parser could read (``read``)."""
 
-    def __init__(self, value: float, texts: list[str], order: list[int] | None, read: int):
-        super().__init__(value, texts, order)
-        self.read = read
+    read: int = 0
 
 
 def votes(judge: Judge, row: int, texts: list[str]) -> list[Read]:
@@ -127,7 +127,7 @@ def votes(judge: Judge, row: int, texts: list[str]) -> list[Read]:
     for text, order in zip(texts, judge.orders(row), strict=True):
         shown = PARSERS[judge.parser](text)
         value = math.nan if shown is None else shown if order == (0, 1) else 1.0 - shown
-        out.append(Read(value, [text], list(order), int(shown is not None)))
+        out.append(Read(value, [text], list(order), read=int(shown is not None)))
     return out
 
 
@@ -138,7 +138,7 @@ def rated(judge: Judge, texts: list[str]) -> list[Read]:
     for at in range(0, len(texts), judge.votes):
         some = texts[at : at + judge.votes]
         value, failed = judge.verdict(some)
-        out.append(Read(value, some, None, len(some) - failed))
+        out.append(Read(value, some, read=len(some) - failed))
     return out
 
 
