@@ -252,6 +252,8 @@ def test_the_pair_order_is_the_templates_unless_given():
     assert {o for r in range(4) for o in Judge.of(given).orders(r)} == {(0, 1), (1, 0)}
     assert {o for r in range(4) for o in Judge.of({**given, "pair_order": "given"}).orders(r)} == {(0, 1)}
     assert Judge.of({"readout": "generate", "template": "mmrb"}).pair_order == "given"
+    text_template = Judge.of({"readout": "generate", "template": "mt-bench-pairwise", "votes": 2})
+    assert text_template.orders(1) == [(0, 1), (1, 0), (0, 1), (1, 0)]  # both orders, each vote
     with pytest.raises(RMKitError, match="generating judge's"):
         Judge.of({"readout": "pairwise", "template": "mmrb", "pair_order": "shuffled"})
 
@@ -290,7 +292,7 @@ def test_a_generating_vision_judge_with_more_than_two_answers_is_refused_in_one_
     ]
     assert main([*args, "--output", str(tmp_path / "o.jsonl")]) == 2
     (said,) = capsys.readouterr().err.strip().splitlines()
-    assert "compares the two answers of a pair" in said
+    assert "compares the two answers of a pair, not 3" in said
 
 
 def test_a_generating_vision_judge_is_not_served(forced):

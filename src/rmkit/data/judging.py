@@ -216,9 +216,12 @@ class Judge:
     def orders(self, row: int) -> list[tuple[int, int]]:
         """How each of the ``votes`` judgments of a pair (row ``row``) shows its answers, ``(0, 1)`` as given or
         ``(1, 0)``: ``shuffled``, each a coin of a generator seeded by ``seed`` and the row (VL-RewardBench's
-        ``random.choice([0, 1])`` a judgment, made reproducible); ``given``, all as given."""
+        ``random.choice([0, 1])`` a judgment, made reproducible); ``given``, all as given; ``both``, each vote
+        in both orders (two judgments a vote)."""
         import random
 
+        if self.pair_order == "both":
+            return [(0, 1), (1, 0)] * self.votes
         coin = random.Random(f"{self.seed}:{row}")
         return [
             (1, 0) if self.pair_order == "shuffled" and coin.random() < 0.5 else (0, 1)

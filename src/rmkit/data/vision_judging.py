@@ -47,10 +47,10 @@ class VisionJudgeTokenizer(VisionTokenizer, JudgeTokenizer):
         judge, question = self.judge, question_of(ex.prompt)
         if not judge.pairwise:
             return [t for t in JudgeTokenizer.texts(self, ex) for _ in range(judge.votes)]
-        if len(ex.responses) != 2 or judge.pair_order == "both":
+        if len(ex.responses) != 2:
             raise RMKitError(
-                f"row {ex.row}: a generating image judge compares the two answers of a pair, each judgment in "
-                f"a shuffled or the given order (got {len(ex.responses)} answers, order '{judge.pair_order}')"
+                f"row {ex.row}: a generating pairwise image judge compares the two answers of a pair, not "
+                f"{len(ex.responses)}"
             )
         return [
             self._chat(

@@ -7,7 +7,8 @@ raw outputs are one readout a judge prompt, and :meth:`values` turns a pairwise 
 pair into one score an answer (:func:`rmkit.kinds.judge.pairwise_scores`).
 
 A generating judge writes ``votes`` judgments of each pair, each showing the pair in its order (VL-RewardBench's
-protocol: a seeded coin a judgment; Multimodal RewardBench's: as given), and the majority decides as
+protocol: a seeded coin a judgment; Multimodal RewardBench's: as given; a text template's: both orders, two
+judgments a vote), and the majority decides as
 VL-RewardBench's ``cal.py`` does: the answer picked by more than half the votes scores 1 and the other 0; with
 no majority (unreadable verdicts counting for neither) both score 0.5, a tie, which VL-RewardBench leaves out of
 its denominators and Multimodal RewardBench decides by its seeded coin. An unreadable verdict stops the run under
@@ -143,8 +144,10 @@ def rated(judge: Judge, texts: list[str]) -> list[Read]:
 
 
 def majority(judge: Judge, raw: Sequence[Any]) -> list[float]:
-    """A pair's two scores from its votes, as VL-RewardBench's ``cal.py`` decides (module docstring)."""
-    first, second = (sum(v.value == side for v in raw) for side in (1.0, 0.0))
+    """A pair's two scores from its votes, as VL-RewardBench's ``cal.py`` decides (module docstring): a vote is
+    for the first answer above 0.5 (a graded verdict, NeMo's ``scores-json``, counts by its side), for the
+    second below, for neither at 0.5 (a tie) or unread."""
+    first, second = sum(v.value > 0.5 for v in raw), sum(v.value < 0.5 for v in raw)  # nan: neither
     if first > len(raw) / 2 or second > len(raw) / 2:
         return [1.0, 0.0] if first > second else [0.0, 1.0]
     if first or second:
