@@ -11,6 +11,9 @@ vision-judge  a Qwen2-VL or Qwen2.5-VL model given     preference pairs with ima
 judge         a causal LM given ``--judge``, or rmkit  preference pairs
               judge settings (a converted verifier)
 audio         a Qwen2-Audio model and its value head   preference pairs with audio
+vision-       a Qwen2-VL or Qwen2.5-VL model with      preference pairs with images
+critique      MM-RLHF's ``rm_head``: it writes a
+              critique, then scores (MM-RLHF-Reward)
 vision        a Qwen2-VL, Qwen2.5-VL, LLaVA or Gemma3  preference pairs with images
               VLM and its value head
 process       token classifier, rmkit step settings,   step-labelled solutions
@@ -42,6 +45,7 @@ from rmkit.errors import RMKitError
 from rmkit.kinds.audio import AudioKind
 from rmkit.kinds.base import Checkpoint, Kind, Reading, Sequences
 from rmkit.kinds.cost import CostKind
+from rmkit.kinds.critique import CritiqueKind
 from rmkit.kinds.guard import GuardKind
 from rmkit.kinds.judge import JudgeKind
 from rmkit.kinds.pairwise import PairwiseKind
@@ -56,6 +60,7 @@ KINDS: list[Kind] = [
     VisionJudgeKind(),
     JudgeKind(),
     AudioKind(),
+    CritiqueKind(),
     VisionKind(),
     ProcessKind(),
     TreeKind(),

@@ -159,7 +159,7 @@ class Kind:
         """The model of ``checkpoint`` (its ``options`` are the loading options) in ``dtype`` on ``device``."""
         from rmkit.modeling import RewardModel
 
-        options = {k: v for k, v in checkpoint.options.items() if k != "images"}  # a VLM's image sizes
+        options = {k: v for k, v in checkpoint.options.items() if k not in ("images", "critique")}  # VLMs'
         return RewardModel.from_pretrained(checkpoint.path, dtype=dtype, device=device, **options)
 
     def owns(self, model: Any) -> bool:
@@ -320,6 +320,11 @@ class Kind:
     def servable(self, model: Any) -> str | None:
         """Why ``rmkit serve`` cannot serve ``model`` (``None``: it can)."""
         return None
+
+    def recorded(self, model: Any) -> dict[str, Any]:
+        """What an evaluation records of ``model`` beside its numbers, to rerun it alike (a generating judge's
+        settings: its template, votes and seed)."""
+        return {}
 
     def convertible(self, model: Any) -> str | None:
         """Why ``rmkit convert`` cannot write ``model`` as a standard checkpoint (``None``: it can)."""
