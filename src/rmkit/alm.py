@@ -64,6 +64,12 @@ class AudioFamily:
         out = model.multi_modal_projector(tower(mel, attention_mask=attention).last_hidden_state)
         return [out[i, :n] for i, n in enumerate(counts.tolist())]
 
+    def pixels(self, patches: list[Any]) -> Any:
+        """The log-mel frames of a batch from each row's (its clips' frames, one array a row), in row order."""
+        import numpy as np
+
+        return np.concatenate(patches)
+
 
 AUDIO = AudioFamily()
 

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from rmkit.data import token_budget_batches
 from rmkit.data.judging import JUDGE_KEY, Judge
@@ -135,8 +134,8 @@ def _images(
     out = model.family.inputs(ids, ids.ne(model.pad_token_id), model.tokens.image_id, grid)
     out.pop("position_ids", None)  # generate counts positions itself, from the mask
     if with_images:
-        pooled = model.family.encoder_outputs([f for r in with_images for f in features[id(r.patches)]])
-        out["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=pooled)}
+        flat = [f for r in with_images for f in features[id(r.patches)]]
+        out["mm_encoder_outputs"] = {"image": model.family.encoder_outputs(flat)}
     return out
 
 

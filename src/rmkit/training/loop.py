@@ -254,9 +254,8 @@ def _prepare(rm: Any, config: TrainConfig, task: Any) -> Any:
 
 
 def _apply_lora(rm: Any, config: TrainConfig, task: Any) -> Any:
-    """Inject LoRA adapters into ``rm.model`` in place; the score head is trained whole (modules_to_save, or
-    for a head outside ``rm.model``, as it is). The modules adapted are ``--lora-target-modules``; for its
-    default, ``all-linear``, the task's ``lora_modules`` where it picks them (a VLM's language model)."""
+    """Inject LoRA adapters into ``rm.model`` in place; the score head is trained whole. The modules adapted
+    are ``--lora-target-modules``, for ``all-linear`` the task's ``lora_modules`` where it has them (VLMs)."""
     from peft import LoraConfig, TaskType, get_peft_model
 
     picked = config.lora_target_modules == ["all-linear"] and hasattr(task, "lora_modules")
