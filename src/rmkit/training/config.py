@@ -159,7 +159,8 @@ class TrainConfig(PairOptions, RuntimeOptions, ModelOptions, StepOptions):
     prefix_sharing: str = option(
         "auto",
         help="a pair's chosen and rejected answers run after one pass over the tokens they share (exact; causal "
-        "decoders under SDPA or eager attention, the bt loss, unpacked): 'auto' where it saves a quarter of a "
+        "decoders under SDPA or eager attention, the bt loss, unpacked; vision-language RMs, images and all, without "
+        "--gradient-checkpointing): 'auto' where it saves a quarter of a "
         "pair's padded tokens and 16 or more prompt tokens, 'on' for every pair, 'off'. Held-out eval shares "
         "unless 'off'",
         choices=["auto", "on", "off"],

@@ -5,8 +5,10 @@ The task reads the pairs as ``rmkit score`` does (:mod:`rmkit.data.vision`), tok
 is dropped and counted) and trains with the Bradley-Terry family of losses, like :class:`PairTask`. Each
 micro-batch runs each pair's images through the vision encoder once, the chosen and rejected rows then
 reading the same features: the same loss and gradients as running the images once a row (a test checks
-it), for half the encoder's work. The prompt's text tokens run once an answer (text prefix sharing is not
-applied to VLMs). ``--freeze vision,projector`` stops the gradients of the vision encoder and of its
+it), for half the encoder's work. With ``--prefix-sharing`` (``auto``: where the text pairs' rule says it
+pays; ``on``; ``off``) a pair's shared prefix, its images and prompt, runs once through the language model
+and both answers after it (:mod:`rmkit.vlm_sharing`): the same loss and every gradient as the unshared step
+(a test checks it), not under ``--gradient-checkpointing``, which keeps no cache. ``--freeze vision,projector`` stops the gradients of the vision encoder and of its
 projector into the language model, matched by each family's module names (:data:`rmkit.vlm_families.FAMILIES`); the
 parameters frozen are counted by module in the log and in ``metrics.json`` (``train.frozen``).
 
@@ -22,10 +24,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from rmkit import kinds
+from rmkit import kinds, vlm_sharing
 from rmkit.data import RowCounts, token_budget_batches
 from rmkit.data.processing import VisionRow
 from rmkit.errors import RMKitError
+from rmkit.inference import MIN_SAVING, MIN_SHARED
 from rmkit.losses import bradley_terry
 from rmkit.training.config import TrainConfig
 from rmkit.training.parallel import Dist
@@ -124,10 +127,13 @@ class VisionPairTask(PairTask):
         device: torch.device,
     ):
         """``(loss per pair, a function counting the chunk into some totals)``: each pair's images encoded
-        once (:meth:`rmkit.vlm.VisionRewardModel.encode`), its two rows in one forward pass."""
-        loss, chosen, rejected = pair_scores(model, chunk, config, shared=True)
+        once (:meth:`rmkit.vlm.VisionRewardModel.encode`), its shared prefix run once where ``sharing`` says
+        (:func:`plan_pairs`), else its two rows in one forward pass."""
+        plan = plan_pairs(model, chunk, self.sharing)
+        loss, chosen, rejected = pair_scores(model, chunk, config, shared=True, plan=plan)
         tokens = sum(len(p.chosen.ids) + len(p.rejected.ids) for p in chunk)
-        return loss, lambda totals: totals.add(loss, chosen, rejected, tokens)
+        counts = (len(plan[0]), sum(n for n, _ in plan[0]))  # pairs shared, prefix tokens not run again
+        return loss, lambda totals: totals.add(loss, chosen, rejected, tokens, *counts)
 
     @torch.no_grad()
     def heldout(self, rm: Any, items: Any, config: TrainConfig, d: Dist) -> dict[str, Any]:
@@ -136,24 +142,56 @@ class VisionPairTask(PairTask):
         totals, budget = Totals(), config.eval_batch_tokens
         for idx in token_budget_batches(self.lengths(items), budget, None):
             batch = [items[i] for i in idx]
-            totals.add(*pair_scores(rm, batch, config, shared=True), 0)
+            plan = plan_pairs(rm, batch, self.sharing)
+            totals.add(*pair_scores(rm, batch, config, shared=True, plan=plan), 0)
         rm.train(was_training)
         return totals.metrics()
 
 
-def pair_scores(
-    model: Any, pairs: list[VisionPair], config: TrainConfig, shared: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-pair loss (B,) and the chosen and rejected end scores (B,) of ``pairs`` in one forward pass: the
-    rows ``[chosen_1 .. chosen_B, rejected_1 .. rejected_B]``, each pair's images encoded once with
-    ``shared``, else once a row (the unshared step, which gives the same numbers)."""
+def plan_pairs(model: Any, pairs: list[VisionPair], sharing: str) -> tuple[list, list[int]]:
+    """Which pairs of the rows ``[chosen_1 .. chosen_B, rejected_1 .. rejected_B]`` run after one pass over
+    their shared prefix, images and all (:func:`rmkit.vlm_sharing.plan`; ``auto``: the text pairs' rule,
+    ``on``: every pair whose prefix holds its images, ``off``: none), and the rows that run whole."""
+    n = len(pairs)
+    if sharing == "off":
+        return [], list(range(2 * n))
     rows = [p.chosen for p in pairs] + [p.rejected for p in pairs]
-    features = model.encode(rows, 1 << 62) if shared else None
+    least = {"on": (1, 0.0)}.get(sharing, (MIN_SHARED, MIN_SAVING))
+    return vlm_sharing.plan(rows, [[i, i + n] for i in range(n)], model.tokens.image_id, *least)
+
+
+def pair_scores(
+    model: Any,
+    pairs: list[VisionPair],
+    config: TrainConfig,
+    shared: bool,
+    plan: tuple[list, list[int]] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-pair loss (B,) and the chosen and rejected end scores (B,) of ``pairs``: the rows ``[chosen_1 ..
+    chosen_B, rejected_1 .. rejected_B]``, each pair's images encoded once with ``shared``, else once a row
+    (the unshared step, which gives the same numbers). The pairs of ``plan`` (:func:`plan_pairs`) run their
+    shared prefix once, then both answers after it (:mod:`rmkit.vlm_sharing`: the same loss and
+    gradients); the rest in one forward pass. Without ``plan`` every row runs whole."""
+    rows = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    shares, alone = plan or ([], list(range(len(rows))))
+    parts = list(vlm_sharing.scores(model, rows, shares, 1 << 62, None)) if shares else []
+    if alone:
+        whole = [rows[i] for i in alone]
+        features = model.encode(whole, 1 << 62) if shared else None
+        parts.append((alone, model(**model.batch(whole, features)).end_scores))
+    order = torch.tensor([i for members, _ in parts for i in members])
+    scores = torch.cat([values for _, values in parts])[order.argsort()]
+    chosen, rejected = scores.float().chunk(2)
     margin = torch.tensor([p.margin for p in pairs]) if any(p.margin for p in pairs) else None
-    out = model(**model.batch(rows, features))
-    chosen, rejected = out.end_scores.float().chunk(2)
     loss = bradley_terry(chosen, rejected, margin, score_reg=config.score_reg, center=config.center_rewards)
     return loss, chosen, rejected
+
+
+def sharing_refused(config: TrainConfig) -> str | None:
+    """Why a vision-language RM's pairs cannot run their shared prefix once in this run (``None``: they can)."""
+    if config.gradient_checkpointing:
+        return "gradient checkpointing runs the language model without the prefix's cache"
+    return None
 
 
 def freeze(rm: Any, parts: list[str]) -> dict[str, int]:
