@@ -9,7 +9,8 @@ an image (Gemma3's image tokens attend to each other both ways) and no continuat
 
 :func:`scores` runs the prefixes in token-budget batches (their images through the vision encoder once),
 keeping the language model's keys and values, then the members' remaining tokens, each row reading a copy of
-its prefix's cache, in passes of at most the budget counting ``rows × (prefix width + longest rest)``.
+its prefix's cache, in passes of at most the budget counting ``rows × (prefix width + longest rest)``; both
+cut by length where the padding saved pays for another pass (:data:`rmkit.inference.SUFFIX_PASS_COST`).
 Positions go on exactly: a member's positions are those of its whole row as the family's forward computes them
 (Qwen2-VL's 3-D M-RoPE positions from the model's own ``get_rope_index``; LLaVA's and Gemma3's among the real
 tokens), split at the cut. The prefixes are padded on the left, so that each continuation follows its prefix's
@@ -29,9 +30,13 @@ import torch
 
 from rmkit.data import RowCounts, padded_on, token_budget_batches
 from rmkit.data.processing import VisionRow
-from rmkit.inference import MIN_SAVING, MIN_SHARED, plan_sharing
+from rmkit.inference import MIN_SHARED, SUFFIX_PASS_COST, plan_sharing
 
 Share = tuple[int, list[int]]  # (the prefix's length in tokens, the rows that run after it)
+# Unlike text, a VLM's whole rows already attend through a mask (their padding, images), so an answer's pass
+# after a cache costs no more a token than its whole row's: any prefix of MIN_SHARED tokens pays (measured
+# with benchmarks/bench_vision.py: sharing every pair beat the text rule's quarter of a pair's tokens).
+MIN_SAVING_VLM = 0.0
 
 
 def plan(
@@ -39,12 +44,13 @@ def plan(
     groups: Sequence[Sequence[int]],
     image_id: int,
     min_shared: int = MIN_SHARED,
-    min_saving: float = MIN_SAVING,
+    min_saving: float = MIN_SAVING_VLM,
 ) -> tuple[list[Share], list[int]]:
     """``(shares, the rest)``: the shared prefixes of ``groups`` (indices of rows answering one prompt) and
     their members, split first by images (rows whose images differ share nothing, whatever their tokens),
     kept where every member's image tokens lie inside the prefix; the other rows, sorted. ``min_shared`` and
-    ``min_saving`` as :func:`rmkit.inference.plan_sharing` takes them (1 and 0: every prefix)."""
+    ``min_saving`` as :func:`rmkit.inference.plan_sharing` takes them (by default a prefix of ``MIN_SHARED``
+    tokens, whatever it saves: ``MIN_SAVING_VLM``; 1: every prefix)."""
     same = [sub for group in groups for sub in _by_images(rows, group)]
     found, alone = plan_sharing([r.ids for r in rows], same, min_shared, min_saving)
     shares = []
@@ -94,7 +100,7 @@ def scores(
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
     """``(row indices, their end scores)`` of every member of ``shares``, pass by pass (module docstring);
     ``rm`` a :class:`rmkit.vlm.VisionRewardModel`. Gradients flow where the caller enables them."""
-    for batch in token_budget_batches([n for n, _ in shares], budget, max_rows):
+    for batch in token_budget_batches([n for n, _ in shares], budget, max_rows, SUFFIX_PASS_COST):
         part = [shares[g] for g in batch]
         members = [i for _, m in part for i in m]
         whole = _positions(rm, [rows[i] for i in members])
@@ -102,7 +108,7 @@ def scores(
         cache, mask = _prefixes(rm, rows, part, whole, column, budget)
         rest = [(p, i) for p, (_, m) in enumerate(part) for i in m]
         lengths = [mask.shape[1] + len(rows[i].ids) - part[p][0] for p, i in rest]
-        for cut in token_budget_batches(lengths, budget, max_rows):
+        for cut in token_budget_batches(lengths, budget, max_rows, SUFFIX_PASS_COST):
             chosen = [rest[k] for k in cut]
             conts = [(p, rows[i].ids[part[p][0] :], whole[..., column[i], part[p][0] :]) for p, i in chosen]
             yield [i for _, i in chosen], _after(rm, cache, mask, conts)

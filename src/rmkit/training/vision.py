@@ -5,8 +5,8 @@ The task reads the pairs as ``rmkit score`` does (:mod:`rmkit.data.vision`), tok
 is dropped and counted) and trains with the Bradley-Terry family of losses, like :class:`PairTask`. Each
 micro-batch runs each pair's images through the vision encoder once, the chosen and rejected rows then
 reading the same features: the same loss and gradients as running the images once a row (a test checks
-it), for half the encoder's work. With ``--prefix-sharing`` (``auto``: where the text pairs' rule says it
-pays; ``on``; ``off``) a pair's shared prefix, its images and prompt, runs once through the language model
+it), for half the encoder's work. With ``--prefix-sharing`` (``auto``: a prefix of 16 tokens or more; ``on``;
+``off``) a pair's shared prefix, its images and prompt, runs once through the language model
 and both answers after it (:mod:`rmkit.vlm_sharing`): the same loss and every gradient as the unshared step
 (a test checks it), not under ``--gradient-checkpointing``, which keeps no cache. ``--freeze vision,projector`` stops the gradients of the vision encoder and of its
 projector into the language model, matched by each family's module names (:data:`rmkit.vlm_families.FAMILIES`); the
@@ -28,7 +28,7 @@ from rmkit import kinds, vlm_sharing
 from rmkit.data import RowCounts, token_budget_batches
 from rmkit.data.processing import VisionRow
 from rmkit.errors import RMKitError
-from rmkit.inference import MIN_SAVING, MIN_SHARED
+from rmkit.inference import MIN_SHARED
 from rmkit.losses import bradley_terry
 from rmkit.training.config import TrainConfig
 from rmkit.training.parallel import Dist
@@ -150,14 +150,15 @@ class VisionPairTask(PairTask):
 
 def plan_pairs(model: Any, pairs: list[VisionPair], sharing: str) -> tuple[list, list[int]]:
     """Which pairs of the rows ``[chosen_1 .. chosen_B, rejected_1 .. rejected_B]`` run after one pass over
-    their shared prefix, images and all (:func:`rmkit.vlm_sharing.plan`; ``auto``: the text pairs' rule,
-    ``on``: every pair whose prefix holds its images, ``off``: none), and the rows that run whole."""
+    their shared prefix, images and all (:func:`rmkit.vlm_sharing.plan`; ``auto``: a prefix of ``MIN_SHARED``
+    tokens or more, ``on``: every pair whose prefix holds its images, ``off``: none), and the rows that run
+    whole."""
     n = len(pairs)
     if sharing == "off":
         return [], list(range(2 * n))
     rows = [p.chosen for p in pairs] + [p.rejected for p in pairs]
-    least = {"on": (1, 0.0)}.get(sharing, (MIN_SHARED, MIN_SAVING))
-    return vlm_sharing.plan(rows, [[i, i + n] for i in range(n)], model.tokens.image_id, *least)
+    least = {"on": 1}.get(sharing, MIN_SHARED)
+    return vlm_sharing.plan(rows, [[i, i + n] for i in range(n)], model.tokens.image_id, least)
 
 
 def pair_scores(
