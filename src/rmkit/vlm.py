@@ -20,7 +20,8 @@ Scoring takes rows of :class:`rmkit.data.processing.VisionRow` (ids with each im
 images' patches and grids) through the language model in token-budget batches, longest first. The images of
 each example run through the vision encoder once, when the first batch that needs them comes (in passes of
 at most the budget's count of patches), and their features stay until its last row has run: a pair's two
-answers (and best-of-N's N) share that pass.
+answers (and best-of-N's N) share that pass. Given the groups of rows answering one prompt, the prompt itself,
+images and all, runs once through the language model and the answers after it (:mod:`rmkit.vlm_sharing`).
 """
 
 from __future__ import annotations
