@@ -5,11 +5,12 @@ The task reads the pairs as ``rmkit score`` does (:mod:`rmkit.data.vision`), tok
 is dropped and counted) and trains with the Bradley-Terry family of losses, like :class:`PairTask`. Each
 micro-batch runs each pair's images through the vision encoder once, the chosen and rejected rows then
 reading the same features: the same loss and gradients as running the images once a row (a test checks
-it), for half the encoder's work. With ``--prefix-sharing`` (``auto``: a prefix of 16 tokens or more; ``on``;
-``off``) a pair's shared prefix, its images and prompt, runs once through the language model
-and both answers after it (:mod:`rmkit.vlm_sharing`): the same loss and every gradient as the unshared step
-(a test checks it), not under ``--gradient-checkpointing``, which keeps no cache. ``--freeze vision,projector`` stops the gradients of the vision encoder and of its
-projector into the language model, matched by each family's module names (:data:`rmkit.vlm_families.FAMILIES`); the
+it), for half the encoder's work. With ``--prefix-sharing`` (``auto``: a prefix of 16 tokens or more;
+``on``; ``off``) a pair's shared prefix, its images and prompt, runs once through the language model and
+both answers after it (:mod:`rmkit.vlm_sharing`): the same loss and every gradient as the unshared step (a
+test checks it); not under ``--gradient-checkpointing``, which keeps no cache.
+``--freeze vision,projector`` stops the gradients of the vision encoder and of its projector into the
+language model, matched by each family's module names (:data:`rmkit.vlm_families.FAMILIES`); the
 parameters frozen are counted by module in the log and in ``metrics.json`` (``train.frozen``).
 
 Not yet: LoRA, several processes (DDP, FSDP), ``--loss token_wise`` and ``--packing`` (refused in one line).
