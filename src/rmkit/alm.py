@@ -81,6 +81,10 @@ class AudioRewardModel(VisionRewardModel):
     families = {"qwen2_audio": AUDIO}
     kind, preparer = "audio", AudioTokenizer
 
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.prefix_sharing = False  # its forward embeds the clips itself (rmkit.vlm_sharing cannot)
+
     @classmethod
     def from_pretrained(
         cls,

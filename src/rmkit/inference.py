@@ -102,7 +102,7 @@ def score_sequences(
     if getattr(model, "generates", False):  # a generating judge writes, then its verdict is read
         return model.verdicts(list(sequences), batch_tokens, stats)
     if getattr(model, "reads_images", False):  # its rows carry their images
-        return model.score_rows(list(sequences), batch_tokens, max_rows)
+        return model.score_rows(list(sequences), batch_tokens, max_rows, groups=groups, stats=stats)
     batch_tokens = batch_tokens or token_budget(model)
     results = _Results(model.device)
     shared: list[tuple[Sequence[int], list[int]]] = []
@@ -168,7 +168,10 @@ class _Results:
 
 
 def plan_sharing(
-    sequences: Sequence[Sequence[int]], groups: Sequence[Sequence[int]]
+    sequences: Sequence[Sequence[int]],
+    groups: Sequence[Sequence[int]],
+    min_shared: int = MIN_SHARED,
+    min_saving: float = MIN_SAVING,
 ) -> tuple[list[tuple[Sequence[int], list[int]]], list[int]]:
     """Which sequences run after a shared prefix: ``([(prefix, members), ...], the rest)``.
 
@@ -177,7 +180,7 @@ def plan_sharing(
     response's first simply shares one token less. Each member keeps at least its last token. A member
     that agrees with the group's first sequence on fewer tokens (one cut by truncation, say) falls back to
     its full sequence when leaving it out lets the rest share more. A group falls back whole when it shares
-    fewer than ``MIN_SHARED`` tokens, or saves less than ``MIN_SAVING`` of its tokens: the continuations'
+    fewer than ``min_shared`` tokens, or saves less than ``min_saving`` of its tokens: the continuations'
     passes attend over the prefix through a mask, which costs more per token than a full sequence's fused
     causal pass, so a short prompt before long answers is not worth it.
     """
@@ -194,7 +197,7 @@ def plan_sharing(
         members = [i for i in group if common[i] >= length]
         saved = (len(members) - 1) * length
         total = sum(len(sequences[i]) for i in members)
-        if length >= MIN_SHARED and len(members) > 1 and saved >= MIN_SAVING * total:
+        if length >= min_shared and len(members) > 1 and saved >= min_saving * total:
             shared.append((first[:length], members))
             alone += [i for i in group if common[i] < length]
         else:

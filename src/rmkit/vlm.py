@@ -20,7 +20,8 @@ Scoring takes rows of :class:`rmkit.data.processing.VisionRow` (ids with each im
 images' patches and grids) through the language model in token-budget batches, longest first. The images of
 each example run through the vision encoder once, when the first batch that needs them comes (in passes of
 at most the budget's count of patches), and their features stay until its last row has run: a pair's two
-answers (and best-of-N's N) share that pass.
+answers (and best-of-N's N) share that pass. Given the groups of rows answering one prompt, the prompt itself,
+images and all, runs once through the language model and the answers after it (:mod:`rmkit.vlm_sharing`).
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoTokenizer, PreTrainedModel
 
+from rmkit import vlm_sharing
 from rmkit.checkpoints import ensure_pad_token, save_model
-from rmkit.data import padded_on, token_budget_batches
+from rmkit.data import RowCounts, padded_on, token_budget_batches
 from rmkit.data.processing import VisionRow, VisionTokenizer
 from rmkit.defaults import BATCH_TOKENS, MAX_ROWS, METADATA_KEY
 from rmkit.errors import RMKitError
@@ -76,6 +78,7 @@ class VisionRewardModel(HeldModel):
         keep_fp32(self.head)
         self.tokens = self.family.tokens(model.config, processor, tokenizer)
         self.external = False  # the value-head layout without rmkit's settings (example_tokenizer)
+        self.prefix_sharing = True  # a group's answers after one pass over its prefix (score_rows)
 
     @classmethod
     def from_pretrained(
@@ -185,14 +188,8 @@ class VisionRewardModel(HeldModel):
         ``image_grid_thw`` (N, 3) in the order their tokens come; ``scores`` (B, L) with ``token_scores``.
         ``image_features`` (one (tokens, H) tensor an image, from :meth:`encode`) stand for ``pixel_values``:
         the vision encoder then does not run."""
-        images = image_grid_thw is not None
-        kwargs = self.family.inputs(input_ids, attention_mask, self.tokens.image_id, image_grid_thw)
-        if images and image_features is not None:
-            kwargs["mm_encoder_outputs"] = {"image": self.family.encoder_outputs(list(image_features))}
-        elif images:
-            kwargs["pixel_values"] = pixel_values
-        hidden = self.model.model(
-            input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs
+        hidden = self.run(
+            input_ids, attention_mask, pixel_values, image_grid_thw, image_features, use_cache=False
         ).last_hidden_state
         return self.read_out(hidden, attention_mask, token_scores)
 
@@ -207,29 +204,70 @@ class VisionRewardModel(HeldModel):
         scores = self.head(hidden.float()).squeeze(-1) if token_scores else None
         return RewardOutput(scores, self.head(at_end.float()).squeeze(-1), end_index)
 
+    def run(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        image_grid_thw: torch.Tensor | None = None,
+        image_features: Sequence[torch.Tensor] | None = None,
+        **extra: Any,
+    ) -> Any:
+        """The VLM's output for :meth:`forward`'s inputs (``last_hidden_state``, and ``past_key_values`` with
+        ``use_cache``); ``extra`` goes to the model as it is, over the family's inputs (``position_ids``, a
+        cache: prefix sharing, :mod:`rmkit.vlm_sharing`)."""
+        images = image_grid_thw is not None
+        kwargs = self.family.inputs(input_ids, attention_mask, self.tokens.image_id, image_grid_thw)
+        if images and image_features is not None:
+            kwargs["mm_encoder_outputs"] = {"image": self.family.encoder_outputs(list(image_features))}
+        elif images:
+            kwargs["pixel_values"] = pixel_values
+        return self.model.model(input_ids=input_ids, attention_mask=attention_mask, **{**kwargs, **extra})
+
     @torch.inference_mode()
     def score_rows(
-        self, rows: Sequence[VisionRow], batch_tokens: int | None = None, max_rows: int | None = MAX_ROWS
+        self,
+        rows: Sequence[VisionRow],
+        batch_tokens: int | None = None,
+        max_rows: int | None = MAX_ROWS,
+        groups: Sequence[Sequence[int]] | None = None,
+        stats: RowCounts | None = None,
     ) -> list[float]:
         """End scores of prepared rows, in the order given, in token-budget batches. Each example's images
         run through the vision encoder once (the answers of a pair or a best-of-N row share them): encoded
         when the first batch that needs them comes, kept until the last one has run, so the features held
-        are those of the rows still waiting that were encoded already, never a whole chunk's."""
+        are those of the rows still waiting that were encoded already, never a whole chunk's.
+
+        ``groups`` (indices of rows answering one prompt) turn on prefix sharing where ``prefix_sharing``
+        is on: a group's shared prefix, images and all, runs once and its answers after it
+        (:mod:`rmkit.vlm_sharing`; the same scores), a row that repeats one of its group takes that one's
+        score; ``stats`` counts it as the text scorer does."""
         budget = batch_tokens or BATCH_TOKENS
         rows = [r if isinstance(r, VisionRow) else VisionRow(list(r)) for r in rows]  # ids alone: text
-        waiting = Counter(id(r.patches) for r in rows if r.patches is not None)
-        features: dict[int, tuple[torch.Tensor, ...]] = {}
         scores = [0.0] * len(rows)
-        for batch in token_budget_batches([len(r.ids) for r in rows], budget, max_rows):
-            part = [rows[i] for i in batch]
+        alone, copies = list(range(len(rows))), {}
+        if groups and self.prefix_sharing:
+            groups, copies = vlm_sharing.unique(rows, groups)
+            shares, alone = vlm_sharing.plan(rows, groups, self.tokens.image_id)
+            alone = [i for i in alone if i not in copies]
+            vlm_sharing.count(shares, groups, stats)
+            for members, values in vlm_sharing.scores(self, rows, shares, budget, max_rows):
+                for i, value in zip(members, values.tolist(), strict=True):
+                    scores[i] = value
+        waiting = Counter(id(rows[i].patches) for i in alone if rows[i].patches is not None)
+        features: dict[int, tuple[torch.Tensor, ...]] = {}
+        for batch in token_budget_batches([len(rows[i].ids) for i in alone], budget, max_rows):
+            part = [rows[alone[b]] for b in batch]
             features.update(self.encode([r for r in part if id(r.patches) not in features], budget))
             out = self(**self.batch(part, features))
-            for i, value in zip(batch, out.end_scores.tolist(), strict=True):
-                scores[i] = value
+            for b, value in zip(batch, out.end_scores.tolist(), strict=True):
+                scores[alone[b]] = value
             for r in part:
                 waiting[id(r.patches)] -= 1
                 if r.patches is not None and not waiting[id(r.patches)]:
                     del features[id(r.patches)]
+        for i, first in copies.items():
+            scores[i] = scores[first]
         return scores
 
     def encode(self, rows: Sequence[VisionRow], budget: int) -> dict[int, tuple[torch.Tensor, ...]]:

@@ -49,6 +49,16 @@ class Family:
             out["image_grid_thw"] = grids
         return out
 
+    def positions(
+        self, model: Any, ids: torch.Tensor, mask: torch.Tensor, image_id: int, grids: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Each token's position as the model's forward gives it (prefix sharing splits them): Qwen's M-RoPE
+        (3, B, L) from the model's own ``get_rope_index`` with images, (B, L) among the real tokens without."""
+        if grids is None:
+            return _positions(mask)
+        types = (ids == image_id).int()
+        return model.get_rope_index(ids, types, image_grid_thw=grids, attention_mask=mask)[0]
+
     def features(self, model: Any, pixel_values: torch.Tensor, grids: torch.Tensor) -> list[torch.Tensor]:
         """One (tokens, H) tensor an image from the vision encoder and projector."""
         return list(model.get_image_features(pixel_values, grids).pooler_output)
@@ -108,6 +118,11 @@ class Llava(Family):
     ) -> dict[str, Any]:
         return {"position_ids": _positions(mask)}
 
+    def positions(
+        self, model: Any, ids: torch.Tensor, mask: torch.Tensor, image_id: int, grids: torch.Tensor | None
+    ) -> torch.Tensor:
+        return _positions(mask)
+
     def features(self, model: Any, pixel_values: torch.Tensor, grids: torch.Tensor) -> list[torch.Tensor]:
         return list(model.get_image_features(pixel_values).pooler_output)
 
@@ -116,7 +131,8 @@ class Gemma3(Llava):
     """Gemma3: the template's ``<start_of_image>`` becomes ``\\n\\n<start_of_image>``, ``mm_tokens_per_image``
     image tokens, ``<end_of_image>\\n\\n`` (processing_gemma3's rule: the text around the image tokens is
     written before tokenising, so its newlines merge with the text beside them as the processor's do);
-    ``token_type_ids`` mark the image tokens, which attend to each other both ways."""
+    ``token_type_ids`` mark the image tokens, which attend to each other both ways (given where a batch has
+    images: a text-only pass, a continuation after a shared prefix among them, is causal)."""
 
     image_text = "<start_of_image>"
 
@@ -134,7 +150,8 @@ class Gemma3(Llava):
     def inputs(
         self, ids: torch.Tensor, mask: torch.Tensor, image_id: int, grids: torch.Tensor | None
     ) -> dict[str, Any]:
-        return {"position_ids": _positions(mask), "token_type_ids": (ids == image_id).long()}
+        types = {"token_type_ids": (ids == image_id).long()} if grids is not None else {}
+        return {"position_ids": _positions(mask), **types}
 
     def encoder_outputs(self, features: list[torch.Tensor]) -> Any:
         return BaseModelOutputWithPooling(pooler_output=torch.stack(features))

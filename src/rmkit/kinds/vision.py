@@ -9,8 +9,9 @@ format, LLaMA-Factory's sharegpt with ``<image>``, rmkit's own with an ``images`
 
 ``rmkit serve`` reads OpenAI-style ``image_url`` parts holding data URLs (:mod:`rmkit.serving.protocols`),
 and ``http(s)`` URLs with ``--allow-remote-images`` (:mod:`rmkit.serving.remote_images`).
-Each example's images run through the vision encoder once for all its answers (:mod:`rmkit.vlm`); the prompt's
-text tokens still run once an answer. ``rmkit train`` on image pairs: :mod:`rmkit.training.vision`.
+Each example's images run through the vision encoder once for all its answers (:mod:`rmkit.vlm`), and with
+prefix sharing (on unless ``--no-prefix-sharing``) its prompt, images and all, runs once through the language
+model before its answers (:mod:`rmkit.vlm_sharing`). ``rmkit train`` on image pairs: :mod:`rmkit.training.vision`.
 """
 
 from __future__ import annotations
@@ -94,7 +95,12 @@ class VisionKind(PairwiseKind):
         self, model: Any, chunk: Sequence[Any], prepared: list[Any], reading: Reading, stats: RowCounts
     ) -> Iterator[tuple[Any, Raw | None]]:
         rows = [t for row in prepared if row is not None for t in row]
-        scores = iter(model.score_rows(rows, reading.batch_tokens))
+        groups, start = [], 0  # the rows of one example answer one prompt: they may share its pass
+        for row in prepared if reading.prefix_sharing else []:
+            if row is not None:
+                groups.append(list(range(start, start + len(row))))
+                start += len(row)
+        scores = iter(model.score_rows(rows, reading.batch_tokens, groups=groups, stats=stats))
         for example, row in zip(chunk, prepared, strict=True):
             stats.add(row, example.notes)
             yield example, None if row is None else [next(scores) for _ in row]

@@ -160,9 +160,10 @@ class TrainConfig(PairOptions, RuntimeOptions, ModelOptions, StepOptions):
     prefix_sharing: str = option(
         "auto",
         help="a pair's chosen and rejected answers run after one pass over the tokens they share (exact; causal "
-        "decoders under SDPA or eager attention, the bt loss, unpacked): 'auto' where it saves a quarter of a "
-        "pair's padded tokens and 16 or more prompt tokens, 'on' for every pair, 'off'. Held-out eval shares "
-        "unless 'off'",
+        "decoders under SDPA or eager attention, the bt loss, unpacked; vision-language RMs, images and all, without "
+        "--gradient-checkpointing): 'auto' where it saves a quarter of a "
+        "pair's padded tokens and 16 or more prompt tokens (a vision-language RM: 16 or more), 'on' for every "
+        "pair, 'off'. Held-out eval shares unless 'off'",
         choices=["auto", "on", "off"],
     )
     save_steps: int = option(0, help="write a checkpoint every N steps (0: none)")

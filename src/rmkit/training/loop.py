@@ -55,7 +55,7 @@ from rmkit.training.step import (
     train_step,
 )
 from rmkit.training.tracking import TrainLog
-from rmkit.training.vision import VisionPairTask
+from rmkit.training.vision import VisionPairTask, sharing_refused
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ def _shares_pairs(rm: RewardModel, config: TrainConfig, task: Any) -> str:
     window = getattr(config_, "sliding_window", None) and getattr(config_, "use_sliding_window", True)
     why = (
         f"training on {task.unit} shares no prefix" if not hasattr(task, "shares")
-        else "a vision-language RM's pairs share their images' pass only" if getattr(rm, "reads_images", False)
+        else sharing_refused(config, rm, task) if getattr(rm, "reads_images", False)
         else "it needs a causal decoder" if not (rm.is_decoder and rm.unmask_right_padding and rm.prefix_sharing)
         else "--loss token_wise reads each answer's padded score row" if config.loss == "token_wise"
         else "packed micro-batches (--packing) already drop the pads" if task.packed

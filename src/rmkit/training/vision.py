@@ -5,9 +5,12 @@ The task reads the pairs as ``rmkit score`` does (:mod:`rmkit.data.vision`), tok
 is dropped and counted) and trains with the Bradley-Terry family of losses, like :class:`PairTask`. Each
 micro-batch runs each pair's images through the vision encoder once, the chosen and rejected rows then
 reading the same features: the same loss and gradients as running the images once a row (a test checks
-it), for half the encoder's work. The prompt's text tokens run once an answer (text prefix sharing is not
-applied to VLMs). ``--freeze vision,projector`` stops the gradients of the vision encoder and of its
-projector into the language model, matched by each family's module names (:data:`rmkit.vlm_families.FAMILIES`); the
+it), for half the encoder's work. With ``--prefix-sharing`` (``auto``: a prefix of 16 tokens or more;
+``on``; ``off``) a pair's shared prefix, its images and prompt, runs once through the language model and
+both answers after it (:mod:`rmkit.vlm_sharing`): the same loss and every gradient as the unshared step (a
+test checks it); not under ``--gradient-checkpointing``, which keeps no cache.
+``--freeze vision,projector`` stops the gradients of the vision encoder and of its projector into the
+language model, matched by each family's module names (:data:`rmkit.vlm_families.FAMILIES`); the
 parameters frozen are counted by module in the log and in ``metrics.json`` (``train.frozen``).
 
 The loop's other options hold as for text pairs: the loss variants (``--score-reg``, ``--center-rewards``,
@@ -36,10 +39,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from rmkit import kinds
+from rmkit import kinds, vlm_sharing
 from rmkit.data import RowCounts, token_budget_batches
 from rmkit.data.processing import VisionRow
 from rmkit.errors import RMKitError
+from rmkit.inference import MIN_SHARED
 from rmkit.losses import bradley_terry, divergence_index, token_wise
 from rmkit.training.config import TrainConfig
 from rmkit.training.parallel import Dist
@@ -75,6 +79,7 @@ class VisionPairTask(PairTask):
     kind: kinds.Kind = kinds.VisionKind()  # whose data reader reads the pairs
     lora_task = None  # peft's plain LoRA model: the value head is rmkit's module, outside the VLM
     sharded = False  # FSDP: each row's images run inside the sharded model's forward
+    world = 1  # processes (several: the prefix is not shared, sharing_refused)
 
     def load(self, config: TrainConfig) -> Any:
         """The model to train, a value head on it (a fresh one where it has none)."""
@@ -89,7 +94,7 @@ class VisionPairTask(PairTask):
 
     def prepare(self, config: TrainConfig, stats: RowCounts, d: Dist) -> tuple[Any, Any, Any, str | None]:
         refused(config)
-        self.sharded = d.sharded
+        self.sharded, self.world = d.sharded, d.world
         rm = self.load(config)
         rm.model.fresh_head = None
         output = rm.model.get_output_embeddings()
@@ -153,17 +158,20 @@ class VisionPairTask(PairTask):
         device: torch.device,
     ):
         """``(loss per pair, a function counting the chunk into some totals)``: each pair's images encoded
-        once (:meth:`rmkit.vlm.VisionRewardModel.encode`), its two rows in one forward pass."""
+        once (:meth:`rmkit.vlm.VisionRewardModel.encode`), its shared prefix run once where ``sharing`` says
+        (:func:`plan_pairs`), else its two rows in one forward pass."""
         # FSDP: a chunk without images takes the stand-in along (its loss left out; see stand_in)
         blank = self.sharded and all(p.chosen.patches is None and p.rejected.patches is None for p in chunk)
+        plan = plan_pairs(getattr(model, "module", model), chunk, "off" if blank else self.sharing)
         with autocast(config, device):
             loss, chosen, rejected = pair_scores(
-                model, [*chunk, self.blank] if blank else chunk, config, shared=not self.sharded
+                model, [*chunk, self.blank] if blank else chunk, config, shared=not self.sharded, plan=plan
             )
         if blank:
             loss, chosen, rejected = loss[:-1], chosen[:-1], rejected[:-1]
         tokens = sum(len(p.chosen.ids) + len(p.rejected.ids) for p in chunk)
-        return loss, lambda totals: totals.add(loss, chosen, rejected, tokens)
+        counts = (len(plan[0]), sum(n for n, _ in plan[0]))  # pairs shared, prefix tokens not run again
+        return loss, lambda totals: totals.add(loss, chosen, rejected, tokens, *counts)
 
     @torch.no_grad()
     def heldout(self, rm: Any, items: Any, config: TrainConfig, d: Dist) -> dict[str, Any]:
@@ -174,7 +182,8 @@ class VisionPairTask(PairTask):
         for idx in d.same_count(token_budget_batches(self.lengths(mine), config.eval_batch_tokens, None)):
             batch = [mine[i] for i in idx] or [self.stand_in(rm.pad_token_id)]
             with autocast(config, d.device):
-                loss, chosen, rejected = pair_scores(rm, batch, config, shared=not self.sharded)
+                plan = plan_pairs(rm, batch, self.sharing if idx else "off")
+                loss, chosen, rejected = pair_scores(rm, batch, config, shared=not self.sharded, plan=plan)
             if idx:
                 totals.add(loss, chosen, rejected, 0)
         rm.train(was_training)
@@ -182,19 +191,39 @@ class VisionPairTask(PairTask):
 
 
 def pair_scores(
-    model: Any, pairs: list[VisionPair], config: TrainConfig, shared: bool
+    model: Any,
+    pairs: list[VisionPair],
+    config: TrainConfig,
+    shared: bool,
+    plan: tuple[list, list[int]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-pair loss (B,) and the chosen and rejected end scores (B,) of ``pairs`` in one forward pass: the
-    rows ``[chosen_1 .. chosen_B, rejected_1 .. rejected_B]``, each pair's images encoded once with
-    ``shared``, else once a row (the unshared step, which gives the same numbers). ``--loss token_wise``
-    reads every position's score of the same pass (:func:`pair_loss`)."""
+    """Per-pair loss (B,) and the chosen and rejected end scores (B,) of ``pairs``: the rows ``[chosen_1 ..
+    chosen_B, rejected_1 .. rejected_B]``, each pair's images encoded once with ``shared``, else once a row
+    (the unshared step, which gives the same numbers). The pairs of ``plan`` (:func:`plan_pairs`) run their
+    shared prefix once, then both answers after it (:mod:`rmkit.vlm_sharing`: the same loss and gradients);
+    the rest in one forward pass. Without ``plan`` every row runs whole, in one pass, through ``model`` (DDP's
+    wrapper where there is one); ``--loss token_wise`` reads every position's score of it (:func:`pair_loss`)."""
     rm = getattr(model, "module", model)  # DDP wraps the model (and is what the forward must go through)
     rows = [p.chosen for p in pairs] + [p.rejected for p in pairs]
-    features = rm.encode(rows, 1 << 62) if shared else None
-    batch = rm.batch(rows, features)
-    out = model(**batch, token_scores=config.loss == "token_wise")
-    chosen, rejected = out.end_scores.float().chunk(2)
-    return pair_loss(out, batch["input_ids"], pairs, config), chosen, rejected
+    shares, alone = plan or ([], list(range(len(rows))))
+    if not shares:
+        batch = rm.batch(rows, rm.encode(rows, 1 << 62) if shared else None)
+        out = model(**batch, token_scores=config.loss == "token_wise")
+        chosen, rejected = out.end_scores.float().chunk(2)
+        return pair_loss(out, batch["input_ids"], pairs, config), chosen, rejected
+    parts = list(vlm_sharing.scores(rm, rows, shares, 1 << 62, None))
+    if alone:
+        whole = [rows[i] for i in alone]
+        features = rm.encode(whole, 1 << 62) if shared else None
+        parts.append((alone, model(**rm.batch(whole, features)).end_scores))
+    order = torch.tensor([i for members, _ in parts for i in members])
+    scores = torch.cat([values for _, values in parts])[order.argsort().to(parts[0][1].device)]
+    chosen, rejected = scores.float().chunk(2)
+    margin = None
+    if any(p.margin for p in pairs):
+        margin = torch.tensor([p.margin for p in pairs], device=chosen.device)
+    loss = bradley_terry(chosen, rejected, margin, score_reg=config.score_reg, center=config.center_rewards)
+    return loss, chosen, rejected
 
 
 def pair_loss(out: Any, ids: torch.Tensor, pairs: list[VisionPair], config: TrainConfig) -> torch.Tensor:
@@ -257,6 +286,32 @@ def lora_modules(rm: Any) -> list[str]:
         and not name.startswith((family.vision, family.projector))
         and name.split(".")[-1] not in ("score", "classifier")
     ]
+
+
+def plan_pairs(model: Any, pairs: list[VisionPair], sharing: str) -> tuple[list, list[int]]:
+    """Which pairs of the rows ``[chosen_1 .. chosen_B, rejected_1 .. rejected_B]`` run after one pass over
+    their shared prefix, images and all (:func:`rmkit.vlm_sharing.plan`; ``auto``: a prefix of ``MIN_SHARED``
+    tokens or more, ``on``: every pair whose prefix holds its images, ``off``: none), and the rows that run
+    whole."""
+    n = len(pairs)
+    if sharing == "off":
+        return [], list(range(2 * n))
+    rows = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    least = {"on": 1}.get(sharing, MIN_SHARED)
+    return vlm_sharing.plan(rows, [[i, i + n] for i in range(n)], model.tokens.image_id, least)
+
+
+def sharing_refused(config: TrainConfig, rm: Any, task: Any) -> str | None:
+    """Why a vision-language RM's pairs cannot run their shared prefix once in this run (``None``: they can)."""
+    if not rm.prefix_sharing:
+        return "this model's forward runs its rows whole"
+    if config.gradient_checkpointing:
+        return "gradient checkpointing runs the language model without the prefix's cache"
+    if config.loss == "token_wise":
+        return "--loss token_wise reads each answer's padded score row"
+    if task.world > 1:
+        return "under torchrun the forward goes through DDP's or FSDP's wrapper, which runs rows whole"
+    return None
 
 
 def freeze(rm: Any, parts: list[str]) -> dict[str, int]:
