@@ -55,7 +55,7 @@ class Scorer:
         self.reading = kinds.Reading(max_length=config.max_tokens, aggregate=config.aggregate)
         if config.normalize and not getattr(rm, "normalizes", False):
             raise RMKitError("--normalize: the model stores no score mean and std to normalise with")
-        rm.prefix_sharing = config.prefix_sharing
+        rm.prefix_sharing = getattr(rm, "prefix_sharing", True) and config.prefix_sharing  # off, never on
         self.api_key = config.api_key or os.environ.get(API_KEY_ENV) or None
         self.telemetry = Telemetry()
         self.batcher = Batcher(
