@@ -32,6 +32,7 @@ from rmkit.errors import RMKitError
 from rmkit.option_values import Items, MappingAction, items, mapping
 
 T = TypeVar("T")
+VISION = ("min_pixels", "max_pixels", "video_fps", "max_frames")  # a VLM's loading options (images, video)
 log = logging.getLogger(__name__)
 
 
@@ -187,6 +188,8 @@ class ModelOptions:
 
     min_pixels: int | None = option(None, help="a vision-language RM's least pixels an image (resized)")
     max_pixels: int | None = option(None, help="a vision-language RM's most pixels an image (resized)")
+    video_fps: float | None = option(None, help="a vision-language RM's video frames a second (default 2.0)")
+    max_frames: int | None = option(None, help="a vision-language RM's most frames a video (default 768)")
     judge: str | None = option(
         None,
         help="read a causal LM as a judge, its verdict token's logits in one pass: verifier (log-odds of yes "
@@ -263,8 +266,7 @@ class ModelOptions:
             **({"single_bos": True} if self.single_bos else {}),
             **({"attn_implementation": self.attn_implementation} if self.attn_implementation else {}),
             **({"head": self.head} if self.head else {}),
-            **({"images": {"min_pixels": self.min_pixels, "max_pixels": self.max_pixels}}
-               if self.min_pixels or self.max_pixels else {}),
+            **({"images": {k: getattr(self, k) for k in VISION}} if any(getattr(self, k) for k in VISION) else {}),
         }  # fmt: skip
 
 

@@ -20,7 +20,8 @@ Scoring takes rows of :class:`rmkit.data.processing.VisionRow` (ids with each im
 images' patches and grids) through the language model in token-budget batches, longest first. The images of
 each example run through the vision encoder once, when the first batch that needs them comes (in passes of
 at most the budget's count of patches), and their features stay until its last row has run: a pair's two
-answers (and best-of-N's N) share that pass.
+answers (and best-of-N's N) share that pass. An example's videos (Qwen2-VL, Qwen2.5-VL: the rows'
+:class:`rmkit.data.processing.Clips`) run through the encoder the same way, once for all its answers.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class VisionRewardModel(HeldModel):
         self.head = head if head is not None else nn.Linear(hidden, 1)
         keep_fp32(self.head)
         self.tokens = self.family.tokens(model.config, processor, tokenizer)
+        self.video: dict[str, Any] = {}  # the videos' sampling: fps, max_frames (rmkit.data.video)
 
     @classmethod
     def from_pretrained(
@@ -86,10 +88,13 @@ class VisionRewardModel(HeldModel):
         allow_pickle: bool = False,
         min_pixels: int | None = None,
         max_pixels: int | None = None,
+        video_fps: float | None = None,
+        max_frames: int | None = None,
         **_: Any,
     ) -> VisionRewardModel:
         """The VLM RM at ``path`` (module docstring); a VLM without a value head gets a fresh one (to train).
-        ``min_pixels``/``max_pixels`` bound each image's size after the image processor's resize."""
+        ``min_pixels``/``max_pixels`` bound each image's (and video frame's) size after the image processor's
+        resize; ``video_fps`` and ``max_frames`` are the videos' sampling (:mod:`rmkit.data.video`)."""
         from transformers import AutoImageProcessor
 
         target = resolve_device(device) if device is not None else torch.device("cpu")
@@ -112,6 +117,9 @@ class VisionRewardModel(HeldModel):
                 f"{path}: its value head reads {head.weight.shape[1]} features, its model has {hidden}"
             )
         rm = cls(model, AutoTokenizer.from_pretrained(str(path)), processor, head=head)
+        if (video_fps is not None and video_fps <= 0) or (max_frames is not None and max_frames < 1):
+            raise RMKitError(f"--video-fps {video_fps} --max-frames {max_frames}: both must be positive")
+        rm.video = {k: v for k, v in (("fps", video_fps), ("max_frames", max_frames)) if v}
         if device is not None:
             rm.to(target)
         return rm.eval()
@@ -127,6 +135,7 @@ class VisionRewardModel(HeldModel):
             self.tokenizer,
             self.processor,
             self.tokens,
+            **self.video,
             max_length=max_length or self.max_length,
             template=template or self.metadata.get("template", "auto"),
             truncation=truncation,
@@ -143,18 +152,35 @@ class VisionRewardModel(HeldModel):
         token_scores: bool = False,
         right_padded: bool | None = None,
         image_features: Sequence[torch.Tensor] | None = None,
+        pixel_values_videos: torch.Tensor | None = None,
+        video_grid_thw: torch.Tensor | None = None,
+        second_per_grid_ts: torch.Tensor | None = None,
+        video_features: Sequence[torch.Tensor] | None = None,
     ) -> RewardOutput:
         """End scores (B,) of a padded batch (either side), its images' ``pixel_values`` (P, D) and
         ``image_grid_thw`` (N, 3) in the order their tokens come; ``scores`` (B, L) with ``token_scores``.
         ``image_features`` (one (tokens, H) tensor an image, from :meth:`encode`) stand for ``pixel_values``:
-        the vision encoder then does not run."""
+        the vision encoder then does not run. Videos alike: ``pixel_values_videos`` (or ``video_features``),
+        ``video_grid_thw`` and ``second_per_grid_ts`` (one a video)."""
         images = image_grid_thw is not None
         kwargs = self.family.inputs(input_ids, attention_mask, self.tokens.image_id, image_grid_thw)
+        encoded = {}
         if images and image_features is not None:
-            pooled = self.family.encoder_outputs(list(image_features))
-            kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=pooled)}
+            encoded["image"] = BaseModelOutputWithPooling(
+                pooler_output=self.family.encoder_outputs(list(image_features))
+            )
         elif images:
             kwargs["pixel_values"] = pixel_values
+        if video_grid_thw is not None:
+            kwargs = self.family.with_videos(
+                kwargs, input_ids, self.tokens.video_id, video_grid_thw, second_per_grid_ts
+            )
+            if video_features is not None:
+                encoded["video"] = BaseModelOutputWithPooling(pooler_output=list(video_features))
+            else:
+                kwargs["pixel_values_videos"] = pixel_values_videos
+        if encoded:
+            kwargs["mm_encoder_outputs"] = encoded
         hidden = self.model.model(
             input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs
         ).last_hidden_state
@@ -174,24 +200,27 @@ class VisionRewardModel(HeldModel):
         are those of the rows still waiting that were encoded already, never a whole chunk's."""
         budget = batch_tokens or BATCH_TOKENS
         rows = [r if isinstance(r, VisionRow) else VisionRow(list(r)) for r in rows]  # ids alone: text
-        waiting = Counter(id(r.patches) for r in rows if r.patches is not None)
+        waiting = Counter(id(m) for r in rows for m in _media(r))
         features: dict[int, tuple[torch.Tensor, ...]] = {}
         scores = [0.0] * len(rows)
         for batch in token_budget_batches([len(r.ids) for r in rows], budget, max_rows):
             part = [rows[i] for i in batch]
-            features.update(self.encode([r for r in part if id(r.patches) not in features], budget))
+            features.update(
+                self.encode([r for r in part if any(id(m) not in features for m in _media(r))], budget)
+            )
             out = self(**self.batch(part, features))
             for i, value in zip(batch, out.end_scores.tolist(), strict=True):
                 scores[i] = value
-            for r in part:
-                waiting[id(r.patches)] -= 1
-                if r.patches is not None and not waiting[id(r.patches)]:
-                    del features[id(r.patches)]
+            for m in (m for r in part for m in _media(r)):
+                waiting[id(m)] -= 1
+                if not waiting[id(m)]:
+                    del features[id(m)]
         return scores
 
     def encode(self, rows: Sequence[VisionRow], budget: int) -> dict[int, tuple[torch.Tensor, ...]]:
         """The vision encoder's features of each distinct image set of ``rows`` (by the ``id`` of its patches),
-        one (tokens, H) tensor an image; sets batched up to ``budget`` patches a pass."""
+        one (tokens, H) tensor an image; sets batched up to ``budget`` patches a pass. Each distinct set of
+        videos alike (by the ``id`` of its :class:`~rmkit.data.processing.Clips`), one tensor a video."""
         sets = list({id(r.patches): r for r in rows if r.patches is not None}.values())
         costs = [len(r.patches) for r in sets]
         features: dict[int, tuple[torch.Tensor, ...]] = {}
@@ -202,6 +231,16 @@ class VisionRewardModel(HeldModel):
             for i in group:
                 features[id(sets[i].patches)] = tuple(out[start : start + len(sets[i].grids)])
                 start += len(sets[i].grids)
+        clips = list({id(r.videos): r.videos for r in rows if r.videos is not None}.values())
+        for group in token_budget_batches([len(c.patches) for c in clips], budget, None):
+            batch = self._videos([clips[i] for i in group])
+            out = self.family.video_features(
+                self.model.model, batch["pixel_values_videos"], batch["video_grid_thw"]
+            )
+            start = 0
+            for i in group:
+                features[id(clips[i])] = tuple(out[start : start + len(clips[i].grids)])
+                start += len(clips[i].grids)
         return features
 
     def batch(
@@ -212,6 +251,7 @@ class VisionRewardModel(HeldModel):
         patches, and each row's features."""
         ids, mask = padded_on([r.ids for r in rows], self.pad_token_id, self.device)
         batch: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "right_padded": True}
+        batch.update(self._videos([r.videos for r in rows if r.videos is not None], features))
         with_images = [r for r in rows if r.patches is not None]
         if not with_images:
             return batch
@@ -224,6 +264,30 @@ class VisionRewardModel(HeldModel):
             patches = np.concatenate([r.patches for r in with_images])
             batch["pixel_values"] = torch.from_numpy(patches).to(self.device, dtype)
         return batch
+
+    def _videos(
+        self, clips: Sequence[Any], features: dict[int, tuple[torch.Tensor, ...]] | None = None
+    ) -> dict:
+        """The model's video inputs of ``clips`` (one :class:`~rmkit.data.processing.Clips` a row that has
+        videos, in row order; a set shared by several rows given once in the patches, and each row's
+        features): ``video_grid_thw``, ``second_per_grid_ts``, and ``pixel_values_videos`` or
+        ``video_features``."""
+        if not clips:
+            return {}
+        out: dict[str, Any] = {
+            "video_grid_thw": torch.tensor(
+                [g for c in clips for g in c.grids], dtype=torch.long, device=self.device
+            ),
+            "second_per_grid_ts": torch.tensor([s for c in clips for s in c.seconds], device=self.device),
+        }
+        if features is not None:
+            out["video_features"] = [f for c in clips for f in features[id(c)]]
+        else:
+            dtype = next(self.model.get_submodule(self.family.vision.rstrip(".")).parameters()).dtype
+            out["pixel_values_videos"] = torch.from_numpy(np.concatenate([c.patches for c in clips])).to(
+                self.device, dtype
+            )
+        return out
 
     def save_pretrained(self, path: str | Path, metadata: dict[str, Any] | None = None) -> None:
         """Write the VLM's checkpoint, its tokenizer and image processor, and ``value_head.safetensors``."""
@@ -239,6 +303,11 @@ class VisionRewardModel(HeldModel):
             )
 
         save_model(self.model, self.tokenizer, self.metadata, Path(path), extra=extra)
+
+
+def _media(row: VisionRow) -> list[Any]:
+    """The image and video sets of ``row`` (its patches, its clips): what the encoder runs once a set."""
+    return [m for m in (row.patches, row.videos) if m is not None]
 
 
 def _backbone(config: Any) -> Any:

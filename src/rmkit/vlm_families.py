@@ -23,13 +23,24 @@ class Family:
     processor rule of the family) and what else the model's forward takes (:meth:`inputs`)."""
 
     image_text = "<|vision_start|><|image_pad|><|vision_end|>"
+    video_text = "<|vision_start|><|video_pad|><|vision_end|>"
     vision, projector = "model.visual.", "model.visual.merger."
+    timed = False  # its forward takes second_per_grid_ts (Qwen2.5-VL's temporal positions)
 
     def tokens(self, config: Any, processor: Any, tokenizer: Any) -> ImageTokens:
-        """Qwen2-VL's rule: an image's ``<|image_pad|>`` becomes ``t·h·w / merge²`` tokens."""
+        """Qwen2-VL's rule: an image's ``<|image_pad|>`` (a video's ``<|video_pad|>``, where the tokenizer has
+        the model's video token) becomes ``t·h·w / merge²`` tokens."""
         merge = int(processor.merge_size)
+        video = getattr(config, "video_token_id", None)
+        video = (
+            video if video is not None and tokenizer.convert_tokens_to_ids("<|video_pad|>") == video else None
+        )
         return ImageTokens(
-            int(config.image_token_id), self.image_text, lambda g: g[0] * g[1] * g[2] // merge**2
+            int(config.image_token_id),
+            self.image_text,
+            lambda g: g[0] * g[1] * g[2] // merge**2,
+            video_id=video,
+            video_text=self.video_text,
         )
 
     def inputs(
@@ -44,9 +55,33 @@ class Family:
             out["image_grid_thw"] = grids
         return out
 
+    def with_videos(
+        self,
+        inputs: dict[str, Any],
+        ids: torch.Tensor,
+        video_id: int,
+        grids: torch.Tensor,
+        seconds: torch.Tensor,
+    ) -> dict[str, Any]:
+        """:meth:`inputs` of a batch with videos: their tokens marked 2 in ``mm_token_type_ids`` (transformers'
+        rule: text 0, image 1, video 2), M-RoPE positions from the ``video_grid_thw`` too (and Qwen2.5-VL's
+        ``second_per_grid_ts``)."""
+        out = {k: v for k, v in inputs.items() if k != "position_ids"}
+        out["mm_token_type_ids"] = inputs["mm_token_type_ids"] + 2 * (ids == video_id).int()
+        out["video_grid_thw"] = grids
+        if self.timed:
+            out["second_per_grid_ts"] = seconds
+        return out
+
     def features(self, model: Any, pixel_values: torch.Tensor, grids: torch.Tensor) -> list[torch.Tensor]:
         """One (tokens, H) tensor an image from the vision encoder and projector."""
         return list(model.get_image_features(pixel_values, grids).pooler_output)
+
+    def video_features(
+        self, model: Any, pixel_values: torch.Tensor, grids: torch.Tensor
+    ) -> list[torch.Tensor]:
+        """One (tokens, H) tensor a video from the vision encoder and projector."""
+        return list(model.get_video_features(pixel_values, grids).pooler_output)
 
     def encoder_outputs(self, features: list[torch.Tensor]) -> Any:
         return features
@@ -111,6 +146,12 @@ def _positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+class Qwen25(Family):
+    """Qwen2.5-VL: Qwen2-VL's rules; a video's temporal positions are spaced by its ``second_per_grid_ts``."""
+
+    timed = True
+
+
 FAMILIES: dict[str, Family] = {
-    "qwen2_vl": Family(), "qwen2_5_vl": Family(), "llava": Llava(), "gemma3": Gemma3()
+    "qwen2_vl": Family(), "qwen2_5_vl": Qwen25(), "llava": Llava(), "gemma3": Gemma3()
 }  # fmt: skip

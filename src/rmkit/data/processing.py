@@ -16,6 +16,14 @@ LLaVA's ``<image>`` and Gemma3's ``<start_of_image>`` are expanded by their proc
 family's image text (Qwen's ``<|vision_start|><|image_pad|><|vision_end|>``). Truncation cuts the prompt from the left as for text,
 once for all the answers of an example, after the images are expanded; never into an image or an answer:
 an example too long to keep its images whole is dropped and counted.
+
+A video part (Qwen2-VL, Qwen2.5-VL) is sampled to frames by the rule of :mod:`rmkit.data.video` (the
+tokenizer's ``fps`` and ``max_frames``), each frame resized and normalised by the image processor as an image
+is (its ``smart_resize`` rule, min and max pixels), then grouped as transformers' ``Qwen2VLVideoProcessor``
+groups them: the frames padded to a multiple of the temporal patch size by repeating the last, and each
+temporal patch's pixels flattened ``(channel, time, patch row, patch column)`` under the same spatial order as
+an image's patches; its grid is ``(frames / 2, h, w)`` and its one ``<|video_pad|>`` token becomes
+``t·h·w / merge²`` of them (:class:`Clips`).
 """
 
 from __future__ import annotations
@@ -25,9 +33,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from rmkit.data.formats import Example, Message
 from rmkit.data.rendering import ExampleTokenizer, Tokenized, render_plain
+from rmkit.data.video import FPS, MAX_FRAMES, sample
 from rmkit.errors import DataError
+
+
+@dataclass
+class Clips:
+    """The videos of one example: their ``patches`` (P, C·T·patch²), one ``(t, h, w)`` grid a video and the
+    ``seconds`` each temporal patch spans (Qwen2.5-VL's ``second_per_grid_ts``: temporal patch size / fps)."""
+
+    patches: Any
+    grids: list[tuple[int, int, int]]
+    seconds: list[float]
 
 
 @dataclass
@@ -37,6 +58,7 @@ class VisionRow(Tokenized):
 
     patches: Any = None
     grids: list[tuple[int, int, int]] = field(default_factory=list)
+    videos: Clips | None = None
 
     def __len__(self) -> int:  # its tokens, as a row of ids counts in a token budget (the server's queue)
         return len(self.ids)
@@ -58,15 +80,28 @@ class ImageTokens:
     placeholder: int | None = None
     before: tuple[int, ...] = ()
     wrap: tuple[str, str] = ("", "")
+    video_id: int | None = None  # the token a video's features take the place of (None: no video read)
+    video_text: str = ""  # what a video part renders as without a chat template
 
 
 class VisionTokenizer(ExampleTokenizer):
     """An :class:`ExampleTokenizer` for multimodal examples (module docstring); ``tokenize`` gives a list of
-    :class:`VisionRow`, one a response, for each example (``None``: dropped)."""
+    :class:`VisionRow`, one a response, for each example (``None``: dropped). A video is sampled at ``fps``
+    frames a second, at most ``max_frames`` (:mod:`rmkit.data.video`)."""
 
-    def __init__(self, tokenizer: Any, processor: Any, tokens: ImageTokens, **options: Any):
+    fps, max_frames = FPS, MAX_FRAMES
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        processor: Any,
+        tokens: ImageTokens,
+        fps: float = FPS,
+        max_frames: int = MAX_FRAMES,
+        **options: Any,
+    ):
         super().__init__(tokenizer, **options)
-        self.processor, self.tokens = processor, tokens
+        self.processor, self.tokens, self.fps, self.max_frames = processor, tokens, fps, max_frames
 
     def render(self, prompt: Sequence[Message], response: str) -> str:
         if self.use_chat:
@@ -80,15 +115,17 @@ class VisionTokenizer(ExampleTokenizer):
     def _plain(self, content: Any) -> str:
         if isinstance(content, str):
             return content
-        return "".join(self.tokens.text if p.get("type") == "image" else p.get("text", "") for p in content)
+        texts = {"image": self.tokens.text, "video": self.tokens.video_text}
+        return "".join(texts.get(p.get("type"), "") or p.get("text", "") for p in content)
 
     def tokenize(self, examples: Sequence[Example]) -> list[list[Tokenized] | None]:  # type: ignore[override]
         rows = super().tokenize(examples)
         out: list[list[Tokenized] | None] = []
         for ex, row in zip(examples, rows, strict=True):
             patches, grids = self._images([p.image for p in getattr(ex, "images", [])])
-            seqs = [self._expanded(ex, t.ids, grids) for t in row or []]
-            out.append(self._cut(seqs, patches, grids) if row is not None else None)
+            clips = self._videos(ex) if row is not None else None
+            seqs = [self._expanded(ex, t.ids, grids, clips) for t in row or []]
+            out.append(self._cut(seqs, patches, grids, clips) if row is not None else None)
         return out
 
     def _truncated(self, rows: list[list[int]], one_prompt: bool) -> list[Tokenized]:
@@ -96,7 +133,7 @@ class VisionTokenizer(ExampleTokenizer):
 
     def truncate(self, ids: list[int]) -> VisionRow:
         """A row of token ids alone (a server's pre-tokenised input: no images) cut by the rule above."""
-        cut = self._cut([list(ids)], None, [])
+        cut = self._cut([list(ids)], None, [], None)
         return cut[0] if cut else VisionRow(list(ids[-self.max_length :]), truncated=True)
 
     def _images(self, images: list[Any]) -> tuple[Any, list[tuple[int, int, int]]]:
@@ -109,44 +146,86 @@ class VisionTokenizer(ExampleTokenizer):
             return patches, [(1, int(p.shape[-2]), int(p.shape[-1])) for p in patches]
         return patches, [tuple(int(x) for x in g) for g in done["image_grid_thw"]]
 
-    def _expanded(self, ex: Example, ids: list[int], grids: list) -> list[int]:
-        """``ids`` with each image token expanded to its image's count of features (and the ids around them)."""
+    def _videos(self, ex: Example) -> Clips | None:
+        """Every video of one example sampled, through the image processor frame by frame and grouped as
+        Qwen2-VL's video processor groups them (module docstring)."""
+        videos = getattr(ex, "videos", [])
+        if not videos:
+            return None
+        if self.tokens.video_id is None:
+            raise DataError(
+                "this model reads no video (Qwen2-VL and Qwen2.5-VL do)", row=ex.row, field="videos"
+            )
+        span = int(self.processor.temporal_patch_size)
+        patches, grids, seconds = [], [], []
+        for video in videos:
+            frames = sample(video, self.fps, self.max_frames)
+            images = frames.images + frames.images[-1:] * (-len(frames.images) % span)
+            done = self.processor(images=images, temporal_patch_size=1, return_tensors="np")
+            _, h, w = (int(x) for x in done["image_grid_thw"][0])
+            flat = done["pixel_values"]  # (frames·h·w, C·patch²): each frame's patches, in the image order
+            t = len(images) // span
+            channels = flat.shape[1] // int(self.processor.patch_size) ** 2
+            grouped = flat.reshape(t, span, h * w, channels, -1).transpose(0, 2, 3, 1, 4)
+            patches.append(grouped.reshape(t * h * w, -1))
+            grids.append((t, h, w))
+            seconds.append(span / frames.fps)
+        return Clips(np.concatenate(patches), grids, seconds)
+
+    def _expanded(self, ex: Example, ids: list[int], grids: list, clips: Clips | None = None) -> list[int]:
+        """``ids`` with each image (and video) token expanded to its count of features (and the ids around
+        them)."""
         tokens = self.tokens
         mark = tokens.image_id if tokens.placeholder is None else tokens.placeholder
-        places = [i for i, t in enumerate(ids) if t == mark]
-        if len(places) != len(grids):
-            raise DataError(
-                f"the rendered text has {len(places)} image tokens for {len(grids)} images (the model's "
-                "chat template must write one image token an image part)",
-                row=ex.row,
-                field="images",
-            )
+        expand = {mark: [(tokens.before, tokens.image_id, tokens.count(g)) for g in grids]}
+        if clips is not None:
+            expand[tokens.video_id] = [((), tokens.video_id, tokens.count(g)) for g in clips.grids]
+        for at_id, kind in ((mark, "image"), (tokens.video_id, "video")):
+            found, wanted = ids.count(at_id) if at_id is not None else 0, len(expand.get(at_id, []))
+            if found != wanted:
+                raise DataError(
+                    f"the rendered text has {found} {kind} tokens for {wanted} {kind}s (the model's chat "
+                    f"template must write one {kind} token a {kind} part)",
+                    row=ex.row,
+                    field=f"{kind}s",
+                )
+        queues = {k: iter(v) for k, v in expand.items()}
         out: list[int] = []
-        start = 0
-        for at, grid in zip(places, grids, strict=True):
-            out += ids[start:at] + [*tokens.before, *[tokens.image_id] * tokens.count(grid)]
-            start = at + 1
-        return out + ids[start:]
+        for t in ids:
+            if t in queues:
+                before, token, count = next(queues[t])
+                out += [*before, *[token] * count]
+            else:
+                out.append(t)
+        return out
 
-    def _cut(self, rows: list[list[int]], patches: Any, grids: list) -> list[Tokenized] | None:
+    def _cut(
+        self, rows: list[list[int]], patches: Any, grids: list, clips: Clips | None
+    ) -> list[Tokenized] | None:
         """One example's rows cut to ``max_length`` (module docstring): one cut of the prompt they share, from
         the left after the leading special tokens, for all; ``None`` (dropped) where that would reach an image
         or an answer, or with ``truncation="drop"``."""
         longest = max(map(len, rows))
         if self.max_length is None or longest <= self.max_length:
-            return [VisionRow(r, patches=patches, grids=grids) for r in rows]
+            return [VisionRow(r, patches=patches, grids=grids, videos=clips) for r in rows]
         if self.truncation == "drop":
             return None
         head = 0
         while head < len(rows[0]) and rows[0][head] in self._special and head < self.max_length // 2:
             head += 1
         cut = longest - self.max_length
-        image_id, out = self.tokens.image_id, []
+        marks, out = (self.tokens.image_id, self.tokens.video_id), []
         for row in rows:
             kept = row[:head] + row[head + cut :]
-            if len(kept) > self.max_length or kept.count(image_id) != row.count(image_id):
+            if len(kept) > self.max_length or any(
+                kept.count(m) != row.count(m) for m in marks if m is not None
+            ):
                 return None
-            out.append(VisionRow(kept, truncated=True, group_cut=len(rows) > 1, patches=patches, grids=grids))
+            out.append(
+                VisionRow(
+                    kept, truncated=True, group_cut=len(rows) > 1, patches=patches, grids=grids, videos=clips
+                )
+            )
         if len(rows) > 1 and len(os.path.commonprefix(rows)) < head + cut:  # the cut would reach an answer
             return None
         return out

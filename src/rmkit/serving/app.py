@@ -115,9 +115,11 @@ class Scorer:
                     )
         else:
             if self.kind.modality == "text" and any(
-                getattr(ex, "images", None) for ex in call.examples or []
+                getattr(ex, "images", None) or getattr(ex, "videos", None) for ex in call.examples or []
             ):
-                raise RequestError("this model reads text only: send no image parts", field="messages")
+                raise RequestError(
+                    "this model reads text only: send no image or video parts", field="messages"
+                )
             try:
                 rows = await self.tokenizing.submit(call.examples or [])
             except Exception as e:  # a chat template that refuses the conversation, say: the input's fault

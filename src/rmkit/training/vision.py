@@ -71,6 +71,8 @@ class VisionPairTask(PairTask):
             allow_pickle=config.allow_pickle,
             min_pixels=config.min_pixels,
             max_pixels=config.max_pixels,
+            video_fps=config.video_fps,
+            max_frames=config.max_frames,
         )
         rm.model.fresh_head = None
         self.frozen = freeze(rm, config.freeze or [])
