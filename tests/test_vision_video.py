@@ -422,3 +422,15 @@ def test_train_on_video_pairs_then_score(media, tmp_path):
         main(["score", "--model", str(out), "--data", str(data), "--output", str(tmp_path / "s.jsonl")]) == 0
     )
     assert len((tmp_path / "s.jsonl").read_text().splitlines()) == 4
+
+
+def test_a_model_without_a_video_token_refuses_video_rows(media, tmp_path):
+    """A VLM whose tokenizer has no <|video_pad|> (here a Qwen2-VL built without one; LLaVA and Gemma3 alike)
+    refuses a row with a video, naming the row and field, rather than scoring it without its video."""
+    from rmkit.vlm import VisionRewardModel
+
+    rm = VisionRewardModel.from_pretrained(make_vlm(tmp_path / "vlm", "qwen2_vl"))
+    assert rm.tokens.video_id is None
+    with pytest.raises(DataError, match="reads no video") as caught:
+        rm.example_tokenizer().tokenize(video_examples(media)[:1])
+    assert (caught.value.row, caught.value.field) == (1, "videos")
