@@ -434,3 +434,39 @@ def test_a_model_without_a_video_token_refuses_video_rows(media, tmp_path):
     with pytest.raises(DataError, match="reads no video") as caught:
         rm.example_tokenizer().tokenize(video_examples(media)[:1])
     assert (caught.value.row, caught.value.field) == (1, "videos")
+
+
+def test_mm_rlhf_rewardbench_reads_its_video_rows(video_rm, media, tmp_path):
+    """MM-RLHF-RewardBench's video rows (a video path, no image) are scored with their video: the video
+    category's ACC and ACC+ equal a hand computation from the model's own scores of those pairs."""
+    import shutil
+
+    from rmkit.cli import main
+
+    rm, path = video_rm
+    (media / "video").mkdir(exist_ok=True)  # the category is the path's: video/..., mcq/...
+    shutil.copy(media / "clip.mp4", media / "video" / "clip.mp4")
+    answers = [("It brightens", "it fades"), ("nothing happens", "The light grows, slowly, to white")]
+    rows = [{"id": "i", "prompt": "What colour?", "image": "red.png", "video": None, "chosen": "red",
+             "rejected": "blue", "chosen_reason": "", "rejected_reason": ""}]  # fmt: skip
+    rows += [{"id": "v", "prompt": "What happens?", "image": None, "video": "video/clip.mp4", "chosen": c, "rejected": r,
+              "chosen_reason": "", "rejected_reason": ""} for c, r in answers]  # fmt: skip
+    data = write_jsonl(media / "mm_reward_bench.jsonl", rows)
+    args = ["eval", "--model", str(path), "--data", str(data), "--output-dir", str(tmp_path / "ev"),
+            "--bootstrap", "20", "--no-plots", "--video-fps", "4"]  # fmt: skip
+    assert main(args) == 0
+    (official,) = json.loads((tmp_path / "ev" / "metrics.json").read_text())["suite"]["models"].values()
+    parts = [{"type": "video"}, {"type": "text", "text": "What happens?"}]
+    right = []
+    for c, r in answers:
+        ex = VisionExample(
+            1, [{"role": "user", "content": parts}], [c, r], True, videos=[clip(media / "clip.mp4")]
+        )
+        chosen, rejected = rm.score_rows(rm.example_tokenizer().tokenize([ex])[0])
+        right.append(chosen > rejected)
+    video = official["subsets"]["video"]
+    assert (video["score"], video["acc_plus"], video["pairs"]) == (
+        pytest.approx(sum(right) / 2),
+        float(all(right)),
+        2,
+    )
