@@ -98,6 +98,16 @@ def test_a_video_file_a_gif_and_frames_are_sampled_by_the_rule(media, tmp_path):
     frames = sample(video, 2.0, 768)
     assert [index_of(f) for f in frames.images] == [0, 6, 12, 17, 23, 29] and frames.fps == 2.0
     assert [index_of(f) for f in sample(video, 4.0, 768).images] == frame_indices(30, 10.0, 4.0)
+    stored = {"bytes": (media / "clip.mp4").read_bytes(), "path": "clip.mp4"}  # datasets' Video feature
+    as_dict = open_video(stored, RowReader("d", 1), "video", base=None)
+    assert as_dict.ref == "clip.mp4" and [index_of(f) for f in sample(as_dict).images] == [
+        0,
+        6,
+        12,
+        17,
+        23,
+        29,
+    ]
 
     from PIL import Image
 
@@ -295,6 +305,36 @@ def test_without_pyav_a_video_file_says_how_to_install_it(media, monkeypatch):
     monkeypatch.setitem(sys.modules, "av", None)  # import av now fails, as where PyAV is not installed
     with pytest.raises(RMKitError, match=r"pip install 'rmkit\[video\]'"):
         clip(media / "clip.mp4")
+
+
+def test_a_training_step_sharing_each_pairs_video_equals_the_unshared_step(video_rm, media):
+    """rmkit train's step on video pairs: each pair's video encoded once gives the loss and gradients of
+    encoding it once a row."""
+    from rmkit.training.config import TrainConfig
+    from rmkit.training.vision import VisionPair, pair_scores
+
+    rm, path = video_rm
+    rm.train()
+    pairs = [VisionPair(*rows) for rows in rm.example_tokenizer().tokenize(video_examples(media)[:1])]
+    config = TrainConfig(model=str(path), data="x", output_dir="y")
+    results = []
+    try:
+        for shared in (True, False):
+            rm.zero_grad()
+            loss, _, _ = pair_scores(rm, pairs, config, shared=shared)
+            loss.sum().backward()
+            results.append(
+                (loss.detach(), {n: p.grad.clone() for n, p in rm.named_parameters() if p.grad is not None})
+            )
+    finally:
+        rm.zero_grad()
+        rm.eval()
+    (loss_s, grads_s), (loss_u, grads_u) = results
+    assert torch.allclose(loss_s, loss_u, atol=1e-6) and any(
+        n.startswith("model.model.visual.") for n in grads_s
+    )
+    for name, grad in grads_s.items():
+        assert torch.allclose(grad, grads_u[name], atol=1e-5), name
 
 
 def test_score_rank_eval_on_video_rows(video_rm, media, tmp_path):

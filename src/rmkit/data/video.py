@@ -6,7 +6,8 @@ A video value may be:
   ``video`` extra) or to an animated GIF (read with PIL), relative to the data file's folder (or absolute);
 - a path to a folder of frames: its image files, in the order of their names;
 - a list of frames, each an image value of :mod:`rmkit.data.images` (a path, a data URL, bytes);
-- a ``data:video/...;base64,...`` URL, or raw bytes (a request's video: a server reads no file).
+- a ``data:video/...;base64,...`` URL, or raw bytes (a request's video: a server reads no file);
+- what ``datasets`` stores for a ``Video`` feature: a dict with ``bytes`` and/or ``path``.
 
 Remote ``http(s)`` URLs are never fetched. When its row is read a video is opened and checked, its frames not
 yet decoded: a missing file, bytes no decoder reads (its first frame is decoded), a video without frames and
@@ -104,6 +105,8 @@ def describe_video(value: Any) -> str:
         return f"<data URL, {len(value)} characters>"
     if isinstance(value, (bytes, bytearray)):
         return f"<{len(value)} bytes>"
+    if isinstance(value, dict):
+        return describe_video(value.get("path") or value.get("bytes") or b"")
     return str(value)
 
 
@@ -119,6 +122,8 @@ def open_video(
     """The video ``value`` (module docstring) of field ``field`` of the row ``reader`` reads, checked; paths
     relative to ``base``, refused without ``files`` (a request's video is a data URL or a list of them)."""
     ref = describe_video(value)
+    if isinstance(value, dict) and files:  # datasets' Video feature: its bytes, else its path
+        value = value.get("bytes") or value.get("path")
     where = {"ref": ref, "file": reader.source, "row": reader.row, "field": field, "base": base,
              "files": files, "limit": max_pixels}  # fmt: skip
     if isinstance(value, list):
