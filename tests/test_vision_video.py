@@ -244,7 +244,8 @@ def test_the_readers_of_video_rows(media):
         {"prompt": [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What happens?"}]}],
          "chosen": [{"role": "assistant", "content": "It brightens"}],
          "rejected": [{"role": "assistant", "content": "it fades"}], "videos": ["clip.mp4"]},
-        {"prompt": "What happens?", "chosen": "It brightens", "rejected": "it fades", "video": "clip.mp4"},
+        {"prompt": "What happens?", "chosen": "It brightens", "rejected": "it fades", "video": "clip.mp4",
+         "image": None},
         {"prompt": "<video>What happens?", "response": "It brightens", "videos": ["clip.mp4"]},
     ]  # fmt: skip
     data = write_jsonl(media / "readers.jsonl", rows)

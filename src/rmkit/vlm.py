@@ -269,9 +269,8 @@ class VisionRewardModel(HeldModel):
         self, clips: Sequence[Any], features: dict[int, tuple[torch.Tensor, ...]] | None = None
     ) -> dict:
         """The model's video inputs of ``clips`` (one :class:`~rmkit.data.processing.Clips` a row that has
-        videos, in row order; a set shared by several rows given once in the patches, and each row's
-        features): ``video_grid_thw``, ``second_per_grid_ts``, and ``pixel_values_videos`` or
-        ``video_features``."""
+        videos, in row order, each row with its own copy): ``video_grid_thw``, ``second_per_grid_ts``, and
+        ``pixel_values_videos``, or the ``video_features`` of :meth:`encode` where ``features`` are given."""
         if not clips:
             return {}
         out: dict[str, Any] = {

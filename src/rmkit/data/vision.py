@@ -189,8 +189,9 @@ def _normalise(fmt: str, record: dict[str, Any], r: RowReader, base: Path | None
             ("videos" if "videos" in record else None),
         )
         return media.example("trl", text, record, {"images", "videos"}, images, videos)
-    column = next((c for c in IMAGE_COLUMNS if c in record), None)
-    video = next((c for c in VIDEO_COLUMNS if c in record), None)
+    column, video = _column(record, IMAGE_COLUMNS), _column(record, VIDEO_COLUMNS)
+    if column and video and (record[column] is None) != (record[video] is None):  # MM-RLHF: one of them null
+        column, video = (None, video) if record[column] is None else (column, None)
     if fmt == "vlfeedback" and column is not None:  # its completions' answers as a best-of-N row
         completions = r.get(record, "completions")
         if not isinstance(completions, list) or not all(isinstance(c, dict) for c in completions):
@@ -205,6 +206,12 @@ def _normalise(fmt: str, record: dict[str, Any], r: RowReader, base: Path | None
         return _NORMALISERS[fmt](record, r)
     text = {k: v for k, v in record.items() if k not in (column, video)}
     return media.example(fmt, text, record, {column, video} - {None}, column, video)
+
+
+def _column(record: dict[str, Any], names: tuple[str, ...]) -> str | None:
+    """The first of the columns ``names`` that ``record`` gives a value, else the first it has (``None``)."""
+    present = [c for c in names if c in record]
+    return next((c for c in present if record[c] is not None), present[0] if present else None)
 
 
 def _better(record: dict[str, Any], r: RowReader) -> tuple[str, str]:
