@@ -124,6 +124,9 @@ def test_a_video_file_a_gif_and_frames_are_sampled_by_the_rule(media, tmp_path):
     assert [index_of(f) for f in sample(folder).images] == [2, 1, 0]  # in the order of their names
     as_list = open_video(["frames/f10.png", "frames/f01.png"], RowReader("d", 1), "video", base=tmp_path)
     assert [index_of(f) for f in sample(as_list).images] == [0, 2] and sample(as_list, 3.0).fps == 3.0
+    with pytest.raises(DataError, match="no such file") as caught:  # a missing frame: named when read
+        open_video(["frames/f10.png", "frames/f99.png"], RowReader("d", 3), "video", base=tmp_path)
+    assert (caught.value.row, caught.value.field) == (3, "video[1]")
 
 
 def test_video_patches_follow_the_video_processors_formula(video_rm, tmp_path):

@@ -153,10 +153,16 @@ def open_video(
 
 
 def _frame_list(values: list, reader: RowReader, field: str, where: dict, limit: int, files: bool) -> Video:
-    """Frames given as images: checked as their count and first frame (each is opened when sampled)."""
+    """Frames given as images: checked as their count, their files' presence and the first frame (each is
+    opened when sampled)."""
     if not values:
         raise reader.error(field, f"the video {where['ref']} has no frames")
     open_image(values[0], reader, f"{field}[0]", base=where["base"], max_pixels=limit, files=files)
+    for i, value in enumerate(values):
+        if files and isinstance(value, str) and not value.startswith(("data:", "http://", "https://")):
+            path = Path(value) if where["base"] is None else where["base"] / value
+            if not path.is_file():
+                raise reader.error(f"{field}[{i}]", f"cannot read the frame {path}: no such file")
     return Video(list(values), len(values), None, "frames", **where)
 
 
