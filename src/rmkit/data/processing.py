@@ -38,7 +38,7 @@ import numpy as np
 from rmkit.data.formats import Example, Message
 from rmkit.data.rendering import ExampleTokenizer, Tokenized, render_plain
 from rmkit.data.video import FPS, MAX_FRAMES, sample
-from rmkit.errors import DataError
+from rmkit.errors import DataError, RMKitError
 
 
 @dataclass
@@ -132,7 +132,14 @@ class VisionTokenizer(ExampleTokenizer):
         return [Tokenized(r) for r in rows]  # cut once the images are expanded (_cut)
 
     def truncate(self, ids: list[int]) -> VisionRow:
-        """A row of token ids alone (a server's pre-tokenised input: no images) cut by the rule above."""
+        """A row of token ids alone (a server's pre-tokenised input: no images) cut by the rule above. Ids that
+        hold an image's (or a video's) token are refused: what they stand for did not come with them."""
+        marks = {self.tokens.image_id, self.tokens.placeholder, self.tokens.video_id} - {None}
+        if any(t in marks for t in ids):
+            raise RMKitError(
+                "the token ids hold an image's (or a video's) placeholder and no image came with them: token ids "
+                "cannot carry an image; send the conversation as messages whose user turn holds image_url parts"
+            )
         cut = self._cut([list(ids)], None, [], None)
         return cut[0] if cut else VisionRow(list(ids[-self.max_length :]), truncated=True)
 
@@ -177,6 +184,14 @@ class VisionTokenizer(ExampleTokenizer):
         them)."""
         tokens = self.tokens
         mark = tokens.image_id if tokens.placeholder is None else tokens.placeholder
+        if mark in ids and not grids:
+            raise DataError(
+                f"the text holds {ids.count(mark)} image placeholder(s) and no image came with it: a text (or "
+                "token ids) cannot carry an image; send the conversation with its images (messages whose user "
+                "turn holds image_url parts, or the row's images column)",
+                row=ex.row,
+                field="images",
+            )
         expand = {mark: [(tokens.before, tokens.image_id, tokens.count(g)) for g in grids]}
         if clips is not None:
             expand[tokens.video_id] = [((), tokens.video_id, tokens.count(g)) for g in clips.grids]

@@ -284,7 +284,7 @@ async def _score(request: Request, parse: Callable[[Any], Call], scorer: Scorer,
             reply.update(extra)
         return JSONResponse(reply)
     except RequestError as e:
-        return error(e.status, e.message, field=e.field)
+        return refused(request.url.path, e)
     except QueueFull as e:
         return error(503, f"busy: {e}", headers={"Retry-After": "1"})
     except Exception as e:
@@ -296,6 +296,18 @@ async def _score(request: Request, parse: Callable[[Any], Call], scorer: Scorer,
     finally:
         if not queued:
             batcher.leave()
+
+
+_REFUSALS_SAID: set[str] = set()
+
+
+def refused(path: str, e: RequestError) -> Response:
+    """The reply to a request refused for its content; each distinct reason is also logged once, because some
+    clients (verl's reward loop) show only the status, not the reply's message."""
+    if e.message not in _REFUSALS_SAID and len(_REFUSALS_SAID) < 100:
+        _REFUSALS_SAID.add(e.message)
+        log.warning("rmkit serve: a %s request refused (%d): %s (said once)", path, e.status, e.message)
+    return error(e.status, e.message, field=e.field)
 
 
 COST_PREFIX = "/cost"  # the cost model's routes beside a reward model's (--cost-model)
