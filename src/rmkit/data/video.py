@@ -284,11 +284,14 @@ def _gif_frames(video: Video, keep: list[int]) -> list[Any]:
 
 
 def _av_frames(video: Video, keep: list[int]) -> list[Any]:
-    """The frames at ``keep`` (sorted indices), decoded in one pass that stops after the last."""
+    """The frames at ``keep`` (sorted indices), decoded in one pass (FFmpeg's threads) that stops after the
+    last; only those kept become images."""
     av, wanted, out = _import_av(), set(keep), []
     try:
         with av.open(_stream(video.source)) as container:
-            for i, frame in enumerate(container.decode(video=0)):
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for i, frame in enumerate(container.decode(stream)):
                 if i in wanted:
                     out.append(frame.to_image().convert("RGB"))
                 if i >= keep[-1]:
