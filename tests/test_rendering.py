@@ -171,3 +171,26 @@ def test_score_counts_the_texts_that_already_held_the_bos_in_its_summary(rm_path
         "3 rows' texts already began (or ended) with the tokenizer's special tokens"
         in capsys.readouterr().out
     )
+
+
+def test_a_verbatim_text_ending_as_the_template_ends_a_turn_is_completed_as_a_conversation(tmp_path):
+    """verl sends the chat template's text: it scores as the same conversation given as messages (its EOS
+    appended where rmkit's rendering appends it); a text ending anywhere else is scored as given."""
+    from conftest import make_tokenizer
+
+    from rmkit.data import examples_from
+
+    qwen = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    tok = make_tokenizer(tmp_path, chat_template=qwen)
+    enc = ExampleTokenizer(tok)
+    chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]
+    text = tok.apply_chat_template(chat, tokenize=False)
+    (as_messages,) = enc.tokenize(examples_from(messages=[chat]))[0]
+    (as_text,) = enc.tokenize(examples_from(texts=[text]))[0]
+    assert as_messages.ids[-1] == tok.eos_token_id
+    assert as_text.ids[-1] == tok.eos_token_id
+    assert as_text.ids[-len(as_messages.ids) :] == as_messages.ids  # the tokenizer's own BOS aside
+    (cut,) = enc.tokenize(examples_from(texts=[text[:-1]]))[0]  # not a turn's end: as given
+    assert cut.ids == tok(text[:-1])["input_ids"]
+    (plain,) = ExampleTokenizer(tok, add_eos=False).tokenize(examples_from(texts=[text]))[0]
+    assert plain.ids == tok(text)["input_ids"]

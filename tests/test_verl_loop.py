@@ -31,8 +31,8 @@ from omegaconf import OmegaConf  # noqa: E402 (verl's own config library, there 
 from verl.protocol import DataProto  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "verl_reward.py"
-TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
+TEMPLATE = (  # Qwen-shaped, its text beginning with the BOS as Llama's and Gemma's templates write it
+    "{{ bos_token }}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
     "{% else %}{% for p in m['content'] %}{% if p['type'] == 'text' %}{{ p['text'] }}{% else %}"
     "<|vision_start|><|image_pad|><|vision_end|>{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
 )
@@ -80,7 +80,9 @@ def reward(loop, data: DataProto) -> float:
 
 
 def test_verl_reward_model_request_scores_equal_offline(tmp_path):
-    """verl's reward-model path (a text RM): its /classify request's reward is rmkit's offline score."""
+    """verl's reward-model path (a text RM): its /classify request (the conversation rendered by the chat
+    template, the BOS stripped) gets rmkit's offline score of the same conversation: the text ends as the
+    template ends a turn, so rmkit completes it as it completes a conversation (the EOS its score is read at)."""
     from rmkit import RewardModel
 
     path = make_llama(tmp_path / "rm", chat_template=TEMPLATE)
@@ -93,10 +95,7 @@ def test_verl_reward_model_request_scores_equal_offline(tmp_path):
         for answer in ("Four.", "It is five, I think"):
             got = reward(loop, sample(loop.input_tokenizer, prompt, answer))
             chat = [*prompt, {"role": "assistant", "content": answer}]
-            text = rm.tokenizer.apply_chat_template(
-                chat, tokenize=False
-            )  # the text verl sends, scored as given
-            assert got == pytest.approx(rm.score(texts=[text])[0], abs=1e-5)
+            assert got == pytest.approx(rm.score(messages=[chat])[0], abs=1e-5)  # read at the same end
 
 
 @pytest.fixture(scope="module")

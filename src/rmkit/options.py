@@ -177,9 +177,7 @@ class ModelOptions:
         "safe-rlhf, align-anything, trl, llama-factory, deepspeed-chat, openrlhf, mlp-head, athene, armo, ldl, grm, urm, "
         "internlm2, decision-tree",
     )
-    single_bos: bool = option(
-        False, help="read Athene-RM with one BOS, not the two its authors' pipeline gives (and scored with)"
-    )
+    single_bos: bool = option(False, help="read Athene-RM with one BOS, not the two its authors' pipeline gives (and scored with)")  # fmt: skip
     weights: dict[str, str] | None = option(
         None,
         help="a multi-attribute RM's score: the weighted sum of its outputs, e.g. helpfulness=1,verbosity=-0.2 "
@@ -190,18 +188,19 @@ class ModelOptions:
     max_pixels: int | None = option(None, help="a vision-language RM's most pixels an image (resized)")
     video_fps: float | None = option(None, help="a vision-language RM's video frames a second (default 2.0)")
     max_frames: int | None = option(None, help="a vision-language RM's most frames a video (default 768)")
+    critique_max_new_tokens: int | None = option(None, help="a critique-then-score RM's longest critique, in tokens (default: MM-RLHF's 4096)")  # fmt: skip
     judge: str | None = option(
         None,
         help="read a causal LM as a judge, its verdict token's logits in one pass: verifier (log-odds of yes "
         "against no), rating (the expected rating) or pairwise (A against B, both orders, one score a "
         "candidate by a Bradley-Terry fit); token (one vocabulary entry's logit after the conversation: "
-        "--judge-template nemotron); generate: it writes a judgment, whose verdict a parser reads (a VLM: one pass)",
+        "--judge-template nemotron); generate: it writes a judgment, whose verdict a parser reads",
         choices=["verifier", "rating", "pairwise", "token", "generate"],
     )
     judge_template: str | None = option(
         None,
         help="the judge prompt: verifier, rating, rating-5, pairwise, llava-critic, unified-reward, vl-rewardbench, "
-        "mmrb (image judges' pairwise prompts) or a template file (default: the judge's); "
+        "mmrb (image judges' pairwise prompts, read in one pass or, with --judge generate, by their parsers) or a template file (default: the judge's); "
         "safety classifiers read as a cost (the log-odds of their unsafe verdict): llama-guard (Llama Guard 3/4, "
         "its own chat template; unsafe against safe) or shieldgemma (its card's prompt; Yes against No)",
     )
@@ -225,7 +224,7 @@ class ModelOptions:
 
     judge_parser: str | None = option(
         None,
-        help="a generating judge's verdict parser: rating, boxed, yes-no, ab, abcd or scores-json (default: the template's)",
+        help="a generating judge's verdict parser: rating, boxed, yes-no, ab, abcd, scores-json, overall-judgment, mmrb or first-second (default: the template's)",
     )
     judge_votes: int = option(
         1, help="a generating judge's judgments a sequence: 1 greedy, more sampled and averaged"
@@ -267,6 +266,7 @@ class ModelOptions:
             **({"attn_implementation": self.attn_implementation} if self.attn_implementation else {}),
             **({"head": self.head} if self.head else {}),
             **({"images": {k: getattr(self, k) for k in VISION}} if any(getattr(self, k) for k in VISION) else {}),
+            **({"critique": {"max_new_tokens": self.critique_max_new_tokens}} if self.critique_max_new_tokens else {}),
         }  # fmt: skip
 
 

@@ -1,4 +1,4 @@
-"""VisionRewardModel: a vision-language model (Qwen2-VL, Qwen2.5-VL, LLaVA, Gemma3) read as a reward model.
+"""VisionRewardModel: a vision-language model (Qwen-VL, LLaVA, Idefics3, Gemma3 families) read as a reward model.
 
 The model is the checkpoint's own transformers VLM (``Qwen2VLForConditionalGeneration``, unmodified, its LM
 head unused; what differs between the families is a :class:`rmkit.vlm_families.Family`) plus a linear value head on the language
@@ -58,6 +58,8 @@ class VisionRewardModel(HeldModel):
 
     auto_class = AutoModelForImageTextToText
     reads_images = True  # the inference core hands it rows with their images (rmkit.inference)
+    families: dict[str, Any] = FAMILIES  # what differs by model type (rmkit.alm's model has its own)
+    kind, preparer = "vision", VisionTokenizer  # its kind's name in the settings; its example tokenizer
 
     def __init__(
         self,
@@ -71,12 +73,13 @@ class VisionRewardModel(HeldModel):
         ensure_pad_token(tokenizer)
         self.model, self.tokenizer, self.processor = model, tokenizer, processor
         self.metadata: dict[str, Any] = dict(metadata or getattr(model.config, METADATA_KEY, None) or {})
-        self.family = FAMILIES[model.config.model_type]
+        self.family = self.families[model.config.model_type]
         hidden = model.config.get_text_config().hidden_size
         self.head = head if head is not None else nn.Linear(hidden, 1)
         keep_fp32(self.head)
         self.tokens = self.family.tokens(model.config, processor, tokenizer)
         self.video: dict[str, Any] = {}  # the videos' sampling: fps, max_frames (rmkit.data.video)
+        self.external = False  # the value-head layout without rmkit's settings (example_tokenizer)
 
     @classmethod
     def from_pretrained(
@@ -103,35 +106,72 @@ class VisionRewardModel(HeldModel):
             raise RMKitError(
                 f"{path}: rmkit reads {', '.join(FAMILIES)} as vision-language RMs, not {config.model_type}"
             )
-        model = _backbone(config).from_pretrained(str(path), dtype=resolve_dtype(dtype, target))
+        if (video_fps is not None and video_fps <= 0) or (max_frames is not None and max_frames < 1):
+            raise RMKitError(f"--video-fps {video_fps} --max-frames {max_frames}: both must be positive")
         sizes = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v}
+        if sizes and not FAMILIES[config.model_type].pixel_bounds:
+            raise RMKitError(
+                f"{path}: --min-pixels/--max-pixels bound Qwen's image processors; {config.model_type}'s image "
+                "sizes are its image processor's own settings (preprocessor_config.json)"
+            )
+        model = _backbone(config).from_pretrained(str(path), dtype=resolve_dtype(dtype, target))
         processor = AutoImageProcessor.from_pretrained(str(path), backend="pil", **sizes)
-        head = (
-            _read_head(Path(path), allow_pickle) or _score_head(Path(path)) or getattr(model, "score", None)
-        )
-        hidden = config.get_text_config().hidden_size
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        rm = cls.assembled(Path(path), model, tokenizer, processor, allow_pickle=allow_pickle, device=device)
+        rm.video = {k: v for k, v in (("fps", video_fps), ("max_frames", max_frames)) if v}
+        return rm
+
+    @classmethod
+    def assembled(
+        cls,
+        path: Path,
+        model: PreTrainedModel,
+        tokenizer: Any,
+        processor: Any,
+        *,
+        allow_pickle: bool,
+        device: Any,
+    ) -> VisionRewardModel:
+        """The RM of a loaded ``model`` and the value head stored beside it at ``path`` (a fresh one, marked
+        ``fresh_head``, where there is none), on ``device``, in eval mode."""
+        value_head = _read_head(path, allow_pickle)
+        head = value_head or _score_head(path) or getattr(model, "score", None)
+        hidden = model.config.get_text_config().hidden_size
         if head is None:  # a VLM without a value head: rmkit train starts from it, the scorers refuse it
             model.fresh_head = [HEAD]
         elif head.weight.shape[1] != hidden:
             raise RMKitError(
                 f"{path}: its value head reads {head.weight.shape[1]} features, its model has {hidden}"
             )
-        rm = cls(model, AutoTokenizer.from_pretrained(str(path)), processor, head=head)
-        if (video_fps is not None and video_fps <= 0) or (max_frames is not None and max_frames < 1):
-            raise RMKitError(f"--video-fps {video_fps} --max-frames {max_frames}: both must be positive")
-        rm.video = {k: v for k, v in (("fps", video_fps), ("max_frames", max_frames)) if v}
+        rm = cls(model, tokenizer, processor, head=head)
+        rm.external = value_head is not None and not rm.metadata
         if device is not None:
-            rm.to(target)
+            rm.to(resolve_device(device))
         return rm.eval()
+
+    def with_model(self, model: PreTrainedModel) -> VisionRewardModel:
+        """The same reward model around another ``model`` of the same config (FSDP's gathered copy); its head
+        is a fresh one, for the caller's state dict to fill."""
+        rm = type(self)(model, self.tokenizer, self.processor, self.metadata)
+        rm.video, rm.external = self.video, self.external
+        return rm
 
     def example_tokenizer(
         self, *, max_length: int | None = None, template: str | None = None, truncation: str = "left"
     ) -> VisionTokenizer:
         """The :class:`VisionTokenizer` of this model, defaulting to the settings it was trained with. A
         conversation ends on the token whose state the head reads: the settings' ``end_token_id``, else a
-        ``<|regression|>`` token where the tokenizer has one (DocReward's special-token head), else EOS."""
+        ``<|regression|>`` token where the tokenizer has one (DocReward's special-token head), else EOS.
+
+        Whether it is appended: as rmkit's settings say (``add_eos``; rmkit's own checkpoints, and a backbone
+        without a head that rmkit trains, append EOS). A ``value_head`` checkpoint without rmkit's settings
+        (``external``) gets DocReward's token appended and nothing else: its head reads the rendered
+        conversation's last token, where its authors' code reads it (Skywork-VL-Reward's model card and
+        LLaMA-Factory's pairwise data: the chat template's text, ``...<|im_end|>\n`` for Qwen, read at the
+        last real token; DocReward: that text, then ``<|regression|>``). align-anything's ``score_head``
+        checkpoints get EOS, as its preference data appends ``eos_token`` to each conversation."""
         end = self.metadata.get("end_token_id", self.tokenizer.get_added_vocab().get(REGRESSION_TOKEN))
-        return VisionTokenizer(
+        return self.preparer(
             self.tokenizer,
             self.processor,
             self.tokens,
@@ -139,7 +179,7 @@ class VisionRewardModel(HeldModel):
             max_length=max_length or self.max_length,
             template=template or self.metadata.get("template", "auto"),
             truncation=truncation,
-            add_eos=self.metadata.get("add_eos", True),
+            add_eos=self.metadata.get("add_eos", end is not None if self.external else True),
             end_id=end,
         )
 
@@ -166,9 +206,7 @@ class VisionRewardModel(HeldModel):
         kwargs = self.family.inputs(input_ids, attention_mask, self.tokens.image_id, image_grid_thw)
         encoded = {}
         if images and image_features is not None:
-            encoded["image"] = BaseModelOutputWithPooling(
-                pooler_output=self.family.encoder_outputs(list(image_features))
-            )
+            encoded["image"] = self.family.encoder_outputs(list(image_features))
         elif images:
             kwargs["pixel_values"] = pixel_values
         if video_grid_thw is not None:
@@ -184,6 +222,13 @@ class VisionRewardModel(HeldModel):
         hidden = self.model.model(
             input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs
         ).last_hidden_state
+        return self.read_out(hidden, attention_mask, token_scores)
+
+    def read_out(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor, token_scores: bool
+    ) -> RewardOutput:
+        """The head on ``hidden`` (B, L, H): at each row's last real token (the mask's last 1), everywhere
+        with ``token_scores``."""
         positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
         end_index = (positions * attention_mask.ne(0)).argmax(-1)
         at_end = hidden[torch.arange(len(end_index), device=hidden.device), end_index]
@@ -261,7 +306,7 @@ class VisionRewardModel(HeldModel):
             batch["image_features"] = [f for r in with_images for f in features[id(r.patches)]]
         else:
             dtype = next(self.model.get_submodule(self.family.vision.rstrip(".")).parameters()).dtype
-            patches = np.concatenate([r.patches for r in with_images])
+            patches = self.family.pixels([r.patches for r in with_images])
             batch["pixel_values"] = torch.from_numpy(patches).to(self.device, dtype)
         return batch
 
@@ -291,11 +336,12 @@ class VisionRewardModel(HeldModel):
     def save_pretrained(self, path: str | Path, metadata: dict[str, Any] | None = None) -> None:
         """Write the VLM's checkpoint, its tokenizer and image processor, and ``value_head.safetensors``."""
         self.metadata.update(metadata or {})
-        self.metadata["kind"] = "vision"
+        self.metadata["kind"] = self.kind
 
         def extra(folder: Path) -> None:
             self.processor.save_pretrained(str(folder))
-            head = {f"{HEAD}.weight": self.head.weight, f"{HEAD}.bias": self.head.bias}
+            bias = self.head.bias if self.head.bias is not None else torch.zeros(1)  # a bias-free head's: 0
+            head = {f"{HEAD}.weight": self.head.weight, f"{HEAD}.bias": bias}
             save_file(
                 {k: v.detach().float().cpu().contiguous() for k, v in head.items()},
                 str(folder / VALUE_HEAD_FILES[0]),

@@ -49,6 +49,8 @@ class Template:
     ids: tuple[int, ...] = ()  # a token readout's vocabulary entries, by id
     meaning: str = ""  # "cost": a safety classifier, its readout the cost of a response (rmkit.data.guards)
     policy: str = ""  # a guard's default safety policy ({policy} in its text)
+    pair_order: str = ""  # a generating pairwise judge's order of the pair (ORDERS; "": both)
+    images: str = "first"  # an image judge's images: before the prompt's text, or "last"
 
 
 def _rating(top: int) -> Template:
@@ -152,6 +154,9 @@ FAILURE_POLICIES = ("error", "mask", "score=X")
 CHOICES = 4  # the answers a four-way judge sees at once
 SCHEDULES = ("all", "circular")
 ENGINES = ("transformers", "vllm")  # a generating judge's: transformers' generate, or vLLM where installed
+# a generating pairwise judge's: each pair in both orders (verdicts averaged), or one order a judgment: a seeded
+# coin's (VL-RewardBench) or as given (Multimodal RewardBench); the last two are an image judge's, voted
+ORDERS = ("both", "shuffled", "given")
 
 
 @dataclass
@@ -176,6 +181,8 @@ class Judge:
     engine: str = "transformers"  # generate: what writes the judgments (ENGINES)
     meaning: str = ""  # "cost": a safety classifier read as a cost (rmkit.data.guards), else a reward
     policy: str = ""  # a guard's safety policy, the {policy} of its template
+    pair_order: str = "both"  # generate, pairwise: how each judgment shows the pair (ORDERS)
+    images: str = "first"  # an image judge's images: before the question's text, or "last"
 
     @property
     def kind(self) -> str:
@@ -206,6 +213,21 @@ class Judge:
         random.Random(f"{self.seed}:{row}").shuffle(order)
         return order
 
+    def orders(self, row: int) -> list[tuple[int, int]]:
+        """How each of the ``votes`` judgments of a pair (row ``row``) shows its answers, ``(0, 1)`` as given or
+        ``(1, 0)``: ``shuffled``, each a coin of a generator seeded by ``seed`` and the row (VL-RewardBench's
+        ``random.choice([0, 1])`` a judgment, made reproducible); ``given``, all as given; ``both``, each vote
+        in both orders (two judgments a vote)."""
+        import random
+
+        if self.pair_order == "both":
+            return [(0, 1), (1, 0)] * self.votes
+        coin = random.Random(f"{self.seed}:{row}")
+        return [
+            (1, 0) if self.pair_order == "shuffled" and coin.random() < 0.5 else (0, 1)
+            for _ in range(self.votes)
+        ]
+
     @classmethod
     def of(cls, given: dict[str, Any]) -> Judge:
         """A judge from settings: stored ones (all fields), or a command's (``readout``, ``template`` name or
@@ -217,7 +239,7 @@ class Judge:
             return cls(**{k: v for k, v in given.items() if k in {f for f in cls.__dataclass_fields__}})
         name = given.get("template") or DEFAULT_TEMPLATE[readout]
         template = _template(name, readout)
-        if template.readout != readout:
+        if template.readout != readout and not (readout == "generate" and template.parser):
             raise RMKitError(
                 f"the judge template '{name}' is a {template.readout} template, not a {readout} one"
             )
@@ -234,6 +256,14 @@ class Judge:
         judge.parser = given.get("parser") or template.parser
         judge.ids = [int(i) for i in (given.get("ids") or template.ids)]
         judge.meaning, judge.policy = template.meaning, given.get("policy") or template.policy
+        judge.images = template.images
+        if readout == "generate":  # a one-pass template's prefix and verdict tokens are not a judgment's
+            judge.prefix, judge.tokens = "", []
+            judge.pair_order = given.get("pair_order") or template.pair_order or "both"
+        elif given.get("pair_order"):
+            raise RMKitError(
+                "a pair order (pair_order) is a generating judge's setting: a one-pass pairwise judge reads both orders"
+            )
         for key in ("votes", "seed", "max_new_tokens", "on_parse_failure", "engine"):
             if given.get(key) is not None:
                 setattr(judge, key, given[key])
@@ -280,6 +310,8 @@ class Judge:
             raise RMKitError(f"--judge-votes must be at least 1, got {self.votes}")
         if self.engine not in ENGINES:
             raise RMKitError(f"unknown judge engine '{self.engine}': choose one of {', '.join(ENGINES)}")
+        if self.pair_order not in ORDERS:
+            raise RMKitError(f"unknown pair order '{self.pair_order}': choose one of {', '.join(ORDERS)}")
 
     def verdict(self, texts: Sequence[str], parser: str | None = None) -> tuple[float, int]:
         """The verdict of a sequence's judgments (the mean of the parsed ones; a four-way pick: the most
@@ -338,7 +370,7 @@ class JudgeTokenizer(ExampleTokenizer):
         super().__init__(tokenizer, **{**options, "add_eos": False})
         self.judge = judge
 
-    def _complete(self, ids: list[int], *, conversation: bool) -> list[int]:
+    def _complete(self, ids: list[int], *, conversation: bool, verbatim: bool = False) -> list[int]:
         """A judge prompt ends where the verdict goes: without the special tokens a tokenizer adds after a
         text (BERT's ``[SEP]``), and without EOS."""
         tail = self._added[1]
@@ -384,6 +416,10 @@ class JudgeTokenizer(ExampleTokenizer):
             return super().texts(ex)
         if len(ex.responses) < 2 or ex.rejected_prompt is not None:
             raise RMKitError(f"row {ex.row}: a pairwise judge needs two or more answers to one prompt")
+        if self.judge.pair_order != "both":
+            raise RMKitError(
+                f"a text judge shows each pair in both orders, not '{self.judge.pair_order}' (an image judge's)"
+            )
         question = question_of(ex.prompt)
         return [
             self._chat(

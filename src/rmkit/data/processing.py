@@ -72,7 +72,10 @@ class ImageTokens:
     token the chat template writes for an image when it is not ``image_id`` (Gemma3's ``<start_of_image>``),
     the ids written before an image's tokens in its place (Gemma3's ``<start_of_image>`` again),
     and the text written around an image's text before tokenising (Gemma3's ``\\n\\n`` before and
-    ``<end_of_image>\\n\\n`` after: tokenised with the text beside them, as its processor does)."""
+    ``<end_of_image>\\n\\n`` after: tokenised with the text beside them, as its processor does); ``images``:
+    how one example's images go through the image processor to ``(patches, grids)``, where the family's
+    differs from one call on the list (LLaVA-OneVision's, Idefics3's); ``run``: the ids an image's placeholder
+    becomes, where they are more than ``before`` and ``count`` image tokens (Idefics3's tiles)."""
 
     image_id: int
     text: str
@@ -80,14 +83,19 @@ class ImageTokens:
     placeholder: int | None = None
     before: tuple[int, ...] = ()
     wrap: tuple[str, str] = ("", "")
+    images: Callable[[Any, list[Any]], tuple[Any, list[tuple[int, int, int]]]] | None = None
+    run: Callable[[tuple[int, int, int]], list[int]] | None = None
     video_id: int | None = None  # the token a video's features take the place of (None: no video read)
     video_text: str = ""  # what a video part renders as without a chat template
 
 
 class VisionTokenizer(ExampleTokenizer):
     """An :class:`ExampleTokenizer` for multimodal examples (module docstring); ``tokenize`` gives a list of
-    :class:`VisionRow`, one a response, for each example (``None``: dropped). A video is sampled at ``fps``
-    frames a second, at most ``max_frames`` (:mod:`rmkit.data.video`)."""
+    :class:`VisionRow`, one a response, for each example (``None``: dropped). ``part`` is the type of the
+    message parts its media take (a subclass reads other media: :mod:`rmkit.data.audio_processing`). A video
+    is sampled at ``fps`` frames a second, at most ``max_frames`` (:mod:`rmkit.data.video`)."""
+
+    part = "image"
 
     fps, max_frames = FPS, MAX_FRAMES
 
@@ -115,17 +123,18 @@ class VisionTokenizer(ExampleTokenizer):
     def _plain(self, content: Any) -> str:
         if isinstance(content, str):
             return content
-        texts = {"image": self.tokens.text, "video": self.tokens.video_text}
+        texts = {self.part: self.tokens.text, "video": self.tokens.video_text}
         return "".join(texts.get(p.get("type"), "") or p.get("text", "") for p in content)
 
     def tokenize(self, examples: Sequence[Example]) -> list[list[Tokenized] | None]:  # type: ignore[override]
         rows = super().tokenize(examples)
         out: list[list[Tokenized] | None] = []
         for ex, row in zip(examples, rows, strict=True):
-            patches, grids = self._images([p.image for p in getattr(ex, "images", [])])
+            patches, grids = self._media(ex)
             clips = self._videos(ex) if row is not None else None
             seqs = [self._expanded(ex, t.ids, grids, clips) for t in row or []]
-            out.append(self._cut(seqs, patches, grids, clips) if row is not None else None)
+            first = self._first_image(row)
+            out.append(self._cut(seqs, patches, grids, clips, first) if row is not None else None)
         return out
 
     def _truncated(self, rows: list[list[int]], one_prompt: bool) -> list[Tokenized]:
@@ -143,10 +152,16 @@ class VisionTokenizer(ExampleTokenizer):
         cut = self._cut([list(ids)], None, [], None)
         return cut[0] if cut else VisionRow(list(ids[-self.max_length :]), truncated=True)
 
+    def _media(self, ex: Example) -> tuple[Any, list]:
+        """One example's media through the model's processor: ``(patches, grids)``."""
+        return self._images([p.image for p in getattr(ex, "images", [])])
+
     def _images(self, images: list[Any]) -> tuple[Any, list[tuple[int, int, int]]]:
         """Every image of one example through the image processor: ``(patches, grids)``."""
         if not images:
             return None, []
+        if self.tokens.images is not None:
+            return self.tokens.images(self.processor, images)
         done = self.processor(images=images, return_tensors="np")
         patches = done["pixel_values"]
         if "image_grid_thw" not in done:  # one (C, H, W) array an image (LLaVA, Gemma3)
@@ -179,6 +194,13 @@ class VisionTokenizer(ExampleTokenizer):
             seconds.append(span / frames.fps)
         return Clips(np.concatenate(patches), grids, seconds)
 
+    def _first_image(self, row: Sequence[Tokenized] | None) -> int | None:
+        """Where the first image's ids begin in an example's rows (its placeholder's place: nothing before it
+        is expanded), ``None`` without images."""
+        mark = self.tokens.image_id if self.tokens.placeholder is None else self.tokens.placeholder
+        ids = row[0].ids if row else []
+        return ids.index(mark) if mark in ids else None
+
     def _expanded(self, ex: Example, ids: list[int], grids: list, clips: Clips | None = None) -> list[int]:
         """``ids`` with each image (and video) token expanded to its count of features (and the ids around
         them)."""
@@ -192,34 +214,44 @@ class VisionTokenizer(ExampleTokenizer):
                 row=ex.row,
                 field="images",
             )
-        expand = {mark: [(tokens.before, tokens.image_id, tokens.count(g)) for g in grids]}
+        runs = {mark: [self._run(g) for g in grids]}
         if clips is not None:
-            expand[tokens.video_id] = [((), tokens.video_id, tokens.count(g)) for g in clips.grids]
-        for at_id, kind in ((mark, "image"), (tokens.video_id, "video")):
-            found, wanted = ids.count(at_id) if at_id is not None else 0, len(expand.get(at_id, []))
+            runs[tokens.video_id] = [[tokens.video_id] * tokens.count(g) for g in clips.grids]
+        for at_id, kind in ((mark, self.part), (tokens.video_id, "video")):
+            found, wanted = ids.count(at_id) if at_id is not None else 0, len(runs.get(at_id, []))
             if found != wanted:
                 raise DataError(
                     f"the rendered text has {found} {kind} tokens for {wanted} {kind}s (the model's chat "
-                    f"template must write one {kind} token a {kind} part)",
+                    f"template must write one {kind} token a{'n' * (kind[0] in 'aeiou')} {kind} part)",
                     row=ex.row,
                     field=f"{kind}s",
                 )
-        queues = {k: iter(v) for k, v in expand.items()}
+        queues = {k: iter(v) for k, v in runs.items()}
         out: list[int] = []
         for t in ids:
             if t in queues:
-                before, token, count = next(queues[t])
-                out += [*before, *[token] * count]
+                out += next(queues[t])
             else:
                 out.append(t)
         return out
 
+    def _run(self, grid: tuple[int, int, int]) -> list[int]:
+        """The ids an image's placeholder becomes."""
+        tokens = self.tokens
+        return tokens.run(grid) if tokens.run else [*tokens.before, *[tokens.image_id] * tokens.count(grid)]
+
     def _cut(
-        self, rows: list[list[int]], patches: Any, grids: list, clips: Clips | None
+        self,
+        rows: list[list[int]],
+        patches: Any,
+        grids: list,
+        clips: Clips | None = None,
+        first: int | None = None,
     ) -> list[Tokenized] | None:
         """One example's rows cut to ``max_length`` (module docstring): one cut of the prompt they share, from
         the left after the leading special tokens, for all; ``None`` (dropped) where that would reach an image
-        or an answer, or with ``truncation="drop"``."""
+        (its tokens, or the ids written with them from ``first`` on: Idefics3's tile tags) or an answer, or
+        with ``truncation="drop"``."""
         longest = max(map(len, rows))
         if self.max_length is None or longest <= self.max_length:
             return [VisionRow(r, patches=patches, grids=grids, videos=clips) for r in rows]
@@ -229,6 +261,8 @@ class VisionTokenizer(ExampleTokenizer):
         while head < len(rows[0]) and rows[0][head] in self._special and head < self.max_length // 2:
             head += 1
         cut = longest - self.max_length
+        if first is not None and head + cut > first:
+            return None
         marks, out = (self.tokens.image_id, self.tokens.video_id), []
         for row in rows:
             kept = row[:head] + row[head + cut :]

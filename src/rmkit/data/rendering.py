@@ -19,7 +19,10 @@ template uses the tokenizer's defaults. ``double_bos`` reproduces the pipeline s
 (Athene-RM's model card: the chat template's text tokenised by ``tokenizer(text)``, which adds its BOS
 again): every text takes the tokenizer's special tokens, so a template that writes the BOS gives two. A rendered conversation gets the tokenizer's EOS token appended
 when it does not already end with it (``add_eos``), so every answer ends on the same token and the score is
-read there; with pad = eos this token is still read, because the end is found from the attention mask.
+read there; with pad = eos this token is still read, because the end is found from the attention mask. A
+verbatim text that ends as the chat template ends an assistant's turn (Qwen's ``<|im_end|>\n``: verl sends
+the template's text) is such a conversation and is completed alike, so it scores as the same conversation
+given as messages does; a text ending anywhere else is scored as given.
 
 Truncation. A sequence longer than ``max_length`` keeps its leading special tokens (BOS, CLS) and its last
 ``max_length - len(leading)`` tokens: the response and its end token survive and the prompt is cut from the
@@ -197,8 +200,10 @@ class ExampleTokenizer:
         jobs: list[tuple[str, bool]] = []
         groups: list[list[int]] = []  # jobs that answer one prompt, whose rendered texts begin alike
         counts: list[int] = []
+        texts_of: list[list[str]] = []
         for ex in examples:
             texts = self.texts(ex)
+            texts_of.append(texts)
             if len(texts) > 1 and not ex.rendered and ex.rejected_prompt is None:
                 groups.append(list(range(len(jobs), len(jobs) + len(texts))))
             jobs += [(text, ex.rendered) for text in texts]
@@ -206,10 +211,17 @@ class ExampleTokenizer:
         ids = self._ids(jobs, groups)
         out: list[list[Tokenized] | None] = []
         pos = 0
-        for ex, count in zip(examples, counts, strict=True):
+        for ex, count, texts in zip(examples, counts, texts_of, strict=True):
             given = ids[pos : pos + count]
-            full = [self._complete(row, conversation=not ex.rendered) for row in given]
-            undoubled = [ex.rendered and len(f) < len(g) for f, g in zip(full, given, strict=True)]
+            full = [
+                self._complete(
+                    row, conversation=not ex.rendered or self._ends_turn(text), verbatim=ex.rendered
+                )
+                for row, text in zip(given, texts, strict=True)
+            ]
+            undoubled = [
+                ex.rendered and not self.double_bos and len(self._undouble(g)) < len(g) for g in given
+            ]
             pos += count
             encs = self._truncated(full, len(full) > 1 and not ex.rendered and ex.rejected_prompt is None)
             for enc, flag in zip(encs, undoubled, strict=True):
@@ -293,11 +305,21 @@ class ExampleTokenizer:
             return head + prefix + rest + tail
         return prefix + rest
 
-    def _complete(self, ids: list[int], *, conversation: bool) -> list[int]:
+    def _complete(self, ids: list[int], *, conversation: bool, verbatim: bool = False) -> list[int]:
         """A response's whole sequence: a conversation ends on EOS; verbatim text keeps no doubled specials."""
+        if verbatim and not self.double_bos:
+            ids = self._undouble(ids)
         if conversation and self.add_eos and (not ids or ids[-1] != self.end_id):
             return [*ids, self.end_id]
-        return ids if conversation or self.double_bos else self._undouble(ids)
+        return ids
+
+    def _ends_turn(self, text: str) -> bool:
+        """Whether a verbatim ``text`` ends as the chat template ends an assistant's turn (module docstring)."""
+        if not (self.use_chat and self.add_eos):
+            return False
+        if not hasattr(self, "_turn_end"):
+            self._turn_end = _turn_end(self.tokenizer)
+        return bool(self._turn_end) and text.endswith(self._turn_end)
 
     def _begins_twice(self, ids: list[int]) -> bool:
         """Whether ``ids`` begin with the special tokens ``tokenizer(text)`` puts first (BOS) twice."""
@@ -341,6 +363,22 @@ class ExampleTokenizer:
         while head < len(ids) and ids[head] in self._special and head < self.max_length // 2:
             head += 1
         return head
+
+
+def _turn_end(tokenizer: PreTrainedTokenizerBase) -> str | None:
+    """What the chat template writes after an assistant's answer (``<|im_end|>\n``) when that is more than
+    white space (a text that ends on EOS already gets nothing appended); ``None`` otherwise."""
+    probe = "rmkit-probe-answer"
+    try:
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": "hi"}, {"role": "assistant", "content": probe}], tokenize=False
+        )
+    except Exception:  # a template that wants other turns: no verbatim text is read as a conversation
+        return None
+    if probe not in text:
+        return None
+    end = text[text.rindex(probe) + len(probe) :]
+    return end if end.strip() else None
 
 
 def tokenizer_digest(tokenizer) -> str:

@@ -66,6 +66,35 @@ def parse_scores_json(text: str) -> float | None:
     return None
 
 
+def parse_overall_judgment(text: str) -> float | None:
+    """VL-RewardBench's verdict (``cal.py``; UnifiedReward writes the same): its pattern, ``Overall Judgment``
+    or ``Therefore``, then ``Answer N is (the) (slightly) better``, case-insensitive, searched in the text
+    with its new lines and ``*`` removed; ``Answer 1`` is 1, ``Answer 2`` is 0. Any other number is no verdict
+    (``cal.py`` would count it as agreeing with the human: a judge naming an answer that was not shown)."""
+    pattern = (
+        r"(?:Overall Judgment|Therefore)\s*.*\s*-*\s*Answer\s*(\d+)\s*is\s*(?:the\s*)?(?:slightly\s*)?better"
+    )
+    m = re.search(pattern, text.replace("\n", "").replace("*", ""), re.IGNORECASE)
+    return {"1": 1.0, "2": 0.0}.get(m.group(1)) if m else None
+
+
+def parse_mmrb(text: str) -> float | None:
+    """Multimodal RewardBench's verdict (``2_get_accuracy.py``), checked in its order: ``[[A]]`` (1), ``[[B]]``
+    (0); nothing else (its runner then draws a seeded coin: the suite's)."""
+    return 1.0 if "[[A]]" in text else 0.0 if "[[B]]" in text else None
+
+
+def parse_first_second(text: str) -> float | None:
+    """LLaVA-Critic's pairwise verdict as rmkit reads it (its project publishes no parser): the last
+    "the first/second response is (slightly) better" or "the better response is the first/second"; first
+    is 1, second 0."""
+    m = _last(
+        r"(?i)\b(first|second)\s+response\s+is\s+(?:slightly\s+)?better|better\s+response\s+is\s+the\s+(first|second)",
+        text,
+    )
+    return None if m is None else float((m.group(1) or m.group(2)).lower() == "first")
+
+
 PARSERS = {
     "rating": parse_rating,
     "boxed": parse_boxed,
@@ -73,5 +102,8 @@ PARSERS = {
     "ab": parse_ab,
     "abcd": parse_abcd,
     "scores-json": parse_scores_json,
+    "overall-judgment": parse_overall_judgment,
+    "mmrb": parse_mmrb,
+    "first-second": parse_first_second,
 }
-PAIRWISE_PARSERS = ("ab", "scores-json")
+PAIRWISE_PARSERS = ("ab", "scores-json", "overall-judgment", "mmrb", "first-second")

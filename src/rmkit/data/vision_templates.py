@@ -1,8 +1,11 @@
-"""Judge prompts of the vision-language judges and benchmarks, for a judge that sees the image (the image
-goes before the prompt, as their own code puts it). Each is read in one pass: the prompt, the chat template's
-generation prompt, then the ``prefix``, after which the verdict token's logits are read (first answer
-against second). The prompts are each project's own; the prefixes are where their judgments write the
-verdict:
+"""Judge prompts of the vision-language judges and benchmarks, for a judge that sees the image, placed where
+their own code puts it (``images``: before the prompt, or ``last``: VL-RewardBench's ``inference.py`` and
+Multimodal RewardBench's runner send the prompt's text part, then the image). Each is read in one pass: the
+prompt, the chat template's generation prompt, then the ``prefix``, after which the verdict token's logits are
+read (first answer against second); or, with ``--judge generate``, the judge writes its judgment and the
+template's ``parser`` reads the verdict (:mod:`rmkit.data.verdicts`), the pair shown in the ``pair_order`` its
+project shows it: ``shuffled`` (VL-RewardBench: each judgment's order a coin) or ``given``. The prompts are
+each project's own; the prefixes are where their judgments write the verdict:
 
 - ``llava-critic``: LLaVA-Critic's pairwise critic prompt (lmms-lab/llava-critic-7b's model card); its
   judgments name "the first/second response".
@@ -37,6 +40,8 @@ VISION_TEMPLATES: dict[str, dict] = {
         "[{answer_b}]\nASSISTANT:\n",
         "prefix": "The better response is the ",
         "tokens": ("first", "second"),
+        "parser": "first-second",
+        "pair_order": "shuffled",
     },
     "unified-reward": {
         "readout": "pairwise",
@@ -50,6 +55,8 @@ VISION_TEMPLATES: dict[str, dict] = {
         "your understanding of both the visual and textual elements of the task.",
         "prefix": "Overall Judgment: Answer ",
         "tokens": ("1", "2"),
+        "parser": "overall-judgment",
+        "pair_order": "shuffled",
     },
     "vl-rewardbench": {
         "readout": "pairwise",
@@ -64,6 +71,9 @@ VISION_TEMPLATES: dict[str, dict] = {
         "understanding of both the visual and textual elements of the task.",
         "prefix": "Overall Judgment: Answer ",
         "tokens": ("1", "2"),
+        "parser": "overall-judgment",
+        "pair_order": "shuffled",
+        "images": "last",
     },
     "mmrb": {
         "readout": "pairwise",
@@ -81,5 +91,8 @@ VISION_TEMPLATES: dict[str, dict] = {
         "\n\n[The Start of Assistant B's Answer]\n{answer_b}\n[The End of Assistant B's Answer]",
         "prefix": "[[",
         "tokens": ("A", "B"),
+        "parser": "mmrb",
+        "pair_order": "given",
+        "images": "last",
     },
 }

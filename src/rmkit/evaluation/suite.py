@@ -46,6 +46,8 @@ class SuiteEvaluation:
         self.skipped: dict[str, int] = {}
         self.values: dict[str, dict[str, list[list[float]]]] = {label: {} for label in labels}
         self.resumed: dict[str, int] = dict.fromkeys(labels, 0)
+        self.recorded: dict[str, dict[str, Any]] = {}  # each model's settings its kind records
+        self.parse_failures: dict[str, int] = dict.fromkeys(labels, 0)  # a generating judge's unread verdicts
         self.memo: dict[Any, dict[int, Any]] = {}  # tokenisation shared by models that prepare alike
         self.negated: list[str] = []  # models whose numbers rank lower-is-better (costs), negated to rank
         self.partial = Path(config.output_dir) / ".partial"
@@ -81,6 +83,8 @@ class SuiteEvaluation:
                 done[i] = [kind.ranks_by * float(v) for v in values]
                 f.write(json.dumps({"i": i, "values": [_number(v) for v in done[i]]}) + "\n")
                 f.flush()
+        self.recorded[label] = kind.recorded(model)
+        self.parse_failures[label] += stats.parse_failures
         self.values[label][name] = [done[i] for i in range(len(items))]
 
     def _model(self, label: str) -> str:
@@ -152,7 +156,8 @@ class SuiteEvaluation:
             log.warning("%s: %d rows with a missing or non-finite score count as wrong (ids %s)", label, len(bad),
                         ", ".join(bad[:5]))  # fmt: skip
         out["leaderboard"] = suite.lookup(out)
-        return out
+        out["parse_failures"] = self.parse_failures[label]
+        return {**out, **self.recorded.get(label, {})}
 
     def metrics(self) -> dict[str, Any]:
         suite, config = self.suite, self.config

@@ -142,6 +142,14 @@ class ConvertConfig(ModelOptions):
     )
     output: str = option(help="directory to write the standard checkpoint to", positional=True)
     dtype: str = option("fp32", help="dtype of the written weights", choices=list(DTYPE_NAMES))
+    layout: str = option(
+        "auto",
+        help="the layout to write: 'auto', the kind's own (a one-label sequence classifier; for a vision-language "
+        "RM, the VLM with value_head.safetensors, as Skywork-VL-Reward's); 'value-head'; 'align-anything' (the "
+        "VLM's weights with score_head.weight among them, no bias); 'sequence-classification' (transformers' "
+        "class, such as Gemma3ForSequenceClassification: score.weight, no bias). Refused where not exact",
+        choices=["auto", "value-head", "align-anything", "sequence-classification"],
+    )
     overwrite: bool = option(False, help="write into an output directory that already holds files")
     verifier: bool = option(
         False,

@@ -4,7 +4,10 @@ The source is read as its kind reads it (:func:`rmkit.kinds.load`; another train
 in memory, :mod:`rmkit.layouts`; a kind with no standard layout to write is refused); the result is a one-label ``*ForSequenceClassification``
 checkpoint in safetensors with the tokenizer beside it, which transformers, TRL, vLLM and RewardBench load
 with no missing or unexpected key. What the standard layout has no field for (a head bias, the source's
-normalisation, the layout it came from) is kept in rmkit's metadata in ``config.json``.
+normalisation, the layout it came from) is kept in rmkit's metadata in ``config.json``. ``--layout`` names
+another layout the kind writes (:meth:`rmkit.kinds.Kind.convert`): a vision-language RM's are the VLM with
+``value_head.safetensors`` (its ``auto``), align-anything's and transformers' sequence classifier
+(:mod:`rmkit.vlm_layouts`), each where exact.
 
 With ``--verifier`` (``--judge verifier``) the source is a causal LM read as a yes/no judge, written as a
 classifier whose one logit is the judge's log-odds (:func:`rmkit.judges.verifier_classifier`).
@@ -36,17 +39,21 @@ def convert(config: ConvertConfig) -> dict[str, Any]:
     why = kind.convertible(rm)
     if why is not None:
         raise RMKitError(f"{config.source}: {why}")
-    rm.save_pretrained(out)
-    source = rm.metadata.get("converted_from", {}).get("layout", "transformers")
+    try:
+        written = kind.convert(rm, out, config.layout)
+    except RMKitError as e:
+        raise RMKitError(f"{config.source}: {e}") from None
+    source = written["layout"]
     kept = {k: rm.metadata[k] for k in ("score_bias", "score_mean", "score_std") if k in rm.metadata}
     summary = {
         "source": config.source,
         "layout": source,
         "output": str(out),
-        "architecture": rm.model.config.architectures[0],
+        "architecture": written["architecture"],
         "metadata": kept,
     }
-    print(f"{config.source} ({source}) -> {out}: a {summary['architecture']} in safetensors")
+    as_layout = "" if config.layout == "auto" else f" ({config.layout})"
+    print(f"{config.source} ({source}) -> {out}{as_layout}: a {summary['architecture']} in safetensors")
     if "score_bias" in kept:
         print(
             f"  head bias {kept['score_bias']:.6g}: in rmkit's metadata (rmkit adds it; plain transformers "

@@ -10,6 +10,10 @@ vision-judge  a Qwen2-VL or Qwen2.5-VL model given     preference pairs with ima
               ``--judge`` (a VLM read at its verdict)
 judge         a causal LM given ``--judge``, or rmkit  preference pairs
               judge settings (a converted verifier)
+audio         a Qwen2-Audio model and its value head   preference pairs with audio
+vision-       a Qwen2-VL or Qwen2.5-VL model with      preference pairs with images
+critique      MM-RLHF's ``rm_head``: it writes a
+              critique, then scores (MM-RLHF-Reward)
 vision        a Qwen2-VL, Qwen2.5-VL, LLaVA or Gemma3  preference pairs with images
               VLM and its value head
 process       token classifier, rmkit step settings,   step-labelled solutions
@@ -38,8 +42,10 @@ from typing import Any
 
 from rmkit.defaults import NATIVE_MODEL_TYPES
 from rmkit.errors import RMKitError
+from rmkit.kinds.audio import AudioKind
 from rmkit.kinds.base import Checkpoint, Kind, Reading, Sequences
 from rmkit.kinds.cost import CostKind
+from rmkit.kinds.critique import CritiqueKind
 from rmkit.kinds.guard import GuardKind
 from rmkit.kinds.judge import JudgeKind
 from rmkit.kinds.pairwise import PairwiseKind
@@ -53,6 +59,8 @@ KINDS: list[Kind] = [
     GuardKind(),
     VisionJudgeKind(),
     JudgeKind(),
+    AudioKind(),
+    CritiqueKind(),
     VisionKind(),
     ProcessKind(),
     TreeKind(),

@@ -159,7 +159,7 @@ class Kind:
         """The model of ``checkpoint`` (its ``options`` are the loading options) in ``dtype`` on ``device``."""
         from rmkit.modeling import RewardModel
 
-        options = {k: v for k, v in checkpoint.options.items() if k != "images"}  # a VLM's image sizes
+        options = {k: v for k, v in checkpoint.options.items() if k not in ("images", "critique")}  # VLMs'
         return RewardModel.from_pretrained(checkpoint.path, dtype=dtype, device=device, **options)
 
     def owns(self, model: Any) -> bool:
@@ -321,11 +321,28 @@ class Kind:
         """Why ``rmkit serve`` cannot serve ``model`` (``None``: it can)."""
         return None
 
+    def recorded(self, model: Any) -> dict[str, Any]:
+        """What an evaluation records of ``model`` beside its numbers, to rerun it alike (a generating judge's
+        settings: its template, votes and seed)."""
+        return {}
+
     def convertible(self, model: Any) -> str | None:
         """Why ``rmkit convert`` cannot write ``model`` as a standard checkpoint (``None``: it can)."""
         if callable(getattr(model, "save_pretrained", None)):
             return None
         return f"a {self.name} reward model has no standard checkpoint layout to write"
+
+    def convert(self, model: Any, out: Path, layout: str = "auto") -> dict[str, str]:
+        """Write ``model`` (:meth:`convertible`) to ``out`` in ``layout`` (``auto``: the kind's standard one):
+        ``{"layout": the layout it was read from, "architecture": what was written}``. A layout the kind cannot
+        write exactly is an error saying why, raised before anything is written."""
+        if layout not in ("auto", "sequence-classification"):
+            raise RMKitError(
+                f"--layout {layout}: a {self.name} reward model is written as a one-label sequence classifier only"
+            )
+        model.save_pretrained(out)
+        source = model.metadata.get("converted_from", {}).get("layout", "transformers")
+        return {"layout": source, "architecture": model.model.config.architectures[0]}
 
     # --- evaluation ----------------------------------------------------------------------------------------
 

@@ -140,6 +140,12 @@ class JudgeKind(Kind):
             )
         return None
 
+    def recorded(self, model: Any) -> dict[str, Any]:
+        """A judge's settings but its prompt's text (its ``template`` names it): readout, votes, seed, order."""
+        return {
+            "judge": {k: v for k, v in judge_of_model(model).stored().items() if k not in ("text", "policy")}
+        }
+
     def evaluation(self, config: Any, labels: list[str], names: list[str]) -> PairEvaluation:
         return PairEvaluation(config, labels, names)
 

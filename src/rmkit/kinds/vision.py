@@ -1,6 +1,6 @@
 """Vision-language reward models: one score a response to a prompt that may hold images.
 
-Recognised by a checkpoint's ``model_type`` (Qwen2-VL, Qwen2.5-VL, LLaVA, Gemma3: :data:`rmkit.vlm_families.FAMILIES`), or rmkit's
+Recognised by a checkpoint's ``model_type`` (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, LLaVA, LLaVA-NeXT, LLaVA-OneVision, Idefics3, Gemma3: :data:`rmkit.vlm_families.FAMILIES`), or rmkit's
 settings naming the kind ``vision``; loaded as :class:`rmkit.vlm.VisionRewardModel` (the VLM plus a value
 head). Its data is multimodal rows (:mod:`rmkit.data.vision`: align-anything TI2T, RLAIF-V, TRL's vision
 format, LLaMA-Factory's sharegpt with ``<image>``, rmkit's own with an ``images`` column), and text rows too
@@ -22,11 +22,22 @@ from typing import Any
 
 from rmkit.data import Example, RowCounts, first_record
 from rmkit.data.vision import detect_vision, iter_vision_examples, normalise_vision
+from rmkit.errors import RMKitError
 from rmkit.kinds.base import Checkpoint, Kind, Raw, Reading, Sequences
 from rmkit.kinds.pairwise import PairwiseKind
 
 # rmkit.vlm_families.FAMILIES, named here without importing torch
-MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl", "llava", "gemma3")
+MODEL_TYPES = (
+    "qwen2_vl",
+    "qwen2_5_vl",
+    "qwen3_vl",
+    "qwen3_vl_moe",
+    "llava",
+    "llava_next",
+    "llava_onevision",
+    "idefics3",
+    "gemma3",
+)
 
 
 class VisionKind(PairwiseKind):
@@ -102,6 +113,18 @@ class VisionKind(PairwiseKind):
             out["prompt"] = _flat(example.prompt)
         refs, videos = getattr(example, "image_refs", []), getattr(example, "video_refs", [])
         return {**out, **({"images": refs} if refs else {}), **({"videos": videos} if videos else {})}
+
+    def convert(self, model: Any, out: Path, layout: str = "auto") -> dict[str, str]:
+        """The VLM with ``value_head.safetensors`` (``auto``), align-anything's ``score_head`` or transformers'
+        sequence classifier, where exact (:mod:`rmkit.vlm_layouts`)."""
+        from rmkit.vlm_layouts import layout_of, why_not, write
+
+        layout = "value-head" if layout == "auto" else layout
+        why = why_not(model, layout)
+        if why is not None:
+            raise RMKitError(why)
+        source = layout_of(model)
+        return {"layout": source, "architecture": write(model, out, layout)}
 
     def sequences(self, prepared: list[Any]) -> Sequences:
         """A request's rows with their images (:class:`rmkit.data.processing.VisionRow`), one an item."""

@@ -114,12 +114,15 @@ class Scorer:
                         f"item {i} holds a token id outside 0..{self.vocab - 1}", field="input"
                     )
         else:
-            if self.kind.modality == "text" and any(
-                getattr(ex, "images", None) or getattr(ex, "videos", None) for ex in call.examples or []
-            ):
-                raise RequestError(
-                    "this model reads text only: send no image or video parts", field="messages"
-                )
+            media = (("images", "image", "image"), ("videos", "video", "image"), ("audios", "audio", "audio"))
+            for field, part, reads in media:  # a video is read where images are (a vision-language RM)
+                if reads not in self.kind.modality and any(
+                    getattr(ex, field, None) for ex in call.examples or []
+                ):
+                    modality = self.kind.modality.replace("+", " and ")
+                    raise RequestError(
+                        f"this model reads {modality} only: send no {part} parts", field="messages"
+                    )
             try:
                 rows = await self.tokenizing.submit(call.examples or [])
             except Exception as e:  # a chat template that refuses the conversation, say: the input's fault

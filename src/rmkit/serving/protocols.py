@@ -76,10 +76,12 @@ def _flag(body: dict[str, Any], name: str, default: bool) -> bool:
 
 def _conversation(value: Any, name: str) -> list[dict[str, Any]]:
     """A list of ``{"role", "content"}`` messages ending with the scored answer. Content is a string, or (not
-    the answer's) OpenAI's list of parts: ``{"type": "text", "text"}`` and ``{"type": "image_url",
-    "image_url": {"url": data URL}}``, kept as rmkit's ``{"type": "image", "image": url}`` parts; a video as
-    ``{"type": "video_url", "video_url": {"url": data URL}}`` (as vLLM takes it) or ``{"type": "video",
-    "video": data URL or a list of its frames' data URLs}``, kept as ``{"type": "video", "video": ...}``."""
+    the answer's) OpenAI's list of parts: ``{"type": "text", "text"}``, ``{"type": "image_url",
+    "image_url": {"url": data URL}}`` and ``{"type": "input_audio", "input_audio": {"data": base64,
+    "format": "wav"}}``, kept as rmkit's ``{"type": "image", "image": url}`` and ``{"type": "audio",
+    "audio": {...}}`` parts; a video as ``{"type": "video_url", "video_url": {"url": data URL}}`` (as vLLM
+    takes it) or ``{"type": "video", "video": data URL or a list of its frames' data URLs}``, kept as
+    ``{"type": "video", "video": ...}``."""
     if not isinstance(value, list) or not value:
         raise RequestError(f"'{name}' must be a non-empty list of messages", field=name)
     out = []
@@ -127,23 +129,29 @@ def _parts(content: list[Any], name: str) -> list[dict[str, Any]]:
                 raise RequestError(f"a {kind} part needs a data URL or a list of frames' data URLs",
                                    field=f"{name}[{k}]")  # fmt: skip
             out.append({"type": "video", "video": url})
+        elif kind == "input_audio" and isinstance(part.get("input_audio"), dict):
+            out.append({"type": "audio", "audio": part["input_audio"]})  # {data: base64, format}
         else:
-            raise RequestError("a part must be {type: text, text}, {type: image_url, image_url: {url}} or "
-                               "{type: video_url, video_url: {url}}", field=f"{name}[{k}]")  # fmt: skip
+            raise RequestError("a part must be {type: text, text}, {type: image_url, image_url: {url}}, "
+                               "{type: video_url, video_url: {url}} or {type: input_audio, input_audio: "
+                               "{data, format}}", field=f"{name}[{k}]")  # fmt: skip
     return out
 
 
 def with_images(examples: list[Example]) -> list[Example]:
-    """``examples`` whose image parts are opened (:func:`rmkit.data.vision.opened`); a bad image is a
-    :class:`RequestError` naming its part (413 over the pixel limit)."""
+    """``examples`` whose image and audio parts are opened (:func:`rmkit.data.vision.opened`,
+    :func:`rmkit.data.audio.heard`); a bad image or clip is a :class:`RequestError` naming its part (413 over
+    the pixel or length limit)."""
+    from rmkit.data.audio import heard
     from rmkit.data.images import ImageTooLarge
+    from rmkit.data.sounds import AudioTooLong
     from rmkit.data.vision import opened
     from rmkit.errors import DataError
 
     try:
-        return [opened(ex) for ex in examples]
+        return [heard(opened(ex)) for ex in examples]
     except DataError as e:
-        status = 413 if isinstance(e, ImageTooLarge) else 422
+        status = 413 if isinstance(e, (ImageTooLarge, AudioTooLong)) else 422
         raise RequestError(f"item {e.row}: {e.reason}", field=e.field, status=status) from None
 
 

@@ -94,7 +94,8 @@ class TrainConfig(PairOptions, RuntimeOptions, ModelOptions, StepOptions):
     freeze: list[str] | None = option(
         None,
         help="vision-language RMs: parts not trained, 'vision' (the vision encoder) and 'projector' (its merger "
-        "into the language model), matched by each family's module names",
+        "into the language model), matched by each family's module names; audio RMs: 'audio' (the audio "
+        "encoder) and 'projector'",
     )
     attributes: list[str] | None = option(
         None,

@@ -36,6 +36,7 @@ from rmkit.errors import RMKitError
 from rmkit.files import write_json
 from rmkit.modeling import RewardModel
 from rmkit.packing import packs
+from rmkit.training.audio import AudioPairTask
 from rmkit.training.budget import micro_batch_tokens
 from rmkit.training.checkpoint import Trainee, checkpoints, load_checkpoint, resume_path, save_checkpoint
 from rmkit.training.config import TrainConfig
@@ -180,6 +181,7 @@ TASKS = {
     kinds.ProcessKind: StepTask,
     kinds.RatedKind: RatingTask,
     kinds.CostKind: CostTask,
+    kinds.AudioKind: AudioPairTask,
     kinds.VisionKind: VisionPairTask,
     kinds.PairwiseKind: PairTask,
 }
@@ -245,31 +247,36 @@ def _prepare(rm: Any, config: TrainConfig, task: Any) -> Any:
         for m in rm.modules():
             if isinstance(m, nn.Dropout):
                 m.p = 0.0
-    peft_model = _apply_lora(rm, config, task.lora_task) if config.lora else None
+    peft_model = _apply_lora(rm, config, task) if config.lora else None
     if config.gradient_checkpointing:
         rm.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return peft_model
 
 
-def _apply_lora(rm: Any, config: TrainConfig, task_type: str) -> Any:
-    """Inject LoRA adapters into ``rm.model`` in place; the score head is trained whole (modules_to_save)."""
+def _apply_lora(rm: Any, config: TrainConfig, task: Any) -> Any:
+    """Inject LoRA adapters into ``rm.model`` in place; the score head is trained whole. The modules adapted
+    are ``--lora-target-modules``, for ``all-linear`` the task's ``lora_modules`` where it has them (VLMs)."""
     from peft import LoraConfig, TaskType, get_peft_model
 
-    targets = config.lora_target_modules
+    picked = config.lora_target_modules == ["all-linear"] and hasattr(task, "lora_modules")
+    targets = task.lora_modules(rm) if picked else config.lora_target_modules
     lora = LoraConfig(
-        task_type=TaskType[task_type],
+        task_type=TaskType[task.lora_task] if task.lora_task else None,
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
         target_modules="all-linear" if targets == ["all-linear"] else targets,
         # the head is trained whole (modules_to_save), never adapted: PEFT leaves it out of "all-linear" for
-        # sequence classifiers, not for token classifiers
-        exclude_modules=["score", "classifier"],
+        # sequence classifiers, not for token classifiers (a task that picks its modules leaves it out)
+        exclude_modules=None if picked else ["score", "classifier"],
     )
     try:
-        return get_peft_model(rm.model, lora)
+        peft_model = get_peft_model(rm.model, lora)
     except (ValueError, TypeError) as e:
         raise RMKitError(f"cannot apply LoRA to '{config.model}': {e}") from None
+    for p in getattr(rm, "head", nn.Identity()).parameters():  # a VLM's value head, maybe its model's score
+        p.requires_grad_(True)
+    return peft_model
 
 
 class _Loop:

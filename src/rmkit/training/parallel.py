@@ -67,7 +67,10 @@ def distribute(rm: RewardModel, config: TrainConfig, d: Dist) -> nn.Module:
         return rm
     if d.world > 1:
         return nn.parallel.DistributedDataParallel(
-            rm, device_ids=[d.device.index] if d.device.type == "cuda" else None
+            rm,
+            device_ids=[d.device.index] if d.device.type == "cuda" else None,
+            # a VLM's vision encoder gets no gradient from a micro-batch without images
+            find_unused_parameters=getattr(rm, "reads_images", False),
         )
     return rm
 
@@ -77,7 +80,14 @@ def _shard(rm: RewardModel, config: TrainConfig) -> None:
     ``_no_split_modules``) is one unit gathered for its own forward and backward, the rest (embeddings,
     final norm, score head) is the root unit."""
     names = set(getattr(rm.model, "_no_split_modules", None) or [])
-    blocks = [m for m in rm.modules() if type(m).__name__ in names]
+    # A VLM's vision encoder runs only where a micro-batch has images: its blocks stay in the root unit, which
+    # every process gathers in each forward, so no process waits on a gather the others never call.
+    encoder = f"model.{rm.family.vision}" if getattr(rm, "reads_images", False) else None
+    blocks = [
+        m
+        for name, m in rm.named_modules()
+        if type(m).__name__ in names and not (encoder and name.startswith(encoder))
+    ]
     if not blocks:
         raise RMKitError(
             f"--fsdp: {type(rm.model).__name__} names no transformer block class (_no_split_modules) to shard"
@@ -88,9 +98,13 @@ def _shard(rm: RewardModel, config: TrainConfig) -> None:
     policy = MixedPrecisionPolicy()
     if config.dtype == "bf16-weights":
         policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-        for head in (getattr(rm.model, name, None) for name in ("score", "classifier")):
-            if isinstance(head, nn.Module):
-                fully_shard(head, reshard_after_forward=reshard)
+        heads = [getattr(rm.model, name, None) for name in ("score", "classifier")] + [
+            getattr(rm, "head", None)
+        ]
+        for head in {
+            id(h): h for h in heads if isinstance(h, nn.Module)
+        }.values():  # a VLM's head may be score
+            fully_shard(head, reshard_after_forward=reshard)
     for block in reversed(blocks):  # innermost first: a unit takes the parameters no inner unit holds
         fully_shard(block, reshard_after_forward=reshard, mp_policy=policy)
     fully_shard(rm, reshard_after_forward=reshard, mp_policy=policy)

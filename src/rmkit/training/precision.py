@@ -26,6 +26,7 @@ from torch import nn
 from rmkit.runtime import keep_fp32
 
 HEADS = ("score", "classifier")  # modules kept in fp32 (their parameters are their own masters)
+OWN_HEAD = "head."  # a VLM reward model's value head, beside its model (rmkit.vlm)
 
 
 class MasterWeights:
@@ -38,10 +39,10 @@ class MasterWeights:
         self.pairs: list[tuple[nn.Parameter, nn.Parameter]] = []  # (bf16 weight, its fp32 master)
         self._master: dict[int, nn.Parameter] = {}
         for name, module in rm.named_modules():
-            if isinstance(module, nn.Linear) and any(part in HEADS for part in name.split(".")):
+            if isinstance(module, nn.Linear) and _is_head(f"{name}."):
                 keep_fp32(module)  # it reads the bf16 hidden states in fp32
         for name, p in rm.named_parameters():
-            if any(part in HEADS for part in name.split(".")):
+            if _is_head(name):
                 self.names[id(p)] = name
                 continue
             master = nn.Parameter(p.detach().float().clone()) if p.requires_grad else None
@@ -114,3 +115,8 @@ class MasterWeights:
         """Give the model its masters' fp32 values, as fp32 weights (for the final save)."""
         for p, master in self.pairs:
             p.data = master.data
+
+
+def _is_head(name: str) -> bool:
+    """Whether the parameter (or module, with a final dot) ``name`` of a reward model belongs to its head."""
+    return name.startswith(OWN_HEAD) or any(part in HEADS for part in name.split("."))

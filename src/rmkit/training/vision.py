@@ -10,7 +10,21 @@ applied to VLMs). ``--freeze vision,projector`` stops the gradients of the visio
 projector into the language model, matched by each family's module names (:data:`rmkit.vlm_families.FAMILIES`); the
 parameters frozen are counted by module in the log and in ``metrics.json`` (``train.frozen``).
 
-Not yet: LoRA, several processes (DDP, FSDP), ``--loss token_wise`` and ``--packing`` (refused in one line).
+The loop's other options hold as for text pairs: the loss variants (``--score-reg``, ``--center-rewards``,
+the data's margins, ``--loss token_wise``, read from the same forward pass where a pair's rows part),
+``--dtype bf16`` and ``bf16-weights`` (the value head stays fp32), ``--resume``, and several processes under
+``torchrun``, each taking its share of every batch and of the held-out pairs. DDP finds each step's unused
+parameters (the vision encoder on a batch without images). Under FSDP (``--fsdp``) the vision encoder stays
+in the root unit, each row runs its images through it inside the sharded forward (the same numbers; a pass
+outside it would read unsharded weights), and a pass without images carries a blank-image stand-in pair,
+its loss left out, so that every process reduces the encoder's gradients together (:meth:`VisionPairTask.stand_in`).
+``--lora`` puts adapters on the language model's linear layers (:func:`lora_modules`), not the vision
+encoder's or its projector's unless ``--lora-target-modules`` names them; the value head trains whole, the
+unused LM head not at all; the adapters are merged at save, so the checkpoint is the plain VLM plus its value
+head. ``--packing on`` is refused (a row's images and M-RoPE positions are its own).
+
+:class:`rmkit.training.audio.AudioPairTask` trains an audio RM (:mod:`rmkit.alm`) the same way, its clips in
+place of images (``--freeze audio,projector``), in one process with the bt loss and without LoRA (refused).
 """
 
 from __future__ import annotations
@@ -26,13 +40,12 @@ from rmkit import kinds
 from rmkit.data import RowCounts, token_budget_batches
 from rmkit.data.processing import VisionRow
 from rmkit.errors import RMKitError
-from rmkit.losses import bradley_terry
+from rmkit.losses import bradley_terry, divergence_index, token_wise
 from rmkit.training.config import TrainConfig
 from rmkit.training.parallel import Dist
-from rmkit.training.step import PairTask, Totals
+from rmkit.training.step import PairTask, Totals, merged
 
 log = logging.getLogger(__name__)
-FREEZABLE = ("vision", "projector")
 
 
 class VisionPair:
@@ -59,14 +72,15 @@ class VisionPairs(list):
 class VisionPairTask(PairTask):
     """Preference pairs with images (module docstring)."""
 
-    def prepare(self, config: TrainConfig, stats: RowCounts, d: Dist) -> tuple[Any, Any, Any, str | None]:
+    kind: kinds.Kind = kinds.VisionKind()  # whose data reader reads the pairs
+    lora_task = None  # peft's plain LoRA model: the value head is rmkit's module, outside the VLM
+    sharded = False  # FSDP: each row's images run inside the sharded model's forward
+
+    def load(self, config: TrainConfig) -> Any:
+        """The model to train, a value head on it (a fresh one where it has none)."""
         from rmkit.vlm import VisionRewardModel
 
-        if config.lora or d.world > 1 or config.loss != "bt" or config.packing == "on":
-            raise RMKitError(
-                "rmkit train on images runs in one process with the bt loss, without LoRA or --packing on (not yet)"
-            )
-        rm = VisionRewardModel.from_pretrained(
+        return VisionRewardModel.from_pretrained(
             config.model,
             allow_pickle=config.allow_pickle,
             min_pixels=config.min_pixels,
@@ -74,11 +88,21 @@ class VisionPairTask(PairTask):
             video_fps=config.video_fps,
             max_frames=config.max_frames,
         )
+
+    def prepare(self, config: TrainConfig, stats: RowCounts, d: Dist) -> tuple[Any, Any, Any, str | None]:
+        refused(config)
+        self.sharded = d.sharded
+        rm = self.load(config)
         rm.model.fresh_head = None
+        output = rm.model.get_output_embeddings()
+        if output is not None and output.weight is not rm.model.get_input_embeddings().weight:
+            output.requires_grad_(False)  # the LM head: no score reads it (tied, it is the embeddings)
         self.frozen = freeze(rm, config.freeze or [])
         self.tokenizer = rm.example_tokenizer(
             max_length=config.max_length, template=config.template, truncation=config.truncation
         )
+        if self.sharded:
+            self.blank = blank_pair(self.tokenizer)
         pairs = self.read(config.data, config, stats)
         if config.eval_data:
             return rm, pairs, self.read(config.eval_data, config, RowCounts()), config.eval_data
@@ -95,10 +119,13 @@ class VisionPairTask(PairTask):
             f"--eval-split {config.eval_split}",
         )
 
+    def lora_modules(self, rm: Any) -> list[str]:
+        return lora_modules(rm)
+
     def read(self, path: str, config: TrainConfig, stats: RowCounts) -> VisionPairs:
         """The tokenised pairs of the data file ``path`` (dropped ones counted in ``stats``)."""
         reading = kinds.Reading.of(config)
-        examples = list(kinds.VisionKind().pairs(path, reading))
+        examples = list(self.kind.pairs(path, reading))
         out = VisionPairs()
         for ex, rows in zip(examples, self.tokenizer.tokenize(examples), strict=True):
             stats.add(rows, ex.notes)
@@ -115,7 +142,9 @@ class VisionPairTask(PairTask):
         return [2 * p.length for p in items]
 
     def stand_in(self, pad_id: int) -> VisionPair:
-        return VisionPair(VisionRow([pad_id]), VisionRow([pad_id]))
+        """The pair a process runs, its loss not counted, where it has none: FSDP's lockstep passes. It holds
+        an image, so that every process's pass reaches the vision encoder, whose gradients are reduced together."""
+        return self.blank if self.sharded else VisionPair(VisionRow([pad_id]), VisionRow([pad_id]))
 
     def forward(
         self,
@@ -127,20 +156,31 @@ class VisionPairTask(PairTask):
     ):
         """``(loss per pair, a function counting the chunk into some totals)``: each pair's images encoded
         once (:meth:`rmkit.vlm.VisionRewardModel.encode`), its two rows in one forward pass."""
-        loss, chosen, rejected = pair_scores(model, chunk, config, shared=True)
+        # FSDP: a chunk without images takes the stand-in along (its loss left out; see stand_in)
+        blank = self.sharded and all(p.chosen.patches is None and p.rejected.patches is None for p in chunk)
+        with autocast(config, device):
+            loss, chosen, rejected = pair_scores(
+                model, [*chunk, self.blank] if blank else chunk, config, shared=not self.sharded
+            )
+        if blank:
+            loss, chosen, rejected = loss[:-1], chosen[:-1], rejected[:-1]
         tokens = sum(len(p.chosen.ids) + len(p.rejected.ids) for p in chunk)
         return loss, lambda totals: totals.add(loss, chosen, rejected, tokens)
 
     @torch.no_grad()
     def heldout(self, rm: Any, items: Any, config: TrainConfig, d: Dist) -> dict[str, Any]:
+        """The held-out figures of ``items``, each process scoring its share (``items[rank::world]``)."""
         was_training = rm.training
         rm.eval()
-        totals, budget = Totals(), config.eval_batch_tokens
-        for idx in token_budget_batches(self.lengths(items), budget, None):
-            batch = [items[i] for i in idx]
-            totals.add(*pair_scores(rm, batch, config, shared=True), 0)
+        totals, mine = Totals(), items[d.rank :: d.world]
+        for idx in d.same_count(token_budget_batches(self.lengths(mine), config.eval_batch_tokens, None)):
+            batch = [mine[i] for i in idx] or [self.stand_in(rm.pad_token_id)]
+            with autocast(config, d.device):
+                loss, chosen, rejected = pair_scores(rm, batch, config, shared=not self.sharded)
+            if idx:
+                totals.add(loss, chosen, rejected, 0)
         rm.train(was_training)
-        return totals.metrics()
+        return merged(d.gather(totals)).metrics()
 
 
 def pair_scores(
@@ -148,32 +188,91 @@ def pair_scores(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-pair loss (B,) and the chosen and rejected end scores (B,) of ``pairs`` in one forward pass: the
     rows ``[chosen_1 .. chosen_B, rejected_1 .. rejected_B]``, each pair's images encoded once with
-    ``shared``, else once a row (the unshared step, which gives the same numbers)."""
+    ``shared``, else once a row (the unshared step, which gives the same numbers). ``--loss token_wise``
+    reads every position's score of the same pass (:func:`pair_loss`)."""
+    rm = getattr(model, "module", model)  # DDP wraps the model (and is what the forward must go through)
     rows = [p.chosen for p in pairs] + [p.rejected for p in pairs]
-    features = model.encode(rows, 1 << 62) if shared else None
-    margin = torch.tensor([p.margin for p in pairs]) if any(p.margin for p in pairs) else None
-    out = model(**model.batch(rows, features))
+    features = rm.encode(rows, 1 << 62) if shared else None
+    batch = rm.batch(rows, features)
+    out = model(**batch, token_scores=config.loss == "token_wise")
     chosen, rejected = out.end_scores.float().chunk(2)
-    loss = bradley_terry(chosen, rejected, margin, score_reg=config.score_reg, center=config.center_rewards)
-    return loss, chosen, rejected
+    return pair_loss(out, batch["input_ids"], pairs, config), chosen, rejected
+
+
+def pair_loss(out: Any, ids: torch.Tensor, pairs: list[VisionPair], config: TrainConfig) -> torch.Tensor:
+    """The per-pair loss (B,) of a forward's output ``out`` over the rows ``[chosen.., rejected..]`` (ids (2B, L),
+    right-padded): Bradley-Terry on the end scores, or safe-rlhf's token-wise loss over the positions from
+    where the two rows part to the later end; both with the pairs' margins and the regularisers."""
+    chosen, rejected = out.end_scores.float().chunk(2)
+    margin = None
+    if any(p.margin for p in pairs):
+        margin = torch.tensor([p.margin for p in pairs], device=chosen.device)
+    if config.loss == "bt":
+        return bradley_terry(
+            chosen, rejected, margin, score_reg=config.score_reg, center=config.center_rewards
+        )
+    scores_c, scores_r = out.scores.float().chunk(2)
+    end_c, end_r = out.end_index.chunk(2)
+    ids_c, ids_r = ids.chunk(2)
+    return token_wise(
+        scores_c, scores_r, end_c, end_r, divergence_index(ids_c, ids_r), margin,
+        score_reg=config.score_reg, center=config.center_rewards,
+    )  # fmt: skip
+
+
+def blank_pair(tokenizer: Any) -> VisionPair:
+    """A pair of one-letter answers about one blank image (FSDP's stand-in, :meth:`VisionPairTask.stand_in`)."""
+    from PIL import Image
+
+    from rmkit.data.images import Picture
+    from rmkit.data.vision import VisionExample
+
+    prompt = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "?"}]}]
+    image = Picture(Image.new("RGB", (56, 56)), "<blank>")
+    return VisionPair(*tokenizer.tokenize([VisionExample(0, prompt, ["a", "b"], True, images=[image])])[0])
+
+
+def refused(config: TrainConfig) -> None:
+    """Refuse, in one line with the reason, the training options that do not apply to a vision-language RM."""
+    if config.packing == "on":
+        raise RMKitError(
+            "--packing on: a vision-language RM's rows are not packed (each row carries its images, and Qwen's "
+            "M-RoPE positions follow them); use --packing auto or off"
+        )
+
+
+def autocast(config: TrainConfig, device: torch.device) -> Any:
+    """``--dtype bf16``'s autocast over the fp32 weights (off for the other dtypes); the head reads fp32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.dtype == "bf16")
+
+
+def lora_modules(rm: Any) -> list[str]:
+    """What ``--lora`` adapts in ``rm.model`` for ``--lora-target-modules all-linear`` (the default): every
+    linear layer of the language model, by full name; not the vision encoder, its projector, the LM head or a
+    score layer. Names given instead are matched by peft anywhere in the VLM, the vision encoder too."""
+    family, output = rm.family, rm.model.get_output_embeddings()
+    return [
+        name
+        for name, module in rm.model.named_modules()
+        if isinstance(module, nn.Linear)
+        and module is not output
+        and not name.startswith((family.vision, family.projector))
+        and name.split(".")[-1] not in ("score", "classifier")
+    ]
 
 
 def freeze(rm: Any, parts: list[str]) -> dict[str, int]:
-    """Stop the gradients of the ``parts`` (vision, projector) of ``rm``'s family; the parameters frozen by
-    part. An unknown part is an error."""
-    unknown = sorted(set(parts) - set(FREEZABLE))
-    if unknown:
-        raise RMKitError(f"--freeze {','.join(unknown)}: a vision-language RM freezes {', '.join(FREEZABLE)}")
-    frozen = dict.fromkeys(parts, 0)
+    """Stop the gradients of the ``parts`` (vision, projector; an audio RM's audio, projector) of ``rm``'s
+    family; the parameters frozen by part. An unknown part is an error."""
     family = rm.family
+    prefixes = getattr(family, "parts", {"vision": family.vision, "projector": family.projector})
+    unknown = sorted(set(parts) - set(prefixes))
+    if unknown:
+        raise RMKitError(f"--freeze {','.join(unknown)}: this RM freezes {', '.join(prefixes)}")
+    frozen = dict.fromkeys(parts, 0)
+    order = sorted(prefixes, key=lambda p: p != "projector")  # first: Qwen2-VL's sits in its encoder
     for name, param in rm.model.named_parameters():
-        part = (
-            "projector"
-            if name.startswith(family.projector)
-            else "vision"
-            if name.startswith(family.vision)
-            else None
-        )
+        part = next((p for p in order if name.startswith(prefixes[p])), None)
         if part in frozen:
             param.requires_grad_(False)
             frozen[part] += param.numel()
