@@ -514,3 +514,26 @@ def test_mm_rlhf_rewardbench_reads_its_video_rows(video_rm, media, tmp_path):
         float(all(right)),
         2,
     )
+
+
+def test_qwen3_vl_refuses_video_rows_even_with_its_video_token(media, tmp_path):
+    """Qwen3-VL's videos (timestamps written in the text, DeepStack features) are not read yet: a Qwen3-VL
+    whose tokenizer and config both have <|video_pad|> still refuses a row with a video, naming row and field,
+    rather than reading it by Qwen2-VL's rule."""
+    from transformers import AutoTokenizer
+
+    from rmkit.vlm import VisionRewardModel
+
+    path = make_vlm(tmp_path / "vlm", "qwen3_vl")
+    tok = AutoTokenizer.from_pretrained(str(path))
+    tok.add_special_tokens({"additional_special_tokens": ["<|video_pad|>"]})
+    tok.save_pretrained(str(path))
+    config = json.loads((path / "config.json").read_text())
+    config["video_token_id"] = tok.convert_tokens_to_ids("<|video_pad|>")
+    (path / "config.json").write_text(json.dumps(config))
+    rm = VisionRewardModel.from_pretrained(path)
+    assert rm.model.config.video_token_id == rm.tokenizer.get_vocab()["<|video_pad|>"]
+    assert rm.tokens.video_id is None
+    with pytest.raises(DataError, match="reads no video") as caught:
+        rm.example_tokenizer().tokenize(video_examples(media)[:1])
+    assert (caught.value.row, caught.value.field) == (1, "videos")
