@@ -224,14 +224,15 @@ def test_vlfeedback_is_binarised_by_rmkit_pairs_and_read_with_its_image(folder):
 
 def test_mm_rlhf_rows_and_their_video_rows(folder):
     """MM-RLHF's pairs (prompt, chosen, rejected, image, has_image) read with the image at its <image> mark;
-    a video row is refused naming its field, or skipped and counted with --on-error skip."""
+    a video row is read as video (tests/test_vision_video.py): here its file is missing, which is named with
+    its field, or skipped and counted with --on-error skip."""
     rows = [
         {"id": "a", "prompt": "<image>\nWhat colour?", "chosen": "red", "rejected": "blue", "image": "img/red.png",
          "has_image": True},
         {"id": "b", "prompt": "What happens?", "chosen": "x", "rejected": "y", "video": "v/clip.mp4"},
     ]  # fmt: skip
     path = write_jsonl(folder / "mm.jsonl", rows)
-    with pytest.raises(DataError, match=r"row 2.*video.*not read yet"):
+    with pytest.raises(DataError, match=r"row 2.*video.*no such file"):
         list(iter_vision_examples(path, pairs=True))
     with Rejects(folder / "rejects.jsonl") as rejects:
         (ex,) = iter_vision_examples(path, pairs=True, rejects=rejects)

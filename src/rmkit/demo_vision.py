@@ -43,6 +43,8 @@ TEMPLATE = (
     "{% if p.type == 'image' %}IMAGE{% else %}{{ p.text }}{% endif %}"
     "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
 )
+VIDEO_PAD = "<|video_pad|>"  # Qwen's video token (tiny_vlm's video=True)
+VIDEO_TEXT = "<|vision_start|><|video_pad|><|vision_end|>"
 QUESTION = "What colour is the square?"
 
 
@@ -70,11 +72,13 @@ def tiny_vlm(
     hidden: int = 32,
     layers: int = 2,
     max_pixels: int = 112 * 112,
+    video: bool = False,
 ) -> Path:
     """A tiny VLM of ``family`` (qwen2_vl, qwen2_5_vl, llava: CLIP and Llama on 28x28 images, gemma3: SigLIP on
     56x56 images, 4 tokens each) of hidden size ``hidden``, ``layers`` layers, random weights seeded by ``seed``,
     saved to ``path`` with a BPE tokenizer trained on ``corpus`` (the image tokens; with ``template``, a
-    Qwen-shaped chat template) and a PIL image processor (Qwen's: 56x56 .. ``max_pixels``); no value head."""
+    Qwen-shaped chat template) and a PIL image processor (Qwen's: 56x56 .. ``max_pixels``); no value head.
+    ``video``: Qwen's ``<|video_pad|>`` in the tokenizer, the template and the config (else ``<unk>``)."""
     import torch
     from transformers import (
         Qwen2_5_VLConfig,
@@ -84,7 +88,7 @@ def tiny_vlm(
     )
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    tok = _tokenizer(corpus, TEMPLATE.replace("IMAGE", IMAGE_TEXT[family]) if template else None)
+    tok = _tokenizer(corpus, _template(family, video) if template else None, [VIDEO_PAD] if video else [])
     tok.save_pretrained(str(path))
     if family in ("llava", "gemma3"):
         for part in _other_vlm(family, tok, hidden, layers, seed):
@@ -108,18 +112,24 @@ def tiny_vlm(
         vision.update(
             intermediate_size=2 * hidden, out_hidden_size=hidden, window_size=56, fullatt_block_indexes=[1]
         )
-    config = config_cls(
-        text_config=text,
-        vision_config=vision,
-        image_token_id=ids["<|image_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-        video_token_id=tok.unk_token_id,
-    )
+    config = config_cls(text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
+                        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+                        video_token_id=tok.convert_tokens_to_ids(VIDEO_PAD))  # fmt: skip
     torch.manual_seed(seed)
     model_cls(config).save_pretrained(str(path))
     Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=max_pixels).save_pretrained(str(path))
     return path
+
+
+def _template(family: str, video: bool) -> str:
+    """The Qwen-shaped chat template writing the family's image text for an image part (and, with ``video``,
+    Qwen's video text for a video part)."""
+    chat = TEMPLATE.replace("IMAGE", IMAGE_TEXT[family])
+    if not video:
+        return chat
+    return chat.replace(
+        "{% else %}{{ p.text }}", "{% elif p.type == 'video' %}" + VIDEO_TEXT + "{% else %}{{ p.text }}"
+    )
 
 
 def _other_vlm(family: str, tok: Any, hidden: int, layers: int, seed: int) -> tuple[Any, Any]:
@@ -164,8 +174,9 @@ def _other_vlm(family: str, tok: Any, hidden: int, layers: int, seed: int) -> tu
     return Gemma3ForConditionalGeneration(config), Gemma3ImageProcessorPil(size={"height": 56, "width": 56})
 
 
-def _tokenizer(corpus: list[str], chat_template: str | None) -> Any:
-    """A byte-level BPE tokenizer (400 pieces) trained on ``corpus``, with the families' image tokens."""
+def _tokenizer(corpus: list[str], chat_template: str | None, extra: list[str] | None = None) -> Any:
+    """A byte-level BPE tokenizer (400 pieces) trained on ``corpus``, with the families' image tokens (and the
+    ``extra`` special tokens after them)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from tokenizers.processors import TemplateProcessing
     from transformers import PreTrainedTokenizerFast
@@ -184,7 +195,7 @@ def _tokenizer(corpus: list[str], chat_template: str | None) -> Any:
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>"
     )
-    fast.add_special_tokens({"additional_special_tokens": SPECIALS})
+    fast.add_special_tokens({"additional_special_tokens": SPECIALS + (extra or [])})
     fast.chat_template = chat_template
     return fast
 

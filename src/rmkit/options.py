@@ -32,6 +32,7 @@ from rmkit.errors import RMKitError
 from rmkit.option_values import Items, MappingAction, items, mapping
 
 T = TypeVar("T")
+VISION = ("min_pixels", "max_pixels", "video_fps", "max_frames")  # a VLM's loading options (images, video)
 log = logging.getLogger(__name__)
 
 
@@ -176,9 +177,7 @@ class ModelOptions:
         "safe-rlhf, align-anything, trl, llama-factory, deepspeed-chat, openrlhf, mlp-head, athene, armo, ldl, grm, urm, "
         "internlm2, decision-tree",
     )
-    single_bos: bool = option(
-        False, help="read Athene-RM with one BOS, not the two its authors' pipeline gives (and scored with)"
-    )
+    single_bos: bool = option(False, help="read Athene-RM with one BOS, not the two its authors' pipeline gives (and scored with)")  # fmt: skip
     weights: dict[str, str] | None = option(
         None,
         help="a multi-attribute RM's score: the weighted sum of its outputs, e.g. helpfulness=1,verbosity=-0.2 "
@@ -187,6 +186,8 @@ class ModelOptions:
 
     min_pixels: int | None = option(None, help="a vision-language RM's least pixels an image (resized)")
     max_pixels: int | None = option(None, help="a vision-language RM's most pixels an image (resized)")
+    video_fps: float | None = option(None, help="a vision-language RM's video frames a second (default 2.0)")
+    max_frames: int | None = option(None, help="a vision-language RM's most frames a video (default 768)")
     critique_max_new_tokens: int | None = option(None, help="a critique-then-score RM's longest critique, in tokens (default: MM-RLHF's 4096)")  # fmt: skip
     judge: str | None = option(
         None,
@@ -264,8 +265,7 @@ class ModelOptions:
             **({"single_bos": True} if self.single_bos else {}),
             **({"attn_implementation": self.attn_implementation} if self.attn_implementation else {}),
             **({"head": self.head} if self.head else {}),
-            **({"images": {"min_pixels": self.min_pixels, "max_pixels": self.max_pixels}}
-               if self.min_pixels or self.max_pixels else {}),
+            **({"images": {k: getattr(self, k) for k in VISION}} if any(getattr(self, k) for k in VISION) else {}),
             **({"critique": {"max_new_tokens": self.critique_max_new_tokens}} if self.critique_max_new_tokens else {}),
         }  # fmt: skip
 

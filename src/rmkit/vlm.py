@@ -9,19 +9,19 @@ padding gives the same score)::
 
 That is the layout of Skywork-VL-Reward and LLaMA-Factory's reward models (and what align-anything's VLM
 RMs compute, which read ``[:, -1]`` instead: with right padding the shorter answer of a pair is scored at a
-pad token). A checkpoint is the VLM's directory plus ``value_head.safetensors`` holding
-``v_head.summary.weight`` (1, H) and ``v_head.summary.bias`` (1,); also read: transformers' own
-``Gemma3ForSequenceClassification`` checkpoint (its ``score.weight`` the head) and align-anything's (the VLM's
-weights with ``score_head.weight`` among them, no bias), both without remote code. rmkit writes the first, with
-its settings under ``"rmkit"`` in ``config.json`` and the image processor's ``preprocessor_config.json``. A
-``value_head.bin`` is read only with ``allow_pickle``.
+pad token). A checkpoint is the VLM's directory plus ``value_head.safetensors`` (``v_head.summary.weight``
+(1, H), ``.bias`` (1,); a ``.bin`` only with ``allow_pickle``); also read, without remote code: transformers'
+``Gemma3ForSequenceClassification`` (``score.weight``) and align-anything's (``score_head.weight`` among the
+VLM's weights, no bias). rmkit writes the first, its settings under ``"rmkit"`` in ``config.json``.
 
 Scoring takes rows of :class:`rmkit.data.processing.VisionRow` (ids with each image's tokens expanded, the
 images' patches and grids) through the language model in token-budget batches, longest first. The images of
 each example run through the vision encoder once, when the first batch that needs them comes (in passes of
 at most the budget's count of patches), and their features stay until its last row has run: a pair's two
-answers (and best-of-N's N) share that pass. Given the groups of rows answering one prompt, the prompt itself,
-images and all, runs once through the language model and the answers after it (:mod:`rmkit.vlm_sharing`).
+answers (and best-of-N's N) share that pass. An example's videos (Qwen2-VL, Qwen2.5-VL: the rows'
+:class:`rmkit.data.processing.Clips`) run through the encoder the same way, once for all its answers. Given
+the groups of rows answering one prompt, the prompt itself, images and all, runs once through the language
+model and the answers after it (:mod:`rmkit.vlm_sharing`; rows with videos run whole).
 """
 
 from __future__ import annotations
@@ -31,11 +31,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoTokenizer, PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from rmkit import vlm_sharing
 from rmkit.checkpoints import ensure_pad_token, save_model
@@ -77,6 +79,7 @@ class VisionRewardModel(HeldModel):
         self.head = head if head is not None else nn.Linear(hidden, 1)
         keep_fp32(self.head)
         self.tokens = self.family.tokens(model.config, processor, tokenizer)
+        self.video: dict[str, Any] = {}  # the videos' sampling: fps, max_frames (rmkit.data.video)
         self.external = False  # the value-head layout without rmkit's settings (example_tokenizer)
         self.prefix_sharing = True  # a group's answers after one pass over its prefix (score_rows)
 
@@ -90,10 +93,13 @@ class VisionRewardModel(HeldModel):
         allow_pickle: bool = False,
         min_pixels: int | None = None,
         max_pixels: int | None = None,
+        video_fps: float | None = None,
+        max_frames: int | None = None,
         **_: Any,
     ) -> VisionRewardModel:
         """The VLM RM at ``path`` (module docstring); a VLM without a value head gets a fresh one (to train).
-        ``min_pixels``/``max_pixels`` bound each image's size after the image processor's resize."""
+        ``min_pixels``/``max_pixels`` bound each image's (and video frame's) size after the image processor's
+        resize; ``video_fps`` and ``max_frames`` are the videos' sampling (:mod:`rmkit.data.video`)."""
         from transformers import AutoImageProcessor
 
         target = resolve_device(device) if device is not None else torch.device("cpu")
@@ -102,6 +108,8 @@ class VisionRewardModel(HeldModel):
             raise RMKitError(
                 f"{path}: rmkit reads {', '.join(FAMILIES)} as vision-language RMs, not {config.model_type}"
             )
+        if (video_fps is not None and video_fps <= 0) or (max_frames is not None and max_frames < 1):
+            raise RMKitError(f"--video-fps {video_fps} --max-frames {max_frames}: both must be positive")
         sizes = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v}
         if sizes and not FAMILIES[config.model_type].pixel_bounds:
             raise RMKitError(
@@ -111,9 +119,9 @@ class VisionRewardModel(HeldModel):
         model = _backbone(config).from_pretrained(str(path), dtype=resolve_dtype(dtype, target))
         processor = AutoImageProcessor.from_pretrained(str(path), backend="pil", **sizes)
         tokenizer = AutoTokenizer.from_pretrained(str(path))
-        return cls.assembled(
-            Path(path), model, tokenizer, processor, allow_pickle=allow_pickle, device=device
-        )
+        rm = cls.assembled(Path(path), model, tokenizer, processor, allow_pickle=allow_pickle, device=device)
+        rm.video = {k: v for k, v in (("fps", video_fps), ("max_frames", max_frames)) if v}
+        return rm
 
     @classmethod
     def assembled(
@@ -146,7 +154,9 @@ class VisionRewardModel(HeldModel):
     def with_model(self, model: PreTrainedModel) -> VisionRewardModel:
         """The same reward model around another ``model`` of the same config (FSDP's gathered copy); its head
         is a fresh one, for the caller's state dict to fill."""
-        return type(self)(model, self.tokenizer, self.processor, self.metadata)
+        rm = type(self)(model, self.tokenizer, self.processor, self.metadata)
+        rm.video, rm.external = self.video, self.external
+        return rm
 
     def example_tokenizer(
         self, *, max_length: int | None = None, template: str | None = None, truncation: str = "left"
@@ -167,6 +177,7 @@ class VisionRewardModel(HeldModel):
             self.tokenizer,
             self.processor,
             self.tokens,
+            **self.video,
             max_length=max_length or self.max_length,
             template=template or self.metadata.get("template", "auto"),
             truncation=truncation,
@@ -183,13 +194,19 @@ class VisionRewardModel(HeldModel):
         token_scores: bool = False,
         right_padded: bool | None = None,
         image_features: Sequence[torch.Tensor] | None = None,
+        pixel_values_videos: torch.Tensor | None = None,
+        video_grid_thw: torch.Tensor | None = None,
+        second_per_grid_ts: torch.Tensor | None = None,
+        video_features: Sequence[torch.Tensor] | None = None,
     ) -> RewardOutput:
         """End scores (B,) of a padded batch (either side), its images' ``pixel_values`` (P, D) and
         ``image_grid_thw`` (N, 3) in the order their tokens come; ``scores`` (B, L) with ``token_scores``.
         ``image_features`` (one (tokens, H) tensor an image, from :meth:`encode`) stand for ``pixel_values``:
-        the vision encoder then does not run."""
+        the vision encoder then does not run. Videos alike: ``pixel_values_videos`` (or ``video_features``),
+        ``video_grid_thw`` and ``second_per_grid_ts`` (one a video)."""
+        videos = (pixel_values_videos, video_grid_thw, second_per_grid_ts, video_features)
         hidden = self.run(
-            input_ids, attention_mask, pixel_values, image_grid_thw, image_features, use_cache=False
+            input_ids, attention_mask, pixel_values, image_grid_thw, image_features, videos, use_cache=False
         ).last_hidden_state
         return self.read_out(hidden, attention_mask, token_scores)
 
@@ -211,17 +228,29 @@ class VisionRewardModel(HeldModel):
         pixel_values: torch.Tensor | None = None,
         image_grid_thw: torch.Tensor | None = None,
         image_features: Sequence[torch.Tensor] | None = None,
+        videos: tuple[Any, Any, Any, Any] = (None, None, None, None),
         **extra: Any,
     ) -> Any:
         """The VLM's output for :meth:`forward`'s inputs (``last_hidden_state``, and ``past_key_values`` with
-        ``use_cache``); ``extra`` goes to the model as it is, over the family's inputs (``position_ids``, a
+        ``use_cache``); ``videos`` are its ``(pixel_values_videos, video_grid_thw, second_per_grid_ts,
+        video_features)``; ``extra`` goes to the model as it is, over the family's inputs (``position_ids``, a
         cache: prefix sharing, :mod:`rmkit.vlm_sharing`)."""
+        pixel_values_videos, video_grid_thw, seconds, video_features = videos
         images = image_grid_thw is not None
         kwargs = self.family.inputs(input_ids, attention_mask, self.tokens.image_id, image_grid_thw)
+        encoded = {}
         if images and image_features is not None:
-            kwargs["mm_encoder_outputs"] = {"image": self.family.encoder_outputs(list(image_features))}
+            encoded["image"] = self.family.encoder_outputs(list(image_features))
         elif images:
             kwargs["pixel_values"] = pixel_values
+        if video_grid_thw is not None:
+            kwargs = self.family.with_videos(kwargs, input_ids, self.tokens.video_id, video_grid_thw, seconds)
+            if video_features is not None:
+                encoded["video"] = BaseModelOutputWithPooling(pooler_output=list(video_features))
+            else:
+                kwargs["pixel_values_videos"] = pixel_values_videos
+        if encoded:
+            kwargs["mm_encoder_outputs"] = encoded
         return self.model.model(input_ids=input_ids, attention_mask=attention_mask, **{**kwargs, **extra})
 
     @torch.inference_mode()
@@ -246,33 +275,37 @@ class VisionRewardModel(HeldModel):
         rows = [r if isinstance(r, VisionRow) else VisionRow(list(r)) for r in rows]  # ids alone: text
         scores = [0.0] * len(rows)
         alone, copies = list(range(len(rows))), {}
-        if groups and self.prefix_sharing:
-            groups, copies = vlm_sharing.unique(rows, groups)
+        if groups and self.prefix_sharing:  # rows with videos run whole (their positions are not split)
+            groups = [[i for i in g if rows[i].videos is None] for g in groups]
+            groups, copies = vlm_sharing.unique(rows, [g for g in groups if len(g) > 1])
             shares, alone = vlm_sharing.plan(rows, groups, self.tokens.image_id)
-            alone = [i for i in alone if i not in copies]
+            alone = sorted({*alone, *(i for i, r in enumerate(rows) if r.videos is not None)} - set(copies))
             vlm_sharing.count(shares, groups, stats)
             for members, values in vlm_sharing.scores(self, rows, shares, budget, max_rows):
                 for i, value in zip(members, values.tolist(), strict=True):
                     scores[i] = value
-        waiting = Counter(id(rows[i].patches) for i in alone if rows[i].patches is not None)
+        waiting = Counter(id(m) for i in alone for m in _media(rows[i]))
         features: dict[int, tuple[torch.Tensor, ...]] = {}
         for batch in token_budget_batches([len(rows[i].ids) for i in alone], budget, max_rows):
             part = [rows[alone[b]] for b in batch]
-            features.update(self.encode([r for r in part if id(r.patches) not in features], budget))
+            features.update(
+                self.encode([r for r in part if any(id(m) not in features for m in _media(r))], budget)
+            )
             out = self(**self.batch(part, features))
             for b, value in zip(batch, out.end_scores.tolist(), strict=True):
                 scores[alone[b]] = value
-            for r in part:
-                waiting[id(r.patches)] -= 1
-                if r.patches is not None and not waiting[id(r.patches)]:
-                    del features[id(r.patches)]
+            for m in (m for r in part for m in _media(r)):
+                waiting[id(m)] -= 1
+                if not waiting[id(m)]:
+                    del features[id(m)]
         for i, first in copies.items():
             scores[i] = scores[first]
         return scores
 
     def encode(self, rows: Sequence[VisionRow], budget: int) -> dict[int, tuple[torch.Tensor, ...]]:
         """The vision encoder's features of each distinct image set of ``rows`` (by the ``id`` of its patches),
-        one (tokens, H) tensor an image; sets batched up to ``budget`` patches a pass."""
+        one (tokens, H) tensor an image; sets batched up to ``budget`` patches a pass. Each distinct set of
+        videos alike (by the ``id`` of its :class:`~rmkit.data.processing.Clips`), one tensor a video."""
         sets = list({id(r.patches): r for r in rows if r.patches is not None}.values())
         costs = [len(r.patches) for r in sets]
         features: dict[int, tuple[torch.Tensor, ...]] = {}
@@ -283,6 +316,16 @@ class VisionRewardModel(HeldModel):
             for i in group:
                 features[id(sets[i].patches)] = tuple(out[start : start + len(sets[i].grids)])
                 start += len(sets[i].grids)
+        clips = list({id(r.videos): r.videos for r in rows if r.videos is not None}.values())
+        for group in token_budget_batches([len(c.patches) for c in clips], budget, None):
+            batch = self._videos([clips[i] for i in group])
+            out = self.family.video_features(
+                self.model.model, batch["pixel_values_videos"], batch["video_grid_thw"]
+            )
+            start = 0
+            for i in group:
+                features[id(clips[i])] = tuple(out[start : start + len(clips[i].grids)])
+                start += len(clips[i].grids)
         return features
 
     def batch(
@@ -293,6 +336,7 @@ class VisionRewardModel(HeldModel):
         patches, and each row's features."""
         ids, mask = padded_on([r.ids for r in rows], self.pad_token_id, self.device)
         batch: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "right_padded": True}
+        batch.update(self._videos([r.videos for r in rows if r.videos is not None], features))
         with_images = [r for r in rows if r.patches is not None]
         if not with_images:
             return batch
@@ -305,6 +349,29 @@ class VisionRewardModel(HeldModel):
             patches = self.family.pixels([r.patches for r in with_images])
             batch["pixel_values"] = torch.from_numpy(patches).to(self.device, dtype)
         return batch
+
+    def _videos(
+        self, clips: Sequence[Any], features: dict[int, tuple[torch.Tensor, ...]] | None = None
+    ) -> dict:
+        """The model's video inputs of ``clips`` (one :class:`~rmkit.data.processing.Clips` a row that has
+        videos, in row order, each row with its own copy): ``video_grid_thw``, ``second_per_grid_ts``, and
+        ``pixel_values_videos``, or the ``video_features`` of :meth:`encode` where ``features`` are given."""
+        if not clips:
+            return {}
+        out: dict[str, Any] = {
+            "video_grid_thw": torch.tensor(
+                [g for c in clips for g in c.grids], dtype=torch.long, device=self.device
+            ),
+            "second_per_grid_ts": torch.tensor([s for c in clips for s in c.seconds], device=self.device),
+        }
+        if features is not None:
+            out["video_features"] = [f for c in clips for f in features[id(c)]]
+        else:
+            dtype = next(self.model.get_submodule(self.family.vision.rstrip(".")).parameters()).dtype
+            out["pixel_values_videos"] = torch.from_numpy(np.concatenate([c.patches for c in clips])).to(
+                self.device, dtype
+            )
+        return out
 
     def save_pretrained(self, path: str | Path, metadata: dict[str, Any] | None = None) -> None:
         """Write the VLM's checkpoint, its tokenizer and image processor, and ``value_head.safetensors``."""
@@ -321,6 +388,11 @@ class VisionRewardModel(HeldModel):
             )
 
         save_model(self.model, self.tokenizer, self.metadata, Path(path), extra=extra)
+
+
+def _media(row: VisionRow) -> list[Any]:
+    """The image and video sets of ``row`` (its patches, its clips): what the encoder runs once a set."""
+    return [m for m in (row.patches, row.videos) if m is not None]
 
 
 def _backbone(config: Any) -> Any:

@@ -27,14 +27,25 @@ class Family:
     processor rule of the family) and what else the model's forward takes (:meth:`inputs`)."""
 
     image_text = "<|vision_start|><|image_pad|><|vision_end|>"
+    video_text = "<|vision_start|><|video_pad|><|vision_end|>"
     vision, projector = "model.visual.", "model.visual.merger."
+    timed = False  # its forward takes second_per_grid_ts (Qwen2.5-VL's temporal positions)
+    videos = True  # rmkit reads its videos (Qwen2-VL's frame grouping and M-RoPE rule)
     pixel_bounds = True  # its image processor reads min_pixels/max_pixels (--min-pixels, --max-pixels)
 
     def tokens(self, config: Any, processor: Any, tokenizer: Any) -> ImageTokens:
-        """Qwen2-VL's rule: an image's ``<|image_pad|>`` becomes ``t·h·w / merge²`` tokens."""
+        """Qwen2-VL's rule: an image's ``<|image_pad|>`` (a video's ``<|video_pad|>``, where the tokenizer has
+        the model's video token) becomes ``t·h·w / merge²`` tokens."""
         merge = int(processor.merge_size)
+        video = getattr(config, "video_token_id", None)
+        if not self.videos or video is None or tokenizer.get_vocab().get("<|video_pad|>") != video:
+            video = None  # a tokenizer without the model's video token: its rows with video are refused
         return ImageTokens(
-            int(config.image_token_id), self.image_text, lambda g: g[0] * g[1] * g[2] // merge**2
+            int(config.image_token_id),
+            self.image_text,
+            lambda g: g[0] * g[1] * g[2] // merge**2,
+            video_id=video,
+            video_text=self.video_text,
         )
 
     def inputs(
@@ -59,9 +70,33 @@ class Family:
         types = (ids == image_id).int()
         return model.get_rope_index(ids, types, image_grid_thw=grids, attention_mask=mask)[0]
 
+    def with_videos(
+        self,
+        inputs: dict[str, Any],
+        ids: torch.Tensor,
+        video_id: int,
+        grids: torch.Tensor,
+        seconds: torch.Tensor,
+    ) -> dict[str, Any]:
+        """:meth:`inputs` of a batch with videos: their tokens marked 2 in ``mm_token_type_ids`` (transformers'
+        rule: text 0, image 1, video 2), M-RoPE positions from the ``video_grid_thw`` too (and Qwen2.5-VL's
+        ``second_per_grid_ts``)."""
+        out = {k: v for k, v in inputs.items() if k != "position_ids"}
+        out["mm_token_type_ids"] = inputs["mm_token_type_ids"] + 2 * (ids == video_id).int()
+        out["video_grid_thw"] = grids
+        if self.timed:
+            out["second_per_grid_ts"] = seconds
+        return out
+
     def features(self, model: Any, pixel_values: torch.Tensor, grids: torch.Tensor) -> list[torch.Tensor]:
         """One (tokens, H) tensor an image from the vision encoder and projector."""
         return list(model.get_image_features(pixel_values, grids).pooler_output)
+
+    def video_features(
+        self, model: Any, pixel_values: torch.Tensor, grids: torch.Tensor
+    ) -> list[torch.Tensor]:
+        """One (tokens, H) tensor a video from the vision encoder and projector."""
+        return list(model.get_video_features(pixel_values, grids).pooler_output)
 
     def encoder_outputs(self, features: list[torch.Tensor]) -> Any:
         """What the model's ``mm_encoder_outputs["image"]`` takes for the features of :meth:`features`."""
@@ -79,6 +114,7 @@ class Qwen3VL(Family):
     image's features are kept as one (1 + layers, tokens, H) tensor: the merged ones, then each layer's."""
 
     projector = ("model.visual.merger.", "model.visual.deepstack_merger_list.")  # type: ignore[assignment]
+    videos = False  # its videos take timestamps in the text and DeepStack features: not read yet
 
     def features(self, model: Any, pixel_values: torch.Tensor, grids: torch.Tensor) -> list[torch.Tensor]:
         out = model.get_image_features(pixel_values, grids)
@@ -345,8 +381,14 @@ def _positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+class Qwen25(Family):
+    """Qwen2.5-VL: Qwen2-VL's rules; a video's temporal positions are spaced by its ``second_per_grid_ts``."""
+
+    timed = True
+
+
 FAMILIES: dict[str, Family] = {
-    "qwen2_vl": Family(), "qwen2_5_vl": Family(), "qwen3_vl": Qwen3VL(),
+    "qwen2_vl": Family(), "qwen2_5_vl": Qwen25(), "qwen3_vl": Qwen3VL(),
     "qwen3_vl_moe": Qwen3VL(), "llava": Llava(),
     "llava_next": LlavaNext(), "llava_onevision": LlavaOnevision(), "idefics3": Idefics3(), "gemma3": Gemma3(),
 }  # fmt: skip

@@ -257,8 +257,11 @@ def heard(example: Example, source: str = "<request>", max_seconds: float = MAX_
         return example
     found: list[tuple[Any, str]] = []
     r = RowReader(source, example.row)
-    if getattr(example, "images", None):
-        raise r.error("messages", "a request mixes image and audio parts; rmkit's models read one of them")
+    if getattr(example, "images", None) or getattr(example, "videos", None):
+        raise r.error(
+            "messages",
+            "a request mixes image and audio parts (or video and audio); rmkit's models read one of them",
+        )
     prompt = [_message(m, r, f"messages[{j}]", found) for j, m in enumerate(example.prompt)]
     sounds = [open_audio(v, r, where, base=None, max_seconds=max_seconds, files=False) for v, where in found]
     parts = [_parts(m, 0) if isinstance(m["content"], str) else m for m in prompt]

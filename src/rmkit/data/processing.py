@@ -16,6 +16,14 @@ LLaVA's ``<image>`` and Gemma3's ``<start_of_image>`` are expanded by their proc
 family's image text (Qwen's ``<|vision_start|><|image_pad|><|vision_end|>``). Truncation cuts the prompt from the left as for text,
 once for all the answers of an example, after the images are expanded; never into an image or an answer:
 an example too long to keep its images whole is dropped and counted.
+
+A video part (Qwen2-VL, Qwen2.5-VL) is sampled to frames by the rule of :mod:`rmkit.data.video` (the
+tokenizer's ``fps`` and ``max_frames``), each frame resized and normalised by the image processor as an image
+is (its ``smart_resize`` rule, min and max pixels), then grouped as transformers' ``Qwen2VLVideoProcessor``
+groups them: the frames padded to a multiple of the temporal patch size by repeating the last, and each
+temporal patch's pixels flattened ``(channel, time, patch row, patch column)`` under the same spatial order as
+an image's patches; its grid is ``(frames / 2, h, w)`` and its one ``<|video_pad|>`` token becomes
+``t·h·w / merge²`` of them (:class:`Clips`).
 """
 
 from __future__ import annotations
@@ -25,9 +33,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from rmkit.data.formats import Example, Message
 from rmkit.data.rendering import ExampleTokenizer, Tokenized, render_plain
+from rmkit.data.video import FPS, MAX_FRAMES, sample
 from rmkit.errors import DataError, RMKitError
+
+
+@dataclass
+class Clips:
+    """The videos of one example: their ``patches`` (P, C·T·patch²), one ``(t, h, w)`` grid a video and the
+    ``seconds`` each temporal patch spans (Qwen2.5-VL's ``second_per_grid_ts``: temporal patch size / fps)."""
+
+    patches: Any
+    grids: list[tuple[int, int, int]]
+    seconds: list[float]
 
 
 @dataclass
@@ -37,6 +58,7 @@ class VisionRow(Tokenized):
 
     patches: Any = None
     grids: list[tuple[int, int, int]] = field(default_factory=list)
+    videos: Clips | None = None
 
     def __len__(self) -> int:  # its tokens, as a row of ids counts in a token budget (the server's queue)
         return len(self.ids)
@@ -63,18 +85,31 @@ class ImageTokens:
     wrap: tuple[str, str] = ("", "")
     images: Callable[[Any, list[Any]], tuple[Any, list[tuple[int, int, int]]]] | None = None
     run: Callable[[tuple[int, int, int]], list[int]] | None = None
+    video_id: int | None = None  # the token a video's features take the place of (None: no video read)
+    video_text: str = ""  # what a video part renders as without a chat template
 
 
 class VisionTokenizer(ExampleTokenizer):
     """An :class:`ExampleTokenizer` for multimodal examples (module docstring); ``tokenize`` gives a list of
     :class:`VisionRow`, one a response, for each example (``None``: dropped). ``part`` is the type of the
-    message parts its media take (a subclass reads other media: :mod:`rmkit.data.audio_processing`)."""
+    message parts its media take (a subclass reads other media: :mod:`rmkit.data.audio_processing`). A video
+    is sampled at ``fps`` frames a second, at most ``max_frames`` (:mod:`rmkit.data.video`)."""
 
     part = "image"
 
-    def __init__(self, tokenizer: Any, processor: Any, tokens: ImageTokens, **options: Any):
+    fps, max_frames = FPS, MAX_FRAMES
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        processor: Any,
+        tokens: ImageTokens,
+        fps: float = FPS,
+        max_frames: int = MAX_FRAMES,
+        **options: Any,
+    ):
         super().__init__(tokenizer, **options)
-        self.processor, self.tokens = processor, tokens
+        self.processor, self.tokens, self.fps, self.max_frames = processor, tokens, fps, max_frames
 
     def render(self, prompt: Sequence[Message], response: str) -> str:
         if self.use_chat:
@@ -88,15 +123,18 @@ class VisionTokenizer(ExampleTokenizer):
     def _plain(self, content: Any) -> str:
         if isinstance(content, str):
             return content
-        return "".join(self.tokens.text if p.get("type") == self.part else p.get("text", "") for p in content)
+        texts = {self.part: self.tokens.text, "video": self.tokens.video_text}
+        return "".join(texts.get(p.get("type"), "") or p.get("text", "") for p in content)
 
     def tokenize(self, examples: Sequence[Example]) -> list[list[Tokenized] | None]:  # type: ignore[override]
         rows = super().tokenize(examples)
         out: list[list[Tokenized] | None] = []
         for ex, row in zip(examples, rows, strict=True):
             patches, grids = self._media(ex)
-            seqs = [self._expanded(ex, t.ids, grids) for t in row or []]
-            out.append(self._cut(seqs, patches, grids, self._first_image(row)) if row is not None else None)
+            clips = self._videos(ex) if row is not None else None
+            seqs = [self._expanded(ex, t.ids, grids, clips) for t in row or []]
+            first = self._first_image(row)
+            out.append(self._cut(seqs, patches, grids, clips, first) if row is not None else None)
         return out
 
     def _truncated(self, rows: list[list[int]], one_prompt: bool) -> list[Tokenized]:
@@ -104,14 +142,14 @@ class VisionTokenizer(ExampleTokenizer):
 
     def truncate(self, ids: list[int]) -> VisionRow:
         """A row of token ids alone (a server's pre-tokenised input: no images) cut by the rule above. Ids that
-        hold an image's token are refused: the image they stand for did not come with them."""
-        marks = {self.tokens.image_id, self.tokens.placeholder} - {None}
+        hold an image's (or a video's) token are refused: what they stand for did not come with them."""
+        marks = {self.tokens.image_id, self.tokens.placeholder, self.tokens.video_id} - {None}
         if any(t in marks for t in ids):
             raise RMKitError(
-                "the token ids hold an image's placeholder and no image came with them: token ids cannot carry "
-                "an image; send the conversation as messages whose user turn holds image_url parts"
+                "the token ids hold an image's (or a video's) placeholder and no image came with them: token ids "
+                "cannot carry an image; send the conversation as messages whose user turn holds image_url parts"
             )
-        cut = self._cut([list(ids)], None, [])
+        cut = self._cut([list(ids)], None, [], None)
         return cut[0] if cut else VisionRow(list(ids[-self.max_length :]), truncated=True)
 
     def _media(self, ex: Example) -> tuple[Any, list]:
@@ -130,6 +168,32 @@ class VisionTokenizer(ExampleTokenizer):
             return patches, [(1, int(p.shape[-2]), int(p.shape[-1])) for p in patches]
         return patches, [tuple(int(x) for x in g) for g in done["image_grid_thw"]]
 
+    def _videos(self, ex: Example) -> Clips | None:
+        """Every video of one example sampled, through the image processor frame by frame and grouped as
+        Qwen2-VL's video processor groups them (module docstring)."""
+        videos = getattr(ex, "videos", [])
+        if not videos:
+            return None
+        if self.tokens.video_id is None:
+            raise DataError(
+                "this model reads no video (Qwen2-VL and Qwen2.5-VL do)", row=ex.row, field="videos"
+            )
+        span = int(self.processor.temporal_patch_size)
+        patches, grids, seconds = [], [], []
+        for video in videos:
+            frames = sample(video, self.fps, self.max_frames)
+            images = frames.images + frames.images[-1:] * (-len(frames.images) % span)
+            done = self.processor(images=images, temporal_patch_size=1, return_tensors="np")
+            _, h, w = (int(x) for x in done["image_grid_thw"][0])
+            flat = done["pixel_values"]  # (frames·h·w, C·patch²): each frame's patches, in the image order
+            t = len(images) // span
+            channels = flat.shape[1] // int(self.processor.patch_size) ** 2
+            grouped = flat.reshape(t, span, h * w, channels, -1).transpose(0, 2, 3, 1, 4)
+            patches.append(grouped.reshape(t * h * w, -1))
+            grids.append((t, h, w))
+            seconds.append(span / frames.fps)
+        return Clips(np.concatenate(patches), grids, seconds)
+
     def _first_image(self, row: Sequence[Tokenized] | None) -> int | None:
         """Where the first image's ids begin in an example's rows (its placeholder's place: nothing before it
         is expanded), ``None`` without images."""
@@ -137,38 +201,52 @@ class VisionTokenizer(ExampleTokenizer):
         ids = row[0].ids if row else []
         return ids.index(mark) if mark in ids else None
 
-    def _expanded(self, ex: Example, ids: list[int], grids: list) -> list[int]:
-        """``ids`` with each image token expanded to its image's count of features (and the ids around them)."""
+    def _expanded(self, ex: Example, ids: list[int], grids: list, clips: Clips | None = None) -> list[int]:
+        """``ids`` with each image (and video) token expanded to its count of features (and the ids around
+        them)."""
         tokens = self.tokens
         mark = tokens.image_id if tokens.placeholder is None else tokens.placeholder
-        places = [i for i, t in enumerate(ids) if t == mark]
-        if places and not grids:
+        if mark in ids and not grids:
             raise DataError(
-                f"the text holds {len(places)} image placeholder(s) and no image came with it: a text (or token "
-                "ids) cannot carry an image; send the conversation with its images (messages whose user turn "
-                "holds image_url parts, or the row's images column)",
+                f"the text holds {ids.count(mark)} image placeholder(s) and no image came with it: a text (or "
+                "token ids) cannot carry an image; send the conversation with its images (messages whose user "
+                "turn holds image_url parts, or the row's images column)",
                 row=ex.row,
                 field="images",
             )
-        if len(places) != len(grids):
-            raise DataError(
-                f"the rendered text has {len(places)} {self.part} tokens for {len(grids)} {self.part}s (the "
-                f"model's chat template must write one {self.part} token an {self.part} part)",
-                row=ex.row,
-                field=f"{self.part}s",
-            )
+        runs = {mark: [self._run(g) for g in grids]}
+        if clips is not None:
+            runs[tokens.video_id] = [[tokens.video_id] * tokens.count(g) for g in clips.grids]
+        for at_id, kind in ((mark, self.part), (tokens.video_id, "video")):
+            found, wanted = ids.count(at_id) if at_id is not None else 0, len(runs.get(at_id, []))
+            if found != wanted:
+                raise DataError(
+                    f"the rendered text has {found} {kind} tokens for {wanted} {kind}s (the model's chat "
+                    f"template must write one {kind} token a{'n' * (kind[0] in 'aeiou')} {kind} part)",
+                    row=ex.row,
+                    field=f"{kind}s",
+                )
+        queues = {k: iter(v) for k, v in runs.items()}
         out: list[int] = []
-        start = 0
-        for at, grid in zip(places, grids, strict=True):
-            run = (
-                tokens.run(grid) if tokens.run else [*tokens.before, *[tokens.image_id] * tokens.count(grid)]
-            )
-            out += ids[start:at] + run
-            start = at + 1
-        return out + ids[start:]
+        for t in ids:
+            if t in queues:
+                out += next(queues[t])
+            else:
+                out.append(t)
+        return out
+
+    def _run(self, grid: tuple[int, int, int]) -> list[int]:
+        """The ids an image's placeholder becomes."""
+        tokens = self.tokens
+        return tokens.run(grid) if tokens.run else [*tokens.before, *[tokens.image_id] * tokens.count(grid)]
 
     def _cut(
-        self, rows: list[list[int]], patches: Any, grids: list, first: int | None = None
+        self,
+        rows: list[list[int]],
+        patches: Any,
+        grids: list,
+        clips: Clips | None = None,
+        first: int | None = None,
     ) -> list[Tokenized] | None:
         """One example's rows cut to ``max_length`` (module docstring): one cut of the prompt they share, from
         the left after the leading special tokens, for all; ``None`` (dropped) where that would reach an image
@@ -176,7 +254,7 @@ class VisionTokenizer(ExampleTokenizer):
         with ``truncation="drop"``."""
         longest = max(map(len, rows))
         if self.max_length is None or longest <= self.max_length:
-            return [VisionRow(r, patches=patches, grids=grids) for r in rows]
+            return [VisionRow(r, patches=patches, grids=grids, videos=clips) for r in rows]
         if self.truncation == "drop":
             return None
         head = 0
@@ -185,12 +263,18 @@ class VisionTokenizer(ExampleTokenizer):
         cut = longest - self.max_length
         if first is not None and head + cut > first:
             return None
-        image_id, out = self.tokens.image_id, []
+        marks, out = (self.tokens.image_id, self.tokens.video_id), []
         for row in rows:
             kept = row[:head] + row[head + cut :]
-            if len(kept) > self.max_length or kept.count(image_id) != row.count(image_id):
+            if len(kept) > self.max_length or any(
+                kept.count(m) != row.count(m) for m in marks if m is not None
+            ):
                 return None
-            out.append(VisionRow(kept, truncated=True, group_cut=len(rows) > 1, patches=patches, grids=grids))
+            out.append(
+                VisionRow(
+                    kept, truncated=True, group_cut=len(rows) > 1, patches=patches, grids=grids, videos=clips
+                )
+            )
         if len(rows) > 1 and len(os.path.commonprefix(rows)) < head + cut:  # the cut would reach an answer
             return None
         return out

@@ -4,8 +4,9 @@ Recognised by a checkpoint's ``model_type`` (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, LLa
 settings naming the kind ``vision``; loaded as :class:`rmkit.vlm.VisionRewardModel` (the VLM plus a value
 head). Its data is multimodal rows (:mod:`rmkit.data.vision`: align-anything TI2T, RLAIF-V, TRL's vision
 format, LLaMA-Factory's sharegpt with ``<image>``, rmkit's own with an ``images`` column), and text rows too
-(no images). ``score``, ``rank`` and ``eval`` run as for a pairwise RM: the rows written carry each row's
-``images`` as the data file named them; ``eval`` reports the usual pair figures.
+(no images), and rows with videos (Qwen2-VL, Qwen2.5-VL: :mod:`rmkit.data.video`). ``score``, ``rank`` and
+``eval`` run as for a pairwise RM: the rows written carry each row's ``images`` (and ``videos``) as the data
+file named them; ``eval`` reports the usual pair figures; ``inspect`` counts images and videos.
 
 ``rmkit serve`` reads OpenAI-style ``image_url`` parts holding data URLs (:mod:`rmkit.serving.protocols`),
 and ``http(s)`` URLs with ``--allow-remote-images`` (:mod:`rmkit.serving.remote_images`).
@@ -84,7 +85,12 @@ class VisionKind(PairwiseKind):
         )
 
     def tallies(self, row: Any) -> dict[str, int]:
-        return {self.tally(row): 1, "images": len(getattr(row, "images", []))}
+        videos = len(getattr(row, "videos", []))
+        return {
+            self.tally(row): 1,
+            "images": len(getattr(row, "images", [])),
+            **({"videos": videos} if videos else {}),
+        }
 
     def examples(self, records: Any, source: str, reading: Reading, rejects: Any) -> Iterator[Any]:
         return normalise_vision(
@@ -111,8 +117,8 @@ class VisionKind(PairwiseKind):
         out = super().row(model, example, raw, values, reading)
         if "prompt" in out:
             out["prompt"] = _flat(example.prompt)
-        refs = getattr(example, "image_refs", [])
-        return {**out, "images": refs} if refs else out
+        refs, videos = getattr(example, "image_refs", []), getattr(example, "video_refs", [])
+        return {**out, **({"images": refs} if refs else {}), **({"videos": videos} if videos else {})}
 
     def convert(self, model: Any, out: Path, layout: str = "auto") -> dict[str, str]:
         """The VLM with ``value_head.safetensors`` (``auto``), align-anything's ``score_head`` or transformers'

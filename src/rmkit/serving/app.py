@@ -114,13 +114,14 @@ class Scorer:
                         f"item {i} holds a token id outside 0..{self.vocab - 1}", field="input"
                     )
         else:
-            for media, part in (("images", "image"), ("audios", "audio")):
-                if part not in self.kind.modality and any(
-                    getattr(ex, media, None) for ex in call.examples or []
+            media = (("images", "image", "image"), ("videos", "video", "image"), ("audios", "audio", "audio"))
+            for field, part, reads in media:  # a video is read where images are (a vision-language RM)
+                if reads not in self.kind.modality and any(
+                    getattr(ex, field, None) for ex in call.examples or []
                 ):
-                    reads = self.kind.modality.replace("+", " and ")
+                    modality = self.kind.modality.replace("+", " and ")
                     raise RequestError(
-                        f"this model reads {reads} only: send no {part} parts", field="messages"
+                        f"this model reads {modality} only: send no {part} parts", field="messages"
                     )
             try:
                 rows = await self.tokenizing.submit(call.examples or [])

@@ -79,7 +79,9 @@ def _conversation(value: Any, name: str) -> list[dict[str, Any]]:
     the answer's) OpenAI's list of parts: ``{"type": "text", "text"}``, ``{"type": "image_url",
     "image_url": {"url": data URL}}`` and ``{"type": "input_audio", "input_audio": {"data": base64,
     "format": "wav"}}``, kept as rmkit's ``{"type": "image", "image": url}`` and ``{"type": "audio",
-    "audio": {...}}`` parts."""
+    "audio": {...}}`` parts; a video as ``{"type": "video_url", "video_url": {"url": data URL}}`` (as vLLM
+    takes it) or ``{"type": "video", "video": data URL or a list of its frames' data URLs}``, kept as
+    ``{"type": "video", "video": ...}``."""
     if not isinstance(value, list) or not value:
         raise RequestError(f"'{name}' must be a non-empty list of messages", field=name)
     out = []
@@ -118,11 +120,21 @@ def _parts(content: list[Any], name: str) -> list[dict[str, Any]]:
             if not isinstance(url, str):
                 raise RequestError("an image_url part needs 'image_url': {'url': ...}", field=f"{name}[{k}]")
             out.append({"type": "image", "image": url})
+        elif kind in ("video_url", "video"):
+            url = part.get(kind)
+            url = url.get("url") if isinstance(url, dict) else url
+            if not isinstance(url, str) and not (
+                isinstance(url, list) and url and all(isinstance(u, str) for u in url)
+            ):
+                raise RequestError(f"a {kind} part needs a data URL or a list of frames' data URLs",
+                                   field=f"{name}[{k}]")  # fmt: skip
+            out.append({"type": "video", "video": url})
         elif kind == "input_audio" and isinstance(part.get("input_audio"), dict):
             out.append({"type": "audio", "audio": part["input_audio"]})  # {data: base64, format}
         else:
-            raise RequestError("a part must be {type: text, text}, {type: image_url, image_url: {url}} or "
-                               "{type: input_audio, input_audio: {data, format}}", field=f"{name}[{k}]")  # fmt: skip
+            raise RequestError("a part must be {type: text, text}, {type: image_url, image_url: {url}}, "
+                               "{type: video_url, video_url: {url}} or {type: input_audio, input_audio: "
+                               "{data, format}}", field=f"{name}[{k}]")  # fmt: skip
     return out
 
 

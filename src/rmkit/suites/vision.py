@@ -12,7 +12,8 @@ them, the image's pass shared), read as the files are downloaded:
   ``Output2``), ``Category``.
 - MM-RLHF-RewardBench (``yifanzhang114/MM-RLHF-RewardBench``): ``id``, ``prompt``, ``image``, ``chosen``,
   ``rejected`` (and ``chosen_reason``, ``rejected_reason``, which an RM does not read); several rows may share
-  an id. Rows with a ``video`` are refused for now, named (``--on-error skip`` counts them).
+  an id. A row with a ``video`` (and no image) is read with its video before the question
+  (:mod:`rmkit.data.video`; a model that reads no video refuses it, named); its category is ``video``.
 
 An image that cannot be read (a missing file, bytes that are no image) is a data error naming the file, row
 and field; with ``--on-error skip`` the row is written to the rejects file and counted in ``metrics.json``.
@@ -30,6 +31,7 @@ import numpy as np
 from rmkit.data import Rejects, read_records
 from rmkit.data.images import describe, open_image
 from rmkit.data.rows import RowReader, each_record
+from rmkit.data.video import describe_video, open_video
 from rmkit.data.vision import VisionExample
 from rmkit.metrics.vision_benchmarks import (
     VL_GROUP_NAMES,
@@ -221,11 +223,15 @@ class MMRLHFRewardBench(VisionSuite):
         return {"id", "prompt", "chosen", "rejected", "chosen_reason"} <= set(record) and "image" in record
 
     def item_at(self, record: dict[str, Any], r: RowReader, name: str, base: Path) -> Item:
-        if record.get("video") and not record.get("image"):
-            raise r.error("video", "video rows are not read yet (images only)")
-        path = describe(record.get("image"))
+        video = record.get("video") if not record.get("image") else None
+        path = describe(record.get("image")) if video is None else describe_video(video)
         pair = [text(r, record, "chosen"), text(r, record, "rejected")]
-        example = self.pair(record, r, text(r, record, "prompt"), pair, base)
+        if video is None:
+            example = self.pair(record, r, text(r, record, "prompt"), pair, base)
+        else:
+            parts = [{"type": "video"}, {"type": "text", "text": text(r, record, "prompt")}]
+            clip = open_video(video, r, "video", base=base)
+            example = VisionExample(r.row, [{"role": "user", "content": parts}], pair, True, videos=[clip])
         subset = mmrlhf_category(path) or "other"
         return Item(r.row, str(r.get(record, "id")), subset, example, {"image": path})
 

@@ -90,6 +90,8 @@ class VisionPairTask(PairTask):
             allow_pickle=config.allow_pickle,
             min_pixels=config.min_pixels,
             max_pixels=config.max_pixels,
+            video_fps=config.video_fps,
+            max_frames=config.max_frames,
         )
 
     def prepare(self, config: TrainConfig, stats: RowCounts, d: Dist) -> tuple[Any, Any, Any, str | None]:
@@ -298,7 +300,8 @@ def plan_pairs(model: Any, pairs: list[VisionPair], sharing: str) -> tuple[list,
         return [], list(range(2 * n))
     rows = [p.chosen for p in pairs] + [p.rejected for p in pairs]
     least = {"on": 1}.get(sharing, MIN_SHARED)
-    return vlm_sharing.plan(rows, [[i, i + n] for i in range(n)], model.tokens.image_id, least)
+    still = [[i, i + n] for i, p in enumerate(pairs) if p.chosen.videos is None and p.rejected.videos is None]
+    return vlm_sharing.plan(rows, still, model.tokens.image_id, least)  # a pair with videos runs whole
 
 
 def sharing_refused(config: TrainConfig, rm: Any, task: Any) -> str | None:
