@@ -7,10 +7,10 @@ reward head reads the conversation that holds the critique::
     score = out_proj(tanh(dense(h))) at the conversation's last token
 
 The head is MM-RLHF's ``RewardHead`` (``rm_head.dense``: H→H, then tanh, then ``rm_head.out_proj``: H→1; its
-dropouts are off at inference), stored among the model's weights. MM-RLHF's own checkpoint is LLaVA-OneVision
-in LLaVA-NeXT's code (model type ``llava_qwen``), which transformers does not hold: rmkit reads this RM on the
-Qwen2-VL and Qwen2.5-VL backbones transformers has (``rm_head.*`` beside the VLM's weights) and refuses the
-other in one line (:mod:`rmkit.kinds.critique`).
+dropouts are off at inference), stored among the model's weights. rmkit reads this RM on the Qwen2-VL and
+Qwen2.5-VL backbones transformers has (``rm_head.*`` beside the VLM's weights) and on MM-RLHF's own checkpoint,
+LLaVA-OneVision in LLaVA-NeXT's layout (model type ``llava_qwen``), read as transformers' LLaVA-OneVision
+(:mod:`rmkit.llava_qwen`: its config translated, its weights renamed as they load, no remote code).
 
 The critique prompts are a pointwise generating judge's (:class:`rmkit.data.vision_judging.VisionJudgeTokenizer`:
 the images, then the prompt's text); the critiques are written as a generating image judge writes
@@ -30,11 +30,12 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from rmkit import llava_qwen
 from rmkit.data.judging import Judge
 from rmkit.data.processing import VisionRow
 from rmkit.data.vision_judging import VisionJudgeTokenizer
 from rmkit.errors import RMKitError
-from rmkit.runtime import keep_fp32, resolve_device
+from rmkit.runtime import keep_fp32, resolve_device, resolve_dtype
 from rmkit.vision_judges import write
 from rmkit.vlm import VisionRewardModel
 
@@ -125,8 +126,14 @@ def load_critique_rm(
     **sizes: Any,
 ) -> CritiqueRewardModel:
     """The critique-then-score RM at ``path``: a Qwen2-VL or Qwen2.5-VL checkpoint with ``rm_head.*`` among its
-    weights."""
-    rm = CritiqueRewardModel.from_pretrained(path, dtype=dtype, allow_pickle=allow_pickle, **sizes)
+    weights, or MM-RLHF's own ``llava_qwen`` one (:mod:`rmkit.llava_qwen`)."""
+    if llava_qwen.is_llava_qwen(json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))):
+        if any(sizes.values()):
+            raise RMKitError(f"{path}: --min-pixels/--max-pixels bound Qwen's image processors, not LLaVA's")
+        parts = llava_qwen.load(path, resolve_dtype(dtype, torch.device("cpu")))
+        rm = CritiqueRewardModel.assembled(Path(path), *parts, allow_pickle=allow_pickle, device=None)
+    else:
+        rm = CritiqueRewardModel.from_pretrained(path, dtype=dtype, allow_pickle=allow_pickle, **sizes)
     if rm.model.get_output_embeddings() is None:
         raise RMKitError(f"{path}: its model has no LM head to write a critique with")
     hidden = rm.model.config.get_text_config().hidden_size

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from rmkit.data import token_budget_batches
 from rmkit.data.judging import JUDGE_KEY, Judge
@@ -136,7 +135,7 @@ def _images(
     out.pop("position_ids", None)  # generate counts positions itself, from the mask
     if with_images:
         pooled = model.family.encoder_outputs([f for r in with_images for f in features[id(r.patches)]])
-        out["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=pooled)}
+        out["mm_encoder_outputs"] = {"image": pooled}  # the family's own output type (LLaVA's: stacked)
     return out
 
 
