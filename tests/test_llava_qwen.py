@@ -25,6 +25,7 @@ SAVED = {
     "model.multi_modal_projector.linear_1.": "model.mm_projector.0.",
     "model.multi_modal_projector.linear_2.": "model.mm_projector.2.",
 }
+SYSTEM = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"  # LLaVA-NeXT's qwen_1_5 conversation
 SIGLIP_HEAD = "model.vision_tower.head."  # SigLIP's pooling head: unused, and LLaVA-NeXT deletes it
 
 
@@ -104,8 +105,8 @@ def test_every_weight_equals_the_original(original, llava_qwen):
 
 @torch.no_grad()
 def by_hand(original, head, question: str, answer: str, image) -> tuple[str, float]:
-    """MM-RLHF's steps on the original transformers LLaVA-OneVision: its critic prompt after ``<image>\\n``,
-    transformers' greedy critique, decoded and stripped, then the head on the conversation's last token."""
+    """MM-RLHF's steps on the original transformers LLaVA-OneVision: its critic prompt after ``<image>\\n`` in
+    LLaVA-NeXT's qwen_1_5 conversation (its system line, ChatML turns), transformers' greedy critique, decoded and stripped, then the head on the conversation's last token."""
     from transformers import (
         AutoTokenizer,
         LlavaOnevisionForConditionalGeneration,
@@ -134,14 +135,15 @@ def by_hand(original, head, question: str, answer: str, image) -> tuple[str, flo
                 "image_sizes": sizes, "batch_num_images": torch.tensor([1])}  # fmt: skip
 
     user = (
-        "<|im_start|>user\n<image>\n"
+        SYSTEM
+        + "<|im_start|>user\n<image>\n"
         + CRITIQUE_PROMPT.format(question=question, answer=answer)
-        + "<|im_end|>\n"
+        + "<|im_end|>\n<|im_start|>assistant\n"
     )
     prompt = inputs(user)
     out = model.generate(**prompt, max_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=tok.pad_token_id)
     critique = tok.decode(out[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True).strip()
-    hidden = model.model(**inputs(user + f"<|im_start|>assistant\n{critique}<|im_end|>\n")).last_hidden_state
+    hidden = model.model(**inputs(user + f"{critique}<|im_end|>\n")).last_hidden_state
     dense = torch.tanh(head["rm_head.dense.weight"] @ hidden[0, -1] + head["rm_head.dense.bias"])
     return critique, float(head["rm_head.out_proj.weight"][0] @ dense + head["rm_head.out_proj.bias"][0])
 

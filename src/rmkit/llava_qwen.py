@@ -18,7 +18,8 @@ weights (LLaVA-NeXT drops the tower's last layer and its head). The image proces
 settings of the checkpoint's ``preprocessor_config.json`` (SigLIP's: mean and std 0.5, the tower's size where
 there is none) and the config's ``image_grid_pinpoints`` (LLaVA-NeXT's ``"(1x1),...,(6x6)"`` form expanded in
 tiles of the tower's size, as its ``process_anyres_image`` does). Images enter as an ``<image>`` token (LLaVA's
-``-200`` in its own code), added to the tokenizer where it lacks one.
+``-200`` in its own code), added to the tokenizer where it lacks one. Conversations are written as LLaVA-NeXT's
+``qwen_1_5`` conversation writes them (MM-RLHF's ``--conv-mode``: its system line, ChatML turns).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ RENAMES = {
 SO400M = {"hidden_size": 1152, "intermediate_size": 4304, "num_attention_heads": 16, "image_size": 384,
           "patch_size": 14}  # fmt: skip
 SIGLIP_NORM = [0.5, 0.5, 0.5]  # SigLIP's image mean and std
-# LLaVA-NeXT's qwen_1_5 conversation (where the tokenizer's own template writes no image part)
+# LLaVA-NeXT's qwen_1_5 conversation (conv_templates["qwen_1_5"], CHATML), images as <image>
 QWEN_1_5 = (
     "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
     "{% endif %}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}"
@@ -77,8 +78,7 @@ def load(path: str | Path, dtype: Any) -> tuple[Any, Any, Any]:
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     if IMAGE_TOKEN not in tokenizer.get_vocab():
         tokenizer.add_tokens([IMAGE_TOKEN], special_tokens=True)
-    if "image" not in (tokenizer.chat_template or ""):
-        tokenizer.chat_template = QWEN_1_5
+    tokenizer.chat_template = QWEN_1_5  # MM-RLHF's conversation (its --conv-mode), whatever the tokenizer's
     config = translate(path, raw, shapes, tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
     _check_weights(path, config, shapes)
     model = LlavaOnevisionForConditionalGeneration.from_pretrained(
