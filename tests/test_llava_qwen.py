@@ -190,3 +190,27 @@ def test_a_missing_weight_is_refused_in_one_line(llava_qwen, tmp_path, capsys):
     )
     (said,) = capsys.readouterr().err.strip().splitlines()
     assert "lacks model.mm_projector.2.weight" in said and str(broken) in said
+
+
+def test_convert_writes_a_standard_llava_onevision_with_the_head(original, llava_qwen, tmp_path):
+    """rmkit convert writes transformers' LLaVA-OneVision (plain transformers reads every weight as the
+    original's) with rm_head.safetensors; rmkit reads it back as the same critique RM."""
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    from rmkit import kinds
+    from rmkit.cli import main
+
+    out = tmp_path / "converted"
+    assert main(["convert", str(llava_qwen), str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "llava_onevision" and config["rmkit"]["kind"] == "vision-critique"
+    plain = LlavaOnevisionForConditionalGeneration.from_pretrained(str(out)).state_dict()
+    for name, value in state_of(original).items():
+        assert torch.equal(plain[name], value), name
+    kind, rm = kinds.load(str(out), {})
+    _, before = kinds.load(str(llava_qwen), {})
+    assert kind.name == "vision-critique"
+    for name, value in before.head.state_dict().items():
+        assert torch.equal(rm.head.state_dict()[name], value), name
+    assert rm.tokenizer.chat_template == before.tokenizer.chat_template
+    assert rm.processor.to_dict() == before.processor.to_dict()

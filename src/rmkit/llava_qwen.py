@@ -84,6 +84,7 @@ def load(path: str | Path, dtype: Any) -> tuple[Any, Any, Any]:
     model = LlavaOnevisionForConditionalGeneration.from_pretrained(
         str(path), config=config, dtype=dtype, key_mapping=RENAMES
     )
+    model._weight_conversions = None  # saved as transformers saves its own LLaVA-OneVision, not renamed back
     return model, tokenizer, image_processor(path, raw, config)
 
 

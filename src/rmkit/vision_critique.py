@@ -40,6 +40,7 @@ from rmkit.vision_judges import write
 from rmkit.vlm import VisionRewardModel
 
 HEAD = "rm_head"
+HEAD_FILE = "rm_head.safetensors"  # where rmkit convert writes the head (beside the VLM's own weights)
 CRITIQUE_TOKENS = 4096  # MM-RLHF's --max_new_tokens
 # MM-RLHF's critic prompt (make_conv_rm), its fields named as rmkit's judge templates name them
 CRITIQUE_PROMPT = (
@@ -132,6 +133,7 @@ def load_critique_rm(
             raise RMKitError(f"{path}: --min-pixels/--max-pixels bound Qwen's image processors, not LLaVA's")
         parts = llava_qwen.load(path, resolve_dtype(dtype, torch.device("cpu")))
         rm = CritiqueRewardModel.assembled(Path(path), *parts, allow_pickle=allow_pickle, device=None)
+        rm.metadata["converted_from"] = {"layout": llava_qwen.MODEL_TYPE}
     else:
         rm = CritiqueRewardModel.from_pretrained(path, dtype=dtype, allow_pickle=allow_pickle, **sizes)
     if rm.model.get_output_embeddings() is None:
@@ -149,8 +151,26 @@ def load_critique_rm(
     return rm.eval()
 
 
+def save_critique_rm(rm: CritiqueRewardModel, path: Path) -> str:
+    """Write ``rm`` as transformers writes its VLM (a ``llava_qwen`` one as a standard LLaVA-OneVision), with
+    its tokenizer, image processor, rmkit's settings (the kind) and ``rm_head.safetensors``; its architecture."""
+    from safetensors.torch import save_file
+
+    from rmkit.checkpoints import save_model
+
+    def extra(folder: Path) -> None:
+        rm.processor.save_pretrained(str(folder))
+        head = {f"{HEAD}.{k}": v.detach().float().cpu().contiguous() for k, v in rm.head.state_dict().items()}
+        save_file(head, str(folder / HEAD_FILE), metadata={"format": "pt"})
+
+    metadata = {**rm.metadata, "kind": "vision-critique"}
+    save_model(rm.model, rm.tokenizer, metadata, Path(path), extra=extra)
+    return rm.model.config.architectures[0]
+
+
 def _head_weights(path: Path) -> dict[str, torch.Tensor]:
-    """``rm_head.*`` of the checkpoint's safetensors, named as :class:`CritiqueHead` names them."""
+    """``rm_head.*`` of the checkpoint's safetensors (``rm_head.safetensors`` where rmkit wrote one), named as
+    :class:`CritiqueHead` names them."""
     index = path / "model.safetensors.index.json"
     files = (
         sorted(
@@ -159,6 +179,8 @@ def _head_weights(path: Path) -> dict[str, torch.Tensor]:
         if index.is_file()
         else sorted(path.glob("*.safetensors"))
     )
+    if (path / HEAD_FILE).is_file() and path / HEAD_FILE not in files:
+        files.append(path / HEAD_FILE)
     found: dict[str, torch.Tensor] = {}
     for f in files:
         with safe_open(str(f), "pt") as weights:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rmkit.data import RowCounts
+from rmkit.errors import RMKitError
 from rmkit.kinds.base import Checkpoint, Raw, Reading
 from rmkit.kinds.judge import Judgment
 from rmkit.kinds.vision import MODEL_TYPES, VisionKind
@@ -87,7 +88,17 @@ class CritiqueKind(VisionKind):
         return "rmkit serve reads each sample in one pass; a critique-then-score RM writes a critique first"
 
     def convertible(self, model: Any) -> str | None:
-        return "a critique-then-score RM is kept in its own layout (the VLM with rm_head among its weights)"
+        return None
+
+    def convert(self, model: Any, out: Path, layout: str = "auto") -> dict[str, str]:
+        """The VLM as transformers writes it (MM-RLHF's ``llava_qwen`` checkpoint: a standard LLaVA-OneVision)
+        with ``rm_head.safetensors`` beside it and rmkit's settings naming this kind."""
+        from rmkit.vision_critique import save_critique_rm
+
+        if layout != "auto":
+            raise RMKitError(f"--layout {layout}: a critique-then-score RM is written in its own layout only")
+        source = model.metadata.get("converted_from", {}).get("layout", "transformers")
+        return {"layout": source, "architecture": save_critique_rm(model, out)}
 
 
 def _weight_names(path: Path) -> set[str]:
