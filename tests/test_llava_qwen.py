@@ -214,3 +214,36 @@ def test_convert_writes_a_standard_llava_onevision_with_the_head(original, llava
         assert torch.equal(rm.head.state_dict()[name], value), name
     assert rm.tokenizer.chat_template == before.tokenizer.chat_template
     assert rm.processor.to_dict() == before.processor.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "said"),
+    [
+        ("mm_projector_type", "linear", "mm_projector_type 'linear'"),
+        ("image_aspect_ratio", "pad", "image_aspect_ratio 'pad'"),
+        (
+            "mm_vision_tower",
+            "openai/clip-vit-large-patch14",
+            "mm_vision_tower 'openai/clip-vit-large-patch14'",
+        ),
+    ],
+)
+def test_a_config_transformers_would_compute_otherwise_is_refused_in_one_line(
+    llava_qwen, tmp_path, capsys, key, value, said
+):
+    from rmkit.cli import main
+
+    other = tmp_path / "other"
+    shutil.copytree(llava_qwen, other)
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config, key: value}))
+    picture("red").save(tmp_path / "x.png")
+    data = write_jsonl(
+        tmp_path / "p.jsonl", [{"question": "Q?", "image": "x.png", "chosen": "a", "rejected": "b"}]
+    )
+    assert (
+        main(["score", "--model", str(other), "--data", str(data), "--output", str(tmp_path / "o.jsonl")])
+        == 2
+    )
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert said in line and str(other) in line

@@ -75,7 +75,7 @@ def load(path: str | Path, dtype: Any) -> tuple[Any, Any, Any]:
     path = Path(path)
     raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
     shapes = weight_shapes(path)
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    tokenizer = AutoTokenizer.from_pretrained(str(path), config=_language(raw))
     if IMAGE_TOKEN not in tokenizer.get_vocab():
         tokenizer.add_tokens([IMAGE_TOKEN], special_tokens=True)
     tokenizer.chat_template = QWEN_1_5  # MM-RLHF's conversation (its --conv-mode), whatever the tokenizer's
@@ -91,7 +91,7 @@ def load(path: str | Path, dtype: Any) -> tuple[Any, Any, Any]:
 def translate(path: Path, raw: dict[str, Any], shapes: dict[str, list[int]], image_id: int) -> Any:
     """The ``LlavaOnevisionConfig`` of a ``llava_qwen`` config (module docstring); what transformers' model
     does not compute as LLaVA-NeXT's does is refused in one line."""
-    from transformers import LlavaOnevisionConfig, Qwen2Config
+    from transformers import LlavaOnevisionConfig
 
     wanted = {
         "mm_projector_type": "mlp2x_gelu",
@@ -104,8 +104,7 @@ def translate(path: Path, raw: dict[str, Any], shapes: dict[str, list[int]], ima
     aspect = str(raw.get("image_aspect_ratio", "anyres_max_9"))
     if not aspect.startswith("anyres_max_"):
         raise RMKitError(f"{path}: image_aspect_ratio {aspect!r}; rmkit reads LLaVA-OneVision's anyres_max_N")
-    text = {k: v for k, v in raw.items() if not k.startswith(("mm_", "image_", "architectures", "_name"))}
-    text = Qwen2Config(**{**text, "model_type": "qwen2"}).to_dict()
+    text = _language(raw).to_dict()
     vision = tower(path, raw, shapes)
     side = vision["image_size"]
     if image_id >= text["vocab_size"]:
@@ -124,6 +123,14 @@ def translate(path: Path, raw: dict[str, Any], shapes: dict[str, list[int]], ima
     )
     config.dtype = raw.get("torch_dtype", raw.get("dtype"))
     return config
+
+
+def _language(raw: dict[str, Any]) -> Any:
+    """The Qwen2 language model's config: the keys at the config's top level that are not LLaVA's."""
+    from transformers import Qwen2Config
+
+    text = {k: v for k, v in raw.items() if not k.startswith(("mm_", "image_", "architectures", "_name"))}
+    return Qwen2Config(**{**text, "model_type": "qwen2"})
 
 
 def tower(path: Path, raw: dict[str, Any], shapes: dict[str, list[int]]) -> dict[str, Any]:
