@@ -247,3 +247,26 @@ def test_a_config_transformers_would_compute_otherwise_is_refused_in_one_line(
     )
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert said in line and str(other) in line
+
+
+def test_a_tokenizer_without_image_token_gets_one(original, llava_qwen, tmp_path):
+    """Qwen2's tokenizer (MM-RLHF's) has no ``<image>`` (LLaVA-NeXT's code puts -200 in the ids): rmkit adds
+    it, at the next id, which the model's vocabulary holds; here that is the original's own id."""
+    from transformers import AutoTokenizer
+
+    from rmkit import kinds
+
+    bare = tmp_path / "bare"
+    shutil.copytree(llava_qwen, bare)
+    cut = ["<image>", "<start_of_image>", "<image_soft_token>", "<end_of_image>"]
+    tokenizer = json.loads((bare / "tokenizer.json").read_text())
+    tokenizer["added_tokens"] = [t for t in tokenizer["added_tokens"] if t["content"] not in cut]
+    (bare / "tokenizer.json").write_text(json.dumps(tokenizer))
+    settings = json.loads((bare / "tokenizer_config.json").read_text())
+    settings["extra_special_tokens"] = [t for t in settings["extra_special_tokens"] if t not in cut]
+    (bare / "tokenizer_config.json").write_text(json.dumps(settings))
+    assert "<image>" not in AutoTokenizer.from_pretrained(str(bare)).get_vocab()
+    _, rm = kinds.load(str(bare), {})
+    image_id = AutoTokenizer.from_pretrained(str(original)).convert_tokens_to_ids("<image>")
+    assert rm.tokenizer.convert_tokens_to_ids("<image>") == rm.model.config.image_token_id == image_id
+    assert rm.tokens.image_id == image_id
