@@ -270,3 +270,22 @@ def test_a_tokenizer_without_image_token_gets_one(original, llava_qwen, tmp_path
     image_id = AutoTokenizer.from_pretrained(str(original)).convert_tokens_to_ids("<image>")
     assert rm.tokenizer.convert_tokens_to_ids("<image>") == rm.model.config.image_token_id == image_id
     assert rm.tokens.image_id == image_id
+
+
+def test_a_weight_of_another_shape_is_refused_in_one_line(llava_qwen, tmp_path, capsys):
+    from rmkit.cli import main
+
+    other = tmp_path / "other"
+    shutil.copytree(llava_qwen, other)
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config, "intermediate_size": 48}))
+    picture("red").save(tmp_path / "x.png")
+    data = write_jsonl(
+        tmp_path / "p.jsonl", [{"question": "Q?", "image": "x.png", "chosen": "a", "rejected": "b"}]
+    )
+    assert (
+        main(["score", "--model", str(other), "--data", str(data), "--output", str(tmp_path / "o.jsonl")])
+        == 2
+    )
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "model.layers.0.mlp.gate_proj.weight is [64, 32]" in line and "gives [48, 32]" in line

@@ -205,20 +205,27 @@ def weight_shapes(path: Path) -> dict[str, list[int]]:
 
 
 def _check_weights(path: Path, config: Any, shapes: dict[str, list[int]]) -> None:
-    """Refuse, naming it, the first weight transformers' model needs that the checkpoint lacks."""
+    """Refuse, naming it, the first weight transformers' model needs that the checkpoint lacks, or holds in
+    another shape than the translated config gives it."""
     import torch
     from transformers import LlavaOnevisionForConditionalGeneration
 
     with torch.device("meta"):
-        model = LlavaOnevisionForConditionalGeneration(config)
-    have = {renamed(k) for k in shapes}
+        wanted = LlavaOnevisionForConditionalGeneration(config).state_dict()
+    have = {renamed(k): v for k, v in shapes.items()}
     tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
-    missing = sorted(set(model.state_dict()) - have - tied)
+    missing = sorted(set(wanted) - set(have) - tied)
     if missing:
-        inverse = _saved_name(missing[0])
         raise RMKitError(
-            f"{path}: the llava_qwen checkpoint lacks {inverse} ({len(missing)} weight(s) missing in all)"
+            f"{path}: the llava_qwen checkpoint lacks {_saved_name(missing[0])} ({len(missing)} weight(s) "
+            "missing in all)"
         )
+    for name, tensor in wanted.items():
+        if name in have and list(tensor.shape) != list(have[name]):
+            raise RMKitError(
+                f"{path}: {_saved_name(name)} is {have[name]} in the llava_qwen checkpoint; its config.json "
+                f"gives {list(tensor.shape)}"
+            )
 
 
 def _saved_name(name: str) -> str:
