@@ -8,7 +8,7 @@ and its safetensors' names are mapped to transformers' as they load (the names o
     lm_head.weight                                  -> lm_head.weight
     model.vision_tower.vision_tower.vision_model.*  -> model.vision_tower.*
     model.mm_projector.0 / .2                       -> model.multi_modal_projector.linear_1 / linear_2
-    model.image_newline                             -> model.image_newline
+    model.image_newline                             -> (the same name)
 
 Other weights (MM-RLHF's ``rm_head.*``) stay where they are for their reader (:mod:`rmkit.vision_critique`).
 The config holds the Qwen2 language model's keys at its top level and LLaVA's ``mm_*`` keys; the SigLIP tower's
@@ -39,7 +39,6 @@ RENAMES = {
     r"^model\.vision_tower\.vision_tower\.vision_model\.": "model.vision_tower.",
     r"^model\.mm_projector\.0\.": "model.multi_modal_projector.linear_1.",
     r"^model\.mm_projector\.2\.": "model.multi_modal_projector.linear_2.",
-    r"^model\.image_newline$": "model.image_newline",
     r"^model\.(embed_tokens|layers|norm)\.": r"model.language_model.\1.",
 }
 # google/siglip-so400m-patch14-384's vision config (the tower LLaVA-OneVision is built on)
