@@ -1,8 +1,8 @@
 """MM-RLHF's critique-then-score RM on a tiny random Qwen2-VL with its LM head and an ``rm_head`` (dense, tanh,
 out_proj) among its weights: rmkit's score of each answer equals a by-hand run of MM-RLHF's steps with plain
 transformers (the critique prompt written out, transformers' own greedy ``generate``, the critique decoded and
-stripped, the conversation holding it through the VLM, the head at its last token); MM-RLHF's own
-``llava_qwen`` checkpoint is refused in one line."""
+stripped, the conversation holding it through the VLM, the head at its last token); a ``llava_qwen``
+checkpoint without safetensors is refused in one line (its native reading: tests/test_llava_qwen.py)."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def test_the_score_is_a_by_hand_critique_then_forward(critic, tmp_path):
             assert line[key] == pytest.approx(score, abs=1e-5)
 
 
-def test_mm_rlhfs_own_checkpoint_is_refused_in_one_line(tmp_path, capsys):
+def test_a_llava_qwen_checkpoint_without_safetensors_is_refused_in_one_line(tmp_path, capsys):
     from rmkit.cli import main
 
     model = tmp_path / "MM-RLHF-Reward-7B-llava-ov-qwen"
@@ -111,7 +111,7 @@ def test_mm_rlhfs_own_checkpoint_is_refused_in_one_line(tmp_path, capsys):
         == 2
     )
     (said,) = capsys.readouterr().err.strip().splitlines()
-    assert "llava_qwen" in said and "--trust-remote-code" in said
+    assert "llava_qwen" in said and "safetensors" in said
 
 
 def test_a_critique_rm_is_recognised_by_its_head_and_not_served(critic):

@@ -7,10 +7,10 @@ reward head reads the conversation that holds the critique::
     score = out_proj(tanh(dense(h))) at the conversation's last token
 
 The head is MM-RLHF's ``RewardHead`` (``rm_head.dense``: H→H, then tanh, then ``rm_head.out_proj``: H→1; its
-dropouts are off at inference), stored among the model's weights. MM-RLHF's own checkpoint is LLaVA-OneVision
-in LLaVA-NeXT's code (model type ``llava_qwen``), which transformers does not hold: rmkit reads this RM on the
-Qwen2-VL and Qwen2.5-VL backbones transformers has (``rm_head.*`` beside the VLM's weights) and refuses the
-other in one line (:mod:`rmkit.kinds.critique`).
+dropouts are off at inference), stored among the model's weights. rmkit reads this RM on the Qwen2-VL and
+Qwen2.5-VL backbones transformers has (``rm_head.*`` beside the VLM's weights) and on MM-RLHF's own checkpoint,
+LLaVA-OneVision in LLaVA-NeXT's layout (model type ``llava_qwen``), read as transformers' LLaVA-OneVision
+(:mod:`rmkit.llava_qwen`: its config translated, its weights renamed as they load, no remote code).
 
 The critique prompts are a pointwise generating judge's (:class:`rmkit.data.vision_judging.VisionJudgeTokenizer`:
 the images, then the prompt's text); the critiques are written as a generating image judge writes
@@ -30,15 +30,17 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from rmkit import llava_qwen
 from rmkit.data.judging import Judge
 from rmkit.data.processing import VisionRow
 from rmkit.data.vision_judging import VisionJudgeTokenizer
 from rmkit.errors import RMKitError
-from rmkit.runtime import keep_fp32, resolve_device
+from rmkit.runtime import keep_fp32, resolve_device, resolve_dtype
 from rmkit.vision_judges import write
 from rmkit.vlm import VisionRewardModel
 
 HEAD = "rm_head"
+HEAD_FILE = "rm_head.safetensors"  # where rmkit convert writes the head (beside the VLM's own weights)
 CRITIQUE_TOKENS = 4096  # MM-RLHF's --max_new_tokens
 # MM-RLHF's critic prompt (make_conv_rm), its fields named as rmkit's judge templates name them
 CRITIQUE_PROMPT = (
@@ -125,8 +127,15 @@ def load_critique_rm(
     **sizes: Any,
 ) -> CritiqueRewardModel:
     """The critique-then-score RM at ``path``: a Qwen2-VL or Qwen2.5-VL checkpoint with ``rm_head.*`` among its
-    weights."""
-    rm = CritiqueRewardModel.from_pretrained(path, dtype=dtype, allow_pickle=allow_pickle, **sizes)
+    weights, or MM-RLHF's own ``llava_qwen`` one (:mod:`rmkit.llava_qwen`)."""
+    if llava_qwen.is_llava_qwen(json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))):
+        if any(sizes.values()):
+            raise RMKitError(f"{path}: --min-pixels/--max-pixels bound Qwen's image processors, not LLaVA's")
+        parts = llava_qwen.load(path, resolve_dtype(dtype, torch.device("cpu")))
+        rm = CritiqueRewardModel.assembled(Path(path), *parts, allow_pickle=allow_pickle, device=None)
+        rm.metadata["converted_from"] = {"layout": llava_qwen.MODEL_TYPE}
+    else:
+        rm = CritiqueRewardModel.from_pretrained(path, dtype=dtype, allow_pickle=allow_pickle, **sizes)
     if rm.model.get_output_embeddings() is None:
         raise RMKitError(f"{path}: its model has no LM head to write a critique with")
     hidden = rm.model.config.get_text_config().hidden_size
@@ -142,8 +151,26 @@ def load_critique_rm(
     return rm.eval()
 
 
+def save_critique_rm(rm: CritiqueRewardModel, path: Path) -> str:
+    """Write ``rm`` as transformers writes its VLM (a ``llava_qwen`` one as a standard LLaVA-OneVision), with
+    its tokenizer, image processor, rmkit's settings (the kind) and ``rm_head.safetensors``; its architecture."""
+    from safetensors.torch import save_file
+
+    from rmkit.checkpoints import save_model
+
+    def extra(folder: Path) -> None:
+        rm.processor.save_pretrained(str(folder))
+        head = {f"{HEAD}.{k}": v.detach().float().cpu().contiguous() for k, v in rm.head.state_dict().items()}
+        save_file(head, str(folder / HEAD_FILE), metadata={"format": "pt"})
+
+    metadata = {**rm.metadata, "kind": "vision-critique"}
+    save_model(rm.model, rm.tokenizer, metadata, Path(path), extra=extra)
+    return rm.model.config.architectures[0]
+
+
 def _head_weights(path: Path) -> dict[str, torch.Tensor]:
-    """``rm_head.*`` of the checkpoint's safetensors, named as :class:`CritiqueHead` names them."""
+    """``rm_head.*`` of the checkpoint's safetensors (``rm_head.safetensors`` where rmkit wrote one), named as
+    :class:`CritiqueHead` names them."""
     index = path / "model.safetensors.index.json"
     files = (
         sorted(
@@ -152,6 +179,8 @@ def _head_weights(path: Path) -> dict[str, torch.Tensor]:
         if index.is_file()
         else sorted(path.glob("*.safetensors"))
     )
+    if (path / HEAD_FILE).is_file() and path / HEAD_FILE not in files:
+        files.append(path / HEAD_FILE)
     found: dict[str, torch.Tensor] = {}
     for f in files:
         with safe_open(str(f), "pt") as weights:

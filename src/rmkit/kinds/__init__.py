@@ -12,7 +12,8 @@ judge         a causal LM given ``--judge``, or rmkit  preference pairs
               judge settings (a converted verifier)
 audio         a Qwen2-Audio model and its value head   preference pairs with audio
 vision-       a Qwen2-VL or Qwen2.5-VL model with      preference pairs with images
-critique      MM-RLHF's ``rm_head``: it writes a
+critique      MM-RLHF's ``rm_head``, or MM-RLHF's own
+              ``llava_qwen`` checkpoint: it writes a
               critique, then scores (MM-RLHF-Reward)
 vision        a Qwen2-VL, Qwen2.5-VL, LLaVA or Gemma3  preference pairs with images
               VLM and its value head

@@ -1,10 +1,10 @@
 """MM-RLHF's critique-then-score reward model (:mod:`rmkit.vision_critique`): a Qwen2-VL or Qwen2.5-VL
-checkpoint whose weights hold MM-RLHF's ``rm_head`` (or whose rmkit settings name the kind ``vision-critique``).
+checkpoint whose weights hold MM-RLHF's ``rm_head`` (or whose rmkit settings name the kind ``vision-critique``),
+or MM-RLHF's own checkpoint (model type ``llava_qwen``, read as transformers' LLaVA-OneVision:
+:mod:`rmkit.llava_qwen`).
 
 It reads a vision RM's data and writes one score an answer: the model writes a critique of the answer, then its
-head reads the conversation holding it. Its rows also keep the critiques (``critiques``). MM-RLHF's own
-checkpoint (model type ``llava_qwen``: LLaVA-NeXT's code, not transformers') is recognised and refused in one
-line before any weight loads.
+head reads the conversation holding it. Its rows also keep the critiques (``critiques``).
 """
 
 from __future__ import annotations
@@ -36,13 +36,6 @@ class CritiqueKind(VisionKind):
         return model_type in MODEL_TYPES[:2] and HEAD_KEY in _weight_names(Path(checkpoint.path))
 
     def load(self, checkpoint: Checkpoint, dtype: Any, device: Any) -> Any:
-        if checkpoint.config.get("model_type") == MM_RLHF_TYPE:
-            raise RMKitError(
-                f"{checkpoint.path}: model type '{MM_RLHF_TYPE}' (MM-RLHF-Reward's own checkpoint) is LLaVA-NeXT's "
-                "code, which transformers does not hold and which rmkit does not run, with or without "
-                "--trust-remote-code (its config names no code to trust); rmkit reads the critique-then-score RM "
-                "on a Qwen2-VL or Qwen2.5-VL checkpoint with rm_head.dense and rm_head.out_proj among its weights"
-            )
         from rmkit.vision_critique import load_critique_rm
 
         options = checkpoint.options
@@ -95,7 +88,17 @@ class CritiqueKind(VisionKind):
         return "rmkit serve reads each sample in one pass; a critique-then-score RM writes a critique first"
 
     def convertible(self, model: Any) -> str | None:
-        return "a critique-then-score RM is kept in its own layout (the VLM with rm_head among its weights)"
+        return None
+
+    def convert(self, model: Any, out: Path, layout: str = "auto") -> dict[str, str]:
+        """The VLM as transformers writes it (MM-RLHF's ``llava_qwen`` checkpoint: a standard LLaVA-OneVision)
+        with ``rm_head.safetensors`` beside it and rmkit's settings naming this kind."""
+        from rmkit.vision_critique import save_critique_rm
+
+        if layout != "auto":
+            raise RMKitError(f"--layout {layout}: a critique-then-score RM is written in its own layout only")
+        source = model.metadata.get("converted_from", {}).get("layout", "transformers")
+        return {"layout": source, "architecture": save_critique_rm(model, out)}
 
 
 def _weight_names(path: Path) -> set[str]:
