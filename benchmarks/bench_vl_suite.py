@@ -92,7 +92,7 @@ def own_loop(model: Path, data: Path) -> tuple[list[list[float]], dict]:
     from PIL import Image
 
     rm = VisionRewardModel.from_pretrained(model)
-    tokenizer, image_id, merge = rm.tokenizer, rm.tokens.image_id, rm.tokens.merge
+    tokenizer, image_id, merge = rm.tokenizer, rm.tokens.image_id, int(rm.processor.merge_size)
     scores, agree, judged = [], {}, {}
     for line in data.read_text().splitlines():
         row = json.loads(line)
