@@ -260,7 +260,7 @@ class Judge:
         if readout == "generate":  # a one-pass template's prefix and verdict tokens are not a judgment's
             judge.prefix, judge.tokens = "", []
             judge.pair_order = given.get("pair_order") or template.pair_order or "both"
-        elif given.get("pair_order"):
+        elif given.get("pair_order") not in (None, "", "both"):  # "both": what a saved judge writes
             raise RMKitError(
                 "a pair order (pair_order) is a generating judge's setting: a one-pass pairwise judge reads both orders"
             )
