@@ -165,18 +165,24 @@ def test_a_pair_sharing_a_video_runs_the_vision_tower_once_on_it(rm_path, media)
     assert seen == [4]
 
 
-def test_freeze_vision_and_projector_counts(rm_path):
-    """--freeze vision,projector stops the CLIP tower and the projector (with the image newline and the
-    pooler) and counts each; the language model and head still train."""
-    from rmkit.training.vision import freeze
+@pytest.mark.parametrize("pool", ["average", "conv"])
+def test_freeze_vision_and_projector_counts(rm_path, pool):
+    """--freeze vision,projector stops the CLIP tower and the projector (with the image newline, and a conv
+    pooler's weights) and counts each; the language model and head still train."""
+    from transformers import AutoConfig, LlavaNextVideoForConditionalGeneration
 
-    _, path = rm_path
+    from rmkit.training.vision import freeze
     from rmkit.vlm import VisionRewardModel
 
-    rm = VisionRewardModel.from_pretrained(path)
+    rm, path = rm_path
+    config = AutoConfig.from_pretrained(path)
+    config.spatial_pool_mode = pool
+    rm = VisionRewardModel(LlavaNextVideoForConditionalGeneration(config), rm.tokenizer, rm.processor)
     params = dict(rm.model.named_parameters())
     vision = {n for n in params if n.startswith("model.vision_tower.")}
-    projector = {n for n in params if n.startswith(("model.multi_modal_projector.", "model.image_newline"))}
+    parts = ("model.multi_modal_projector.", "model.image_newline", "model.vision_resampler.")
+    projector = {n for n in params if n.startswith(parts)}
+    assert any("vision_resampler" in n for n in projector) == (pool == "conv")
     frozen = freeze(rm, ["vision", "projector"])
     assert vision and projector
     assert frozen == {
@@ -185,3 +191,4 @@ def test_freeze_vision_and_projector_counts(rm_path):
     }
     assert not any(params[n].requires_grad for n in vision | projector)
     assert all(p.requires_grad for n, p in params.items() if n not in vision | projector)
+    assert rm.head.weight.requires_grad
