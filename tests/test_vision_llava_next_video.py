@@ -192,3 +192,55 @@ def test_freeze_vision_and_projector_counts(rm_path, pool):
     assert not any(params[n].requires_grad for n in vision | projector)
     assert all(p.requires_grad for n, p in params.items() if n not in vision | projector)
     assert rm.head.weight.requires_grad
+
+
+def test_a_training_step_sharing_the_pairs_video_equals_the_unshared_step(rm_path, media):
+    """rmkit train's step on a video pair: its video through the tower once gives the loss and every gradient
+    (the tower's included) of running it once a row."""
+    from rmkit.training.config import TrainConfig
+    from rmkit.training.vision import VisionPair, pair_scores
+
+    rm, path = rm_path
+    pairs = [VisionPair(*rows) for rows in rm.example_tokenizer().tokenize(examples(media)[:1])]
+    config = TrainConfig(model=str(path), data="x", output_dir="y")
+    results = []
+    rm.train()
+    try:
+        for shared in (True, False):
+            rm.zero_grad()
+            loss, _, _ = pair_scores(rm, pairs, config, shared=shared)
+            loss.sum().backward()
+            grads = {n: p.grad.clone() for n, p in rm.named_parameters() if p.grad is not None}
+            results.append((loss.detach(), grads))
+    finally:
+        rm.zero_grad()
+        rm.eval()
+    (loss_s, grads_s), (loss_u, grads_u) = results
+    assert torch.allclose(loss_s, loss_u, atol=1e-6)
+    assert (
+        any(n.startswith("model.model.vision_tower.") for n in grads_s) and grads_s.keys() == grads_u.keys()
+    )
+    for name, grad in grads_s.items():
+        assert torch.allclose(grad, grads_u[name], atol=1e-5), name
+
+
+def test_rmkit_score_on_align_anythings_video_rows(rm_path, media, tmp_path):
+    """rmkit score on TV2T rows writes each pair's videos and the scores of the rows scored in Python."""
+    import json
+
+    from conftest import write_jsonl
+
+    from rmkit.cli import main
+
+    rm, path = rm_path
+    data = write_jsonl(media / "tv2t.jsonl", [
+        {"prompt": "<video>What happens?", "video_path": "./clip.mp4", "response_1": "it fades in",
+         "response_2": "It turns white, slowly, over time", "overall_response": 1},
+    ])  # fmt: skip
+    out = tmp_path / "s.jsonl"
+    args = ["score", "--model", str(path), "--data", str(data), "--output", str(out), "--max-frames", "4"]
+    assert main(args) == 0
+    (line,) = [json.loads(x) for x in out.read_text().splitlines()]
+    rows = rm.example_tokenizer().tokenize(examples(media)[:1])[0]
+    assert line["videos"] == ["./clip.mp4"]
+    assert [line["score_chosen"], line["score_rejected"]] == pytest.approx(rm.score_rows(rows), abs=1e-5)
