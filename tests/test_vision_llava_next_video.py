@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from test_vision_video import write_video
-from vision_models import make_vlm, picture
+from vision_models import encoder_inputs, make_vlm, picture, train_steps
 
 from rmkit.data.images import Picture
 from rmkit.data.rows import RowReader
@@ -156,12 +156,7 @@ def test_a_pair_sharing_a_video_runs_the_vision_tower_once_on_it(rm_path, media)
     """The pair's two rows, in different batches (budget 16), read one tower pass over the video's 4 frames."""
     rm, _ = rm_path
     rows = rm.example_tokenizer().tokenize(examples(media)[:1])[0]
-    seen = []
-    hook = rm.model.model.vision_tower.register_forward_hook(lambda m, args, out: seen.append(len(args[0])))
-    try:
-        rm.score_rows(rows, batch_tokens=16)
-    finally:
-        hook.remove()
+    seen = encoder_inputs(rm, rm.model.model.vision_tower, rows, 16)
     assert seen == [4]
 
 
@@ -197,24 +192,8 @@ def test_freeze_vision_and_projector_counts(rm_path, pool):
 def test_a_training_step_sharing_the_pairs_video_equals_the_unshared_step(rm_path, media):
     """rmkit train's step on a video pair: its video through the tower once gives the loss and every gradient
     (the tower's included) of running it once a row."""
-    from rmkit.training.config import TrainConfig
-    from rmkit.training.vision import VisionPair, pair_scores
-
     rm, path = rm_path
-    pairs = [VisionPair(*rows) for rows in rm.example_tokenizer().tokenize(examples(media)[:1])]
-    config = TrainConfig(model=str(path), data="x", output_dir="y")
-    results = []
-    rm.train()
-    try:
-        for shared in (True, False):
-            rm.zero_grad()
-            loss, _, _ = pair_scores(rm, pairs, config, shared=shared)
-            loss.sum().backward()
-            grads = {n: p.grad.clone() for n, p in rm.named_parameters() if p.grad is not None}
-            results.append((loss.detach(), grads))
-    finally:
-        rm.zero_grad()
-        rm.eval()
+    results = train_steps(rm, path, examples(media)[:1])
     (loss_s, grads_s), (loss_u, grads_u) = results
     assert torch.allclose(loss_s, loss_u, atol=1e-6)
     assert (

@@ -12,7 +12,7 @@ from conftest import CORPUS
 from rmkit.data.synthetic import COLOURS, picture
 from rmkit.demo_vision import QWEN_SPECIALS, TEMPLATE, _tokenizer, tiny_vlm
 
-__all__ = ["COLOURS", "make_vlm", "mixed_examples", "picture", "saved_rm"]
+__all__ = ["COLOURS", "encoder_inputs", "make_vlm", "mixed_examples", "picture", "saved_rm", "train_steps"]
 
 
 def make_vlm(path: Path, family: str = "qwen2_vl", **options) -> Path:
@@ -190,3 +190,37 @@ def mixed_examples(question):
                       images=[Picture(red, "r.png"), Picture(blue, "b.png")]),
         VisionExample(3, [{"role": "user", "content": "hello how can I help"}], ["Paris"], False),
     ]  # fmt: skip
+
+
+def encoder_inputs(rm, module, rows, budget: int) -> list[int]:
+    """The length of each input ``module`` (a vision encoder of ``rm``) reads while ``rows`` are scored."""
+    seen = []
+    hook = module.register_forward_hook(lambda m, args, out: seen.append(len(args[0])))
+    try:
+        rm.score_rows(rows, batch_tokens=budget)
+    finally:
+        hook.remove()
+    return seen
+
+
+def train_steps(rm, path, examples) -> list[tuple]:
+    """rmkit train's step on the pairs of ``examples``, each pair's media run once and then once a row:
+    ``(loss, gradients by name)`` of each."""
+    from rmkit.training.config import TrainConfig
+    from rmkit.training.vision import VisionPair, pair_scores
+
+    pairs = [VisionPair(*rows) for rows in rm.example_tokenizer().tokenize(examples)]
+    config = TrainConfig(model=str(path), data="x", output_dir="y")
+    results = []
+    rm.train()
+    try:
+        for shared in (True, False):
+            rm.zero_grad()
+            loss, _, _ = pair_scores(rm, pairs, config, shared=shared)
+            loss.sum().backward()
+            grads = {n: p.grad.clone() for n, p in rm.named_parameters() if p.grad is not None}
+            results.append((loss.detach(), grads))
+    finally:
+        rm.zero_grad()
+        rm.eval()
+    return results
