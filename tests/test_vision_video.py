@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import write_jsonl
-from vision_models import make_vlm, picture
+from vision_models import encoder_inputs, make_vlm, picture, train_steps
 
 from rmkit.data.images import Picture
 from rmkit.data.rows import RowReader
@@ -229,12 +229,7 @@ def test_a_pair_sharing_a_video_runs_the_encoder_once_on_it(video_rm, media):
     """The pair's two rows, scored in different batches (budget 16), read one encoder pass over the video."""
     rm, _ = video_rm
     rows = rm.example_tokenizer().tokenize(video_examples(media)[:1])[0]
-    seen = []
-    hook = rm.model.model.visual.register_forward_hook(lambda module, args, out: seen.append(len(args[0])))
-    try:
-        rm.score_rows(rows, batch_tokens=16)
-    finally:
-        hook.remove()
+    seen = encoder_inputs(rm, rm.model.model.visual, rows, 16)
     assert seen == [len(rows[0].videos.patches)]
 
 
@@ -314,25 +309,8 @@ def test_without_pyav_a_video_file_says_how_to_install_it(media, monkeypatch):
 def test_a_training_step_sharing_each_pairs_video_equals_the_unshared_step(video_rm, media):
     """rmkit train's step on video pairs: each pair's video encoded once gives the loss and gradients of
     encoding it once a row."""
-    from rmkit.training.config import TrainConfig
-    from rmkit.training.vision import VisionPair, pair_scores
-
     rm, path = video_rm
-    rm.train()
-    pairs = [VisionPair(*rows) for rows in rm.example_tokenizer().tokenize(video_examples(media)[:1])]
-    config = TrainConfig(model=str(path), data="x", output_dir="y")
-    results = []
-    try:
-        for shared in (True, False):
-            rm.zero_grad()
-            loss, _, _ = pair_scores(rm, pairs, config, shared=shared)
-            loss.sum().backward()
-            results.append(
-                (loss.detach(), {n: p.grad.clone() for n, p in rm.named_parameters() if p.grad is not None})
-            )
-    finally:
-        rm.zero_grad()
-        rm.eval()
+    results = train_steps(rm, path, video_examples(media)[:1])
     (loss_s, grads_s), (loss_u, grads_u) = results
     assert torch.allclose(loss_s, loss_u, atol=1e-6) and any(
         n.startswith("model.model.visual.") for n in grads_s

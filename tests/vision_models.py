@@ -12,7 +12,7 @@ from conftest import CORPUS
 from rmkit.data.synthetic import COLOURS, picture
 from rmkit.demo_vision import QWEN_SPECIALS, TEMPLATE, _tokenizer, tiny_vlm
 
-__all__ = ["COLOURS", "make_vlm", "mixed_examples", "picture", "saved_rm"]
+__all__ = ["COLOURS", "encoder_inputs", "make_vlm", "mixed_examples", "picture", "saved_rm", "train_steps"]
 
 
 def make_vlm(path: Path, family: str = "qwen2_vl", **options) -> Path:
@@ -105,6 +105,33 @@ def _llava_next(tok):
     return LlavaNextForConditionalGeneration(config), processor
 
 
+def _llava_next_video(tok):
+    """LLaVA-NeXT-Video: LLaVA-NeXT's images on 56x56 CLIP tiles (4x4 features), a ``<video>`` token (in the
+    tokenizer and the chat template) whose frames' 4x4 features are average-pooled 2-fold to 2x2."""
+    from transformers import (
+        LlavaNextImageProcessorPil,
+        LlavaNextVideoConfig,
+        LlavaNextVideoForConditionalGeneration,
+    )
+
+    tok.add_tokens(["<video>"], special_tokens=True)
+    tok.chat_template = tok.chat_template.replace(
+        "{% else %}{{ p.text }}", "{% elif p.type == 'video' %}<video>{% else %}{{ p.text }}"
+    )
+    pinpoints = [[56, 112], [112, 56], [112, 112]]
+    config = LlavaNextVideoConfig(
+        text_config={**TEXT, "model_type": "llama", "vocab_size": len(tok), "pad_token_id": tok.pad_token_id},
+        vision_config=dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=2, num_attention_heads=4, patch_size=14, image_size=56),
+        image_token_index=tok.convert_tokens_to_ids("<image>"), image_grid_pinpoints=pinpoints,
+        video_token_index=tok.convert_tokens_to_ids("<video>"), spatial_pool_stride=2,
+    )  # fmt: skip
+    processor = LlavaNextImageProcessorPil(
+        size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56}, image_grid_pinpoints=pinpoints
+    )
+    return LlavaNextVideoForConditionalGeneration(config), processor
+
+
 def _idefics3(tok):
     """Idefics3: SigLIP on 56x56 tiles (4 image tokens each after the 2x pixel shuffle), images resized to at
     most 112 pixels a side and cut into tiles, a Llama language model."""
@@ -129,6 +156,7 @@ BUILDERS = {
     "qwen3_vl": ("<|vision_start|><|image_pad|><|vision_end|>", _qwen3_vl),
     "qwen3_vl_moe": ("<|vision_start|><|image_pad|><|vision_end|>", functools.partial(_qwen3_vl, moe=True)),
     "llava_next": ("<image>", _llava_next),
+    "llava_next_video": ("<image>", _llava_next_video),
     "llava_onevision": ("<image>", _llava_onevision),
     "idefics3": ("<image>", _idefics3),
 }
@@ -162,3 +190,37 @@ def mixed_examples(question):
                       images=[Picture(red, "r.png"), Picture(blue, "b.png")]),
         VisionExample(3, [{"role": "user", "content": "hello how can I help"}], ["Paris"], False),
     ]  # fmt: skip
+
+
+def encoder_inputs(rm, module, rows, budget: int) -> list[int]:
+    """The length of each input ``module`` (a vision encoder of ``rm``) reads while ``rows`` are scored."""
+    seen = []
+    hook = module.register_forward_hook(lambda m, args, out: seen.append(len(args[0])))
+    try:
+        rm.score_rows(rows, batch_tokens=budget)
+    finally:
+        hook.remove()
+    return seen
+
+
+def train_steps(rm, path, examples) -> list[tuple]:
+    """rmkit train's step on the pairs of ``examples``, each pair's media run once and then once a row:
+    ``(loss, gradients by name)`` of each."""
+    from rmkit.training.config import TrainConfig
+    from rmkit.training.vision import VisionPair, pair_scores
+
+    pairs = [VisionPair(*rows) for rows in rm.example_tokenizer().tokenize(examples)]
+    config = TrainConfig(model=str(path), data="x", output_dir="y")
+    results = []
+    rm.train()
+    try:
+        for shared in (True, False):
+            rm.zero_grad()
+            loss, _, _ = pair_scores(rm, pairs, config, shared=shared)
+            loss.sum().backward()
+            grads = {n: p.grad.clone() for n, p in rm.named_parameters() if p.grad is not None}
+            results.append((loss.detach(), grads))
+    finally:
+        rm.zero_grad()
+        rm.eval()
+    return results

@@ -31,7 +31,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -368,9 +367,8 @@ class VisionRewardModel(HeldModel):
             out["video_features"] = [f for c in clips for f in features[id(c)]]
         else:
             dtype = next(self.model.get_submodule(self.family.vision.rstrip(".")).parameters()).dtype
-            out["pixel_values_videos"] = torch.from_numpy(np.concatenate([c.patches for c in clips])).to(
-                self.device, dtype
-            )
+            pixels = self.family.video_pixels([c.patches for c in clips])
+            out["pixel_values_videos"] = torch.from_numpy(pixels).to(self.device, dtype)
         return out
 
     def save_pretrained(self, path: str | Path, metadata: dict[str, Any] | None = None) -> None:

@@ -9,6 +9,7 @@ the model type.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import Any
@@ -97,6 +98,10 @@ class Family:
     ) -> list[torch.Tensor]:
         """One (tokens, H) tensor a video from the vision encoder and projector."""
         return list(model.get_video_features(pixel_values, grids).pooler_output)
+
+    def video_pixels(self, patches: list[np.ndarray]) -> np.ndarray:
+        """The ``pixel_values_videos`` of a batch from each row's (its videos' patches, one array a row)."""
+        return np.concatenate(patches)
 
     def encoder_outputs(self, features: list[torch.Tensor]) -> Any:
         """What the model's ``mm_encoder_outputs["image"]`` takes for the features of :meth:`features`."""
@@ -276,6 +281,56 @@ class LlavaNext(LlavaOnevision):
         return list(model.get_image_features(pixel_values, grids[:, 1:]).pooler_output)
 
 
+class LlavaNextVideo(LlavaNext):
+    """LLaVA-NeXT-Video: its images as LLaVA-NeXT's; a video's sampled frames each resized to the image
+    processor's ``size`` (shortest edge), centre-cropped to its ``crop_size``, rescaled and normalised (the rule
+    of transformers' ``LlavaNextVideoVideoProcessor``, with the image processor's settings: rmkit runs it
+    without torchvision), one ``(frames, C, H, W)`` array a video, its grid ``(frames, H, W)``. Each frame runs
+    through the vision tower alone; its patch features, the class token dropped, are pooled
+    ``spatial_pool_stride``-fold a side (``spatial_pool_mode``), so the ``<video>`` token becomes
+    ``frames · (H/patch)·(W/patch) / 4`` tokens (processing_llava_next_video's count, for its stride 2). The
+    forward takes ``pixel_values_videos`` (videos, frames, C, H, W): rmkit gives a batch's videos as one of
+    all their frames (the tower reads each frame alone, so the features are those of one a video)."""
+
+    projector = ("model.multi_modal_projector.", "model.image_newline", "model.vision_resampler.")  # type: ignore
+
+    def tokens(self, config: Any, processor: Any, tokenizer: Any) -> ImageTokens:
+        images = super().tokens(config, processor, tokenizer)
+        patch, video = int(config.vision_config.patch_size), int(config.video_token_id)
+        return dataclasses.replace(
+            images,
+            video_id=video if tokenizer.get_vocab().get("<video>") == video else None,
+            video_text="<video>",
+            video_count=lambda g: g[0] * ((g[1] // patch) * (g[2] // patch) // 4),
+            frames=_frames,
+        )
+
+    def with_videos(self, inputs: dict[str, Any], *_: Any) -> dict[str, Any]:
+        return inputs  # its video tokens are found from the ids, its positions from the mask
+
+    def video_features(
+        self, model: Any, pixel_values: torch.Tensor, grids: torch.Tensor
+    ) -> list[torch.Tensor]:
+        (out,) = model.get_video_features(pixel_values).pooler_output  # (all frames' tokens, H)
+        per_frame = len(out) // len(pixel_values[0])
+        return list(torch.split(out, [int(g[0]) * per_frame for g in grids.tolist()]))
+
+    def video_pixels(self, patches: list[np.ndarray]) -> np.ndarray:
+        """A batch's videos' frames as one video's (1, frames, C, H, W)."""
+        return np.concatenate(patches)[None]
+
+
+def _frames(processor: Any, frames: list[Any]) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """A video's frames by LlavaNextVideoVideoProcessor's rule with ``processor``'s settings (LlavaNextVideo's
+    docstring): ``(frames, C, H, W)`` and ``(frames, H, W)``."""
+    from transformers import CLIPImageProcessorPil
+
+    keys = ("size", "crop_size", "resample", "rescale_factor", "image_mean", "image_std")
+    clip = CLIPImageProcessorPil(**{k: getattr(processor, k) for k in keys})
+    pixels = clip(images=frames, return_tensors="np")["pixel_values"]
+    return pixels, (len(pixels), int(pixels.shape[-2]), int(pixels.shape[-1]))
+
+
 class Idefics3(Llava):
     """Idefics3 (processing_idefics3's rule): the image processor cuts an image larger than its tile size into
     ``rows x cols`` tiles plus the whole image as a global tile (all tiles square, so the pixel attention mask
@@ -390,5 +445,6 @@ class Qwen25(Family):
 FAMILIES: dict[str, Family] = {
     "qwen2_vl": Family(), "qwen2_5_vl": Qwen25(), "qwen3_vl": Qwen3VL(),
     "qwen3_vl_moe": Qwen3VL(), "llava": Llava(),
-    "llava_next": LlavaNext(), "llava_onevision": LlavaOnevision(), "idefics3": Idefics3(), "gemma3": Gemma3(),
+    "llava_next": LlavaNext(), "llava_next_video": LlavaNextVideo(), "llava_onevision": LlavaOnevision(),
+    "idefics3": Idefics3(), "gemma3": Gemma3(),
 }  # fmt: skip

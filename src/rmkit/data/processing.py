@@ -87,6 +87,11 @@ class ImageTokens:
     run: Callable[[tuple[int, int, int]], list[int]] | None = None
     video_id: int | None = None  # the token a video's features take the place of (None: no video read)
     video_text: str = ""  # what a video part renders as without a chat template
+    video_count: Callable[[tuple[int, int, int]], int] | None = (
+        None  # a video's tokens, where not ``count``'s
+    )
+    frames: Callable[[Any, list[Any]], tuple[Any, tuple[int, int, int]]] | None = None  # a video's frames to
+    # (pixels, grid), where not Qwen2-VL's grouping (LLaVA-NeXT-Video's, rmkit.vlm_families)
 
 
 class VisionTokenizer(ExampleTokenizer):
@@ -176,22 +181,18 @@ class VisionTokenizer(ExampleTokenizer):
             return None
         if self.tokens.video_id is None:
             raise DataError(
-                "this model reads no video (Qwen2-VL and Qwen2.5-VL do)", row=ex.row, field="videos"
+                "this model reads no video (Qwen2-VL, Qwen2.5-VL and LLaVA-NeXT-Video do)",
+                row=ex.row,
+                field="videos",
             )
-        span = int(self.processor.temporal_patch_size)
+        group = self.tokens.frames or _grouped
         patches, grids, seconds = [], [], []
         for video in videos:
             frames = sample(video, self.fps, self.max_frames)
-            images = frames.images + frames.images[-1:] * (-len(frames.images) % span)
-            done = self.processor(images=images, temporal_patch_size=1, return_tensors="np")
-            _, h, w = (int(x) for x in done["image_grid_thw"][0])
-            flat = done["pixel_values"]  # (frames·h·w, C·patch²): each frame's patches, in the image order
-            t = len(images) // span
-            channels = flat.shape[1] // int(self.processor.patch_size) ** 2
-            grouped = flat.reshape(t, span, h * w, channels, -1).transpose(0, 2, 3, 1, 4)
-            patches.append(grouped.reshape(t * h * w, -1))
-            grids.append((t, h, w))
-            seconds.append(span / frames.fps)
+            pixels, grid = group(self.processor, frames.images)
+            patches.append(pixels)
+            grids.append(grid)
+            seconds.append(getattr(self.processor, "temporal_patch_size", 1) / frames.fps)
         return Clips(np.concatenate(patches), grids, seconds)
 
     def _first_image(self, row: Sequence[Tokenized] | None) -> int | None:
@@ -216,7 +217,8 @@ class VisionTokenizer(ExampleTokenizer):
             )
         runs = {mark: [self._run(g) for g in grids]}
         if clips is not None:
-            runs[tokens.video_id] = [[tokens.video_id] * tokens.count(g) for g in clips.grids]
+            count = tokens.video_count or tokens.count
+            runs[tokens.video_id] = [[tokens.video_id] * count(g) for g in clips.grids]
         for at_id, kind in ((mark, self.part), (tokens.video_id, "video")):
             found, wanted = ids.count(at_id) if at_id is not None else 0, len(runs.get(at_id, []))
             if found != wanted:
@@ -278,3 +280,17 @@ class VisionTokenizer(ExampleTokenizer):
         if len(rows) > 1 and len(os.path.commonprefix(rows)) < head + cut:  # the cut would reach an answer
             return None
         return out
+
+
+def _grouped(processor: Any, frames: list[Any]) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """A video's frames through Qwen2-VL's image processor one by one and grouped as its video processor groups
+    them (module docstring): ``(t·h·w, C·T·patch²)`` and ``(t, h, w)``."""
+    span = int(processor.temporal_patch_size)
+    images = frames + frames[-1:] * (-len(frames) % span)
+    done = processor(images=images, temporal_patch_size=1, return_tensors="np")
+    _, h, w = (int(x) for x in done["image_grid_thw"][0])
+    flat = done["pixel_values"]  # (frames·h·w, C·patch²): each frame's patches, in the image order
+    t = len(images) // span
+    channels = flat.shape[1] // int(processor.patch_size) ** 2
+    grouped = flat.reshape(t, span, h * w, channels, -1).transpose(0, 2, 3, 1, 4)
+    return grouped.reshape(t * h * w, -1), (t, h, w)
