@@ -36,6 +36,7 @@ MODEL_TYPES = (
     "llava",
     "llava_next",
     "llava_onevision",
+    "llava_next_video",
     "idefics3",
     "gemma3",
 )
