@@ -44,6 +44,7 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from rmkit.data.formats import Example, Message
@@ -317,9 +318,12 @@ class ExampleTokenizer:
         """Whether a verbatim ``text`` ends as the chat template ends an assistant's turn (module docstring)."""
         if not (self.use_chat and self.add_eos):
             return False
-        if not hasattr(self, "_turn_end"):
-            self._turn_end = _turn_end(self.tokenizer)
-        return bool(self._turn_end) and text.endswith(self._turn_end)
+        return bool(self.turn_end) and text.endswith(self.turn_end)
+
+    @cached_property
+    def turn_end(self) -> str | None:
+        """What the chat template writes after an assistant's answer (:func:`_turn_end`), rendered once."""
+        return _turn_end(self.tokenizer)
 
     def _begins_twice(self, ids: list[int]) -> bool:
         """Whether ``ids`` begin with the special tokens ``tokenizer(text)`` puts first (BOS) twice."""

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from rmkit.data.images import describe as describe_media
 from rmkit.data.rows import RowReader
 from rmkit.errors import DataError, RMKitError
 
@@ -75,18 +76,14 @@ def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
 
 
 def describe(value: Any) -> str:
-    """How an audio value is written back out (output rows, rejects): a path as given, else a size."""
-    if isinstance(value, str):
-        return value if not value.startswith("data:") else f"<data URL, {len(value)} characters>"
-    if isinstance(value, (bytes, bytearray)):
-        return f"<{len(value)} bytes>"
-    if isinstance(value, dict):
-        if value.get("path"):
-            return str(value["path"])
+    """How an audio value is written back out (output rows, rejects): as an image value is
+    (:func:`rmkit.data.images.describe`), and a ``datasets`` Audio dict's decoded samples or OpenAI's
+    ``input_audio`` ``data`` by their size."""
+    if isinstance(value, dict) and not value.get("path"):
         if "array" in value:
             return f"<{len(value['array'])} samples at {value.get('sampling_rate')} Hz>"
-        return describe(value.get("data") or value.get("bytes") or b"")
-    return f"<{type(value).__name__}>"
+        return describe_media(value.get("data") or value.get("bytes") or b"")
+    return describe_media(value)
 
 
 def open_audio(
