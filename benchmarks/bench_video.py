@@ -33,7 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import WORDS  # noqa: E402
-from vision_models import make_vlm  # noqa: E402
+from vision_models import make_vlm, stock  # noqa: E402
 
 from rmkit.data.rows import RowReader  # noqa: E402
 from rmkit.data.video import open_video  # noqa: E402
@@ -80,21 +80,27 @@ def pairs(n: int, folder: Path) -> list[VisionExample]:
 def plain_loop(rm: VisionRewardModel, examples: list[VisionExample], batch: int) -> list[float]:
     """align-anything's loop (module docstring): input order, fixed batches, each row with its own video."""
     config, scores = rm.model.config, []
-    for start in range(0, len(examples), batch):
-        rows = [r for row in rm.example_tokenizer().tokenize(examples[start : start + batch]) for r in row]
-        width = max(len(r.ids) for r in rows)
-        ids = torch.tensor([r.ids + [rm.pad_token_id] * (width - len(r.ids)) for r in rows])
-        mask = torch.tensor([[1] * len(r.ids) + [0] * (width - len(r.ids)) for r in rows])
-        hidden = rm.model.model(
-            input_ids=ids,
-            attention_mask=mask,
-            pixel_values_videos=torch.from_numpy(np.concatenate([r.videos.patches for r in rows])),
-            video_grid_thw=torch.tensor([g for r in rows for g in r.videos.grids]),
-            mm_token_type_ids=2 * (ids == config.video_token_id).int(),
-        ).last_hidden_state
-        last = mask.sum(-1) - 1
-        scores += rm.head(hidden[torch.arange(len(rows)), last].float()).squeeze(-1).tolist()
+    with stock(rm.model) as model:  # transformers' own layers (rmkit's patch embedding is a matrix product)
+        for start in range(0, len(examples), batch):
+            scores += plain_batch(rm, model, config, examples[start : start + batch])
     return scores
+
+
+def plain_batch(rm: VisionRewardModel, model, config, part: list[VisionExample]) -> list[float]:
+    """One batch of :func:`plain_loop`, each row with its own video, right-padded."""
+    rows = [r for row in rm.example_tokenizer().tokenize(part) for r in row]
+    width = max(len(r.ids) for r in rows)
+    ids = torch.tensor([r.ids + [rm.pad_token_id] * (width - len(r.ids)) for r in rows])
+    mask = torch.tensor([[1] * len(r.ids) + [0] * (width - len(r.ids)) for r in rows])
+    hidden = model.model(
+        input_ids=ids,
+        attention_mask=mask,
+        pixel_values_videos=torch.from_numpy(np.concatenate([r.videos.patches for r in rows])),
+        video_grid_thw=torch.tensor([g for r in rows for g in r.videos.grids]),
+        mm_token_type_ids=2 * (ids == config.video_token_id).int(),
+    ).last_hidden_state
+    last = mask.sum(-1) - 1
+    return rm.head(hidden[torch.arange(len(rows)), last].float()).squeeze(-1).tolist()
 
 
 def main() -> None:

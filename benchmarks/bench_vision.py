@@ -48,7 +48,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import WORDS  # noqa: E402
-from vision_models import COLOURS, make_vlm, picture  # noqa: E402
+from vision_models import COLOURS, make_vlm, picture, stock  # noqa: E402
 
 from rmkit.data import RowCounts  # noqa: E402
 from rmkit.data.images import Picture  # noqa: E402
@@ -84,37 +84,44 @@ def pairs(n: int, side: int = 224) -> list[VisionExample]:
 
 @torch.inference_mode()
 def plain_loop(rm: VisionRewardModel, examples: list[VisionExample], batch: int) -> list[float]:
-    """The model cards' loop (module docstring): input order, fixed batches, padded to the longest."""
-    tokenizer, image_id, merge = rm.tokenizer, rm.tokens.image_id, rm.processor.merge_size
+    """The model cards' loop (module docstring): input order, fixed batches, padded to the longest, on
+    transformers' own layers (rmkit computes Qwen's patch embedding as a matrix product: the stock Conv3d
+    here)."""
     scores: list[float] = []
-    for start in range(0, len(examples), batch):
-        part = examples[start : start + batch]
-        texts = [
-            tokenizer.apply_chat_template([*ex.prompt, {"role": "assistant", "content": r}], tokenize=False)
-            for ex in part
-            for r in ex.responses
-        ]
-        images = [p.image for ex in part for p in ex.images for _ in ex.responses]
-        done = rm.processor(images=images, return_tensors="pt")
-        counts = (done["image_grid_thw"].prod(-1) // merge**2).tolist()
-        rows = []
-        for text, count in zip(texts, counts, strict=True):
-            ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-            at = ids.index(image_id)
-            rows.append(ids[:at] + [image_id] * count + ids[at + 1 :])
-        width = max(map(len, rows))
-        ids = torch.tensor([r + [rm.pad_token_id] * (width - len(r)) for r in rows])
-        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
-        hidden = rm.model.model(
-            input_ids=ids,
-            attention_mask=mask,
-            pixel_values=done["pixel_values"],
-            image_grid_thw=done["image_grid_thw"],
-            mm_token_type_ids=(ids == image_id).int(),
-        ).last_hidden_state
-        last = mask.sum(-1) - 1
-        scores += rm.head(hidden[torch.arange(len(rows)), last].float()).squeeze(-1).tolist()
+    with stock(rm.model) as model:
+        for start in range(0, len(examples), batch):
+            scores += plain_batch(rm, model, examples[start : start + batch])
     return scores
+
+
+def plain_batch(rm: VisionRewardModel, model, part: list[VisionExample]) -> list[float]:
+    """One batch of :func:`plain_loop`: one processor call, right padding, the head at each last real token."""
+    tokenizer, image_id, merge = rm.tokenizer, rm.tokens.image_id, rm.processor.merge_size
+    texts = [
+        tokenizer.apply_chat_template([*ex.prompt, {"role": "assistant", "content": r}], tokenize=False)
+        for ex in part
+        for r in ex.responses
+    ]
+    images = [p.image for ex in part for p in ex.images for _ in ex.responses]
+    done = rm.processor(images=images, return_tensors="pt")
+    counts = (done["image_grid_thw"].prod(-1) // merge**2).tolist()
+    rows = []
+    for text, count in zip(texts, counts, strict=True):
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        at = ids.index(image_id)
+        rows.append(ids[:at] + [image_id] * count + ids[at + 1 :])
+    width = max(map(len, rows))
+    ids = torch.tensor([r + [rm.pad_token_id] * (width - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    hidden = model.model(
+        input_ids=ids,
+        attention_mask=mask,
+        pixel_values=done["pixel_values"],
+        image_grid_thw=done["image_grid_thw"],
+        mm_token_type_ids=(ids == image_id).int(),
+    ).last_hidden_state
+    last = mask.sum(-1) - 1
+    return rm.head(hidden[torch.arange(len(rows)), last].float()).squeeze(-1).tolist()
 
 
 def train_pass(rm: VisionRewardModel, pairs: list, batch: int, mode: str) -> tuple[float, dict]:
@@ -216,7 +223,8 @@ def main() -> None:
     stats = counts["rmkit"]
     print(
         f"{args.pairs} image pairs, {tokens} tokens (image tokens expanded), {torch.get_num_threads()} threads; "
-        f"{stats.shared // 2} pairs shared their prompt's pass ({stats.prefix_tokens} tokens not run again)"
+        f"{stats.shared // 2} pairs shared their prompt's pass ({stats.prefix_tokens} tokens not run again); "
+        f"a pass's fixed cost measured at {rm.pass_cost():.0f} tokens' worth"
     )
     t_plain, c_plain = best["plain loop"]
     for name, (wall, cpu) in best.items():

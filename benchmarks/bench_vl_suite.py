@@ -39,7 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import WORDS  # noqa: E402
-from vision_models import COLOURS, make_vlm, picture  # noqa: E402
+from vision_models import COLOURS, make_vlm, picture, stock  # noqa: E402
 
 import rmkit  # noqa: E402
 from rmkit.vlm import VisionRewardModel  # noqa: E402
@@ -88,10 +88,16 @@ def rmkit_run(model: Path, data: Path, out: Path, bootstrap: int) -> tuple[list[
 
 @torch.inference_mode()
 def own_loop(model: Path, data: Path) -> tuple[list[list[float]], dict]:
-    """The benchmark's own loop (module docstring): rows one by one, each answer alone."""
+    """The benchmark's own loop (module docstring): rows one by one, each answer alone, on transformers' own
+    layers (rmkit computes Qwen's patch embedding as a matrix product: the stock Conv3d here)."""
+    rm = VisionRewardModel.from_pretrained(model)
+    with stock(rm.model):
+        return own_rows(rm, data)
+
+
+def own_rows(rm: VisionRewardModel, data: Path) -> tuple[list[list[float]], dict]:
     from PIL import Image
 
-    rm = VisionRewardModel.from_pretrained(model)
     tokenizer, image_id, merge = rm.tokenizer, rm.tokens.image_id, int(rm.processor.merge_size)
     scores, agree, judged = [], {}, {}
     for line in data.read_text().splitlines():

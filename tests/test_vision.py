@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 from conftest import write_jsonl
-from vision_models import make_vlm, mixed_examples, picture, saved_rm
+from vision_models import make_vlm, mixed_examples, picture, saved_rm, stock
 
 from rmkit.data.images import Picture
 from rmkit.data.vision import VisionExample
@@ -37,12 +37,13 @@ def plain_forward(rm, row) -> float:
     kwargs = {}
     if row.patches is not None:
         kwargs = dict(pixel_values=torch.from_numpy(row.patches), image_grid_thw=torch.tensor(row.grids))
-    hidden = rm.model.model(
-        input_ids=ids,
-        attention_mask=torch.ones_like(ids),
-        mm_token_type_ids=(ids == rm.model.config.image_token_id).int(),
-        **kwargs,
-    ).last_hidden_state
+    with stock(rm.model) as model:
+        hidden = model.model(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            mm_token_type_ids=(ids == rm.model.config.image_token_id).int(),
+            **kwargs,
+        ).last_hidden_state
     return float(rm.head(hidden[0, -1]))
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from vision_models import mixed_examples, picture, saved_rm
+from vision_models import mixed_examples, picture, saved_rm, stock
 
 FAMILIES = ["qwen3_vl", "qwen3_vl_moe", "llava_next", "llava_onevision", "idefics3"]
 
@@ -54,7 +54,8 @@ def plain_inputs(rm, row) -> dict:
 @torch.no_grad()
 def plain_forward(rm, row) -> float:
     """The score transformers gives one sequence alone: the VLM's forward, the value head at the last token."""
-    hidden = rm.model.model(**plain_inputs(rm, row)).last_hidden_state
+    with stock(rm.model) as model:
+        hidden = model.model(**plain_inputs(rm, row)).last_hidden_state
     return float(rm.head(hidden[0, -1]))
 
 

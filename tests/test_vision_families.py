@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from vision_models import make_vlm, mixed_examples, picture, saved_rm
+from vision_models import make_vlm, mixed_examples, picture, saved_rm, stock
 
 from rmkit.data.images import Picture
 from rmkit.data.rendering import ExampleTokenizer
@@ -42,7 +42,8 @@ def plain_forward(rm, row) -> float:
     """The score transformers gives one sequence alone: the VLM's forward, the value head at the last token."""
     ids = torch.tensor([row.ids])
     pixels = {"pixel_values": torch.from_numpy(row.patches)} if row.patches is not None else {}
-    hidden = rm.model.model(input_ids=ids, **pixels, **family_inputs(rm, ids)).last_hidden_state
+    with stock(rm.model) as model:
+        hidden = model.model(input_ids=ids, **pixels, **family_inputs(rm, ids)).last_hidden_state
     return float(rm.head(hidden[0, -1]))
 
 

@@ -7,6 +7,7 @@ pair's prefix equals the unshared step (loss and every gradient)."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import pytest
@@ -91,6 +92,27 @@ def test_shared_prefix_scores_equal_the_whole_rows(family_rm):
     for group in groups:
         one = rm.score_rows([rows[i] for i in group], groups=[list(range(len(group)))])
         assert one == pytest.approx([alone[i] for i in group], abs=1e-5)
+
+
+def test_the_pass_cost_cuts_the_passes_and_never_the_scores(family_rm, monkeypatch):
+    """The fixed cost of a pass decides how the prefixes and the answers after them are cut into passes: the
+    cost measured on the model (once, a power of two) by default, the one given (the server's
+    ``--batch-cost``) where there is one; a high cost runs fewer passes, and every cut scores alike."""
+    rm, _ = family_rm
+    rows, groups = rows_and_groups(rm, examples())
+    alone = [rm.score_rows([r])[0] for r in rows]
+    passes = []
+    run = rm.run
+    monkeypatch.setattr(rm, "run", lambda *a, **k: passes.append(1) or run(*a, **k))
+    counted = {}
+    for cost in (1.0, 1e9):
+        passes.clear()
+        assert rm.score_rows(rows, groups=groups, batch_cost=cost) == pytest.approx(alone, abs=1e-5)
+        counted[cost] = len(passes)
+    assert counted[1e9] == 2 < counted[1.0]  # one pass of all prefixes, one of all answers
+    measured = rm.pass_cost()
+    assert measured >= 1 and measured == 2 ** round(math.log2(measured)) and rm.pass_cost() == measured
+    assert rm.score_rows(rows, groups=groups) == pytest.approx(alone, abs=1e-5)
 
 
 def test_sharing_off_and_rows_whose_images_differ(family_rm):

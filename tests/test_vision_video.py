@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import write_jsonl
-from vision_models import encoder_inputs, make_vlm, picture, train_steps
+from vision_models import encoder_inputs, make_vlm, picture, stock, train_steps
 
 from rmkit.data.images import Picture
 from rmkit.data.rows import RowReader
@@ -190,7 +190,8 @@ def plain_forward(rm, row, seconds=None) -> float:
                       video_grid_thw=torch.tensor(row.videos.grids))  # fmt: skip
         if config.model_type == "qwen2_5_vl":
             kwargs["second_per_grid_ts"] = torch.tensor(seconds or row.videos.seconds)
-    hidden = rm.model.model(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs).last_hidden_state
+    with stock(rm.model) as model:
+        hidden = model.model(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs).last_hidden_state
     return float(rm.head(hidden[0, -1]))
 
 

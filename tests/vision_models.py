@@ -4,7 +4,9 @@ built here the same way) and small images drawn in code."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 from pathlib import Path
 
 from conftest import CORPUS
@@ -12,7 +14,9 @@ from conftest import CORPUS
 from rmkit.data.synthetic import COLOURS, picture
 from rmkit.demo_vision import QWEN_SPECIALS, TEMPLATE, _tokenizer, tiny_vlm
 
-__all__ = ["COLOURS", "encoder_inputs", "make_vlm", "mixed_examples", "picture", "saved_rm", "train_steps"]
+__all__ = [
+    "COLOURS", "encoder_inputs", "make_vlm", "mixed_examples", "picture", "saved_rm", "stock", "train_steps"
+]  # fmt: skip
 
 
 def make_vlm(path: Path, family: str = "qwen2_vl", **options) -> Path:
@@ -224,3 +228,22 @@ def train_steps(rm, path, examples) -> list[tuple]:
         rm.zero_grad()
         rm.eval()
     return results
+
+
+@contextlib.contextmanager
+def stock(model) -> Iterator:
+    """``model`` as transformers builds it while the block runs: the patch embeddings that rmkit computes as one
+    matrix product (:mod:`rmkit.lean`) back to transformers' ``Conv3d``, for the plain forwards that
+    rmkit's scores are held to (tests) and the plain loops it is timed against (benchmarks)."""
+    from torch import nn
+
+    from rmkit.lean import PatchConv3d
+
+    changed = [m for m in model.modules() if type(m) is PatchConv3d]
+    for m in changed:
+        m.__class__ = nn.Conv3d
+    try:
+        yield model
+    finally:
+        for m in changed:
+            m.__class__ = PatchConv3d

@@ -102,7 +102,9 @@ def score_sequences(
     if getattr(model, "generates", False):  # a generating judge writes, then its verdict is read
         return model.verdicts(list(sequences), batch_tokens, stats)
     if getattr(model, "reads_images", False):  # its rows carry their images
-        return model.score_rows(list(sequences), batch_tokens, max_rows, groups=groups, stats=stats)
+        return model.score_rows(
+            list(sequences), batch_tokens, max_rows, groups=groups, stats=stats, batch_cost=batch_cost
+        )
     batch_tokens = batch_tokens or token_budget(model)
     results = _Results(model.device)
     shared: list[tuple[Sequence[int], list[int]]] = []

@@ -26,30 +26,31 @@ model and the answers after it (:mod:`rmkit.vlm_sharing`; rows with videos run w
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoTokenizer, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from rmkit import vlm_sharing
+from rmkit import inference, vlm_sharing
 from rmkit.checkpoints import ensure_pad_token, save_model
 from rmkit.data import RowCounts, padded_on, token_budget_batches
 from rmkit.data.processing import VisionRow, VisionTokenizer
 from rmkit.defaults import BATCH_TOKENS, MAX_ROWS, METADATA_KEY
 from rmkit.errors import RMKitError
-from rmkit.layouts import VALUE_HEAD_FILES, pickle_refused
+from rmkit.layouts import VALUE_HEAD_FILES
+from rmkit.lean import as_matmul, read_only_at
 from rmkit.modeling import HeldModel, RewardOutput
 from rmkit.runtime import keep_fp32, resolve_device, resolve_dtype
 from rmkit.vlm_families import FAMILIES
+from rmkit.vlm_layouts import HEAD, read_score_head, read_value_head
 
-HEAD = "v_head.summary"
 REGRESSION_TOKEN = "<|regression|>"  # DocReward: appended to each conversation, its state read
 
 
@@ -72,6 +73,7 @@ class VisionRewardModel(HeldModel):
         super().__init__()
         ensure_pad_token(tokenizer)
         self.model, self.tokenizer, self.processor = model, tokenizer, processor
+        as_matmul(model)  # Qwen's Conv3d patch embedding as the matrix product it is (rmkit.lean)
         self.metadata: dict[str, Any] = dict(metadata or getattr(model.config, METADATA_KEY, None) or {})
         self.family = self.families[model.config.model_type]
         hidden = model.config.get_text_config().hidden_size
@@ -81,6 +83,7 @@ class VisionRewardModel(HeldModel):
         self.video: dict[str, Any] = {}  # the videos' sampling: fps, max_frames (rmkit.data.video)
         self.external = False  # the value-head layout without rmkit's settings (example_tokenizer)
         self.prefix_sharing = True  # a group's answers after one pass over its prefix (score_rows)
+        self._pass_cost: float | None = None  # measured when first needed (pass_cost)
 
     @classmethod
     def from_pretrained(
@@ -135,8 +138,8 @@ class VisionRewardModel(HeldModel):
     ) -> VisionRewardModel:
         """The RM of a loaded ``model`` and the value head stored beside it at ``path`` (a fresh one, marked
         ``fresh_head``, where there is none), on ``device``, in eval mode."""
-        value_head = _read_head(path, allow_pickle)
-        head = value_head or _score_head(path) or getattr(model, "score", None)
+        value_head = read_value_head(path, allow_pickle)
+        head = value_head or read_score_head(path) or getattr(model, "score", None)
         hidden = model.config.get_text_config().hidden_size
         if head is None:  # a VLM without a value head: rmkit train starts from it, the scorers refuse it
             model.fresh_head = [HEAD]
@@ -204,9 +207,16 @@ class VisionRewardModel(HeldModel):
         the vision encoder then does not run. Videos alike: ``pixel_values_videos`` (or ``video_features``),
         ``video_grid_thw`` and ``second_per_grid_ts`` (one a video)."""
         videos = (pixel_values_videos, video_grid_thw, second_per_grid_ts, video_features)
-        hidden = self.run(
-            input_ids, attention_mask, pixel_values, image_grid_thw, image_features, videos, use_cache=False
-        ).last_hidden_state
+        with read_only_at(self.model, None if token_scores else last_real(attention_mask)):
+            hidden = self.run(
+                input_ids,
+                attention_mask,
+                pixel_values,
+                image_grid_thw,
+                image_features,
+                videos,
+                use_cache=False,
+            ).last_hidden_state
         return self.read_out(hidden, attention_mask, token_scores)
 
     def read_out(
@@ -214,8 +224,7 @@ class VisionRewardModel(HeldModel):
     ) -> RewardOutput:
         """The head on ``hidden`` (B, L, H): at each row's last real token (the mask's last 1), everywhere
         with ``token_scores``."""
-        positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-        end_index = (positions * attention_mask.ne(0)).argmax(-1)
+        end_index = last_real(attention_mask)
         at_end = hidden[torch.arange(len(end_index), device=hidden.device), end_index]
         scores = self.head(hidden.float()).squeeze(-1) if token_scores else None
         return RewardOutput(scores, self.head(at_end.float()).squeeze(-1), end_index)
@@ -260,6 +269,7 @@ class VisionRewardModel(HeldModel):
         max_rows: int | None = MAX_ROWS,
         groups: Sequence[Sequence[int]] | None = None,
         stats: RowCounts | None = None,
+        batch_cost: float | None = None,
     ) -> list[float]:
         """End scores of prepared rows, in the order given, in token-budget batches. Each example's images
         run through the vision encoder once (the answers of a pair or a best-of-N row share them): encoded
@@ -269,7 +279,9 @@ class VisionRewardModel(HeldModel):
         ``groups`` (indices of rows answering one prompt) turn on prefix sharing where ``prefix_sharing``
         is on: a group's shared prefix, images and all, runs once and its answers after it
         (:mod:`rmkit.vlm_sharing`; the same scores), a row that repeats one of its group takes that one's
-        score; ``stats`` counts it as the text scorer does."""
+        score; ``stats`` counts it as the text scorer does. The prefixes and the answers after them are cut
+        into passes by length where that pays: ``batch_cost``, a pass's fixed cost in tokens' worth of work
+        (default: :meth:`pass_cost`, measured once)."""
         budget = batch_tokens or BATCH_TOKENS
         rows = [r if isinstance(r, VisionRow) else VisionRow(list(r)) for r in rows]  # ids alone: text
         scores = [0.0] * len(rows)
@@ -280,7 +292,8 @@ class VisionRewardModel(HeldModel):
             shares, alone = vlm_sharing.plan(rows, groups, self.tokens.image_id)
             alone = sorted({*alone, *(i for i, r in enumerate(rows) if r.videos is not None)} - set(copies))
             vlm_sharing.count(shares, groups, stats)
-            for members, values in vlm_sharing.scores(self, rows, shares, budget, max_rows):
+            cost = batch_cost or (self.pass_cost() if shares else 0.0)
+            for members, values in vlm_sharing.scores(self, rows, shares, budget, max_rows, cost):
                 for i, value in zip(members, values.tolist(), strict=True):
                     scores[i] = value
         waiting = Counter(id(m) for i in alone for m in _media(rows[i]))
@@ -300,6 +313,15 @@ class VisionRewardModel(HeldModel):
         for i, first in copies.items():
             scores[i] = scores[first]
         return scores
+
+    def pass_cost(self) -> float:
+        """The fixed cost of one pass of this model on its device in tokens' worth of work
+        (:func:`rmkit.inference.batch_cost`, text rows of 8 and 128 tokens), measured the first time it is
+        asked for and kept; rounded to a power of two, so that reruns cut their passes alike."""
+        if self._pass_cost is None:
+            measured = inference.batch_cost(self, short=8, long=128, repeats=2)
+            self._pass_cost = float(2 ** round(math.log2(max(measured, 1.0))))
+        return self._pass_cost
 
     def encode(self, rows: Sequence[VisionRow], budget: int) -> dict[int, tuple[torch.Tensor, ...]]:
         """The vision encoder's features of each distinct image set of ``rows`` (by the ``id`` of its patches),
@@ -388,6 +410,12 @@ class VisionRewardModel(HeldModel):
         save_model(self.model, self.tokenizer, self.metadata, Path(path), extra=extra)
 
 
+def last_real(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Each row's last real token (the mask's last 1), under either padding: (B,)."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return (positions * attention_mask.ne(0)).argmax(-1)
+
+
 def _media(row: VisionRow) -> list[Any]:
     """The image and video sets of ``row`` (its patches, its clips): what the encoder runs once a set."""
     return [m for m in (row.patches, row.videos) if m is not None]
@@ -404,45 +432,3 @@ def _backbone(config: Any) -> Any:
             raise RMKitError(f"{names[0]} with {config.num_labels} labels: a reward model has one")
         return getattr(transformers, names[0])
     return AutoModelForImageTextToText
-
-
-def _score_head(path: Path) -> nn.Linear | None:
-    """align-anything's VLM RM head: ``score_head.weight`` (1, H), no bias, saved among the VLM's own weights
-    (its class subclasses the VLM; the rest of its weights are the VLM's, read by transformers as they are)."""
-    for f in sorted(path.glob("*.safetensors")):
-        with safe_open(str(f), "pt") as weights:
-            if "score_head.weight" not in weights.keys():  # noqa: SIM118 (a safetensors file is no dict)
-                continue
-            weight = weights.get_tensor("score_head.weight")
-        if weight.shape[0] != 1:
-            raise RMKitError(f"{f}: its score_head has {weight.shape[0]} outputs; a reward model has one")
-        head = nn.Linear(weight.shape[1], 1, bias=False)
-        with torch.no_grad():
-            head.weight.copy_(weight)
-        return head
-    return None
-
-
-def _read_head(path: Path, allow_pickle: bool) -> nn.Linear | None:
-    """The value head stored beside the VLM at ``path``, ``None`` when there is none."""
-    for name in VALUE_HEAD_FILES:
-        f = path / name
-        if not f.is_file():
-            continue
-        if f.suffix != ".safetensors" and not allow_pickle:
-            raise RMKitError(pickle_refused(f))
-        state = (
-            load_file(str(f))
-            if f.suffix == ".safetensors"
-            else torch.load(str(f), map_location="cpu", weights_only=True)
-        )
-        weight, bias = state.get(f"{HEAD}.weight"), state.get(f"{HEAD}.bias")
-        if weight is None:
-            raise RMKitError(f"{f}: no {HEAD}.weight in it (it holds {', '.join(sorted(state)[:6])})")
-        head = nn.Linear(weight.shape[1], 1, bias=bias is not None)
-        with torch.no_grad():
-            head.weight.copy_(weight.reshape(1, -1))
-            if bias is not None:
-                head.bias.copy_(bias.reshape(1))
-        return head
-    return None

@@ -10,7 +10,10 @@ an image (Gemma3's image tokens attend to each other both ways) and no continuat
 :func:`scores` runs the prefixes in token-budget batches (their images through the vision encoder once),
 keeping the language model's keys and values, then the members' remaining tokens, each row reading a copy of
 its prefix's cache, in passes of at most the budget counting ``rows × (prefix width + longest rest)``; both
-cut by length where the padding saved pays for another pass (:data:`rmkit.inference.SUFFIX_PASS_COST`).
+cut by length where the padding saved pays for another pass: ``pass_cost``, the fixed cost of a pass in
+tokens' worth of work, which scoring measures on the model and its device
+(:meth:`rmkit.vlm.VisionRewardModel.pass_cost`: a tiny model on a CPU pays about a hundred tokens' worth a
+pass, a 7B model a few).
 Positions go on exactly: a member's positions are those of its whole row as the family's forward computes them
 (Qwen2-VL's 3-D M-RoPE positions from the model's own ``get_rope_index``; LLaVA's and Gemma3's among the real
 tokens), split at the cut. The prefixes are padded on the left, so that each continuation follows its prefix's
@@ -31,6 +34,7 @@ import torch
 from rmkit.data import RowCounts, padded_on, token_budget_batches
 from rmkit.data.processing import VisionRow
 from rmkit.inference import MIN_SHARED, SUFFIX_PASS_COST, plan_sharing
+from rmkit.lean import read_only_at
 
 Share = tuple[int, list[int]]  # (the prefix's length in tokens, the rows that run after it)
 # Unlike text, a VLM's whole rows already attend through a mask (their padding, images), so an answer's pass
@@ -96,11 +100,16 @@ def count(shares: list[Share], groups: Sequence[Sequence[int]], stats: RowCounts
 
 
 def scores(
-    rm: Any, rows: Sequence[VisionRow], shares: list[Share], budget: int, max_rows: int | None
+    rm: Any,
+    rows: Sequence[VisionRow],
+    shares: list[Share],
+    budget: int,
+    max_rows: int | None,
+    pass_cost: float = SUFFIX_PASS_COST,
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
     """``(row indices, their end scores)`` of every member of ``shares``, pass by pass (module docstring);
     ``rm`` a :class:`rmkit.vlm.VisionRewardModel`. Gradients flow where the caller enables them."""
-    for batch in token_budget_batches([n for n, _ in shares], budget, max_rows, SUFFIX_PASS_COST):
+    for batch in token_budget_batches([n for n, _ in shares], budget, max_rows, pass_cost):
         part = [shares[g] for g in batch]
         members = [i for _, m in part for i in m]
         whole = _positions(rm, [rows[i] for i in members])
@@ -108,7 +117,7 @@ def scores(
         cache, mask = _prefixes(rm, rows, part, whole, column, budget)
         rest = [(p, i) for p, (_, m) in enumerate(part) for i in m]
         lengths = [mask.shape[1] + len(rows[i].ids) - part[p][0] for p, i in rest]
-        for cut in token_budget_batches(lengths, budget, max_rows, SUFFIX_PASS_COST):
+        for cut in token_budget_batches(lengths, budget, max_rows, pass_cost):
             chosen = [rest[k] for k in cut]
             conts = [(p, rows[i].ids[part[p][0] :], whole[..., column[i], part[p][0] :]) for p, i in chosen]
             yield [i for _, i in chosen], _after(rm, cache, mask, conts)
@@ -170,7 +179,8 @@ def _prefixes(
         images["image_features"] = [f for r in with_images for f in features[id(r.patches)]]
         grids = [g for r in with_images for g in r.grids]
         images["image_grid_thw"] = torch.tensor(grids, dtype=torch.long, device=rm.device)
-    out = rm.run(ids, mask, position_ids=positions, use_cache=True, **images)
+    with read_only_at(rm.model, torch.zeros(0, dtype=torch.long)):  # its last states are not read
+        out = rm.run(ids, mask, position_ids=positions, use_cache=True, **images)
     return out.past_key_values, mask
 
 
@@ -183,14 +193,15 @@ def _after(
     positions = torch.zeros((*conts[0][2].shape[:-1], *ids.shape), dtype=torch.long, device=rm.device)
     for k, (_, tokens, where) in enumerate(conts):
         positions[..., k, : len(tokens)] = where[..., : len(tokens)]
-    out = rm.run(
-        ids,
-        torch.cat([prefix_mask[at], mask], dim=1),
-        position_ids=positions,
-        past_key_values=_rows_of(cache, at),
-        use_cache=True,
-    )
     end = mask.sum(-1) - 1
+    with read_only_at(rm.model, end):
+        out = rm.run(
+            ids,
+            torch.cat([prefix_mask[at], mask], dim=1),
+            position_ids=positions,
+            past_key_values=_rows_of(cache, at),
+            use_cache=True,
+        )
     at_end = out.last_hidden_state[torch.arange(len(conts), device=rm.device), end]
     return rm.head(at_end.float()).squeeze(-1)
 
