@@ -1,9 +1,10 @@
 """Scoring image pairs: rmkit against the plain loop of align-anything's and the model cards' code, in one run.
 
 The data: ``--pairs`` preference pairs (default 96), each a question about one image of a random size
-(56x56 up to 224x224, so 4 to 64 image tokens; ``--max-side 448``: up to 256, as a Qwen2-VL RM reads a
-448x448 picture) and two answers of 3 to 120 words: rows of mixed lengths,
-as real data has. The model: a Qwen2-VL built from a config (``--hidden`` 256, ``--layers`` 4 in both the
+(56x56 up to 448x448, so 4 to 256 image tokens, as a Qwen2-VL RM reads pictures up to 448x448; the images of
+the public preference sets, COCO's 640x480 among them, are larger still, and Qwen2-VL's processor keeps
+them near their size; ``--max-side 224``: thumbnails, up to 64 tokens) and two answers of 3 to 120 words:
+rows of mixed lengths, as real data has. The model: a Qwen2-VL built from a config (``--hidden`` 256, ``--layers`` 4 in both the
 language model and the vision encoder, seeded random weights: speed does not depend on training) with a
 value head, saved and read as rmkit reads a Skywork-VL-Reward-style checkpoint.
 
@@ -31,7 +32,7 @@ once a row (the unshared step), alternated, best of ``--repeats``: pairs/s of ea
 difference of loss and of any gradient from the unshared step's.
 
     python benchmarks/bench_vision.py [--pairs 96] [--batch 8] [--hidden 256] [--layers 4] [--repeats 3]
-        [--train-pairs 32] [--max-side 224] [--threads N]
+        [--train-pairs 32] [--max-side 448] [--threads N]
 """
 
 from __future__ import annotations
@@ -177,8 +178,8 @@ def main() -> None:
     parser.add_argument(
         "--max-side",
         type=int,
-        default=224,
-        help="images' largest side in pixels (224: up to 64 image tokens)",
+        default=448,
+        help="images' largest side in pixels (448: up to 256 image tokens; 224: up to 64)",
     )
     parser.add_argument("--repeats", type=int, default=3, help="runs of each, alternated; the best counts")
     parser.add_argument(
@@ -234,8 +235,31 @@ def main() -> None:
             f"{t_plain / wall:.2f}x wall, {c_plain / cpu:.2f}x CPU time of the plain loop "
             f"(batch {args.batch} pairs); largest score difference {diff:.2e}"
         )
+    print_work(rm, examples, args.batch, lambda: score(True, RowCounts()))
     if args.train_pairs:
         bench_training(rm, examples[: args.train_pairs], args.batch, args.repeats)
+
+
+def print_work(rm: VisionRewardModel, examples: list[VisionExample], batch: int, ours) -> None:
+    """The work each does, which bounds the ratio: the language model's tokens, padding included (rmkit's
+    counted as its passes run, after ``ours()``; the plain loop's from its batches), and the patches through the
+    vision encoder (the plain loop encodes each pair's image once a row)."""
+    rows = [r for row in rm.example_tokenizer().tokenize(examples) for r in row]
+    plain = sum(
+        len(rows[s : s + 2 * batch]) * max(len(r.ids) for r in rows[s : s + 2 * batch])
+        for s in range(0, len(rows), 2 * batch)
+    )
+    counted: list[int] = []
+    rm.run = lambda ids, *a, **k: counted.append(ids.numel()) or type(rm).run(rm, ids, *a, **k)
+    try:
+        ours()
+    finally:
+        del rm.run
+    patches = sum(len(r.patches) for r in rows[::2])  # each pair's two rows hold the same image
+    print(
+        f"work: language-model tokens run, padding included: rmkit {sum(counted)}, plain loop {plain} "
+        f"({plain / sum(counted):.2f}x); vision-encoder patches: rmkit {patches}, plain loop {2 * patches} (2x)"
+    )
 
 
 if __name__ == "__main__":

@@ -317,10 +317,11 @@ class VisionRewardModel(HeldModel):
     def pass_cost(self) -> float:
         """The fixed cost of one pass of this model on its device in tokens' worth of work
         (:func:`rmkit.inference.batch_cost`, text rows of 8 and 128 tokens), measured the first time it is
-        asked for and kept; rounded to a power of two, so that reruns cut their passes alike."""
+        asked for and kept; rounded up to a power of two, so that reruns cut their passes alike (up: a pass
+        after a shared prompt also copies the prompt's keys and values, which the probe's rows do not)."""
         if self._pass_cost is None:
             measured = inference.batch_cost(self, short=8, long=128, repeats=2)
-            self._pass_cost = float(2 ** round(math.log2(max(measured, 1.0))))
+            self._pass_cost = float(2 ** math.ceil(math.log2(max(measured, 1.0))))
         return self._pass_cost
 
     def encode(self, rows: Sequence[VisionRow], budget: int) -> dict[int, tuple[torch.Tensor, ...]]:
