@@ -166,3 +166,31 @@ def test_rank_with_a_prompt_over_the_limit_shares_it_and_scores_as_without_shari
     assert summary["prefix_tokens_saved"] % 15 == 0 and 15 * 48 < summary["prefix_tokens_saved"] < 15 * 96
     for a, b in zip(runs[True][1], runs[False][1], strict=True):
         assert a["scores"] == pytest.approx(b["scores"], abs=1e-4) and a["ranking"] == b["ranking"]
+
+
+def test_rows_of_one_response_that_repeat_a_prompt_share_its_pass(rm_path, tmp_path):
+    """A scoring file of one response a row (an RL rollout's shape, the prompts' rows interleaved): the rows
+    that repeat a prompt run it once and their answers after it, as a best-of-N row would; a prompt asked
+    once runs whole; the scores equal those without sharing."""
+    import json
+
+    from conftest import write_jsonl
+
+    import rmkit
+
+    prompt = " ".join(LONG_PROMPT.split()[:14])  # within the model's 128 tokens: no row is cut
+    rows = [
+        {"prompt": f"Question {i}: {prompt}", "response": f"Answer {j} " + "more words " * j}
+        for j in range(4)
+        for i in range(3)
+    ] + [{"prompt": f"Alone: {prompt}", "response": "One answer."}]
+    data = write_jsonl(tmp_path / "rollouts.jsonl", rows)
+    runs = {}
+    for sharing in (True, False):
+        out = tmp_path / f"scored_{sharing}.jsonl"
+        summary = rmkit.score(model=str(rm_path), input=str(data), output=str(out), prefix_sharing=sharing)
+        runs[sharing] = (summary, [json.loads(line)["score"] for line in out.read_text().splitlines()])
+    assert runs[True][0]["truncated"] == 0
+    assert runs[True][0]["prefix_shared"] == 12 and runs[False][0]["prefix_shared"] == 0
+    assert runs[True][0]["prefix_tokens_saved"] > 0
+    assert runs[True][1] == pytest.approx(runs[False][1], abs=1e-5)

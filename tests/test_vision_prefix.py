@@ -245,3 +245,31 @@ def test_train_and_score_report_the_shared_prefixes(tmp_path, tmp_path_factory, 
         assert [a["score_chosen"], a["score_rejected"]] == pytest.approx(
             [b["score_chosen"], b["score_rejected"]], abs=1e-5
         )
+
+
+def test_rows_of_one_response_that_repeat_a_prompt_and_image_share_its_pass(tmp_path, tmp_path_factory):
+    """A scoring file of one response a row (an RL rollout's shape): the rows asking the same prompt about the
+    same picture (the file named twice, and once more under another name) run it once and their answers
+    after it; the same prompt about another picture shares nothing; the scores equal those without sharing."""
+    from rmkit.cli import main
+
+    _, model = saved_rm(tmp_path_factory, "qwen2_vl", seed=2)
+    picture("red", seed=1).save(tmp_path / "red.png")
+    shutil.copy(tmp_path / "red.png", tmp_path / "same.png")
+    picture("blue", seed=2).save(tmp_path / "blue.png")
+    prompt = "Look at this picture, please, and tell me: what colour is the square in it?"
+    rows = [{"prompt": prompt, "response": answer, "images": [image]}
+            for answer, image in [("It is red.", "red.png"), ("Blue, I think.", "red.png"),
+                                  ("It is green.", "same.png"), ("It is red.", "blue.png")]]  # fmt: skip
+    data = write_jsonl(tmp_path / "rollouts.jsonl", rows)
+    outputs = []
+    for flag in ("--prefix-sharing", "--no-prefix-sharing"):
+        output = tmp_path / f"s{flag}.jsonl"
+        assert (
+            main(["score", "--model", str(model), "--input", str(data), "--output", str(output), flag]) == 0
+        )
+        summary = json.loads((tmp_path / f"s{flag}.summary.json").read_text())
+        outputs.append((summary, [json.loads(x)["score"] for x in output.read_text().splitlines()]))
+    (on, shared), (off, whole) = outputs
+    assert (on["prefix_shared"], off["prefix_shared"]) == (3, 0)
+    assert shared == pytest.approx(whole, abs=1e-5)

@@ -16,11 +16,12 @@ module for its own ``score``), so the core does not depend on how a model is loa
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 from typing import Any, Protocol, TypeVar
 
@@ -102,9 +103,7 @@ def score_sequences(
     if getattr(model, "generates", False):  # a generating judge writes, then its verdict is read
         return model.verdicts(list(sequences), batch_tokens, stats)
     if getattr(model, "reads_images", False):  # its rows carry their images
-        return model.score_rows(
-            list(sequences), batch_tokens, max_rows, groups=groups, stats=stats, batch_cost=batch_cost
-        )
+        return model.score_rows(list(sequences), batch_tokens, max_rows, groups, stats, batch_cost)
     batch_tokens = batch_tokens or token_budget(model)
     results = _Results(model.device)
     shared: list[tuple[Sequence[int], list[int]]] = []
@@ -365,11 +364,7 @@ def score_tokenized(
 ) -> Iterator[tuple[Example, list[Any] | None]]:
     """:func:`score_examples` of one chunk already tokenised (``ExampleTokenizer.tokenize(chunk)``)."""
     ids = [t.ids for row in tokenized if row is not None for t in row]
-    groups, start = [], 0
-    for row in tokenized:
-        if row is not None:
-            groups.append(list(range(start, start + len(row))))
-            start += len(row)
+    groups = answer_groups(chunk, tokenized)
     scores = iter(
         score_sequences(
             model,
@@ -383,3 +378,29 @@ def score_tokenized(
     for example, row in zip(chunk, tokenized, strict=True):
         stats.add(row, example.notes)
         yield example, None if row is None else [next(scores) for _ in row]
+
+
+def answer_groups(
+    chunk: Sequence[Example], tokenized: Sequence[Any], extra: Callable[[Any, Any], Any] | None = None
+) -> list[list[int]]:
+    """The chunk's rows (numbered in order over its prepared examples) that answer one prompt and may share its
+    pass: each example's, with the examples that ask the same prompt merged, so that a file of one response a
+    row (an RL rollout's shape) shares as a best-of-N row does. An example's key is its prompt, its first
+    row's first ``MIN_SHARED`` tokens (so that prompts cut from the left at different places, for answers
+    of different lengths, stay apart: their rows no longer start alike) and ``extra(example, rows)`` (a
+    VLM's images); a pre-rendered example, or a pair whose answers follow different histories, keeps its
+    own group. The planners share only the tokens a group's rows have in common (:func:`plan_sharing`),
+    so a merge the key gets wrong shares nothing wrong."""
+    groups: dict[Any, list[int]] = {}
+    start = 0
+    for n, (example, rows) in enumerate(zip(chunk, tokenized, strict=True)):
+        if rows is None:
+            continue
+        key: Any = n
+        if example.prompt and not example.rendered and example.rejected_prompt is None:
+            prompt = json.dumps(example.prompt, sort_keys=True, default=repr)
+            start_ids = tuple(rows[0].ids[:MIN_SHARED])
+            key = (prompt, start_ids, extra(example, rows) if extra is not None else None)
+        groups.setdefault(key, []).extend(range(start, start + len(rows)))
+        start += len(rows)
+    return list(groups.values())

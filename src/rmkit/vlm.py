@@ -49,7 +49,7 @@ from rmkit.lean import as_matmul, read_only_at
 from rmkit.modeling import HeldModel, RewardOutput
 from rmkit.runtime import keep_fp32, resolve_device, resolve_dtype
 from rmkit.vlm_families import FAMILIES
-from rmkit.vlm_layouts import HEAD, read_score_head, read_value_head
+from rmkit.vlm_heads import HEAD, read_score_head, read_value_head
 
 REGRESSION_TOKEN = "<|regression|>"  # DocReward: appended to each conversation, its state read
 

@@ -1,7 +1,7 @@
 """The checkpoint layouts of vision-language RMs, written by ``rmkit convert --layout`` where exact.
 
 A :class:`rmkit.vlm.VisionRewardModel` is a VLM's language model read at the last real token by one linear head.
-Three public layouts hold that; rmkit reads each and writes each here:
+Three public layouts hold that; rmkit reads each (:mod:`rmkit.vlm_heads`) and writes each here:
 
 =========================  ====================================================  ===================================
 layout                     the model's weights                                   the head
@@ -29,16 +29,11 @@ from typing import Any
 
 import torch
 import transformers
-from safetensors import safe_open
-from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoModelForImageTextToText
 
 from rmkit.checkpoints import save_model
-from rmkit.errors import RMKitError
-from rmkit.layouts import VALUE_HEAD_FILES, pickle_refused
 
-HEAD = "v_head.summary"  # the value head's weights: HEAD.weight (1, H), HEAD.bias (1,)
 LAYOUTS = ("value-head", "align-anything", "sequence-classification")
 CONDITIONAL, CLASSIFIER = "ForConditionalGeneration", "ForSequenceClassification"
 
@@ -135,45 +130,3 @@ def _classifier(rm: Any) -> Any:
         model = getattr(transformers, name)(config)
     model.model, model.score = rm.model.model, _linear(rm.head, bias=False)
     return model
-
-
-def read_score_head(path: Path) -> nn.Linear | None:
-    """align-anything's VLM RM head: ``score_head.weight`` (1, H), no bias, saved among the VLM's own weights
-    (its class subclasses the VLM; the rest of its weights are the VLM's, read by transformers as they are)."""
-    for f in sorted(path.glob("*.safetensors")):
-        with safe_open(str(f), "pt") as weights:
-            if "score_head.weight" not in weights.keys():  # noqa: SIM118 (a safetensors file is no dict)
-                continue
-            weight = weights.get_tensor("score_head.weight")
-        if weight.shape[0] != 1:
-            raise RMKitError(f"{f}: its score_head has {weight.shape[0]} outputs; a reward model has one")
-        head = nn.Linear(weight.shape[1], 1, bias=False)
-        with torch.no_grad():
-            head.weight.copy_(weight)
-        return head
-    return None
-
-
-def read_value_head(path: Path, allow_pickle: bool) -> nn.Linear | None:
-    """The value head stored beside the VLM at ``path``, ``None`` when there is none."""
-    for name in VALUE_HEAD_FILES:
-        f = path / name
-        if not f.is_file():
-            continue
-        if f.suffix != ".safetensors" and not allow_pickle:
-            raise RMKitError(pickle_refused(f))
-        state = (
-            load_file(str(f))
-            if f.suffix == ".safetensors"
-            else torch.load(str(f), map_location="cpu", weights_only=True)
-        )
-        weight, bias = state.get(f"{HEAD}.weight"), state.get(f"{HEAD}.bias")
-        if weight is None:
-            raise RMKitError(f"{f}: no {HEAD}.weight in it (it holds {', '.join(sorted(state)[:6])})")
-        head = nn.Linear(weight.shape[1], 1, bias=bias is not None)
-        with torch.no_grad():
-            head.weight.copy_(weight.reshape(1, -1))
-            if bias is not None:
-                head.bias.copy_(bias.reshape(1))
-        return head
-    return None

@@ -102,11 +102,7 @@ class VisionKind(PairwiseKind):
         self, model: Any, chunk: Sequence[Any], prepared: list[Any], reading: Reading, stats: RowCounts
     ) -> Iterator[tuple[Any, Raw | None]]:
         rows = [t for row in prepared if row is not None for t in row]
-        groups, start = [], 0  # the rows of one example answer one prompt: they may share its pass
-        for row in prepared if reading.prefix_sharing else []:
-            if row is not None:
-                groups.append(list(range(start, start + len(row))))
-                start += len(row)
+        groups = _groups(chunk, prepared) if reading.prefix_sharing else []
         scores = iter(model.score_rows(rows, reading.batch_tokens, groups=groups, stats=stats))
         for example, row in zip(chunk, prepared, strict=True):
             stats.add(row, example.notes)
@@ -145,3 +141,21 @@ def _flat(prompt: list[dict[str, Any]]) -> Any:
 
     flat = flat_messages(prompt)
     return flat[0]["content"] if len(flat) == 1 and flat[0]["role"] == "user" else flat
+
+
+def _groups(chunk: Sequence[Any], prepared: list[Any]) -> list[list[int]]:
+    """:func:`rmkit.inference.answer_groups` keyed also by each example's images (their grids and a sample of
+    their pixels: cheap; :mod:`rmkit.vlm_sharing` shares only among rows whose images are equal); rows with
+    videos keep their own group (they run whole)."""
+    from rmkit.inference import answer_groups
+
+    def images(example: Any, rows: list[Any]) -> Any:
+        first = rows[0]
+        if first.videos is not None:
+            return ("videos", id(first))
+        if first.patches is None:
+            return None
+        sample = first.patches.reshape(-1)[:: 1 + first.patches.size // 4096]
+        return first.patches.shape, tuple(map(tuple, first.grids)), hash(sample.tobytes())
+
+    return answer_groups(chunk, prepared, images)
