@@ -8,8 +8,8 @@
    the two are comparable), their ratio, the ratio of the tokens each runs through the model (the ceiling of
    the speed-up, for work that grows with the tokens), and the largest score difference (the exactness
    contract: at most 1e-4 in fp32).
-2. The same responses one a row, shuffled (an RL rollout's file; ``rmkit score``): sharing on and off, the
-   rows that repeat a prompt grouped within a chunk.
+2. The same responses one a row, shuffled (an RL rollout's file; ``rmkit score --share-across-rows``):
+   sharing on and off, the rows that repeat a prompt grouped within a chunk.
 3. Pairs (``rmkit eval``): the multi-turn ShareGPT pairs of ``../shared/data`` (chosen and rejected after
    the same history), evaluated on and off; wall-time ratio and accuracy of each (which must agree).
 
@@ -72,7 +72,8 @@ def best_of_n_rows(rm: RewardModel, prompts: int, n: int, prompt_tokens: int) ->
 
 def rollouts(rm: RewardModel, rows: list[dict], work: Path) -> None:
     """Part 3: the best-of-N rows written one response a row, shuffled (an RL rollout's file), scored with
-    ``rmkit score`` with and without sharing: the rows that repeat a prompt are grouped within a chunk."""
+    ``rmkit score --share-across-rows`` with and without sharing: the rows that repeat a prompt are grouped
+    within a chunk."""
     flat = [{"prompt": r["prompt"], "response": answer} for r in rows for answer in r["responses"]]
     random.Random(1).shuffle(flat)
     data = work / "rollouts.jsonl"
@@ -82,13 +83,18 @@ def rollouts(rm: RewardModel, rows: list[dict], work: Path) -> None:
         out = work / f"rollouts_{sharing}.jsonl"
         wall, summary = timed(
             lambda out=out, sharing=sharing: rmkit.score(
-                rm=rm, input=str(data), output=str(out), prefix_sharing=sharing, progress=False
+                rm=rm,
+                input=str(data),
+                output=str(out),
+                prefix_sharing=sharing,
+                share_across_rows=True,
+                progress=False,
             )
         )
         results[sharing] = (wall, summary, [json.loads(x)["score"] for x in out.read_text().splitlines()])
     (on, summary, ours), (off, _, theirs) = results[True], results[False]
     diff = max(abs(a - b) for a, b in zip(ours, theirs, strict=True))
-    print(f"\nthe same {len(flat)} responses one a row, shuffled (rmkit score):")
+    print(f"\nthe same {len(flat)} responses one a row, shuffled (rmkit score --share-across-rows):")
     print(f"sharing on {len(flat) / on:8.2f} responses/s, off {len(flat) / off:8.2f}: {off / on:.2f}x")
     print(
         f"rows that shared their prompt's pass: {summary['prefix_shared']} of {len(flat)}; max |difference| {diff:.2e}"

@@ -169,9 +169,10 @@ def test_rank_with_a_prompt_over_the_limit_shares_it_and_scores_as_without_shari
 
 
 def test_rows_of_one_response_that_repeat_a_prompt_share_its_pass(rm_path, tmp_path):
-    """A scoring file of one response a row (an RL rollout's shape, the prompts' rows interleaved): the rows
-    that repeat a prompt run it once and their answers after it, as a best-of-N row would; a prompt asked
-    once runs whole; the scores equal those without sharing."""
+    """A scoring file of one response a row (an RL rollout's shape, the prompts' rows interleaved), with
+    ``--share-across-rows``: the rows that repeat a prompt run it once and their answers after it, as a
+    best-of-N row would; a prompt asked once runs whole; the scores equal those without sharing. Without the
+    option each row is its own example (nothing shared, each score independent of the chunk)."""
     import json
 
     from conftest import write_jsonl
@@ -186,11 +187,21 @@ def test_rows_of_one_response_that_repeat_a_prompt_share_its_pass(rm_path, tmp_p
     ] + [{"prompt": f"Alone: {prompt}", "response": "One answer."}]
     data = write_jsonl(tmp_path / "rollouts.jsonl", rows)
     runs = {}
-    for sharing in (True, False):
-        out = tmp_path / f"scored_{sharing}.jsonl"
-        summary = rmkit.score(model=str(rm_path), input=str(data), output=str(out), prefix_sharing=sharing)
-        runs[sharing] = (summary, [json.loads(line)["score"] for line in out.read_text().splitlines()])
-    assert runs[True][0]["truncated"] == 0
+    for sharing, across in ((True, True), (False, True), (True, False)):
+        out = tmp_path / f"scored_{sharing}_{across}.jsonl"
+        summary = rmkit.score(
+            model=str(rm_path),
+            input=str(data),
+            output=str(out),
+            prefix_sharing=sharing,
+            share_across_rows=across,
+        )
+        runs[sharing, across] = (
+            summary,
+            [json.loads(line)["score"] for line in out.read_text().splitlines()],
+        )
+    runs[True], runs[False] = runs[True, True], runs[False, True]
+    assert runs[True][0]["truncated"] == 0 and runs[True, False][0]["prefix_shared"] == 0
     assert runs[True][0]["prefix_shared"] == 12 and runs[False][0]["prefix_shared"] == 0
     assert runs[True][0]["prefix_tokens_saved"] > 0
     assert runs[True][1] == pytest.approx(runs[False][1], abs=1e-5)

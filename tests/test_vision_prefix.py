@@ -248,9 +248,10 @@ def test_train_and_score_report_the_shared_prefixes(tmp_path, tmp_path_factory, 
 
 
 def test_rows_of_one_response_that_repeat_a_prompt_and_image_share_its_pass(tmp_path, tmp_path_factory):
-    """A scoring file of one response a row (an RL rollout's shape): the rows asking the same prompt about the
-    same picture (the file named twice, and once more under another name) run it once and their answers
-    after it; the same prompt about another picture shares nothing; the scores equal those without sharing."""
+    """A scoring file of one response a row (an RL rollout's shape), with ``--share-across-rows``: the rows
+    asking the same prompt about the same picture (the file named twice, and once more under another name)
+    run it once and their answers after it; the same prompt about another picture shares nothing; the scores
+    equal those without sharing; without the option nothing is shared."""
     from rmkit.cli import main
 
     _, model = saved_rm(tmp_path_factory, "qwen2_vl", seed=2)
@@ -263,13 +264,14 @@ def test_rows_of_one_response_that_repeat_a_prompt_and_image_share_its_pass(tmp_
                                   ("It is green.", "same.png"), ("It is red.", "blue.png")]]  # fmt: skip
     data = write_jsonl(tmp_path / "rollouts.jsonl", rows)
     outputs = []
-    for flag in ("--prefix-sharing", "--no-prefix-sharing"):
-        output = tmp_path / f"s{flag}.jsonl"
+    for name, flags in [("on", ["--share-across-rows"]), ("off", ["--no-prefix-sharing", "--share-across-rows"]),
+                        ("default", [])]:  # fmt: skip
+        output = tmp_path / f"{name}.jsonl"
         assert (
-            main(["score", "--model", str(model), "--input", str(data), "--output", str(output), flag]) == 0
+            main(["score", "--model", str(model), "--input", str(data), "--output", str(output), *flags]) == 0
         )
-        summary = json.loads((tmp_path / f"s{flag}.summary.json").read_text())
+        summary = json.loads((tmp_path / f"{name}.summary.json").read_text())
         outputs.append((summary, [json.loads(x)["score"] for x in output.read_text().splitlines()]))
-    (on, shared), (off, whole) = outputs
-    assert (on["prefix_shared"], off["prefix_shared"]) == (3, 0)
+    (on, shared), (off, whole), (default, _) = outputs
+    assert (on["prefix_shared"], off["prefix_shared"], default["prefix_shared"]) == (3, 0, 0)
     assert shared == pytest.approx(whole, abs=1e-5)

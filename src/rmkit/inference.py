@@ -360,11 +360,13 @@ def score_tokenized(
     batch_tokens: int | None = None,
     stats: RowCounts,
     share_prefixes: bool = True,
+    across_rows: bool = False,
     attributes: bool = False,
 ) -> Iterator[tuple[Example, list[Any] | None]]:
-    """:func:`score_examples` of one chunk already tokenised (``ExampleTokenizer.tokenize(chunk)``)."""
+    """:func:`score_examples` of one chunk already tokenised (``ExampleTokenizer.tokenize(chunk)``);
+    ``across_rows``: the examples that repeat a prompt share it (:func:`answer_groups`)."""
     ids = [t.ids for row in tokenized if row is not None for t in row]
-    groups = answer_groups(chunk, tokenized)
+    groups = answer_groups(chunk, tokenized, across_rows)
     scores = iter(
         score_sequences(
             model,
@@ -381,11 +383,17 @@ def score_tokenized(
 
 
 def answer_groups(
-    chunk: Sequence[Example], tokenized: Sequence[Any], extra: Callable[[Any, Any], Any] | None = None
+    chunk: Sequence[Example],
+    tokenized: Sequence[Any],
+    across: bool = True,
+    extra: Callable[[Any, Any], Any] | None = None,
 ) -> list[list[int]]:
     """The chunk's rows (numbered in order over its prepared examples) that answer one prompt and may share its
-    pass: each example's, with the examples that ask the same prompt merged, so that a file of one response a
-    row (an RL rollout's shape) shares as a best-of-N row does. An example's key is its prompt, its first
+    pass: each example's, and with ``across`` (``--share-across-rows``) the examples that ask the same prompt
+    merged, so that a file of one response a row (an RL rollout's shape) shares as a best-of-N row does. Off by
+    default: a merged row's score then depends, in its last bits, on which rows its chunk holds, where each
+    example's alone does not (the one-process, torchrun and Ray files are byte-identical whatever their
+    chunking). An example's key is its prompt, its first
     row's first ``MIN_SHARED`` tokens (so that prompts cut from the left at different places, for answers
     of different lengths, stay apart: their rows no longer start alike) and ``extra(example, rows)`` (a
     VLM's images); a pre-rendered example, or a pair whose answers follow different histories, keeps its
@@ -397,7 +405,7 @@ def answer_groups(
         if rows is None:
             continue
         key: Any = n
-        if example.prompt and not example.rendered and example.rejected_prompt is None:
+        if across and example.prompt and not example.rendered and example.rejected_prompt is None:
             prompt = json.dumps(example.prompt, sort_keys=True, default=repr)
             start_ids = tuple(rows[0].ids[:MIN_SHARED])
             key = (prompt, start_ids, extra(example, rows) if extra is not None else None)

@@ -63,6 +63,11 @@ class ScoreConfig(DataOptions, RuntimeOptions, InferenceOptions, ScaleOptions, M
         help="score the answers of one prompt (pairs, best-of-N) after one pass over the prompt, on causal "
         "models (exact; off: every answer with its full sequence)",
     )
+    share_across_rows: bool = option(
+        False,
+        help="rows of one response that repeat a prompt (RL rollouts) share its pass within a chunk, as a "
+        "best-of-N row's answers do (exact to float rounding; the last bits then depend on --chunk-rows)",
+    )
     top_k: int | None = option(None, help="best-of-N rows: keep the k best in 'ranking'")
     min_score: float | None = option(
         None, help="best-of-N rows: keep in 'ranking' only responses scoring at least this"

@@ -46,6 +46,7 @@ class Reading:
     truncation: str = "left"  # over-length rows: "left" cuts the prompt, "drop" leaves the row out
     batch_tokens: int | None = None  # token budget of a forward pass (None: rmkit.inference.token_budget)
     prefix_sharing: bool = True  # answers of one prompt after one pass over it (causal models)
+    share_across_rows: bool = False  # score: the chunk's rows that repeat a prompt share it too
     read_ahead: bool | None = None  # tokenise the next chunk while this one is scored (None: on a GPU)
     chunk_rows: int = CHUNK_ROWS  # examples tokenised and scored together
     format: str | None = None  # row format (None: detected)
@@ -238,6 +239,7 @@ class Kind:
             batch_tokens=reading.batch_tokens,
             stats=stats,
             share_prefixes=reading.prefix_sharing,
+            across_rows=reading.share_across_rows,
             attributes=self.attributes,
         )
 

@@ -102,7 +102,7 @@ class VisionKind(PairwiseKind):
         self, model: Any, chunk: Sequence[Any], prepared: list[Any], reading: Reading, stats: RowCounts
     ) -> Iterator[tuple[Any, Raw | None]]:
         rows = [t for row in prepared if row is not None for t in row]
-        groups = _groups(chunk, prepared) if reading.prefix_sharing else []
+        groups = _groups(chunk, prepared, reading.share_across_rows) if reading.prefix_sharing else []
         scores = iter(model.score_rows(rows, reading.batch_tokens, groups=groups, stats=stats))
         for example, row in zip(chunk, prepared, strict=True):
             stats.add(row, example.notes)
@@ -143,7 +143,7 @@ def _flat(prompt: list[dict[str, Any]]) -> Any:
     return flat[0]["content"] if len(flat) == 1 and flat[0]["role"] == "user" else flat
 
 
-def _groups(chunk: Sequence[Any], prepared: list[Any]) -> list[list[int]]:
+def _groups(chunk: Sequence[Any], prepared: list[Any], across: bool) -> list[list[int]]:
     """:func:`rmkit.inference.answer_groups` keyed also by each example's images (their grids and a sample of
     their pixels: cheap; :mod:`rmkit.vlm_sharing` shares only among rows whose images are equal); rows with
     videos keep their own group (they run whole)."""
@@ -156,6 +156,6 @@ def _groups(chunk: Sequence[Any], prepared: list[Any]) -> list[list[int]]:
         if first.patches is None:
             return None
         sample = first.patches.reshape(-1)[:: 1 + first.patches.size // 4096]
-        return first.patches.shape, tuple(map(tuple, first.grids)), hash(sample.tobytes())
+        return first.patches.shape, repr(first.grids), hash(sample.tobytes())
 
-    return answer_groups(chunk, prepared, images)
+    return answer_groups(chunk, prepared, across, images)
