@@ -18,6 +18,9 @@ from vision_models import picture, saved_rm
 from rmkit.data import RowCounts
 from rmkit.data.images import Picture
 from rmkit.data.vision import VisionExample
+from rmkit.jobs.config import ScoreConfig
+from rmkit.kinds import Reading
+from rmkit.kinds.vision import VisionKind
 from rmkit.training.config import TrainConfig
 from rmkit.training.vision import VisionPair, pair_scores, plan_pairs
 
@@ -97,7 +100,8 @@ def test_shared_prefix_scores_equal_the_whole_rows(family_rm):
 def test_the_pass_cost_cuts_the_passes_and_never_the_scores(family_rm, monkeypatch):
     """The fixed cost of a pass decides how the prefixes and the answers after them are cut into passes: the
     cost measured on the model (once, a power of two) by default, the one given (the server's
-    ``--batch-cost``) where there is one; a high cost runs fewer passes, and every cut scores alike."""
+    ``--batch-cost``, score's, rank's and eval's) where there is one; a high cost runs fewer passes, and every
+    cut scores alike."""
     rm, _ = family_rm
     rows, groups = rows_and_groups(rm, examples())
     alone = [rm.score_rows([r])[0] for r in rows]
@@ -110,6 +114,10 @@ def test_the_pass_cost_cuts_the_passes_and_never_the_scores(family_rm, monkeypat
         assert rm.score_rows(rows, groups=groups, batch_cost=cost) == pytest.approx(alone, abs=1e-5)
         counted[cost] = len(passes)
     assert counted[1e9] == 2 < counted[1.0]  # one pass of all prefixes, one of all answers
+    passes.clear()  # --batch-cost reaches it from score, rank and eval (rmkit.kinds.Reading)
+    reading = Reading.of(ScoreConfig(model="-", input="-", output="-", batch_cost=1e9))
+    scored = [s for _, raw in VisionKind().score(rm, examples(), reading) for s in raw]
+    assert len(passes) == 2 and scored == pytest.approx(alone, abs=1e-5)
     measured = rm.pass_cost()
     assert measured >= 1 and measured == 2 ** round(math.log2(measured)) and rm.pass_cost() == measured
     assert rm.score_rows(rows, groups=groups) == pytest.approx(alone, abs=1e-5)

@@ -361,6 +361,7 @@ def score_tokenized(
     stats: RowCounts,
     share_prefixes: bool = True,
     across_rows: bool = False,
+    batch_cost: float | None = None,
     attributes: bool = False,
 ) -> Iterator[tuple[Example, list[Any] | None]]:
     """:func:`score_examples` of one chunk already tokenised (``ExampleTokenizer.tokenize(chunk)``);
@@ -372,6 +373,7 @@ def score_tokenized(
             model,
             ids,
             batch_tokens=batch_tokens,
+            batch_cost=batch_cost,
             groups=groups if share_prefixes else None,
             stats=stats,
             attributes=attributes,

@@ -47,6 +47,12 @@ class EvalConfig(PairOptions, RuntimeOptions, InferenceOptions, ScaleOptions, Mo
     prefix_sharing: bool = option(
         True, help="score chosen and rejected after one pass over their shared prompt (causal models; exact)"
     )
+    batch_cost: float | None = option(
+        None,
+        help="fixed cost of one forward pass in tokens' worth of work, which decides when rows of mixed lengths "
+        "(and a VLM's shared prompts and the answers after them) are cut into more passes; default: text rows "
+        "fill the budget, a VLM measures it at start (give it where two runs must match bit for bit: a resume)",
+    )
     bootstrap: int = option(
         1000, help="bootstrap resamples for the 95 percent confidence interval of accuracy"
     )

@@ -63,6 +63,12 @@ class ScoreConfig(DataOptions, RuntimeOptions, InferenceOptions, ScaleOptions, M
         help="score the answers of one prompt (pairs, best-of-N) after one pass over the prompt, on causal "
         "models (exact; off: every answer with its full sequence)",
     )
+    batch_cost: float | None = option(
+        None,
+        help="fixed cost of one forward pass in tokens' worth of work, which decides when rows of mixed lengths "
+        "(and a VLM's shared prompts and the answers after them) are cut into more passes; default: text rows "
+        "fill the budget, a VLM measures it at start (give it where two runs must match bit for bit: a resume)",
+    )
     share_across_rows: bool = option(
         False,
         help="rows of one response that repeat a prompt (RL rollouts) share its pass within a chunk, as a "

@@ -103,7 +103,11 @@ class VisionKind(PairwiseKind):
     ) -> Iterator[tuple[Any, Raw | None]]:
         rows = [t for row in prepared if row is not None for t in row]
         groups = _groups(chunk, prepared, reading.share_across_rows) if reading.prefix_sharing else []
-        scores = iter(model.score_rows(rows, reading.batch_tokens, groups=groups, stats=stats))
+        scores = iter(
+            model.score_rows(
+                rows, reading.batch_tokens, groups=groups, stats=stats, batch_cost=reading.batch_cost
+            )
+        )
         for example, row in zip(chunk, prepared, strict=True):
             stats.add(row, example.notes)
             yield example, None if row is None else [next(scores) for _ in row]
