@@ -283,3 +283,52 @@ def test_rows_of_one_response_that_repeat_a_prompt_and_image_share_its_pass(tmp_
     (on, shared), (off, whole), (default, _) = outputs
     assert (on["prefix_shared"], off["prefix_shared"], default["prefix_shared"]) == (3, 0, 0)
     assert shared == pytest.approx(whole, abs=1e-5)
+
+
+def test_a_resumed_run_cuts_its_passes_by_the_cost_its_first_run_measured(
+    tmp_path, tmp_path_factory, monkeypatch
+):
+    """The pass cost a VLM run measured goes into its state file; a resumed run takes it back rather than
+    measuring anew (a measure landing in another power of two would round its scores otherwise), and writes
+    the file an uninterrupted run writes, byte for byte."""
+    import rmkit.inference
+    import rmkit.jobs.score as score_job
+    from rmkit.cli import main
+
+    _, model = saved_rm(tmp_path_factory, "qwen2_vl", seed=2)
+    rows = []
+    for i, colour in enumerate(["red", "blue", "green"]):
+        picture(colour, seed=i).save(tmp_path / f"{i}.png")
+        rows.append({"question": "Look at this picture, please: what colour is the square in it?",
+                     "image": f"{i}.png", "chosen": f"It is {colour}.", "rejected": "It is a square."})  # fmt: skip
+    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    used = []
+    scores = rmkit.vlm_sharing.scores
+    monkeypatch.setattr(rmkit.vlm_sharing, "scores", lambda *a: used.append(a[5]) or scores(*a))
+    measure = {"value": 100.0}  # rounded up: 128
+    monkeypatch.setattr(rmkit.inference, "batch_cost", lambda *a, **k: measure["value"])
+
+    def score(out, *flags):
+        return main(["score", "--model", str(model), "--input", str(data), "--output", str(out),
+                     "--chunk-rows", "1", *flags])  # fmt: skip
+
+    assert score(tmp_path / "whole.jsonl") == 0
+    lines = score_job.part_lines
+    calls = []
+
+    def stop_at_the_second_chunk(*a):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return lines(*a)
+
+    monkeypatch.setattr(score_job, "part_lines", stop_at_the_second_chunk)
+    assert score(tmp_path / "cut.jsonl") != 0
+    state = json.loads((tmp_path / "cut.jsonl.rank0-of-1.part.state.json").read_text())
+    assert state["records"] == 1 and state["pass_cost"] == 128.0
+    monkeypatch.setattr(score_job, "part_lines", lines)
+    measure["value"] = 3.0  # this run would measure 4
+    used.clear()
+    assert score(tmp_path / "cut.jsonl", "--resume") == 0
+    assert used and set(used) == {128.0}
+    assert (tmp_path / "cut.jsonl").read_bytes() == (tmp_path / "whole.jsonl").read_bytes()

@@ -83,7 +83,7 @@ class VisionRewardModel(HeldModel):
         self.video: dict[str, Any] = {}  # the videos' sampling: fps, max_frames (rmkit.data.video)
         self.external = False  # the value-head layout without rmkit's settings (example_tokenizer)
         self.prefix_sharing = True  # a group's answers after one pass over its prefix (score_rows)
-        self._pass_cost: float | None = None  # measured when first needed (pass_cost)
+        self.measured_pass_cost: float | None = None  # pass_cost's measure (a resumed run sets it back)
 
     @classmethod
     def from_pretrained(
@@ -319,10 +319,10 @@ class VisionRewardModel(HeldModel):
         (:func:`rmkit.inference.batch_cost`, text rows of 8 and 128 tokens), measured the first time it is
         asked for and kept; rounded up to a power of two, so that reruns cut their passes alike (up: a pass
         after a shared prompt also copies the prompt's keys and values, which the probe's rows do not)."""
-        if self._pass_cost is None:
+        if self.measured_pass_cost is None:
             measured = inference.batch_cost(self, short=8, long=128, repeats=2)
-            self._pass_cost = float(2 ** math.ceil(math.log2(max(measured, 1.0))))
-        return self._pass_cost
+            self.measured_pass_cost = float(2 ** math.ceil(math.log2(max(measured, 1.0))))
+        return self.measured_pass_cost
 
     def encode(self, rows: Sequence[VisionRow], budget: int) -> dict[int, tuple[torch.Tensor, ...]]:
         """The vision encoder's features of each distinct image set of ``rows`` (by the ``id`` of its patches),

@@ -39,7 +39,7 @@ from rmkit.inference import ahead
 from rmkit.jobs.config import ScoreConfig
 from rmkit.jobs.scorefiles import Paths, finish, keeping_work, resume_state
 from rmkit.jobs.scorer import Scorer, cost_columns, part_lines, scored
-from rmkit.jobs.shards import Share, append_lines, count_records
+from rmkit.jobs.shards import Share, ShareState, append_lines, count_records
 from rmkit.modeling import RewardModel
 from rmkit.options import configured
 
@@ -85,10 +85,9 @@ def _score_share(
 ) -> None:
     """Score this process's share of the records into its part file, checkpointing after every chunk; with
     ``cost`` (``--cost-model``) each row gets the cost model's columns too."""
-    kind, rm = scorer.kind, scorer.rm
-    paths = Paths.of(config, output, rt.rank, rt.world)
+    kind, rm, paths = scorer.kind, scorer.rm, Paths.of(config, output, rt.rank, rt.world)
     output.parent.mkdir(parents=True, exist_ok=True)
-    state = resume_state(config, paths, rt.rank, rt.world)
+    state = _carried(rm, resume_state(config, paths, rt.rank, rt.world))
     skipped_before = state.stats.skipped
     reading = kinds.Reading.of(config, format=config.row_format())
     tokenizer = kind.tokenizer(rm, reading)
@@ -121,6 +120,7 @@ def _score_share(
             if rejects is not None:
                 state.stats.skipped, state.rejects_bytes = skipped_before + read[1], read[2]
             state.run_seconds = time.perf_counter() - t0
+            state.pass_cost = getattr(rm, "measured_pass_cost", None)
             state.save(paths.state)
             rate = f"{state.run_tokens / max(state.run_seconds, 1e-9):,.0f} tok/s"
             bar.update(state.records - bar.n)
@@ -139,6 +139,14 @@ def _score_share(
             checkpoint(lines, where)
             runtime.release_memory(rt.device)  # a long job's memory stays flat (chunks of every shape)
         checkpoint([], _where(records, rejects))  # rejected records after the last scored one
+
+
+def _carried(rm: Any, state: ShareState) -> ShareState:
+    """``state``, its run's measured pass cost given back to ``rm`` (a VLM: :meth:`rmkit.vlm.VisionRewardModel.
+    pass_cost`), so that a resumed run cuts its passes, and rounds its scores, as the run it continues did."""
+    if state.pass_cost is not None and hasattr(rm, "measured_pass_cost"):
+        rm.measured_pass_cost = state.pass_cost
+    return state
 
 
 def _chunks(examples: Iterator, tokenizer: Any, config: ScoreConfig, records: Share, rejects):

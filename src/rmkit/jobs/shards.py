@@ -46,6 +46,7 @@ class ShareState:
     safer: PairStats = field(default_factory=PairStats)  # --cost-model: (rejected, chosen) costs of pairs
     run_tokens: int = 0  # tokens and seconds of this run alone (not of the runs it resumes), for tokens/s
     run_seconds: float = 0.0
+    pass_cost: float | None = None  # a VLM's measured pass cost: a resumed run cuts its passes alike
 
     def save(self, path: Path) -> None:
         write_json(path, asdict(self), indent=None)
