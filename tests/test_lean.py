@@ -68,7 +68,7 @@ def test_the_last_feed_forward_runs_only_where_the_final_state_is_read(tmp_path_
     final states there equal the whole forward's; a prompt's pass (no end read) keeps the very same cache;
     with gradients on nothing changes."""
     from rmkit.lean import last_feed_forward, read_only_at
-    from rmkit.vlm import last_real
+    from rmkit.packing import last_real
 
     rm, _ = saved_rm(tmp_path_factory, "qwen2_vl", seed=1)
     torch.manual_seed(0)

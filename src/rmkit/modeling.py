@@ -39,7 +39,7 @@ from rmkit.errors import RMKitError
 from rmkit.heads import HEADS, MIXED, GatedHead, head_dtype, read_objectives
 from rmkit.inference import MAX_ROWS, score_examples, score_sequences
 from rmkit.metrics import ranking
-from rmkit.packing import Packed, is_right_padded
+from rmkit.packing import Packed, is_right_padded, last_real
 from rmkit.runtime import keep_fp32, resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
@@ -249,8 +249,7 @@ class RewardModel(HeldModel):
                     token, end_scores, torch.zeros_like(end_scores, dtype=torch.long), attributes
                 )
             hidden = self.model.base_model(input_ids, **kwargs).last_hidden_state
-            positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-            end_index = (positions * attention_mask.ne(0)).argmax(-1)
+            end_index = last_real(attention_mask)
             at_end = hidden[torch.arange(len(end_index), device=hidden.device), end_index]
             if isinstance(self.model.score, MIXED):  # ArmoRM's gate is read where the prompt ends
                 out = read_objectives(self.model.score, hidden, at_end, input_ids, self.reweighting)
@@ -302,8 +301,7 @@ class RewardModel(HeldModel):
             past_key_values=past,
         ).last_hidden_state
         scores = self._head(hidden)
-        end = (torch.arange(width, device=attention_mask.device) * attention_mask.ne(0)).argmax(-1)
-        return scores.gather(1, end[:, None]).squeeze(1)
+        return scores.gather(1, last_real(attention_mask)[:, None]).squeeze(1)
 
     def _head(self, hidden: torch.Tensor) -> torch.Tensor:
         """A decoder's score at every position of ``hidden`` (B, L, H): the head, plus the ``score_bias`` of

@@ -117,6 +117,12 @@ def is_right_padded(attention_mask: torch.Tensor) -> bool:
     return bool((attention_mask[:, :-1] >= attention_mask[:, 1:]).all())
 
 
+def last_real(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Each row's last real token (the mask's last 1), under either padding: (B,)."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return (positions * attention_mask.ne(0)).argmax(-1)
+
+
 def packs(rm: Any, packing: str) -> bool:
     """Whether training ``rm`` runs packed batches: ``packing`` ``"on"`` for any causal decoder, ``"off"``
     never, ``"auto"`` when its attention implementation skips the blocks between sequences."""

@@ -50,7 +50,7 @@ from rmkit.modeling import (
     HeldModel,
     RewardOutput,
 )
-from rmkit.packing import Packed, is_right_padded
+from rmkit.packing import Packed, is_right_padded, last_real
 from rmkit.runtime import keep_fp32, resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
@@ -243,8 +243,7 @@ class ProcessRewardModel(HeldModel):
             scores = logits.squeeze(-1) if raw else torch.sigmoid(logits.float().squeeze(-1))
         if isinstance(input_ids, Packed):
             return RewardOutput(scores, scores[0, input_ids.ends], input_ids.ends)
-        positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-        end_index = (positions * attention_mask.ne(0)).argmax(-1)
+        end_index = last_real(attention_mask)
         return RewardOutput(scores, scores.gather(1, end_index[:, None]).squeeze(1), end_index)
 
     def logits(

@@ -47,6 +47,7 @@ from rmkit.errors import RMKitError
 from rmkit.layouts import VALUE_HEAD_FILES
 from rmkit.lean import as_matmul, read_only_at
 from rmkit.modeling import HeldModel, RewardOutput
+from rmkit.packing import last_real
 from rmkit.runtime import keep_fp32, resolve_device, resolve_dtype
 from rmkit.vlm_families import FAMILIES
 from rmkit.vlm_heads import HEAD, read_score_head, read_value_head
@@ -207,7 +208,8 @@ class VisionRewardModel(HeldModel):
         the vision encoder then does not run. Videos alike: ``pixel_values_videos`` (or ``video_features``),
         ``video_grid_thw`` and ``second_per_grid_ts`` (one a video)."""
         videos = (pixel_values_videos, video_grid_thw, second_per_grid_ts, video_features)
-        with read_only_at(self.model, None if token_scores else last_real(attention_mask)):
+        ends = last_real(attention_mask)
+        with read_only_at(self.model, None if token_scores else ends):
             hidden = self.run(
                 input_ids,
                 attention_mask,
@@ -217,14 +219,18 @@ class VisionRewardModel(HeldModel):
                 videos,
                 use_cache=False,
             ).last_hidden_state
-        return self.read_out(hidden, attention_mask, token_scores)
+        return self.read_out(hidden, attention_mask, token_scores, ends)
 
     def read_out(
-        self, hidden: torch.Tensor, attention_mask: torch.Tensor, token_scores: bool
+        self,
+        hidden: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_scores: bool,
+        end_index: torch.Tensor | None = None,
     ) -> RewardOutput:
-        """The head on ``hidden`` (B, L, H): at each row's last real token (the mask's last 1), everywhere
-        with ``token_scores``."""
-        end_index = last_real(attention_mask)
+        """The head on ``hidden`` (B, L, H): at each row's last real token (the mask's last 1, or ``end_index``
+        where the caller has it), everywhere with ``token_scores``."""
+        end_index = last_real(attention_mask) if end_index is None else end_index
         at_end = hidden[torch.arange(len(end_index), device=hidden.device), end_index]
         scores = self.head(hidden.float()).squeeze(-1) if token_scores else None
         return RewardOutput(scores, self.head(at_end.float()).squeeze(-1), end_index)
@@ -409,12 +415,6 @@ class VisionRewardModel(HeldModel):
             )
 
         save_model(self.model, self.tokenizer, self.metadata, Path(path), extra=extra)
-
-
-def last_real(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Each row's last real token (the mask's last 1), under either padding: (B,)."""
-    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-    return (positions * attention_mask.ne(0)).argmax(-1)
 
 
 def _media(row: VisionRow) -> list[Any]:

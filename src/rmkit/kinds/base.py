@@ -47,9 +47,7 @@ class Reading:
     batch_tokens: int | None = None  # token budget of a forward pass (None: rmkit.inference.token_budget)
     prefix_sharing: bool = True  # answers of one prompt after one pass over it (causal models)
     share_across_rows: bool = False  # score: the chunk's rows that repeat a prompt share it too
-    batch_cost: float | None = (
-        None  # a pass's fixed cost in tokens (None: text fills budgets, a VLM measures)
-    )
+    batch_cost: float | None = None  # a pass's fixed cost, in tokens (None: text fills, a VLM measures)
     read_ahead: bool | None = None  # tokenise the next chunk while this one is scored (None: on a GPU)
     chunk_rows: int = CHUNK_ROWS  # examples tokenised and scored together
     format: str | None = None  # row format (None: detected)
