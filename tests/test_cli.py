@@ -47,6 +47,25 @@ def test_yaml_options_with_flag_override_and_unknown_key(tmp_path, capsys):
     assert "unknown option(s) batch_tokns" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["score", "eval"])
+def test_a_pass_cost_that_is_not_positive_is_refused_in_one_line(rm_path, tmp_path, command, capsys):
+    """``--batch-cost`` (score, rank, eval) is tokens' worth of work a pass: 0 or less is refused before any
+    model loads, naming the option."""
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}) + "\n")
+    where = (
+        ["--output", str(tmp_path / "s.jsonl")]
+        if command == "score"
+        else ["--output-dir", str(tmp_path / "e")]
+    )
+    args = [command, "--model", str(rm_path), "--data", str(data), *where, "--batch-cost", "0"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.endswith(
+        "--batch-cost is tokens' worth of work a pass and must be positive, got 0.0"
+    )
+
+
 def test_help_lists_commands(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])

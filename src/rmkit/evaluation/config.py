@@ -9,6 +9,7 @@ from pathlib import Path
 from rmkit.data import first_record
 from rmkit.errors import RMKitError
 from rmkit.files import claim_output_dir
+from rmkit.jobs.config import PassCostOptions
 from rmkit.options import (
     InferenceOptions,
     ModelOptions,
@@ -22,7 +23,9 @@ from rmkit.options import (
 
 
 @dataclass(kw_only=True)
-class EvalConfig(PairOptions, RuntimeOptions, InferenceOptions, ScaleOptions, ModelOptions, StepOptions):
+class EvalConfig(
+    PairOptions, RuntimeOptions, InferenceOptions, PassCostOptions, ScaleOptions, ModelOptions, StepOptions
+):
     model: list[str] = option(
         path="model",
         help="reward model(s) to evaluate: a checkpoint directory or hub name; two or more to compare "
@@ -46,12 +49,6 @@ class EvalConfig(PairOptions, RuntimeOptions, InferenceOptions, ScaleOptions, Mo
     )
     prefix_sharing: bool = option(
         True, help="score chosen and rejected after one pass over their shared prompt (causal models; exact)"
-    )
-    batch_cost: float | None = option(
-        None,
-        help="fixed cost of one forward pass in tokens' worth of work, which decides when rows of mixed lengths "
-        "(and a VLM's shared prompts and the answers after them) are cut into more passes; default: text rows "
-        "fill the budget, a VLM measures it at start (give it where two runs must match bit for bit: a resume)",
     )
     bootstrap: int = option(
         1000, help="bootstrap resamples for the 95 percent confidence interval of accuracy"
@@ -124,6 +121,7 @@ class EvalConfig(PairOptions, RuntimeOptions, InferenceOptions, ScaleOptions, Mo
         for path in self.data:
             first_record(path)
         self.replica_range()
+        self.check_batch_cost()
         if not self.resume:
             claim_output_dir(self.output_dir, overwrite=self.overwrite, resumable=True)
 

@@ -24,7 +24,29 @@ from rmkit.options import (
 
 
 @dataclass(kw_only=True)
-class ScoreConfig(DataOptions, RuntimeOptions, InferenceOptions, ScaleOptions, ModelOptions, StepOptions):
+class PassCostOptions:
+    """What a pass costs beyond its tokens, which decides how rows of mixed lengths are cut into passes
+    (``score``, ``rank``, ``eval``; ``serve`` has its own)."""
+
+    batch_cost: float | None = option(
+        None,
+        help="fixed cost of one forward pass in tokens' worth of work, which decides when rows of mixed lengths "
+        "(and a VLM's shared prompts and the answers after them) are cut into more passes; default: text rows "
+        "fill the budget, a VLM measures it at start (give it where two runs must match bit for bit: a resume)",
+    )
+
+    def check_batch_cost(self) -> None:
+        """Refuse a pass cost that is not a positive number of tokens."""
+        if self.batch_cost is not None and not self.batch_cost > 0:
+            raise RMKitError(
+                f"--batch-cost is tokens' worth of work a pass and must be positive, got {self.batch_cost}"
+            )
+
+
+@dataclass(kw_only=True)
+class ScoreConfig(
+    DataOptions, RuntimeOptions, InferenceOptions, PassCostOptions, ScaleOptions, ModelOptions, StepOptions
+):
     """Options of ``rmkit score``; skipped rows go to ``--rejects``, by default ``{stem}.rejects.jsonl``."""
 
     model: str = option(
@@ -63,12 +85,6 @@ class ScoreConfig(DataOptions, RuntimeOptions, InferenceOptions, ScaleOptions, M
         help="score the answers of one prompt (pairs, best-of-N) after one pass over the prompt, on causal "
         "models (exact; off: every answer with its full sequence)",
     )
-    batch_cost: float | None = option(
-        None,
-        help="fixed cost of one forward pass in tokens' worth of work, which decides when rows of mixed lengths "
-        "(and a VLM's shared prompts and the answers after them) are cut into more passes; default: text rows "
-        "fill the budget, a VLM measures it at start (give it where two runs must match bit for bit: a resume)",
-    )
     share_across_rows: bool = option(
         False,
         help="rows of one response that repeat a prompt (RL rollouts) share its pass within a chunk, as a "
@@ -99,6 +115,7 @@ class ScoreConfig(DataOptions, RuntimeOptions, InferenceOptions, ScaleOptions, M
         if Path(self.output).suffix not in (".json", ".jsonl"):
             raise RMKitError(f"--output must end in .json or .jsonl, got '{self.output}'")
         self.replica_range()
+        self.check_batch_cost()
         if self.cost_model and self.backend == "ray":
             raise RMKitError(
                 "--cost-model runs in one process or under torchrun for now, not with --backend ray"
